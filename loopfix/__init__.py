@@ -1,0 +1,1 @@
+"""loopfix: simulation and load-test harness for a Flask + RQ + Redis recording service."""

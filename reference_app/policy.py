@@ -1,0 +1,546 @@
+"""The functional core: every decision the seeds describe, as pure functions of a `Policy`.
+
+The Flask routes and RQ jobs call these with state read from Redis and the database; the
+SimPy model (`sim/`) calls the same functions with simulated state, so the model cannot drift
+from the app. Nothing here imports Flask, Redis, SQLAlchemy or SimPy, and nothing reads a
+clock: time is always an argument, in *policy seconds* (wall seconds / `time_scale`).
+
+Variants and faults: `before` is the system the seeds started from, `seed` is the seeds' final
+code as written (latent faults included), `fixed` is the reference fix. Each behaviour that
+differs is one named fault in `FAULTS`; a variant is a set of faults, and `extra_faults` can
+switch on any single one for a test or a report.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+VARIANTS = ("before", "seed", "fixed")
+
+# One line each: what the fault does. The key is the toggle name (LOOPFIX_FAULTS).
+FAULTS: dict[str, str] = {
+    # --- the `before` tier: the bugs the seeds started from ---------------------------------
+    "new_job_per_delete_click": "every bulk-delete request creates a new job (seed 000, before)",
+    "delete_fails_on_missing_leads": "the delete job fails when a batch's leads are already gone (000)",
+    "infinite_immediate_retry": "a recording job missing its CallLog/audio is re-run at once, forever (000)",
+    "retry_as_int": "enqueue passes retry=3 (an int), RQ raises 'int' object has no attribute 'max' (001)",
+    "dedup_set_before_enqueue": "the enqueue dedup key is set before enqueue and stays if enqueue fails (001)",
+    "stuck_202_forever": "an active job answers 202 forever: no stuck detection (002)",
+    "no_fail_fast": "no per-call attempt counter: stuck jobs are re-created without limit (002)",
+    "json_recording_url": "RecordingUrl is stored as Twilio sent it, .json and all (001)",
+    "enqueue_every_click": "no playback dedup: every play click enqueues (003)",
+    "long_dedup_ttl": "the enqueue dedup key lives 30 min instead of 120 s (004)",
+    "blocking_slot_loop": "slot contention blocks the worker in a 60 x 1 s sleep loop (004)",
+    "short_inflight_ttl": "the semaphore in-flight TTL is 120 s, shorter than slow downloads (004)",
+    "semaphore_in_api": "the download slot is taken by the API request, not by the worker (004)",
+    "player_unbounded": "the browser player retries 202 (and errors) forever (002)",
+    # --- the `seed` tier: latent faults in the seeds' final code (DESIGN.md 1-10) ------------
+    "lock_release_unowned": "BulkGate release is a plain DEL: it frees whoever holds the lock (003)",
+    "lock_refresh_unowned": "BulkGate refresh is EXISTS then EXPIRE, refreshing whoever holds it (003)",
+    "playback_check_then_mark": "playback dedup checks then marks: concurrent clicks both enqueue (003)",
+    "dedup_check_then_set": "enqueue dedup checks, enqueues, then sets: concurrent requests all enqueue (001/004)",
+    "backoff_not_applied": "the job computes a backoff but raises; RQ Retry(max=3) re-runs it at once (000/001)",
+    "slot_defer_sleeps": "the 'non-blocking' slot defer still sleeps in the worker before re-queuing (004)",
+    "fail_fast_incr_then_expire": "fail-fast INCR and EXPIRE are two calls: a crash between leaves no TTL (002)",
+    "stuck_by_age": "a running job is stuck after a fixed 5 min, even while it is downloading (002)",
+    "json_replace_everywhere": ".replace('.json', '.mp3') rewrites every occurrence, not the suffix (001)",
+    "download_not_idempotent": "a re-run downloads again: no skip-if-complete, no atomic rename (RQ re-run)",
+    "delete_check_then_insert": "bulk-delete dedup is check-then-insert: concurrent requests race (000/003)",
+}
+
+_BEFORE_ONLY = frozenset(
+    {
+        "new_job_per_delete_click",
+        "delete_fails_on_missing_leads",
+        "infinite_immediate_retry",
+        "retry_as_int",
+        "dedup_set_before_enqueue",
+        "stuck_202_forever",
+        "no_fail_fast",
+        "json_recording_url",
+        "enqueue_every_click",
+        "long_dedup_ttl",
+        "blocking_slot_loop",
+        "short_inflight_ttl",
+        "semaphore_in_api",
+        "player_unbounded",
+    }
+)
+_SEED = frozenset(set(FAULTS) - _BEFORE_ONLY)
+# `before` predates every fix, so it also has the seed faults its own bugs do not supersede.
+_BEFORE = _BEFORE_ONLY | {
+    "lock_release_unowned",
+    "lock_refresh_unowned",
+    "download_not_idempotent",
+}
+VARIANT_FAULTS: dict[str, frozenset[str]] = {
+    "before": frozenset(_BEFORE),
+    "seed": _SEED,
+    "fixed": frozenset(),
+}
+
+# seed 003's BulkGate table, seconds.
+SEED_LOCK_TTL_S: tuple[tuple[str, float], ...] = (
+    ("delete_leads_bulk", 3600),
+    ("update_leads_bulk", 1800),
+    ("delete_receipts_all", 3600),
+    ("delete_imported_leads", 1800),
+    ("broadcast_whatsapp", 7200),
+    ("enqueue_outbound_calls", 3600),
+    ("default", 1800),
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Every constant of the system, in policy seconds, with the variant and its faults.
+
+    `time_scale` multiplies every duration when it is turned into wall time (`wall()`);
+    1.0 is real time, 0.01 runs the 1,860 s backoff in about 19 s.
+    """
+
+    variant: str = "fixed"
+    extra_faults: frozenset[str] = frozenset()
+    time_scale: float = 1.0
+    # recording job (000)
+    max_recording_retries: int = 5
+    backoff_base_s: float = 60.0
+    backoff_cap_s: float = 1200.0
+    # RQ enqueue (001)
+    enqueue_retry_max: int = 3
+    enqueue_dedup_ttl_s: float = 120.0
+    before_enqueue_dedup_ttl_s: float = 1800.0
+    # playback (002, 003)
+    playback_mark_ttl_s: float = 15.0
+    retry_after_s: float = 3.0
+    retry_after_recovery_s: float = 5.0
+    retry_after_max_s: float = 60.0
+    fail_fast_max_attempts: int = 3
+    fail_fast_window_s: float = 600.0
+    stuck_timeout_s: float = 300.0
+    heartbeat_interval_s: float = 10.0
+    heartbeat_timeout_s: float = 60.0
+    # download semaphore (004)
+    slots_per_business: int = 2
+    inflight_ttl_s: float = 900.0
+    before_inflight_ttl_s: float = 120.0
+    queued_ttl_s: float = 1200.0
+    slot_defer_s: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 40.0)
+    before_slot_wait_s: float = 60.0
+    # bulk delete (003)
+    bulk_batch_size: int = 50
+    bulk_throttle_s: float = 0.2
+    bulk_max_runtime_s: float = 300.0
+    bulk_max_batch_failures: int = 10
+    lock_ttl_s: tuple[tuple[str, float], ...] = SEED_LOCK_TTL_S
+    # browser player (002)
+    player_max_retries: int = 12
+    player_base_s: float = 1.0
+    player_cap_s: float = 20.0
+    faults: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {self.variant!r}")
+        unknown = sorted(set(self.extra_faults) - set(FAULTS))
+        if unknown:
+            raise ValueError(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(sorted(FAULTS))}")
+        if not (self.time_scale > 0 and math.isfinite(self.time_scale)):
+            raise ValueError(f"time_scale must be a positive number, not {self.time_scale!r}")
+        if self.max_recording_retries < 0:
+            raise ValueError("max_recording_retries must be >= 0")
+        if self.fail_fast_max_attempts < 1:
+            raise ValueError("fail_fast_max_attempts must be >= 1")
+        if self.slots_per_business < 1:
+            raise ValueError("slots_per_business must be >= 1")
+        object.__setattr__(self, "faults", VARIANT_FAULTS[self.variant] | frozenset(self.extra_faults))
+
+    def has(self, fault: str) -> bool:
+        """True when `fault` is switched on, by the variant or by `extra_faults`."""
+        if fault not in FAULTS:
+            raise KeyError(f"unknown fault {fault!r}")
+        return fault in self.faults
+
+    def wall(self, policy_s: float) -> float:
+        """Policy seconds → wall seconds under `time_scale`."""
+        return policy_s * self.time_scale
+
+    def wall_ms(self, policy_s: float) -> int:
+        """Policy seconds → whole wall milliseconds for Redis PX/PEXPIRE, never below 1."""
+        return max(1, int(round(policy_s * self.time_scale * 1000)))
+
+    def policy_seconds(self, wall_s: float) -> float:
+        """Wall seconds → policy seconds (how histories record time)."""
+        return wall_s / self.time_scale
+
+
+# --------------------------------------------------------------------------- construction
+
+_OVERRIDABLE = {f.name: f for f in dataclasses.fields(Policy) if f.init and f.name not in ("variant", "extra_faults")}
+
+
+def parse_faults(text: str | None) -> frozenset[str]:
+    """`'a,b'` → {'a','b'}; blanks ignored; unknown names raise ValueError listing the known ones."""
+    names = frozenset(n.strip() for n in (text or "").split(",") if n.strip())
+    unknown = sorted(names - set(FAULTS))
+    if unknown:
+        raise ValueError(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(sorted(FAULTS))}")
+    return names
+
+
+def _parse_value(name: str, raw: object) -> object:
+    current = _OVERRIDABLE[name]
+    kind = current.type if isinstance(current.type, str) else getattr(current.type, "__name__", "")
+    try:
+        if kind == "int":
+            return int(raw)  # type: ignore[arg-type]
+        if kind == "float":
+            return float(raw)  # type: ignore[arg-type]
+        if kind.startswith("tuple[float"):
+            items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+            return tuple(float(x) for x in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} takes a {kind}, not {raw!r}") from None
+    raise ValueError(f"{name} cannot be overridden")
+
+
+def make_policy(
+    variant: str = "fixed",
+    faults: str | Sequence[str] | None = None,
+    time_scale: float | str = 1.0,
+    overrides: Mapping[str, object] | None = None,
+) -> Policy:
+    """Build a Policy from loose settings (env strings, CLI `--set k=v`, a scenario's [policy]).
+
+    Raises ValueError with a message that says what to fix.
+    """
+    extra = parse_faults(faults) if isinstance(faults, str) or faults is None else parse_faults(",".join(faults))
+    try:
+        scale = float(time_scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"time_scale must be a number, not {time_scale!r}") from None
+    values: dict[str, object] = {}
+    for name, raw in (overrides or {}).items():
+        key = {"max_retries": "max_recording_retries"}.get(name, name)
+        if key not in _OVERRIDABLE or key in ("time_scale", "faults"):
+            raise ValueError(f"unknown policy constant {name!r}; known: {', '.join(sorted(_OVERRIDABLE))}")
+        values[key] = _parse_value(key, raw)
+    return Policy(variant=variant, extra_faults=extra, time_scale=scale, **values)  # type: ignore[arg-type]
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, str]:
+    """`['max_retries=6']` → {'max_retries': '6'}; a malformed item raises ValueError."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def describe(p: Policy) -> dict[str, object]:
+    """Every constant, the backoff schedule with its sum, and the seeds' '~52 min' claim checked."""
+    constants = {f.name: getattr(p, f.name) for f in dataclasses.fields(Policy) if f.name != "extra_faults"}
+    constants["faults"] = sorted(p.faults)
+    constants["lock_ttl_s"] = dict(p.lock_ttl_s)
+    constants["slot_defer_s"] = list(p.slot_defer_s)
+    schedule = backoff_schedule(p)
+    claimed_s = 52 * 60
+    six = dataclasses.replace(p, max_recording_retries=6)
+    return {
+        "constants": constants,
+        "backoff_schedule_s": schedule,
+        "backoff_total_s": sum(schedule),
+        "claim_52_min": {
+            "claimed_s": claimed_s,
+            "configured_total_s": sum(schedule),
+            "holds": abs(sum(schedule) - claimed_s) <= 0.05 * claimed_s,
+            "six_retries_total_s": backoff_total(six),
+            "explanation": (
+                f"{'+'.join(f'{d:g}' for d in schedule)} = {sum(schedule):g} s = {sum(schedule) / 60:g} min; "
+                f"the seeds' '~52 minutes' needs a sixth retry at the {p.backoff_cap_s:g} s cap: "
+                f"{backoff_total(six):g} s = {backoff_total(six) / 60:g} min"
+            ),
+        },
+    }
+
+
+# --------------------------------------------------------------------------- recording retries
+
+
+def backoff_delay(attempt: int, p: Policy) -> float:
+    """Delay before retry `attempt` (1-based): base * 2^(attempt-1), capped (000)."""
+    if attempt < 1:
+        raise ValueError("attempt is 1-based")
+    return min(p.backoff_base_s * 2 ** (attempt - 1), p.backoff_cap_s)
+
+
+def backoff_schedule(p: Policy) -> list[float]:
+    """The delays of retries 1..max_recording_retries: [60, 120, 240, 480, 960] by default."""
+    return [backoff_delay(n, p) for n in range(1, p.max_recording_retries + 1)]
+
+
+def backoff_total(p: Policy) -> float:
+    """Sum of the schedule: how long a recording waits before it fails for good."""
+    return sum(backoff_schedule(p))
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    """What a recording job does when its CallLog or audio is not there yet.
+
+    action: 'retry' (schedule attempt `attempt` after `delay_s`), 'raise' (raise and let RQ's
+    own Retry re-run it: the seed's behaviour, delay not applied), or 'fail' (permanent).
+    """
+
+    action: str
+    attempt: int
+    delay_s: float
+    reason: str
+
+
+def recording_retry_decision(retry_count: int, p: Policy) -> RetryDecision:
+    """Decide the next step after attempt number `retry_count` (retries so far) came up empty."""
+    if p.has("infinite_immediate_retry"):
+        return RetryDecision("retry", retry_count + 1, 0.0, "re-run at once, no limit")
+    if retry_count >= p.max_recording_retries:
+        return RetryDecision("fail", retry_count, 0.0, f"gave up after {p.max_recording_retries} retries")
+    attempt = retry_count + 1
+    if p.has("backoff_not_applied"):
+        # The seed computes the delay, stores it in a message, and raises; RQ re-runs at once.
+        return RetryDecision("raise", attempt, 0.0, f"computed {backoff_delay(attempt, p):g} s but raised")
+    return RetryDecision("retry", attempt, backoff_delay(attempt, p), "backoff")
+
+
+# --------------------------------------------------------------------------- stuck detection
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A recording run as the playback decision sees it; times are policy seconds, None = unset."""
+
+    status: str  # queued | running | retry_wait | done | failed
+    created_at: float
+    started_at: float | None = None
+    heartbeat_at: float | None = None
+    next_attempt_at: float | None = None
+
+
+ACTIVE_RUN_STATUSES = ("queued", "running", "retry_wait")
+
+
+def stuck_reason(run: RunState, now: float, p: Policy) -> str | None:
+    """Why `run` counts as stuck at `now`, or None when it is healthy (002, fixed by heartbeat).
+
+    queued: waiting longer than stuck_timeout since it became due (created, or its retry time);
+    running: no heartbeat for heartbeat_timeout (fixed) / running longer than stuck_timeout by
+    started_at (seed, fault stuck_by_age); running without started_at is always stuck.
+    """
+    if p.has("stuck_202_forever"):
+        return None
+    if run.status == "queued":
+        due = max(run.created_at, run.next_attempt_at or run.created_at)
+        if now - due > p.stuck_timeout_s:
+            return f"queued {now - due:.0f} s without worker pickup"
+    elif run.status == "retry_wait":
+        due = run.next_attempt_at if run.next_attempt_at is not None else run.created_at
+        if now - due > p.stuck_timeout_s:
+            return f"retry due {now - due:.0f} s ago and not picked up"
+    elif run.status == "running":
+        if run.started_at is None:
+            return "marked running but no started_at"
+        if p.has("stuck_by_age"):
+            if now - run.started_at > p.stuck_timeout_s:
+                return f"running {now - run.started_at:.0f} s without completion"
+        else:
+            last_sign = run.heartbeat_at if run.heartbeat_at is not None else run.started_at
+            if now - last_sign > p.heartbeat_timeout_s:
+                return f"no heartbeat for {now - last_sign:.0f} s"
+    return None
+
+
+# --------------------------------------------------------------------------- playback
+
+
+@dataclass(frozen=True)
+class PlaybackState:
+    """What GET /api/recordings/file/<call_sid> knows before it decides."""
+
+    has_recording_url: bool
+    file_ready: bool
+    run: RunState | None
+
+
+@dataclass(frozen=True)
+class PlaybackDecision:
+    """kind: serve (200) | not_found (404) | wait (202) | start (create a job; `stuck` says why)."""
+
+    kind: str
+    status: int
+    retry_after_s: float | None = None
+    reason: str = ""
+
+
+def playback_decision(state: PlaybackState, now: float, p: Policy) -> PlaybackDecision:
+    """Seed 002's status semantics: 200 ready, 202 processing, 404 never, start a job otherwise."""
+    if state.file_ready:
+        return PlaybackDecision("serve", 200, reason="file ready")
+    if not state.has_recording_url:
+        return PlaybackDecision("not_found", 404, reason="no recording URL for this call")
+    run = state.run
+    if run is not None and run.status in ACTIVE_RUN_STATUSES:
+        why = stuck_reason(run, now, p)
+        if why is None:
+            return PlaybackDecision("wait", 202, retry_after(run, now, p), "processing")
+        return PlaybackDecision("start", 202, p.retry_after_recovery_s, f"stuck: {why}")
+    if run is not None and run.status == "done":
+        # The run finished but the file is gone (deleted, or never written): fetch again.
+        return PlaybackDecision("start", 202, p.retry_after_s, "done but file missing")
+    if run is not None and run.status == "failed":
+        return PlaybackDecision("start", 202, p.retry_after_recovery_s, "previous run failed")
+    return PlaybackDecision("start", 202, p.retry_after_s, "no run yet")
+
+
+def retry_after(run: RunState | None, now: float, p: Policy) -> float:
+    """Retry-After for a 202: until the scheduled retry when one is pending, within bounds."""
+    if run is not None and run.status == "retry_wait" and run.next_attempt_at is not None:
+        return min(max(p.retry_after_s, run.next_attempt_at - now), p.retry_after_max_s)
+    return p.retry_after_s
+
+
+def retry_after_header(seconds: float) -> str:
+    """HTTP Retry-After is whole seconds (RFC 9110); never 0 so a client always waits a tick."""
+    return str(max(1, math.ceil(seconds)))
+
+
+def fail_fast_tripped(attempts_in_window: int, p: Policy) -> bool:
+    """True when this attempt (counted, 1-based, in the window) exceeds the limit (002)."""
+    if p.has("no_fail_fast"):
+        return False
+    return attempts_in_window > p.fail_fast_max_attempts
+
+
+ENQUEUE_REASON_STATUS = {"enqueued": 202, "cached": 200, "duplicate": 200, "error": 500}
+
+
+def enqueue_status(reason: str) -> int:
+    """Seed 001's tuple reason → HTTP status: an enqueue error is a 500, never a 200."""
+    return ENQUEUE_REASON_STATUS[reason]
+
+
+def enqueue_dedup_ttl(p: Policy) -> float:
+    return p.before_enqueue_dedup_ttl_s if p.has("long_dedup_ttl") else p.enqueue_dedup_ttl_s
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def normalise_recording_url(url: str, p: Policy) -> str:
+    """Twilio's RecordingUrl → the audio URL to store (001).
+
+    fixed: a `.json` *suffix* of the path becomes `.mp3`; an extension-less recording URL gets
+    `.mp3`; anything else is unchanged (query and fragment kept). seed: `.replace` everywhere;
+    before: stored as sent.
+    """
+    if p.has("json_recording_url"):
+        return url
+    if p.has("json_replace_everywhere"):
+        return url.replace(".json", ".mp3") if url.endswith(".json") else url
+    parts = urlsplit(url)
+    path = parts.path
+    last = path.rsplit("/", 1)[-1]
+    if last.endswith(".json"):
+        path = path[: -len(".json")] + ".mp3"
+    elif last and "." not in last:
+        path = path + ".mp3"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def media_host_allowed(url: str, allowed: Sequence[str]) -> bool:
+    """Is `url` on the allowlist? `host` entries allow https only; `host:port` entries allow
+    http or https on exactly that port (local stand-ins). User-info and other schemes refuse."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return False
+    host = parts.hostname.lower()
+    for entry in allowed:
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        name, _, entry_port = entry.partition(":")
+        if entry_port:
+            if host == name and port == int(entry_port):
+                return True
+        elif host == name and parts.scheme == "https" and port in (None, 443):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- download slots
+
+
+def slot_defer_delay(defer_count: int, p: Policy) -> float:
+    """Delay before a job that found no free slot tries again: 2, 5, 10, 20, 40, 40, ... (004)."""
+    return p.slot_defer_s[min(defer_count, len(p.slot_defer_s) - 1)]
+
+
+def inflight_ttl(p: Policy) -> float:
+    return p.before_inflight_ttl_s if p.has("short_inflight_ttl") else p.inflight_ttl_s
+
+
+# --------------------------------------------------------------------------- browser player
+
+
+def player_should_retry(status: int, retries_so_far: int, p: Policy) -> bool:
+    """The seed-002 AudioPlayer: retry only on 202, at most player_max_retries times.
+
+    before (player_unbounded): retry anything that is not 200/404, forever.
+    """
+    if p.has("player_unbounded"):
+        return status not in (200, 206, 404)
+    return status == 202 and retries_so_far < p.player_max_retries
+
+
+def player_delay(retries_so_far: int, retry_after_s: float | None, p: Policy) -> float:
+    """Wait before retry number retries_so_far+1: exponential from player_base_s, capped,
+    never shorter than the server's Retry-After."""
+    backoff = min(p.player_base_s * 2**retries_so_far, p.player_cap_s)
+    return max(backoff, retry_after_s or 0.0)
+
+
+def player_outcome(status: int) -> str:
+    """Terminal outcome of a session that stopped on `status`."""
+    return {200: "played", 206: "played", 404: "not_found", 500: "worker_offline"}.get(status, "gave_up")
+
+
+# --------------------------------------------------------------------------- bulk delete
+
+
+def lock_ttl(operation: str, p: Policy) -> float:
+    """BulkGate lock TTL of an operation (003's table), default for unknown operations."""
+    table = dict(p.lock_ttl_s)
+    return table.get(operation, table["default"])
+
+
+def bulk_should_pause(elapsed_s: float, p: Policy) -> bool:
+    """Pause (keep the lock) once a run has used its runtime budget (003)."""
+    return elapsed_s > p.bulk_max_runtime_s
+
+
+def bulk_should_stop(consecutive_batch_failures: int, p: Policy) -> bool:
+    """Fail the job after this many batches failed in a row (003)."""
+    return consecutive_batch_failures >= p.bulk_max_batch_failures
+
+
+def batches(ids: Sequence[int], p: Policy) -> list[list[int]]:
+    """Split lead ids into batches of bulk_batch_size, order kept."""
+    n = p.bulk_batch_size
+    return [list(ids[i : i + n]) for i in range(0, len(ids), n)]
