@@ -1,0 +1,54 @@
+"""The reference app: Flask + RQ + Redis + SQLAlchemy, every seed fix in place and every
+seed-era bug behind a switch (`policy.Policy`). `create_app(config)` is the factory."""
+from __future__ import annotations
+
+import redis
+from flask import Flask, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from reference_app.config import Config
+from reference_app.services import Services, set_services
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or Config.from_env()
+    svc = Services(config)
+    set_services(svc)
+    app = Flask(__name__)
+    app.extensions["loopfix"] = svc
+    svc.engine  # create tables at start, not on the first request
+    config.recordings_dir.mkdir(parents=True, exist_ok=True)
+
+    from reference_app import routes_leads, routes_recordings, routes_webhooks
+
+    app.register_blueprint(routes_recordings.bp)
+    app.register_blueprint(routes_webhooks.bp)
+    app.register_blueprint(routes_leads.bp)
+
+    @app.before_request
+    def _open_session():
+        g.db = svc.sessions()
+
+    @app.teardown_request
+    def _close_session(_exc):
+        db = g.pop("db", None)
+        if db is not None:
+            db.close()
+
+    @app.get("/healthz")
+    def healthz():
+        svc.redis.ping()
+        return jsonify(ok=True, variant=svc.policy.variant, time_scale=svc.policy.time_scale)
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def _redis_down(_exc):
+        resp = jsonify(error="redis_unavailable", message="coordination store unreachable; retry shortly")
+        resp.status_code, resp.headers["Retry-After"] = 503, "1"
+        return resp
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), exc.code
+
+    return app

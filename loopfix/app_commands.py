@@ -1,0 +1,204 @@
+"""`loopfix serve | worker | twilio-stub | seed | policy`: run and inspect the reference app.
+
+Every setting is an environment variable (see reference_app/config.py); the flags here set the
+same things. A bad value exits with code 2 and one line saying what to fix.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from reference_app.config import Config
+from reference_app.policy import FAULTS, VARIANTS, describe, make_policy, parse_assignments
+
+
+def policy_options(fn):
+    """--variant/--faults/--time-scale/--set, shared by every command that builds a Policy."""
+    fn = click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
+                      help="Override one policy constant, e.g. --set max_retries=6 (repeatable).")(fn)
+    fn = click.option("--time-scale", type=float, default=None,
+                      help="Multiply every duration (0.01: the 1,860 s backoff in ~19 s). Env LOOPFIX_TIME_SCALE.")(fn)
+    fn = click.option("--faults", default=None, metavar="A,B",
+                      help="Switch on named faults on top of the variant (see `loopfix policy`). Env LOOPFIX_FAULTS.")(fn)
+    fn = click.option("--variant", type=click.Choice(VARIANTS), default=None,
+                      help="before | seed | fixed (default fixed). Env LOOPFIX_VARIANT.")(fn)
+    return fn
+
+
+def build_config(variant=None, faults=None, time_scale=None, assignments=(), **paths) -> Config:
+    """Config from the environment, with flags on top; ValueError → click's usage error."""
+    try:
+        cfg = Config.from_env()
+        env_overrides = parse_assignments([a for a in os.environ.get("LOOPFIX_POLICY", "").split(",") if a.strip()])
+        policy = make_policy(
+            variant=variant or cfg.policy.variant,
+            faults=faults if faults is not None else ",".join(sorted(cfg.policy.extra_faults)),
+            time_scale=time_scale if time_scale is not None else cfg.policy.time_scale,
+            overrides={**env_overrides, **parse_assignments(list(assignments))},
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    cfg = replace(cfg, policy=policy)
+    changes = {k: v for k, v in paths.items() if v not in (None, "")}
+    for key in ("data_dir", "history_dir"):
+        if key in changes:
+            changes[key] = Path(changes[key])
+    return replace(cfg, **changes)
+
+
+def service_options(fn):
+    fn = click.option("--history-dir", default=None, help="Append history events here. Env LOOPFIX_HISTORY_DIR.")(fn)
+    fn = click.option("--data-dir", default=None, help="Downloaded files and the SQLite db. Env LOOPFIX_DATA_DIR.")(fn)
+    fn = click.option("--database-url", default=None, help="SQLAlchemy URL (default SQLite). Env DATABASE_URL.")(fn)
+    fn = click.option("--redis-url", default=None, help="Env REDIS_URL (default redis://127.0.0.1:6379/0).")(fn)
+    return policy_options(fn)
+
+
+def _export(cfg: Config) -> None:
+    os.environ.update(cfg.to_env())
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="gunicorn processes")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256), help="threads per process")
+@service_options
+def serve(host, port, workers, threads, **opts):
+    """Run the reference app under gunicorn (real Flask, real Redis)."""
+    cfg = build_config(**opts)
+    _export(cfg)
+    os.environ.setdefault("LOOPFIX_PROC", "app")
+    args = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--threads", str(threads), "--worker-class", "gthread", "--graceful-timeout", "5",
+            "--access-logfile", "-" if os.environ.get("LOOPFIX_ACCESS_LOG") else "/dev/null",
+            "reference_app.wsgi:app"]
+    os.execv(sys.executable, args)
+
+
+@click.command()
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty (parked jobs are not waited for).")
+@click.option("--simple", is_flag=True, help="Run jobs in this process instead of a forked work horse.")
+@click.option("--name", default=None, help="RQ worker name (default: RQ's).")
+@service_options
+def worker(burst, simple, name, **opts):
+    """Run one RQ worker on the recordings and leads queues, with loopfix's fine-grained ticker."""
+    from reference_app.services import Services
+    from reference_app.worker import run_worker
+
+    cfg = build_config(**opts)
+    _export(cfg)
+    os.environ.setdefault("LOOPFIX_PROC", "worker")
+    run_worker(Services(cfg), burst=burst, simple=simple, name=name)
+
+
+@click.command("twilio-stub")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8010, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--size-bytes", default=64_000, show_default=True, type=click.IntRange(1), help="audio body size")
+@click.option("--latency", "latency_s", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="policy seconds before the first byte")
+@click.option("--bandwidth", "bandwidth_bps", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="bytes per policy second (0: unthrottled)")
+@click.option("--error-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1), help="share of 503s")
+@click.option("--truncate-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="share of bodies cut short")
+@click.option("--time-scale", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Env LOOPFIX_TIME_SCALE (default 1.0)")
+def twilio_stub(host, port, time_scale, **settings):
+    """Serve recordings the way Twilio does (and worse, on demand), with a download ledger."""
+    from loadtests.twilio_stub import StubSettings, serve as make_server
+
+    scale = time_scale if time_scale is not None else float(os.environ.get("LOOPFIX_TIME_SCALE", "1") or 1)
+    server = make_server(host, port, StubSettings(time_scale=scale, **settings))
+    click.echo(f"twilio stand-in on http://{host}:{server.server_address[1]} (ledger: /_ledger)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def _sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+@click.command()
+@click.option("--businesses", default=1, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--calls", default=3, show_default=True, type=click.IntRange(0, 1_000_000), help="calls per business")
+@click.option("--leads", default=0, show_default=True, type=click.IntRange(0, 1_000_000), help="leads per business")
+@click.option("--json", "as_json", is_flag=True, help="Print businesses, tokens, sids and lead ids as JSON.")
+@service_options
+def seed(businesses, calls, leads, as_json, **opts):
+    """Create businesses (API token, AccountSid, auth token), calls and leads to drive the app with.
+
+    Calls are created without a recording: send the recording webhook (signed with the
+    business's auth token) to attach one; each call lists the RecordingSid to use.
+    """
+    from sqlalchemy import insert
+
+    from reference_app.models import Business, CallLog, Lead
+    from reference_app.services import Services
+
+    svc = Services(build_config(**opts))
+    out = []
+    with svc.sessions() as s:
+        for i in range(businesses):
+            b = Business(name=f"business-{i + 1}", api_token=secrets.token_urlsafe(24),
+                         twilio_account_sid=_sid("AC"), twilio_auth_token=secrets.token_hex(16))
+            s.add(b)
+            s.flush()
+            call_rows = [dict(business_id=b.id, call_sid=_sid("CA"), from_number="+15550000001",
+                              to_number="+15550000002", call_status="completed", created_at=time.time())
+                         for _ in range(calls)]
+            if call_rows:
+                s.execute(insert(CallLog), call_rows)
+            lead_ids = []
+            if leads:
+                result = s.execute(insert(Lead).returning(Lead.id),
+                                   [dict(business_id=b.id, name=f"lead {j}", phone=f"+1555{j:07d}")
+                                    for j in range(leads)])
+                lead_ids = sorted(result.scalars().all())
+            out.append({"id": b.id, "name": b.name, "api_token": b.api_token, "account_sid": b.twilio_account_sid,
+                        "auth_token": b.twilio_auth_token,
+                        "calls": [{"call_sid": r["call_sid"], "recording_sid": _sid("RE")} for r in call_rows],
+                        "lead_ids": lead_ids})
+        s.commit()
+    if as_json:
+        click.echo(json.dumps({"businesses": out}, indent=2))
+    else:
+        for b in out:
+            click.echo(f"business {b['id']}: token {b['api_token']}  account {b['account_sid']}  "
+                       f"{len(b['calls'])} calls, {len(b['lead_ids'])} leads")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@policy_options
+def policy(as_json, **opts):
+    """Print every constant, the recording backoff schedule and its sum, and the faults on."""
+    cfg = build_config(**opts)
+    info = describe(cfg.policy)
+    info["faults_known"] = FAULTS
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=list))
+        return
+    p = cfg.policy
+    click.echo(f"variant {p.variant}, time_scale {p.time_scale:g}")
+    for name, value in info["constants"].items():
+        click.echo(f"  {name:28} {value}")
+    click.echo(f"backoff schedule (s): {info['backoff_schedule_s']}  total {info['backoff_total_s']:g} s")
+    click.echo(f"claim '~52 minutes': {info['claim_52_min']['explanation']}")
+
+
+def register(cli: click.Group) -> None:
+    for command in (serve, worker, twilio_stub, seed, policy):
+        cli.add_command(command)

@@ -1,0 +1,88 @@
+"""Configuration read from the environment, with defaults for a laptop and a `TestConfig`.
+
+Every setting is an environment variable (and a CLI flag where it fits): REDIS_URL,
+DATABASE_URL, LOOPFIX_MEDIA_HOSTS, LOOPFIX_TIME_SCALE, LOOPFIX_VARIANT, LOOPFIX_FAULTS,
+LOOPFIX_POLICY (comma-separated NAME=VALUE overrides), LOOPFIX_DATA_DIR, LOOPFIX_HISTORY_DIR,
+LOOPFIX_RUN_EPOCH (wall seconds that histories count from). Invalid values raise ValueError
+with what to fix; the CLI turns that into a one-line message.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from reference_app.policy import Policy, make_policy, parse_assignments
+
+
+@dataclass(frozen=True)
+class Config:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = ""  # empty: SQLite in data_dir
+    media_hosts: tuple[str, ...] = ("api.twilio.com",)
+    data_dir: Path = Path("data")
+    history_dir: Path | None = None
+    run_epoch: float = 0.0
+    public_url: str = ""  # scheme://host[:port] Twilio calls us on, when behind a proxy
+    policy: Policy = field(default_factory=Policy)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'loopfix.db').resolve()}"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Config":
+        env = os.environ if env is None else env
+        policy = make_policy(
+            variant=env.get("LOOPFIX_VARIANT", "fixed") or "fixed",
+            faults=env.get("LOOPFIX_FAULTS", ""),
+            time_scale=env.get("LOOPFIX_TIME_SCALE", "1.0") or "1.0",
+            overrides=parse_assignments([a for a in env.get("LOOPFIX_POLICY", "").split(",") if a.strip()]),
+        )
+        try:
+            epoch = float(env.get("LOOPFIX_RUN_EPOCH", "0") or 0)
+        except ValueError:
+            raise ValueError("LOOPFIX_RUN_EPOCH must be a number of seconds") from None
+        hosts = tuple(h.strip() for h in env.get("LOOPFIX_MEDIA_HOSTS", "api.twilio.com").split(",") if h.strip())
+        cfg = cls(
+            redis_url=env.get("REDIS_URL", cls.redis_url) or cls.redis_url,
+            database_url=env.get("DATABASE_URL", ""),
+            media_hosts=hosts,
+            data_dir=Path(env.get("LOOPFIX_DATA_DIR", "data") or "data"),
+            history_dir=Path(env["LOOPFIX_HISTORY_DIR"]) if env.get("LOOPFIX_HISTORY_DIR") else None,
+            run_epoch=epoch,
+            public_url=env.get("LOOPFIX_PUBLIC_URL", ""),
+            policy=policy,
+        )
+        return replace(cfg, **overrides) if overrides else cfg
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes `from_env` rebuild this config in another process."""
+        p = self.policy
+        env = {
+            "REDIS_URL": self.redis_url,
+            "DATABASE_URL": self.database_url,
+            "LOOPFIX_MEDIA_HOSTS": ",".join(self.media_hosts),
+            "LOOPFIX_DATA_DIR": str(self.data_dir),
+            "LOOPFIX_RUN_EPOCH": repr(self.run_epoch),
+            "LOOPFIX_TIME_SCALE": repr(p.time_scale),
+            "LOOPFIX_VARIANT": p.variant,
+            "LOOPFIX_FAULTS": ",".join(sorted(p.extra_faults)),
+            "LOOPFIX_PUBLIC_URL": self.public_url,
+        }
+        if self.history_dir:
+            env["LOOPFIX_HISTORY_DIR"] = str(self.history_dir)
+        defaults = Policy(variant=p.variant, time_scale=p.time_scale, extra_faults=p.extra_faults)
+        changed = [
+            f"{name}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+            for name, v in vars(p).items()
+            if name not in ("variant", "time_scale", "extra_faults", "faults", "lock_ttl_s")
+            and getattr(defaults, name) != v
+        ]
+        env["LOOPFIX_POLICY"] = ",".join(changed)
+        return env

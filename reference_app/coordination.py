@@ -1,0 +1,329 @@
+"""Every Redis primitive the app uses, each atomic in the `fixed` variant.
+
+- enqueue dedup claim (001/004): claimed with SET NX PX *before* enqueue, released by its owner
+  if the enqueue fails; `seed` checks, enqueues, then sets; `before` sets first and keeps it;
+- playback in-progress mark (003): one SET NX PX; `seed` checks then marks;
+- fail-fast counter (002): INCR and its window's expiry in one script; `seed` does two calls;
+- per-business download semaphore (004): a sorted set of owners scored by expiry, acquired,
+  refreshed and released by owner token in scripts; a crashed owner's slot lapses by TTL;
+- BulkGate lock (003): SET NX PX with an owner token, refresh and release compare-and-act in
+  one script; `seed` releases with a plain DEL and refreshes with EXISTS then EXPIRE;
+- delayed jobs: RQ's scheduled registry scores whole seconds, too coarse for a scaled clock
+  (at time_scale 0.01 one second is 100 policy seconds), so jobs due later wait in a sorted set
+  scored by float epoch seconds and `promote_due` moves them into their RQ queue atomically
+  (WATCH/MULTI: each due job is enqueued exactly once however many workers tick).
+
+Key names come only from the templates below. Durations arrive in policy seconds and are
+turned into wall milliseconds by `Policy.wall_ms`.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Callable, Iterable, TypeVar
+
+import redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from reference_app.policy import Policy, enqueue_dedup_ttl, inflight_ttl, lock_ttl
+
+ENQUEUE_DEDUP_KEY = "loopfix:enqueue:{call_sid}:{job_type}"
+PLAYBACK_MARK_KEY = "loopfix:playback:{business_id}:{call_sid}"
+FAIL_FAST_KEY = "loopfix:failfast:{call_sid}"
+SLOTS_KEY = "loopfix:slots:{business_id}:inflight"
+QUEUED_KEY = "loopfix:slots:{business_id}:queued"
+INFLIGHT_KEY = "loopfix:inflight:{recording_sid}"
+LOCK_KEY = "loopfix:bulk_gate:lock:{business_id}:{operation}"
+DELAYED_KEY = "loopfix:delayed:{queue}"
+
+T = TypeVar("T")
+
+
+def crashpoint(name: str) -> None:
+    """Fault injection: die here, as a SIGKILL would, when LOOPFIX_CRASH_POINTS names `name`."""
+    if name in os.environ.get("LOOPFIX_CRASH_POINTS", "").split(","):
+        os._exit(137)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# --------------------------------------------------------------------------- scripts
+
+_RELEASE_IF_OWNER = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then redis.call('DEL', KEYS[1]); return {1, holder} end
+return {0, holder or false}
+"""
+
+_REFRESH_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_COUNT_IN_WINDOW = """
+local n = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+# Slots: ZSET member = owner, score = expiry in server ms. Expired owners are dropped first.
+_SLOT_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+  if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  return 1
+end
+return 0
+"""
+
+_SLOT_REFRESH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) > now then
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+  if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+  return 1
+end
+return 0
+"""
+
+_MARK_QUEUED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+class Coordinator:
+    """The Redis primitives bound to one connection and one Policy."""
+
+    def __init__(self, conn: redis.Redis, policy: Policy):
+        self.r = conn
+        self.p = policy
+        self._release_if_owner = conn.register_script(_RELEASE_IF_OWNER)
+        self._refresh_if_owner = conn.register_script(_REFRESH_IF_OWNER)
+        self._count_in_window = conn.register_script(_COUNT_IN_WINDOW)
+        self._slot_acquire = conn.register_script(_SLOT_ACQUIRE)
+        self._slot_refresh = conn.register_script(_SLOT_REFRESH)
+        self._mark_queued = conn.register_script(_MARK_QUEUED)
+
+    # ----------------------------------------------------------------- enqueue dedup (001, 004)
+
+    def dedup_enqueue(self, call_sid: str, job_type: str, enqueue: Callable[[], T]) -> tuple[str, T | None]:
+        """Run `enqueue` unless a job for (call_sid, job_type) was enqueued within the dedup TTL.
+
+        Returns (reason, result): reason 'enqueued', 'duplicate' or 'error' (enqueue raised).
+        fixed: claim, enqueue, release the claim if enqueue failed — a failure never leaves
+        a key that answers 'duplicate'. `dedup_set_before_enqueue` (before) keeps the key after a
+        failure; `dedup_check_then_set` (seed) lets concurrent callers all pass the check.
+        """
+        key = ENQUEUE_DEDUP_KEY.format(call_sid=call_sid, job_type=job_type)
+        ttl_ms = self.p.wall_ms(enqueue_dedup_ttl(self.p))
+        if self.p.has("dedup_set_before_enqueue"):
+            if not self.r.set(key, "enqueued", nx=True, px=ttl_ms):
+                return "duplicate", None
+            try:
+                return "enqueued", enqueue()
+            except Exception:
+                return "error", None
+        if self.p.has("dedup_check_then_set"):
+            if self.r.exists(key):
+                return "duplicate", None
+            try:
+                result = enqueue()
+            except Exception:
+                return "error", None
+            self.r.set(key, "enqueued", px=ttl_ms)
+            return "enqueued", result
+        token = uuid.uuid4().hex
+        if not self.r.set(key, token, nx=True, px=ttl_ms):
+            return "duplicate", None
+        try:
+            return "enqueued", enqueue()
+        except Exception:
+            self._release_if_owner(keys=[key], args=[token])
+            return "error", None
+
+    def clear_dedup(self, call_sid: str, job_type: str) -> None:
+        """Forget the dedup claim (a stuck run was failed: the next attempt may enqueue)."""
+        self.r.delete(ENQUEUE_DEDUP_KEY.format(call_sid=call_sid, job_type=job_type))
+
+    # ----------------------------------------------------------------- playback mark (003)
+
+    def mark_playback(self, business_id: int, call_sid: str) -> bool:
+        """True when this click may enqueue; False when another click did within the mark TTL."""
+        if self.p.has("enqueue_every_click"):
+            return True
+        key = PLAYBACK_MARK_KEY.format(business_id=business_id, call_sid=call_sid)
+        ttl_ms = self.p.wall_ms(self.p.playback_mark_ttl_s)
+        if self.p.has("playback_check_then_mark"):
+            if self.r.exists(key):
+                return False
+            self.r.set(key, "1", px=ttl_ms)
+            return True
+        return bool(self.r.set(key, "1", nx=True, px=ttl_ms))
+
+    # ----------------------------------------------------------------- fail-fast (002)
+
+    def count_attempt(self, call_sid: str) -> int:
+        """Count one job-creation attempt for `call_sid` in the fail-fast window; return the count."""
+        key = FAIL_FAST_KEY.format(call_sid=call_sid)
+        window_ms = self.p.wall_ms(self.p.fail_fast_window_s)
+        if self.p.has("fail_fast_incr_then_expire"):
+            n = int(self.r.incr(key))
+            crashpoint("fail_fast_after_incr")
+            if n == 1:
+                self.r.pexpire(key, window_ms)
+            return n
+        return int(self._count_in_window(keys=[key], args=[window_ms]))
+
+    # ----------------------------------------------------------------- download slots (004)
+
+    def acquire_slot(self, business_id: int, owner: str, call_sid: str = "") -> bool:
+        """Take one of the business's download slots for `owner` (idempotent for the same owner)."""
+        ttl_ms = self.p.wall_ms(inflight_ttl(self.p))
+        keys = [SLOTS_KEY.format(business_id=business_id), QUEUED_KEY.format(business_id=business_id)]
+        return bool(self._slot_acquire(keys=keys, args=[owner, self.p.slots_per_business, ttl_ms, call_sid]))
+
+    def refresh_slot(self, business_id: int, owner: str) -> bool:
+        """Extend `owner`'s slot by the in-flight TTL; False when it has lapsed or is not held."""
+        ttl_ms = self.p.wall_ms(inflight_ttl(self.p))
+        return bool(self._slot_refresh(keys=[SLOTS_KEY.format(business_id=business_id)], args=[owner, ttl_ms]))
+
+    def release_slot(self, business_id: int, owner: str) -> bool:
+        """Free `owner`'s slot; True when it still held one. Never frees another owner's slot."""
+        return bool(self.r.zrem(SLOTS_KEY.format(business_id=business_id), owner))
+
+    def claim_inflight(self, recording_sid: str, owner: str) -> bool:
+        """Claim the right to download `recording_sid` (SET NX PX, in-flight TTL; 004). The
+        claim is refreshed by the owner's heartbeat; a crashed owner's claim lapses by TTL."""
+        key = INFLIGHT_KEY.format(recording_sid=recording_sid)
+        return bool(self.r.set(key, owner, nx=True, px=self.p.wall_ms(inflight_ttl(self.p))))
+
+    def refresh_inflight(self, recording_sid: str, owner: str) -> bool:
+        key = INFLIGHT_KEY.format(recording_sid=recording_sid)
+        return bool(self._refresh_if_owner(keys=[key], args=[owner, self.p.wall_ms(inflight_ttl(self.p))]))
+
+    def release_inflight(self, recording_sid: str, owner: str) -> bool:
+        freed, _holder = self._release_if_owner(keys=[INFLIGHT_KEY.format(recording_sid=recording_sid)], args=[owner])
+        return bool(freed)
+
+    def slots_in_use(self, business_id: int) -> int:
+        key = SLOTS_KEY.format(business_id=business_id)
+        now_ms = _server_ms(self.r)
+        return int(self.r.zcount(key, now_ms, "+inf"))
+
+    def mark_queued(self, business_id: int, call_sid: str) -> int:
+        """Note that a download for `call_sid` waits in the queue (queued TTL); returns how many wait."""
+        ttl_ms = self.p.wall_ms(self.p.queued_ttl_s)
+        return int(self._mark_queued(keys=[QUEUED_KEY.format(business_id=business_id)], args=[call_sid, ttl_ms]))
+
+    # ----------------------------------------------------------------- BulkGate lock (003)
+
+    def acquire_lock(self, business_id: int, operation: str, owner: str, ttl_s: float | None = None) -> bool:
+        """SET NX PX with `owner` as the value; the TTL is the seed-003 table's unless given."""
+        key = LOCK_KEY.format(business_id=business_id, operation=operation)
+        ttl_ms = self.p.wall_ms(lock_ttl(operation, self.p) if ttl_s is None else ttl_s)
+        return bool(self.r.set(key, owner, nx=True, px=ttl_ms))
+
+    def refresh_lock(self, business_id: int, operation: str, owner: str, ttl_s: float | None = None) -> bool:
+        """Extend the lock's TTL if `owner` holds it (seed: whoever holds it). True if extended."""
+        key = LOCK_KEY.format(business_id=business_id, operation=operation)
+        ttl_ms = self.p.wall_ms(lock_ttl(operation, self.p) if ttl_s is None else ttl_s)
+        if self.p.has("lock_refresh_unowned"):
+            if self.r.exists(key):
+                return bool(self.r.pexpire(key, ttl_ms))
+            return False
+        return bool(self._refresh_if_owner(keys=[key], args=[owner, ttl_ms]))
+
+    def release_lock(self, business_id: int, operation: str, owner: str) -> tuple[bool, str | None]:
+        """Release the lock if `owner` holds it. Returns (freed, holder before the call).
+
+        seed (`lock_release_unowned`): a plain DEL frees whoever holds it.
+        """
+        key = LOCK_KEY.format(business_id=business_id, operation=operation)
+        if self.p.has("lock_release_unowned"):
+            holder = _text(self.r.get(key))
+            return bool(self.r.delete(key)), holder
+        freed, holder = self._release_if_owner(keys=[key], args=[owner])
+        return bool(freed), _text(holder) if holder else None
+
+    def lock_holder(self, business_id: int, operation: str) -> str | None:
+        return _text(self.r.get(LOCK_KEY.format(business_id=business_id, operation=operation)))
+
+
+# --------------------------------------------------------------------------- delayed jobs
+
+
+def _server_ms(conn: redis.Redis) -> int:
+    seconds, micros = conn.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def schedule_in(queue: Queue, job: Job, delay_wall_s: float) -> None:
+    """Park `job` (created with `queue.create_job`) until `delay_wall_s` from now; a later
+    `promote_due` enqueues it. A zero delay enqueues at once."""
+    if delay_wall_s <= 0:
+        queue.enqueue_job(job)
+        return
+    with queue.connection.pipeline() as pipe:
+        job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
+        job.save(pipeline=pipe)
+        pipe.zadd(DELAYED_KEY.format(queue=queue.name), {job.id: time.time() + delay_wall_s})
+        pipe.execute()
+
+
+def promote_due(queues: Iterable[Queue], now: float | None = None, batch: int = 100) -> int:
+    """Enqueue every parked job whose time has come; returns how many this call moved.
+
+    Each move is WATCH key → check it is still parked → MULTI: ZREM + enqueue → EXEC, so when
+    several workers tick at once each job is enqueued by exactly one of them.
+    """
+    moved = 0
+    for queue in queues:
+        conn = queue.connection
+        key = DELAYED_KEY.format(queue=queue.name)
+        due = conn.zrangebyscore(key, "-inf", time.time() if now is None else now, start=0, num=batch)
+        for raw in due:
+            job_id = _text(raw)
+            with conn.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    if pipe.zscore(key, job_id) is None:
+                        continue
+                    try:
+                        job = Job.fetch(job_id, connection=conn)
+                    except NoSuchJobError:
+                        pipe.multi()
+                        pipe.zrem(key, job_id)
+                        pipe.execute()
+                        continue
+                    pipe.multi()
+                    pipe.zrem(key, job_id)
+                    queue.enqueue_job(job, pipeline=pipe)
+                    pipe.execute()
+                    moved += 1
+                except redis.WatchError:
+                    continue
+    return moved
+
+
+def parked_count(queue: Queue) -> int:
+    return int(queue.connection.zcard(DELAYED_KEY.format(queue=queue.name)))
+

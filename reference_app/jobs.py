@@ -1,0 +1,366 @@
+"""RQ jobs of the recording pipeline, at module level so workers import them by dotted path.
+
+`process_recording(run_id)` fetches one recording: it waits (with the policy's backoff,
+actually applied) for a missing CallLog or audio, takes a download slot in the worker (never
+sleeping on contention: it re-parks itself), downloads idempotently by RecordingSid (temp
+file + atomic rename; skipped if complete) while a heartbeat thread keeps its run alive, and
+finishes its bookkeeping in `finally`. `cleanup_stuck_recording_jobs()` (seed 002, by
+heartbeat) re-queues runs whose worker died. The RecordingRun id is the job id in every event.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from rq import Retry
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
+from reference_app.policy import (
+    ACTIVE_RUN_STATUSES,
+    RunState,
+    media_host_allowed,
+    recording_retry_decision,
+    slot_defer_delay,
+    stuck_reason,
+)
+from reference_app.coordination import schedule_in
+from reference_app.services import RECORDINGS_QUEUE, Services, get_services
+
+CONTENT_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".json": "application/json"}
+JOB_FUNC = "reference_app.jobs.process_recording"
+
+
+# --------------------------------------------------------------------------- enqueue
+
+
+def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: float = 0.0) -> str:
+    """Put `run` on the recordings queue, now or after `delay_policy_s`; returns the RQ job id.
+
+    The new RQ job id is committed on the run first: a job that starts and finds another id
+    on its run was superseded (re-queued as stuck) and does nothing.
+
+    The RQ Retry object covers crashes and unexpected errors (001: always `Retry(max=3)`,
+    never an int); waiting for a CallLog or audio is the job's own schedule, not RQ's.
+    `retry_as_int` (before) passes `retry=3` and RQ raises at enqueue.
+    """
+    p = svc.policy
+    queue = svc.queue(RECORDINGS_QUEUE)
+    rq_id = f"rec{run.id}-{uuid.uuid4().hex[:8]}"
+    retry = 3 if p.has("retry_as_int") else Retry(max=p.enqueue_retry_max)
+    timeout = max(60, int(p.wall(3 * p.inflight_ttl_s)) + 30)
+    run.rq_job_id = rq_id
+    s.commit()
+    job = queue.create_job(
+        JOB_FUNC, args=(run.id,), job_id=rq_id, timeout=timeout, result_ttl=600, failure_ttl=3600, retry=retry
+    )
+    schedule_in(queue, job, p.wall(delay_policy_s))
+    return rq_id
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """How one download attempt ended: ok | skipped | missing (404: not there yet) | transient | refused."""
+
+    outcome: str
+    size: int = 0
+    detail: str = ""
+
+
+def process_recording(run_id: int) -> dict:
+    svc = get_services()
+    with svc.sessions() as s:
+        return RecordingJob(svc, s, run_id).run()
+
+
+class RecordingJob:
+    def __init__(self, svc: Services, session: Session, run_id: int):
+        self.svc, self.s, self.run_id = svc, session, run_id
+        self.p = svc.policy
+        self.emit = svc.history.emit
+        from rq import get_current_job
+
+        current = get_current_job()
+        self.rq_id = current.id if current else f"inline-{uuid.uuid4().hex[:8]}"
+
+    def run(self) -> dict:
+        run = self.s.get(RecordingRun, self.run_id)
+        if run is None or run.status in ("done", "failed") or run.rq_job_id not in (None, self.rq_id):
+            return {"skipped": True}
+        now = time.time()
+        run.status, run.started_at, run.heartbeat_at, run.rq_job_id = "running", now, now, self.rq_id
+        self.s.commit()
+        self.emit("job.start", job_id=str(run.id), call_sid=run.call_sid, attempt=run.retry_count + 1,
+                  worker=os.environ.get("LOOPFIX_PROC", "worker"))
+        call_log = self.s.scalar(select(CallLog).where(CallLog.call_sid == run.call_sid))
+        if call_log is None:
+            return self._not_ready(run, "CallLog not found")
+        if not run.recording_url and call_log.recording_url:
+            run.recording_sid, run.recording_url = call_log.recording_sid, call_log.recording_url
+        elif run.recording_url and not call_log.recording_url:
+            call_log.recording_sid, call_log.recording_url = run.recording_sid, run.recording_url
+        self.s.commit()
+        if not run.recording_url or not run.recording_sid:
+            return self._finish(run, "failed", "no recording URL for this call")
+        return self._download_with_slot(run)
+
+    # ---------------------------------------------------------------- retries (000)
+
+    def _not_ready(self, run: RecordingRun, why: str) -> dict:
+        decision = recording_retry_decision(run.retry_count, self.p)
+        job_id = str(run.id)
+        if decision.action == "fail":
+            return self._finish(run, "failed", f"{why} after {run.retry_count} retries")
+        run.retry_count = decision.attempt
+        run.error = f"{why} (attempt {decision.attempt}/{self.p.max_recording_retries})"
+        self.emit("job.retry", job_id=job_id, call_sid=run.call_sid, attempt=decision.attempt, delay=decision.delay_s)
+        if decision.action == "raise":
+            # seed: status 'queued', then raise; RQ's Retry(max=3) re-runs it at once.
+            run.status = "queued"
+            self.s.commit()
+            self.emit("job.end", job_id=job_id, call_sid=run.call_sid, outcome="retry")
+            raise RuntimeError(run.error)
+        run.status = "retry_wait"
+        run.next_attempt_at = time.time() + self.p.wall(decision.delay_s)
+        self.s.commit()
+        enqueue_run(self.svc, self.s, run, decision.delay_s)
+        self.emit("job.end", job_id=job_id, call_sid=run.call_sid, outcome="retry")
+        return {"retry": decision.attempt, "delay": decision.delay_s}
+
+    # ---------------------------------------------------------------- slots (004)
+
+    def _download_with_slot(self, run: RecordingRun) -> dict:
+        coord, job_id = self.svc.coord, str(run.id)
+        in_api = self.p.has("semaphore_in_api")
+        if not in_api and not self._take_slot(run):
+            return self._defer(run)
+        try:
+            if not coord.claim_inflight(run.recording_sid, self.rq_id):
+                return self._defer(run)  # another job is downloading this recording right now
+            try:
+                return self._download(run)
+            finally:
+                coord.release_inflight(run.recording_sid, self.rq_id)
+        finally:
+            freed = coord.release_slot(run.business_id, self.slot_owner(run))
+            self.emit("slot.release", job_id=job_id, business_id=run.business_id, freed=freed)
+
+    def slot_owner(self, run: RecordingRun) -> str:
+        return self.rq_id if not self.p.has("semaphore_in_api") else api_slot_owner(run.id)
+
+    def _take_slot(self, run: RecordingRun) -> bool:
+        coord, job_id = self.svc.coord, str(run.id)
+        ok = coord.acquire_slot(run.business_id, self.rq_id, run.call_sid)
+        if not ok and self.p.has("blocking_slot_loop"):
+            # before: wait up to 60 x 1 s inside the worker
+            for _ in range(int(self.p.before_slot_wait_s)):
+                self.emit("worker.sleep", job_id=job_id, seconds=1.0, reason="slot")
+                time.sleep(self.p.wall(1.0))
+                ok = coord.acquire_slot(run.business_id, self.rq_id, run.call_sid)
+                if ok:
+                    break
+        self.emit("slot.acquire", job_id=job_id, business_id=run.business_id, ok=ok)
+        return ok
+
+    def _defer(self, run: RecordingRun) -> dict:
+        delay = slot_defer_delay(run.defer_count, self.p)
+        run.defer_count += 1
+        run.status, run.next_attempt_at = "queued", time.time() + self.p.wall(delay)
+        self.s.commit()
+        if self.p.has("slot_defer_sleeps"):
+            self.emit("worker.sleep", job_id=str(run.id), seconds=delay, reason="slot")
+            time.sleep(self.p.wall(delay))  # seed: the 'non-blocking' defer still sleeps here
+            enqueue_run(self.svc, self.s, run, 0.0)
+        else:
+            enqueue_run(self.svc, self.s, run, delay)
+        self.emit("job.end", job_id=str(run.id), call_sid=run.call_sid, outcome="deferred")
+        return {"deferred": delay}
+
+    # ---------------------------------------------------------------- download
+
+    def _download(self, run: RecordingRun) -> dict:
+        beat = Heartbeat(self.svc, run, self.rq_id, self.slot_owner(run))
+        beat.start()
+        try:
+            fetch = fetch_recording(self.svc, self.s, run, self.rq_id)
+        finally:
+            beat.stop()
+        if fetch.outcome in ("ok", "skipped"):
+            return self._finish(run, "done", None)
+        if fetch.outcome in ("missing", "transient"):
+            return self._not_ready(run, f"audio not available ({fetch.detail})")
+        return self._finish(run, "failed", fetch.detail)
+
+    def _finish(self, run: RecordingRun, status: str, error: str | None) -> dict:
+        run.status, run.error, run.finished_at = status, error, time.time()
+        self.s.commit()
+        self.emit("job.end", job_id=str(run.id), call_sid=run.call_sid, outcome=status)
+        return {"status": status, "error": error, "permanent": status == "failed"}
+
+
+class Heartbeat:
+    """While a download runs, refresh the run's heartbeat_at and its Redis claims every
+    heartbeat interval, so liveness is judged by signs of life, not by age (fault 8's fix)."""
+
+    def __init__(self, svc: Services, run: RecordingRun, owner: str, slot_owner: str):
+        self.svc, self.run_id, self.business_id = svc, run.id, run.business_id
+        self.recording_sid, self.owner, self.slot_owner = run.recording_sid, owner, slot_owner
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run.id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        interval = self.svc.policy.wall(self.svc.policy.heartbeat_interval_s)
+        while not self._stop.wait(interval):
+            try:
+                with self.svc.sessions() as s:
+                    s.execute(update(RecordingRun).where(RecordingRun.id == self.run_id).values(heartbeat_at=time.time()))
+                    s.commit()
+                self.svc.coord.refresh_slot(self.business_id, self.slot_owner)
+                self.svc.coord.refresh_inflight(self.recording_sid, self.owner)
+            except Exception:  # a missed beat is survivable; the next one tries again
+                continue
+
+
+def api_slot_owner(run_id: int) -> str:
+    """Who holds the slot when the API takes it (before: `semaphore_in_api`)."""
+    return f"api-{run_id}"
+
+
+def recording_path(svc: Services, recording_sid: str, url: str) -> Path:
+    ext = Path(url.split("?", 1)[0]).suffix.lower() or ".mp3"
+    return svc.config.recordings_dir / f"{recording_sid}{ext}"
+
+
+def fetch_recording(svc: Services, s: Session, run: RecordingRun, owner: str) -> Fetch:
+    """Download `run`'s recording once. fixed: skipped if a complete RecordingFile exists;
+    bytes go to a temp file renamed into place only when complete; the unique RecordingSid
+    row decides which of two racing downloads completed. seed (`download_not_idempotent`):
+    always downloads, writes in place, and overwrites the row."""
+    p, emit, job_id = svc.policy, svc.history.emit, str(run.id)
+    idempotent = not p.has("download_not_idempotent")
+    sid = run.recording_sid
+    existing = s.scalar(select(RecordingFile).where(RecordingFile.recording_sid == sid))
+    if idempotent and existing and Path(existing.path).is_file():
+        emit("download.end", job_id=job_id, call_sid=run.call_sid, recording_sid=sid, ok=True, skipped=True, bytes=0)
+        return Fetch("skipped")
+    url = run.recording_url
+    if not media_host_allowed(url, svc.config.media_hosts):
+        return Fetch("refused", detail="recording host not allowed")
+    business = s.get(Business, run.business_id)
+    final = recording_path(svc, sid, url)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    target = final.with_name(f".{final.name}.{owner}.part") if idempotent else final
+    emit("download.start", job_id=job_id, call_sid=run.call_sid, recording_sid=sid)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with requests.get(url, stream=True, allow_redirects=False, timeout=(5, max(5.0, p.wall(120))),
+                          auth=(business.twilio_account_sid, business.twilio_auth_token)) as resp:
+            if resp.status_code == 404:
+                return _fail_fetch(emit, run, "missing", "404 from media host")
+            if resp.status_code != 200:
+                return _fail_fetch(emit, run, "transient", f"HTTP {resp.status_code} from media host")
+            expected = int(resp.headers.get("Content-Length", "-1"))
+            with open(target, "wb") as fh:
+                for chunk in resp.iter_content(64 * 1024):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+        if expected >= 0 and size != expected:
+            raise OSError(f"truncated body: {size} of {expected} bytes")
+    except (requests.RequestException, OSError) as exc:
+        if idempotent:
+            target.unlink(missing_ok=True)
+        return _fail_fetch(emit, run, "transient", str(exc)[:200])
+    content_type = CONTENT_TYPES.get(final.suffix, "application/octet-stream")
+    if idempotent:
+        os.replace(target, final)
+    row = dict(business_id=run.business_id, call_sid=run.call_sid, path=str(final), size=size,
+               sha256=digest.hexdigest(), content_type=content_type, created_at=time.time())
+    try:
+        if existing is not None:
+            if idempotent and Path(existing.path).is_file():
+                raise IntegrityError("recording completed concurrently", None, Exception())
+            for key, value in row.items():
+                setattr(existing, key, value)
+        else:
+            s.add(RecordingFile(recording_sid=sid, **row))
+        s.commit()
+    except IntegrityError:
+        s.rollback()
+        emit("download.end", job_id=job_id, call_sid=run.call_sid, recording_sid=sid, ok=True, skipped=True, bytes=size)
+        return Fetch("skipped", size)
+    emit("download.end", job_id=job_id, call_sid=run.call_sid, recording_sid=sid, ok=True, skipped=False, bytes=size)
+    return Fetch("ok", size)
+
+
+def _fail_fetch(emit, run: RecordingRun, outcome: str, detail: str) -> Fetch:
+    emit("download.end", job_id=str(run.id), call_sid=run.call_sid, recording_sid=run.recording_sid,
+         ok=False, skipped=False, bytes=0)
+    return Fetch(outcome, detail=detail)
+
+
+# --------------------------------------------------------------------------- stuck runs (002)
+
+
+def run_state(svc: Services, run: RecordingRun) -> RunState:
+    t = svc.policy_time
+    return RunState(run.status, t(run.created_at), t(run.started_at), t(run.heartbeat_at), t(run.next_attempt_at))
+
+
+def cleanup_stuck_recording_jobs(svc: Services | None = None) -> int:
+    """Re-queue runs that policy.stuck_reason calls stuck; returns how many were re-queued.
+
+    Each re-queue is a compare-and-set on (status, heartbeat_at), so concurrent sweeps in
+    several workers re-queue a run once. A re-queue spends one retry of the run's budget;
+    past the budget the run fails for good. The dead owner's Redis claims are released.
+    """
+    svc = svc or get_services()
+    p, now, moved = svc.policy, svc.policy_now(), 0
+    with svc.sessions() as s:
+        runs = s.scalars(select(RecordingRun).where(RecordingRun.status.in_(ACTIVE_RUN_STATUSES))).all()
+        for run in runs:
+            why = stuck_reason(run_state(svc, run), now, p)
+            if why is None:
+                continue
+            over_budget = run.retry_count >= p.max_recording_retries and not p.has("infinite_immediate_retry")
+            new_status = "failed" if over_budget else "queued"
+            won = s.execute(
+                update(RecordingRun)
+                .where(RecordingRun.id == run.id, RecordingRun.status == run.status,
+                       RecordingRun.heartbeat_at.is_(run.heartbeat_at) if run.heartbeat_at is None
+                       else RecordingRun.heartbeat_at == run.heartbeat_at)
+                .values(status=new_status, retry_count=run.retry_count + (0 if over_budget else 1),
+                        created_at=time.time(), next_attempt_at=None, error=f"stuck: {why}")
+            ).rowcount
+            s.commit()
+            if not won:
+                continue
+            svc.history.emit("job.stuck", job_id=str(run.id), call_sid=run.call_sid, reason=why)
+            if run.rq_job_id and run.recording_sid:
+                svc.coord.release_inflight(run.recording_sid, run.rq_job_id)
+                svc.coord.release_slot(run.business_id, run.rq_job_id)
+            if not over_budget:
+                s.refresh(run)
+                enqueue_run(svc, s, run)
+                svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=run.call_sid, job_type=run.job_type,
+                                 via="requeue")
+                moved += 1
+    return moved

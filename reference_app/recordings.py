@@ -1,0 +1,145 @@
+"""The recording pipeline's request side: enqueue with dedup (001/004), the playback decision
+with stuck detection, playback dedup and fail-fast (002/003). Routes call these and map the
+`Answer` to HTTP; the rules themselves are policy.py's."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from reference_app.jobs import api_slot_owner, enqueue_run, run_state
+from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
+from reference_app.policy import (
+    ACTIVE_RUN_STATUSES,
+    PlaybackState,
+    enqueue_status,
+    fail_fast_tripped,
+    playback_decision,
+)
+from reference_app.services import Services
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a route sends: a status, a JSON body or a file, and a Retry-After in policy seconds."""
+
+    status: int
+    body: dict = field(default_factory=dict)
+    file: RecordingFile | None = None
+    retry_after_s: float | None = None
+
+
+def find_call(s: Session, business: Business, call_sid: str) -> CallLog | None:
+    """The business's call, or None — another business's call is indistinguishable from none."""
+    return s.scalar(select(CallLog).where(CallLog.call_sid == call_sid, CallLog.business_id == business.id))
+
+
+def ready_file(s: Session, call: CallLog) -> RecordingFile | None:
+    if not call.recording_sid:
+        return None
+    f = s.scalar(select(RecordingFile).where(RecordingFile.recording_sid == call.recording_sid))
+    return f if f is not None and Path(f.path).is_file() else None
+
+
+def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: str, recording_sid: str | None,
+                      recording_url: str | None, job_type: str, via: str) -> tuple[str, RecordingRun | None]:
+    """Create a RecordingRun and its RQ job unless one was enqueued within the dedup window.
+
+    Returns seed 001's reason: 'enqueued' | 'duplicate' | 'error'.
+    """
+    p = svc.policy
+
+    def create_and_enqueue() -> RecordingRun:
+        run = RecordingRun(business_id=business_id, call_sid=call_sid, recording_sid=recording_sid,
+                           recording_url=recording_url, job_type=job_type, status="queued", created_at=time.time())
+        s.add(run)
+        s.commit()
+        try:
+            if p.has("semaphore_in_api") and job_type == "download_only":
+                if not svc.coord.acquire_slot(business_id, api_slot_owner(run.id), call_sid):
+                    raise RuntimeError("no download slot free")
+            enqueue_run(svc, s, run)
+        except Exception as exc:
+            run.status, run.error, run.finished_at = "failed", f"enqueue failed: {exc}"[:500], time.time()
+            s.commit()
+            raise
+        svc.coord.mark_queued(business_id, call_sid)
+        svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=call_sid, job_type=job_type, via=via)
+        return run
+
+    reason, run = svc.coord.dedup_enqueue(call_sid, job_type, create_and_enqueue)
+    if reason == "error" and p.has("enqueue_error_hidden"):
+        reason = "duplicate"
+    return reason, run
+
+
+def latest_run(s: Session, call_sid: str) -> RecordingRun | None:
+    return s.scalar(select(RecordingRun).where(RecordingRun.call_sid == call_sid).order_by(RecordingRun.id.desc()))
+
+
+def playback(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
+    """GET /api/recordings/file/<call_sid>: 200 ready, 202 processing, 404 never, 500 fail-fast."""
+    p, emit = svc.policy, svc.history.emit
+    call = find_call(s, business, call_sid)
+    if call is None:
+        return Answer(404, {"error": "not_found"})
+    file = ready_file(s, call)
+    run = latest_run(s, call_sid)
+    state = PlaybackState(bool(call.recording_url), file is not None, run_state(svc, run) if run else None)
+    decision = playback_decision(state, svc.policy_now(), p)
+    if decision.kind == "serve":
+        return Answer(200, file=file)
+    if decision.kind == "not_found":
+        return Answer(404, {"error": "no_recording_url", "message": decision.reason})
+    if decision.kind == "wait":
+        return Answer(202, {"status": "processing"}, retry_after_s=decision.retry_after_s)
+    if run is not None and run.status in ACTIVE_RUN_STATUSES:
+        _fail_stuck(svc, s, run, decision.reason)
+    if not svc.coord.mark_playback(business.id, call_sid):
+        return Answer(202, {"status": "processing"}, retry_after_s=p.retry_after_s)
+    attempts = svc.coord.count_attempt(call_sid)
+    if fail_fast_tripped(attempts, p):
+        emit("fail_fast.trip", call_sid=call_sid, count=attempts)
+        return Answer(500, {"error": "worker_not_processing_queue",
+                            "message": f"{attempts - 1} attempts in the window; the worker is not processing"})
+    reason, _run = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,
+                                     recording_sid=call.recording_sid, recording_url=call.recording_url,
+                                     job_type="download_only", via="playback")
+    emit("enqueue.result", call_sid=call_sid, reason=reason, status=202 if reason != "error" else 500)
+    if reason == "error":
+        return Answer(500, {"error": "enqueue_failed"})
+    return Answer(202, {"status": "processing", "attempt": attempts, "max_attempts": p.fail_fast_max_attempts},
+                  retry_after_s=decision.retry_after_s)
+
+
+def _fail_stuck(svc: Services, s: Session, run: RecordingRun, why: str) -> None:
+    """Seed 002: mark the stuck run failed (once, compare-and-set) so a new one can start."""
+    won = s.execute(
+        update(RecordingRun).where(RecordingRun.id == run.id, RecordingRun.status == run.status)
+        .values(status="failed", error=why[:500], finished_at=time.time())
+    ).rowcount
+    s.commit()
+    if won:
+        svc.history.emit("job.stuck", job_id=str(run.id), call_sid=run.call_sid, reason=why)
+        svc.coord.clear_dedup(run.call_sid, run.job_type)
+
+
+def enqueue_api(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
+    """POST /api/calls/<sid>/recording/enqueue: seed 001's (success, reason) → 202/200/200/500."""
+    call = find_call(s, business, call_sid)
+    if call is None:
+        return Answer(404, {"error": "not_found"})
+    if not call.recording_url:
+        return Answer(404, {"error": "no_recording_url"})
+    if ready_file(s, call) is not None:
+        reason = "cached"
+    else:
+        reason, _ = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,
+                                      recording_sid=call.recording_sid, recording_url=call.recording_url,
+                                      job_type="download_only", via="enqueue_api")
+    status = enqueue_status(reason)
+    svc.history.emit("enqueue.result", call_sid=call_sid, reason=reason, status=status)
+    return Answer(status, {"success": reason == "enqueued", "reason": reason})

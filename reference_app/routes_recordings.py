@@ -1,0 +1,66 @@
+"""/api/ recording routes: playback status + audio, stream/download with Range, enqueue.
+
+Thin: parse, call one function in recordings.py, map its Answer to HTTP."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, send_file
+
+from reference_app.auth import require_business
+from reference_app.policy import retry_after_header
+from reference_app.recordings import Answer, enqueue_api, find_call, playback, ready_file
+
+bp = Blueprint("recordings", __name__, url_prefix="/api")
+
+
+def _svc():
+    return current_app.extensions["loopfix"]
+
+
+def respond(answer: Answer):
+    if answer.file is not None:
+        resp = send_file(answer.file.path, mimetype=answer.file.content_type, conditional=True,
+                         etag=answer.file.sha256[:32], max_age=0)
+        resp.headers["Accept-Ranges"] = "bytes"
+        return resp
+    resp = jsonify(answer.body)
+    resp.status_code = answer.status
+    if answer.retry_after_s is not None:
+        resp.headers["Retry-After"] = retry_after_header(answer.retry_after_s)
+    return resp
+
+
+@bp.get("/recordings/file/<call_sid>")
+@require_business
+def recording_file(call_sid: str):
+    return respond(playback(_svc(), g.db, g.business, call_sid))
+
+
+def _serve_ready(call_sid: str, as_attachment: bool):
+    call = find_call(g.db, g.business, call_sid)
+    if call is None:
+        return jsonify(error="not_found"), 404
+    file = ready_file(g.db, call)
+    if file is None:
+        return jsonify(error="not_ready", message="recording not downloaded yet; GET /api/recordings/file first"), 404
+    resp = send_file(file.path, mimetype=file.content_type, conditional=True, etag=file.sha256[:32], max_age=0,
+                     as_attachment=as_attachment, download_name=f"{call_sid}{file.path[file.path.rfind('.'):]}")
+    resp.headers["Accept-Ranges"] = "bytes"
+    return resp
+
+
+@bp.get("/calls/<call_sid>/recording/stream")
+@require_business
+def stream(call_sid: str):
+    return _serve_ready(call_sid, as_attachment=False)
+
+
+@bp.get("/calls/<call_sid>/recording/download")
+@require_business
+def download(call_sid: str):
+    return _serve_ready(call_sid, as_attachment=True)
+
+
+@bp.post("/calls/<call_sid>/recording/enqueue")
+@require_business
+def enqueue(call_sid: str):
+    return respond(enqueue_api(_svc(), g.db, g.business, call_sid))

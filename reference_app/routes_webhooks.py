@@ -1,0 +1,125 @@
+"""Twilio webhooks: call status and recording status callbacks, signed (X-Twilio-Signature).
+
+The business is found by AccountSid and the signature checked with its auth token; an unknown
+account and a bad signature both answer 403. A CallLog is committed before any job is
+enqueued; a recording callback that arrives before its CallLog still enqueues the run, which
+waits for the CallLog with backoff (the seeds' missing-CallLog case)."""
+from __future__ import annotations
+
+import re
+import time
+
+from flask import Blueprint, current_app, g, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from reference_app import twilio_signature
+from reference_app.models import Business, CallLog
+from reference_app.policy import media_host_allowed, normalise_recording_url
+from reference_app.recordings import enqueue_recording
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
+
+SID = {prefix: re.compile(rf"^{prefix}[0-9a-fA-F]{{32}}$") for prefix in ("AC", "CA", "RE")}
+PHONE = re.compile(r"^[+0-9A-Za-z:@._-]{0,32}$")
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, error: str, message: str):
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
+def _svc():
+    return current_app.extensions["loopfix"]
+
+
+def _signed_url() -> str:
+    public = _svc().config.public_url
+    if public:
+        return public.rstrip("/") + request.full_path.rstrip("?")
+    return request.url
+
+
+def verified_business() -> Business:
+    """The Business whose signed request this is; BadRequest(403) otherwise."""
+    account = request.form.get("AccountSid", "")
+    if not SID["AC"].match(account):
+        raise BadRequest(403, "forbidden", "unknown account or bad signature")
+    business = g.db.scalar(select(Business).where(Business.twilio_account_sid == account))
+    if business is None or not twilio_signature.valid(
+        business.twilio_auth_token, _signed_url(), request.form.items(multi=True),
+        request.headers.get("X-Twilio-Signature"),
+    ):
+        raise BadRequest(403, "forbidden", "unknown account or bad signature")
+    return business
+
+
+def field(name: str, pattern: re.Pattern | None = None, required: bool = True) -> str:
+    value = request.form.get(name, "")
+    if required and not value:
+        raise BadRequest(400, "bad_request", f"{name} is required")
+    if value and pattern is not None and not pattern.match(value):
+        raise BadRequest(400, "bad_request", f"{name} is malformed")
+    return value
+
+
+@bp.errorhandler(BadRequest)
+def _bad(exc: BadRequest):
+    return jsonify(error=exc.error, message=exc.message), exc.status
+
+
+def upsert_call(business: Business, call_sid: str, **values) -> CallLog:
+    """Create or update the CallLog; a concurrent create of the same call_sid becomes an update.
+    A call_sid that belongs to another business is refused."""
+    for _ in range(2):
+        call = g.db.scalar(select(CallLog).where(CallLog.call_sid == call_sid))
+        if call is not None and call.business_id != business.id:
+            raise BadRequest(403, "forbidden", "unknown account or bad signature")
+        if call is None:
+            call = CallLog(business_id=business.id, call_sid=call_sid, created_at=time.time())
+            g.db.add(call)
+        for key, value in values.items():
+            if value is not None:
+                setattr(call, key, value)
+        try:
+            g.db.commit()
+            return call
+        except IntegrityError:
+            g.db.rollback()
+    raise BadRequest(409, "conflict", "call is being created concurrently; retry")
+
+
+@bp.post("/call-status")
+def call_status():
+    business = verified_business()
+    call_sid = field("CallSid", SID["CA"])
+    upsert_call(business, call_sid, from_number=field("From", PHONE, False), to_number=field("To", PHONE, False),
+                call_status=field("CallStatus", re.compile(r"^[a-z-]{1,20}$"), False))
+    return "", 204
+
+
+@bp.post("/recording")
+def recording():
+    svc = _svc()
+    business = verified_business()
+    call_sid = field("CallSid", SID["CA"])
+    recording_sid = field("RecordingSid", SID["RE"])
+    status = field("RecordingStatus", re.compile(r"^[a-z-]{1,20}$"), False) or "completed"
+    raw_url = field("RecordingUrl")
+    if len(raw_url) > 2000 or not media_host_allowed(raw_url, svc.config.media_hosts):
+        raise BadRequest(400, "host_not_allowed", "RecordingUrl host is not an allowed media host")
+    if status != "completed":
+        return "", 204
+    url = normalise_recording_url(raw_url, svc.policy)
+    call = g.db.scalar(select(CallLog).where(CallLog.call_sid == call_sid))
+    if call is not None:
+        call = upsert_call(business, call_sid, recording_sid=recording_sid, recording_url=url)
+    svc.history.emit("recording.created", call_sid=call_sid, recording_sid=recording_sid, business_id=business.id,
+                     has_url=True)
+    reason, _ = enqueue_recording(svc, g.db, business_id=business.id, call_sid=call_sid, recording_sid=recording_sid,
+                                  recording_url=url, job_type="full", via="webhook")
+    svc.history.emit("enqueue.result", call_sid=call_sid, reason=reason, status=204 if reason != "error" else 500)
+    if reason == "error":
+        return jsonify(error="enqueue_failed"), 500
+    return "", 204

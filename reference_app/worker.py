@@ -1,0 +1,59 @@
+"""The worker process: an RQ worker plus a ticker thread that promotes parked jobs when due
+(coordination.promote_due, finely enough for the time scale) and sweeps stuck runs by
+heartbeat (jobs.cleanup_stuck_recording_jobs) — neither depends on RQ's own maintenance,
+which runs on real-time intervals of seconds to minutes."""
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from rq import SimpleWorker, Worker
+
+from reference_app.coordination import promote_due
+from reference_app.jobs import cleanup_stuck_recording_jobs
+from reference_app.services import QUEUES, Services, set_services
+
+log = logging.getLogger(__name__)
+
+
+def tick_seconds(svc: Services) -> float:
+    """Wall seconds between promotions: half a policy second, within [5 ms, 500 ms]."""
+    return min(0.5, max(0.005, svc.policy.wall(0.5)))
+
+
+class Ticker(threading.Thread):
+    def __init__(self, svc: Services, queue_names=QUEUES):
+        super().__init__(name="loopfix-ticker", daemon=True)
+        self.svc, self.queue_names = svc, queue_names
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        queues = [self.svc.queue(name) for name in self.queue_names]
+        tick = tick_seconds(self.svc)
+        sweep_every = max(tick, self.svc.policy.wall(self.svc.policy.heartbeat_interval_s))
+        since_sweep = 0.0
+        while not self.stop_event.wait(tick):
+            try:
+                promote_due(queues)
+                since_sweep += tick
+                if since_sweep >= sweep_every:
+                    since_sweep = 0.0
+                    cleanup_stuck_recording_jobs(self.svc)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                continue  # Redis paused or restarting: try again next tick
+            except Exception:
+                log.exception("ticker pass failed")
+
+
+def run_worker(svc: Services, *, burst: bool = False, simple: bool = False, name: str | None = None) -> None:
+    set_services(svc)
+    conn = redis.Redis.from_url(svc.config.redis_url)  # no short socket timeout: RQ blocks on dequeue
+    ticker = Ticker(svc)
+    ticker.start()
+    worker_class = SimpleWorker if simple else Worker
+    worker = worker_class(list(QUEUES), connection=conn, name=name)
+    try:
+        worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+    finally:
+        ticker.stop_event.set()
