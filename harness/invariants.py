@@ -321,9 +321,6 @@ def check_backoff_schedule(
         if max_attempt >= p.max_recording_retries > 0:
             full_schedule.append(total)
     configured = policy_mod.backoff_total(p)
-    for jid_total in full_schedule:
-        if abs(jid_total - configured) > tol(configured) + abs_tol_s * p.max_recording_retries:
-            pass  # each gap is already checked; the figure reports the totals
     claim = policy_mod.describe(p)["claim_52_min"]
     figure = {
         "rel_tol": rel_tol,
