@@ -26,3 +26,7 @@ sim_commands.register(cli)
 
 def main() -> None:
     cli(prog_name="loopfix")
+
+
+if __name__ == "__main__":
+    main()

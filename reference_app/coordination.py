@@ -38,6 +38,7 @@ QUEUED_KEY = "loopfix:slots:{business_id}:queued"
 INFLIGHT_KEY = "loopfix:inflight:{recording_sid}"
 LOCK_KEY = "loopfix:bulk_gate:lock:{business_id}:{operation}"
 DELAYED_KEY = "loopfix:delayed:{queue}"
+WORKERS_ALIVE_KEY = "loopfix:workers:alive"
 
 T = TypeVar("T")
 
@@ -233,6 +234,15 @@ class Coordinator:
         """Note that a download for `call_sid` waits in the queue (queued TTL); returns how many wait."""
         ttl_ms = self.p.wall_ms(self.p.queued_ttl_s)
         return int(self._mark_queued(keys=[QUEUED_KEY.format(business_id=business_id)], args=[call_sid, ttl_ms]))
+
+    # ----------------------------------------------------------------- worker liveness
+
+    def worker_beat(self) -> None:
+        """A worker is alive: keep the liveness key for one heartbeat timeout."""
+        self.r.set(WORKERS_ALIVE_KEY, "1", px=self.p.wall_ms(self.p.heartbeat_timeout_s))
+
+    def worker_alive(self) -> bool:
+        return bool(self.r.exists(WORKERS_ALIVE_KEY))
 
     # ----------------------------------------------------------------- BulkGate lock (003)
 

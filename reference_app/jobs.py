@@ -190,12 +190,14 @@ class RecordingJob:
     # ---------------------------------------------------------------- download
 
     def _download(self, run: RecordingRun) -> dict:
-        beat = Heartbeat(self.svc, run, self.rq_id, self.slot_owner(run))
-        beat.start()
+        beat = None if self.p.has("no_heartbeat") else Heartbeat(self.svc, run, self.rq_id, self.slot_owner(run))
+        if beat:
+            beat.start()
         try:
             fetch = fetch_recording(self.svc, self.s, run, self.rq_id)
         finally:
-            beat.stop()
+            if beat:
+                beat.stop()
         if fetch.outcome in ("ok", "skipped"):
             return self._finish(run, "done", None)
         if fetch.outcome in ("missing", "transient"):

@@ -46,10 +46,13 @@ FAULTS: dict[str, str] = {
     "backoff_not_applied": "the job computes a backoff but raises; RQ Retry(max=3) re-runs it at once (000/001)",
     "slot_defer_sleeps": "the 'non-blocking' slot defer still sleeps in the worker before re-queuing (004)",
     "fail_fast_incr_then_expire": "fail-fast INCR and EXPIRE are two calls: a crash between leaves no TTL (002)",
+    "no_heartbeat": "the worker refreshes no heartbeat and no Redis claim while downloading (002/004)",
     "stuck_by_age": "a running job is stuck after a fixed 5 min, even while it is downloading (002)",
     "json_replace_everywhere": ".replace('.json', '.mp3') rewrites every occurrence, not the suffix (001)",
     "download_not_idempotent": "a re-run downloads again: no skip-if-complete, no atomic rename (RQ re-run)",
     "delete_check_then_insert": "bulk-delete dedup is check-then-insert: concurrent requests race (000/003)",
+    "fail_fast_unreachable": "attempts are counted only when a stuck job is re-created: with a 5 min stuck "
+    "timeout and a 10 min window the 4th attempt never lands in the window, so fail-fast never trips (002)",
 }
 
 _BEFORE_ONLY = frozenset(
@@ -74,6 +77,7 @@ _BEFORE_ONLY = frozenset(
 _SEED = frozenset(set(FAULTS) - _BEFORE_ONLY)
 # `before` predates every fix, so it also has the seed faults its own bugs do not supersede.
 _BEFORE = _BEFORE_ONLY | {
+    "no_heartbeat",
     "lock_release_unowned",
     "lock_refresh_unowned",
     "download_not_idempotent",
@@ -375,11 +379,13 @@ class PlaybackState:
     has_recording_url: bool
     file_ready: bool
     run: RunState | None
+    worker_alive: bool | None = None  # None: unknown (treated as alive)
 
 
 @dataclass(frozen=True)
 class PlaybackDecision:
-    """kind: serve (200) | not_found (404) | wait (202) | start (create a job; `stuck` says why)."""
+    """kind: serve (200) | not_found (404) | wait (202) | start (create a job; `reason` says why) |
+    no_worker (a job waits but no worker is alive: count a fail-fast attempt, 202 or 500)."""
 
     kind: str
     status: int
@@ -397,6 +403,8 @@ def playback_decision(state: PlaybackState, now: float, p: Policy) -> PlaybackDe
     if run is not None and run.status in ACTIVE_RUN_STATUSES:
         why = stuck_reason(run, now, p)
         if why is None:
+            if run.status == "queued" and state.worker_alive is False and not p.has("fail_fast_unreachable"):
+                return PlaybackDecision("no_worker", 202, p.retry_after_recovery_s, "no worker is processing the queue")
             return PlaybackDecision("wait", 202, retry_after(run, now, p), "processing")
         return PlaybackDecision("start", 202, p.retry_after_recovery_s, f"stuck: {why}")
     if run is not None and run.status == "done":

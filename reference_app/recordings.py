@@ -88,7 +88,8 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
         return Answer(404, {"error": "not_found"})
     file = ready_file(s, call)
     run = latest_run(s, call_sid)
-    state = PlaybackState(bool(call.recording_url), file is not None, run_state(svc, run) if run else None)
+    state = PlaybackState(bool(call.recording_url), file is not None, run_state(svc, run) if run else None,
+                          worker_alive=svc.coord.worker_alive() if run is not None and run.status == "queued" else None)
     decision = playback_decision(state, svc.policy_now(), p)
     if decision.kind == "serve":
         return Answer(200, file=file)
@@ -96,7 +97,7 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
         return Answer(404, {"error": "no_recording_url", "message": decision.reason})
     if decision.kind == "wait":
         return Answer(202, {"status": "processing"}, retry_after_s=decision.retry_after_s)
-    if run is not None and run.status in ACTIVE_RUN_STATUSES:
+    if decision.kind == "start" and run is not None and run.status in ACTIVE_RUN_STATUSES:
         _fail_stuck(svc, s, run, decision.reason)
     if not svc.coord.mark_playback(business.id, call_sid):
         return Answer(202, {"status": "processing"}, retry_after_s=p.retry_after_s)
@@ -105,6 +106,9 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
         emit("fail_fast.trip", call_sid=call_sid, count=attempts)
         return Answer(500, {"error": "worker_not_processing_queue",
                             "message": f"{attempts - 1} attempts in the window; the worker is not processing"})
+    if decision.kind == "no_worker":
+        return Answer(202, {"status": "processing", "attempt": attempts, "max_attempts": p.fail_fast_max_attempts},
+                      retry_after_s=decision.retry_after_s)
     reason, _run = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,
                                      recording_sid=call.recording_sid, recording_url=call.recording_url,
                                      job_type="download_only", via="playback")

@@ -57,6 +57,8 @@ class Services:
 
     @cached_property
     def engine(self):
+        if not self.config.database_url:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.config.sqlalchemy_url)
         init_db(engine)
         return engine

@@ -32,12 +32,13 @@ class Ticker(threading.Thread):
         queues = [self.svc.queue(name) for name in self.queue_names]
         tick = tick_seconds(self.svc)
         sweep_every = max(tick, self.svc.policy.wall(self.svc.policy.heartbeat_interval_s))
-        since_sweep = 0.0
+        since_sweep = sweep_every
         while not self.stop_event.wait(tick):
             try:
                 promote_due(queues)
                 since_sweep += tick
                 if since_sweep >= sweep_every:
+                    self.svc.coord.worker_beat()
                     since_sweep = 0.0
                     cleanup_stuck_recording_jobs(self.svc)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):

@@ -1,0 +1,193 @@
+"""Start and stop the whole stack for one run: Redis (given, or a private redis-server), the app
+under gunicorn, N RQ workers with loopfix's ticker, and the Twilio stand-in, each a real
+process with its log in the run directory. Every process is started in its own session and
+stopped by pid (its process group), also when a start fails half-way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from reference_app.config import Config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before it was ready\n{tail}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as resp:
+        return resp.status == 200
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def signal(self, sig: int) -> None:
+        """Signal the process group (the process and any child it forked, e.g. RQ's work horse)."""
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.popen.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.popen.wait(timeout)
+        else:
+            self.signal(signal.SIGKILL)  # reap an orphaned child of a dead leader
+
+
+@dataclass
+class Stack:
+    """One run's processes. `config` is the app/worker configuration (its redis_url is filled
+    in by `start_redis` when none is given); `run_dir` holds logs, data and history."""
+
+    run_dir: Path
+    config: Config
+    procs: dict[str, Proc] = field(default_factory=dict)
+    app_url: str = ""
+    stub_url: str = ""
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
+        log = self.run_dir / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(log, "ab")
+        popen = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                 cwd=str(self.run_dir))
+        fh.close()
+        proc = Proc(name, popen, log)
+        self.procs[name] = proc
+        return proc
+
+    def env(self, proc_name: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPFIX_")}
+        env.update(self.config.to_env())
+        env["LOOPFIX_PROC"] = proc_name
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start_redis(self) -> str:
+        """A private redis-server on a free port (nothing on disk); returns its URL."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not on PATH; set REDIS_URL to a running Redis")
+        port = free_port()
+        proc = self._spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                     "--appendonly", "no"], dict(os.environ))
+        url = f"redis://127.0.0.1:{port}/0"
+
+        def ping() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+
+        wait_until(ping, 10, "redis-server", proc.popen, proc.log)
+        self.config = replace(self.config, redis_url=url)
+        return url
+
+    def start_stub(self, **settings) -> str:
+        port = free_port()
+        args = [sys.executable, "-m", "loopfix.cli", "twilio-stub", "--port", str(port),
+                "--time-scale", repr(self.config.policy.time_scale)]
+        for key, value in settings.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        proc = self._spawn("twilio", args, self.env("twilio"))
+        self.stub_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_ok(self.stub_url + "/_config"), 20, "twilio stand-in", proc.popen, proc.log)
+        hosts = tuple(h for h in self.config.media_hosts if h) + (f"127.0.0.1:{port}",)
+        self.config = replace(self.config, media_hosts=hosts)
+        return self.stub_url
+
+    def start_app(self, workers: int = 2, threads: int = 8) -> str:
+        port = free_port()
+        proc = self._spawn("app", [sys.executable, "-m", "loopfix.cli", "serve", "--port", str(port),
+                                   "--workers", str(workers), "--threads", str(threads)], self.env("app"))
+        self.app_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_ok(self.app_url + "/healthz"), 30, "app", proc.popen, proc.log)
+        return self.app_url
+
+    def start_worker(self, name: str | None = None, simple: bool = False) -> Proc:
+        name = name or f"worker{sum(1 for n in self.procs if n.startswith('worker')) + 1}"
+        rq_name = f"{name}-{time.time_ns()}"
+        args = [sys.executable, "-m", "loopfix.cli", "worker", "--name", rq_name]
+        if simple:
+            args.append("--simple")
+        proc = self._spawn(name, args, self.env(name))
+        wait_until(lambda: _worker_registered(self.config.redis_url, rq_name), 20, name, proc.popen, proc.log)
+        return proc
+
+    def stub_config(self, **changes) -> dict:
+        req = urllib.request.Request(self.stub_url + "/_config", data=json.dumps(changes).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.load(resp)
+
+    def ledger(self) -> dict[str, dict[str, int]]:
+        with urllib.request.urlopen(self.stub_url + "/_ledger", timeout=5) as resp:
+            return json.load(resp)["recordings"]
+
+    def stop(self) -> None:
+        """Stop every process, newest first (workers before the app before Redis)."""
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+        self.procs.clear()
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _worker_registered(redis_url: str, name: str) -> bool:
+    import redis
+    from rq import Worker
+
+    return any(w.name == name for w in Worker.all(connection=redis.Redis.from_url(redis_url)))
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m loadtests.stack
+    cfg = Config.from_env()
+    with Stack(Path("runs") / time.strftime("%Y%m%d-%H%M%S"), cfg) as stack:
+        stack.start_stub()
+        print("app", stack.start_app(), "stub", stack.stub_url)
+        stack.start_worker()
+        signal.pause()

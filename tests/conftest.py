@@ -1,0 +1,109 @@
+"""Shared fixtures: real Redis (a test database flushed around each test), an app per variant
+on SQLite in a temp dir, seeded businesses, signed Twilio webhooks, and the process stack.
+
+REDIS_URL picks the server (default 127.0.0.1:6379); tests use its database 15. A test that
+needs Redis fails, never skips, when no server answers.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+
+from loadtests.stack import Stack
+from reference_app import create_app, twilio_signature
+from reference_app.config import Config
+from reference_app.models import Business, CallLog
+from reference_app.policy import make_policy
+from reference_app.services import Services
+
+import os
+
+BASE_REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+TEST_REDIS = BASE_REDIS.rsplit("/", 1)[0] + "/15"
+
+
+@pytest.fixture
+def redis_url():
+    conn = redis.Redis.from_url(TEST_REDIS)
+    conn.flushdb()
+    yield TEST_REDIS
+    conn.flushdb()
+
+
+@pytest.fixture
+def make_config(tmp_path, redis_url):
+    """make_config(variant='fixed', faults='', time_scale=1.0, **policy_overrides) -> Config"""
+
+    def build(variant="fixed", faults="", time_scale=1.0, media_hosts=("api.twilio.com",), history=True, **overrides):
+        return Config(redis_url=redis_url, data_dir=tmp_path / "data", media_hosts=tuple(media_hosts),
+                      history_dir=tmp_path / "history" if history else None, run_epoch=time.time(),
+                      policy=make_policy(variant, faults, time_scale, overrides))
+
+    return build
+
+
+@pytest.fixture
+def app_factory(make_config):
+    """app_factory(**make_config args) -> (flask test client, Services)"""
+
+    def build(**kwargs):
+        cfg = kwargs.pop("config", None) or make_config(**kwargs)
+        app = create_app(cfg)
+        return app.test_client(), app.extensions["loopfix"]
+
+    return build
+
+
+def sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def add_business(svc: Services, calls: int = 1, recording_url: str | None = None) -> dict:
+    """A business with `calls` calls; with `recording_url` ('{sid}' filled in) each call has a
+    recording already attached."""
+    with svc.sessions() as s:
+        b = Business(name="b", api_token=secrets.token_urlsafe(16), twilio_account_sid=sid("AC"),
+                     twilio_auth_token=secrets.token_hex(16))
+        s.add(b)
+        s.flush()
+        out = {"id": b.id, "token": b.api_token, "account_sid": b.twilio_account_sid,
+               "auth_token": b.twilio_auth_token, "calls": []}
+        for _ in range(calls):
+            call_sid, rec_sid = sid("CA"), sid("RE")
+            url = recording_url.format(sid=rec_sid, account=b.twilio_account_sid) if recording_url else None
+            s.add(CallLog(business_id=b.id, call_sid=call_sid, recording_sid=rec_sid if url else None,
+                          recording_url=url, created_at=time.time()))
+            out["calls"].append({"call_sid": call_sid, "recording_sid": rec_sid})
+        s.commit()
+    return out
+
+
+def auth(business: dict) -> dict:
+    return {"Authorization": f"Bearer {business['token']}"}
+
+
+def signed_post(client, url_base: str, path: str, business: dict, form: dict, token: str | None = None):
+    """POST a form the way Twilio does, signed with the business's auth token (or `token`)."""
+    full = url_base.rstrip("/") + path
+    sig = twilio_signature.signature(token or business["auth_token"], full, form)
+    return client.post(path, data=form, headers={"X-Twilio-Signature": sig}, base_url=url_base)
+
+
+@pytest.fixture
+def stack_factory(tmp_path):
+    """stack_factory(config) -> Stack in tmp_path/run, stopped (every process, by pid) at teardown."""
+    stacks: list[Stack] = []
+
+    def build(config: Config) -> Stack:
+        st = Stack(tmp_path / "run", replace(config, data_dir=(tmp_path / "run" / "data").resolve()))
+        stacks.append(st)
+        return st
+
+    yield build
+    for st in stacks:
+        st.stop()
