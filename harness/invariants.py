@@ -9,10 +9,12 @@ and a `figure` dict of measured numbers. An exception inside a checker yields `"
 never a pass. Explanations are data (`Anomaly.facts`); `render_*` turns them into text.
 
 Conventions the live app must follow for these checks to mean what they say:
-- a recording retry is `job.end(outcome="retry")` then `job.retry(attempt, delay)` with the
-  delay actually applied, and, when the delayed job is moved back onto the queue,
-  `job.enqueue(via="retry")`; the backoff check measures `job.retry` → next `job.start`
-  (too soon) and `job.retry` → that re-enqueue, or the start when there is none (too late);
+- a recording retry is `job.retry(attempt, delay)` (with the delay actually applied) and
+  `job.end(outcome="retry")`, in either order, and, when the scheduler moves the delayed job
+  back onto the queue, `job.enqueue(via="retry")`. The backoff check measures `job.retry` →
+  the job's next `job.start` for "too soon", and `job.retry` → that re-enqueue for "too
+  late" (queue wait is capacity, not policy; with no re-enqueue event "too late" is not
+  judged);
 - slot-contention deferrals end a run with outcome `deferred`; they are not retries;
 - playback-path enqueues carry `via="playback"`, the enqueue API's `via="enqueue_api"`.
 """
@@ -100,6 +102,12 @@ def _checker(name: str) -> Callable[[Checker], Checker]:
         return guarded
 
     return wrap
+
+
+def _expected_delay(attempt: int, p: Policy) -> float:
+    """policy.backoff_delay for any attempt: past the cap the delay no longer grows, and a
+    runaway attempt number (10**4 under infinite retries) must not overflow 2**(n-1)."""
+    return policy_mod.backoff_delay(min(max(attempt, 1), 64), p)
 
 
 def _of(history: Iterable[Event], *kinds: str) -> list[Event]:
@@ -285,7 +293,7 @@ def check_backoff_schedule(
                 if attempt > p.max_recording_retries:
                     found.append(Anomaly("too-many-attempts", {"job_id": jid, "attempt": attempt,
                                                                 "max": p.max_recording_retries}, (e,)))
-                expected = policy_mod.backoff_delay(max(attempt, 1), p)
+                expected = _expected_delay(attempt, p)
                 recorded = float(e.get("delay") or 0.0)
                 if abs(recorded - expected) > tol(expected):
                     found.append(Anomaly("delay-not-policy", {"job_id": jid, "attempt": attempt,
@@ -295,19 +303,19 @@ def check_backoff_schedule(
             # job.start
             if pending is not None:
                 attempt = int(pending.get("attempt") or 0)
-                expected = policy_mod.backoff_delay(max(attempt, 1), p)
+                expected = _expected_delay(attempt, p)
                 gap = float(e["t"]) - float(pending["t"])
-                late_gap = float((requeued or e)["t"]) - float(pending["t"])
                 gaps_checked += 1
                 total += gap
                 if gap < expected - tol(expected):
                     found.append(Anomaly("retry-too-soon", {"job_id": jid, "attempt": attempt, "gap_s": gap,
                                                              "expected_s": expected}, (pending, e)))
-                elif late_gap > expected + tol(expected):
+                elif requeued is not None and float(requeued["t"]) - float(pending["t"]) > expected + tol(expected):
+                    late_gap = float(requeued["t"]) - float(pending["t"])
                     found.append(Anomaly("retry-too-late", {"job_id": jid, "attempt": attempt, "gap_s": late_gap,
-                                                             "expected_s": expected}, (pending, requeued or e)))
+                                                             "expected_s": expected}, (pending, requeued)))
             elif last_fail is not None:
-                expected = policy_mod.backoff_delay(max(failed_attempts, 1), p)
+                expected = _expected_delay(failed_attempts, p)
                 gap = float(e["t"]) - float(last_fail["t"])
                 gaps_checked += 1
                 total += gap

@@ -1,0 +1,970 @@
+"""The SimPy model: the recording service's *environment* around policy.py's rules.
+
+What is modelled: call arrivals and the recording webhook (with the CallLog committing late),
+an RQ-like queue with N workers, a scheduler that promotes delayed jobs on its tick and a
+stuck-run sweeper, Twilio downloads (lognormal latency, a slow heavy tail, faults), Redis
+keys with TTLs, worker outages (stop, crash — the in-flight job is lost and RQ re-runs it
+when retries are left — and Redis pauses), browser players (seed 002), double-clickers,
+click storms, page refreshers and bulk-deleters.
+
+What is not: every *decision* — backoff, retry or fail, stuck or healthy, which status a
+poll gets, fail-fast, dedup TTLs, slot deferral, the player's schedule, lock TTLs, pausing a
+bulk delete — is a call into `reference_app.policy`. Where a fault is a race (check-then-set),
+the model makes the check and the set two steps `redis_rtt_s` / `db_commit_s` apart, so
+concurrent clicks interleave; the fixed variant does one atomic step.
+
+Modelling choices where the seeds leave room (see the report of issue 4):
+- `retry_as_int` fails the enqueue API's enqueues (seed 001's routes_calls endpoints);
+  webhook and playback enqueues are taken to predate the `retry=` argument, so that the
+  `before` tier's other loops (immediate retries, a job per click) stay visible;
+- `enqueue_every_click` sends every playback "start" straight to the queue, with neither the
+  playback mark nor the enqueue dedup.
+
+Processes record events into `Model.history`; they never print.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Iterable
+
+import simpy
+
+from harness.scenario import Outage, Scenario
+from reference_app import events as events_mod
+from reference_app import policy as P
+from sim.keys import KeyStore
+
+REDIS_RTT_S = 0.001  # one Redis round trip: the gap inside a check-then-set
+DB_COMMIT_S = 0.01  # one database commit (create a run row, insert a job row)
+SWEEP_INTERVAL_S = 10.0  # the app sweeps for stuck runs every heartbeat interval
+SAMPLE_INTERVAL_S = 60.0  # queue depth / utilisation sampling
+LOCK_OP = "delete_leads_bulk"
+
+
+class EnqueueError(Exception):
+    """The enqueue raised (Redis paused, or retry=3 passed as an int)."""
+
+
+class JobQueue:
+    """FIFO of queue entries with waiting workers: `put` hands an entry to the longest-waiting
+    worker or queues it; `take` (a generator) returns the next entry."""
+
+    def __init__(self, env: simpy.Environment):
+        self.env = env
+        self.items: deque[Any] = deque()
+        self.waiters: deque[simpy.Event] = deque()
+
+    def put(self, item: Any) -> None:
+        while self.waiters:
+            ev = self.waiters.popleft()
+            if not ev.triggered:
+                ev.succeed(item)
+                return
+        self.items.append(item)
+
+    def push_front(self, item: Any) -> None:
+        self.items.appendleft(item)
+
+    def take(self) -> Generator[simpy.Event, Any, Any]:
+        if self.items:
+            return self.items.popleft()
+        ev = self.env.event()
+        self.waiters.append(ev)
+        try:
+            return (yield ev)
+        finally:
+            if not ev.triggered and ev in self.waiters:
+                self.waiters.remove(ev)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class Call:
+    """A call with its recording: what Twilio holds and what the app stored."""
+
+    call_sid: str
+    recording_sid: str
+    business_id: int
+    has_url: bool
+    raw_url: str
+    stored_url: str
+    calllog_at: float
+    download_s: float
+    archive: bool = False
+    file_ready: bool = False
+    audio_ok: bool = False
+
+
+@dataclass
+class Run:
+    """A RecordingRun row plus its RQ job: `token` is the RQ job id the row expects."""
+
+    job_id: str
+    call: Call
+    job_type: str
+    status: str
+    created_at: float
+    rq_retries_left: int
+    token: int = 0
+    started_at: float | None = None
+    heartbeat_at: float | None = None
+    next_attempt_at: float | None = None
+    retry_count: int = 0
+    defer_count: int = 0
+    alive_since: float | None = None  # a live worker heartbeats from here on
+
+    def state(self, now: float, beat_s: float) -> P.RunState:
+        hb = self.heartbeat_at
+        if self.alive_since is not None and self.status == "running":
+            hb = now - ((now - self.alive_since) % beat_s)
+        return P.RunState(self.status, self.created_at, self.started_at, hb, self.next_attempt_at)
+
+
+@dataclass
+class LeadJob:
+    job_id: str
+    business_id: int
+    remaining: list[int]
+    status: str = "queued"  # queued | running | paused | completed | failed
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One queue entry: a recording run (with the RQ token it was enqueued under) or a lead job."""
+
+    run: Run | None = None
+    token: int = 0
+    lead_job: LeadJob | None = None
+
+
+@dataclass
+class Sample:
+    t: float
+    queue_depth: int
+    busy_workers: int
+    workers_up: int
+
+
+@dataclass
+class Model:
+    """One simulation: build with a scenario and policy, `start()`, then run the env."""
+
+    scenario: Scenario
+    policy: P.Policy
+    env: simpy.Environment = field(default_factory=simpy.Environment)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        s = self.scenario
+        seed = s.seed
+        self.rng_calls = random.Random(f"{seed}:calls")
+        self.rng_twilio = random.Random(f"{seed}:twilio")
+        self.rng_clients = random.Random(f"{seed}:clients")
+        self.rng_leads = random.Random(f"{seed}:leads")
+        self.queue = JobQueue(self.env)
+        self.keys = KeyStore()
+        self.scheduled: list[tuple[float, int, Entry, str]] = []
+        self._sched_seq = 0
+        self.calls: dict[str, Call] = {}
+        self.archive: list[Call] = []
+        self.latest_run: dict[str, Run] = {}
+        self.active_runs: dict[str, Run] = {}
+        self.attempts: dict[str, deque[float]] = {}
+        self.slots: dict[int, dict[str, float]] = {}
+        self.inflight: dict[str, tuple[str, float]] = {}
+        self.leads: dict[int, set[int]] = {}
+        self.lead_jobs: dict[int, list[LeadJob]] = {}
+        self._ids = 0
+        self._clients = 0
+        self.worker_down = [False] * s.workers.count
+        self.worker_wake = [self.env.event() for _ in range(s.workers.count)]
+        self.worker_procs: list[simpy.Process] = []
+        self.worker_job: list[Run | None] = [None] * s.workers.count
+        self.busy = 0
+        self.redis_paused = False
+        self.scheduler_down = False
+        self.crashed: list[tuple[Run, int]] = []
+
+    # ------------------------------------------------------------------ recording
+
+    def emit(self, kind: str, proc: str, **fields: Any) -> None:
+        self.history.append(events_mod.event(kind, self.env.now, "sim", proc, **fields))
+
+    def next_id(self) -> str:
+        self._ids += 1
+        return str(self._ids)
+
+    # ------------------------------------------------------------------ setup
+
+    def start(self) -> None:
+        s, env = self.scenario, self.env
+        for i in range(s.workers.count):
+            self.worker_procs.append(env.process(self.worker(i)))
+        env.process(self.scheduler())
+        env.process(self.sweeper())
+        env.process(self.sampler())
+        env.process(self.call_arrivals())
+        for i in range(s.recordings.archive_calls):
+            self.archive.append(self.new_call(archive=True))
+        if s.clients.archive_plays_per_hour > 0 and self.archive:
+            env.process(self.archive_plays())
+        for b in range(1, s.businesses + 1):
+            base = b * 1_000_000
+            self.leads[b] = set(range(base + 1, base + 1 + s.bulk_delete.leads_per_business))
+            self.lead_jobs[b] = []
+        if s.bulk_delete.requests_per_hour > 0 and s.bulk_delete.leads_per_business > 0:
+            env.process(self.bulk_deleters())
+        for o in s.outages:
+            env.process(self.outage(o))
+
+    # ------------------------------------------------------------------ environment draws
+
+    def download_time(self) -> float:
+        """How long Twilio takes to serve one recording: lognormal, or the slow tail."""
+        t = self.scenario.twilio
+        if self.rng_twilio.random() < t.slow_fraction:
+            return self.rng_twilio.uniform(*t.slow_range_s)
+        return t.latency_median_s * math.exp(t.latency_sigma * self.rng_twilio.gauss(0.0, 1.0))
+
+    def fetch_fails(self) -> bool:
+        return self.rng_twilio.random() < self.scenario.twilio.fault_rate
+
+    def calllog_delay(self) -> float:
+        c = self.scenario.calllog
+        if self.rng_calls.random() < c.late_fraction:
+            return self.rng_calls.uniform(*c.late_delay_s)
+        return self.rng_calls.uniform(*c.commit_delay_s)
+
+    def new_call(self, archive: bool = False) -> Call:
+        s, now, n = self.scenario, self.env.now, self._ids + 1
+        self._ids = n
+        has_url = archive or self.rng_calls.random() < s.recordings.url_fraction
+        odd = self.rng_calls.random() < s.recordings.odd_url_fraction
+        account = f"AC{n:06d}.json" if odd else f"AC{n:06d}"
+        raw = f"https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/RE{n:06d}.json" if has_url else ""
+        stored = P.normalise_recording_url(raw, self.policy) if has_url else ""
+        call = Call(
+            call_sid=f"CA{n:06d}",
+            recording_sid=f"RE{n:06d}",
+            business_id=1 + self.rng_calls.randrange(s.businesses),
+            has_url=has_url,
+            raw_url=raw,
+            stored_url=stored,
+            calllog_at=now if archive else now + self.calllog_delay(),
+            download_s=self.download_time(),
+            archive=archive,
+        )
+        self.calls[call.call_sid] = call
+        return call
+
+    def twilio_serves(self, call: Call) -> str:
+        """What Twilio returns for the stored URL: audio for the recording's .mp3, the metadata
+        JSON for its .json, 404 for anything else (a URL rewritten in the wrong place)."""
+        audio = call.raw_url[: -len(".json")] + ".mp3"
+        if call.stored_url == audio:
+            return "audio"
+        if call.stored_url == call.raw_url:
+            return "json"
+        return "missing"
+
+    # ------------------------------------------------------------------ arrivals and webhooks
+
+    def call_arrivals(self) -> Generator:
+        s, env = self.scenario, self.env
+        while True:
+            rate = s.arrivals.rate_at(env.now)
+            if rate <= 0:
+                nxt = [a for a, _ in s.arrivals.profile if a > env.now]
+                if not nxt:
+                    return
+                yield env.timeout(nxt[0] - env.now)
+                continue
+            yield env.timeout(self.rng_calls.expovariate(rate / 3600.0))
+            if env.now >= s.duration_s:
+                return
+            call = self.new_call()
+            self.webhook(call)
+            self.maybe_play(call)
+
+    def webhook(self, call: Call) -> None:
+        """The recording status callback: record it and enqueue the full job (000)."""
+        self.emit("recording.created", "web", call_sid=call.call_sid, recording_sid=call.recording_sid,
+                  business_id=call.business_id, has_url=call.has_url)
+        if not call.has_url:
+            return
+        self.env.process(self.webhook_enqueue(call))
+
+    def webhook_enqueue(self, call: Call) -> Generator:
+        reason = yield from self.enqueue_recording(call, "full", "webhook", dedup=True)
+        self.emit("enqueue.result", "web", call_sid=call.call_sid, reason=reason, status=204 if reason != "error" else 500)
+
+    # ------------------------------------------------------------------ enqueue (001, 004)
+
+    def create_run(self, call: Call, job_type: str, via: str) -> Generator:
+        """Create the run row and put its job on the queue; EnqueueError when enqueue raises."""
+        yield self.env.timeout(DB_COMMIT_S)
+        run = Run(self.next_id(), call, job_type, "queued", self.env.now, self.policy.enqueue_retry_max)
+        self.latest_run[call.call_sid] = run
+        if self.redis_paused or (via == "enqueue_api" and self.policy.has("retry_as_int")):
+            run.status = "failed"
+            raise EnqueueError("enqueue raised")
+        self.active_runs[run.job_id] = run
+        self.push(run)
+        self.emit("job.enqueue", "web", job_id=run.job_id, call_sid=call.call_sid, job_type=job_type, via=via)
+        return run
+
+    def enqueue_recording(self, call: Call, job_type: str, via: str, dedup: bool = True) -> Generator:
+        """Seed 001's enqueue with its dedup key; returns 'enqueued' | 'duplicate' | 'error'."""
+        p, keys = self.policy, self.keys
+        if not dedup:
+            try:
+                yield from self.create_run(call, job_type, via)
+            except EnqueueError:
+                return "error"
+            return "enqueued"
+        key = f"dedup:{call.call_sid}:{job_type}"
+        ttl = P.enqueue_dedup_ttl(p)
+        if self.redis_paused:
+            return "error"
+        if p.has("dedup_set_before_enqueue"):
+            if not keys.set(key, "enqueued", self.env.now, ttl, nx=True):
+                return "duplicate"
+            try:
+                yield from self.create_run(call, job_type, via)
+            except EnqueueError:
+                return "error"
+            return "enqueued"
+        if p.has("dedup_check_then_set"):
+            if keys.exists(key, self.env.now):
+                return "duplicate"
+            try:
+                yield from self.create_run(call, job_type, via)
+            except EnqueueError:
+                return "error"
+            keys.set(key, "enqueued", self.env.now, ttl)
+            return "enqueued"
+        token = self.next_id()
+        if not keys.set(key, token, self.env.now, ttl, nx=True):
+            return "duplicate"
+        try:
+            yield from self.create_run(call, job_type, via)
+        except EnqueueError:
+            if keys.get(key, self.env.now) == token:
+                keys.delete(key, self.env.now)
+            return "error"
+        return "enqueued"
+
+    def push(self, run: Run, delay_s: float = 0.0, via: str = "retry") -> None:
+        """Queue a run now, or park it for the scheduler to promote after `delay_s`."""
+        run.token += 1
+        entry = Entry(run=run, token=run.token)
+        if delay_s > 0:
+            self._sched_seq += 1
+            heapq.heappush(self.scheduled, (self.env.now + delay_s, self._sched_seq, entry, via))
+        else:
+            self.queue.put(entry)
+
+    # ------------------------------------------------------------------ playback (002, 003)
+
+    def playback(self, call: Call) -> Generator:
+        """GET /api/recordings/file/<call_sid> → (status, retry_after_s, audio_ok)."""
+        p, now = self.policy, self.env.now
+        if call.archive is False and now < call.calllog_at:
+            return 404, None, False
+        run = self.latest_run.get(call.call_sid)
+        state = P.PlaybackState(call.has_url, call.file_ready,
+                                run.state(now, p.heartbeat_interval_s) if run else None)
+        d = P.playback_decision(state, now, p)
+        if d.kind == "serve":
+            return 200, None, call.audio_ok
+        if d.kind == "not_found":
+            return 404, None, False
+        if d.kind == "wait":
+            return 202, d.retry_after_s, False
+        if run is not None and run.status in P.ACTIVE_RUN_STATUSES:
+            self.fail_stuck(run, d.reason)
+        if self.redis_paused:
+            return 500, None, False
+        every_click = p.has("enqueue_every_click")
+        if not every_click:
+            ok = yield from self.mark_playback(call)
+            if not ok:
+                return 202, p.retry_after_s, False
+        attempts = self.count_attempt(call.call_sid)
+        if P.fail_fast_tripped(attempts, p):
+            self.emit("fail_fast.trip", "web", call_sid=call.call_sid, count=attempts)
+            return 500, None, False
+        reason = yield from self.enqueue_recording(call, "download_only", "playback", dedup=not every_click)
+        self.emit("enqueue.result", "web", call_sid=call.call_sid, reason=reason,
+                  status=202 if reason != "error" else 500)
+        if reason == "error":
+            return 500, None, False
+        return 202, d.retry_after_s, False
+
+    def mark_playback(self, call: Call) -> Generator:
+        key, ttl = f"playback:{call.call_sid}", self.policy.playback_mark_ttl_s
+        if self.policy.has("playback_check_then_mark"):
+            if self.keys.exists(key, self.env.now):
+                return False
+            yield self.env.timeout(REDIS_RTT_S)
+            self.keys.set(key, "1", self.env.now, ttl)
+            return True
+        return self.keys.set(key, "1", self.env.now, ttl, nx=True)
+
+    def count_attempt(self, call_sid: str) -> int:
+        """Fail-fast counter. fixed: attempts in a sliding window (one script); seed: INCR, and
+        EXPIRE on the first — a fixed window from the first attempt."""
+        p, now = self.policy, self.env.now
+        if p.has("fail_fast_incr_then_expire"):
+            key = f"ff:{call_sid}"
+            n = self.keys.incr(key, now)
+            if n == 1:
+                self.keys.expire(key, now, p.fail_fast_window_s)
+            return n
+        window = self.attempts.setdefault(call_sid, deque())
+        while window and window[0] <= now - p.fail_fast_window_s:
+            window.popleft()
+        window.append(now)
+        return len(window)
+
+    def fail_stuck(self, run: Run, why: str) -> None:
+        if run.status not in P.ACTIVE_RUN_STATUSES:
+            return
+        run.status = "failed"
+        run.alive_since = None
+        self.active_runs.pop(run.job_id, None)
+        self.emit("job.stuck", "web", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
+        self.keys.delete(f"dedup:{run.call.call_sid}:{run.job_type}", self.env.now)
+
+    def enqueue_api(self, call: Call) -> Generator:
+        """POST .../recording/enqueue (001): reason → status by policy.enqueue_status."""
+        if not call.has_url:
+            return
+        if call.file_ready:
+            reason = "cached"
+        else:
+            reason = yield from self.enqueue_recording(call, "download_only", "enqueue_api")
+        self.emit("enqueue.result", "web", call_sid=call.call_sid, reason=reason, status=P.enqueue_status(reason))
+
+    # ------------------------------------------------------------------ workers, scheduler, sweeper
+
+    def worker(self, w: int) -> Generator:
+        env, name = self.env, f"worker-{w}"
+        while True:
+            entry = None
+            try:
+                while self.worker_down[w] or self.redis_paused:
+                    yield self.worker_wake[w]
+                entry = yield from self.queue.take()
+                if self.worker_down[w] or self.redis_paused:
+                    self.queue.push_front(entry)
+                    continue
+                self.busy += 1
+                try:
+                    if entry.lead_job is not None:
+                        yield from self.lead_job(entry.lead_job, name)
+                    else:
+                        yield from self.recording_job(entry, w, name)
+                finally:
+                    self.busy -= 1
+                    self.worker_job[w] = None
+            except simpy.Interrupt:
+                if entry is not None and entry.run is not None and entry.run.status == "running":
+                    self.lose_in_crash(entry.run, w)
+
+    def wake_workers(self) -> None:
+        for i, ev in enumerate(self.worker_wake):
+            if not ev.triggered:
+                ev.succeed()
+            self.worker_wake[i] = self.env.event()
+
+    def scheduler(self) -> Generator:
+        """RQ's scheduler: every tick, move due parked jobs onto the queue."""
+        tick, env = self.scenario.workers.scheduler_tick_s, self.env
+        while True:
+            yield env.timeout(tick)
+            if self.scheduler_down or self.redis_paused:
+                continue
+            while self.scheduled and self.scheduled[0][0] <= env.now:
+                _, _, entry, via = heapq.heappop(self.scheduled)
+                run = entry.run
+                if run is not None and run.token == entry.token and run.status not in ("done", "failed"):
+                    self.emit("job.enqueue", "scheduler", job_id=run.job_id, call_sid=run.call.call_sid,
+                              job_type=run.job_type, via=via)
+                if entry.lead_job is not None or (run is not None and run.token == entry.token):
+                    self.queue.put(entry)
+
+    def sweeper(self) -> Generator:
+        """cleanup_stuck_recording_jobs every heartbeat interval: a stuck run is re-queued under
+        a new token, spending one retry, or failed when its retries are spent."""
+        p, env = self.policy, self.env
+        while True:
+            yield env.timeout(SWEEP_INTERVAL_S)
+            if self.redis_paused:
+                continue
+            now = env.now
+            for run in list(self.active_runs.values()):
+                why = P.stuck_reason(run.state(now, p.heartbeat_interval_s), now, p)
+                if why is None:
+                    continue
+                over = run.retry_count >= p.max_recording_retries and not p.has("infinite_immediate_retry")
+                self.emit("job.stuck", "sweeper", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
+                self.release_claims(run)
+                run.alive_since = None
+                if over:
+                    run.status = "failed"
+                    self.active_runs.pop(run.job_id, None)
+                    continue
+                run.status, run.retry_count, run.created_at, run.next_attempt_at = "queued", run.retry_count + 1, now, None
+                self.push(run)
+                self.emit("job.enqueue", "sweeper", job_id=run.job_id, call_sid=run.call.call_sid,
+                          job_type=run.job_type, via="requeue")
+
+    def sampler(self) -> Generator:
+        while True:
+            up = sum(1 for d in self.worker_down if not d) if not self.redis_paused else 0
+            self.samples.append(Sample(self.env.now, len(self.queue), self.busy, up))
+            yield self.env.timeout(SAMPLE_INTERVAL_S)
+
+    # ------------------------------------------------------------------ the recording job
+
+    def recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
+        run, p, env = entry.run, self.policy, self.env
+        assert run is not None
+        if run.status in ("done", "failed") or run.token != entry.token:
+            return  # superseded (re-queued as stuck) or finished: the app's job does nothing
+        self.worker_job[w] = run
+        yield env.timeout(self.scenario.workers.job_overhead_s)
+        call = run.call
+        run.status, run.started_at, run.heartbeat_at, run.alive_since = "running", env.now, env.now, env.now
+        self.emit("job.start", proc, job_id=run.job_id, call_sid=call.call_sid, attempt=run.retry_count + 1, worker=proc)
+        if env.now < call.calllog_at:
+            self.not_ready(run, proc)
+            return
+        if not self.take_slot(run, proc):
+            yield from self.defer(run, proc)
+            return
+        if not self.claim_inflight(run):
+            self.release_slot(run, proc)
+            yield from self.defer(run, proc)
+            return
+        ok = yield from self.download(run, proc)
+        self.release_inflight(run)
+        self.release_slot(run, proc)
+        if not ok:
+            self.not_ready(run, proc)
+            return
+        if run.job_type == "full":
+            low, high = self.scenario.workers.transcribe_s
+            if high > 0:
+                yield env.timeout(self.rng_twilio.uniform(low, high))
+        self.finish(run, "done", proc)
+
+    def not_ready(self, run: Run, proc: str) -> None:
+        """CallLog or audio not there yet: policy.recording_retry_decision says what next."""
+        p, call = self.policy, run.call
+        d = P.recording_retry_decision(run.retry_count, p)
+        if d.action == "fail":
+            self.finish(run, "failed", proc)
+            return
+        run.retry_count = d.attempt
+        run.alive_since = None
+        self.emit("job.retry", proc, job_id=run.job_id, call_sid=call.call_sid, attempt=d.attempt, delay=d.delay_s)
+        if d.action == "raise":
+            # seed: status 'queued', then raise; RQ's Retry(max=3) re-runs it at once, or gives up.
+            run.status = "queued"
+            self.emit("job.end", proc, job_id=run.job_id, call_sid=call.call_sid, outcome="retry")
+            if run.rq_retries_left > 0:
+                run.rq_retries_left -= 1
+                self.push(run)
+            else:
+                self.active_runs.pop(run.job_id, None)  # RQ's failed registry; the row stays 'queued'
+            return
+        run.status = "retry_wait"
+        run.next_attempt_at = self.env.now + d.delay_s
+        self.push(run, d.delay_s, via="retry")
+        self.emit("job.end", proc, job_id=run.job_id, call_sid=call.call_sid, outcome="retry")
+
+    def finish(self, run: Run, status: str, proc: str) -> None:
+        run.status, run.alive_since = status, None
+        self.active_runs.pop(run.job_id, None)
+        self.emit("job.end", proc, job_id=run.job_id, call_sid=run.call.call_sid, outcome=status)
+
+    def take_slot(self, run: Run, proc: str) -> bool:
+        p = self.policy
+        ok = self.acquire_slot(run)
+        if not ok and p.has("blocking_slot_loop"):
+            return False  # handled in defer(): the before worker's 60 x 1 s loop
+        self.emit("slot.acquire", proc, job_id=run.job_id, business_id=run.call.business_id, ok=ok)
+        return ok
+
+    def acquire_slot(self, run: Run) -> bool:
+        held = self.slots.setdefault(run.call.business_id, {})
+        now = self.env.now
+        for owner in [o for o, exp in held.items() if exp <= now]:
+            del held[owner]
+        if run.job_id in held or len(held) < self.policy.slots_per_business:
+            held[run.job_id] = math.inf  # refreshed by the heartbeat while the worker lives
+            return True
+        return False
+
+    def release_slot(self, run: Run, proc: str) -> None:
+        freed = self.slots.get(run.call.business_id, {}).pop(run.job_id, None) is not None
+        self.emit("slot.release", proc, job_id=run.job_id, business_id=run.call.business_id, freed=freed)
+
+    def claim_inflight(self, run: Run) -> bool:
+        sid, now = run.call.recording_sid, self.env.now
+        holder = self.inflight.get(sid)
+        if holder is not None and holder[0] != run.job_id and holder[1] > now:
+            return False
+        self.inflight[sid] = (run.job_id, math.inf)
+        return True
+
+    def release_inflight(self, run: Run) -> None:
+        holder = self.inflight.get(run.call.recording_sid)
+        if holder is not None and holder[0] == run.job_id:
+            del self.inflight[run.call.recording_sid]
+
+    def release_claims(self, run: Run) -> None:
+        self.release_inflight(run)
+        self.slots.get(run.call.business_id, {}).pop(run.job_id, None)
+
+    def defer(self, run: Run, proc: str) -> Generator:
+        """No free slot (004): re-park with policy.slot_defer_delay; seed sleeps first; before
+        blocks in a 60 x 1 s loop and then proceeds without a slot decision of its own."""
+        p, env, call = self.policy, self.env, run.call
+        if p.has("blocking_slot_loop"):
+            ok = False
+            for _ in range(int(p.before_slot_wait_s)):
+                self.emit("worker.sleep", proc, job_id=run.job_id, seconds=1.0, reason="slot")
+                yield env.timeout(1.0)
+                ok = self.acquire_slot(run)
+                if ok:
+                    break
+            self.emit("slot.acquire", proc, job_id=run.job_id, business_id=call.business_id, ok=ok)
+            if ok:
+                downloaded = yield from self.download(run, proc)
+                self.release_slot(run, proc)
+                if downloaded:
+                    self.finish(run, "done", proc)
+                else:
+                    self.not_ready(run, proc)
+                return
+        delay = P.slot_defer_delay(run.defer_count, p)
+        run.defer_count += 1
+        run.status, run.next_attempt_at, run.alive_since = "queued", env.now + delay, None
+        run.created_at = env.now
+        if p.has("slot_defer_sleeps"):
+            self.emit("worker.sleep", proc, job_id=run.job_id, seconds=delay, reason="slot")
+            yield env.timeout(delay)
+            self.push(run)
+        else:
+            self.push(run, delay, via="defer")
+        self.emit("job.end", proc, job_id=run.job_id, call_sid=call.call_sid, outcome="deferred")
+
+    def download(self, run: Run, proc: str) -> Generator:
+        """Fetch the recording once; True when the file is (now) complete."""
+        p, env, call = self.policy, self.env, run.call
+        sid = call.recording_sid
+        if not p.has("download_not_idempotent") and call.file_ready:
+            self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+                      ok=True, skipped=True, bytes=0)
+            return True
+        self.emit("download.start", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid)
+        served = self.twilio_serves(call)
+        fails = self.fetch_fails()
+        yield env.timeout(call.download_s if not fails and served != "missing" else min(call.download_s, 5.0))
+        if fails or served == "missing":
+            self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+                      ok=False, skipped=False, bytes=0)
+            return False
+        size = 960_000 if served == "audio" else 1_200
+        if not p.has("download_not_idempotent") and call.file_ready:
+            # two racing downloads: the unique RecordingSid row says the other one completed first
+            self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+                      ok=True, skipped=True, bytes=size)
+            return True
+        call.file_ready, call.audio_ok = True, served == "audio"
+        self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+                  ok=True, skipped=False, bytes=size)
+        return True
+
+    def lose_in_crash(self, run: Run, w: int) -> None:
+        """A crashed worker's job: its heartbeat stops, its claims expire with their TTLs, and
+        RQ re-runs it (same RQ id) when the worker comes back, if its retries are not spent."""
+        now, ttl = self.env.now, P.inflight_ttl(self.policy)
+        last_beat = run.state(now, self.policy.heartbeat_interval_s).heartbeat_at
+        run.heartbeat_at, run.alive_since = last_beat, None
+        held = self.slots.get(run.call.business_id, {})
+        if run.job_id in held:
+            held[run.job_id] = (last_beat or now) + ttl
+        holder = self.inflight.get(run.call.recording_sid)
+        if holder is not None and holder[0] == run.job_id:
+            self.inflight[run.call.recording_sid] = (run.job_id, (last_beat or now) + ttl)
+        self.crashed.append((run, run.token))
+
+    def rq_requeue_crashed(self) -> None:
+        for run, token in self.crashed:
+            if run.token != token or run.status not in ("running",):
+                continue  # the sweeper already re-queued or failed it
+            self.emit("job.end", "rq", job_id=run.job_id, call_sid=run.call.call_sid, outcome="crashed")
+            if run.rq_retries_left > 0:
+                run.rq_retries_left -= 1
+                self.queue.put(Entry(run=run, token=token))
+                self.emit("job.enqueue", "rq", job_id=run.job_id, call_sid=run.call.call_sid,
+                          job_type=run.job_type, via="requeue")
+        self.crashed = []
+
+    # ------------------------------------------------------------------ outages
+
+    def outage(self, o: Outage) -> Generator:
+        env = self.env
+        yield env.timeout(o.at_s)
+        targets = list(range(o.workers or self.scenario.workers.count))
+        self.emit("outage.start", "env", target=o.target, how=o.how)
+        if o.target == "workers":
+            for w in targets:
+                self.worker_down[w] = True
+                if o.how == "crash" and self.worker_job[w] is not None:
+                    self.worker_procs[w].interrupt("crash")
+        elif o.target == "redis":
+            self.redis_paused = True
+        else:
+            self.scheduler_down = True
+        yield env.timeout(o.duration_s)
+        if o.target == "workers":
+            for w in targets:
+                self.worker_down[w] = False
+            if o.how == "crash":
+                yield env.timeout(self.scenario.workers.crash_detect_s)
+                self.rq_requeue_crashed()
+        elif o.target == "redis":
+            self.redis_paused = False
+        else:
+            self.scheduler_down = False
+        self.wake_workers()
+        self.emit("outage.end", "env", target=o.target, how=o.how)
+
+    # ------------------------------------------------------------------ clients
+
+    def maybe_play(self, call: Call) -> None:
+        c = self.scenario.clients
+        if self.rng_clients.random() >= c.play_fraction:
+            return
+        at = max(call.calllog_at, self.env.now + self.rng_clients.uniform(*c.play_delay_s))
+        self.env.process(self.open_recording(call, at - self.env.now))
+
+    def archive_plays(self) -> Generator:
+        rate = self.scenario.clients.archive_plays_per_hour / 3600.0
+        while True:
+            yield self.env.timeout(self.rng_clients.expovariate(rate))
+            if self.env.now >= self.scenario.duration_s:
+                return
+            call = self.archive[self.rng_clients.randrange(len(self.archive))]
+            self.env.process(self.open_recording(call, 0.0))
+
+    def open_recording(self, call: Call, after_s: float) -> Generator:
+        """A user opens a recording: one player, a double-click, a storm, or a refresher."""
+        c, rng, env = self.scenario.clients, self.rng_clients, self.env
+        yield env.timeout(after_s)
+        self._clients += 1
+        client = f"u{self._clients}"
+        r = rng.random()
+        if r < c.double_click_fraction:
+            gap = rng.uniform(0.0, 0.25)
+            env.process(self.player(call, client, 1, "double_clicker"))
+            yield env.timeout(gap)
+            env.process(self.player(call, client, 2, "double_clicker"))
+        elif r < c.double_click_fraction + c.storm_fraction:
+            offsets = sorted(rng.uniform(0.0, c.storm_spread_s) for _ in range(c.storm_clicks))
+            last = 0.0
+            for i, at in enumerate(offsets, 1):
+                yield env.timeout(at - last)
+                last = at
+                env.process(self.player(call, client, i, "storm"))
+        elif r < c.double_click_fraction + c.storm_fraction + c.refresh_fraction:
+            for i in range(1, c.refreshes + 2):
+                yield from self.enqueue_api(call)
+                status = yield from self.player(call, client, i, "refresher")
+                if status == 200:
+                    return
+                yield env.timeout(c.refresh_after_s)
+        else:
+            yield from self.player(call, client, 1, "player")
+
+    def player(self, call: Call, client: str, session: int, role: str) -> Generator:
+        """Seed 002's AudioPlayer: retry on 202 with backoff (policy.player_*), stop otherwise."""
+        p, env, cs = self.policy, self.env, call.call_sid
+        self.emit("client.start", client, client=client, session=session, call_sid=cs, role=role)
+        retries, n = 0, 0
+        while True:
+            status, retry_after, audio_ok = yield from self.playback(call)
+            n += 1
+            self.emit("client.request", client, client=client, session=session, call_sid=cs, status=status,
+                      retry_after=retry_after, n=n, audio_ok=audio_ok)
+            if not P.player_should_retry(status, retries, p):
+                break
+            delay = P.player_delay(retries, retry_after, p)
+            retries += 1
+            yield env.timeout(delay)
+        self.emit("client.end", client, client=client, session=session, call_sid=cs,
+                  outcome=P.player_outcome(status), requests=n)
+        return status
+
+    # ------------------------------------------------------------------ bulk delete (000, 003)
+
+    def bulk_deleters(self) -> Generator:
+        b = self.scenario.bulk_delete
+        rate = b.requests_per_hour / 3600.0
+        while True:
+            yield self.env.timeout(self.rng_leads.expovariate(rate))
+            if self.env.now >= self.scenario.duration_s:
+                return
+            business = 1 + self.rng_leads.randrange(self.scenario.businesses)
+            if not self.leads[business]:
+                continue
+            self._clients += 1
+            client = f"d{self._clients}"
+            offsets = sorted(self.rng_leads.uniform(0.0, b.click_spread_s) for _ in range(b.clicks_per_request))
+            last = 0.0
+            for at in offsets:
+                yield self.env.timeout(at - last)
+                last = at
+                self.env.process(self.bulk_delete_request(business, client))
+
+    def active_lead_job(self, business: int) -> LeadJob | None:
+        for job in self.lead_jobs[business]:
+            if job.status in ("queued", "running", "paused"):
+                return job
+        return None
+
+    def bulk_delete_request(self, business: int, client: str) -> Generator:
+        """POST /api/leads/bulk-delete: return the active job (fixed: one atomic step; seed:
+        check, then insert a commit later; before: always a new job)."""
+        p = self.policy
+        existing = None
+        if not p.has("new_job_per_delete_click"):
+            existing = self.active_lead_job(business)
+            if existing is None and p.has("delete_check_then_insert"):
+                yield self.env.timeout(DB_COMMIT_S)
+        if existing is not None:
+            self.emit("lead_job.request", "web", business_id=business, job_id=existing.job_id, existing=True,
+                      client=client)
+            return
+        job = LeadJob(self.next_id(), business, sorted(self.leads[business]))
+        self.lead_jobs[business].append(job)
+        self.emit("lead_job.request", "web", business_id=business, job_id=job.job_id, existing=False, client=client)
+        for lead in job.remaining:
+            self.emit("lead.requested", "web", business_id=business, lead_id=lead, job_id=job.job_id)
+        self.queue.put(Entry(lead_job=job))
+
+    def lock_key(self, business: int) -> str:
+        return f"bulk_gate:lock:{business}:{LOCK_OP}"
+
+    def release_lock(self, job: LeadJob, proc: str) -> None:
+        key, now = self.lock_key(job.business_id), self.env.now
+        holder = self.keys.get(key, now)
+        if self.policy.has("lock_release_unowned") or holder == job.job_id:
+            freed = self.keys.delete(key, now)
+        else:
+            freed = False
+        self.emit("lock.release", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, freed=freed,
+                  holder=holder)
+
+    def refresh_lock(self, job: LeadJob, proc: str) -> bool:
+        key, now, p = self.lock_key(job.business_id), self.env.now, self.policy
+        ttl = P.lock_ttl(LOCK_OP, p)
+        if p.has("lock_refresh_unowned"):
+            ok = self.keys.expire(key, now, ttl)
+        else:
+            ok = self.keys.get(key, now) == job.job_id and self.keys.expire(key, now, ttl)
+        self.emit("lock.refresh", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
+        return ok
+
+    def end_lead_job(self, job: LeadJob, status: str, proc: str, processed: int) -> None:
+        job.status = status
+        self.emit("lead_job.end", proc, business_id=job.business_id, job_id=job.job_id, status=status,
+                  processed=processed)
+        self.release_lock(job, proc)
+
+    def lead_job(self, job: LeadJob, proc: str) -> Generator:
+        """delete_leads_job: lock, batches with throttle, skip gone leads, pause keeping the lock
+        after the runtime budget, stop after consecutive batch failures, release at the end."""
+        p, env, b = self.policy, self.env, self.scenario.bulk_delete
+        if job.status in ("completed", "failed"):
+            return
+        key = self.lock_key(job.business_id)
+        if job.status == "paused":
+            if not self.refresh_lock(job, proc):
+                ok = self.keys.set(key, job.job_id, env.now, P.lock_ttl(LOCK_OP, p), nx=True)
+                self.emit("lock.acquire", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
+                if not ok:
+                    self.end_lead_job(job, "failed", proc, 0)
+                    return
+        else:
+            ok = self.keys.set(key, job.job_id, env.now, P.lock_ttl(LOCK_OP, p), nx=True)
+            self.emit("lock.acquire", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
+            if not ok:
+                self.end_lead_job(job, "failed", proc, 0)  # seed 003: release runs on every failure
+                return
+        job.status = "running"
+        self.emit("lead_job.start", proc, business_id=job.business_id, job_id=job.job_id)
+        started, failures, processed = env.now, 0, 0
+        leads = self.leads[job.business_id]
+        while job.remaining:
+            batch = P.batches(job.remaining, p)[0]
+            present = [lead for lead in batch if lead in leads]  # fetch only leads that still exist
+            yield env.timeout(self.rng_leads.uniform(*b.batch_s))
+            if self.rng_leads.random() < b.batch_failure_rate:
+                failures += 1
+                if P.bulk_should_stop(failures, p):
+                    self.end_lead_job(job, "failed", proc, processed)
+                    return
+                job.remaining = job.remaining[len(batch):] + batch  # a failed batch is tried again later
+                continue
+            if p.has("delete_fails_on_missing_leads") and len(present) < len(batch):
+                self.end_lead_job(job, "failed", proc, processed)
+                return
+            failures = 0
+            for lead in present:
+                leads.discard(lead)
+                self.emit("lead.delete", proc, business_id=job.business_id, lead_id=lead, job_id=job.job_id)
+            processed += len(batch)
+            job.remaining = job.remaining[len(batch):]
+            self.refresh_lock(job, proc)
+            yield env.timeout(p.bulk_throttle_s)
+            if job.remaining and P.bulk_should_pause(env.now - started, p):
+                job.status = "paused"
+                self.emit("lead_job.pause", proc, business_id=job.business_id, job_id=job.job_id,
+                          processed=processed)
+                env.process(self.resume_later(job))
+                return
+        self.end_lead_job(job, "completed", proc, processed)
+
+    def resume_later(self, job: LeadJob) -> Generator:
+        yield self.env.timeout(self.scenario.bulk_delete.resume_after_s)
+        self.queue.put(Entry(lead_job=job))
+
+
+def simulate_model(scenario: Scenario, policy: P.Policy, on_progress: Callable[[float], None] | None = None,
+                   steps: int = 100) -> Model:
+    """Build, start and run a model to duration_s + drain_s; `on_progress(fraction)` per step."""
+    model = Model(scenario, policy)
+    model.start()
+    horizon = scenario.duration_s + scenario.drain_s
+    for i in range(1, steps + 1):
+        model.env.run(until=horizon * i / steps)
+        if on_progress is not None:
+            on_progress(i / steps)
+    return model
+
+
+def iter_kinds(history: Iterable[dict[str, Any]], *kinds: str) -> Iterable[dict[str, Any]]:
+    return (e for e in history if e["kind"] in kinds)
