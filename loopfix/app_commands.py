@@ -103,9 +103,9 @@ def worker(burst, simple, name, **opts):
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8010, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--size-bytes", default=64_000, show_default=True, type=click.IntRange(1), help="audio body size")
-@click.option("--latency", "latency_s", default=0.0, show_default=True, type=click.FloatRange(0),
+@click.option("--latency-s", "latency_s", default=0.0, show_default=True, type=click.FloatRange(0),
               help="policy seconds before the first byte")
-@click.option("--bandwidth", "bandwidth_bps", default=0.0, show_default=True, type=click.FloatRange(0),
+@click.option("--bandwidth-bps", "bandwidth_bps", default=0.0, show_default=True, type=click.FloatRange(0),
               help="bytes per policy second (0: unthrottled)")
 @click.option("--error-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1), help="share of 503s")
 @click.option("--truncate-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),

@@ -81,7 +81,9 @@ class Lead(Base):
 
 class BackgroundJob(Base):
     """A bulk operation of one business; `active` is 1 while queued/running/paused, else NULL,
-    so the partial-unique index below admits one active job per (business, job_type)."""
+    so the partial-unique index below admits one active job per (business, job_type).
+    The `before` and `seed` variants insert rows with `active` NULL: the seeds' schema had no
+    such constraint, which is what let their duplicate-job check race."""
 
     __tablename__ = "background_job"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -98,7 +100,11 @@ class BackgroundJob(Base):
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     lock_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The RQ job of the current run: a run whose id is no longer here was superseded (resumed
+    # elsewhere) and stops; every batch commits only while it still is.
+    rq_job_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    queued_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # last (re)enqueue
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from reference_app import twilio_signature
 from reference_app.models import Business, CallLog
 from reference_app.policy import media_host_allowed, normalise_recording_url
-from reference_app.recordings import enqueue_recording
+from reference_app.recordings import enqueue_recording, latest_run
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
 
@@ -94,8 +94,13 @@ def upsert_call(business: Business, call_sid: str, **values) -> CallLog:
 def call_status():
     business = verified_business()
     call_sid = field("CallSid", SID["CA"])
-    upsert_call(business, call_sid, from_number=field("From", PHONE, False), to_number=field("To", PHONE, False),
-                call_status=field("CallStatus", re.compile(r"^[a-z-]{1,20}$"), False))
+    call = upsert_call(business, call_sid, from_number=field("From", PHONE, False),
+                       to_number=field("To", PHONE, False),
+                       call_status=field("CallStatus", re.compile(r"^[a-z-]{1,20}$"), False))
+    if not call.recording_url:  # a recording callback came first: its run holds the URL
+        pending = latest_run(g.db, call_sid)
+        if pending is not None and pending.recording_url and pending.business_id == business.id:
+            upsert_call(business, call_sid, recording_sid=pending.recording_sid, recording_url=pending.recording_url)
     return "", 204
 
 

@@ -83,6 +83,18 @@ def add_business(svc: Services, calls: int = 1, recording_url: str | None = None
     return out
 
 
+def read_events(directory) -> list[dict]:
+    """Every event the live processes appended under `directory`, ordered by time."""
+    import json
+
+    events = []
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                events.append(json.loads(line))
+    return sorted(events, key=lambda e: e["t"])
+
+
 def auth(business: dict) -> dict:
     return {"Authorization": f"Bearer {business['token']}"}
 

@@ -1,0 +1,166 @@
+"""End to end on real processes: gunicorn app, RQ workers with loopfix's ticker, real Redis, the
+Twilio stand-in. Webhook → job → download → playback; the missing-CallLog backoff measured
+against the schedule; the seed's retries without delays; slow downloads with and without a
+heartbeat; Range requests."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from reference_app import twilio_signature
+from reference_app.services import Services
+from tests.conftest import add_business, read_events, sid
+
+pytestmark = [pytest.mark.redis, pytest.mark.stack]
+
+
+def start(stack_factory, make_config, workers=1, stub=None, app=True, **cfg):
+    stack = stack_factory(make_config(media_hosts=(), **cfg))
+    stack.start_stub(**(stub or {}))
+    if app:
+        stack.start_app(workers=1, threads=8)
+    for _ in range(workers):
+        stack.start_worker()
+    return stack, Services(stack.config)
+
+
+def post_signed(stack, path, business, form):
+    url = stack.app_url + path
+    sig = twilio_signature.signature(business["auth_token"], url, form)
+    return requests.post(url, data=form, headers={"X-Twilio-Signature": sig}, timeout=5)
+
+
+def recording_form(stack, business, call_sid, rec_sid, ext=""):
+    url = f"{stack.stub_url}/2010-04-01/Accounts/{business['account_sid']}/Recordings/{rec_sid}{ext}"
+    return {"AccountSid": business["account_sid"], "CallSid": call_sid, "RecordingSid": rec_sid,
+            "RecordingUrl": url, "RecordingStatus": "completed", "RecordingDuration": "30"}
+
+
+def play_until_done(stack, business, call_sid, timeout=20.0):
+    """A browser player: poll the file endpoint honouring Retry-After (scaled) until not 202."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = requests.get(f"{stack.app_url}/api/recordings/file/{call_sid}",
+                         headers={"Authorization": f"Bearer {business['token']}"}, timeout=5)
+        if r.status_code != 202 or time.monotonic() > deadline:
+            return r
+        time.sleep(min(0.2, int(r.headers["Retry-After"]) * stack.config.policy.time_scale))
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_webhook_to_playback_downloads_exactly_once(stack_factory, make_config):
+    stack, svc = start(stack_factory, make_config, time_scale=0.01)
+    b = add_business(svc)
+    call, rec = b["calls"][0]["call_sid"], sid("RE")
+    assert post_signed(stack, "/webhooks/twilio/recording", b, recording_form(stack, b, call, rec, ".json")).status_code == 204
+    r = play_until_done(stack, b, call)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "audio/mpeg" and r.content[:2] == b"\xff\xfb"
+    for _ in range(3):  # more plays are served from disk
+        assert play_until_done(stack, b, call).status_code == 200
+    assert stack.ledger()[rec]["completed"] == 1
+    ranged = requests.get(f"{stack.app_url}/api/calls/{call}/recording/stream",
+                          headers={"Authorization": f"Bearer {b['token']}", "Range": "bytes=0-99"}, timeout=5)
+    assert ranged.status_code == 206 and len(ranged.content) == 100
+    assert ranged.headers["Content-Range"].startswith("bytes 0-99/") and ranged.headers["Accept-Ranges"] == "bytes"
+    bad = requests.get(f"{stack.app_url}/api/calls/{call}/recording/stream",
+                       headers={"Authorization": f"Bearer {b['token']}", "Range": "bytes=999999999-"}, timeout=5)
+    assert bad.status_code == 416
+    junk = requests.get(f"{stack.app_url}/api/calls/{call}/recording/stream",
+                        headers={"Authorization": f"Bearer {b['token']}", "Range": "bytes=zz"}, timeout=5)
+    assert junk.status_code == 416  # a clear 4xx, never a 500
+
+
+def _gaps(events, job_id):
+    """(attempt, configured delay, measured gap) from each job.retry to the next job.start."""
+    mine = [e for e in events if e.get("job_id") == job_id and e["kind"] in ("job.retry", "job.start")]
+    out = []
+    for prev, nxt in zip(mine, mine[1:]):
+        if prev["kind"] == "job.retry" and nxt["kind"] == "job.start":
+            out.append((prev["attempt"], prev["delay"], nxt["t"] - prev["t"]))
+    return out
+
+
+def test_missing_calllog_retries_five_times_on_schedule_then_fails(stack_factory, make_config, tmp_path):
+    scale = 0.004
+    stack, svc = start(stack_factory, make_config, time_scale=scale)
+    b = add_business(svc, calls=0)
+    call, rec = sid("CA"), sid("RE")  # the call-status webhook never comes
+    assert post_signed(stack, "/webhooks/twilio/recording", b, recording_form(stack, b, call, rec, ".mp3")).status_code == 204
+    budget = svc.policy.wall(sum([60, 120, 240, 480, 960])) + 10
+    events = wait_for(lambda: (ev := read_events(stack.config.history_dir)) and
+                      any(e["kind"] == "job.end" and e.get("outcome") == "failed" for e in ev) and ev,
+                      budget, "permanent failure")
+    gaps = _gaps(events, next(e["job_id"] for e in events if e["kind"] == "job.start"))
+    assert [a for a, _, _ in gaps] == [1, 2, 3, 4, 5]
+    assert [d for _, d, _ in gaps] == [60, 120, 240, 480, 960]
+    tolerance_abs = (0.005 + 0.06) / scale  # ticker tick + fork and dequeue latency, in policy seconds
+    for _attempt, delay, gap in gaps:
+        assert delay <= gap <= delay * 1.02 + tolerance_abs, (delay, gap)
+    starts = [e for e in events if e["kind"] == "job.start"]
+    assert len(starts) == 6 and stack.ledger() == {}
+
+
+def test_calllog_arriving_late_lets_the_waiting_run_finish(stack_factory, make_config):
+    stack, svc = start(stack_factory, make_config, time_scale=0.005)
+    b = add_business(svc, calls=0)
+    call, rec = sid("CA"), sid("RE")
+    post_signed(stack, "/webhooks/twilio/recording", b, recording_form(stack, b, call, rec, ".mp3"))
+    time.sleep(svc.policy.wall(100))  # after the first retry
+    form = {"AccountSid": b["account_sid"], "CallSid": call, "From": "+1555", "To": "+1556", "CallStatus": "completed"}
+    assert post_signed(stack, "/webhooks/twilio/call-status", b, form).status_code == 204
+    assert play_until_done(stack, b, call, timeout=30).status_code == 200
+    assert stack.ledger()[rec]["completed"] == 1
+
+
+def test_seed_retries_without_the_documented_delays_and_stops_at_rqs_three(stack_factory, make_config):
+    stack, svc = start(stack_factory, make_config, variant="seed", time_scale=0.004)
+    b = add_business(svc, calls=0)
+    call = sid("CA")
+    post_signed(stack, "/webhooks/twilio/recording", b, recording_form(stack, b, call, sid("RE"), ".mp3"))
+    time.sleep(svc.policy.wall(400))
+    events = read_events(stack.config.history_dir)
+    job_id = next(e["job_id"] for e in events if e["kind"] == "job.start")
+    gaps = _gaps(events, job_id)
+    swept = min([e["t"] for e in events if e["kind"] == "job.stuck"], default=float("inf"))
+    starts = [e for e in events if e["kind"] == "job.start" and e["t"] < swept]
+    assert len(starts) == 4  # RQ's Retry(max=3), not the job's 5; later the stuck sweep re-creates it
+    assert all(gap < delay / 10 for _, delay, gap in gaps)  # computed 60..240 s, re-run at once
+
+
+@pytest.mark.parametrize("variant,completed", [("fixed", 1), ("seed", 2)])
+def test_a_slow_download_is_fetched_once_with_a_heartbeat_and_twice_when_judged_by_age(
+        stack_factory, make_config, variant, completed):
+    # 64 kB at 100 B/s = 640 policy s: longer than the seed's 300 s stuck timeout
+    stack, svc = start(stack_factory, make_config, workers=2, variant=variant, time_scale=0.005,
+                       stub={"size_bytes": 64_000, "bandwidth_bps": 100})
+    b = add_business(svc)
+    call, rec = b["calls"][0]["call_sid"], sid("RE")
+    post_signed(stack, "/webhooks/twilio/recording", b, recording_form(stack, b, call, rec, ".mp3"))
+    wait_for(lambda: stack.ledger().get(rec, {}).get("completed", 0) >= 1, 30, "first download")
+    time.sleep(svc.policy.wall(700))
+    assert stack.ledger()[rec]["completed"] == completed
+
+
+@pytest.mark.parametrize("variant,sleeps", [("fixed", False), ("seed", True)])
+def test_slot_contention_defers_the_job_and_the_worker_never_sleeps(stack_factory, make_config, variant, sleeps):
+    stack, svc = start(stack_factory, make_config, workers=2, variant=variant, time_scale=0.01, slots_per_business=1,
+                       stub={"size_bytes": 32_000, "bandwidth_bps": 3_200})  # 10 policy s each
+    b = add_business(svc, calls=3)
+    for c in b["calls"]:
+        post_signed(stack, "/webhooks/twilio/recording", b, recording_form(stack, b, c["call_sid"], c["recording_sid"], ".mp3"))
+    for c in b["calls"]:
+        assert play_until_done(stack, b, c["call_sid"], timeout=30).status_code == 200
+    events = read_events(stack.config.history_dir)
+    assert any(e["kind"] == "worker.sleep" for e in events) is sleeps
+    assert any(e["kind"] == "job.end" and e.get("outcome") == "deferred" for e in events)
