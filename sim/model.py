@@ -191,6 +191,8 @@ class Model:
         self.redis_paused = False
         self.scheduler_down = False
         self.crashed: list[tuple[Run, int]] = []
+        self.all_down_since = 0.0
+        self.beats = not self.policy.has("no_heartbeat")
 
     # ------------------------------------------------------------------ recording
 
@@ -379,8 +381,9 @@ class Model:
         if call.archive is False and now < call.calllog_at:
             return 404, None, False
         run = self.latest_run.get(call.call_sid)
+        alive = self.worker_alive() if run is not None and run.status == "queued" else None
         state = P.PlaybackState(call.has_url, call.file_ready,
-                                run.state(now, p.heartbeat_interval_s) if run else None)
+                                run.state(now, p.heartbeat_interval_s) if run else None, worker_alive=alive)
         d = P.playback_decision(state, now, p)
         if d.kind == "serve":
             return 200, None, call.audio_ok
@@ -388,7 +391,7 @@ class Model:
             return 404, None, False
         if d.kind == "wait":
             return 202, d.retry_after_s, False
-        if run is not None and run.status in P.ACTIVE_RUN_STATUSES:
+        if d.kind == "start" and run is not None and run.status in P.ACTIVE_RUN_STATUSES:
             self.fail_stuck(run, d.reason)
         if self.redis_paused:
             return 500, None, False
@@ -401,12 +404,23 @@ class Model:
         if P.fail_fast_tripped(attempts, p):
             self.emit("fail_fast.trip", "web", call_sid=call.call_sid, count=attempts)
             return 500, None, False
+        if d.kind == "no_worker":
+            return 202, d.retry_after_s, False
         reason = yield from self.enqueue_recording(call, "download_only", "playback", dedup=not every_click)
         self.emit("enqueue.result", "web", call_sid=call.call_sid, reason=reason,
                   status=202 if reason != "error" else 500)
         if reason == "error":
             return 500, None, False
         return 202, d.retry_after_s, False
+
+    def worker_alive(self) -> bool:
+        """The workers' liveness key: set by any live worker, lapsing heartbeat_timeout_s after
+        the last one stopped."""
+        if self.redis_paused:
+            return False
+        if not all(self.worker_down):
+            return True
+        return self.env.now - self.all_down_since < self.policy.heartbeat_timeout_s
 
     def mark_playback(self, call: Call) -> Generator:
         key, ttl = f"playback:{call.call_sid}", self.policy.playback_mark_ttl_s
@@ -543,7 +557,8 @@ class Model:
         self.worker_job[w] = run
         yield env.timeout(self.scenario.workers.job_overhead_s)
         call = run.call
-        run.status, run.started_at, run.heartbeat_at, run.alive_since = "running", env.now, env.now, env.now
+        run.status, run.started_at, run.heartbeat_at = "running", env.now, env.now
+        run.alive_since = env.now if self.beats else None
         self.emit("job.start", proc, job_id=run.job_id, call_sid=call.call_sid, attempt=run.retry_count + 1, worker=proc)
         if env.now < call.calllog_at:
             self.not_ready(run, proc)
@@ -611,7 +626,7 @@ class Model:
         for owner in [o for o, exp in held.items() if exp <= now]:
             del held[owner]
         if run.job_id in held or len(held) < self.policy.slots_per_business:
-            held[run.job_id] = math.inf  # refreshed by the heartbeat while the worker lives
+            held[run.job_id] = self.claim_expiry()
             return True
         return False
 
@@ -624,8 +639,13 @@ class Model:
         holder = self.inflight.get(sid)
         if holder is not None and holder[0] != run.job_id and holder[1] > now:
             return False
-        self.inflight[sid] = (run.job_id, math.inf)
+        self.inflight[sid] = (run.job_id, self.claim_expiry())
         return True
+
+    def claim_expiry(self) -> float:
+        """A claim's TTL is refreshed by the heartbeat while its worker lives (never lapses);
+        with no heartbeat it lapses policy.inflight_ttl after it was taken."""
+        return math.inf if self.beats else self.env.now + P.inflight_ttl(self.policy)
 
     def release_inflight(self, run: Run) -> None:
         holder = self.inflight.get(run.call.recording_sid)
@@ -704,10 +724,10 @@ class Model:
         run.heartbeat_at, run.alive_since = last_beat, None
         held = self.slots.get(run.call.business_id, {})
         if run.job_id in held:
-            held[run.job_id] = (last_beat or now) + ttl
+            held[run.job_id] = min(held[run.job_id], (last_beat or now) + ttl)
         holder = self.inflight.get(run.call.recording_sid)
         if holder is not None and holder[0] == run.job_id:
-            self.inflight[run.call.recording_sid] = (run.job_id, (last_beat or now) + ttl)
+            self.inflight[run.call.recording_sid] = (run.job_id, min(holder[1], (last_beat or now) + ttl))
         self.crashed.append((run, run.token))
 
     def rq_requeue_crashed(self) -> None:
@@ -730,10 +750,13 @@ class Model:
         targets = list(range(o.workers or self.scenario.workers.count))
         self.emit("outage.start", "env", target=o.target, how=o.how)
         if o.target == "workers":
+            was_up = not all(self.worker_down)
             for w in targets:
                 self.worker_down[w] = True
                 if o.how == "crash" and self.worker_job[w] is not None:
                     self.worker_procs[w].interrupt("crash")
+            if was_up and all(self.worker_down):
+                self.all_down_since = env.now
         elif o.target == "redis":
             self.redis_paused = True
         else:
@@ -742,15 +765,16 @@ class Model:
         if o.target == "workers":
             for w in targets:
                 self.worker_down[w] = False
-            if o.how == "crash":
-                yield env.timeout(self.scenario.workers.crash_detect_s)
-                self.rq_requeue_crashed()
         elif o.target == "redis":
             self.redis_paused = False
         else:
             self.scheduler_down = False
         self.wake_workers()
         self.emit("outage.end", "env", target=o.target, how=o.how)
+        if o.how == "crash":
+            # RQ notices the dead worker's abandoned jobs a little after the restart
+            yield env.timeout(self.scenario.workers.crash_detect_s)
+            self.rq_requeue_crashed()
 
     # ------------------------------------------------------------------ clients
 
