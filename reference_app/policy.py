@@ -300,7 +300,8 @@ class RetryDecision:
     """What a recording job does when its CallLog or audio is not there yet.
 
     action: 'retry' (schedule attempt `attempt` after `delay_s`), 'raise' (raise and let RQ's
-    own Retry re-run it: the seed's behaviour, delay not applied), or 'fail' (permanent).
+    own Retry re-run it at once: the seed's behaviour — `delay_s` is the backoff the job computed
+    and logged, never applied), or 'fail' (permanent).
     """
 
     action: str
@@ -318,7 +319,8 @@ def recording_retry_decision(retry_count: int, p: Policy) -> RetryDecision:
     attempt = retry_count + 1
     if p.has("backoff_not_applied"):
         # The seed computes the delay, stores it in a message, and raises; RQ re-runs at once.
-        return RetryDecision("raise", attempt, 0.0, f"computed {backoff_delay(attempt, p):g} s but raised")
+        # delay_s is what the job computed and logged; RQ does not apply it.
+        return RetryDecision("raise", attempt, backoff_delay(attempt, p), "computed the backoff but raised")
     return RetryDecision("retry", attempt, backoff_delay(attempt, p), "backoff")
 
 
