@@ -1,0 +1,69 @@
+"""The functional core, driven directly: the CLI's account of the backoff schedule, URL
+normalisation, the media-host allowlist, and bad settings refused with a message."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from loopfix.cli import cli
+from reference_app.policy import make_policy, media_host_allowed, normalise_recording_url
+
+
+def policy_json(*args):
+    result = CliRunner().invoke(cli, ["policy", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_policy_json_prints_the_schedule_its_sum_and_the_52_minute_claim():
+    info = policy_json()
+    schedule = info["backoff_schedule_s"]
+    assert schedule == [60, 120, 240, 480, 960] and info["backoff_total_s"] == sum(schedule) == 1860
+    claim = info["claim_52_min"]
+    assert claim["holds"] is False and claim["six_retries_total_s"] == 3060
+    assert "3060" in claim["explanation"]
+
+
+def test_six_retries_reach_the_cap_and_total_3060_seconds():
+    info = policy_json("--set", "max_retries=6")
+    assert info["backoff_schedule_s"][-1] == 1200 and info["backoff_total_s"] == 3060
+
+
+@pytest.mark.parametrize("args", [["--variant", "nope"], ["--set", "max_retries=x"], ["--set", "bogus=1"],
+                                  ["--faults", "not_a_fault"], ["--time-scale", "-1"], ["--set", "novalue"]])
+def test_bad_settings_exit_2_with_a_message_not_a_traceback(args):
+    result = CliRunner().invoke(cli, ["policy", *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output and "Error" in result.output
+
+
+@pytest.mark.parametrize("url,fixed", [
+    ("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1.json", "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1.mp3"),
+    ("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1", "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1.mp3"),
+    ("https://api.twilio.com/a.json/Recordings/RE1.json?x=.json", "https://api.twilio.com/a.json/Recordings/RE1.mp3?x=.json"),
+    ("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1.wav", "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1.wav"),
+])
+def test_only_a_json_suffix_becomes_mp3_and_bare_urls_get_mp3(url, fixed):
+    assert normalise_recording_url(url, make_policy("fixed")) == fixed
+
+
+def test_seed_rewrites_every_json_and_before_keeps_json():
+    url = "https://api.twilio.com/a.json/RE1.json"
+    assert normalise_recording_url(url, make_policy("seed")) == "https://api.twilio.com/a.mp3/RE1.mp3"
+    assert normalise_recording_url(url, make_policy("before")) == url
+
+
+@pytest.mark.parametrize("url,ok", [
+    ("https://api.twilio.com/x.mp3", True),
+    ("http://api.twilio.com/x.mp3", False),
+    ("https://api.twilio.com:8443/x.mp3", False),
+    ("https://api.twilio.com@evil.example/x.mp3", False),
+    ("https://evil.example/x.mp3", False),
+    ("http://127.0.0.1:8010/x.mp3", True),
+    ("http://127.0.0.1:8011/x.mp3", False),
+    ("ftp://api.twilio.com/x.mp3", False),
+    ("https://api.twilio.com.evil.example/x.mp3", False),
+])
+def test_media_host_allowlist(url, ok):
+    assert media_host_allowed(url, ["api.twilio.com", "127.0.0.1:8010"]) is ok
