@@ -73,9 +73,12 @@ return n
 """
 
 # Slots: ZSET member = owner, score = expiry in server ms. Expired owners are dropped first.
-_SLOT_ACQUIRE = """
+_LUA_NOW_MS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_SLOT_ACQUIRE = _LUA_NOW_MS + """
 local ttl = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
@@ -87,9 +90,7 @@ end
 return 0
 """
 
-_SLOT_REFRESH = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_SLOT_REFRESH = _LUA_NOW_MS + """
 local ttl = tonumber(ARGV[2])
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) > now then
@@ -100,9 +101,7 @@ end
 return 0
 """
 
-_MARK_QUEUED = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+_MARK_QUEUED = _LUA_NOW_MS + """
 local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
