@@ -1,0 +1,208 @@
+"""The SimPy model: deterministic, valid histories, M/M/c waits match Erlang C, and each
+fault shows up in the invariant it must break (behaviour driven through the model)."""
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from harness import history as H
+from harness import invariants as inv
+from harness.scenario import load_scenario, parse_scenario, with_settings
+from reference_app.events import dumps
+from sim import simulate
+from sim.keys import KeyStore
+from sim.queueing import erlang_c, mmc_mean_wait, mmc_wait_experiment
+
+
+def run(name, variant="fixed", faults=(), **sets):
+    s = with_settings(load_scenario(name), variant=variant, assignments={k.replace("__", "."): str(v)
+                                                                          for k, v in sets.items()})
+    if faults:
+        s = with_settings(s, assignments={"faults": "[" + ",".join(f'"{f}"' for f in faults) + "]"})
+    return simulate(s)
+
+
+def verdict(result, name):
+    return inv.CHECKERS[name](result.history, result.policy)
+
+
+# --------------------------------------------------------------------------- determinism, schema
+
+
+def test_same_seed_gives_the_same_history_byte_for_byte(tmp_path):
+    a = H.write_history(tmp_path / "a.jsonl", run("retry-storm", "seed").history)
+    b = H.write_history(tmp_path / "b.jsonl", run("retry-storm", "seed").history)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_another_seed_gives_another_history():
+    a = run("steady", duration_s=600).history
+    b = simulate(with_settings(load_scenario("steady"), seed=99, assignments={"duration_s": "600"})).history
+    assert [dumps(e) for e in a] != [dumps(e) for e in b]
+
+
+def test_model_histories_follow_the_event_schema_in_time_order():
+    for name in ("worker-crash", "delete-storm"):
+        h = run(name, "before").history
+        assert H.validate(h) == []
+        assert all(x["t"] <= y["t"] for x, y in zip(h, h[1:]))
+        assert {e["source"] for e in h} == {"sim"}
+
+
+def test_metrics_report_playback_jobs_downloads_and_utilisation():
+    m = run("steady").metrics
+    assert m["time_to_playable_s"]["n"] > 0 and m["time_to_playable_s"]["max"] > 0
+    assert m["requests_per_playback"]["mean"] >= 1
+    assert m["downloads_per_recording"]["max"] == 1
+    assert 0 < m["utilisation"]["mean"] <= 1 and m["timeline"][0]["t"] == 0
+
+
+# --------------------------------------------------------------------------- queueing theory
+
+
+def test_erlang_c_of_one_server_is_its_utilisation():
+    assert erlang_c(1, 0.5, 1.0) == pytest.approx(0.5)
+    assert mmc_mean_wait(1, 0.5, 1.0) == pytest.approx(1.0)  # rho / (mu - lam)
+    with pytest.raises(ValueError, match="unstable"):
+        erlang_c(2, 2.0, 1.0)
+
+
+@pytest.mark.parametrize("c, rho", [(1, 0.5), (3, 0.7), (4, 0.8)])
+def test_model_queue_mean_wait_matches_erlang_c_within_ten_percent(c, rho):
+    mu = 1.0
+    lam = rho * c * mu
+    waits = [mmc_wait_experiment(c, lam, mu, jobs=30_000, seed=s).mean_wait_s for s in range(4)]
+    expected = mmc_mean_wait(c, lam, mu)
+    assert abs(statistics.mean(waits) - expected) / expected < 0.10, (waits, expected)
+
+
+# --------------------------------------------------------------------------- Redis keys
+
+
+def test_keys_expire_with_their_ttl_and_nx_refuses_a_live_key():
+    k = KeyStore()
+    assert k.set("a", 1, now=0, ttl_s=15, nx=True)
+    assert not k.set("a", 2, now=14.9, ttl_s=15, nx=True)
+    assert k.set("a", 3, now=15.0, ttl_s=15, nx=True)
+    assert k.incr("n", 0) == 1 and k.ttl("n", 0) == float("inf")
+
+
+# --------------------------------------------------------------------------- the faults, through the model
+
+
+def test_fixed_variant_holds_every_invariant_under_load_and_outages():
+    for name in ("steady", "worker-crash"):
+        result = run(name)
+        assert inv.overall(inv.check_all(result.history, result.policy)) is True
+
+
+def test_seed_variant_downloads_slow_recording_twice():
+    """stuck_by_age: a healthy 5-10 min download is declared stuck at 300 s and re-run."""
+    v = verdict(run("slow-twilio", "fixed", faults=["stuck_by_age", "download_not_idempotent"]), "no-duplicate-download")
+    a = v.anomalies["duplicate-download"][0]
+    assert v.valid is False and {w["kind"] for w in a.witnesses} == {"download.end"}
+    assert verdict(run("slow-twilio", "seed"), "no-duplicate-download").valid is False
+    assert verdict(run("slow-twilio", "fixed"), "no-duplicate-download").valid is True
+
+
+def test_heartbeat_keeps_a_slow_download_alive_even_when_a_rerun_would_download_again():
+    assert verdict(run("slow-twilio", "fixed", faults=["download_not_idempotent"]), "no-duplicate-download").valid
+
+
+def test_crash_rerun_downloads_again_unless_the_download_is_idempotent():
+    broken = run("worker-crash", "fixed", faults=["download_not_idempotent"])
+    v = verdict(broken, "no-duplicate-download")
+    assert v.valid is False
+    # the lost job is re-run by RQ after the restart, or by the heartbeat sweeper before that
+    rerun = {e["job_id"] for e in broken.history
+             if (e["kind"] == "job.end" and e["outcome"] == "crashed") or e["kind"] == "job.stuck"}
+    assert any(set(a.facts["job_ids"]) & rerun for a in v.anomalies["duplicate-download"])
+    fixed = run("worker-crash", "fixed")
+    assert verdict(fixed, "no-duplicate-download").valid is True
+    assert any(e["kind"] == "download.end" and e["skipped"] for e in fixed.history)
+
+
+def test_seed_variant_enqueues_several_jobs_for_concurrent_clicks():
+    v = verdict(run("retry-storm", "seed"), "one-job-per-storm")
+    assert v.valid is False
+    a = v.anomalies["storm-duplicate-enqueue"][0]
+    assert a.facts["jobs"] >= 2 and {w["via"] for w in a.witnesses} == {"playback"}
+    assert verdict(run("retry-storm", "fixed"), "one-job-per-storm").valid is True
+
+
+def test_atomic_enqueue_dedup_alone_stops_a_check_then_mark_race():
+    assert verdict(run("retry-storm", "fixed", faults=["playback_check_then_mark"]), "one-job-per-storm").valid
+
+
+def test_before_variant_retries_a_missing_calllog_immediately_and_forever():
+    result = run("missing-calllog", "before")
+    loops = verdict(result, "loops-terminate")
+    backoff = verdict(result, "backoff-schedule")
+    assert loops.valid is False and "job-rerun-unbounded" in loops.anomalies
+    assert backoff.valid is False and {"retry-too-soon", "too-many-attempts"} <= set(backoff.anomalies)
+    assert backoff.anomalies["retry-too-soon"][0].witnesses[0]["delay"] == 0.0
+
+
+def test_before_variant_players_poll_past_their_bound():
+    v = verdict(run("steady", "before"), "loops-terminate")
+    assert v.valid is False and {"unbounded-session", "looping-session"} & set(v.anomalies)
+
+
+def test_seed_backoff_is_computed_but_not_applied():
+    result = run("missing-calllog", "fixed", faults=["backoff_not_applied"])
+    v = verdict(result, "backoff-schedule")
+    soon = v.anomalies["retry-too-soon"][0]
+    assert v.valid is False and soon.facts["expected_s"] == 60 and soon.facts["gap_s"] < 60
+    assert [w["kind"] for w in soon.witnesses] == ["job.retry", "job.start"]
+    assert verdict(result, "nothing-lost").valid is False  # Retry(max=3) gives up before the CallLog lands
+
+
+def test_fixed_backoff_measures_the_configured_schedule():
+    v = verdict(run("missing-calllog", "fixed", calllog__late_fraction=1.0, calllog__late_delay_s="[4000, 5000]",
+                    duration_s=600), "backoff-schedule")
+    assert v.valid is True and v.figure["jobs_with_full_schedule"] > 0
+    assert v.figure["measured_full_schedule_total_s"] == pytest.approx(1860, rel=0.02)
+
+
+def test_fail_fast_answers_500_when_no_worker_processes_the_queue():
+    fixed = run("worker-outage")
+    trips = [e for e in fixed.history if e["kind"] == "fail_fast.trip"]
+    assert trips and verdict(fixed, "fail-fast").valid is True
+    assert fixed.metrics["session_outcomes"].get("worker_offline", 0) > 0
+
+
+def test_slot_contention_makes_the_seed_worker_sleep():
+    v = verdict(run("steady", "fixed", faults=["slot_defer_sleeps"]), "worker-never-blocks")
+    assert v.valid is False and v.anomalies["worker-slept"][0].witnesses[0]["reason"] == "slot"
+
+
+def test_json_recording_urls_answer_200_without_audio():
+    v = verdict(run("steady", "fixed", faults=["json_recording_url"], duration_s=900), "status-semantics")
+    assert v.valid is False and "200-without-audio" in v.anomalies
+
+
+def test_json_replace_everywhere_breaks_urls_with_json_elsewhere():
+    result = run("steady", "fixed", faults=["json_replace_everywhere"], recordings__odd_url_fraction=0.5,
+                 duration_s=900, drain_s=3000)
+    assert verdict(result, "nothing-lost").valid is False
+    assert verdict(run("steady", "fixed", recordings__odd_url_fraction=0.5, duration_s=900), "nothing-lost").valid
+
+
+def test_seed_bulk_delete_races_into_two_jobs_and_an_unowned_release():
+    result = run("delete-storm", "seed")
+    assert verdict(result, "idempotent-delete").valid is False
+    lock = verdict(result, "lock-exclusive")
+    assert lock.valid is False and "concurrent-delete-jobs" in lock.anomalies
+    fixed = run("delete-storm", "fixed")
+    assert all(verdict(fixed, n).valid is True for n in ("idempotent-delete", "lock-exclusive", "nothing-lost"))
+
+
+def test_before_bulk_delete_creates_a_job_per_click():
+    v = verdict(run("delete-storm", "before"), "idempotent-delete")
+    assert v.valid is False and v.anomalies["second-job-while-active"][0].witnesses[1]["existing"] is False
+
+
+def test_scenario_parameters_are_validated_before_the_model_runs():
+    with pytest.raises(ValueError, match="workers.count"):
+        simulate(parse_scenario({"workers": {"count": 0}}))
