@@ -43,6 +43,7 @@ DB_COMMIT_S = 0.01  # one database commit (create a run row, insert a job row)
 SWEEP_INTERVAL_S = 10.0  # the app sweeps for stuck runs every heartbeat interval
 SAMPLE_INTERVAL_S = 60.0  # queue depth / utilisation sampling
 LOCK_OP = "delete_leads_bulk"
+_event = events_mod.event
 
 
 class EnqueueError(Exception):
@@ -191,13 +192,14 @@ class Model:
         self.redis_paused = False
         self.scheduler_down = False
         self.crashed: list[tuple[Run, int]] = []
+        self._append = self.history.append
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
 
     # ------------------------------------------------------------------ recording
 
     def emit(self, kind: str, proc: str, **fields: Any) -> None:
-        self.history.append(events_mod.event(kind, self.env.now, "sim", proc, **fields))
+        self._append(_event(kind, self.env.now, "sim", proc, **fields))
 
     def next_id(self) -> str:
         self._ids += 1
@@ -292,18 +294,16 @@ class Model:
             if env.now >= s.duration_s:
                 return
             call = self.new_call()
-            self.webhook(call)
             self.maybe_play(call)
+            yield from self.webhook(call)
 
-    def webhook(self, call: Call) -> None:
-        """The recording status callback: record it and enqueue the full job (000)."""
+    def webhook(self, call: Call) -> Generator:
+        """The recording status callback: record it and enqueue the full job (000). Handled
+        in the arrival process itself: one webhook per call, nothing to race with."""
         self.emit("recording.created", "web", call_sid=call.call_sid, recording_sid=call.recording_sid,
                   business_id=call.business_id, has_url=call.has_url)
         if not call.has_url:
             return
-        self.env.process(self.webhook_enqueue(call))
-
-    def webhook_enqueue(self, call: Call) -> Generator:
         reason = yield from self.enqueue_recording(call, "full", "webhook", dedup=True)
         self.emit("enqueue.result", "web", call_sid=call.call_sid, reason=reason, status=204 if reason != "error" else 500)
 

@@ -144,9 +144,10 @@ def test_before_variant_retries_a_missing_calllog_immediately_and_forever():
     assert backoff.anomalies["retry-too-soon"][0].witnesses[0]["delay"] == 0.0
 
 
-def test_before_variant_players_poll_past_their_bound():
-    v = verdict(run("steady", "before"), "loops-terminate")
+def test_before_variant_players_poll_past_their_bound_while_no_worker_runs():
+    v = verdict(run("worker-outage", "before"), "loops-terminate")
     assert v.valid is False and {"unbounded-session", "looping-session"} & set(v.anomalies)
+    assert verdict(run("worker-outage", "fixed"), "loops-terminate").valid is True
 
 
 def test_seed_backoff_is_computed_but_not_applied():
