@@ -437,7 +437,7 @@ def valid_histories(draw):
     return h
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(valid_histories())
 def test_generated_valid_histories_satisfy_every_invariant(history):
     verdicts = inv.check_all(history, P)
