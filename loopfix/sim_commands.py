@@ -222,6 +222,9 @@ def _claims(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                            "witnesses": [inv.render_event(w) for w in a.witnesses[:3]]}
             per_variant[variant] = {"holds": not broken, "broken_in": sorted({s for s, _ in broken}),
                                     "example": example}
+            if name == "fail-fast":  # the claim's second half: past the limit the answer is a 500
+                per_variant[variant]["trips"] = sum(v.figure.get("trips", 0) for c in cells if c["variant"] == variant
+                                                    for v in c["verdicts"] if v.name == name)
         out.append({"seed": seed, "claim": text, "invariant": name, "variants": per_variant})
     # the '~52 minutes' claim: configured schedule vs the claim vs what the model measured
     describe = policy_mod.describe(policy_mod.make_policy("fixed"))["claim_52_min"]
@@ -272,10 +275,10 @@ def demo_command(as_json: bool, only: tuple[str, ...]) -> None:
 
 def _print_demo(console: Console, demo: dict[str, Any], fixed_ok: bool) -> None:
     table = Table(title="loopfix demo: invariants per scenario and variant (✓ holds, ✗ broken, ? unknown)")
-    table.add_column("scenario")
+    table.add_column("scenario", no_wrap=True)
     table.add_column("variant")
     for name in inv.INVARIANTS:
-        table.add_column(name.replace("-", "-\n", 1), justify="center")
+        table.add_column(name.replace("-", "-\n"), justify="center")
     style = {True: "green", False: "red", inv.UNKNOWN: "yellow"}
     previous = None
     for c in demo["cells"]:
@@ -310,6 +313,8 @@ def _print_demo(console: Console, demo: dict[str, Any], fixed_ok: bool) -> None:
         seed_v, fixed_v = claim["variants"]["seed"], claim["variants"]["fixed"]
         verdict = "holds" if seed_v["holds"] else f"does NOT hold as written (broken in {', '.join(seed_v['broken_in'])})"
         fixed = "fixed holds" if fixed_v["holds"] else f"fixed broken in {', '.join(fixed_v['broken_in'])}"
+        if "trips" in seed_v:
+            verdict += f" but fail-fast tripped {seed_v['trips']} times (fixed: {fixed_v['trips']})"
         console.print(f"  [{claim['seed']}] {claim['claim']} ({claim['invariant']}): seed code {verdict}; {fixed}",
                       highlight=False, markup=False)
     console.print("fixed holds every invariant in every scenario" if fixed_ok
