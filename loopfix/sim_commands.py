@@ -24,6 +24,11 @@ from reference_app import policy as policy_mod
 HEADLINE_SCENARIOS = ("steady", "retry-storm", "worker-outage", "slow-twilio", "missing-calllog", "worker-crash",
                       "delete-storm")
 MARK = {True: "✓", False: "✗", inv.UNKNOWN: "?"}
+# Column labels of the demo table (the legend under it spells them out).
+SHORT = {"loops-terminate": "loops", "no-duplicate-download": "dup-dl", "one-job-per-storm": "storm",
+         "backoff-schedule": "backoff", "fail-fast": "ff", "status-semantics": "status",
+         "idempotent-delete": "idem-del", "lock-exclusive": "lock", "nothing-lost": "lost",
+         "worker-never-blocks": "no-block"}
 
 
 class BadInput(click.ClickException):
@@ -278,7 +283,7 @@ def _print_demo(console: Console, demo: dict[str, Any], fixed_ok: bool) -> None:
     table.add_column("scenario", no_wrap=True)
     table.add_column("variant")
     for name in inv.INVARIANTS:
-        table.add_column(name.replace("-", "-\n"), justify="center")
+        table.add_column(SHORT.get(name, name), justify="center")
     style = {True: "green", False: "red", inv.UNKNOWN: "yellow"}
     previous = None
     for c in demo["cells"]:
@@ -287,6 +292,7 @@ def _print_demo(console: Console, demo: dict[str, Any], fixed_ok: bool) -> None:
                       end_section=c["variant"] == policy_mod.VARIANTS[-1])
         previous = c["scenario"]
     console.print(table)
+    console.print("  " + ", ".join(f"{SHORT[n]} = {n}" for n in inv.INVARIANTS), highlight=False)
     console.print("[bold]Witnesses[/] (first break of each invariant per variant):")
     seen: set[tuple[str, str]] = set()
     for c in demo["cells"]:
