@@ -1,0 +1,528 @@
+"""Lead bulk deletion end to end (issue 3; seeds 000 and 003): real RQ worker processes, real
+Redis (a private redis-server), the app under gunicorn for the concurrency storm and in-process
+elsewhere, SQLite (and PostgreSQL for the storm).
+
+What it shows, each fix on `fixed` and each loop on the variant that has it:
+- 50 concurrent bulk-delete requests share one job (`fixed`, SQLite and PostgreSQL); they make
+  many on `before` (a job per click) and on `seed` (check-then-insert race);
+- every requested lead of the business is deleted exactly once, other tenants' leads are not
+  touched, leads deleted by someone else mid-job are skipped (`before`: the job fails);
+- a long job pauses after its runtime budget keeping its lock (no second job runs), resumes to
+  completion and releases the lock; a SIGKILLed run leaves a lock that expires by TTL and a job
+  that resumes without deleting anything twice; a run stops after consecutive batch failures;
+- bad input and other tenants' jobs get clear 4xx answers.
+
+Durations are policy seconds under a small time_scale; the history the processes write is
+checked with harness/invariants.py, the same checker the load tests use.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sqlite3
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import redis
+import requests
+from sqlalchemy import delete, func, insert, select
+
+from harness.history import read_history
+from harness.invariants import check_idempotent_delete, check_lock_exclusive, check_nothing_lost
+from loadtests.stack import Stack
+from reference_app import create_app
+from reference_app.config import Config
+from reference_app.coordination import LOCK_KEY, WORKERS_ALIVE_KEY
+from reference_app.models import BackgroundJob, Lead
+from reference_app.policy import make_policy
+from reference_app.services import Services
+from tests.conftest import add_business, auth
+
+OP = "delete_leads_bulk"
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory):
+    """A redis-server of this module's own: the shared one's test database is flushed by other
+    engineers' test runs, which would wipe our queues and locks mid-test."""
+    st = Stack(tmp_path_factory.mktemp("redis"), Config())
+    url = st.start_redis()
+    yield url
+    st.stop()
+
+
+@pytest.fixture
+def lead_config(tmp_path, private_redis):
+    """lead_config(variant, faults, time_scale, database_url, **policy_overrides) -> Config whose
+    data dir is the one stack_factory gives the processes, so the test and they share SQLite."""
+    redis.Redis.from_url(private_redis).flushdb()
+
+    def build(variant="fixed", faults="", time_scale=0.01, database_url="", **overrides) -> Config:
+        return Config(redis_url=private_redis, database_url=database_url,
+                      data_dir=(tmp_path / "run" / "data").resolve(), history_dir=tmp_path / "history",
+                      run_epoch=time.time(), policy=make_policy(variant, faults, time_scale, overrides))
+
+    return build
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request):
+    """'' (SQLite in the run's data dir) or a PostgreSQL schema of this test's own (search_path
+    in the URL), dropped afterwards. List it before stack_factory: its processes must stop
+    before the schema goes."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    psycopg = pytest.importorskip("psycopg")
+    schema = "lf_leads_" + secrets.token_hex(4)
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{PG_BASE}?options={quote(f'-csearch_path={schema}')}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+class Api:
+    """The same calls over real HTTP (gunicorn) or through Flask's test client (in-process)."""
+
+    def __init__(self, business: dict, base_url: str | None = None, client=None):
+        self.headers, self.base_url, self.client = auth(business), base_url, client
+
+    def call(self, method: str, path: str, body=None, params=None) -> tuple[int, dict]:
+        if self.client is not None:
+            r = self.client.open(path, method=method, json=body, query_string=params, headers=self.headers)
+            return r.status_code, r.get_json()
+        r = requests.request(method, self.base_url + path, json=body, params=params, headers=self.headers,
+                             timeout=30)
+        return r.status_code, r.json()
+
+    def bulk_delete(self, lead_ids) -> tuple[int, dict]:
+        return self.call("POST", "/api/leads/bulk-delete", {"lead_ids": lead_ids})
+
+    def job(self, job_id) -> dict:
+        status, body = self.call("GET", f"/api/jobs/{job_id}")
+        assert status == 200, body
+        return body
+
+    def resume(self, job_id) -> tuple[int, dict]:
+        return self.call("POST", f"/api/jobs/{job_id}/resume")
+
+
+def business_with_leads(svc: Services, n: int, names: tuple[str, ...] = ()) -> dict:
+    """A business with `n` leads (the first len(names) named as given); adds `lead_ids`."""
+    b = add_business(svc, calls=0)
+    with svc.sessions() as s:
+        rows = [dict(business_id=b["id"], name=names[i] if i < len(names) else f"lead {i}", phone=f"+1555{i:07d}")
+                for i in range(n)]
+        b["lead_ids"] = sorted(s.execute(insert(Lead).returning(Lead.id), rows).scalars())
+        s.commit()
+    return b
+
+
+def remaining(svc: Services, business_id: int) -> set[int]:
+    with svc.sessions() as s:
+        return set(s.scalars(select(Lead.id).where(Lead.business_id == business_id)))
+
+
+def jobs_of(svc: Services, business_id: int) -> list[BackgroundJob]:
+    with svc.sessions() as s:
+        return list(s.scalars(select(BackgroundJob).where(BackgroundJob.business_id == business_id)
+                              .order_by(BackgroundJob.id)))
+
+
+def wait_for(check, timeout: float, what: str, every: float = 0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_status(api: Api, job_id: int, statuses: tuple[str, ...], timeout: float = 20) -> dict:
+    return wait_for(lambda: (j := api.job(job_id))["status"] in statuses and j, timeout,
+                    f"job {job_id} to become {'/'.join(statuses)}")
+
+
+def deletes_per_lead(history) -> Counter:
+    return Counter(e["lead_id"] for e in history if e["kind"] == "lead.delete")
+
+
+def storm(url: str, business: dict, lead_ids: list[int], n: int = 50) -> list[tuple[int, dict]]:
+    """`n` threads released by one barrier, each one POST over its own connection."""
+    barrier, results, lock = threading.Barrier(n), [], threading.Lock()
+
+    def click():
+        barrier.wait()
+        r = requests.post(url + "/api/leads/bulk-delete", json={"lead_ids": lead_ids}, headers=auth(business),
+                          timeout=60)
+        with lock:
+            results.append((r.status_code, r.json()))
+
+    threads = [threading.Thread(target=click) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def start_worker(stack: Stack, name: str | None = None):
+    """Start an RQ worker and wait until its ticker has finished one full sweep (two liveness
+    beats). A job forked before that can deadlock in the work horse: the ticker builds the
+    services lazily under Python 3.11's cached_property lock, and a fork copies it held."""
+    proc = stack.start_worker(name)
+    r = redis.Redis.from_url(stack.config.redis_url)
+    last = [-3]
+
+    def second_beat() -> bool:
+        ttl = r.pttl(WORKERS_ALIVE_KEY)
+        beat = last[0] > 0 and ttl > last[0]
+        last[0] = ttl if ttl > 0 else last[0]
+        return beat
+
+    wait_for(second_beat, 20, f"{proc.name}'s ticker to sweep", every=0.002)
+    return proc
+
+
+def kill_worker(stack: Stack, name: str) -> None:
+    """SIGKILL a worker *and* its work horse, as a dying machine would. The horse has to be
+    killed by its own pid: RQ puts it in a process group of its own (os.setpgrp), so the
+    stack's group signal reaches only the worker, and the horse would run the job on."""
+    proc = stack.procs[name]
+    horses = [int(pid) for task in Path(f"/proc/{proc.pid}/task").iterdir()
+              for pid in (task / "children").read_text().split()]
+    for pid in horses:
+        os.kill(pid, signal.SIGKILL)
+    proc.signal(signal.SIGKILL)
+    proc.popen.wait(5)
+
+
+def in_process(config: Config) -> tuple[object, Services]:
+    app = create_app(config)
+    return app.test_client(), app.extensions["loopfix"]
+
+
+# ----------------------------------------------------------------------------- idempotency (000)
+
+
+def test_fifty_concurrent_deletes_share_one_job(database_url, lead_config, stack_factory):
+    # 12 batches 0.3 s apart: the job is still active when the last request lands.
+    stack = stack_factory(lead_config("fixed", database_url=database_url, bulk_batch_size=10,
+                                      bulk_throttle_s=30.0, bulk_max_runtime_s=3000.0))
+    svc = Services(stack.config)
+    b = business_with_leads(svc, 120)
+    stack.start_app()
+    start_worker(stack)
+
+    results = storm(stack.app_url, b, b["lead_ids"])
+
+    assert [status for status, _ in results] == [202] * 50
+    job_ids = {body["job_id"] for _, body in results}
+    assert len(job_ids) == 1
+    assert sorted(body["existing"] for _, body in results) == [False] + [True] * 49
+    assert len(jobs_of(svc, b["id"])) == 1
+    api = Api(b, base_url=stack.app_url)
+    done = wait_status(api, job_ids.pop(), ("completed", "failed"))
+    assert (done["status"], done["succeeded"], done["skipped"]) == ("completed", 120, 0)
+    assert remaining(svc, b["id"]) == set()
+    history = read_history(stack.config.history_dir)
+    assert check_idempotent_delete(history, svc.policy).valid is True
+    assert check_nothing_lost(history, svc.policy).valid is True
+
+
+@pytest.mark.parametrize("variant", ["before", "seed"])
+def test_fifty_concurrent_deletes_make_many_jobs_before_the_fix(lead_config, stack_factory, variant):
+    stack = stack_factory(lead_config(variant))
+    svc = Services(stack.config)
+    b = business_with_leads(svc, 60)
+    stack.start_app()
+
+    results = storm(stack.app_url, b, b["lead_ids"])
+
+    assert [status for status, _ in results] == [202] * 50
+    jobs = jobs_of(svc, b["id"])
+    assert len({body["job_id"] for _, body in results}) == len(jobs) > 1
+    verdict = check_idempotent_delete(read_history(stack.config.history_dir), svc.policy)
+    assert verdict.valid is False and verdict.anomalies
+
+
+def test_before_the_fix_the_duplicate_jobs_fail_on_leads_already_gone(lead_config, stack_factory):
+    stack = stack_factory(lead_config("before"))
+    svc = Services(stack.config)
+    b = business_with_leads(svc, 20)
+    client, _ = in_process(stack.config)
+    api = Api(b, client=client)
+    start_worker(stack)
+    first = api.bulk_delete(b["lead_ids"])[1]["job_id"]
+    second = api.bulk_delete(b["lead_ids"])[1]["job_id"]
+    assert first != second
+
+    assert wait_status(api, first, ("completed", "failed"))["status"] == "completed"
+    failed = wait_status(api, second, ("completed", "failed"))
+    assert failed["status"] == "failed" and "not found" in failed["last_error"]
+    assert remaining(svc, b["id"]) == set()
+
+
+# ----------------------------------------------------------------------------- exactly once, tenants
+
+
+def test_each_requested_lead_is_deleted_once_and_other_tenants_are_untouched(lead_config, stack_factory):
+    stack = stack_factory(lead_config("fixed", bulk_batch_size=7))
+    svc = Services(stack.config)
+    a, other = business_with_leads(svc, 40), business_with_leads(svc, 15)
+    client, _ = in_process(stack.config)
+    api = Api(a, client=client)
+    asked = a["lead_ids"][:30]
+    start_worker(stack)
+
+    status, body = api.bulk_delete(asked + other["lead_ids"] + asked[:5])
+
+    assert status == 202 and body["existing"] is False
+    done = wait_status(api, body["job_id"], ("completed", "failed"))
+    assert (done["status"], done["total"], done["succeeded"], done["skipped"]) == ("completed", 45, 30, 15)
+    assert remaining(svc, a["id"]) == set(a["lead_ids"][30:])
+    assert remaining(svc, other["id"]) == set(other["lead_ids"])
+    history = read_history(stack.config.history_dir)
+    assert deletes_per_lead(history) == Counter({lead: 1 for lead in asked})
+    assert check_nothing_lost(history, svc.policy).valid is True
+    assert check_lock_exclusive(history, svc.policy).valid is True
+
+
+def _delete_tail_mid_job(lead_config, stack_factory, variant: str):
+    """A slow job (5-lead batches, 20 ms throttle); once its first batch is done, someone else
+    deletes its last 30 leads directly in the database."""
+    stack = stack_factory(lead_config(variant, bulk_batch_size=5, bulk_throttle_s=2.0))
+    svc = Services(stack.config)
+    b = business_with_leads(svc, 200)
+    client, _ = in_process(stack.config)
+    api = Api(b, client=client)
+    start_worker(stack)
+    job_id = api.bulk_delete(b["lead_ids"])[1]["job_id"]
+    wait_for(lambda: api.job(job_id)["processed"] > 0, 20, "the first batch")
+    tail = b["lead_ids"][-30:]
+    with svc.sessions() as s:
+        s.execute(delete(Lead).where(Lead.id.in_(tail)))
+        s.commit()
+    assert api.job(job_id)["status"] == "running"
+    return api, svc, b, job_id, wait_status(api, job_id, ("completed", "failed"))
+
+
+def test_leads_deleted_by_someone_else_mid_job_are_skipped_and_the_job_completes(lead_config, stack_factory):
+    api, svc, b, job_id, done = _delete_tail_mid_job(lead_config, stack_factory, "fixed")
+    assert (done["status"], done["processed"], done["succeeded"], done["skipped"]) == ("completed", 200, 170, 30)
+    assert remaining(svc, b["id"]) == set()
+
+
+def test_before_the_fix_leads_deleted_mid_job_fail_the_job(lead_config, stack_factory):
+    api, svc, b, job_id, done = _delete_tail_mid_job(lead_config, stack_factory, "before")
+    assert done["status"] == "failed" and "not found" in done["last_error"]
+    assert done["processed"] == 170 and remaining(svc, b["id"]) == set()
+    assert done["lock_held"] is False
+
+
+# ----------------------------------------------------------------------------- pause / resume (003)
+
+
+def test_a_long_job_pauses_keeping_its_lock_and_resumes_to_completion(lead_config, stack_factory):
+    # 5-lead batches every 20 ms; the runtime budget (20 policy s = 0.2 s) ends a run after ~10.
+    stack = stack_factory(lead_config("fixed", bulk_batch_size=5, bulk_throttle_s=2.0, bulk_max_runtime_s=20.0))
+    svc = Services(stack.config)
+    b = business_with_leads(svc, 150)
+    client, _ = in_process(stack.config)
+    api = Api(b, client=client)
+    r = redis.Redis.from_url(stack.config.redis_url)
+    key = LOCK_KEY.format(business_id=b["id"], operation=OP)
+    start_worker(stack)
+    job_id = api.bulk_delete(b["lead_ids"])[1]["job_id"]
+
+    paused = wait_status(api, job_id, ("paused", "completed"))
+    assert paused["status"] == "paused" and 0 < paused["processed"] < 150
+    assert paused["lock_held"] is True and r.get(key) == str(job_id).encode() and r.pttl(key) > 0
+    assert api.bulk_delete(b["lead_ids"]) == (202, {"job_id": job_id, "existing": True, "status": "paused"})
+    time.sleep(0.3)
+    assert api.job(job_id)["processed"] == paused["processed"]  # nothing runs while paused
+
+    pauses = 1
+    while (state := api.job(job_id))["status"] == "paused":
+        status, body = api.resume(job_id)
+        assert status == 202 and body["resumed"] is True
+        state = wait_status(api, job_id, ("paused", "completed", "failed"))
+        pauses += state["status"] == "paused"
+    assert (state["status"], state["processed"], state["succeeded"]) == ("completed", 150, 150)
+    assert pauses >= 2 and r.exists(key) == 0 and state["lock_held"] is False
+    assert api.resume(job_id)[0] == 409
+    history = read_history(stack.config.history_dir)
+    assert check_lock_exclusive(history, svc.policy).valid is True
+    assert max(deletes_per_lead(history).values()) == 1
+
+
+def test_a_paused_job_keeps_a_second_job_from_running(lead_config, stack_factory):
+    # `new_job_per_delete_click` lets a second job exist at all; the kept lock stops it running.
+    stack = stack_factory(lead_config("fixed", faults="new_job_per_delete_click", bulk_batch_size=5,
+                                      bulk_throttle_s=2.0, bulk_max_runtime_s=20.0))
+    svc = Services(stack.config)
+    b = business_with_leads(svc, 150)
+    client, _ = in_process(stack.config)
+    api = Api(b, client=client)
+    start_worker(stack)
+    first = api.bulk_delete(b["lead_ids"])[1]["job_id"]
+    assert wait_status(api, first, ("paused", "completed"))["status"] == "paused"
+
+    second = api.bulk_delete(b["lead_ids"])[1]["job_id"]
+    refused = wait_status(api, second, ("completed", "failed"))
+
+    assert second != first and refused["status"] == "failed" and refused["processed"] == 0
+    assert f"held by job {first}" in refused["last_error"]
+    assert api.job(first)["lock_held"] is True  # the refused job's release did not free it
+    while api.job(first)["status"] == "paused":
+        api.resume(first)
+        wait_status(api, first, ("paused", "completed", "failed"))
+    assert api.job(first)["status"] == "completed" and remaining(svc, b["id"]) == set()
+
+
+def test_a_worker_killed_mid_job_leaves_a_lock_that_expires_and_a_resumable_job(lead_config, stack_factory):
+    # time_scale 0.0005: the 3600 s lock TTL is 1.8 s; heartbeat timeout 1000 policy s = 0.5 s;
+    # 5-lead batches every 20 ms; a runtime budget long enough not to pause.
+    stack = stack_factory(lead_config("fixed", time_scale=0.0005, bulk_batch_size=5, bulk_throttle_s=40.0,
+                                      heartbeat_timeout_s=1000.0, bulk_max_runtime_s=20000.0))
+    svc = Services(stack.config)
+    b = business_with_leads(svc, 300)
+    client, _ = in_process(stack.config)
+    api = Api(b, client=client)
+    r = redis.Redis.from_url(stack.config.redis_url)
+    key = LOCK_KEY.format(business_id=b["id"], operation=OP)
+    start_worker(stack, "worker1")
+    job_id = api.bulk_delete(b["lead_ids"])[1]["job_id"]
+    wait_for(lambda: api.job(job_id)["processed"] >= 25, 20, "25 leads deleted")
+
+    kill_worker(stack, "worker1")
+
+    killed = api.job(job_id)
+    assert killed["status"] == "running" and killed["processed"] < 300
+    assert r.get(key) == str(job_id).encode()
+    assert api.resume(job_id)[0] == 409  # its heartbeat is still fresh: it may be alive
+    wait_for(lambda: r.exists(key) == 0, 5, "the lock to expire by its TTL", every=0.05)
+    start_worker(stack, "worker2")
+    status, body = api.resume(job_id)
+    assert status == 202 and body["resumed"] is True, body
+    done = wait_status(api, job_id, ("completed", "failed"))
+
+    assert (done["status"], done["processed"], done["succeeded"], done["skipped"]) == ("completed", 300, 300, 0)
+    assert remaining(svc, b["id"]) == set() and r.exists(key) == 0
+    assert max(deletes_per_lead(read_history(stack.config.history_dir)).values()) == 1
+
+
+def test_a_job_stops_after_consecutive_batch_failures_and_releases_its_lock(lead_config, stack_factory):
+    stack = stack_factory(lead_config("fixed", bulk_batch_size=5, bulk_max_batch_failures=3))
+    svc = Services(stack.config)
+    b = business_with_leads(svc, 20, names=("",) * 12 + ("poison",))  # lead 13: third batch
+    db = Path(stack.config.sqlalchemy_url.removeprefix("sqlite:///"))
+    with sqlite3.connect(db) as conn:  # a real database failure on every delete of that lead
+        conn.execute("CREATE TRIGGER poison BEFORE DELETE ON lead WHEN old.name = 'poison' "
+                     "BEGIN SELECT RAISE(ABORT, 'poisoned lead'); END")
+    client, _ = in_process(stack.config)
+    api = Api(b, client=client)
+    start_worker(stack)
+
+    job_id = api.bulk_delete(b["lead_ids"])[1]["job_id"]
+    done = wait_status(api, job_id, ("completed", "failed"))
+
+    assert (done["status"], done["processed"], done["failed_batches"]) == ("failed", 10, 3)
+    assert "3 batches failed in a row" in done["last_error"] and "poisoned lead" in done["last_error"]
+    assert remaining(svc, b["id"]) == set(b["lead_ids"][10:])
+    assert done["lock_held"] is False
+    assert redis.Redis.from_url(stack.config.redis_url).exists(LOCK_KEY.format(business_id=b["id"], operation=OP)) == 0
+
+
+# ----------------------------------------------------------------------------- bad input, tenants, listing
+
+
+@pytest.mark.parametrize("body, error", [
+    ({"lead_ids": "1,2,3"}, "lead_ids_not_a_list"),
+    ({"lead_ids": {"1": 1}}, "lead_ids_not_a_list"),
+    ({}, "lead_ids_not_a_list"),
+    ({"lead_ids": []}, "lead_ids_empty"),
+    ({"lead_ids": [1, "2"]}, "lead_ids_not_integers"),
+    ({"lead_ids": [1, 2.0]}, "lead_ids_not_integers"),
+    ({"lead_ids": [True]}, "lead_ids_not_integers"),
+    ({"lead_ids": [0]}, "lead_ids_not_integers"),
+    ({"lead_ids": [-4]}, "lead_ids_not_integers"),
+    ({"lead_ids": [2**63]}, "lead_ids_not_integers"),
+    ({"lead_ids": [None]}, "lead_ids_not_integers"),
+    ([1, 2, 3], "body_not_a_json_object"),
+])
+def test_bad_bulk_delete_input_gets_a_clear_400_and_no_job(lead_config, body, error):
+    client, svc = in_process(lead_config())
+    b = business_with_leads(svc, 3)
+    r = client.post("/api/leads/bulk-delete", json=body, headers=auth(b))
+    assert r.status_code == 400 and r.json["error"] == error and r.json["message"]
+    assert jobs_of(svc, b["id"]) == []
+
+
+def test_too_many_lead_ids_are_refused_and_the_limit_is_stated(lead_config):
+    client, svc = in_process(lead_config())
+    b = business_with_leads(svc, 3)
+    r = client.post("/api/leads/bulk-delete", json={"lead_ids": list(range(1, 100_002))}, headers=auth(b))
+    assert r.status_code == 400 and r.json["error"] == "too_many_lead_ids"
+    limit = int(r.json["message"].split("at most ")[1].split()[0])
+    assert client.post("/api/leads/bulk-delete", json={"lead_ids": list(range(1, limit + 2))},
+                       headers=auth(b)).status_code == 400
+    assert client.post("/api/leads/bulk-delete", json={"lead_ids": list(range(1, limit + 1))},
+                       headers=auth(b)).status_code == 202
+
+
+def test_non_json_and_unauthenticated_requests_are_refused(lead_config):
+    client, svc = in_process(lead_config())
+    b = business_with_leads(svc, 3)
+    r = client.post("/api/leads/bulk-delete", data="lead_ids=1", headers=auth(b))
+    assert r.status_code == 400 and r.json["error"] == "body_not_a_json_object"
+    assert client.post("/api/leads/bulk-delete", json={"lead_ids": [1]}).status_code == 401
+    assert client.get("/api/jobs/1", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_another_business_job_is_indistinguishable_from_no_job(lead_config):
+    client, svc = in_process(lead_config())
+    a, b = business_with_leads(svc, 3), business_with_leads(svc, 3)
+    job_id = Api(a, client=client).bulk_delete(a["lead_ids"])[1]["job_id"]
+    theirs, none = Api(b, client=client), 10**6
+    for method, path in (("GET", "/api/jobs/{}"), ("POST", "/api/jobs/{}/resume")):
+        assert theirs.call(method, path.format(job_id)) == theirs.call(method, path.format(none))
+        assert theirs.call(method, path.format(job_id))[0] == 404
+    assert theirs.call("GET", f"/api/jobs/{2**40}")[0] == 404
+    assert Api(a, client=client).job(job_id)["status"] == "queued"
+
+
+def test_leads_list_pages_through_the_business_remaining_leads(lead_config):
+    client, svc = in_process(lead_config())
+    a, b = business_with_leads(svc, 25), business_with_leads(svc, 4)
+    api, seen, after = Api(a, client=client), [], 0
+    while after is not None:
+        status, page = api.call("GET", "/api/leads", params={"after": after, "limit": 10})
+        assert status == 200 and page["total"] == 25
+        seen += [lead["id"] for lead in page["leads"]]
+        after = page["next_after"]
+    assert seen == a["lead_ids"]
+    for bad in ({"limit": 0}, {"limit": 10**6}, {"after": -1}, {"after": "x"}):
+        status, body = api.call("GET", "/api/leads", params=bad)
+        assert status == 400 and body["error"] == "bad_page"
+
+
+def test_resume_of_a_queued_job_does_not_enqueue_it_twice(lead_config):
+    client, svc = in_process(lead_config())
+    a = business_with_leads(svc, 3)
+    api = Api(a, client=client)
+    job_id = api.bulk_delete(a["lead_ids"])[1]["job_id"]
+    status, body = api.resume(job_id)
+    assert status == 202 and body["resumed"] is False and body["status"] == "queued"
+    assert len(svc.queue("leads")) == 1
