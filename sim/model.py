@@ -44,6 +44,9 @@ DB_COMMIT_S = 0.01  # one database commit (create a run row, insert a job row)
 SWEEP_INTERVAL_S = 10.0  # the app sweeps for stuck runs every heartbeat interval
 SAMPLE_INTERVAL_S = 60.0  # queue depth / utilisation sampling
 LOCK_OP = "delete_leads_bulk"
+# Twilio's RecordingUrl, as the webhook sends it; the odd one carries '.json' before the end.
+RECORDING_URL = "https://api.twilio.com/2010-04-01/Accounts/AC{n}/Recordings/RE{n}.json"
+ODD_RECORDING_URL = "https://api.twilio.com/2010-04-01/Accounts/AC{n}.json/Recordings/RE{n}.json"
 _event = events_mod.event
 
 
@@ -86,7 +89,7 @@ class JobQueue:
         return len(self.items)
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """A call with its recording: what Twilio holds and what the app stored."""
 
@@ -103,7 +106,7 @@ class Call:
     audio_ok: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Run:
     """A RecordingRun row plus its RQ job: `token` is the RQ job id the row expects."""
 
@@ -128,7 +131,7 @@ class Run:
         return P.RunState(self.status, self.created_at, self.started_at, hb, self.next_attempt_at)
 
 
-@dataclass
+@dataclass(slots=True)
 class LeadJob:
     job_id: str
     business_id: int
@@ -145,7 +148,7 @@ class Entry:
     lead_job: LeadJob | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     t: float
     queue_depth: int
@@ -193,6 +196,13 @@ class Model:
         self.redis_paused = False
         self.scheduler_down = False
         self.crashed: list[tuple[Run, int]] = []
+        # Recording URLs of one shape differ only in their ids: policy.normalise_recording_url
+        # decides once per shape, on the shape with the ids as a placeholder (it never looks
+        # inside an id), instead of once per call.
+        self.url_shapes = {
+            odd: (shape, P.normalise_recording_url(shape, self.policy))
+            for odd, shape in ((False, RECORDING_URL), (True, ODD_RECORDING_URL))
+        }
         self._append = self.history.append
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
@@ -252,9 +262,9 @@ class Model:
         self._ids = n
         has_url = archive or self.rng_calls.random() < s.recordings.url_fraction
         odd = self.rng_calls.random() < s.recordings.odd_url_fraction
-        account = f"AC{n:06d}.json" if odd else f"AC{n:06d}"
-        raw = f"https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/RE{n:06d}.json" if has_url else ""
-        stored = P.normalise_recording_url(raw, self.policy) if has_url else ""
+        raw_shape, stored_shape = self.url_shapes[odd]
+        raw = raw_shape.format(n=f"{n:06d}") if has_url else ""
+        stored = stored_shape.format(n=f"{n:06d}") if has_url else ""
         call = Call(
             call_sid=f"CA{n:06d}",
             recording_sid=f"RE{n:06d}",

@@ -207,3 +207,14 @@ def test_before_bulk_delete_creates_a_job_per_click():
 def test_scenario_parameters_are_validated_before_the_model_runs():
     with pytest.raises(ValueError, match="workers.count"):
         simulate(parse_scenario({"workers": {"count": 0}}))
+
+
+def test_recording_urls_normalised_per_shape_match_the_policy_per_url():
+    from reference_app.policy import make_policy, normalise_recording_url
+    from sim.model import ODD_RECORDING_URL, RECORDING_URL
+
+    for variant in ("before", "seed", "fixed"):
+        p = make_policy(variant)
+        for shape in (RECORDING_URL, ODD_RECORDING_URL):
+            assert normalise_recording_url(shape, p).format(n="000042") == \
+                normalise_recording_url(shape.format(n="000042"), p)
