@@ -30,7 +30,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterable
+from typing import Any, Callable, Generator
 
 import simpy
 
@@ -484,7 +484,7 @@ class Model:
     # ------------------------------------------------------------------ workers, scheduler, sweeper
 
     def worker(self, w: int) -> Generator:
-        env, name = self.env, f"worker-{w}"
+        name = f"worker-{w}"
         while True:
             entry = None
             try:
@@ -564,7 +564,7 @@ class Model:
     # ------------------------------------------------------------------ the recording job
 
     def recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
-        run, p, env = entry.run, self.policy, self.env
+        run, env = entry.run, self.env
         assert run is not None
         if run.status in ("done", "failed") or run.token != entry.token:
             return  # superseded (re-queued as stuck) or finished: the app's job does nothing
@@ -1010,7 +1010,3 @@ def simulate_model(scenario: Scenario, policy: P.Policy, on_progress: Callable[[
         if was_enabled:
             gc.enable()
     return model
-
-
-def iter_kinds(history: Iterable[dict[str, Any]], *kinds: str) -> Iterable[dict[str, Any]]:
-    return (e for e in history if e["kind"] in kinds)

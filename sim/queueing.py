@@ -7,7 +7,6 @@ agree.
 """
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 
