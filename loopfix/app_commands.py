@@ -75,6 +75,9 @@ def serve(host, port, workers, threads, **opts):
     """Run the reference app under gunicorn (real Flask, real Redis)."""
     cfg = build_config(**opts)
     _export(cfg)
+    from reference_app.services import Services
+
+    Services(cfg).engine  # create the tables once, before gunicorn's workers race to do it
     os.environ.setdefault("LOOPFIX_PROC", "app")
     args = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
             "--threads", str(threads), "--worker-class", "gthread", "--graceful-timeout", "5",

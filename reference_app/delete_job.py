@@ -129,12 +129,9 @@ class DeleteRun:
     def _take_lock(self, resumed: bool) -> bool:
         """A resumed run first refreshes the lock its job kept through the pause (or still
         holds after a crash); a fresh run, or one whose lock lapsed, takes it with SET NX."""
-        coord, b = self.svc.coord, self.business_id
         if resumed:
-            ok = coord.refresh_lock(b, BULK_DELETE_OP, self.owner)
-            self.emit("lock.refresh", business_id=b, op=BULK_DELETE_OP, owner=self.owner, ok=ok)
-            if ok:
-                return True
+            return self._keep_lock()
+        coord, b = self.svc.coord, self.business_id
         ok = coord.acquire_lock(b, BULK_DELETE_OP, self.owner)
         self.emit("lock.acquire", business_id=b, op=BULK_DELETE_OP, owner=self.owner, ok=ok)
         return ok

@@ -49,6 +49,9 @@ class Ticker(threading.Thread):
 
 def run_worker(svc: Services, *, burst: bool = False, simple: bool = False, name: str | None = None) -> None:
     set_services(svc)
+    # Build the lazy services before the ticker thread starts: cached_property holds a lock
+    # while building, and a fork (RQ's work horse) taken mid-build would inherit it held.
+    svc.sessions, svc.history, svc.coord  # noqa: B018
     conn = redis.Redis.from_url(svc.config.redis_url)  # no short socket timeout: RQ blocks on dequeue
     ticker = Ticker(svc)
     ticker.start()
