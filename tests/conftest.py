@@ -1,8 +1,10 @@
-"""Shared fixtures: real Redis (a test database flushed around each test), an app per variant
-on SQLite in a temp dir, seeded businesses, signed Twilio webhooks, and the process stack.
+"""Shared fixtures: real Redis (flushed around each test), an app per variant on SQLite in a
+temp dir, seeded businesses, signed Twilio webhooks, and the process stack.
 
-REDIS_URL picks the server (default 127.0.0.1:6379); tests use its database 15. A test that
-needs Redis fails, never skips, when no server answers.
+Redis is a private `redis-server` that this test session starts on a free port and stops by
+pid, so concurrent test runs on one machine never flush each other's queues and locks. Without
+`redis-server` on PATH the tests use database 15 of REDIS_URL (default 127.0.0.1:6379). A test
+that needs Redis fails, never skips, when no server answers.
 """
 from __future__ import annotations
 
@@ -22,16 +24,27 @@ from reference_app.policy import make_policy
 from reference_app.services import Services
 
 import os
+import shutil
 
 BASE_REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-TEST_REDIS = BASE_REDIS.rsplit("/", 1)[0] + "/15"
+
+
+@pytest.fixture(scope="session")
+def private_redis(tmp_path_factory):
+    """URL of this test session's own Redis (see the module docstring)."""
+    if shutil.which("redis-server") is None:
+        yield BASE_REDIS.rsplit("/", 1)[0] + "/15"
+        return
+    st = Stack(tmp_path_factory.mktemp("redis"), Config())
+    yield st.start_redis()
+    st.stop()
 
 
 @pytest.fixture
-def redis_url():
-    conn = redis.Redis.from_url(TEST_REDIS)
+def redis_url(private_redis):
+    conn = redis.Redis.from_url(private_redis)
     conn.flushdb()
-    yield TEST_REDIS
+    yield private_redis
     conn.flushdb()
 
 

@@ -13,22 +13,11 @@ import time
 import pytest
 import redis
 
-from loadtests.stack import Stack
-from reference_app.config import Config
 from reference_app.coordination import LOCK_KEY, Coordinator
 from reference_app.policy import make_policy
 
 OP = "delete_leads_bulk"
 BUSINESS = 7
-
-
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory):
-    """A redis-server of this module's own (the shared test database is flushed by other runs)."""
-    st = Stack(tmp_path_factory.mktemp("redis"), Config())
-    url = st.start_redis()
-    yield url
-    st.stop()
 
 
 @pytest.fixture

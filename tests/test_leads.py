@@ -53,16 +53,6 @@ PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory):
-    """A redis-server of this module's own: the shared one's test database is flushed by other
-    engineers' test runs, which would wipe our queues and locks mid-test."""
-    st = Stack(tmp_path_factory.mktemp("redis"), Config())
-    url = st.start_redis()
-    yield url
-    st.stop()
-
-
 @pytest.fixture
 def lead_config(tmp_path, private_redis):
     """lead_config(variant, faults, time_scale, database_url, **policy_overrides) -> Config whose
