@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from reference_app.config import Config
-from reference_app.policy import FAULTS, VARIANTS, describe, make_policy, parse_assignments
+from reference_app.policy import FAULTS, VARIANTS, describe, make_policy, parse_assignments, split_assignments
 
 
 def policy_options(fn):
@@ -36,7 +36,7 @@ def build_config(variant=None, faults=None, time_scale=None, assignments=(), **p
     """Config from the environment, with flags on top; ValueError → click's usage error."""
     try:
         cfg = Config.from_env()
-        env_overrides = parse_assignments([a for a in os.environ.get("LOOPFIX_POLICY", "").split(",") if a.strip()])
+        env_overrides = parse_assignments(split_assignments(os.environ.get("LOOPFIX_POLICY", "")))
         policy = make_policy(
             variant=variant or cfg.policy.variant,
             faults=faults if faults is not None else ",".join(sorted(cfg.policy.extra_faults)),

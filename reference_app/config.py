@@ -2,7 +2,8 @@
 
 Every setting is an environment variable (and a CLI flag where it fits): REDIS_URL,
 DATABASE_URL, LOOPFIX_MEDIA_HOSTS, LOOPFIX_TIME_SCALE, LOOPFIX_VARIANT, LOOPFIX_FAULTS,
-LOOPFIX_POLICY (comma-separated NAME=VALUE overrides), LOOPFIX_DATA_DIR, LOOPFIX_HISTORY_DIR,
+LOOPFIX_POLICY (comma-separated NAME=VALUE overrides; list values continue after commas,
+lock TTLs as `lock_ttl_s=delete_leads_bulk:2,default:5`), LOOPFIX_DATA_DIR, LOOPFIX_HISTORY_DIR,
 LOOPFIX_RUN_EPOCH (wall seconds that histories count from). Invalid values raise ValueError
 with what to fix; the CLI turns that into a one-line message.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-from reference_app.policy import Policy, make_policy, parse_assignments
+from reference_app.policy import Policy, format_policy_value, make_policy, parse_assignments, split_assignments
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Config:
             variant=env.get("LOOPFIX_VARIANT", "fixed") or "fixed",
             faults=env.get("LOOPFIX_FAULTS", ""),
             time_scale=env.get("LOOPFIX_TIME_SCALE", "1.0") or "1.0",
-            overrides=parse_assignments([a for a in env.get("LOOPFIX_POLICY", "").split(",") if a.strip()]),
+            overrides=parse_assignments(split_assignments(env.get("LOOPFIX_POLICY", ""))),
         )
         try:
             epoch = float(env.get("LOOPFIX_RUN_EPOCH", "0") or 0)
@@ -79,10 +80,9 @@ class Config:
             env["LOOPFIX_HISTORY_DIR"] = str(self.history_dir)
         defaults = Policy(variant=p.variant, time_scale=p.time_scale, extra_faults=p.extra_faults)
         changed = [
-            f"{name}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+            f"{name}={format_policy_value(v)}"
             for name, v in vars(p).items()
-            if name not in ("variant", "time_scale", "extra_faults", "faults", "lock_ttl_s")
-            and getattr(defaults, name) != v
+            if name not in ("variant", "time_scale", "extra_faults", "faults") and getattr(defaults, name) != v
         ]
         env["LOOPFIX_POLICY"] = ",".join(changed)
         return env

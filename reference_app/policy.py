@@ -208,9 +208,29 @@ def _parse_value(name: str, raw: object) -> object:
         if kind.startswith("tuple[float"):
             items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
             return tuple(float(x) for x in items)
+        if name == "lock_ttl_s":
+            return _parse_lock_ttls(raw)
     except (TypeError, ValueError):
         raise ValueError(f"{name} takes a {kind}, not {raw!r}") from None
     raise ValueError(f"{name} cannot be overridden")
+
+
+def _parse_lock_ttls(raw: object) -> tuple[tuple[str, float], ...]:
+    """`'delete_leads_bulk:2,default:5'` (or a mapping) → seed 003's table with those entries
+    replaced or added; the other operations keep their seed TTLs."""
+    pairs = raw.items() if isinstance(raw, Mapping) else (
+        item.split(":", 1) for item in str(raw).split(",") if item.strip())
+    table = dict(SEED_LOCK_TTL_S)
+    for op, ttl in pairs:
+        table[str(op).strip()] = float(ttl)
+    return tuple(table.items())
+
+
+def format_policy_value(value: object) -> str:
+    """The inverse of the parsing above, for `NAME=VALUE` in LOOPFIX_POLICY."""
+    if isinstance(value, tuple):
+        return ",".join(f"{v[0]}:{v[1]:g}" if isinstance(v, tuple) else f"{v:g}" for v in value)
+    return str(value)
 
 
 def make_policy(
@@ -235,6 +255,20 @@ def make_policy(
             raise ValueError(f"unknown policy constant {name!r}; known: {', '.join(sorted(_OVERRIDABLE))}")
         values[key] = _parse_value(key, raw)
     return Policy(variant=variant, extra_faults=extra, time_scale=scale, **values)  # type: ignore[arg-type]
+
+
+def split_assignments(text: str) -> list[str]:
+    """LOOPFIX_POLICY's `'a=1,slot_defer_s=2,5,10,b=x'` → `['a=1', 'slot_defer_s=2,5,10', 'b=x']`:
+    an item without `=` continues the previous value (a list-valued constant)."""
+    items: list[str] = []
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        if "=" not in part and items:
+            items[-1] += "," + part.strip()
+        else:
+            items.append(part.strip())
+    return items
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, str]:

@@ -67,3 +67,16 @@ def test_seed_rewrites_every_json_and_before_keeps_json():
 ])
 def test_media_host_allowlist(url, ok):
     assert media_host_allowed(url, ["api.twilio.com", "127.0.0.1:8010"]) is ok
+
+
+def test_a_child_process_rebuilds_every_overridden_constant_from_the_environment():
+    from reference_app.config import Config
+
+    p = make_policy("seed", "no_heartbeat", 0.01, {"max_retries": 6, "slot_defer_s": "1,2,3",
+                                                  "lock_ttl_s": "delete_leads_bulk:2,default:5"})
+    assert Config.from_env(Config(policy=p).to_env()).policy == p
+
+
+def test_lock_ttls_are_set_per_operation_and_the_rest_keep_the_seed_table():
+    ttl = policy_json("--set", "lock_ttl_s=delete_leads_bulk:2")["constants"]["lock_ttl_s"]
+    assert ttl["delete_leads_bulk"] == 2 and ttl["broadcast_whatsapp"] == policy_json()["constants"]["lock_ttl_s"]["broadcast_whatsapp"]
