@@ -306,8 +306,10 @@ def fetch_recording(svc: Services, s: Session, run: RecordingRun, owner: str) ->
             s.add(RecordingFile(recording_sid=sid, **row))
         s.commit()
     except IntegrityError:
+        # The bytes were fetched in full, but another job's row won: still a second download
+        # from Twilio, so the history says so (skipped means "nothing fetched").
         s.rollback()
-        emit("download.end", job_id=job_id, call_sid=run.call_sid, recording_sid=sid, ok=True, skipped=True, bytes=size)
+        emit("download.end", job_id=job_id, call_sid=run.call_sid, recording_sid=sid, ok=True, skipped=False, bytes=size)
         return Fetch("skipped", size)
     emit("download.end", job_id=job_id, call_sid=run.call_sid, recording_sid=sid, ok=True, skipped=False, bytes=size)
     return Fetch("ok", size)

@@ -721,9 +721,10 @@ class Model:
             return False
         size = 960_000 if served == "audio" else 1_200
         if not p.has("download_not_idempotent") and call.file_ready:
-            # two racing downloads: the unique RecordingSid row says the other one completed first
+            # two racing downloads: the unique RecordingSid row says the other one completed first,
+            # but the bytes were fetched twice (as in the app, skipped means nothing was fetched)
             self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                      ok=True, skipped=True, bytes=size)
+                      ok=True, skipped=False, bytes=size)
             return True
         call.file_ready, call.audio_ok = True, served == "audio"
         self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
