@@ -27,6 +27,8 @@ from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
 from reference_app.policy import (
     ACTIVE_RUN_STATUSES,
     RunState,
+    WAITING_RUN_STATUSES,
+    enqueue_retry_is_int,
     media_host_allowed,
     recording_retry_decision,
     slot_defer_delay,
@@ -42,7 +44,7 @@ JOB_FUNC = "reference_app.jobs.process_recording"
 # --------------------------------------------------------------------------- enqueue
 
 
-def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: float = 0.0) -> str:
+def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: float = 0.0, via: str = "retry") -> str:
     """Put `run` on the recordings queue, now or after `delay_policy_s`; returns the RQ job id.
 
     The new RQ job id is committed on the run first: a job that starts and finds another id
@@ -50,12 +52,13 @@ def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: fl
 
     The RQ Retry object covers crashes and unexpected errors (001: always `Retry(max=3)`,
     never an int); waiting for a CallLog or audio is the job's own schedule, not RQ's.
-    `retry_as_int` (before) passes `retry=3` and RQ raises at enqueue.
+    `retry_as_int` (before) passes `retry=3` on the enqueue API's path (`via`; see
+    policy.enqueue_retry_is_int) and RQ raises at enqueue.
     """
     p = svc.policy
     queue = svc.queue(RECORDINGS_QUEUE)
     rq_id = f"rec{run.id}-{uuid.uuid4().hex[:8]}"
-    retry = 3 if p.has("retry_as_int") else Retry(max=p.enqueue_retry_max)
+    retry = 3 if enqueue_retry_is_int(via, p) else Retry(max=p.enqueue_retry_max)
     timeout = max(60, int(p.wall(3 * p.inflight_ttl_s)) + 30)
     run.rq_job_id = rq_id
     s.commit()
@@ -338,10 +341,11 @@ def cleanup_stuck_recording_jobs(svc: Services | None = None) -> int:
     """
     svc = svc or get_services()
     p, now, moved = svc.policy, svc.policy_now(), 0
+    alive = svc.coord.worker_alive()
     with svc.sessions() as s:
         runs = s.scalars(select(RecordingRun).where(RecordingRun.status.in_(ACTIVE_RUN_STATUSES))).all()
         for run in runs:
-            why = stuck_reason(run_state(svc, run), now, p)
+            why = stuck_reason(run_state(svc, run), now, p, alive if run.status in WAITING_RUN_STATUSES else None)
             if why is None:
                 continue
             over_budget = run.retry_count >= p.max_recording_retries and not p.has("infinite_immediate_retry")

@@ -47,7 +47,8 @@ FAULTS: dict[str, str] = {
     "slot_defer_sleeps": "the 'non-blocking' slot defer still sleeps in the worker before re-queuing (004)",
     "fail_fast_incr_then_expire": "fail-fast INCR and EXPIRE are two calls: a crash between leaves no TTL (002)",
     "no_heartbeat": "the worker refreshes no heartbeat and no Redis claim while downloading (002/004)",
-    "stuck_by_age": "a running job is stuck after a fixed 5 min, even while it is downloading (002)",
+    "stuck_by_age": "a job is stuck after a fixed 5 min: running, even while it is downloading; queued, even "
+    "while live workers are busy with a backlog ahead of it (002)",
     "json_replace_everywhere": ".replace('.json', '.mp3') rewrites every occurrence, not the suffix (001)",
     "download_not_idempotent": "a re-run downloads again: no skip-if-complete, no atomic rename (RQ re-run)",
     "delete_check_then_insert": "bulk-delete dedup is check-then-insert: concurrent requests race (000/003)",
@@ -313,10 +314,14 @@ def describe(p: Policy) -> dict[str, object]:
 
 
 def backoff_delay(attempt: int, p: Policy) -> float:
-    """Delay before retry `attempt` (1-based): base * 2^(attempt-1), capped (000)."""
+    """Delay before retry `attempt` (1-based): base * 2^(attempt-1), capped (000). Any attempt
+    number is fine: past a float's range (attempt ~1000, infinite retries) it is the cap."""
     if attempt < 1:
         raise ValueError("attempt is 1-based")
-    return min(p.backoff_base_s * 2 ** (attempt - 1), p.backoff_cap_s)
+    try:
+        return min(math.ldexp(p.backoff_base_s, attempt - 1), p.backoff_cap_s)
+    except OverflowError:
+        return p.backoff_cap_s
 
 
 def backoff_schedule(p: Policy) -> list[float]:
@@ -373,16 +378,23 @@ class RunState:
 
 
 ACTIVE_RUN_STATUSES = ("queued", "running", "retry_wait")
+WAITING_RUN_STATUSES = ("queued", "retry_wait")  # stuck_reason wants worker liveness for these
 
 
-def stuck_reason(run: RunState, now: float, p: Policy) -> str | None:
+def stuck_reason(run: RunState, now: float, p: Policy, worker_alive: bool | None = None) -> str | None:
     """Why `run` counts as stuck at `now`, or None when it is healthy (002, fixed by heartbeat).
 
-    queued: waiting longer than stuck_timeout since it became due (created, or its retry time);
+    queued (or retry_wait): waiting longer than stuck_timeout since it became due (created, or
+    its retry time) — but in `fixed` only while no worker is alive (`worker_alive` False or
+    None = unknown): a job queued behind a backlog that live workers are busy with is waiting
+    its turn, not stuck (seed, fault stuck_by_age: stuck by age alone, so a long backlog burns
+    every queued job's retry budget);
     running: no heartbeat for heartbeat_timeout (fixed) / running longer than stuck_timeout by
     started_at (seed, fault stuck_by_age); running without started_at is always stuck.
     """
     if p.has("stuck_202_forever"):
+        return None
+    if run.status in WAITING_RUN_STATUSES and worker_alive is True and not p.has("stuck_by_age"):
         return None
     if run.status == "queued":
         due = max(run.created_at, run.next_attempt_at or run.created_at)
@@ -415,7 +427,7 @@ class PlaybackState:
     has_recording_url: bool
     file_ready: bool
     run: RunState | None
-    worker_alive: bool | None = None  # None: unknown (treated as alive)
+    worker_alive: bool | None = None  # for a waiting run (WAITING_RUN_STATUSES); None: unknown
 
 
 @dataclass(frozen=True)
@@ -437,7 +449,7 @@ def playback_decision(state: PlaybackState, now: float, p: Policy) -> PlaybackDe
         return PlaybackDecision("not_found", 404, reason="no recording URL for this call")
     run = state.run
     if run is not None and run.status in ACTIVE_RUN_STATUSES:
-        why = stuck_reason(run, now, p)
+        why = stuck_reason(run, now, p, state.worker_alive)
         if why is None:
             if run.status == "queued" and state.worker_alive is False and not p.has("fail_fast_unreachable"):
                 return PlaybackDecision("no_worker", 202, p.retry_after_recovery_s, "no worker is processing the queue")
@@ -478,8 +490,35 @@ def enqueue_status(reason: str) -> int:
     return ENQUEUE_REASON_STATUS[reason]
 
 
+def reported_enqueue_reason(reason: str, p: Policy) -> str:
+    """The reason the enqueue reports: before (enqueue_error_hidden) a failed enqueue returns
+    False like a dedup hit, so the caller reports 'duplicate' (001)."""
+    return "duplicate" if reason == "error" and p.has("enqueue_error_hidden") else reason
+
+
 def enqueue_dedup_ttl(p: Policy) -> float:
     return p.before_enqueue_dedup_ttl_s if p.has("long_dedup_ttl") else p.enqueue_dedup_ttl_s
+
+
+def enqueue_retry_is_int(via: str, p: Policy) -> bool:
+    """Does an enqueue made `via` this path pass `retry=3` as an int, so RQ raises (001)?
+
+    Only the enqueue API's (`via == "enqueue_api"`, seed 001's routes_calls endpoints): that is
+    where seed 001's loop lived (a failed enqueue answered 200 'duplicate' forever). The webhook,
+    playback and retry paths are taken to predate the `retry=` argument, so that in `before`
+    seed 000's immediate-retry loop and seed 003's job-per-click loop still run instead of every
+    job failing at enqueue.
+    """
+    return via == "enqueue_api" and p.has("retry_as_int")
+
+
+def playback_dedups(p: Policy) -> bool:
+    """Does a play click pass the playback mark and the enqueue dedup before it enqueues?
+
+    before (enqueue_every_click): neither — the play route predates PlaybackDedup (003) and
+    enqueued on every click, so repeated clicks give duplicate jobs.
+    """
+    return not p.has("enqueue_every_click")
 
 
 # --------------------------------------------------------------------------- URLs

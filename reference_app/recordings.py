@@ -14,10 +14,13 @@ from reference_app.jobs import api_slot_owner, enqueue_run, run_state
 from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
 from reference_app.policy import (
     ACTIVE_RUN_STATUSES,
+    WAITING_RUN_STATUSES,
     PlaybackState,
     enqueue_status,
     fail_fast_tripped,
     playback_decision,
+    playback_dedups,
+    reported_enqueue_reason,
 )
 from reference_app.services import Services
 
@@ -45,8 +48,10 @@ def ready_file(s: Session, call: CallLog) -> RecordingFile | None:
 
 
 def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: str, recording_sid: str | None,
-                      recording_url: str | None, job_type: str, via: str) -> tuple[str, RecordingRun | None]:
-    """Create a RecordingRun and its RQ job unless one was enqueued within the dedup window.
+                      recording_url: str | None, job_type: str, via: str,
+                      dedup: bool = True) -> tuple[str, RecordingRun | None]:
+    """Create a RecordingRun and its RQ job unless one was enqueued within the dedup window
+    (`dedup=False`: no dedup key at all, the `before` play route's enqueue).
 
     Returns seed 001's reason: 'enqueued' | 'duplicate' | 'error'.
     """
@@ -61,7 +66,7 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
             if p.has("semaphore_in_api") and job_type == "download_only":
                 if not svc.coord.acquire_slot(business_id, api_slot_owner(run.id), call_sid):
                     raise RuntimeError("no download slot free")
-            enqueue_run(svc, s, run)
+            enqueue_run(svc, s, run, via=via)
         except Exception as exc:
             run.status, run.error, run.finished_at = "failed", f"enqueue failed: {exc}"[:500], time.time()
             s.commit()
@@ -70,10 +75,14 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
         svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=call_sid, job_type=job_type, via=via)
         return run
 
-    reason, run = svc.coord.dedup_enqueue(call_sid, job_type, create_and_enqueue)
-    if reason == "error" and p.has("enqueue_error_hidden"):
-        reason = "duplicate"
-    return reason, run
+    if dedup:
+        reason, run = svc.coord.dedup_enqueue(call_sid, job_type, create_and_enqueue)
+    else:
+        try:
+            reason, run = "enqueued", create_and_enqueue()
+        except Exception:
+            reason, run = "error", None
+    return reported_enqueue_reason(reason, p), run
 
 
 def latest_run(s: Session, call_sid: str) -> RecordingRun | None:
@@ -89,7 +98,8 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
     file = ready_file(s, call)
     run = latest_run(s, call_sid)
     state = PlaybackState(bool(call.recording_url), file is not None, run_state(svc, run) if run else None,
-                          worker_alive=svc.coord.worker_alive() if run is not None and run.status == "queued" else None)
+                          worker_alive=svc.coord.worker_alive() if run is not None and run.status in WAITING_RUN_STATUSES
+                          else None)
     decision = playback_decision(state, svc.policy_now(), p)
     if decision.kind == "serve":
         return Answer(200, file=file)
@@ -99,7 +109,8 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
         return Answer(202, {"status": "processing"}, retry_after_s=decision.retry_after_s)
     if decision.kind == "start" and run is not None and run.status in ACTIVE_RUN_STATUSES:
         _fail_stuck(svc, s, run, decision.reason)
-    if not svc.coord.mark_playback(business.id, call_sid):
+    dedup = playback_dedups(p)
+    if dedup and not svc.coord.mark_playback(business.id, call_sid):
         return Answer(202, {"status": "processing"}, retry_after_s=p.retry_after_s)
     attempts = svc.coord.count_attempt(call_sid)
     if fail_fast_tripped(attempts, p):
@@ -111,7 +122,7 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
                       retry_after_s=decision.retry_after_s)
     reason, _run = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,
                                      recording_sid=call.recording_sid, recording_url=call.recording_url,
-                                     job_type="download_only", via="playback")
+                                     job_type="download_only", via="playback", dedup=dedup)
     emit("enqueue.result", call_sid=call_sid, reason=reason, status=202 if reason != "error" else 500)
     if reason == "error":
         return Answer(500, {"error": "enqueue_failed"})

@@ -13,12 +13,10 @@ bulk delete — is a call into `reference_app.policy`. Where a fault is a race (
 the model makes the check and the set two steps `redis_rtt_s` / `db_commit_s` apart, so
 concurrent clicks interleave; the fixed variant does one atomic step.
 
-Modelling choices where the seeds leave room (see the report of issue 4):
-- `retry_as_int` fails the enqueue API's enqueues (seed 001's routes_calls endpoints);
-  webhook and playback enqueues are taken to predate the `retry=` argument, so that the
-  `before` tier's other loops (immediate retries, a job per click) stay visible;
-- `enqueue_every_click` sends every playback "start" straight to the queue, with neither the
-  playback mark nor the enqueue dedup.
+Where the seeds leave room, the app and the model read a fault the same way, and the reading
+is a policy.py function both call: `retry_as_int` fails only the enqueue API's enqueues
+(policy.enqueue_retry_is_int); `enqueue_every_click` skips both the playback mark and the
+enqueue dedup (policy.playback_dedups).
 
 Processes record events into `Model.history`; they never print.
 """
@@ -328,7 +326,7 @@ class Model:
             yield self.env.timeout(DB_COMMIT_S)
         run = Run(self.next_id(), call, job_type, "queued", self.env.now, self.policy.enqueue_retry_max)
         self.latest_run[call.call_sid] = run
-        if self.redis_paused or (via == "enqueue_api" and self.policy.has("retry_as_int")):
+        if self.redis_paused or P.enqueue_retry_is_int(via, self.policy):
             run.status = "failed"
             raise EnqueueError("enqueue raised")
         self.active_runs[run.job_id] = run
@@ -337,7 +335,12 @@ class Model:
         return run
 
     def enqueue_recording(self, call: Call, job_type: str, via: str, dedup: bool = True) -> Generator:
-        """Seed 001's enqueue with its dedup key; returns 'enqueued' | 'duplicate' | 'error'."""
+        """Seed 001's enqueue with its dedup key; returns 'enqueued' | 'duplicate' | 'error', as
+        the caller sees it (policy.reported_enqueue_reason)."""
+        reason = yield from self.dedup_enqueue(call, job_type, via, dedup)
+        return P.reported_enqueue_reason(reason, self.policy)
+
+    def dedup_enqueue(self, call: Call, job_type: str, via: str, dedup: bool) -> Generator:
         p, keys = self.policy, self.keys
         if not dedup:
             try:
@@ -395,7 +398,7 @@ class Model:
         if call.archive is False and now < call.calllog_at:
             return 404, None, False
         run = self.latest_run.get(call.call_sid)
-        alive = self.worker_alive() if run is not None and run.status == "queued" else None
+        alive = self.worker_alive() if run is not None and run.status in P.WAITING_RUN_STATUSES else None
         state = P.PlaybackState(call.has_url, call.file_ready,
                                 run.state(now, p.heartbeat_interval_s) if run else None, worker_alive=alive)
         d = P.playback_decision(state, now, p)
@@ -409,8 +412,8 @@ class Model:
             self.fail_stuck(run, d.reason)
         if self.redis_paused:
             return 500, None, False
-        every_click = p.has("enqueue_every_click")
-        if not every_click:
+        dedup = P.playback_dedups(p)
+        if dedup:
             ok = yield from self.mark_playback(call)
             if not ok:
                 return 202, p.retry_after_s, False
@@ -420,7 +423,7 @@ class Model:
             return 500, None, False
         if d.kind == "no_worker":
             return 202, d.retry_after_s, False
-        reason = yield from self.enqueue_recording(call, "download_only", "playback", dedup=not every_click)
+        reason = yield from self.enqueue_recording(call, "download_only", "playback", dedup=dedup)
         self.emit("enqueue.result", "web", call_sid=call.call_sid, reason=reason,
                   status=202 if reason != "error" else 500)
         if reason == "error":
@@ -537,9 +540,10 @@ class Model:
             yield env.timeout(SWEEP_INTERVAL_S)
             if self.redis_paused:
                 continue
-            now = env.now
+            now, alive = env.now, self.worker_alive()
             for run in list(self.active_runs.values()):
-                why = P.stuck_reason(run.state(now, p.heartbeat_interval_s), now, p)
+                waiting = run.status in P.WAITING_RUN_STATUSES
+                why = P.stuck_reason(run.state(now, p.heartbeat_interval_s), now, p, alive if waiting else None)
                 if why is None:
                     continue
                 over = run.retry_count >= p.max_recording_retries and not p.has("infinite_immediate_retry")

@@ -80,3 +80,11 @@ def test_a_child_process_rebuilds_every_overridden_constant_from_the_environment
 def test_lock_ttls_are_set_per_operation_and_the_rest_keep_the_seed_table():
     ttl = policy_json("--set", "lock_ttl_s=delete_leads_bulk:2")["constants"]["lock_ttl_s"]
     assert ttl["delete_leads_bulk"] == 2 and ttl["broadcast_whatsapp"] == policy_json()["constants"]["lock_ttl_s"]["broadcast_whatsapp"]
+
+
+def test_backoff_stays_at_the_cap_however_many_times_a_job_was_retried():
+    """`before` retries forever: attempt numbers pass 1,000, where 2^(n-1) leaves a float's range."""
+    from reference_app.policy import backoff_delay
+
+    p = make_policy("before")
+    assert [backoff_delay(n, p) for n in (1, 5, 6, 1000, 1025, 10**6)] == [60, 960, 1200, 1200, 1200, 1200]

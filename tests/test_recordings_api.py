@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from sqlalchemy import func, select
 
 from reference_app.models import CallLog, RecordingRun
@@ -249,6 +250,54 @@ def test_before_enqueues_on_every_click(app_factory):
             s.commit()
         time.sleep(svc.policy.wall(svc.policy.enqueue_dedup_ttl_s) + 0.02)
     assert runs(svc, call) == 3
+
+
+def test_without_playback_dedup_every_click_enqueues_even_inside_the_dedup_window(app_factory):
+    """enqueue_every_click: the play route predates both dedup layers (003), so back-to-back
+    clicks each create a job — the same reading as the model's (policy.playback_dedups)."""
+    client, svc = app_factory(faults="enqueue_every_click")
+    b = add_business(svc, recording_url=STUB)
+    call = b["calls"][0]["call_sid"]
+    for _ in range(3):  # each click finds the last job failed at once: no wait for any TTL
+        assert client.get(f"/api/recordings/file/{call}", headers=auth(b)).status_code == 202
+        with svc.sessions() as s:
+            for run in s.scalars(select(RecordingRun)):
+                run.status = "failed"
+            s.commit()
+    assert runs(svc, call) == 3
+
+
+def test_retry_as_int_fails_only_the_enqueue_api_so_play_clicks_still_enqueue(app_factory):
+    """retry_as_int breaks seed 001's enqueue API, not the play or webhook paths
+    (policy.enqueue_retry_is_int), so `before`'s other loops still run."""
+    client, svc = app_factory(variant="before")
+    b = add_business(svc, calls=2, recording_url=STUB)
+    played, asked = b["calls"][0]["call_sid"], b["calls"][1]["call_sid"]
+    assert client.get(f"/api/recordings/file/{played}", headers=auth(b)).status_code == 202
+    r = client.post(f"/api/calls/{asked}/recording/enqueue", headers=auth(b))
+    assert (r.status_code, r.json["reason"]) == (200, "duplicate")  # the failure hidden as a dedup hit
+    with svc.sessions() as s:
+        status = dict(s.execute(select(RecordingRun.call_sid, RecordingRun.status)).all())
+    assert status == {played: "queued", asked: "failed"}
+
+
+@pytest.mark.parametrize("faults, requeued", [("", 0), ("stuck_by_age", 1)])
+def test_sweeper_leaves_a_queued_run_alone_while_a_worker_is_alive_but_not_by_age(app_factory, faults, requeued):
+    """A long backlog is not a stuck job (fixed): with a live worker, a run queued far past the
+    stuck timeout keeps its place and its retry budget; seed (stuck_by_age) re-queues it."""
+    from reference_app.jobs import cleanup_stuck_recording_jobs
+
+    client, svc = app_factory(faults=faults)
+    b = add_business(svc, recording_url=STUB)
+    client.get(f"/api/recordings/file/{b['calls'][0]['call_sid']}", headers=auth(b))
+    with svc.sessions() as s:  # queued twice the stuck timeout ago
+        for run in s.scalars(select(RecordingRun)):
+            run.created_at -= svc.policy.wall(2 * svc.policy.stuck_timeout_s)
+        s.commit()
+    svc.coord.worker_beat()
+    assert cleanup_stuck_recording_jobs(svc) == requeued
+    with svc.sessions() as s:
+        assert s.scalar(select(RecordingRun.retry_count)) == requeued
 
 
 # ----------------------------------------------------------------------------- semaphore placement (004)

@@ -218,3 +218,40 @@ def test_recording_urls_normalised_per_shape_match_the_policy_per_url():
         for shape in (RECORDING_URL, ODD_RECORDING_URL):
             assert normalise_recording_url(shape, p).format(n="000042") == \
                 normalise_recording_url(shape.format(n="000042"), p)
+
+
+# --------------------------------------------------------------------------- readings shared with the app
+
+
+def test_retry_as_int_fails_only_the_enqueue_api_so_webhook_jobs_still_run():
+    """policy.enqueue_retry_is_int, as the app reads it: the enqueue API errors (hidden as a
+    200 'duplicate' in before) while webhook and play enqueues go through."""
+    for variant, api_status in (("fixed", 500), ("before", 200)):
+        faults = ["retry_as_int"] if variant == "fixed" else []
+        h = run("retry-storm", variant, faults=faults, duration_s=600).history
+        vias = {e["via"] for e in h if e["kind"] == "job.enqueue"}
+        refused = [e for e in h if e["kind"] == "enqueue.result" and e["reason"] in ("error", "duplicate")
+                   and e["status"] == api_status]  # only the enqueue API answers 200 or 500 to a failure
+        assert refused and "enqueue_api" not in vias and {"webhook", "playback"} <= vias
+        assert any(e["kind"] == "job.start" for e in h)
+
+
+def test_without_playback_dedup_repeated_clicks_each_enqueue():
+    """policy.playback_dedups, as the app reads it: enqueue_every_click skips the playback mark
+    and the enqueue dedup, so one storm gives one job per click; fixed gives one job."""
+    broken = verdict(run("retry-storm", "fixed", faults=["enqueue_every_click"]), "one-job-per-storm")
+    assert broken.valid is False and broken.anomalies["storm-duplicate-enqueue"][0].facts["jobs"] >= 2
+    assert verdict(run("retry-storm", "fixed"), "one-job-per-storm").valid is True
+
+
+def test_a_long_backlog_behind_busy_workers_is_waiting_not_stuck():
+    """One worker, three times the work it can do: jobs wait far past the 300 s stuck timeout.
+    fixed: none is declared stuck and all are downloaded; stuck_by_age (seed) re-queues them
+    until their retry budget is spent and recordings are lost."""
+    backlog = dict(workers__count=1, arrivals__calls_per_hour=2000, duration_s=1800, drain_s=7200,
+                   recordings__archive_calls=0, clients__archive_plays_per_hour=0)
+    fixed = run("steady", **backlog)
+    assert not [e for e in fixed.history if e["kind"] == "job.stuck"]
+    assert verdict(fixed, "nothing-lost").valid is True
+    lost = verdict(run("steady", faults=["stuck_by_age"], **backlog), "nothing-lost")
+    assert lost.valid is False and lost.anomalies["recording-not-downloaded"]
