@@ -2,6 +2,16 @@
 under gunicorn, N RQ workers with loopfix's ticker, and the Twilio stand-in, each a real
 process with its log in the run directory. Every process is started in its own session and
 stopped by pid (its process group), also when a start fails half-way.
+
+RQ's work horse calls `os.setpgrp()`, so a signal to a worker's process group misses the
+horse. `Proc.kill()` therefore kills the process's descendants (read from /proc) as well, and
+every process the stack starts carries a marker in its environment (`LOOPFIX_STACK`) that its
+children inherit: `Stack.stop()` ends by killing whatever still carries it, so no horse
+outlives its stack, even one orphaned by a worker that died on its own.
+
+Fault injection (the scenario's outage windows): `kill_worker` (SIGKILL, horse included),
+`stop_worker` (SIGTERM: RQ's warm shutdown), `restart_worker`, `pause_redis` /
+`resume_redis` (SIGSTOP / SIGCONT) and `restart_redis` (same port, empty: nothing on disk).
 """
 from __future__ import annotations
 
@@ -14,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -46,6 +57,57 @@ def http_ok(url: str) -> bool:
         return resp.status == 200
 
 
+STACK_MARKER = "LOOPFIX_STACK"
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc; empty when it is gone)."""
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, children first."""
+    out, todo = [], children(pid)
+    while todo:
+        child = todo.pop(0)
+        out.append(child)
+        todo += children(child)
+    return out
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Processes whose environment carries STACK_MARKER=marker (inherited by every child)."""
+    needle = f"{STACK_MARKER}={marker}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _kill(pid: int, sig: int = signal.SIGKILL) -> None:
+    for send in (os.killpg, os.kill):  # its own group (a horse leads one), then the process
+        try:
+            send(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 @dataclass
 class Proc:
     name: str
@@ -56,23 +118,36 @@ class Proc:
     def pid(self) -> int:
         return self.popen.pid
 
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
     def signal(self, sig: int) -> None:
-        """Signal the process group (the process and any child it forked, e.g. RQ's work horse)."""
+        """Signal the process group (the process and the children that stayed in its group)."""
         try:
             os.killpg(self.popen.pid, sig)
         except ProcessLookupError:
             pass
 
+    def kill(self, timeout: float = 5.0) -> list[int]:
+        """SIGKILL the process, its group and every descendant (RQ's work horse leads a group
+        of its own); reap it. Returns the descendants' pids that were killed."""
+        below = descendants(self.pid) if self.alive else []
+        for pid in below:
+            _kill(pid)
+        self.signal(signal.SIGKILL)
+        self.popen.wait(timeout)
+        return below
+
     def stop(self, timeout: float = 5.0) -> None:
-        if self.popen.poll() is None:
+        """SIGTERM (RQ: warm shutdown, gunicorn: graceful), then kill after `timeout`."""
+        if self.alive:
             self.signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.popen.wait(timeout)
-        else:
-            self.signal(signal.SIGKILL)  # reap an orphaned child of a dead leader
+                pass
+        self.kill(timeout)
 
 
 @dataclass
@@ -85,10 +160,13 @@ class Stack:
     procs: dict[str, Proc] = field(default_factory=dict)
     app_url: str = ""
     stub_url: str = ""
+    marker: str = field(default_factory=lambda: uuid.uuid4().hex)
+    redis_port: int = 0
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
         log = self.run_dir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**env, STACK_MARKER: self.marker}
         fh = open(log, "ab")
         popen = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                  cwd=str(self.run_dir))
@@ -109,7 +187,8 @@ class Stack:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not on PATH; set REDIS_URL to a running Redis")
-        port = free_port()
+        self.redis_port = self.redis_port or free_port()
+        port = self.redis_port
         proc = self._spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                      "--appendonly", "no"], dict(os.environ))
         url = f"redis://127.0.0.1:{port}/0"
@@ -122,6 +201,37 @@ class Stack:
         wait_until(ping, 10, "redis-server", proc.popen, proc.log)
         self.config = replace(self.config, redis_url=url)
         return url
+
+    # ----------------------------------------------------------------- fault injection
+
+    def workers(self) -> list[str]:
+        return [name for name in self.procs if name.startswith("worker")]
+
+    def kill_worker(self, name: str) -> list[int]:
+        """SIGKILL a worker and its work horse, as a dying machine would; returns the horse pids."""
+        return self.procs[name].kill()
+
+    def stop_worker(self, name: str, timeout: float = 10.0) -> None:
+        """SIGTERM: RQ's warm shutdown lets the running job finish, then the worker exits."""
+        self.procs[name].stop(timeout)
+
+    def restart_worker(self, name: str) -> Proc:
+        """Start `name` again after a kill or stop (a new RQ worker name, the same history name)."""
+        if self.procs[name].alive:
+            self.procs[name].stop()
+        del self.procs[name]
+        return self.start_worker(name)
+
+    def pause_redis(self) -> None:
+        self.procs["redis"].signal(signal.SIGSTOP)
+
+    def resume_redis(self) -> None:
+        self.procs["redis"].signal(signal.SIGCONT)
+
+    def restart_redis(self) -> str:
+        """Kill the private redis-server and start an empty one on the same port."""
+        self.procs.pop("redis").kill()
+        return self.start_redis()
 
     def start_stub(self, **settings) -> str:
         port = free_port()
@@ -165,10 +275,20 @@ class Stack:
             return json.load(resp)["recordings"]
 
     def stop(self) -> None:
-        """Stop every process, newest first (workers before the app before Redis)."""
+        """Stop every process, newest first (workers before the app before Redis), then kill
+        anything still carrying this stack's marker (an orphaned work horse)."""
+        if "redis" in self.procs:
+            self.resume_redis()  # a paused Redis would stall every warm shutdown
         for proc in reversed(list(self.procs.values())):
             proc.stop()
         self.procs.clear()
+        for _ in range(50):
+            left = marked_pids(self.marker)
+            if not left:
+                return
+            for pid in left:
+                _kill(pid)
+            time.sleep(0.02)
 
     def __enter__(self) -> "Stack":
         return self

@@ -298,11 +298,13 @@ def schedule_in(queue: Queue, job: Job, delay_wall_s: float) -> None:
         pipe.execute()
 
 
-def promote_due(queues: Iterable[Queue], now: float | None = None, batch: int = 100) -> int:
+def promote_due(queues: Iterable[Queue], now: float | None = None, batch: int = 100,
+                on_promote: Callable[[Job], None] | None = None) -> int:
     """Enqueue every parked job whose time has come; returns how many this call moved.
 
     Each move is WATCH key → check it is still parked → MULTI: ZREM + enqueue → EXEC, so when
-    several workers tick at once each job is enqueued by exactly one of them.
+    several workers tick at once each job is enqueued by exactly one of them; `on_promote(job)`
+    runs once per job this call moved (the worker records it in the history).
     """
     moved = 0
     for queue in queues:
@@ -330,6 +332,8 @@ def promote_due(queues: Iterable[Queue], now: float | None = None, batch: int = 
                     moved += 1
                 except redis.WatchError:
                     continue
+            if on_promote is not None:
+                on_promote(job)
     return moved
 
 

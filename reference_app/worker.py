@@ -1,7 +1,9 @@
 """The worker process: an RQ worker plus a ticker thread that promotes parked jobs when due
 (coordination.promote_due, finely enough for the time scale) and sweeps stuck runs by
 heartbeat (jobs.cleanup_stuck_recording_jobs) — neither depends on RQ's own maintenance,
-which runs on real-time intervals of seconds to minutes."""
+which runs on real-time intervals of seconds to minutes. Each promotion of a recording job is
+recorded as `job.enqueue` with via `retry` (a backoff retry: its run waits in `retry_wait`) or
+`defer` (a slot deferral), so the checker can judge a retry that comes too late."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +13,8 @@ import redis
 from rq import SimpleWorker, Worker
 
 from reference_app.coordination import promote_due
-from reference_app.jobs import cleanup_stuck_recording_jobs
+from reference_app.jobs import JOB_FUNC, cleanup_stuck_recording_jobs
+from reference_app.models import RecordingRun
 from reference_app.services import QUEUES, Services, set_services
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ class Ticker(threading.Thread):
         since_sweep = sweep_every
         while not self.stop_event.wait(tick):
             try:
-                promote_due(queues)
+                promote_due(queues, on_promote=self.record_promotion)
                 since_sweep += tick
                 if since_sweep >= sweep_every:
                     self.svc.coord.worker_beat()
@@ -45,6 +48,16 @@ class Ticker(threading.Thread):
                 continue  # Redis paused or restarting: try again next tick
             except Exception:
                 log.exception("ticker pass failed")
+
+    def record_promotion(self, job) -> None:
+        """History: the backoff (or deferral) of a recording job ended and it is queued again."""
+        if job.func_name != JOB_FUNC or not self.svc.history.enabled:
+            return
+        with self.svc.sessions() as s:
+            run = s.get(RecordingRun, job.args[0])
+            if run is not None:
+                self.svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=run.call_sid,
+                                      job_type=run.job_type, via="retry" if run.status == "retry_wait" else "defer")
 
 
 def run_worker(svc: Services, *, burst: bool = False, simple: bool = False, name: str | None = None) -> None:

@@ -1,0 +1,78 @@
+"""The stack runner leaves no process behind: a SIGKILLed worker takes its RQ work horse with it
+(the horse leads a process group of its own, so a group signal alone would miss it), a stop
+during a job leaves no orphan, and a paused or restarted Redis comes back. The promoted retry
+of a recording job is in the live history as `job.enqueue(via="retry")`."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from rq import Queue
+
+from loadtests.stack import Stack, descendants, marked_pids
+from reference_app.config import Config
+
+pytestmark = [pytest.mark.redis, pytest.mark.stack]
+
+
+def busy_worker(tmp_path: Path) -> tuple[Stack, str, list[int]]:
+    """A stack with Redis and one worker whose work horse is running a long job."""
+    stack = Stack(tmp_path / "run", Config(data_dir=(tmp_path / "data").resolve()))
+    stack.start_redis()
+    stack.start_worker("worker1")
+    Queue("recordings", connection=redis.Redis.from_url(stack.config.redis_url)).enqueue("time.sleep", 60)
+    deadline = time.monotonic() + 20
+    while not (horses := descendants(stack.procs["worker1"].pid)):
+        assert time.monotonic() < deadline, "the worker never forked a work horse"
+        time.sleep(0.05)
+    return stack, "worker1", horses
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_sigkilled_worker_leaves_no_work_horse_behind(tmp_path):
+    stack, name, horses = busy_worker(tmp_path)
+    try:
+        assert all(os.getpgid(h) == h for h in horses)  # the horse leads its own group
+        killed = stack.kill_worker(name)
+        assert set(horses) <= set(killed)
+        time.sleep(0.2)
+        assert not any(alive(h) for h in horses)
+        assert not stack.procs[name].alive
+    finally:
+        stack.stop()
+
+
+def test_stop_during_a_job_leaves_no_process_of_the_stack(tmp_path):
+    stack, _name, horses = busy_worker(tmp_path)
+    marker = stack.marker
+    assert set(horses) <= set(marked_pids(marker))
+    stack.stop()  # SIGTERM: RQ waits for the 60 s job, so the stop has to kill it
+    assert marked_pids(marker) == []
+    assert not any(alive(h) for h in horses)
+
+
+def test_a_paused_then_restarted_redis_answers_again(tmp_path):
+    stack = Stack(tmp_path / "run", Config())
+    try:
+        url = stack.start_redis()
+        conn = redis.Redis.from_url(url, socket_timeout=0.3)
+        conn.set("k", "v")
+        stack.pause_redis()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            conn.get("k")
+        stack.resume_redis()
+        assert redis.Redis.from_url(url).get("k") == b"v"
+        assert stack.restart_redis() == url
+        assert redis.Redis.from_url(url).get("k") is None  # nothing on disk: an empty Redis
+    finally:
+        stack.stop()
