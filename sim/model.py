@@ -131,10 +131,16 @@ class Run:
 
 @dataclass(slots=True)
 class LeadJob:
+    """A BackgroundJob row of a bulk delete: `remaining` is the ids past its cursor."""
+
     job_id: str
     business_id: int
     remaining: list[int]
+    queued_at: float
     status: str = "queued"  # queued | running | paused | completed | failed
+    started: bool = False  # a run has started: the next one resumes (keeps the job's lock)
+    heartbeat_at: float | None = None  # stamped by every batch
+    processed: int = 0
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,7 @@ class Model:
         self.worker_down = [False] * s.workers.count
         self.worker_wake = [self.env.event() for _ in range(s.workers.count)]
         self.worker_procs: list[simpy.Process] = []
-        self.worker_job: list[Run | None] = [None] * s.workers.count
+        self.worker_job: list[Run | LeadJob | None] = [None] * s.workers.count
         self.busy = 0
         self.redis_paused = False
         self.scheduler_down = False
@@ -500,6 +506,7 @@ class Model:
                 self.busy += 1
                 try:
                     if entry.lead_job is not None:
+                        self.worker_job[w] = entry.lead_job
                         yield from self.lead_job(entry.lead_job, name)
                     else:
                         yield from self.recording_job(entry, w, name)
@@ -509,6 +516,10 @@ class Model:
             except simpy.Interrupt:
                 if entry is not None and entry.run is not None and entry.run.status == "running":
                     self.lose_in_crash(entry.run, w)
+                elif entry is not None and entry.lead_job is not None and entry.lead_job.status == "running":
+                    # the run dies mid-batch (rolled back): the row stays 'running', the lock
+                    # stays until its TTL, and the user resumes it once it is evidently dead
+                    self.env.process(self.resume_later(entry.lead_job))
 
     def wake_workers(self) -> None:
         for i, ev in enumerate(self.worker_wake):
@@ -901,7 +912,7 @@ class Model:
             self.emit("lead_job.request", "web", business_id=business, job_id=existing.job_id, existing=True,
                       client=client)
             return
-        job = LeadJob(self.next_id(), business, sorted(self.leads[business]))
+        job = LeadJob(self.next_id(), business, sorted(self.leads[business]), self.env.now)
         self.lead_jobs[business].append(job)
         self.emit("lead_job.request", "web", business_id=business, job_id=job.job_id, existing=False, client=client)
         for lead in job.remaining:
@@ -931,69 +942,91 @@ class Model:
         self.emit("lock.refresh", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
         return ok
 
-    def end_lead_job(self, job: LeadJob, status: str, proc: str, processed: int) -> None:
+    def keep_lock(self, job: LeadJob, proc: str) -> bool:
+        """Refresh the job's lock; if it lapsed and nobody took it, take it back (the app's
+        _keep_lock). False: another job holds it now."""
+        if self.refresh_lock(job, proc):
+            return True
+        ok = self.keys.set(self.lock_key(job.business_id), job.job_id, self.env.now,
+                           P.lock_ttl(LOCK_OP, self.policy), nx=True)
+        self.emit("lock.acquire", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
+        return ok
+
+    def end_lead_job(self, job: LeadJob, status: str, proc: str) -> None:
         job.status = status
-        self.emit("lead_job.end", proc, business_id=job.business_id, job_id=job.job_id, status=status,
-                  processed=processed)
         self.release_lock(job, proc)
+        self.emit("lead_job.end", proc, business_id=job.business_id, job_id=job.job_id, status=status,
+                  processed=job.processed)
 
     def lead_job(self, job: LeadJob, proc: str) -> Generator:
-        """delete_leads_job: lock, batches with throttle, skip gone leads, pause keeping the lock
-        after the runtime budget, stop after consecutive batch failures, release at the end."""
+        """One run of delete_leads_job: lock (a resumed run keeps its job's lock), batches with
+        throttle, skip gone leads, retry a failed batch and stop after consecutive failures,
+        pause keeping the lock after the runtime budget, release at the end."""
         p, env, b = self.policy, self.env, self.scenario.bulk_delete
-        if job.status in ("completed", "failed"):
-            return
-        key = self.lock_key(job.business_id)
-        if job.status == "paused":
-            if not self.refresh_lock(job, proc):
-                ok = self.keys.set(key, job.job_id, env.now, P.lock_ttl(LOCK_OP, p), nx=True)
-                self.emit("lock.acquire", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
-                if not ok:
-                    self.end_lead_job(job, "failed", proc, 0)
-                    return
+        if job.status != "queued":
+            return  # finished, or already picked up by another run
+        if job.started:
+            ok = self.keep_lock(job, proc)
         else:
-            ok = self.keys.set(key, job.job_id, env.now, P.lock_ttl(LOCK_OP, p), nx=True)
+            ok = self.keys.set(self.lock_key(job.business_id), job.job_id, env.now, P.lock_ttl(LOCK_OP, p), nx=True)
             self.emit("lock.acquire", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
-            if not ok:
-                self.end_lead_job(job, "failed", proc, 0)  # seed 003: release runs on every failure
-                return
-        job.status = "running"
+        if not ok:
+            self.end_lead_job(job, "failed", proc)  # seed 003: release runs on every failure
+            return
+        job.status, job.started, job.heartbeat_at = "running", True, env.now
         self.emit("lead_job.start", proc, business_id=job.business_id, job_id=job.job_id)
-        started, failures, processed = env.now, 0, 0
+        started, failures = env.now, 0
         leads = self.leads[job.business_id]
         while job.remaining:
+            job.heartbeat_at = env.now
             batch = P.batches(job.remaining, p)[0]
-            present = [lead for lead in batch if lead in leads]  # fetch only leads that still exist
             yield env.timeout(self.rng_leads.uniform(*b.batch_s))
             if self.rng_leads.random() < b.batch_failure_rate:
+                # the batch's transaction rolled back: the same batch is tried again
                 failures += 1
                 if P.bulk_should_stop(failures, p):
-                    self.end_lead_job(job, "failed", proc, processed)
+                    self.end_lead_job(job, "failed", proc)
                     return
-                job.remaining = job.remaining[len(batch):] + batch  # a failed batch is tried again later
+                yield env.timeout(p.bulk_throttle_s)
                 continue
-            if p.has("delete_fails_on_missing_leads") and len(present) < len(batch):
-                self.end_lead_job(job, "failed", proc, processed)
+            present = [lead for lead in batch if lead in leads]  # leads already gone are skipped
+            if P.bulk_batch_fails(len(batch), len(present), p):
+                self.end_lead_job(job, "failed", proc)
                 return
             failures = 0
             for lead in present:
                 leads.discard(lead)
                 self.emit("lead.delete", proc, business_id=job.business_id, lead_id=lead, job_id=job.job_id)
-            processed += len(batch)
+            job.processed += len(batch)
             job.remaining = job.remaining[len(batch):]
-            self.refresh_lock(job, proc)
+            if not self.keep_lock(job, proc):
+                self.end_lead_job(job, "failed", proc)
+                return
+            if not job.remaining:
+                break
             yield env.timeout(p.bulk_throttle_s)
-            if job.remaining and P.bulk_should_pause(env.now - started, p):
+            if P.bulk_should_pause(env.now - started, p):
                 job.status = "paused"
                 self.emit("lead_job.pause", proc, business_id=job.business_id, job_id=job.job_id,
-                          processed=processed)
+                          processed=job.processed)
                 env.process(self.resume_later(job))
                 return
-        self.end_lead_job(job, "completed", proc, processed)
+        self.end_lead_job(job, "completed", proc)
 
     def resume_later(self, job: LeadJob) -> Generator:
-        yield self.env.timeout(self.scenario.bulk_delete.resume_after_s)
-        self.queue.put(Entry(lead_job=job))
+        """The user comes back every resume_after_s and POSTs resume until it is taken
+        (policy.bulk_resume_decision: a paused job at once, a crashed one once it looks dead)."""
+        p, env = self.policy, self.env
+        while True:
+            yield env.timeout(self.scenario.bulk_delete.resume_after_s)
+            lock_held = self.keys.get(self.lock_key(job.business_id), env.now) == job.job_id
+            d = P.bulk_resume_decision(job.status, env.now, job.heartbeat_at, job.queued_at, lock_held, p)
+            if d.kind == "finished":
+                return
+            if d.kind == "resume":
+                job.status, job.queued_at = "queued", env.now
+                self.queue.put(Entry(lead_job=job))
+                return
 
 
 def simulate_model(scenario: Scenario, policy: P.Policy, on_progress: Callable[[float], None] | None = None,

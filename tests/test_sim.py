@@ -255,3 +255,41 @@ def test_a_long_backlog_behind_busy_workers_is_waiting_not_stuck():
     assert verdict(fixed, "nothing-lost").valid is True
     lost = verdict(run("steady", faults=["stuck_by_age"], **backlog), "nothing-lost")
     assert lost.valid is False and lost.anomalies["recording-not-downloaded"]
+
+
+# --------------------------------------------------------------------------- bulk delete, as the app's job runs it
+
+
+def _deletes_by_job(history):
+    order = {}
+    for e in history:
+        if e["kind"] == "lead.delete":
+            order.setdefault(e["job_id"], []).append(e["lead_id"])
+    return order
+
+
+def test_a_failed_delete_batch_is_retried_before_any_later_batch():
+    """The app's batch is one transaction: a failure rolls it back and the cursor stays, so
+    leads are deleted in request order; ten failures in a row fail the job."""
+    result = run("delete-storm", bulk_delete__batch_failure_rate=0.3)
+    deleted = _deletes_by_job(result.history)
+    assert deleted and all(ids == sorted(ids) for ids in deleted.values())
+    assert verdict(result, "nothing-lost").valid is True
+
+
+def test_a_crash_kills_the_running_delete_job_and_the_user_resumes_it():
+    """A crash loses the running delete job mid-batch; its lock stays (TTL), and once it has
+    no heartbeat the user's resume starts a new run that keeps the lock and finishes the job:
+    every lead deleted once, never two runs at once."""
+    base = load_scenario("delete-storm")
+    first = next(e for e in simulate(base).history if e["kind"] == "lead_job.start")
+    data = base.to_dict()
+    data["outages"] = [{"target": "workers", "how": "crash", "at_s": first["t"] + 30, "duration_s": 120}]
+    result = simulate(parse_scenario(data, name="delete-crash"))
+    h = result.history
+    crash = next(e["t"] for e in h if e["kind"] == "outage.start")
+    job = [e for e in h if e.get("job_id") == first["job_id"] and e["kind"] in ("lead_job.start", "lead_job.pause", "lead_job.end")]
+    before = [e["kind"] for e in job if e["t"] < crash]
+    after = [e["kind"] for e in job if e["t"] > crash]
+    assert before[-1] == "lead_job.start" and after[0] == "lead_job.start"  # killed, then resumed
+    assert all(verdict(result, n).valid is True for n in ("nothing-lost", "lock-exclusive"))
