@@ -1,0 +1,201 @@
+"""Figures read off one history — the same functions for a model run and a live run.
+
+Calibration compares the model with the live stack, so both are measured by one set of
+functions over the shared event schema (`reference_app/events.py`), never by the model's own
+counters. Every function is pure: a list of event records in, plain numbers out.
+
+Definitions (all times in policy seconds):
+- a *playback* is one client session that got a 200/206; its time to playable runs from the
+  session's first request to that response, its requests are all the session's requests;
+- *jobs per recording*: distinct job ids enqueued per call_sid, over calls that had a job;
+- *downloads per recording*: completed (not skipped) downloads per recording, over recordings
+  downloaded at least once — 1.0 means no duplicate download;
+- *backlog*: jobs enqueued and not yet started (a job leaves it when it starts, fails, or is
+  declared stuck, and re-enters on every re-enqueue), sampled on a fixed step;
+- *recovery*: how long after the last outage ends the backlog stays above its pre-outage level.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+Event = Mapping[str, Any]
+BACKLOG_STEP_S = 60.0
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..1) of `values`; None when empty."""
+    xs = sorted(values)
+    if not xs:
+        return None
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+@dataclass(frozen=True)
+class Session:
+    """One client playback session: its requests, when it played (None: never), how it ended."""
+
+    call_sid: str
+    start_t: float
+    requests: int
+    time_to_playable_s: float | None
+    outcome: str | None
+
+
+def sessions(history: Iterable[Event]) -> list[Session]:
+    first: dict[tuple[Any, Any], float] = {}
+    calls: dict[tuple[Any, Any], str] = {}
+    count: dict[tuple[Any, Any], int] = defaultdict(int)
+    played: dict[tuple[Any, Any], float] = {}
+    outcome: dict[tuple[Any, Any], str] = {}
+    for e in history:
+        kind = e.get("kind")
+        if kind == "client.request":
+            key = (e["client"], e["session"])
+            first.setdefault(key, float(e["t"]))
+            calls.setdefault(key, str(e.get("call_sid")))
+            count[key] += 1
+            if e.get("status") in (200, 206) and key not in played:
+                played[key] = float(e["t"]) - first[key]
+        elif kind == "client.end":
+            outcome[(e["client"], e["session"])] = str(e.get("outcome"))
+    return [Session(calls[k], first[k], count[k], played.get(k), outcome.get(k)) for k in first]
+
+
+def times_to_playable(history: Iterable[Event]) -> list[float]:
+    return [s.time_to_playable_s for s in sessions(history) if s.time_to_playable_s is not None]
+
+
+def summary(history: Sequence[Event]) -> dict[str, Any]:
+    """The calibration figures of one run (see the module docstring for each definition)."""
+    ss = sessions(history)
+    ttp = [s.time_to_playable_s for s in ss if s.time_to_playable_s is not None]
+    reqs = [float(s.requests) for s in ss if s.time_to_playable_s is not None]
+    jobs: dict[Any, set[Any]] = defaultdict(set)
+    downloads: dict[Any, int] = {}
+    for e in history:
+        kind = e.get("kind")
+        if kind == "job.enqueue":
+            jobs[e["call_sid"]].add(e["job_id"])
+        elif kind == "download.end" and e.get("ok") and not e.get("skipped"):
+            downloads[e["recording_sid"]] = downloads.get(e["recording_sid"], 0) + 1
+    outcomes: dict[str, int] = defaultdict(int)
+    for s in ss:
+        outcomes[s.outcome or "open"] += 1
+    return {
+        "sessions": len(ss),
+        "playbacks": len(ttp),
+        "ttp_p50_s": percentile(ttp, 0.5),
+        "ttp_p95_s": percentile(ttp, 0.95),
+        "requests_per_playback": mean(reqs),
+        "jobs_per_recording": mean([float(len(v)) for v in jobs.values()]),
+        "downloads_per_recording": mean([float(v) for v in downloads.values()]),
+        "outcomes": dict(sorted(outcomes.items())),
+    }
+
+
+def outage_windows(history: Iterable[Event]) -> list[tuple[float, float, str]]:
+    """(start, end, target) of every outage; an outage with no end runs to the last event."""
+    open_at: dict[str, list[float]] = defaultdict(list)
+    out: list[tuple[float, float, str]] = []
+    last = 0.0
+    for e in history:
+        last = max(last, float(e.get("t", 0.0)))
+        if e.get("kind") == "outage.start":
+            open_at[str(e.get("target"))].append(float(e["t"]))
+        elif e.get("kind") == "outage.end" and open_at[str(e.get("target"))]:
+            out.append((open_at[str(e["target"])].pop(0), float(e["t"]), str(e["target"])))
+    out.extend((t, last, target) for target, ts in open_at.items() for t in ts)
+    return sorted(out)
+
+
+def backlog(history: Iterable[Event], step_s: float = BACKLOG_STEP_S) -> list[tuple[float, int, int]]:
+    """(t, jobs waiting, job runs started in the step before t), one sample per `step_s`."""
+    waiting: set[Any] = set()
+    samples: list[tuple[float, int, int]] = []
+    next_t, started = step_s, 0
+    for e in history:
+        t = float(e.get("t", 0.0))
+        while t >= next_t:
+            samples.append((next_t, len(waiting), started))
+            next_t, started = next_t + step_s, 0
+        kind = e.get("kind")
+        if kind == "job.enqueue":
+            waiting.add(e["job_id"])
+        elif kind == "job.start":
+            waiting.discard(e["job_id"])
+            started += 1
+        elif kind in ("job.stuck", "job.end") and (kind == "job.stuck" or e.get("outcome") == "failed"):
+            waiting.discard(e["job_id"])
+    samples.append((next_t, len(waiting), started))
+    return samples
+
+
+def recovery_s(history: Sequence[Event], until_s: float | None = None,
+               step_s: float = BACKLOG_STEP_S) -> float | None:
+    """Seconds from the end of the last outage until the backlog is back at its pre-outage
+    level (its maximum before the outage, plus one job) for good, judged up to `until_s` (pass
+    when arrivals stop: a queue that drains only once the load is gone has not recovered);
+    0 when it never rose; None when there is no outage or it is still high at `until_s`."""
+    windows = outage_windows(history)
+    if not windows:
+        return None
+    first_start, last_end = windows[0][0], max(end for _, end, _ in windows)
+    series = backlog(history, step_s)
+    before = [w for t, w, _ in series if t <= first_start]
+    normal = max(before + [0]) + 1
+    after = [(t, w) for t, w, _ in series if t >= last_end and (until_s is None or t <= until_s)]
+    if not after:
+        return None
+    if after[-1][1] > normal:
+        return None
+    times = [t for t, _ in after]
+    last_high = max((i for i, (_, w) in enumerate(after) if w > normal), default=None)
+    if last_high is None:
+        return 0.0
+    return times[min(last_high + 1, len(times) - 1)] - last_end
+
+
+def retry_timeline(history: Sequence[Event]) -> dict[str, Any] | None:
+    """The job with the most recording retries: each retry's time and announced delay, and
+    when its next run started — the raw material of the backoff figure."""
+    retries: dict[Any, list[Event]] = defaultdict(list)
+    starts: dict[Any, list[float]] = defaultdict(list)
+    for e in history:
+        if e.get("kind") == "job.retry":
+            retries[e["job_id"]].append(e)
+        elif e.get("kind") == "job.start":
+            starts[e["job_id"]].append(float(e["t"]))
+    if not retries:
+        return None
+    job = max(retries, key=lambda j: (len(retries[j]), -float(retries[j][0]["t"])))
+    rows = []
+    for r in retries[job]:
+        t = float(r["t"])
+        later = starts[job][bisect.bisect_right(starts[job], t):]
+        rows.append({"t": t, "attempt": r.get("attempt"), "delay_s": r.get("delay"),
+                     "next_start_t": later[0] if later else None})
+    return {"job_id": job, "call_sid": retries[job][0].get("call_sid"), "retries": rows,
+            "starts": starts[job]}
+
+
+def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
+    """Per job run started after `after_t`: time from its latest enqueue to its start."""
+    enqueued: dict[Any, float] = {}
+    out: list[float] = []
+    for e in history:
+        kind = e.get("kind")
+        if kind == "job.enqueue":
+            enqueued[e["job_id"]] = float(e["t"])
+        elif kind == "job.start" and e["job_id"] in enqueued:
+            t0 = enqueued.pop(e["job_id"])
+            if t0 >= after_t:
+                out.append(float(e["t"]) - t0)
+    return out
