@@ -33,7 +33,6 @@ from typing import Any, Callable, Generator
 import simpy
 
 from harness.scenario import Outage, Scenario
-from reference_app import events as events_mod
 from reference_app import policy as P
 from sim.keys import KeyStore
 
@@ -45,7 +44,6 @@ LOCK_OP = "delete_leads_bulk"
 # Twilio's RecordingUrl, as the webhook sends it; the odd one carries '.json' before the end.
 RECORDING_URL = "https://api.twilio.com/2010-04-01/Accounts/AC{n}/Recordings/RE{n}.json"
 ODD_RECORDING_URL = "https://api.twilio.com/2010-04-01/Accounts/AC{n}.json/Recordings/RE{n}.json"
-_event = events_mod.event
 
 
 class EnqueueError(Exception):
@@ -100,6 +98,7 @@ class Call:
     calllog_at: float
     download_s: float
     archive: bool = False
+    served: str = ""  # what Twilio answers for stored_url: audio | json | missing
     file_ready: bool = False
     audio_ok: bool = False
 
@@ -208,13 +207,21 @@ class Model:
             for odd, shape in ((False, RECORDING_URL), (True, ODD_RECORDING_URL))
         }
         self._append = self.history.append
+        self._t_raw, self._t = 0.0, 0.0
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
 
     # ------------------------------------------------------------------ recording
 
     def emit(self, kind: str, proc: str, **fields: Any) -> None:
-        self._append(_event(kind, self.env.now, "sim", proc, **fields))
+        """Record one event: the record of reference_app.events.event (same fields and
+        rounding), built in the kwargs dict itself — no copy — with the rounded time reused
+        while the clock stands still. Kinds are checked against the schema by the tests."""
+        now = self.env._now
+        if now != self._t_raw:
+            self._t_raw, self._t = now, round(now, 6)
+        fields["t"], fields["kind"], fields["source"], fields["proc"] = self._t, kind, "sim", proc
+        self._append(fields)
 
     def next_id(self) -> str:
         self._ids += 1
@@ -267,11 +274,12 @@ class Model:
         has_url = archive or self.rng_calls.random() < s.recordings.url_fraction
         odd = self.rng_calls.random() < s.recordings.odd_url_fraction
         raw_shape, stored_shape = self.url_shapes[odd]
-        raw = raw_shape.format(n=f"{n:06d}") if has_url else ""
-        stored = stored_shape.format(n=f"{n:06d}") if has_url else ""
+        num = f"{n:06d}"
+        raw = raw_shape.format(n=num) if has_url else ""
+        stored = stored_shape.format(n=num) if has_url else ""
         call = Call(
-            call_sid=f"CA{n:06d}",
-            recording_sid=f"RE{n:06d}",
+            call_sid="CA" + num,
+            recording_sid="RE" + num,
             business_id=1 + self.rng_calls.randrange(s.businesses),
             has_url=has_url,
             raw_url=raw,
@@ -280,6 +288,7 @@ class Model:
             download_s=self.download_time(),
             archive=archive,
         )
+        call.served = self.twilio_serves(call)
         self.calls[call.call_sid] = call
         return call
 
@@ -727,7 +736,7 @@ class Model:
                       ok=True, skipped=True, bytes=0)
             return True
         self.emit("download.start", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid)
-        served = self.twilio_serves(call)
+        served = call.served
         fails = self.fetch_fails()
         yield env.timeout(call.download_s if not fails and served != "missing" else min(call.download_s, 5.0))
         if fails or served == "missing":
