@@ -5,7 +5,12 @@ ledger of downloads per recording that tests and checkers read over HTTP.
   frames or PCM WAV) of `size_bytes`, or the recording's JSON metadata; after `latency_s`, at
   `bandwidth_bps`; a 503 with probability `error_rate`; a body cut short with probability
   `truncate_rate`; 404 while the recording is listed in `missing`.
-- GET /_ledger → {"recordings": {RE: {"requests": n, "completed": n, "bytes": n}}}
+- `script`: faults for the next audio requests, one each, in order (then back to the rates):
+  "503" / "500" / "429" (an error answer; a list of them is a 5xx burst), "truncate" (headers
+  promise the whole body, half is sent, the connection closes), "stall" (half the body, then
+  silence for `stall_s`: the client's read timeout fires), "ok".
+- GET /_ledger → {"recordings": {RE: {"requests": n, "completed": n, "bytes": n, "sending": n,
+  "partial": n}}}: `sending` transfers under way now, `partial` transfers that ended short.
 - GET /_config, POST /_config (JSON, any subset of the settings) → change behaviour mid-run.
 
 Durations are policy seconds, multiplied by `time_scale` like everything else in loopfix.
@@ -21,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Recordings/(RE[0-9a-fA-F]{32})(\.mp3|\.wav|\.json)?$")
+SCRIPT_MODES = ("ok", "429", "500", "503", "truncate", "stall")
 MP3_FRAME = b"\xff\xfb\x90\x00" + bytes(413)  # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, silent: 26 ms
 
 
@@ -48,6 +54,8 @@ class StubSettings:
     truncate_rate: float = 0.0
     time_scale: float = 1.0
     missing: list[str] = field(default_factory=list)
+    script: list[str] = field(default_factory=list)
+    stall_s: float = 600.0
     seed: int = 0
 
     def update(self, changes: dict) -> None:
@@ -57,10 +65,17 @@ class StubSettings:
                 raise ValueError(f"unknown setting {name!r}; known: {', '.join(known)}")
             current = getattr(self, name)
             setattr(self, name, list(value) if isinstance(current, list) else type(current)(value))
+        unknown = sorted(set(self.script) - set(SCRIPT_MODES))
+        if unknown:
+            raise ValueError(f"unknown script mode(s) {', '.join(unknown)}; known: {', '.join(SCRIPT_MODES)}")
         if not (0 <= self.error_rate <= 1 and 0 <= self.truncate_rate <= 1):
             raise ValueError("error_rate and truncate_rate are probabilities in [0, 1]")
-        if self.time_scale <= 0 or self.size_bytes < 1 or self.latency_s < 0 or self.bandwidth_bps < 0:
-            raise ValueError("time_scale and size_bytes must be positive; latency and bandwidth not negative")
+        if self.time_scale <= 0 or self.size_bytes < 1 or min(self.latency_s, self.bandwidth_bps, self.stall_s) < 0:
+            raise ValueError("time_scale and size_bytes must be positive; latency, bandwidth, stall not negative")
+
+    def next_mode(self) -> str | None:
+        """Pop the scripted fault for this request (None: none scripted). Callers hold the lock."""
+        return self.script.pop(0) if self.script else None
 
 
 class Ledger:
@@ -70,7 +85,8 @@ class Ledger:
 
     def add(self, sid: str, key: str, n: int = 1) -> None:
         with self._lock:
-            entry = self.recordings.setdefault(sid, {"requests": 0, "completed": 0, "bytes": 0})
+            entry = self.recordings.setdefault(sid, {"requests": 0, "completed": 0, "bytes": 0, "sending": 0,
+                                                     "partial": 0})
             entry[key] += n
 
     def snapshot(self) -> dict:
@@ -90,6 +106,10 @@ class StubServer(ThreadingHTTPServer):
     def draw(self) -> float:
         with self.rng_lock:
             return self.rng.random()
+
+    def scripted(self) -> str | None:
+        with self.rng_lock:
+            return self.settings.next_mode()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -121,25 +141,37 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {"sid": sid, "account_sid": account, "status": "completed",
                                     "uri": f"/2010-04-01/Accounts/{account}/Recordings/{sid}.json"})
         self.server.ledger.add(sid, "requests")
+        mode = self.server.scripted()
         if s.latency_s:
             time.sleep(s.latency_s * s.time_scale)
         if sid in s.missing:
             return self._json(404, {"code": 20404, "message": "recording not available yet"})
-        if self.server.draw() < s.error_rate:
-            return self._json(503, {"code": 20503, "message": "service unavailable"})
+        if mode in ("429", "500", "503") or (mode is None and self.server.draw() < s.error_rate):
+            status = int(mode or 503)
+            return self._json(status, {"code": 20000 + status, "message": "service unavailable"})
         body = mp3_bytes(s.size_bytes) if ext == ".mp3" else wav_bytes(s.size_bytes)
-        cut = self.server.draw() < s.truncate_rate
+        if mode is None and self.server.draw() < s.truncate_rate:
+            mode = "truncate"
+        short = mode in ("truncate", "stall")
         self.send_response(200)
         self.send_header("Content-Type", "audio/mpeg" if ext == ".mp3" else "audio/wav")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        sent = self._send_body(body[: len(body) // 2] if cut else body, s)
-        if cut:
+        ledger = self.server.ledger
+        ledger.add(sid, "sending")
+        try:
+            sent = self._send_body(body[: len(body) // 2] if short else body, s)
+            if mode == "stall":
+                self.wfile.flush()
+                time.sleep(s.stall_s * s.time_scale)
+        finally:
+            ledger.add(sid, "sending", -1)
+        if short or sent < len(body):
             self.close_connection = True
+            ledger.add(sid, "partial")
             return
-        if sent == len(body):
-            self.server.ledger.add(sid, "completed")
-            self.server.ledger.add(sid, "bytes", sent)
+        ledger.add(sid, "completed")
+        ledger.add(sid, "bytes", sent)
 
     def _send_body(self, body: bytes, s: StubSettings) -> int:
         chunk = 16 * 1024
@@ -147,10 +179,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             for start in range(0, len(body), chunk):
                 piece = body[start : start + chunk]
+                if s.bandwidth_bps:  # pace first: the ledger counts a transfer done with its last byte
+                    time.sleep(len(piece) / s.bandwidth_bps * s.time_scale)
                 self.wfile.write(piece)
                 sent += len(piece)
-                if s.bandwidth_bps:
-                    time.sleep(len(piece) / s.bandwidth_bps * s.time_scale)
         except (BrokenPipeError, ConnectionResetError):
             pass
         return sent

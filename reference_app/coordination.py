@@ -66,6 +66,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 
+# Take a claim that is free or already ours (RQ re-runs a job whose horse died under the same
+# id: its claim is its own, not another download's), or re-assert ours after Redis lost it.
+_CLAIM_IF_FREE_OR_OWNED = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]); return 1 end
+return 0
+"""
+
 _COUNT_IN_WINDOW = """
 local n = redis.call('INCR', KEYS[1])
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -118,6 +126,7 @@ class Coordinator:
         self.p = policy
         self._release_if_owner = conn.register_script(_RELEASE_IF_OWNER)
         self._refresh_if_owner = conn.register_script(_REFRESH_IF_OWNER)
+        self._claim_if_free_or_owned = conn.register_script(_CLAIM_IF_FREE_OR_OWNED)
         self._count_in_window = conn.register_script(_COUNT_IN_WINDOW)
         self._slot_acquire = conn.register_script(_SLOT_ACQUIRE)
         self._slot_refresh = conn.register_script(_SLOT_REFRESH)
@@ -211,14 +220,16 @@ class Coordinator:
         return bool(self.r.zrem(SLOTS_KEY.format(business_id=business_id), owner))
 
     def claim_inflight(self, recording_sid: str, owner: str) -> bool:
-        """Claim the right to download `recording_sid` (SET NX PX, in-flight TTL; 004). The
-        claim is refreshed by the owner's heartbeat; a crashed owner's claim lapses by TTL."""
+        """Claim the right to download `recording_sid` for the in-flight TTL (004); True when
+        it is free or `owner` already holds it (the same RQ job re-run after its horse died).
+        The owner's heartbeat refreshes it; a crashed owner's claim lapses by TTL."""
         key = INFLIGHT_KEY.format(recording_sid=recording_sid)
-        return bool(self.r.set(key, owner, nx=True, px=self.p.wall_ms(inflight_ttl(self.p))))
+        return bool(self._claim_if_free_or_owned(keys=[key], args=[owner, self.p.wall_ms(inflight_ttl(self.p))]))
 
     def refresh_inflight(self, recording_sid: str, owner: str) -> bool:
-        key = INFLIGHT_KEY.format(recording_sid=recording_sid)
-        return bool(self._refresh_if_owner(keys=[key], args=[owner, self.p.wall_ms(inflight_ttl(self.p))]))
+        """Extend `owner`'s claim; re-take it when Redis lost it (restarted empty). False when
+        another owner holds it."""
+        return self.claim_inflight(recording_sid, owner)
 
     def release_inflight(self, recording_sid: str, owner: str) -> bool:
         freed, _holder = self._release_if_owner(keys=[INFLIGHT_KEY.format(recording_sid=recording_sid)], args=[owner])
