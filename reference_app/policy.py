@@ -54,6 +54,8 @@ FAULTS: dict[str, str] = {
     "delete_check_then_insert": "bulk-delete dedup is check-then-insert: concurrent requests race (000/003)",
     "fail_fast_unreachable": "attempts are counted only when a stuck job is re-created: with a 5 min stuck "
     "timeout and a 10 min window the 4th attempt never lands in the window, so fail-fast never trips (002)",
+    "webhook_replay_enqueues": "a replayed recording callback enqueues a new run once the 120 s dedup window "
+    "has passed: only the window, not the RecordingSid, makes the webhook idempotent",
 }
 
 _BEFORE_ONLY = frozenset(
@@ -82,6 +84,7 @@ _BEFORE = _BEFORE_ONLY | {
     "lock_release_unowned",
     "lock_refresh_unowned",
     "download_not_idempotent",
+    "webhook_replay_enqueues",
 }
 VARIANT_FAULTS: dict[str, frozenset[str]] = {
     "before": frozenset(_BEFORE),
@@ -543,6 +546,14 @@ def normalise_recording_url(url: str, p: Policy) -> str:
     elif last and "." not in last:
         path = path + ".mp3"
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def recording_callback_enqueues(recording_known: bool, p: Policy) -> bool:
+    """Does a completed-recording callback enqueue a run? Not when its RecordingSid already has
+    a run or a file (fixed): Twilio signs no timestamp, so a replay — or Twilio's own retry — is
+    a valid callback, and must be idempotent. `webhook_replay_enqueues`: only the enqueue dedup
+    window stands between a late replay and a second run."""
+    return not recording_known or p.has("webhook_replay_enqueues")
 
 
 def media_host_allowed(url: str, allowed: Sequence[str]) -> bool:

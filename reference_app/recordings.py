@@ -85,6 +85,12 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
     return reported_enqueue_reason(reason, p), run
 
 
+def recording_known(s: Session, recording_sid: str) -> bool:
+    """Has this RecordingSid a run or a file already (a callback for it was handled before)?"""
+    return any(s.scalar(select(model.id).where(model.recording_sid == recording_sid).limit(1)) is not None
+               for model in (RecordingRun, RecordingFile))
+
+
 def latest_run(s: Session, call_sid: str) -> RecordingRun | None:
     return s.scalar(select(RecordingRun).where(RecordingRun.call_sid == call_sid).order_by(RecordingRun.id.desc()))
 

@@ -15,13 +15,14 @@ from sqlalchemy.exc import IntegrityError
 
 from reference_app import twilio_signature
 from reference_app.models import Business, CallLog
-from reference_app.policy import media_host_allowed, normalise_recording_url
-from reference_app.recordings import enqueue_recording, latest_run
+from reference_app.policy import media_host_allowed, normalise_recording_url, recording_callback_enqueues
+from reference_app.recordings import enqueue_recording, latest_run, recording_known
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
 
-SID = {prefix: re.compile(rf"^{prefix}[0-9a-fA-F]{{32}}$") for prefix in ("AC", "CA", "RE")}
-PHONE = re.compile(r"^[+0-9A-Za-z:@._-]{0,32}$")
+# Matched with fullmatch: `$` would also accept a trailing newline ("CA...\n").
+SID = {prefix: re.compile(rf"{prefix}[0-9a-fA-F]{{32}}") for prefix in ("AC", "CA", "RE")}
+PHONE = re.compile(r"[+0-9A-Za-z:@._-]{0,32}")
 
 
 class BadRequest(Exception):
@@ -44,7 +45,7 @@ def _signed_url() -> str:
 def verified_business() -> Business:
     """The Business whose signed request this is; BadRequest(403) otherwise."""
     account = request.form.get("AccountSid", "")
-    if not SID["AC"].match(account):
+    if not SID["AC"].fullmatch(account):
         raise BadRequest(403, "forbidden", "unknown account or bad signature")
     business = g.db.scalar(select(Business).where(Business.twilio_account_sid == account))
     if business is None or not twilio_signature.valid(
@@ -59,7 +60,7 @@ def field(name: str, pattern: re.Pattern | None = None, required: bool = True) -
     value = request.form.get(name, "")
     if required and not value:
         raise BadRequest(400, "bad_request", f"{name} is required")
-    if value and pattern is not None and not pattern.match(value):
+    if value and pattern is not None and not pattern.fullmatch(value):
         raise BadRequest(400, "bad_request", f"{name} is malformed")
     return value
 
@@ -96,7 +97,7 @@ def call_status():
     call_sid = field("CallSid", SID["CA"])
     call = upsert_call(business, call_sid, from_number=field("From", PHONE, False),
                        to_number=field("To", PHONE, False),
-                       call_status=field("CallStatus", re.compile(r"^[a-z-]{1,20}$"), False))
+                       call_status=field("CallStatus", re.compile(r"[a-z-]{1,20}"), False))
     if not call.recording_url:  # a recording callback came first: its run holds the URL
         pending = latest_run(g.db, call_sid)
         if pending is not None and pending.recording_url and pending.business_id == business.id:
@@ -110,7 +111,7 @@ def recording():
     business = verified_business()
     call_sid = field("CallSid", SID["CA"])
     recording_sid = field("RecordingSid", SID["RE"])
-    status = field("RecordingStatus", re.compile(r"^[a-z-]{1,20}$"), False) or "completed"
+    status = field("RecordingStatus", re.compile(r"[a-z-]{1,20}"), False) or "completed"
     raw_url = field("RecordingUrl")
     if len(raw_url) > 2000 or not media_host_allowed(raw_url, svc.config.media_hosts):
         raise BadRequest(400, "host_not_allowed", "RecordingUrl host is not an allowed media host")
@@ -120,6 +121,9 @@ def recording():
     call = g.db.scalar(select(CallLog).where(CallLog.call_sid == call_sid))
     if call is not None:
         call = upsert_call(business, call_sid, recording_sid=recording_sid, recording_url=url)
+    if not recording_callback_enqueues(recording_known(g.db, recording_sid), svc.policy):
+        svc.history.emit("enqueue.result", call_sid=call_sid, reason="duplicate", status=204)
+        return "", 204  # a replay, or Twilio retrying: the first callback's run stands
     svc.history.emit("recording.created", call_sid=call_sid, recording_sid=recording_sid, business_id=business.id,
                      has_url=True)
     reason, _ = enqueue_recording(svc, g.db, business_id=business.id, call_sid=call_sid, recording_sid=recording_sid,

@@ -17,7 +17,8 @@ def signature(auth_token: str, url: str, params: Mapping[str, str] | Iterable[tu
 
 
 def valid(auth_token: str, url: str, params: Iterable[tuple[str, str]], given: str | None) -> bool:
-    """Constant-time check of `given` against the expected signature."""
+    """Constant-time check of `given` against the expected signature. Compared as bytes: a
+    header may carry any latin-1 character, and compare_digest refuses non-ASCII str."""
     if not given:
         return False
-    return hmac.compare_digest(signature(auth_token, url, list(params)), given)
+    return hmac.compare_digest(signature(auth_token, url, list(params)).encode(), given.encode("utf-8", "replace"))
