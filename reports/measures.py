@@ -12,7 +12,8 @@ Definitions (all times in policy seconds):
   downloaded at least once — 1.0 means no duplicate download;
 - *backlog*: jobs enqueued and not yet started (a job leaves it when it starts, fails, or is
   declared stuck, and re-enters on every re-enqueue), sampled on a fixed step;
-- *recovery*: how long after the last outage ends the backlog stays above its pre-outage level.
+- *recovery*: how long after the last outage ends the backlog first falls back to its
+  pre-outage level.
 """
 from __future__ import annotations
 
@@ -140,27 +141,21 @@ def backlog(history: Iterable[Event], step_s: float = BACKLOG_STEP_S) -> list[tu
 
 def recovery_s(history: Sequence[Event], until_s: float | None = None,
                step_s: float = BACKLOG_STEP_S) -> float | None:
-    """Seconds from the end of the last outage until the backlog is back at its pre-outage
-    level (its maximum before the outage, plus one job) for good, judged up to `until_s` (pass
-    when arrivals stop: a queue that drains only once the load is gone has not recovered);
-    0 when it never rose; None when there is no outage or it is still high at `until_s`."""
+    """Seconds from the end of the last outage until the backlog first falls back to its
+    pre-outage level (its maximum before the outage, plus two jobs of slack), judged up to
+    `until_s` (pass when arrivals stop: a queue that drains only once the load is gone has not
+    recovered), to the sampling step; None when there is no outage or it is still high at
+    `until_s` — the system is stuck in its degraded state while the load goes on."""
     windows = outage_windows(history)
     if not windows:
         return None
     first_start, last_end = windows[0][0], max(end for _, end, _ in windows)
     series = backlog(history, step_s)
-    before = [w for t, w, _ in series if t <= first_start]
-    normal = max(before + [0]) + 1
-    after = [(t, w) for t, w, _ in series if t >= last_end and (until_s is None or t <= until_s)]
-    if not after:
-        return None
-    if after[-1][1] > normal:
-        return None
-    times = [t for t, _ in after]
-    last_high = max((i for i, (_, w) in enumerate(after) if w > normal), default=None)
-    if last_high is None:
-        return 0.0
-    return times[min(last_high + 1, len(times) - 1)] - last_end
+    normal = max([w for t, w, _ in series if t <= first_start] + [0]) + 2
+    for t, w, _ in series:
+        if t >= last_end and (until_s is None or t <= until_s) and w <= normal:
+            return t - last_end
+    return None
 
 
 def retry_timeline(history: Sequence[Event]) -> dict[str, Any] | None:
