@@ -4,6 +4,8 @@
   if the enqueue fails; `seed` checks, enqueues, then sets; `before` sets first and keeps it;
 - playback in-progress mark (003): one SET NX PX; `seed` checks then marks;
 - fail-fast counter (002): INCR and its window's expiry in one script; `seed` does two calls;
+- the poll's gate: worker liveness, the playback mark and the fail-fast count in one script, so
+  a poll costs at most one round trip (issue 8); the seed's racy faults keep their own calls;
 - per-business download semaphore (004): a sorted set of owners scored by expiry, acquired,
   refreshed and released by owner token in scripts; a crashed owner's slot lapses by TTL;
 - BulkGate lock (003): SET NX PX with an owner token, refresh and release compare-and-act in
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Callable, Iterable, TypeVar
 
 import redis
@@ -80,6 +83,20 @@ if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) 
 return n
 """
 
+# KEYS: liveness, playback mark, fail-fast counter. ARGV: read liveness?, gate if alive?, gate if
+# dead?, take the mark?, mark TTL ms, window ms. Returns {alive, marked, count}; -1: not read/tried.
+_PLAYBACK_GATE = """
+local alive = -1
+if ARGV[1] == '1' then alive = redis.call('EXISTS', KEYS[1]) end
+local gate = ARGV[3]
+if alive == 1 then gate = ARGV[2] end
+if gate ~= '1' then return {alive, -1, 0} end
+if ARGV[4] == '1' and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5]) then return {alive, 0, 0} end
+local n = redis.call('INCR', KEYS[3])
+if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[6]) end
+return {alive, 1, n}
+"""
+
 # Slots: ZSET member = owner, score = expiry in server ms. Expired owners are dropped first.
 _LUA_NOW_MS = """
 local t = redis.call('TIME')
@@ -118,6 +135,16 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+@dataclass(frozen=True)
+class PlaybackGate:
+    """What one poll learned from Redis: worker liveness (None: not read), whether it took the
+    playback mark (None: it did not try), and its fail-fast attempt count (0: not counted)."""
+
+    alive: bool | None
+    marked: bool | None
+    attempts: int
+
+
 class Coordinator:
     """The Redis primitives bound to one connection and one Policy."""
 
@@ -131,6 +158,7 @@ class Coordinator:
         self._slot_acquire = conn.register_script(_SLOT_ACQUIRE)
         self._slot_refresh = conn.register_script(_SLOT_REFRESH)
         self._mark_queued = conn.register_script(_MARK_QUEUED)
+        self._playback_gate = conn.register_script(_PLAYBACK_GATE)
 
     # ----------------------------------------------------------------- enqueue dedup (001, 004)
 
@@ -202,6 +230,35 @@ class Coordinator:
             return n
         return int(self._count_in_window(keys=[key], args=[window_ms]))
 
+    # ----------------------------------------------------------------- the poll's gate (002/003)
+
+    def playback_gate(self, business_id: int, call_sid: str, *, read_alive: bool, gate_if_alive: bool,
+                      gate_if_dead: bool) -> PlaybackGate:
+        """A poll's Redis work in at most one round trip: read worker liveness when the decision
+        depends on it; then, when the decision for that liveness (`gate_if_alive` / `gate_if_dead`,
+        from policy.playback_decision; equal when liveness is not read) passes the gate, take the
+        playback mark (003; none under `enqueue_every_click`) and, if taken, count the fail-fast
+        attempt (002). Nothing to read and no gate: no round trip at all.
+
+        `playback_check_then_mark` and `fail_fast_incr_then_expire` (seed) keep their separate
+        calls, so their races and their crash window stay reachable.
+        """
+        if not read_alive and not gate_if_dead:
+            return PlaybackGate(None, None, 0)
+        if self.p.has("playback_check_then_mark") or self.p.has("fail_fast_incr_then_expire"):
+            alive = self.worker_alive() if read_alive else None
+            if not (gate_if_alive if alive else gate_if_dead):
+                return PlaybackGate(alive, None, 0)
+            if not self.mark_playback(business_id, call_sid):
+                return PlaybackGate(alive, False, 0)
+            return PlaybackGate(alive, True, self.count_attempt(call_sid))
+        keys = [WORKERS_ALIVE_KEY, PLAYBACK_MARK_KEY.format(business_id=business_id, call_sid=call_sid),
+                FAIL_FAST_KEY.format(call_sid=call_sid)]
+        args = [int(read_alive), int(gate_if_alive), int(gate_if_dead), int(not self.p.has("enqueue_every_click")),
+                self.p.wall_ms(self.p.playback_mark_ttl_s), self.p.wall_ms(self.p.fail_fast_window_s)]
+        alive, marked, attempts = (int(x) for x in self._playback_gate(keys=keys, args=args))
+        return PlaybackGate(None if alive < 0 else bool(alive), None if marked < 0 else bool(marked), attempts)
+
     # ----------------------------------------------------------------- download slots (004)
 
     def acquire_slot(self, business_id: int, owner: str, call_sid: str = "") -> bool:
@@ -234,6 +291,10 @@ class Coordinator:
     def release_inflight(self, recording_sid: str, owner: str) -> bool:
         freed, _holder = self._release_if_owner(keys=[INFLIGHT_KEY.format(recording_sid=recording_sid)], args=[owner])
         return bool(freed)
+
+    def job_status(self, job_id: str | None) -> str | None:
+        """RQ's status of job `job_id` ('queued', 'started', ...); None when Redis has no such job."""
+        return _text(self.r.hget(Job.key_for(job_id), "status")) if job_id else None
 
     def slots_in_use(self, business_id: int) -> int:
         key = SLOTS_KEY.format(business_id=business_id)

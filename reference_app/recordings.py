@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -54,8 +55,15 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
     (`dedup=False`: no dedup key at all, the `before` play route's enqueue).
 
     Returns seed 001's reason: 'enqueued' | 'duplicate' | 'error'.
+
+    Redis unreachable (paused, restarting): the run row is the record. A run committed before
+    Redis failed stays queued, and with no dedup answer from Redis the database decides (an
+    active run of the call is the duplicate, else a new queued run); the sweeper enqueues it
+    once Redis answers (jobs.requeue_orphan). `orphan_runs_not_swept` (seed): the error
+    propagates and the run fails, a webhook's recording is lost.
     """
     p = svc.policy
+    redis_down: list[RecordingRun | None] = []
 
     def create_and_enqueue() -> RecordingRun:
         run = RecordingRun(business_id=business_id, call_sid=call_sid, recording_sid=recording_sid,
@@ -68,6 +76,9 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
                     raise RuntimeError("no download slot free")
             enqueue_run(svc, s, run, via=via)
         except Exception as exc:
+            if isinstance(exc, redis.exceptions.RedisError) and not p.has("orphan_runs_not_swept"):
+                redis_down.append(run)
+                raise
             run.status, run.error, run.finished_at = "failed", f"enqueue failed: {exc}"[:500], time.time()
             s.commit()
             raise
@@ -75,14 +86,38 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
         svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=call_sid, job_type=job_type, via=via)
         return run
 
-    if dedup:
-        reason, run = svc.coord.dedup_enqueue(call_sid, job_type, create_and_enqueue)
-    else:
-        try:
-            reason, run = "enqueued", create_and_enqueue()
-        except Exception:
-            reason, run = "error", None
+    try:
+        if dedup:
+            reason, run = svc.coord.dedup_enqueue(call_sid, job_type, create_and_enqueue)
+        else:
+            try:
+                reason, run = "enqueued", create_and_enqueue()
+            except Exception:
+                reason, run = "error", None
+    except redis.exceptions.RedisError:
+        if p.has("orphan_runs_not_swept"):
+            raise
+        redis_down.append(None)
+    if redis_down:
+        return pending_run(s, redis_down[0], business_id=business_id, call_sid=call_sid, recording_sid=recording_sid,
+                           recording_url=recording_url, job_type=job_type)
     return reported_enqueue_reason(reason, p), run
+
+
+def pending_run(s: Session, run: RecordingRun | None, **fields) -> tuple[str, RecordingRun]:
+    """With Redis unreachable: `run` if one was committed, else the call's active run
+    ('duplicate'), else a new queued run ('enqueued') that the sweeper will enqueue."""
+    if run is not None:
+        return "enqueued", run
+    active = s.scalar(select(RecordingRun).where(RecordingRun.call_sid == fields["call_sid"],
+                                                 RecordingRun.status.in_(ACTIVE_RUN_STATUSES))
+                      .order_by(RecordingRun.id.desc()))
+    if active is not None:
+        return "duplicate", active
+    run = RecordingRun(status="queued", created_at=time.time(), **fields)
+    s.add(run)
+    s.commit()
+    return "enqueued", run
 
 
 def recording_known(s: Session, recording_sid: str) -> bool:
@@ -95,6 +130,9 @@ def latest_run(s: Session, call_sid: str) -> RecordingRun | None:
     return s.scalar(select(RecordingRun).where(RecordingRun.call_sid == call_sid).order_by(RecordingRun.id.desc()))
 
 
+GATED = ("start", "no_worker")  # the decisions that take the playback mark and count a fail-fast attempt
+
+
 def playback(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
     """GET /api/recordings/file/<call_sid>: 200 ready, 202 processing, 404 never, 500 fail-fast."""
     p, emit = svc.policy, svc.history.emit
@@ -103,10 +141,17 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
         return Answer(404, {"error": "not_found"})
     file = ready_file(s, call)
     run = latest_run(s, call_sid)
-    state = PlaybackState(bool(call.recording_url), file is not None, run_state(svc, run) if run else None,
-                          worker_alive=svc.coord.worker_alive() if run is not None and run.status in WAITING_RUN_STATUSES
-                          else None)
-    decision = playback_decision(state, svc.policy_now(), p)
+    now, run_st = svc.policy_now(), run_state(svc, run) if run else None
+
+    def decide(alive: bool | None):
+        return playback_decision(PlaybackState(bool(call.recording_url), file is not None, run_st, alive), now, p)
+
+    # Liveness matters only for a waiting run, and only when it changes the answer.
+    waiting = run is not None and run.status in WAITING_RUN_STATUSES
+    if_alive, if_dead = (decide(True), decide(False)) if waiting else (decide(None),) * 2
+    gate = svc.coord.playback_gate(business.id, call_sid, read_alive=if_alive != if_dead,
+                                   gate_if_alive=if_alive.kind in GATED, gate_if_dead=if_dead.kind in GATED)
+    decision = if_alive if gate.alive else if_dead
     if decision.kind == "serve":
         return Answer(200, file=file)
     if decision.kind == "not_found":
@@ -115,10 +160,9 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
         return Answer(202, {"status": "processing"}, retry_after_s=decision.retry_after_s)
     if decision.kind == "start" and run is not None and run.status in ACTIVE_RUN_STATUSES:
         _fail_stuck(svc, s, run, decision.reason)
-    dedup = playback_dedups(p)
-    if dedup and not svc.coord.mark_playback(business.id, call_sid):
+    if not gate.marked:
         return Answer(202, {"status": "processing"}, retry_after_s=p.retry_after_s)
-    attempts = svc.coord.count_attempt(call_sid)
+    attempts = gate.attempts
     if fail_fast_tripped(attempts, p):
         emit("fail_fast.trip", call_sid=call_sid, count=attempts)
         return Answer(500, {"error": "worker_not_processing_queue",
@@ -128,7 +172,7 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
                       retry_after_s=decision.retry_after_s)
     reason, _run = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,
                                      recording_sid=call.recording_sid, recording_url=call.recording_url,
-                                     job_type="download_only", via="playback", dedup=dedup)
+                                     job_type="download_only", via="playback", dedup=playback_dedups(p))
     emit("enqueue.result", call_sid=call_sid, reason=reason, status=202 if reason != "error" else 500)
     if reason == "error":
         return Answer(500, {"error": "enqueue_failed"})
