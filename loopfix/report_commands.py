@@ -51,6 +51,8 @@ def sweep_row(point: Mapping[str, Any]) -> dict[str, Any]:
         lam = scenario.arrivals.calls_per_hour / 3600.0
         row["erlang_c_wait_s"] = mmc_mean_wait(scenario.workers.count, lam, 1.0 / (point["service_mean_s"] + overhead))
     else:
+        runs = [(e["job_id"], float(e["t"])) for e in history if e["kind"] in ("job.start", "job.end")]
+        row["erlang_c_wait_s"] = _erlang_c_for(runs, scenario.workers.count, scenario.duration_s, overhead)
         recovery = measures.recovery_s(history, until_s=scenario.duration_s)
         row["recovery_s"] = 0.0 if not scenario.outages else recovery
         row["max_backlog"] = max((w for _, w, _ in measures.backlog(history)), default=0)
@@ -60,6 +62,25 @@ def sweep_row(point: Mapping[str, Any]) -> dict[str, Any]:
     row["events"] = len(history)
     row["wall_s"] = round(time.perf_counter() - started, 3)
     return row
+
+
+def _erlang_c_for(events: Sequence[tuple[str, float]], workers: int, duration_s: float,
+                  overhead_s: float) -> float | None:
+    """Erlang C's mean wait for the job rate and mean run time the model showed (None when
+    that load would be unstable): the prediction the capacity figure overlays."""
+    from sim.queueing import mmc_mean_wait
+
+    started: dict[str, float] = {}
+    runs: list[float] = []
+    for job_id, t in events:
+        if job_id in started:
+            runs.append(t - started.pop(job_id) + overhead_s)
+        else:
+            started[job_id] = t
+    if not runs or duration_s <= 0:
+        return None
+    lam, mu = len(runs) / duration_s, 1.0 / max(sum(runs) / len(runs), 1e-9)
+    return mmc_mean_wait(workers, lam, mu) if lam < workers * mu else None
 
 
 def run_sweep(points: Sequence[Mapping[str, Any]], jobs: int | None = None,
@@ -202,6 +223,227 @@ def _print_answers(rows: Sequence[Mapping[str, Any]], p95_target: float | None, 
     return code
 
 
+# --------------------------------------------------------------------------- loopfix report
+
+# The sweeps the report runs when it is given none: (grid tag, sim.sweep.Grid settings), and
+# the M/M/c special case (workers, utilisations, hours, seeds). --quick makes each smaller.
+REPORT_SWEEPS = {
+    "full": ([("capacity", dict(base="steady", workers=(1, 2, 3, 4, 6, 8), calls_per_hour=(300.0, 600.0, 1200.0),
+                                outage_s=(0.0,))),
+              ("metastability", dict(base="worker-outage", workers=(4,), calls_per_hour=(120.0, 240.0, 480.0, 720.0),
+                                     outage_s=(0.0, 300.0, 900.0, 1800.0, 3600.0),
+                                     variants=("before", "seed", "fixed")))],
+             dict(workers=(1, 2, 4, 8), utilisations=(0.5, 0.7), hours=24.0, seeds=(1, 2, 3, 4))),
+    "quick": ([("capacity", dict(base="steady", workers=(1, 2, 4), calls_per_hour=(600.0,), outage_s=(0.0,))),
+               ("metastability", dict(base="worker-outage", workers=(4,), calls_per_hour=(240.0, 480.0),
+                                      outage_s=(300.0, 1800.0), variants=("before", "seed", "fixed")))],
+              dict(workers=(4,), utilisations=(0.7,), hours=24.0, seeds=(1, 2, 3, 4))),
+}
+RECOVER_WITHIN_S = 1200.0
+BACKOFF_SCENARIO = "missing-calllog"
+
+
+def _report_points(size: str) -> list[dict[str, Any]]:
+    from sim import sweep
+
+    grids, mmc = REPORT_SWEEPS[size]
+    pts = [{**p, "grid": tag} for tag, g in grids for p in sweep.points(sweep.Grid(**g))]
+    return pts + [{**p, "grid": "mmc"} for p in sweep.mmc_grid(**mmc)]
+
+
+def _classify(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """RUN_DIRS → (run directories, sweep result files); ValueError for anything else."""
+    from harness import history as history_mod
+
+    runs, sweeps = [], []
+    for path in paths:
+        if path.is_file() and path.suffix in (".jsonl", ".csv"):
+            sweeps.append(path)
+        elif path.is_dir() and ((path / history_mod.RUN_INFO_FILE).is_file() or any(path.glob("*.jsonl"))):
+            runs.append(path)
+        elif path.is_dir() and any(d.is_dir() and (d / history_mod.RUN_INFO_FILE).is_file() for d in path.iterdir()):
+            runs += sorted(d for d in path.iterdir() if d.is_dir() and (d / history_mod.RUN_INFO_FILE).is_file())
+        else:
+            raise ValueError(f"{path}: not a run directory (run.json + *.jsonl), a directory of them, "
+                             f"or a sweep results file (.jsonl/.csv)")
+    return runs, sweeps
+
+
+def _run_record(label: str, history: list[dict[str, Any]], info: Mapping[str, Any], directory: Path | None) -> dict:
+    """What the report needs of one run: its measures and the checker's verdicts."""
+    from harness import history as history_mod
+
+    policy = history_mod.policy_from_run_info(info)
+    scenario = info.get("scenario") or label
+    return {"label": label, "scenario": scenario, "variant": policy.variant, "dir": directory,
+            "source": info.get("source") or (history[0].get("source") if history else "sim"),
+            "time_scale": info.get("time_scale", 1.0),
+            "ttp": measures.times_to_playable(history), "summary": measures.summary(history),
+            "backlog": measures.backlog(history), "outages": measures.outage_windows(history),
+            "retry_timeline": measures.retry_timeline(history), "blocked": measures.blocked_after_failure(history),
+            "verdicts": [v.to_dict() for v in inv.check_all(history, policy)], "info": dict(info)}
+
+
+def _read_run(directory: Path) -> dict[str, Any]:
+    from harness import history as history_mod
+
+    history = history_mod.read_history(directory)
+    problems = history_mod.validate(history)
+    if problems:
+        raise ValueError(f"{directory}: malformed history: {problems[0]}")
+    return _run_record(directory.name, history, history_mod.read_run_info(directory) or {}, directory)
+
+
+def _simulate_run(scenario: Any, runs_dir: Path, label: str) -> dict[str, Any]:
+    """Run the model on `scenario`, write its run directory, and measure it."""
+    from harness import history as history_mod
+    from sim import simulate
+
+    result = simulate(scenario)
+    directory = runs_dir / label
+    history_mod.write_history(directory / history_mod.HISTORY_FILE, result.history)
+    history_mod.write_run_info(directory, result.run_info())
+    return _run_record(label, result.history, result.run_info(), directory)
+
+
+def _calibration(live: Sequence[Mapping[str, Any]], runs_dir: Path, step: Callable[[str], None]) -> list[dict]:
+    """Each live run beside the model run of the same scenario, variant and seed."""
+    from harness.scenario import load_scenario, parse_scenario, with_settings
+
+    pairs = []
+    for run in live:
+        info = run["info"]
+        if "scenario_data" in info:
+            scenario = parse_scenario(info["scenario_data"], name=str(info.get("scenario", "unnamed")))
+        else:
+            scenario = load_scenario(str(info.get("scenario", run["scenario"])))
+        scenario = with_settings(scenario, variant=run["variant"])
+        step(f"model twin of {run['label']}")
+        sim = _simulate_run(scenario, runs_dir, f"twin-{run['label']}")
+        errors = {m: (run["summary"][m] - sim["summary"][m]) / sim["summary"][m]
+                  if run["summary"].get(m) is not None and sim["summary"].get(m) else None
+                  for m in ("ttp_p50_s", "ttp_p95_s", "requests_per_playback", "jobs_per_recording",
+                            "downloads_per_recording")}
+        pairs.append({"label": f"{run['scenario']} [{run['variant']}]", "live": run["summary"], "sim": sim["summary"],
+                      "errors": errors, "explanation": _disagreement(run, sim, errors)})
+    return pairs
+
+
+def _disagreement(live: Mapping[str, Any], sim: Mapping[str, Any], errors: Mapping[str, float | None]) -> str:
+    """What differs between the two runs, as measured, when a figure is outside ±15 %."""
+    from reports.page import CALIBRATION_TOLERANCE
+
+    off = [m for m, e in errors.items() if e is not None and abs(e) > CALIBRATION_TOLERANCE]
+    if not off:
+        return ""
+    ls, ss = live["summary"], sim["summary"]
+    scale = float(live.get("time_scale") or 1.0)
+    return (f"outside ±15 %: {', '.join(off)}. The runs differ in what the clients did: live {ls['sessions']} "
+            f"sessions {ls['outcomes']}, model {ss['sessions']} sessions {ss['outcomes']}; the live run's time "
+            f"scale {scale:g} makes every wall millisecond of HTTP, Redis and polling {0.001 / scale:.3g} policy s "
+            f"that the model does not spend.")
+
+
+def _stated_numbers(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ledger's stated-number checks: the ~52 min, the 12x lock TTL, the 120 s dedup."""
+    fixed = policy_mod.make_policy("fixed")
+    claim = policy_mod.describe(fixed)["claim_52_min"]
+    measured = [v["figure"].get("measured_full_schedule_total_s") for r in runs if r["variant"] == "fixed"
+                for v in r["verdicts"] if v["name"] == "backoff-schedule"]
+    measured = [m for m in measured if m is not None]
+    lock_ttl_s = dict(fixed.lock_ttl_s)["delete_leads_bulk"]
+    ratio = lock_ttl_s / fixed.bulk_max_runtime_s
+    blocked = {v: max((b for r in runs if r["variant"] == v for b in r["blocked"]), default=None)
+               for v in ("before", "seed", "fixed")}
+    dedup_ttl = policy_mod.make_policy("seed").enqueue_dedup_ttl_s
+    return {
+        "52min": {"holds": bool(claim["holds"]),
+                  "text": f"{claim['explanation']}; measured in the model (fixed): "
+                          + (f"{sum(measured) / len(measured):.0f} s" if measured else "no recording used all retries")},
+        "lock12x": {"holds": ratio >= 12,
+                    "text": f"lock TTL {lock_ttl_s:g} s / max runtime "
+                            f"{fixed.bulk_max_runtime_s:g} s = {ratio:g}x (arithmetic); whether the lock is "
+                            f"exclusive is the lock-exclusive verdict"},
+        "dedup120": {"holds": None if blocked["seed"] is None else blocked["seed"] <= dedup_ttl + 1,
+                     "text": "longest 'duplicate' answer after a failed job: " + ", ".join(
+                         f"{v} {'not exercised' if b is None else f'{b:.0f} s'}" for v, b in blocked.items())},
+    }
+
+
+@click.command("report")
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/report"),
+              show_default=True, help="where index.html, report.md and the PNGs go")
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/report-sim"),
+              show_default=True, help="where the model runs the report produces are written")
+@click.option("--quick", is_flag=True, help="smaller sweeps (for tests and a first look)")
+@click.option("--jobs", type=int, help="processes for the sweeps (default: one per core)")
+def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quick: bool, jobs: int | None) -> None:
+    """Write one HTML page (OUT/index.html), its Markdown twin and the PNGs from INPUTS: run
+    directories (sim or live: run.json + *.jsonl), directories of them (e.g. runs/), and sweep
+    results (.jsonl/.csv from `loopfix sweep`). Whatever the page needs and INPUTS lack is
+    produced with the model: the headline scenarios under before, seed and fixed, and the
+    sweeps. Live runs add the calibration section (each beside a model run of its scenario)."""
+    from harness.scenario import load_scenario, with_settings
+    from loopfix.sim_commands import HEADLINE_SCENARIOS
+    from reports import claims
+    from reports.page import ReportData, write_report
+
+    try:
+        run_dirs, sweep_files = _classify(inputs)
+        given = [_read_run(d) for d in run_dirs]
+        rows = [r for f in sweep_files for r in capacity.read_rows(f)]
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    sim = [r for r in given if r["source"] == "sim"]
+    live = [r for r in given if r["source"] == "live"]
+    have = {(r["scenario"], r["variant"]) for r in sim}
+    missing = [(n, v) for n in HEADLINE_SCENARIOS for v in policy_mod.VARIANTS if (n, v) not in have]
+    notes = [f"read {len(given)} run directories ({len(live)} live) and {len(rows)} sweep rows"]
+    try:
+        with _progress() as progress:
+            task = progress.add_task("report", total=len(missing) + len(live))
+
+            def step(label: str) -> None:
+                progress.update(task, description=label, advance=1)
+
+            for name, variant in missing:
+                step(f"model: {name} [{variant}]")
+                sim.append(_simulate_run(with_settings(load_scenario(name), variant=variant), runs_dir,
+                                         f"{name}-{variant}"))
+            pairs = _calibration(live, runs_dir, step)
+        if missing:
+            notes.append(f"ran the model for {len(missing)} scenario x variant runs (written to {runs_dir})")
+        if not rows:
+            points = _report_points("quick" if quick else "full")
+            started = time.perf_counter()
+            rows = run_sweep_with_progress(points, jobs, "report sweeps")
+            notes.append(f"ran {len(points)} sweep points in {time.perf_counter() - started:.1f} s")
+            capacity.write_rows(runs_dir / "sweep.jsonl", rows)
+        if not live:
+            notes.append("no live run directories given: no calibration section (run `loopfix loadtest` and pass "
+                         "its runs/<run-id>/ directory)")
+        order = {(n, v): i for i, (n, v) in enumerate((n, v) for n in HEADLINE_SCENARIOS for v in policy_mod.VARIANTS)}
+        sim.sort(key=lambda r: order.get((r["scenario"], r["variant"]), len(order)))
+        backoff = [(r["variant"], r["retry_timeline"]) for r in sim if r["scenario"] == BACKOFF_SCENARIO]
+        data = ReportData(runs=sim + live, sweep_rows=rows, ledger=claims.ledger(sim + live, _stated_numbers(sim + live)),
+                          schedule_s=policy_mod.backoff_schedule(policy_mod.make_policy("fixed")), backoff=backoff,
+                          recover_within_s=RECOVER_WITHIN_S, calibration=pairs, notes=notes,
+                          command="loopfix report" + (" --quick" if quick else "")
+                          + "".join(f" {p}" for p in inputs))
+        paths = write_report(data, out_dir)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(f"cannot write the report: {exc.strerror or exc}") from None
+    click.echo(f"wrote {paths['html']} and {paths['markdown']} ({len(paths) - 2} figures)")
+    broken = [r["label"] for r in sim if r["variant"] == "fixed" and any(v["valid"] is not True for v in r["verdicts"])]
+    if broken:
+        click.echo(f"fixed breaks an invariant in: {', '.join(broken)}", err=True)
+    sys.exit(1 if broken else 0)
+
+
 def register(cli: click.Group) -> None:
     """Attach the capacity and report commands to the `loopfix` group."""
     cli.add_command(sweep_command)
+    cli.add_command(report_command)

@@ -194,3 +194,20 @@ def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
             if t0 >= after_t:
                 out.append(float(e["t"]) - t0)
     return out
+
+
+def blocked_after_failure(history: Iterable[Event]) -> list[float]:
+    """Per call whose job failed: how long after the failure enqueue requests were still
+    answered 'duplicate' (the dedup key outliving the job), until one was enqueued again."""
+    failed_at: dict[Any, float] = {}
+    blocked: dict[Any, float] = {}
+    for e in history:
+        kind = e.get("kind")
+        if kind == "job.end" and e.get("outcome") == "failed":
+            failed_at.setdefault(e["call_sid"], float(e["t"]))
+        elif kind == "enqueue.result" and e["call_sid"] in failed_at:
+            if e.get("reason") == "duplicate":
+                blocked[e["call_sid"]] = float(e["t"]) - failed_at[e["call_sid"]]
+            elif e.get("reason") == "enqueued":
+                del failed_at[e["call_sid"]]
+    return sorted(blocked.values())
