@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from rq import Retry
@@ -254,6 +255,31 @@ def recording_path(svc: Services, recording_sid: str, url: str) -> Path:
     return svc.config.recordings_dir / f"{recording_sid}{ext}"
 
 
+class RedirectRefused(Exception):
+    """A redirect off the media allowlist, or too many redirects: permanent, never retried."""
+
+
+def get_media(svc: Services, url: str, auth: tuple[str, str], timeout: tuple[float, float]) -> requests.Response:
+    """GET a media URL, streaming. Redirects are followed by hand, at most `media_redirects_max`,
+    each only to an allowed media host (checked before connecting: no request ever leaves the
+    allowlist); the credentials go only to the first URL's origin. `redirect_followed_anywhere`:
+    requests' default, which follows every hop wherever it points."""
+    p = svc.policy
+    if p.has("redirect_followed_anywhere"):
+        return requests.get(url, stream=True, timeout=timeout, auth=auth)
+    origin = urlsplit(url)[:2]
+    for _ in range(p.media_redirects_max + 1):
+        resp = requests.get(url, stream=True, allow_redirects=False, timeout=timeout,
+                            auth=auth if urlsplit(url)[:2] == origin else None)
+        if not resp.is_redirect:
+            return resp
+        resp.close()
+        url = urljoin(url, resp.headers["Location"])
+        if not media_host_allowed(url, svc.config.media_hosts):
+            raise RedirectRefused(f"redirect to a host that is not an allowed media host: {url[:200]}")
+    raise RedirectRefused(f"more than {p.media_redirects_max} redirects")
+
+
 def fetch_recording(svc: Services, s: Session, run: RecordingRun, owner: str) -> Fetch:
     """Download `run`'s recording once. fixed: skipped if a complete RecordingFile exists;
     bytes go to a temp file renamed into place only when complete; the unique RecordingSid
@@ -276,8 +302,8 @@ def fetch_recording(svc: Services, s: Session, run: RecordingRun, owner: str) ->
     emit("download.start", job_id=job_id, call_sid=run.call_sid, recording_sid=sid)
     digest, size = hashlib.sha256(), 0
     try:
-        with requests.get(url, stream=True, allow_redirects=False, timeout=(5, max(5.0, p.wall(120))),
-                          auth=(business.twilio_account_sid, business.twilio_auth_token)) as resp:
+        with get_media(svc, url, (business.twilio_account_sid, business.twilio_auth_token),
+                       timeout=(5, max(5.0, p.wall(120)))) as resp:
             if resp.status_code == 404:
                 return _fail_fetch(emit, run, "missing", "404 from media host")
             if resp.status_code != 200:
@@ -290,6 +316,8 @@ def fetch_recording(svc: Services, s: Session, run: RecordingRun, owner: str) ->
                     size += len(chunk)
         if expected >= 0 and size != expected:
             raise OSError(f"truncated body: {size} of {expected} bytes")
+    except RedirectRefused as exc:
+        return _fail_fetch(emit, run, "refused", str(exc))
     except (requests.RequestException, OSError) as exc:
         if idempotent:
             target.unlink(missing_ok=True)

@@ -56,6 +56,9 @@ FAULTS: dict[str, str] = {
     "timeout and a 10 min window the 4th attempt never lands in the window, so fail-fast never trips (002)",
     "webhook_replay_enqueues": "a replayed recording callback enqueues a new run once the 120 s dedup window "
     "has passed: only the window, not the RecordingSid, makes the webhook idempotent",
+    # --- not from the seeds (their downloader is not shown): switched on only by name ---------
+    "redirect_followed_anywhere": "the download follows redirects wherever they point (requests' default): "
+    "the media allowlist guards only the first hop",
 }
 
 _BEFORE_ONLY = frozenset(
@@ -77,7 +80,8 @@ _BEFORE_ONLY = frozenset(
         "player_unbounded",
     }
 )
-_SEED = frozenset(set(FAULTS) - _BEFORE_ONLY)
+_BY_NAME_ONLY = frozenset({"redirect_followed_anywhere"})  # in no variant: LOOPFIX_FAULTS / faults= only
+_SEED = frozenset(set(FAULTS) - _BEFORE_ONLY - _BY_NAME_ONLY)
 # `before` predates every fix, so it also has the seed faults its own bugs do not supersede.
 _BEFORE = _BEFORE_ONLY | {
     "no_heartbeat",
@@ -140,6 +144,8 @@ class Policy:
     queued_ttl_s: float = 1200.0
     slot_defer_s: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 40.0)
     before_slot_wait_s: float = 60.0
+    # media downloads: redirects followed, each only to an allowed media host
+    media_redirects_max: int = 3
     # bulk delete (003)
     bulk_batch_size: int = 50
     bulk_throttle_s: float = 0.2
@@ -558,7 +564,12 @@ def recording_callback_enqueues(recording_known: bool, p: Policy) -> bool:
 
 def media_host_allowed(url: str, allowed: Sequence[str]) -> bool:
     """Is `url` on the allowlist? `host` entries allow https only; `host:port` entries allow
-    http or https on exactly that port (local stand-ins). User-info and other schemes refuse."""
+    http or https on exactly that port (local stand-ins). User-info and other schemes refuse,
+    and so does any whitespace, control or non-ASCII character: urlsplit silently strips some
+    of them where requests/urllib3 parse differently, and a URL two parsers read differently
+    is how an allowlist is bypassed."""
+    if any(not "\x21" <= c <= "\x7e" for c in url):
+        return False
     try:
         parts = urlsplit(url)
         port = parts.port
