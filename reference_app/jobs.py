@@ -32,6 +32,7 @@ from reference_app.policy import (
     enqueue_retry_is_int,
     media_host_allowed,
     recording_retry_decision,
+    run_orphaned,
     slot_defer_delay,
     stuck_reason,
 )
@@ -375,6 +376,9 @@ def cleanup_stuck_recording_jobs(svc: Services | None = None) -> int:
         for run in runs:
             why = stuck_reason(run_state(svc, run), now, p, alive if run.status in WAITING_RUN_STATUSES else None)
             if why is None:
+                if run.status in WAITING_RUN_STATUSES and run_orphaned(
+                        run_state(svc, run), svc.coord.job_status(run.rq_job_id), now, p):
+                    moved += requeue_orphan(svc, s, run)
                 continue
             over_budget = run.retry_count >= p.max_recording_retries and not p.has("infinite_immediate_retry")
             new_status = "failed" if over_budget else "queued"
@@ -400,3 +404,23 @@ def cleanup_stuck_recording_jobs(svc: Services | None = None) -> int:
                                  via="requeue")
                 moved += 1
     return moved
+
+
+def requeue_orphan(svc: Services, s: Session, run: RecordingRun) -> int:
+    """Enqueue a waiting run whose RQ job is gone (policy.run_orphaned): Redis restarted empty,
+    or its enqueue never reached a paused Redis. Once however many workers sweep: a
+    compare-and-set on the run's job id. Returns 1 when this call re-enqueued it."""
+    old = run.rq_job_id
+    won = s.execute(
+        update(RecordingRun)
+        .where(RecordingRun.id == run.id, RecordingRun.status == run.status,
+               RecordingRun.rq_job_id.is_(None) if old is None else RecordingRun.rq_job_id == old)
+        .values(status="queued", created_at=time.time(), next_attempt_at=None, rq_job_id=f"orphan-{uuid.uuid4().hex[:8]}")
+    ).rowcount
+    s.commit()
+    if not won:
+        return 0
+    s.refresh(run)
+    enqueue_run(svc, s, run, via="orphan")
+    svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=run.call_sid, job_type=run.job_type, via="orphan")
+    return 1

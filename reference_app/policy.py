@@ -52,6 +52,8 @@ FAULTS: dict[str, str] = {
     "json_replace_everywhere": ".replace('.json', '.mp3') rewrites every occurrence, not the suffix (001)",
     "download_not_idempotent": "a re-run downloads again: no skip-if-complete, no atomic rename (RQ re-run)",
     "delete_check_then_insert": "bulk-delete dedup is check-then-insert: concurrent requests race (000/003)",
+    "orphan_runs_not_swept": "a queued run whose RQ job Redis lost (a restart, or an enqueue cut off by a pause) "
+    "is never enqueued again, and a failed enqueue fails the run: the database and Redis disagree for good",
     "fail_fast_unreachable": "attempts are counted only when a stuck job is re-created: with a 5 min stuck "
     "timeout and a 10 min window the 4th attempt never lands in the window, so fail-fast never trips (002)",
     "webhook_replay_enqueues": "a replayed recording callback enqueues a new run once the 120 s dedup window "
@@ -88,6 +90,7 @@ _BEFORE = _BEFORE_ONLY | {
     "lock_release_unowned",
     "lock_refresh_unowned",
     "download_not_idempotent",
+    "orphan_runs_not_swept",
     "webhook_replay_enqueues",
 }
 VARIANT_FAULTS: dict[str, frozenset[str]] = {
@@ -424,6 +427,20 @@ def stuck_reason(run: RunState, now: float, p: Policy, worker_alive: bool | None
             if now - last_sign > p.heartbeat_timeout_s:
                 return f"no heartbeat for {now - last_sign:.0f} s"
     return None
+
+
+LIVE_JOB_STATUSES = ("queued", "scheduled", "started", "deferred")  # RQ statuses that will still run
+
+
+def run_orphaned(run: RunState, job_status: str | None, now: float, p: Policy) -> bool:
+    """True when waiting `run` has no RQ job that will ever run it: Redis lost the job (restarted
+    empty, or the enqueue never reached it; `job_status` None) or the job ended without running
+    it. Judged only a heartbeat timeout after the run became due, so a job being enqueued right
+    now is not taken for lost. Fault `orphan_runs_not_swept`: never (the seeds trusted Redis)."""
+    if p.has("orphan_runs_not_swept") or run.status not in WAITING_RUN_STATUSES or job_status in LIVE_JOB_STATUSES:
+        return False
+    due = max(run.created_at, run.next_attempt_at or run.created_at)
+    return now - due > p.heartbeat_timeout_s
 
 
 # --------------------------------------------------------------------------- playback
