@@ -113,6 +113,7 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log: Path
+    rq_name: str = ""  # a worker's name in RQ's registry
 
     @property
     def pid(self) -> int:
@@ -215,12 +216,12 @@ class Stack:
         """SIGTERM: RQ's warm shutdown lets the running job finish, then the worker exits."""
         self.procs[name].stop(timeout)
 
-    def restart_worker(self, name: str) -> Proc:
+    def restart_worker(self, name: str, wait: bool = True) -> Proc:
         """Start `name` again after a kill or stop (a new RQ worker name, the same history name)."""
         if self.procs[name].alive:
             self.procs[name].stop()
         del self.procs[name]
-        return self.start_worker(name)
+        return self.start_worker(name, wait=wait)
 
     def pause_redis(self) -> None:
         self.procs["redis"].signal(signal.SIGSTOP)
@@ -254,15 +255,25 @@ class Stack:
         wait_until(lambda: http_ok(self.app_url + "/healthz"), 30, "app", proc.popen, proc.log)
         return self.app_url
 
-    def start_worker(self, name: str | None = None, simple: bool = False) -> Proc:
+    def start_worker(self, name: str | None = None, simple: bool = False, wait: bool = True) -> Proc:
+        """Start an RQ worker; `wait=False` returns at once (then `wait_workers`)."""
         name = name or f"worker{sum(1 for n in self.procs if n.startswith('worker')) + 1}"
         rq_name = f"{name}-{time.time_ns()}"
         args = [sys.executable, "-m", "loopfix.cli", "worker", "--name", rq_name]
         if simple:
             args.append("--simple")
         proc = self._spawn(name, args, self.env(name))
-        wait_until(lambda: _worker_registered(self.config.redis_url, rq_name), 20, name, proc.popen, proc.log)
+        proc.rq_name = rq_name
+        if wait:
+            self.wait_workers([name])
         return proc
+
+    def wait_workers(self, names: list[str], timeout: float = 30.0) -> None:
+        """Wait until every named worker is registered with RQ (started up and listening)."""
+        for name in names:
+            proc = self.procs[name]
+            wait_until(lambda: _worker_registered(self.config.redis_url, proc.rq_name), timeout, name, proc.popen,
+                       proc.log)
 
     def stub_config(self, **changes) -> dict:
         req = urllib.request.Request(self.stub_url + "/_config", data=json.dumps(changes).encode(), method="POST",

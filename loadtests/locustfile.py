@@ -1,0 +1,93 @@
+"""The load test of one run: the scenario's client mix as Locust users, its storm profile as the
+load shape, and the verdict as the exit code.
+
+Run by `loopfix loadtest SCENARIO` (which starts the stack, seeds it, runs this and prints the
+verdict table), or by hand against `loopfix stack up`:
+
+    LOOPFIX_LOAD_DIR=runs/<run-id> locust -f loadtests/locustfile.py --host <app url>
+
+Users (weights from the scenario's [clients] table): PlayerUser (seed 002's player),
+ClickStormUser (concurrent clicks, double-clicks), RefresherUser (reloads + the enqueue API);
+one TwilioWebhookUser (signed callbacks at the arrival rate) and, when the scenario deletes
+leads, one BulkDeleteUser. The shape is `LOOPFIX_PROFILE` (loadtests/shapes.py, default storm).
+
+When Locust quits, the `quitting` listener checks every invariant on the run directory's merged
+history (the app's, every worker's and every Locust process's events) and sets the exit code:
+0 every invariant holds, 1 one is broken or undecided. It also writes `locust-verdicts.json`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import gevent
+from locust import events
+from locust.runners import WorkerRunner
+
+from harness import history as history_mod
+from harness import invariants as inv
+from loadtests import deleters, players, shapes, webhooks
+from loadtests.load_context import load_context
+
+PROFILE_ENV = "LOOPFIX_PROFILE"
+
+_ctx = load_context()
+_clients = _ctx.scenario.clients
+_weights = {
+    players.ClickStormUser: _clients.storm_fraction + _clients.double_click_fraction,
+    players.RefresherUser: _clients.refresh_fraction,
+    players.PlayerUser: 1.0 - _clients.storm_fraction - _clients.double_click_fraction - _clients.refresh_fraction,
+}
+for _user_class, _share in _weights.items():
+    _user_class.weight = max(1, round(100 * _share))
+del _user_class  # Locust takes every User class in this module's namespace as one to run
+
+PlayerUser = players.PlayerUser if _weights[players.PlayerUser] > 0 else None
+ClickStormUser = players.ClickStormUser if _weights[players.ClickStormUser] > 0 else None
+RefresherUser = players.RefresherUser if _weights[players.RefresherUser] > 0 else None
+TwilioWebhookUser = webhooks.TwilioWebhookUser
+_deletes = _ctx.scenario.bulk_delete.requests_per_hour > 0 and _ctx.scenario.bulk_delete.leads_per_business > 0
+BulkDeleteUser = deleters.BulkDeleteUser if _deletes else None
+
+StormShape = shapes.profile_shape(
+    os.environ.get(PROFILE_ENV, _ctx.info.get("profile", "storm")),
+    users=int(_ctx.info.get("users", _ctx.scenario.users)),
+    fixed_users=1 + int(_deletes),
+    duration_s=_ctx.scenario.duration_s,
+    drain_s=_ctx.scenario.drain_s,
+    time_scale=_ctx.policy.time_scale,
+)
+
+
+def check_run(run_dir) -> list[inv.Verdict]:
+    """Every invariant on the run directory's merged history, against the run's policy."""
+    history = history_mod.read_history(run_dir)
+    policy = history_mod.policy_from_run_info(history_mod.read_run_info(run_dir) or {})
+    return inv.check_all(history, policy)
+
+
+@events.init.add_listener
+def _quit_on_sigterm(environment, **_kwargs) -> None:
+    """Locust installs its own SIGTERM handler only after a headless shape test has ended, so a
+    SIGTERM during one would kill the process before the verdict: quit the runner instead."""
+    if not isinstance(environment.runner, WorkerRunner):
+        gevent.signal_handler(signal.SIGTERM, lambda: environment.runner.quit())
+
+
+@events.quitting.add_listener
+def _verdict(environment, **_kwargs) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master (or the only process) judges
+    verdicts = check_run(_ctx.run_dir)
+    (_ctx.run_dir / "locust-verdicts.json").write_text(
+        json.dumps([v.to_dict() for v in verdicts], indent=1) + "\n", encoding="utf-8")
+    for v in verdicts:
+        print(f"{inv.valid_label(v.valid):7} {v.name}")
+    environment.process_exit_code = 0 if inv.overall(verdicts) is True else 1
+
+
+if __name__ == "__main__":  # debugging one user: LOOPFIX_LOAD_DIR=... python loadtests/locustfile.py
+    from locust import run_single_user
+
+    run_single_user(players.PlayerUser)

@@ -1,0 +1,138 @@
+"""The people who press play: seed 002's browser player, click-stormers and page refreshers.
+
+Every session is the AudioPlayer of seed 002 with the same decisions the SimPy model uses
+(`policy.player_should_retry`, `player_delay`, `player_outcome`): it retries only on 202,
+waits the larger of its exponential backoff and the server's Retry-After, gives up after
+`player_max_retries` retries, stops on 404/500, and checks that a 200 carries audio. Each
+request and the session's end go into the history as client.* events, in the model's shape.
+"""
+from __future__ import annotations
+
+import gevent
+from locust import FastHttpUser, task
+
+from loadtests.load_context import LoadContext, load_context
+from reference_app.policy import player_delay, player_outcome, player_should_retry
+
+PLAY_PATH = "/api/recordings/file/{call_sid}"
+AUDIO_MAGIC = (b"\xff\xfb", b"RIFF", b"ID3")
+
+
+def audio_ok(content_type: str, body: bytes) -> bool:
+    """Does a 200 carry audio? (A `.json` recording URL downloads JSON: seed 001's bug.)"""
+    return content_type.startswith("audio/") and body[:4].startswith(AUDIO_MAGIC)
+
+
+def auth(business: dict) -> dict[str, str]:
+    return {"Authorization": f"Bearer {business['api_token']}"}
+
+
+def poll(user: FastHttpUser, business: dict, call_sid: str) -> tuple[int, float | None, bool | None]:
+    """One GET of the playback endpoint → (status, Retry-After in policy s, audio ok on 200)."""
+    with user.client.get(PLAY_PATH.format(call_sid=call_sid), headers=auth(business),
+                         name="/api/recordings/file/[call]", catch_response=True) as resp:
+        status = resp.status_code or 0
+        header = resp.headers.get("Retry-After") if resp.headers else None
+        retry_after = float(header) if header else None
+        ok = None
+        if status in (200, 206):
+            ok = audio_ok(resp.headers.get("Content-Type", ""), resp.content or b"")
+            if not ok:
+                resp.failure("200 without audio")
+        elif status == 202 and retry_after is None:
+            resp.failure("202 without Retry-After")
+        elif status in (202, 404):
+            resp.success()  # the protocol's answers, not errors
+        return status, retry_after, ok
+
+
+def play_session(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid: str, client: str,
+                 session: int, role: str) -> int:
+    """Seed 002's AudioPlayer on one recording; returns the status it stopped on."""
+    p = ctx.policy
+    ctx.emit("client.start", client=client, session=session, call_sid=call_sid, role=role)
+    retries = n = 0
+    while True:
+        status, retry_after, ok = poll(user, business, call_sid)
+        n += 1
+        ctx.emit("client.request", client=client, session=session, call_sid=call_sid, status=status,
+                 retry_after=retry_after, n=n, audio_ok=ok)
+        if not player_should_retry(status, retries, p):
+            break
+        delay = player_delay(retries, retry_after, p)
+        retries += 1
+        ctx.sleep(delay)
+    ctx.emit("client.end", client=client, session=session, call_sid=call_sid, outcome=player_outcome(status),
+             requests=n)
+    return status
+
+
+class LoadUser(FastHttpUser):
+    """Base: a user of the run's context that starts nothing new once the run drains."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        self.ctx = load_context()
+
+    def wait_time(self) -> float:
+        return self.ctx.policy.wall(self.ctx.rng.uniform(1.0, 5.0))  # think time between sessions
+
+    def idle_if_draining(self) -> bool:
+        if self.ctx.draining():
+            gevent.sleep(0.2)
+            return True
+        return False
+
+
+class PlayerUser(LoadUser):
+    """Opens a recording in the browser player and waits for it to play."""
+
+    @task
+    def play(self) -> None:
+        if self.idle_if_draining():
+            return
+        business, call_sid = self.ctx.pick_call()
+        play_session(self, self.ctx, business, call_sid, self.ctx.new_client("p"), 1, "player")
+
+
+class ClickStormUser(LoadUser):
+    """Clicks play on one recording several times at once (audio element, list, second tab):
+    a storm of `storm_clicks` concurrent sessions, or a double-click."""
+
+    @task
+    def storm(self) -> None:
+        if self.idle_if_draining():
+            return
+        c, rng = self.ctx.scenario.clients, self.ctx.rng
+        share = c.storm_fraction + c.double_click_fraction
+        storm = rng.random() < (c.storm_fraction / share if share else 1.0)
+        clicks, spread = (c.storm_clicks, c.storm_spread_s) if storm else (2, 0.25)
+        role = "storm" if storm else "double_clicker"
+        business, call_sid = self.ctx.pick_call()
+        client = self.ctx.new_client("s")
+
+        def click(session: int, after_s: float) -> None:
+            self.ctx.sleep(after_s)
+            play_session(self, self.ctx, business, call_sid, client, session, role)
+
+        gevent.joinall([gevent.spawn(click, i, rng.uniform(0.0, spread)) for i in range(1, clicks + 1)])
+
+
+class RefresherUser(LoadUser):
+    """Reloads the page while the recording does not play: each reload asks the enqueue API
+    for the recording, then plays it again."""
+
+    @task
+    def refresh(self) -> None:
+        if self.idle_if_draining():
+            return
+        c = self.ctx.scenario.clients
+        business, call_sid = self.ctx.pick_call()
+        client = self.ctx.new_client("r")
+        for session in range(1, c.refreshes + 2):
+            self.client.post(f"/api/calls/{call_sid}/recording/enqueue", headers=auth(business),
+                             name="/api/calls/[call]/recording/enqueue")
+            if play_session(self, self.ctx, business, call_sid, client, session, "refresher") in (200, 206):
+                return
+            self.ctx.sleep(c.refresh_after_s)

@@ -1,0 +1,216 @@
+"""One load run from nothing to a checked history, in `runs/<run-id>/`:
+
+1. start the stack (Redis, the Twilio stand-in at the scenario's latency and fault rate, the
+   app under gunicorn, the scenario's RQ workers), every process appending its history here;
+2. seed the database (fixtures.json) and write run.json — the variant, faults, [policy]
+   overrides and time scale the checker rebuilds the policy from (`loopfix verify runs/<id>`);
+3. run Locust headless (`--processes N` for its own multi-process mode) with the scenario's
+   users and storm profile, while the fault plan opens and closes the outage windows;
+4. after the scenario's duration, drain: wait until no recording run or delete job is active
+   (and no outage open) for a player's longest wait, or until `drain_s` is over;
+5. stop Locust (its quitting hook writes its own verdict), then the stack — always, also on
+   Ctrl-C or an error, leaving no process behind.
+
+Durations are the scenario's, in policy seconds, run at `time_scale` (wall = policy x scale).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import func, select
+
+from harness import history as history_mod
+from harness.scenario import Scenario
+from loadtests.faults import FaultPlan
+from loadtests.fixtures import seed_fixtures, write_fixtures
+from loadtests.load_context import LOAD_START_ENV, RUN_DIR_ENV
+from loadtests.stack import Stack
+from reference_app.config import Config
+from reference_app.events import HistoryWriter
+from reference_app.models import BackgroundJob, RecordingRun
+from reference_app.policy import ACTIVE_RUN_STATUSES, BULK_JOB_ACTIVE
+from reference_app.services import Services
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+STUB_SIZE_BYTES = 16_000  # a short recording: the load is requests, not bandwidth
+SETTLE_CHECK_S = 0.1  # wall seconds between drain checks
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    scenario: Scenario
+    users: int
+    processes: int = 1
+    profile: str = "storm"
+    runs_root: Path = Path("runs")
+    run_id: str = ""
+    redis_url: str | None = None
+    app_workers: int = 2
+    app_threads: int = 8
+
+
+@dataclass
+class LoadResult:
+    run_dir: Path
+    locust_exit_code: int | None
+    load_wall_s: float
+    drain_wall_s: float
+    settled: bool
+    requests: int = 0
+    failures: int = 0
+    fault_errors: list[str] = field(default_factory=list)
+
+    @property
+    def requests_per_s(self) -> float:
+        total = self.load_wall_s + self.drain_wall_s
+        return self.requests / total if total else 0.0
+
+
+def new_run_id(scenario: Scenario) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{scenario.name}-{scenario.variant}-{os.getpid()}"
+
+
+def start_stack(opts: LoadOptions, run_dir: Path, epoch: float) -> Stack:
+    """Start Redis, the stand-in, the app and the workers of `opts.scenario`; seed the database;
+    write fixtures.json and run.json. The caller stops the stack (also on failure)."""
+    s = opts.scenario
+    config = Config(data_dir=(run_dir / "data").resolve(), history_dir=run_dir.resolve(), run_epoch=epoch,
+                    media_hosts=(), policy=s.make_policy())
+    stack = Stack(run_dir, config)
+    try:
+        if opts.redis_url:
+            stack.config = replace(stack.config, redis_url=opts.redis_url)
+        elif shutil.which("redis-server"):
+            stack.start_redis()
+        elif os.environ.get("REDIS_URL"):
+            stack.config = replace(stack.config, redis_url=os.environ["REDIS_URL"])
+        else:
+            raise RuntimeError("no redis-server on PATH and no REDIS_URL: install Redis or pass --redis-url")
+        stack.start_stub(size_bytes=STUB_SIZE_BYTES, latency_s=s.twilio.latency_median_s,
+                         error_rate=s.twilio.fault_rate)
+        stack.start_app(workers=opts.app_workers, threads=opts.app_threads)
+        names = [stack.start_worker(f"worker{i + 1}", wait=False).name for i in range(s.workers.count)]
+        stack.wait_workers(names)
+        fixtures = seed_fixtures(Services(stack.config), s, stack.stub_url)
+        write_fixtures(run_dir, fixtures)
+        history_mod.write_run_info(run_dir, {
+            "source": "live", "scenario": s.name, "scenario_data": s.to_dict(), "variant": s.variant,
+            "faults": list(s.faults), "policy": dict(s.policy), "time_scale": s.time_scale, "seed": s.seed,
+            "users": opts.users, "processes": opts.processes, "profile": opts.profile, "epoch": epoch,
+            "app_url": stack.app_url, "stub_url": stack.stub_url, "redis_url": stack.config.redis_url,
+            "pids": {name: proc.pid for name, proc in stack.procs.items()}, "stack_marker": stack.marker,
+        })
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def locust_command(opts: LoadOptions, app_url: str, run_dir: Path) -> list[str]:
+    args = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", app_url,
+            "--csv", str(run_dir / "locust"), "--only-summary", "--loglevel", "WARNING"]
+    if opts.processes > 1:
+        args += ["--processes", str(opts.processes)]
+    return args
+
+
+def active_work(svc: Services) -> int:
+    """Recording runs and delete jobs that still have work to do."""
+    with svc.sessions() as s:
+        runs = s.scalar(select(func.count()).select_from(RecordingRun)
+                        .where(RecordingRun.status.in_(ACTIVE_RUN_STATUSES)))
+        jobs = s.scalar(select(func.count()).select_from(BackgroundJob)
+                        .where(BackgroundJob.status.in_(BULK_JOB_ACTIVE)))
+    return int(runs or 0) + int(jobs or 0)
+
+
+def run_load(opts: LoadOptions, on_progress: Callable[[str, float], None] | None = None) -> LoadResult:
+    """Run one load test end to end (see the module docstring); returns where and how it went."""
+    s = opts.scenario
+    p = s.make_policy()
+    progress = on_progress or (lambda _label, _fraction: None)
+    run_dir = (opts.runs_root / (opts.run_id or new_run_id(s))).resolve()
+    run_dir.mkdir(parents=True, exist_ok=False)
+    epoch = time.time()
+    progress("starting the stack", 0.0)
+    stack = start_stack(opts, run_dir, epoch)
+    plan = None
+    try:
+        env = {**stack.env("locust"), RUN_DIR_ENV: str(run_dir)}
+        load_start = time.time()
+        env[LOAD_START_ENV] = repr(load_start)
+        locust = stack._spawn("locust", locust_command(opts, stack.app_url, run_dir), env)
+        plan = FaultPlan(stack, s, load_start, HistoryWriter(run_dir, "env", p.time_scale, epoch))
+        plan.start()
+        load_end = load_start + p.wall(s.duration_s)
+        drain_end = load_end + p.wall(s.drain_s)
+        while time.time() < load_end:
+            if not locust.alive:
+                raise RuntimeError(f"locust exited early with code {locust.popen.returncode}; see {locust.log}")
+            progress("load", (time.time() - load_start) / (drain_end - load_start))
+            time.sleep(0.2)
+        svc = Services(stack.config)
+        grace = p.wall(p.retry_after_max_s + p.player_cap_s)  # a player's longest wait, then one more poll
+        quiet_since, settled = None, False
+        while time.time() < drain_end and locust.alive:
+            progress("drain", (time.time() - load_start) / (drain_end - load_start))
+            try:
+                busy = active_work(svc) > 0 or not plan.outages_over.is_set()
+            except Exception:  # noqa: BLE001 - a paused Redis or busy database: not settled yet
+                busy = True
+            now = time.time()
+            quiet_since = None if busy else (quiet_since or now)
+            if quiet_since is not None and now - quiet_since >= grace:
+                settled = True
+                break
+            time.sleep(SETTLE_CHECK_S)
+        drained = time.time()
+        plan.stop()
+        code = stop_locust(locust)
+        progress("done", 1.0)
+        requests, failures = locust_totals(run_dir)
+        return LoadResult(run_dir, code, load_end - load_start, drained - load_end, settled, requests, failures,
+                          plan.errors)
+    finally:
+        if plan is not None:
+            plan.stop()
+        stack.stop()
+
+
+def stop_locust(locust, timeout: float = 60.0) -> int | None:
+    """SIGTERM to Locust's master: it stops its users and workers, runs the quitting hook, exits."""
+    if locust.alive:
+        os.kill(locust.pid, signal.SIGTERM)
+    try:
+        return locust.popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        locust.kill()
+        return None
+
+
+def locust_totals(run_dir: Path) -> tuple[int, int]:
+    """(requests, failures) from Locust's aggregated stats CSV; (0, 0) when it wrote none."""
+    path = run_dir / "locust_stats.csv"
+    if not path.is_file():
+        return 0, 0
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("Name") == "Aggregated":
+                return int(row["Request Count"]), int(row["Failure Count"])
+    return 0, 0
+
+
+def result_summary(result: LoadResult) -> dict[str, Any]:
+    return {"run_dir": str(result.run_dir), "locust_exit_code": result.locust_exit_code,
+            "load_wall_s": round(result.load_wall_s, 2), "drain_wall_s": round(result.drain_wall_s, 2),
+            "settled": result.settled, "requests": result.requests, "failures": result.failures,
+            "requests_per_s": round(result.requests_per_s, 1), "fault_errors": result.fault_errors}

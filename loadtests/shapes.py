@@ -1,0 +1,56 @@
+"""Storm profiles: how many users click at each point of a run, as a data table and a pure
+`users_at`. A table row is (from this fraction of the scenario's duration, this share of the
+run's users); after the duration the users stay while the run drains (they start nothing
+new, see load_context) and the shape ends once the drain is over.
+
+`PROFILES` names the tables; `profile_shape(name)` is the LoadTestShape the locustfile exposes
+(Locust uses the one shape class it finds in the locustfile). Locust is imported only there:
+importing locust monkey-patches the process with gevent, which the `loopfix` CLI must not be.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+Table = tuple[tuple[float, float], ...]
+
+PROFILES: dict[str, Table] = {
+    "steady": ((0.0, 1.0),),
+    # a surge: a quarter of the users, everyone at once for the middle third, then a quarter
+    "storm": ((0.0, 0.25), (1 / 3, 1.0), (2 / 3, 0.25)),
+    # two surges with quiet between them
+    "waves": ((0.0, 0.2), (0.15, 1.0), (0.35, 0.2), (0.6, 1.0), (0.8, 0.2)),
+    # climbing in five steps to everyone
+    "ramp": ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0)),
+}
+
+
+def users_at(table: Table, t_s: float, duration_s: float, drain_s: float, users: int) -> int | None:
+    """Users at `t_s` policy seconds into the run; None once duration and drain are over."""
+    if t_s >= duration_s + drain_s:
+        return None
+    share = table[0][1]
+    for start, value in table:
+        if t_s >= start * duration_s:
+            share = value
+    if t_s >= duration_s:  # draining: keep whoever is there, they finish what they started
+        share = table[-1][1]
+    return max(1, math.ceil(share * users))
+
+
+def profile_shape(name: str, users: int, fixed_users: int, duration_s: float, drain_s: float,
+                  time_scale: float) -> Any:
+    """A LoadTestShape class for profile `name` (KeyError when unknown). `fixed_users` (the
+    webhook sender, the deleter) are added on top: Locust spawns fixed_count users first."""
+    from locust import LoadTestShape
+
+    table = PROFILES[name]
+
+    class StormShape(LoadTestShape):
+        __doc__ = f"profile {name}: {table}"
+
+        def tick(self):
+            n = users_at(table, self.get_run_time() / time_scale, duration_s, drain_s, users)
+            return None if n is None else (n + fixed_users, max(10.0, float(users)))
+
+    return StormShape
