@@ -259,10 +259,12 @@ def _classify(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     for path in paths:
         if path.is_file() and path.suffix in (".jsonl", ".csv"):
             sweeps.append(path)
-        elif path.is_dir() and ((path / history_mod.RUN_INFO_FILE).is_file() or any(path.glob("*.jsonl"))):
+        elif path.is_dir() and (path / history_mod.RUN_INFO_FILE).is_file():
             runs.append(path)
         elif path.is_dir() and any(d.is_dir() and (d / history_mod.RUN_INFO_FILE).is_file() for d in path.iterdir()):
             runs += sorted(d for d in path.iterdir() if d.is_dir() and (d / history_mod.RUN_INFO_FILE).is_file())
+        elif path.is_dir() and any(path.glob("*.jsonl")):
+            runs.append(path)
         else:
             raise ValueError(f"{path}: not a run directory (run.json + *.jsonl), a directory of them, "
                              f"or a sweep results file (.jsonl/.csv)")

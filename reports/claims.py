@@ -7,7 +7,7 @@ a number, the figure that measures it. A claim's status is read off the tallies:
 - `holds`: the seeds' code as written (variant `seed`) keeps it in every run;
 - `holds only on fixed`: `seed` breaks it somewhere, the reference fixes keep it everywhere;
 - `fails`: `fixed` breaks it too, or its number is wrong whatever the code;
-- `not exercised`: no run produced the events that would test it.
+- `not exercised`: no run produced the events that would test it (or its stated number).
 """
 from __future__ import annotations
 
@@ -99,9 +99,12 @@ def ledger(runs: Sequence[Mapping[str, Any]], numbers: Mapping[str, Mapping[str,
         per_variant = tally(runs, c.invariant)
         number = numbers.get(c.number) if c.number else None
         number_holds = None if number is None else number.get("holds")
-        where = sorted({f"{r['source']}: {r['scenario']}" for r in runs if any(v["name"] == c.invariant
-                                                                             for v in r["verdicts"])})
+        checked = [r for r in runs if any(v["name"] == c.invariant for v in r["verdicts"])]
+        where = [f"{src}: {len([r for r in checked if r['source'] == src])} runs of "
+                 + ", ".join(sorted({r["scenario"] for r in checked if r["source"] == src}))
+                 for src in sorted({r["source"] for r in checked})]
+        verdict = "not exercised" if c.number and number_holds is None else status(per_variant, number_holds)
         out.append({"seed": c.seed, "claim": c.quote, "invariant": c.invariant, "figure": c.figure,
-                    "status": status(per_variant, number_holds), "variants": per_variant,
+                    "status": verdict, "variants": per_variant,
                     "number": number, "where": where})
     return out
