@@ -26,6 +26,7 @@ class Figure:
     baseline_unit: str = ""
     goal: str = ""
     note: str = ""
+    holds: bool = True  # False: a precondition of the goal failed (a storm broke an invariant)
     details: dict = field(default_factory=dict)
 
     @property
@@ -38,6 +39,8 @@ class Figure:
     def met(self) -> bool | None:
         if not self.goal:
             return None
+        if not self.holds:
+            return False
         subject, op, threshold = self.goal.split()
         measured = self.ratio if subject == "ratio" else self.value
         return None if measured is None else GOAL_OPS[op](measured, float(threshold))

@@ -1,0 +1,48 @@
+"""`loopfix bench` and the poll's Redis cost: the 202 poll makes at most one round trip (a
+count from Redis commandstats + MONITOR on a real server, not a timing), the one-call-per-
+primitive faults visibly cost more, and the CLI prints well-formed figures. No speed is
+asserted here: speeds are measured by `loopfix bench` and kept in BENCHMARKS.md."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from benchmarks import redis_bench
+
+POLLS_202 = [sc for sc in redis_bench.SCENARIOS if sc.goal]
+
+
+def test_every_202_poll_without_a_new_job_makes_at_most_one_redis_round_trip(redis_url, tmp_path):
+    counts = redis_bench.measure(redis_url, tmp_path, "fixed", requests=5, scenarios=POLLS_202)
+    for label, c in counts.items():
+        assert set(c.statuses) == {202}, label
+        assert c.max_round_trips <= 1, (label, c.round_trips, c.commands)
+
+
+def test_no_worker_poll_with_one_call_per_primitive_takes_more_round_trips(redis_url, tmp_path):
+    """The faults that keep the seed's separate calls (racy mark, INCR then EXPIRE) break the
+    one-round-trip property: the count above can fail."""
+    no_worker = [sc for sc in POLLS_202 if not sc.worker_alive]
+    counts = redis_bench.measure(redis_url, tmp_path, "fixed", redis_bench.UNFOLDED, requests=5, scenarios=no_worker)
+    (c,) = counts.values()
+    assert set(c.statuses) == {202}
+    assert c.max_round_trips > 1, c.round_trips
+    assert "evalsha" not in c.commands  # no script: one call per primitive
+
+
+def test_bench_redis_json_prints_every_figure_with_baseline_ratio_and_goal():
+    out = subprocess.run([sys.executable, "-m", "loopfix.cli", "bench", "--only", "redis", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    figures = json.loads(out.stdout)
+    assert [f["name"] for f in figures] == [f"round trips / poll, {sc.label}" for sc in redis_bench.SCENARIOS]
+    for f in figures:
+        assert f["area"] == "redis" and f["baseline"] is not None and f["baseline_name"]
+        assert f["met"] in (True, None) and (f["goal"] == "") == (f["met"] is None)
+
+
+def test_bench_with_an_unknown_area_exits_2_with_a_one_line_error():
+    out = subprocess.run([sys.executable, "-m", "loopfix.cli", "bench", "--only", "nope"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
