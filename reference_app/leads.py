@@ -27,6 +27,7 @@ from reference_app.policy import (
     BULK_DELETE_OP,
     BULK_JOB_ACTIVE,
     BadLeadIds,
+    Policy,
     bulk_dedup_mode,
     bulk_resume_decision,
     parse_lead_ids,
@@ -147,11 +148,13 @@ def _enqueue_or_fail(svc: Services, s: Session, job: BackgroundJob) -> None:
 # --------------------------------------------------------------------------- jobs
 
 
-def find_job(s: Session, business: Business, job_id: int) -> BackgroundJob | None:
-    """The business's delete job, or None — another business's job is indistinguishable from none."""
+def find_job(s: Session, business: Business, job_id: int, p: Policy) -> BackgroundJob | None:
+    """The business's delete job, or None — another business's job is indistinguishable from none
+    (`tenant_unscoped_lookup`: anyone's job)."""
     if not 1 <= job_id <= JOB_ID_MAX:
         return None
-    return s.scalar(select(BackgroundJob).where(BackgroundJob.id == job_id, BackgroundJob.business_id == business.id,
+    scope = () if p.has("tenant_unscoped_lookup") else (BackgroundJob.business_id == business.id,)
+    return s.scalar(select(BackgroundJob).where(BackgroundJob.id == job_id, *scope,
                                                 BackgroundJob.job_type == BULK_DELETE_JOB_TYPE))
 
 
@@ -162,7 +165,7 @@ def _lock_held(svc: Services, job: BackgroundJob) -> bool:
 def job_progress(svc: Services, s: Session, business: Business, job_id: int) -> Answer:
     """GET /api/jobs/<id>: status and counters. skipped = processed but not deleted here
     (already gone, or not this business's lead); lock_held: the job holds its BulkGate lock."""
-    job = find_job(s, business, job_id)
+    job = find_job(s, business, job_id, svc.policy)
     if job is None:
         return NOT_FOUND
     now = svc.policy_now()
@@ -191,7 +194,7 @@ def resume_job(svc: Services, s: Session, business: Business, job_id: int) -> An
     evidently dead (policy.bulk_resume_decision). The new run supersedes the old: the row names
     the new RQ job id, and a run that no longer finds its own id there stops before its next
     batch. 202 {"job_id", "resumed", "status"}; 409 when running or finished."""
-    job = find_job(s, business, job_id)
+    job = find_job(s, business, job_id, svc.policy)
     if job is None:
         return NOT_FOUND
     decision = bulk_resume_decision(job.status, svc.policy_now(), svc.policy_time(job.heartbeat_at),

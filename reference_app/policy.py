@@ -61,6 +61,8 @@ FAULTS: dict[str, str] = {
     # --- not from the seeds (their downloader is not shown): switched on only by name ---------
     "redirect_followed_anywhere": "the download follows redirects wherever they point (requests' default): "
     "the media allowlist guards only the first hop",
+    "tenant_unscoped_lookup": "calls and delete jobs are looked up by id alone, not by (business, id): any "
+    "valid token reads, streams, enqueues and resumes every tenant's",
 }
 
 _BEFORE_ONLY = frozenset(
@@ -82,7 +84,7 @@ _BEFORE_ONLY = frozenset(
         "player_unbounded",
     }
 )
-_BY_NAME_ONLY = frozenset({"redirect_followed_anywhere"})  # in no variant: LOOPFIX_FAULTS / faults= only
+_BY_NAME_ONLY = frozenset({"redirect_followed_anywhere", "tenant_unscoped_lookup"})  # in no variant: LOOPFIX_FAULTS / faults= only
 _SEED = frozenset(set(FAULTS) - _BEFORE_ONLY - _BY_NAME_ONLY)
 # `before` predates every fix, so it also has the seed faults its own bugs do not supersede.
 _BEFORE = _BEFORE_ONLY | {

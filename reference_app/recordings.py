@@ -16,6 +16,7 @@ from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
 from reference_app.policy import (
     ACTIVE_RUN_STATUSES,
     WAITING_RUN_STATUSES,
+    Policy,
     PlaybackState,
     enqueue_status,
     fail_fast_tripped,
@@ -36,9 +37,11 @@ class Answer:
     retry_after_s: float | None = None
 
 
-def find_call(s: Session, business: Business, call_sid: str) -> CallLog | None:
-    """The business's call, or None — another business's call is indistinguishable from none."""
-    return s.scalar(select(CallLog).where(CallLog.call_sid == call_sid, CallLog.business_id == business.id))
+def find_call(s: Session, business: Business, call_sid: str, p: Policy) -> CallLog | None:
+    """The business's call, or None — another business's call is indistinguishable from none
+    (`tenant_unscoped_lookup`: anyone's call)."""
+    scope = () if p.has("tenant_unscoped_lookup") else (CallLog.business_id == business.id,)
+    return s.scalar(select(CallLog).where(CallLog.call_sid == call_sid, *scope))
 
 
 def ready_file(s: Session, call: CallLog) -> RecordingFile | None:
@@ -136,7 +139,7 @@ GATED = ("start", "no_worker")  # the decisions that take the playback mark and 
 def playback(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
     """GET /api/recordings/file/<call_sid>: 200 ready, 202 processing, 404 never, 500 fail-fast."""
     p, emit = svc.policy, svc.history.emit
-    call = find_call(s, business, call_sid)
+    call = find_call(s, business, call_sid, svc.policy)
     if call is None:
         return Answer(404, {"error": "not_found"})
     file = ready_file(s, call)
@@ -194,7 +197,7 @@ def _fail_stuck(svc: Services, s: Session, run: RecordingRun, why: str) -> None:
 
 def enqueue_api(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
     """POST /api/calls/<sid>/recording/enqueue: seed 001's (success, reason) → 202/200/200/500."""
-    call = find_call(s, business, call_sid)
+    call = find_call(s, business, call_sid, svc.policy)
     if call is None:
         return Answer(404, {"error": "not_found"})
     if not call.recording_url:

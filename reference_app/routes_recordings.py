@@ -36,7 +36,7 @@ def recording_file(call_sid: str):
 
 
 def _serve_ready(call_sid: str, as_attachment: bool):
-    call = find_call(g.db, g.business, call_sid)
+    call = find_call(g.db, g.business, call_sid, _svc().policy)
     if call is None:
         return jsonify(error="not_found"), 404
     file = ready_file(g.db, call)
