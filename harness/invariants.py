@@ -128,7 +128,9 @@ def player_time_bound(p: Policy) -> float:
 def check_loops_terminate(history: Sequence[Event], p: Policy) -> Verdict:
     """Every client session ends in a terminal outcome within 1 + player_max_retries requests
     and the player's time bound; no recording job is run more than max_recording_retries + 1
-    times (runs after a slot deferral do not count: they are not retries)."""
+    times (runs after a slot deferral do not count: they are not retries). A live session's
+    bound grows by the response times its requests report (`latency_s`, policy seconds): the
+    player's waits are policy, a loaded server's latency is not (the model has none)."""
     max_requests = 1 + p.player_max_retries
     time_bound = player_time_bound(p)
     end_t = max((float(e["t"]) for e in history), default=0.0)
@@ -148,18 +150,19 @@ def check_loops_terminate(history: Sequence[Event], p: Policy) -> Verdict:
         n = max(len(reqs), int((end or {}).get("requests") or 0))
         facts = {"client": client, "session": session, "call_sid": first.get("call_sid"), "requests": n}
         witnesses = tuple(w for w in (s["start"], reqs[0] if reqs else None, reqs[-1] if reqs else None, end) if w)
+        bound_s = time_bound + sum(float(r.get("latency_s") or 0.0) for r in reqs)
         if n > max_requests:
             kind = "unbounded-session" if end else "looping-session"
             found.append(Anomaly(kind, {**facts, "bound": max_requests, "ended": end is not None}, witnesses))
         elif end is None:
             age = end_t - float(first["t"])
-            if age > time_bound:
-                found.append(Anomaly("unterminated-session", {**facts, "age_s": age, "bound_s": time_bound}, witnesses))
+            if age > bound_s:
+                found.append(Anomaly("unterminated-session", {**facts, "age_s": age, "bound_s": bound_s}, witnesses))
         elif end.get("outcome") not in TERMINAL_OUTCOMES:
             found.append(Anomaly("non-terminal-outcome", {**facts, "outcome": end.get("outcome")}, witnesses))
-        elif float(end["t"]) - float(first["t"]) > time_bound:
+        elif float(end["t"]) - float(first["t"]) > bound_s:
             dur = float(end["t"]) - float(first["t"])
-            found.append(Anomaly("session-too-long", {**facts, "duration_s": dur, "bound_s": time_bound}, witnesses))
+            found.append(Anomaly("session-too-long", {**facts, "duration_s": dur, "bound_s": bound_s}, witnesses))
     runs: dict[Any, list[Event]] = defaultdict(list)
     last_end: dict[Any, Event] = {}
     for e in _of(history, "job.start", "job.end"):

@@ -25,10 +25,10 @@ import gevent
 from locust import events
 from locust.runners import WorkerRunner
 
-from harness import history as history_mod
 from harness import invariants as inv
 from loadtests import deleters, players, shapes, webhooks
 from loadtests.load_context import load_context
+from loadtests.verdicts import check_run
 
 PROFILE_ENV = "LOOPFIX_PROFILE"
 
@@ -60,13 +60,6 @@ StormShape = shapes.profile_shape(
 )
 
 
-def check_run(run_dir) -> list[inv.Verdict]:
-    """Every invariant on the run directory's merged history, against the run's policy."""
-    history = history_mod.read_history(run_dir)
-    policy = history_mod.policy_from_run_info(history_mod.read_run_info(run_dir) or {})
-    return inv.check_all(history, policy)
-
-
 @events.init.add_listener
 def _quit_on_sigterm(environment, **_kwargs) -> None:
     """Locust installs its own SIGTERM handler only after a headless shape test has ended, so a
@@ -79,7 +72,7 @@ def _quit_on_sigterm(environment, **_kwargs) -> None:
 def _verdict(environment, **_kwargs) -> None:
     if isinstance(environment.runner, WorkerRunner):
         return  # the master (or the only process) judges
-    verdicts = check_run(_ctx.run_dir)
+    _history, verdicts = check_run(_ctx.run_dir)
     (_ctx.run_dir / "locust-verdicts.json").write_text(
         json.dumps([v.to_dict() for v in verdicts], indent=1) + "\n", encoding="utf-8")
     for v in verdicts:

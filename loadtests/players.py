@@ -4,9 +4,13 @@ Every session is the AudioPlayer of seed 002 with the same decisions the SimPy m
 (`policy.player_should_retry`, `player_delay`, `player_outcome`): it retries only on 202,
 waits the larger of its exponential backoff and the server's Retry-After, gives up after
 `player_max_retries` retries, stops on 404/500, and checks that a 200 carries audio. Each
-request and the session's end go into the history as client.* events, in the model's shape.
+request and the session's end go into the history as client.* events, in the model's shape;
+a request also reports its response time (`latency_s`, policy seconds), which the model does
+not have and the loops-terminate bound allows for.
 """
 from __future__ import annotations
+
+import time
 
 import gevent
 from locust import FastHttpUser, task
@@ -27,8 +31,10 @@ def auth(business: dict) -> dict[str, str]:
     return {"Authorization": f"Bearer {business['api_token']}"}
 
 
-def poll(user: FastHttpUser, business: dict, call_sid: str) -> tuple[int, float | None, bool | None]:
-    """One GET of the playback endpoint → (status, Retry-After in policy s, audio ok on 200)."""
+def poll(user: FastHttpUser, business: dict, call_sid: str) -> tuple[int, float | None, bool | None, float]:
+    """One GET of the playback endpoint → (status, Retry-After in policy s, audio ok on 200,
+    response time in wall s)."""
+    sent = time.monotonic()
     with user.client.get(PLAY_PATH.format(call_sid=call_sid), headers=auth(business),
                          name="/api/recordings/file/[call]", catch_response=True) as resp:
         status = resp.status_code or 0
@@ -43,7 +49,7 @@ def poll(user: FastHttpUser, business: dict, call_sid: str) -> tuple[int, float 
             resp.failure("202 without Retry-After")
         elif status in (202, 404):
             resp.success()  # the protocol's answers, not errors
-        return status, retry_after, ok
+        return status, retry_after, ok, time.monotonic() - sent
 
 
 def play_session(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid: str, client: str,
@@ -53,10 +59,10 @@ def play_session(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid:
     ctx.emit("client.start", client=client, session=session, call_sid=call_sid, role=role)
     retries = n = 0
     while True:
-        status, retry_after, ok = poll(user, business, call_sid)
+        status, retry_after, ok, took = poll(user, business, call_sid)
         n += 1
         ctx.emit("client.request", client=client, session=session, call_sid=call_sid, status=status,
-                 retry_after=retry_after, n=n, audio_ok=ok)
+                 retry_after=retry_after, n=n, audio_ok=ok, latency_s=round(ctx.policy.policy_seconds(took), 3))
         if not player_should_retry(status, retries, p):
             break
         delay = player_delay(retries, retry_after, p)

@@ -6,8 +6,9 @@
    overrides and time scale the checker rebuilds the policy from (`loopfix verify runs/<id>`);
 3. run Locust headless (`--processes N` for its own multi-process mode) with the scenario's
    users and storm profile, while the fault plan opens and closes the outage windows;
-4. after the scenario's duration, drain: wait until no recording run or delete job is active
-   (and no outage open) for a player's longest wait, or until `drain_s` is over;
+4. after the scenario's duration, drain: wait until no recording run or delete job is active,
+   no outage is open and no player session is open, for a player's longest wait — or until
+   `drain_s` is over;
 5. stop Locust (its quitting hook writes its own verdict), then the stack — always, also on
    Ctrl-C or an error, leaving no process behind.
 
@@ -16,6 +17,7 @@ Durations are the scenario's, in policy seconds, run at `time_scale` (wall = pol
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -43,6 +45,7 @@ from reference_app.services import Services
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 STUB_SIZE_BYTES = 16_000  # a short recording: the load is requests, not bandwidth
 SETTLE_CHECK_S = 0.1  # wall seconds between drain checks
+STOP_TIMEOUT_S = 120  # wall seconds a stopping Locust user may take to finish its session
 
 
 @dataclass(frozen=True)
@@ -117,10 +120,37 @@ def start_stack(opts: LoadOptions, run_dir: Path, epoch: float) -> Stack:
 
 def locust_command(opts: LoadOptions, app_url: str, run_dir: Path) -> list[str]:
     args = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", app_url,
-            "--csv", str(run_dir / "locust"), "--only-summary", "--loglevel", "WARNING"]
+            "--csv", str(run_dir / "locust"), "--only-summary", "--loglevel", "WARNING",
+            # a user the shape ramps down finishes its session first (a cut session looks unterminated)
+            "--stop-timeout", str(STOP_TIMEOUT_S)]
     if opts.processes > 1:
         args += ["--processes", str(opts.processes)]
     return args
+
+
+class OpenSessions:
+    """Player sessions started but not ended, from the Locust processes' history files (read
+    incrementally): the drain waits for them, so no session is cut off by the stop."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.offsets: dict[Path, int] = {}
+        self.open: set[tuple[str, int]] = set()
+
+    def count(self) -> int:
+        for path in sorted(self.run_dir.glob("locust-*.jsonl")):
+            with open(path, "rb") as fh:
+                fh.seek(self.offsets.get(path, 0))
+                data = fh.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            self.offsets[path] = self.offsets.get(path, 0) + len(complete)
+            for line in complete.splitlines():
+                e = json.loads(line)
+                if e["kind"] == "client.start":
+                    self.open.add((e["client"], e["session"]))
+                elif e["kind"] == "client.end":
+                    self.open.discard((e["client"], e["session"]))
+        return len(self.open)
 
 
 def active_work(svc: Services) -> int:
@@ -160,11 +190,11 @@ def run_load(opts: LoadOptions, on_progress: Callable[[str, float], None] | None
             time.sleep(0.2)
         svc = Services(stack.config)
         grace = p.wall(p.retry_after_max_s + p.player_cap_s)  # a player's longest wait, then one more poll
-        quiet_since, settled = None, False
+        quiet_since, settled, sessions = None, False, OpenSessions(run_dir)
         while time.time() < drain_end and locust.alive:
             progress("drain", (time.time() - load_start) / (drain_end - load_start))
             try:
-                busy = active_work(svc) > 0 or not plan.outages_over.is_set()
+                busy = active_work(svc) > 0 or not plan.outages_over.is_set() or sessions.count() > 0
             except Exception:  # noqa: BLE001 - a paused Redis or busy database: not settled yet
                 busy = True
             now = time.time()

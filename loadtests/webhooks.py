@@ -67,9 +67,7 @@ class TwilioWebhookUser(FastHttpUser):
         with_recording = rng.random() < s.recordings.url_fraction
         late = with_recording and rng.random() < s.calllog.late_fraction
         commit_s = rng.uniform(*(s.calllog.late_delay_s if late else s.calllog.commit_delay_s))
-        if rng.random() < s.clients.play_fraction:
-            open_s = max(commit_s, rng.uniform(*s.clients.play_delay_s))
-            ctx.fresh.append(FreshCall(business, call_sid, time.time() + ctx.policy.wall(open_s)))
+        open_at = time.time() + ctx.policy.wall(max(commit_s, rng.uniform(*s.clients.play_delay_s)))
         if not late:
             post_signed(self, business, CALL_STATUS_PATH, status_form)
         if with_recording:
@@ -82,3 +80,5 @@ class TwilioWebhookUser(FastHttpUser):
         if late:
             ctx.sleep(commit_s)
             post_signed(self, business, CALL_STATUS_PATH, status_form)
+        if rng.random() < s.clients.play_fraction:  # opened once Twilio has told the app everything
+            ctx.fresh.append(FreshCall(business, call_sid, max(open_at, time.time())))
