@@ -49,6 +49,11 @@ def create_app(config: Config | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
-        return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), exc.code
+        resp = jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description)
+        resp.status_code = exc.code
+        for name, value in exc.get_headers():  # 416's Content-Range, 405's Allow, ...
+            if name.lower() not in ("content-type", "content-length"):
+                resp.headers[name] = value
+        return resp
 
     return app

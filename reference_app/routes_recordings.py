@@ -3,9 +3,13 @@
 Thin: parse, call one function in recordings.py, map its Answer to HTTP."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, jsonify, send_file
+import os
+
+from flask import Blueprint, current_app, g, jsonify, request, send_file
 
 from reference_app.auth import require_business
+from reference_app.byte_ranges import canonical_range
+from reference_app.models import RecordingFile
 from reference_app.policy import retry_after_header
 from reference_app.recordings import Answer, enqueue_api, find_call, playback, ready_file
 
@@ -18,14 +22,25 @@ def _svc():
 
 def respond(answer: Answer):
     if answer.file is not None:
-        resp = send_file(answer.file.path, mimetype=answer.file.content_type, conditional=True,
-                         etag=answer.file.sha256[:32], max_age=0)
-        resp.headers["Accept-Ranges"] = "bytes"
-        return resp
+        return send_recording(answer.file)
     resp = jsonify(answer.body)
     resp.status_code = answer.status
     if answer.retry_after_s is not None:
         resp.headers["Retry-After"] = retry_after_header(answer.retry_after_s)
+    return resp
+
+
+def send_recording(file: RecordingFile, **kwargs):
+    """send_file with Range support, the Range header first made to mean what RFC 9110 says
+    (byte_ranges.canonical_range: werkzeug alone answers 416 where the RFC wants 200 or 206)."""
+    canonical = canonical_range(request.headers.get("Range"), os.path.getsize(file.path))
+    if canonical is None:
+        request.environ.pop("HTTP_RANGE", None)
+    else:
+        request.environ["HTTP_RANGE"] = canonical
+    resp = send_file(file.path, mimetype=file.content_type, conditional=True, etag=file.sha256[:32], max_age=0,
+                     **kwargs)
+    resp.headers["Accept-Ranges"] = "bytes"
     return resp
 
 
@@ -42,10 +57,8 @@ def _serve_ready(call_sid: str, as_attachment: bool):
     file = ready_file(g.db, call)
     if file is None:
         return jsonify(error="not_ready", message="recording not downloaded yet; GET /api/recordings/file first"), 404
-    resp = send_file(file.path, mimetype=file.content_type, conditional=True, etag=file.sha256[:32], max_age=0,
-                     as_attachment=as_attachment, download_name=f"{call_sid}{file.path[file.path.rfind('.'):]}")
-    resp.headers["Accept-Ranges"] = "bytes"
-    return resp
+    return send_recording(file, as_attachment=as_attachment,
+                          download_name=f"{call_sid}{file.path[file.path.rfind('.'):]}")
 
 
 @bp.get("/calls/<call_sid>/recording/stream")
