@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from loopfix.cli import cli
-from loopfix.report_commands import run_sweep
+from loopfix.report_commands import REPORT_SWEEPS, run_sweep
 from reports import capacity
 from sim import sweep
 
@@ -22,7 +22,7 @@ def test_mmc_special_case_mean_wait_within_ten_percent_of_erlang_c():
 
 @pytest.mark.slow
 def test_every_mmc_point_of_the_report_grid_within_ten_percent_of_erlang_c():
-    rows = run_sweep(sweep.mmc_grid([1, 2, 4, 8], [0.5, 0.7, 0.8], hours=48, seeds=(1, 2, 3, 4)))
+    rows = run_sweep(sweep.mmc_grid(**REPORT_SWEEPS["full"][1]))
     worst = max(capacity.mmc_agreement(rows), key=lambda a: abs(a["relative_error"]))
     assert abs(worst["relative_error"]) <= 0.10, worst
 
