@@ -5,6 +5,7 @@ of a recording job is in the live history as `job.enqueue(via="retry")`."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -74,5 +75,53 @@ def test_a_paused_then_restarted_redis_answers_again(tmp_path):
         assert redis.Redis.from_url(url).get("k") == b"v"
         assert stack.restart_redis() == url
         assert redis.Redis.from_url(url).get("k") is None  # nothing on disk: an empty Redis
+    finally:
+        stack.stop()
+
+
+def test_a_retry_promoted_late_by_a_stopped_scheduler_is_caught_with_live_witnesses(tmp_path):
+    """The ticker records each promotion as job.enqueue(via="retry"); with the worker (and its
+    ticker) stopped through the first 60 s backoff, the promotion comes late and the checker
+    says so, naming the job.retry and the late job.enqueue."""
+    from loadtests.verdicts import check_live
+    from reference_app.models import Business
+    from reference_app.policy import make_policy
+    from reference_app.recordings import enqueue_recording
+    from reference_app.services import Services
+    from tests.conftest import read_events, sid
+
+    config = Config(data_dir=(tmp_path / "data").resolve(), history_dir=(tmp_path / "history").resolve(),
+                    run_epoch=time.time(), policy=make_policy("fixed", time_scale=0.01))
+    stack = Stack(tmp_path / "run", config)
+    try:
+        stack.start_redis()
+        stack.start_worker("worker1")
+        svc = Services(stack.config)
+        with svc.sessions() as s:
+            b = Business(name="b", api_token="t", twilio_account_sid=sid("AC"), twilio_auth_token="x")
+            s.add(b)
+            s.commit()
+            enqueue_recording(svc, s, business_id=b.id, call_sid=sid("CA"), recording_sid=sid("RE"),
+                              recording_url="https://api.twilio.com/x.mp3", job_type="full", via="webhook")
+
+        def events_of(kind: str, **match) -> list[dict]:
+            return [e for e in read_events(config.history_dir) if e["kind"] == kind
+                    and all(e.get(k) == v for k, v in match.items())]
+
+        deadline = time.monotonic() + 20
+        while not events_of("job.retry", attempt=1):  # the CallLog is missing: retry 1 in 60 s
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        stack.procs["worker1"].signal(signal.SIGSTOP)
+        time.sleep(1.5)  # 150 policy seconds: the 60 s retry is due while nobody ticks
+        stack.procs["worker1"].signal(signal.SIGCONT)
+        while not events_of("job.start", attempt=2):  # the checker judges a retry at its run
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        verdict = {v.name: v for v in check_live(read_events(config.history_dir), config.policy)}["backoff-schedule"]
+        assert verdict.valid is False
+        late = verdict.anomalies["retry-too-late"][0]
+        assert [w["kind"] for w in late.witnesses] == ["job.retry", "job.enqueue"]
+        assert late.witnesses[1]["via"] == "retry" and late.facts["gap_s"] > 100
     finally:
         stack.stop()
