@@ -12,6 +12,7 @@ import secrets
 import time
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -48,12 +49,35 @@ def redis_url(private_redis):
     conn.flushdb()
 
 
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"  # CI's server: trust auth, database `test`
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request):
+    """'' (SQLite in the run's data dir) or a PostgreSQL schema of this test's own (search_path
+    in the URL), dropped afterwards. List it before stack_factory: its processes must stop
+    before the schema goes."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    import psycopg
+
+    schema = "lf_test_" + secrets.token_hex(4)
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{PG_BASE}?options={quote(f'-csearch_path={schema}')}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 @pytest.fixture
 def make_config(tmp_path, redis_url):
-    """make_config(variant='fixed', faults='', time_scale=1.0, **policy_overrides) -> Config"""
+    """make_config(variant='fixed', faults='', time_scale=1.0, database_url='', **policy_overrides) -> Config"""
 
-    def build(variant="fixed", faults="", time_scale=1.0, media_hosts=("api.twilio.com",), history=True, **overrides):
-        return Config(redis_url=redis_url, data_dir=tmp_path / "data", media_hosts=tuple(media_hosts),
+    def build(variant="fixed", faults="", time_scale=1.0, media_hosts=("api.twilio.com",), history=True,
+              database_url="", **overrides):
+        return Config(redis_url=redis_url, database_url=database_url, data_dir=tmp_path / "data",
+                      media_hosts=tuple(media_hosts),
                       history_dir=tmp_path / "history" if history else None, run_epoch=time.time(),
                       policy=make_policy(variant, faults, time_scale, overrides))
 

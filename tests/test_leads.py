@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 import signal
 import sqlite3
@@ -28,7 +27,6 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import redis
@@ -47,7 +45,6 @@ from reference_app.services import Services
 from tests.conftest import add_business, auth
 
 OP = "delete_leads_bulk"
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -65,23 +62,6 @@ def lead_config(tmp_path, private_redis):
                       run_epoch=time.time(), policy=make_policy(variant, faults, time_scale, overrides))
 
     return build
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request):
-    """'' (SQLite in the run's data dir) or a PostgreSQL schema of this test's own (search_path
-    in the URL), dropped afterwards. List it before stack_factory: its processes must stop
-    before the schema goes."""
-    if request.param == "sqlite":
-        yield ""
-        return
-    psycopg = pytest.importorskip("psycopg")
-    schema = "lf_leads_" + secrets.token_hex(4)
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"{PG_BASE}?options={quote(f'-csearch_path={schema}')}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 class Api:

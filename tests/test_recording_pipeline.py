@@ -1,7 +1,8 @@
 """End to end on real processes: gunicorn app, RQ workers with loopfix's ticker, real Redis, the
-Twilio stand-in. Webhook → job → download → playback; the missing-CallLog backoff measured
-against the schedule; the seed's retries without delays; slow downloads with and without a
-heartbeat; Range requests."""
+Twilio stand-in; on SQLite and on PostgreSQL (`database_url`: a schema of the test's own on the
+CI machine's server) where the database does the work. Webhook → job → download → playback; the
+missing-CallLog backoff measured against the schedule; the seed's retries without delays; slow
+downloads with and without a heartbeat; Range requests."""
 from __future__ import annotations
 
 import time
@@ -59,8 +60,8 @@ def wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_webhook_to_playback_downloads_exactly_once(stack_factory, make_config):
-    stack, svc = start(stack_factory, make_config, time_scale=0.01)
+def test_webhook_to_playback_downloads_exactly_once(database_url, stack_factory, make_config):
+    stack, svc = start(stack_factory, make_config, time_scale=0.01, database_url=database_url)
     b = add_business(svc)
     call, rec = b["calls"][0]["call_sid"], sid("RE")
     assert post_signed(stack, "/webhooks/twilio/recording", b, recording_form(stack, b, call, rec, ".json")).status_code == 204
@@ -111,8 +112,8 @@ def test_missing_calllog_retries_five_times_on_schedule_then_fails(stack_factory
     assert len(starts) == 6 and stack.ledger() == {}
 
 
-def test_calllog_arriving_late_lets_the_waiting_run_finish(stack_factory, make_config):
-    stack, svc = start(stack_factory, make_config, time_scale=0.005)
+def test_calllog_arriving_late_lets_the_waiting_run_finish(database_url, stack_factory, make_config):
+    stack, svc = start(stack_factory, make_config, time_scale=0.005, database_url=database_url)
     b = add_business(svc, calls=0)
     call, rec = sid("CA"), sid("RE")
     post_signed(stack, "/webhooks/twilio/recording", b, recording_form(stack, b, call, rec, ".mp3"))
