@@ -32,7 +32,7 @@ def measure(areas: tuple[str, ...], seconds: float, day_hours: float, sweep: boo
 
     figures = []
     if "model" in areas:
-        figures += model_bench.figures(day_hours, label)
+        figures += model_bench.figures(day_hours, progress=label)
         if sweep:
             from loopfix.report_commands import run_sweep
 
@@ -105,8 +105,11 @@ def bench_command(as_json, only, seconds, day_hours, no_sweep, storm_users):
     areas = tuple(a for a in AREAS if a in only) if only else AREAS
     with _progress() as progress:
         task = progress.add_task("bench", total=None)
-        figures = measure(areas, seconds, day_hours, not no_sweep, storm_users,
-                          lambda text: progress.update(task, description=text))
+        try:
+            figures = measure(areas, seconds, day_hours, not no_sweep, storm_users,
+                              lambda text: progress.update(task, description=text))
+        except (RuntimeError, TimeoutError, OSError) as exc:  # a tool or a process of the stack failed
+            raise BadInput(str(exc).splitlines()[0]) from None
     if as_json:
         click.echo(json.dumps([f.to_dict() for f in figures], indent=1))
     else:
