@@ -23,7 +23,7 @@ import requests
 from sqlalchemy import select
 
 from harness.invariants import check_no_duplicate_download, check_nothing_lost
-from reference_app.models import RecordingFile
+from reference_app.models import RecordingFile, RecordingRun
 from reference_app.services import Services
 from tests.conftest import add_business, auth, read_events
 from tests.test_recording_pipeline import post_signed, recording_form, wait_for
@@ -171,7 +171,13 @@ def test_redis_pause_and_restart_under_a_storm_answer_promptly_and_lose_no_recor
     assert figures["pause"]["503"] > 0  # the pause was felt, and answered with 503s
     assert figures["webhooks_accepted_while_paused"] > 0  # kept in the database, enqueued later
     assert len(accepted) == len(b["calls"])
-    wait_for(lambda: accepted <= downloaded_sids(svc), 90, "every accepted recording to be downloaded")
+    try:
+        wait_for(lambda: accepted <= downloaded_sids(svc), 90, "every accepted recording to be downloaded")
+    except AssertionError:
+        with svc.sessions() as s:
+            runs = s.scalars(select(RecordingRun).where(RecordingRun.recording_sid.in_(accepted - downloaded_sids(svc))))
+            states = [(r.id, r.status, r.rq_job_id, svc.coord.job_status(r.rq_job_id), r.error) for r in runs]
+        raise AssertionError(f"not downloaded; their runs (id, status, job, job status, error): {states}") from None
     ledger = stack.ledger()
     assert {rec: ledger[rec]["completed"] for rec in accepted} == {rec: 1 for rec in accepted}
     events = read_events(stack.config.history_dir)
