@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import timezone
 from dataclasses import dataclass
 from typing import Callable, Iterable, TypeVar
 
@@ -30,6 +31,7 @@ import redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.utils import utcparse
 
 from reference_app.policy import Policy, enqueue_dedup_ttl, inflight_ttl, lock_ttl
 
@@ -292,9 +294,13 @@ class Coordinator:
         freed, _holder = self._release_if_owner(keys=[INFLIGHT_KEY.format(recording_sid=recording_sid)], args=[owner])
         return bool(freed)
 
-    def job_status(self, job_id: str | None) -> str | None:
-        """RQ's status of job `job_id` ('queued', 'started', ...); None when Redis has no such job."""
-        return _text(self.r.hget(Job.key_for(job_id), "status")) if job_id else None
+    def job_status(self, job_id: str | None) -> tuple[str | None, float | None]:
+        """RQ's status of job `job_id` ('queued', 'started', ...) and when it started (wall epoch
+        seconds, None if not yet); (None, None) when Redis has no such job."""
+        if not job_id:
+            return None, None
+        status, started = (_text(v) for v in self.r.hmget(Job.key_for(job_id), ["status", "started_at"]))
+        return status, (utcparse(started).replace(tzinfo=timezone.utc).timestamp() if started else None)
 
     def slots_in_use(self, business_id: int) -> int:
         key = SLOTS_KEY.format(business_id=business_id)

@@ -376,9 +376,10 @@ def cleanup_stuck_recording_jobs(svc: Services | None = None) -> int:
         for run in runs:
             why = stuck_reason(run_state(svc, run), now, p, alive if run.status in WAITING_RUN_STATUSES else None)
             if why is None:
-                if run.status in WAITING_RUN_STATUSES and run_orphaned(
-                        run_state(svc, run), svc.coord.job_status(run.rq_job_id), now, p):
-                    moved += requeue_orphan(svc, s, run)
+                if run.status in WAITING_RUN_STATUSES:
+                    status, started = svc.coord.job_status(run.rq_job_id)
+                    if run_orphaned(run_state(svc, run), status, now, p, svc.policy_time(started)):
+                        moved += requeue_orphan(svc, s, run)
                 continue
             over_budget = run.retry_count >= p.max_recording_retries and not p.has("infinite_immediate_retry")
             new_status = "failed" if over_budget else "queued"

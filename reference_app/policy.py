@@ -434,12 +434,19 @@ def stuck_reason(run: RunState, now: float, p: Policy, worker_alive: bool | None
 LIVE_JOB_STATUSES = ("queued", "scheduled", "started", "deferred")  # RQ statuses that will still run
 
 
-def run_orphaned(run: RunState, job_status: str | None, now: float, p: Policy) -> bool:
+def run_orphaned(run: RunState, job_status: str | None, now: float, p: Policy,
+                 job_started_at: float | None = None) -> bool:
     """True when waiting `run` has no RQ job that will ever run it: Redis lost the job (restarted
-    empty, or the enqueue never reached it; `job_status` None) or the job ended without running
-    it. Judged only a heartbeat timeout after the run became due, so a job being enqueued right
-    now is not taken for lost. Fault `orphan_runs_not_swept`: never (the seeds trusted Redis)."""
-    if p.has("orphan_runs_not_swept") or run.status not in WAITING_RUN_STATUSES or job_status in LIVE_JOB_STATUSES:
+    empty, or the enqueue never reached it; `job_status` None), the job ended without running
+    it, or it was started (at `job_started_at`) a heartbeat timeout ago and the run never began
+    (its worker died at that moment, e.g. RQ quitting on a Redis restart). Judged only a
+    heartbeat timeout after the run became due, so a job being enqueued right now is not taken
+    for lost. Fault `orphan_runs_not_swept`: never (the seeds trusted Redis)."""
+    if p.has("orphan_runs_not_swept") or run.status not in WAITING_RUN_STATUSES:
+        return False
+    if job_status == "started":
+        return job_started_at is not None and now - job_started_at > p.heartbeat_timeout_s
+    if job_status in LIVE_JOB_STATUSES:
         return False
     due = max(run.created_at, run.next_attempt_at or run.created_at)
     return now - due > p.heartbeat_timeout_s

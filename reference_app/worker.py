@@ -6,8 +6,10 @@ recorded as `job.enqueue` with via `retry` (a backoff retry: its run waits in `r
 `defer` (a slot deferral), so the checker can judge a retry that comes too late."""
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
+import time
 
 import redis
 from rq import SimpleWorker, Worker
@@ -69,8 +71,18 @@ def run_worker(svc: Services, *, burst: bool = False, simple: bool = False, name
     ticker = Ticker(svc)
     ticker.start()
     worker_class = SimpleWorker if simple else Worker
-    worker = worker_class(list(QUEUES), connection=conn, name=name)
     try:
-        worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+        for round_ in itertools.count():
+            # RQ's worker quits on a Redis error outside its dequeue loop (a restart mid-job):
+            # work again under a fresh name (the old one may still look registered) until
+            # asked to stop, so a Redis restart never leaves the queue without workers.
+            worker = worker_class(list(QUEUES), connection=conn, name=f"{name}-r{round_}" if name and round_ else name)
+            try:
+                worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                log.warning("Redis unreachable while the worker shut down; working again")
+            if burst or worker._stop_requested:
+                break
+            time.sleep(1.0)
     finally:
         ticker.stop_event.set()

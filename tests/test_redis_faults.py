@@ -176,7 +176,7 @@ def test_redis_pause_and_restart_under_a_storm_answer_promptly_and_lose_no_recor
     except AssertionError:
         with svc.sessions() as s:
             runs = s.scalars(select(RecordingRun).where(RecordingRun.recording_sid.in_(accepted - downloaded_sids(svc))))
-            states = [(r.id, r.status, r.rq_job_id, svc.coord.job_status(r.rq_job_id), r.error) for r in runs]
+            states = [(r.id, r.status, r.rq_job_id, svc.coord.job_status(r.rq_job_id)[0], r.error) for r in runs]
         raise AssertionError(f"not downloaded; their runs (id, status, job, job status, error): {states}") from None
     ledger = stack.ledger()
     assert {rec: ledger[rec]["completed"] for rec in accepted} == {rec: 1 for rec in accepted}
