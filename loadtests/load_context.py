@@ -3,9 +3,10 @@
 the same constants), the fixtures, the clock in policy seconds, and the history writer that
 appends this process's client.* events to `<run>/locust-<pid>.jsonl`.
 
-Time: `now()` is policy seconds since the load started (`LOOPFIX_LOAD_START`, wall epoch
-seconds, set by the runner; by hand: when this process started). The stack's histories count
-from the run's epoch instead; the checker only compares times within one history.
+Time: `now()` is policy seconds since the load started: Locust's test_start (the locustfile
+sets `load_start` then, and the master writes it to `<run>/load_start` for the runner's fault
+plan). The stack's histories count from the run's epoch instead; the checker only compares
+times within one history.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from reference_app.events import HistoryWriter
 from reference_app.policy import Policy
 
 RUN_DIR_ENV = "LOOPFIX_LOAD_DIR"
-LOAD_START_ENV = "LOOPFIX_LOAD_START"
+LOAD_START_FILE = "load_start"
 
 
 @dataclass
@@ -104,6 +105,5 @@ def _build(directory: Path) -> LoadContext:
     scenario = parse_scenario(info["scenario_data"], name=info.get("scenario", "unnamed"))
     policy = history_mod.policy_from_run_info(info)
     history = HistoryWriter(directory, proc="locust", time_scale=policy.time_scale, epoch=float(info["epoch"]))
-    start = float(os.environ.get(LOAD_START_ENV) or time.time())
-    return LoadContext(directory, info, scenario, policy, read_fixtures(directory), history, start,
+    return LoadContext(directory, info, scenario, policy, read_fixtures(directory), history, time.time(),
                        random.Random(f"{scenario.seed}-{os.getpid()}"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import gevent
 from locust import events
@@ -27,7 +28,7 @@ from locust.runners import WorkerRunner
 
 from harness import invariants as inv
 from loadtests import deleters, players, shapes, webhooks
-from loadtests.load_context import load_context
+from loadtests.load_context import LOAD_START_FILE, load_context
 from loadtests.verdicts import check_run
 
 PROFILE_ENV = "LOOPFIX_PROFILE"
@@ -66,6 +67,17 @@ def _quit_on_sigterm(environment, **_kwargs) -> None:
     SIGTERM during one would kill the process before the verdict: quit the runner instead."""
     if not isinstance(environment.runner, WorkerRunner):
         gevent.signal_handler(signal.SIGTERM, lambda: environment.runner.quit())
+
+
+@events.test_start.add_listener
+def _load_starts(environment, **_kwargs) -> None:
+    """The scenario's clock starts with the load (in every Locust process)."""
+    ctx = load_context()
+    ctx.load_start = time.time()
+    if not isinstance(environment.runner, WorkerRunner):
+        tmp = ctx.run_dir / f".{LOAD_START_FILE}"
+        tmp.write_text(repr(ctx.load_start), encoding="utf-8")
+        tmp.replace(ctx.run_dir / LOAD_START_FILE)  # the runner never reads half a number
 
 
 @events.quitting.add_listener

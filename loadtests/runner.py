@@ -34,8 +34,8 @@ from harness import history as history_mod
 from harness.scenario import Scenario
 from loadtests.faults import FaultPlan
 from loadtests.fixtures import seed_fixtures, write_fixtures
-from loadtests.load_context import LOAD_START_ENV, RUN_DIR_ENV
-from loadtests.stack import Stack
+from loadtests.load_context import LOAD_START_FILE, RUN_DIR_ENV
+from loadtests.stack import Stack, wait_until
 from reference_app.config import Config
 from reference_app.events import HistoryWriter
 from reference_app.models import BackgroundJob, RecordingRun
@@ -176,9 +176,10 @@ def run_load(opts: LoadOptions, on_progress: Callable[[str, float], None] | None
     plan = None
     try:
         env = {**stack.env("locust"), RUN_DIR_ENV: str(run_dir)}
-        load_start = time.time()
-        env[LOAD_START_ENV] = repr(load_start)
         locust = stack._spawn("locust", locust_command(opts, stack.app_url, run_dir), env)
+        started = run_dir / LOAD_START_FILE
+        wait_until(started.is_file, 60, "locust", locust.popen, locust.log)
+        load_start = float(started.read_text(encoding="utf-8"))
         plan = FaultPlan(stack, s, load_start, HistoryWriter(run_dir, "env", p.time_scale, epoch))
         plan.start()
         load_end = load_start + p.wall(s.duration_s)

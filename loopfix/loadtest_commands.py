@@ -12,7 +12,6 @@ marker it recorded in the run directory.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
@@ -29,6 +28,7 @@ from harness.scenario import Scenario, load_scenario, with_settings
 from loadtests import runner, shapes
 from loadtests.load_context import RUN_DIR_ENV
 from loadtests.stack import _kill, marked_pids
+from loadtests.verdicts import check_run
 from loopfix.sim_commands import BadInput, _assignments, _print_verdicts, _progress
 from reference_app import policy as policy_mod
 
@@ -80,14 +80,17 @@ def figures(history: list[dict[str, Any]]) -> dict[str, Any]:
               help="wall seconds of load (default: the scenario's duration_s x time scale); then it drains")
 @click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Locust processes: above 1, Locust's own --processes mode (a master and N workers)")
+@click.option("--app-workers", type=click.IntRange(1, 64), default=2, show_default=True, help="gunicorn processes")
+@click.option("--app-threads", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="threads per gunicorn process")
 @click.option("--json", "as_json", is_flag=True, help="print the verdicts, figures and run summary as JSON")
 def loadtest_command(scenario, variant, time_scale, sets, users, profile, redis_url, runs_dir, duration, processes,
-                     as_json):
+                     app_workers, app_threads, as_json):
     """Run SCENARIO (a name under scenarios/ or a .toml path) against the real stack under
     Locust, then check every invariant on the live history of runs/<run-id>/."""
     s = build_scenario(scenario, variant, sets, time_scale, duration)
     opts = runner.LoadOptions(s, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir,
-                              redis_url=redis_url)
+                              redis_url=redis_url, app_workers=app_workers, app_threads=app_threads)
     try:
         with _progress() as progress:
             task = progress.add_task(f"{s.name} [{s.variant}]", total=1.0)
@@ -95,8 +98,11 @@ def loadtest_command(scenario, variant, time_scale, sets, users, profile, redis_
                 task, completed=min(f, 1.0), description=f"{s.name} [{s.variant}] {label}"))
     except (RuntimeError, TimeoutError, OSError) as exc:
         raise BadInput(str(exc).splitlines()[0]) from None
-    history = history_mod.read_history(result.run_dir)
-    verdicts = inv.check_all(history, history_mod.policy_from_run_info(history_mod.read_run_info(result.run_dir)))
+    try:
+        history, verdicts = check_run(result.run_dir)
+    except ValueError as exc:  # no history at all: nothing ran that the checker could judge
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     figs = figures(history)
     summary = runner.result_summary(result)
     (result.run_dir / "verdicts.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=1) + "\n")
@@ -182,7 +188,7 @@ def stack_down(run_dir: Path):
     for name, pid in sorted(info.get("pids", {}).items(), key=lambda kv: kv[0] == "redis"):
         _kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while (left := marked_pids(info["stack_marker"])) and time.monotonic() < deadline:
+    while marked_pids(info["stack_marker"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in marked_pids(info["stack_marker"]):
         _kill(pid)

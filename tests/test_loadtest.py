@@ -98,7 +98,7 @@ def test_before_and_seed_loops_are_caught_live(tmp_path, name, variant, invarian
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("retries,total_s", [(5, 1860.0), (6, 3060.0)])
 def test_a_recording_whose_calllog_never_comes_backs_off_on_schedule_then_fails(tmp_path, retries, total_s):
-    sets = ("calllog.late_fraction=1", "calllog.late_delay_s=[100000, 100000]", "arrivals.calls_per_hour=60",
+    sets = ("calllog.late_fraction=1", "calllog.late_delay_s=[100000, 100000]", "arrivals.calls_per_hour=600",
             "clients.play_fraction=0", f"max_retries={retries}", f"drain_s={total_s + 300}")
     _result, verdicts, history = load(tmp_path, "missing-calllog", "fixed", duration=0.6, users=1, sets=sets)
     backoff = verdicts["backoff-schedule"]
