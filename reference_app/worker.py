@@ -81,7 +81,9 @@ def run_worker(svc: Services, *, burst: bool = False, simple: bool = False, name
                 worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 log.warning("Redis unreachable while the worker shut down; working again")
-            if burst or worker._stop_requested:
+            # _stop_requested is set only when the signal came mid-job; an idle worker's stop
+            # leaves just the request date (missing it restarted a SIGTERMed worker until SIGKILL).
+            if burst or worker._shutdown_requested_date is not None:
                 break
             time.sleep(1.0)
     finally:

@@ -125,3 +125,14 @@ def test_a_retry_promoted_late_by_a_stopped_scheduler_is_caught_with_live_witnes
         assert late.witnesses[1]["via"] == "retry" and late.facts["gap_s"] > 100
     finally:
         stack.stop()
+
+
+def test_an_idle_worker_asked_to_stop_exits_by_itself(tmp_path):
+    stack = Stack(tmp_path / "run", Config(data_dir=(tmp_path / "data").resolve()))
+    try:
+        stack.start_redis()
+        worker = stack.start_worker("worker1")
+        worker.signal(signal.SIGTERM)
+        assert worker.popen.wait(timeout=4) == 0  # not restarted as if Redis had dropped it
+    finally:
+        stack.stop()
