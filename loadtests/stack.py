@@ -255,14 +255,16 @@ class Stack:
         wait_until(lambda: http_ok(self.app_url + "/healthz"), 30, "app", proc.popen, proc.log)
         return self.app_url
 
-    def start_worker(self, name: str | None = None, simple: bool = False, wait: bool = True) -> Proc:
-        """Start an RQ worker; `wait=False` returns at once (then `wait_workers`)."""
+    def start_worker(self, name: str | None = None, simple: bool = False, wait: bool = True,
+                     extra_env: dict[str, str] | None = None) -> Proc:
+        """Start an RQ worker; `wait=False` returns at once (then `wait_workers`); `extra_env`
+        on top of the config's (e.g. LOOPFIX_CRASH_POINTS for one worker)."""
         name = name or f"worker{sum(1 for n in self.procs if n.startswith('worker')) + 1}"
         rq_name = f"{name}-{time.time_ns()}"
         args = [sys.executable, "-m", "loopfix.cli", "worker", "--name", rq_name]
         if simple:
             args.append("--simple")
-        proc = self._spawn(name, args, self.env(name))
+        proc = self._spawn(name, args, {**self.env(name), **(extra_env or {})})
         proc.rq_name = rq_name
         if wait:
             self.wait_workers([name])

@@ -103,6 +103,7 @@ class RecordingJob:
         run = self.s.get(RecordingRun, self.run_id)
         if run is None or run.status in ("done", "failed") or run.rq_job_id not in (None, self.rq_id):
             return {"skipped": True}
+        hang_once_before_run_start(self.svc)
         now = time.time()
         run.status, run.started_at, run.heartbeat_at, run.rq_job_id = "running", now, now, self.rq_id
         self.s.commit()
@@ -244,6 +245,24 @@ class Heartbeat:
                 self.svc.coord.refresh_inflight(self.recording_sid, self.owner)
             except Exception:  # a missed beat is survivable; the next one tries again
                 continue
+
+
+HANG_BEFORE_RUN_START = "recording_hang_before_start"
+
+
+def hang_once_before_run_start(svc: Services) -> None:
+    """Fault injection (LOOPFIX_CRASH_POINTS names HANG_BEFORE_RUN_START): the first job to get
+    here hangs for good after RQ started it and before its run began, so a test can kill the
+    work horse — or the whole worker — at exactly that moment. Once per data directory (a
+    marker file), so the job's re-run proceeds."""
+    if HANG_BEFORE_RUN_START not in os.environ.get("LOOPFIX_CRASH_POINTS", "").split(","):
+        return
+    svc.config.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(svc.config.data_dir / HANG_BEFORE_RUN_START, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    threading.Event().wait()
 
 
 def api_slot_owner(run_id: int) -> str:

@@ -58,6 +58,9 @@ FAULTS: dict[str, str] = {
     "timeout and a 10 min window the 4th attempt never lands in the window, so fail-fast never trips (002)",
     "webhook_replay_enqueues": "a replayed recording callback enqueues a new run once the 120 s dedup window "
     "has passed: only the window, not the RecordingSid, makes the webhook idempotent",
+    "stuck_failed_before_fail_fast": "a poll marks a stuck run failed before it checks fail-fast: when fail-fast "
+    "trips no job replaces it, and the recording is never fetched once workers return (002: mark failed, then "
+    "check attempts, then create)",
     # --- not from the seeds (their downloader is not shown): switched on only by name ---------
     "redirect_followed_anywhere": "the download follows redirects wherever they point (requests' default): "
     "the media allowlist guards only the first hop",
@@ -496,6 +499,25 @@ def playback_decision(state: PlaybackState, now: float, p: Policy) -> PlaybackDe
     if run is not None and run.status == "failed":
         return PlaybackDecision("start", 202, p.retry_after_recovery_s, "previous run failed")
     return PlaybackDecision("start", 202, p.retry_after_s, "no run yet")
+
+
+STUCK_RUN_FAILED_WHEN = ("found", "replacing")
+
+
+def fails_stuck_run(stage: str, p: Policy) -> bool:
+    """Does a poll whose decision is `start` on a stuck active run mark that run failed at
+    `stage`: 'found' (as soon as it is seen, before the playback mark and fail-fast) or
+    'replacing' (after both let the poll through, just before it enqueues the replacement)?
+
+    fixed: 'replacing' only, so a stuck run is failed only when a new job replaces it. When
+    fail-fast trips (no worker) the run is left as it is: its RQ job still runs once workers
+    return, or the workers' sweeper re-queues it. seed (`stuck_failed_before_fail_fast`):
+    'found' — seed 002 marks failed, then checks attempts, then creates; a tripped poll leaves
+    a failed run and no job, and the recording is lost.
+    """
+    if stage not in STUCK_RUN_FAILED_WHEN:
+        raise ValueError(f"stage must be one of {', '.join(STUCK_RUN_FAILED_WHEN)}, not {stage!r}")
+    return stage == ("found" if p.has("stuck_failed_before_fail_fast") else "replacing")
 
 
 def retry_after(run: RunState | None, now: float, p: Policy) -> float:

@@ -423,7 +423,8 @@ class Model:
             return 404, None, False
         if d.kind == "wait":
             return 202, d.retry_after_s, False
-        if d.kind == "start" and run is not None and run.status in P.ACTIVE_RUN_STATUSES:
+        stuck = d.kind == "start" and run is not None and run.status in P.ACTIVE_RUN_STATUSES
+        if stuck and P.fails_stuck_run("found", p):
             self.fail_stuck(run, d.reason)
         if self.redis_paused:
             return 500, None, False
@@ -438,6 +439,8 @@ class Model:
             return 500, None, False
         if d.kind == "no_worker":
             return 202, d.retry_after_s, False
+        if stuck and P.fails_stuck_run("replacing", p):
+            self.fail_stuck(run, d.reason)
         reason = yield from self.enqueue_recording(call, "download_only", "playback", dedup=dedup)
         self.emit("enqueue.result", "web", call_sid=call.call_sid, reason=reason,
                   status=202 if reason != "error" else 500)
@@ -554,11 +557,12 @@ class Model:
 
     def sweeper(self) -> Generator:
         """cleanup_stuck_recording_jobs every heartbeat interval: a stuck run is re-queued under
-        a new token, spending one retry, or failed when its retries are spent."""
+        a new token, spending one retry, or failed when its retries are spent. The sweep runs in
+        the workers' tickers, so not while every worker is down (nor while Redis is paused)."""
         p, env = self.policy, self.env
         while True:
             yield env.timeout(SWEEP_INTERVAL_S)
-            if self.redis_paused:
+            if self.redis_paused or all(self.worker_down):
                 continue
             now, alive = env.now, self.worker_alive()
             for run in list(self.active_runs.values()):

@@ -173,6 +173,27 @@ def test_fail_fast_answers_500_when_no_worker_processes_the_queue():
     assert fixed.metrics["session_outcomes"].get("worker_offline", 0) > 0
 
 
+def test_a_stuck_run_found_as_fail_fast_trips_is_left_for_the_workers_not_lost():
+    """While every worker is stopped (no sweep runs: it lives in the workers), a poll finds a
+    run stuck just as fail-fast trips. fixed (policy.fails_stuck_run) leaves the run queued and
+    the returning workers fetch it; stuck_failed_before_fail_fast (seed 002's order) fails it
+    with no job to replace it, and nothing-lost names the recording."""
+    fixed = run("worker-outage", seed=5)
+    assert verdict(fixed, "nothing-lost").valid is True
+    broken = run("worker-outage", faults=["stuck_failed_before_fail_fast"], seed=5)
+    v = verdict(broken, "nothing-lost")
+    assert v.valid is False
+    lost = {a.facts["call_sid"] for a in v.anomalies["recording-not-downloaded"]}
+    assert lost and lost <= _stuck_as_fail_fast_trips(broken.history)
+    assert not _stuck_as_fail_fast_trips(fixed.history)
+
+
+def _stuck_as_fail_fast_trips(history):
+    """Calls whose run was marked stuck by the poll that tripped fail-fast (same call, same t)."""
+    trips = {(e["t"], e["call_sid"]) for e in history if e["kind"] == "fail_fast.trip"}
+    return {e["call_sid"] for e in history if e["kind"] == "job.stuck" and (e["t"], e["call_sid"]) in trips}
+
+
 def test_slot_contention_makes_the_seed_worker_sleep():
     v = verdict(run("steady", "fixed", faults=["slot_defer_sleeps"]), "worker-never-blocks")
     assert v.valid is False and v.anomalies["worker-slept"][0].witnesses[0]["reason"] == "slot"
