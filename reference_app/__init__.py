@@ -14,7 +14,7 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     svc = Services(config)
     set_services(svc)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files: no /static route to document
     app.extensions["loopfix"] = svc
     svc.engine  # create tables at start, not on the first request
     config.recordings_dir.mkdir(parents=True, exist_ok=True)
