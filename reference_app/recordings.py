@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from reference_app.jobs import api_slot_owner, enqueue_run, run_state
@@ -28,27 +28,78 @@ from reference_app.services import Services
 
 
 @dataclass(frozen=True)
+class ReadyFile:
+    """A downloaded recording, as serving it needs it (a RecordingFile's columns)."""
+
+    path: str
+    sha256: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A call's latest RecordingRun, as the playback decision and the stuck-run fail need it."""
+
+    id: int
+    call_sid: str
+    job_type: str
+    status: str
+    created_at: float
+    started_at: float | None
+    heartbeat_at: float | None
+    next_attempt_at: float | None
+
+
+@dataclass(frozen=True)
+class CallRecording:
+    """What the recording routes know of one call: its recording, the file if it is on disk,
+    and the call's latest run."""
+
+    call_sid: str
+    recording_sid: str | None
+    recording_url: str | None
+    file: ReadyFile | None
+    run: RunRow | None
+
+
+@dataclass(frozen=True)
 class Answer:
     """What a route sends: a status, a JSON body or a file, and a Retry-After in policy seconds."""
 
     status: int
     body: dict = field(default_factory=dict)
-    file: RecordingFile | None = None
+    file: ReadyFile | None = None
     retry_after_s: float | None = None
 
 
-def find_call(s: Session, business: Business, call_sid: str, p: Policy) -> CallLog | None:
+def _call_recording_select(scoped: bool):
+    """One SELECT for call + file + latest run (the poll's hot path: three ORM queries cost more
+    than the whole bare endpoint). Built once; executed on the session's connection as Core."""
+    latest = select(func.max(RecordingRun.id)).where(RecordingRun.call_sid == bindparam("call_sid")).scalar_subquery()
+    stmt = (select(CallLog.recording_sid, CallLog.recording_url,
+                   RecordingFile.path, RecordingFile.sha256, RecordingFile.content_type,
+                   RecordingRun.id, RecordingRun.job_type, RecordingRun.status, RecordingRun.created_at,
+                   RecordingRun.started_at, RecordingRun.heartbeat_at, RecordingRun.next_attempt_at)
+            .outerjoin(RecordingFile, RecordingFile.recording_sid == CallLog.recording_sid)
+            .outerjoin(RecordingRun, RecordingRun.id == latest)
+            .where(CallLog.call_sid == bindparam("call_sid")))
+    return stmt.where(CallLog.business_id == bindparam("business_id")) if scoped else stmt
+
+
+CALL_RECORDING = {True: _call_recording_select(True), False: _call_recording_select(False)}
+
+
+def read_call(s: Session, business: Business, call_sid: str, p: Policy) -> CallRecording | None:
     """The business's call, or None — another business's call is indistinguishable from none
-    (`tenant_unscoped_lookup`: anyone's call)."""
-    scope = () if p.has("tenant_unscoped_lookup") else (CallLog.business_id == business.id,)
-    return s.scalar(select(CallLog).where(CallLog.call_sid == call_sid, *scope))
-
-
-def ready_file(s: Session, call: CallLog) -> RecordingFile | None:
-    if not call.recording_sid:
+    (`tenant_unscoped_lookup`: anyone's call). Its file counts only while it is on disk."""
+    scoped = not p.has("tenant_unscoped_lookup")
+    row = s.connection().execute(CALL_RECORDING[scoped], {"call_sid": call_sid, "business_id": business.id}).first()
+    if row is None:
         return None
-    f = s.scalar(select(RecordingFile).where(RecordingFile.recording_sid == call.recording_sid))
-    return f if f is not None and Path(f.path).is_file() else None
+    (rec_sid, url, path, sha256, content_type, run_id, job_type, status, created, started, beat, next_at) = row
+    file = ReadyFile(path, sha256, content_type) if path is not None and Path(path).is_file() else None
+    run = RunRow(run_id, call_sid, job_type, status, created, started, beat, next_at) if run_id is not None else None
+    return CallRecording(call_sid, rec_sid, url, file, run)
 
 
 def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: str, recording_sid: str | None,
@@ -139,11 +190,10 @@ GATED = ("start", "no_worker")  # the decisions that take the playback mark and 
 def playback(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
     """GET /api/recordings/file/<call_sid>: 200 ready, 202 processing, 404 never, 500 fail-fast."""
     p, emit = svc.policy, svc.history.emit
-    call = find_call(s, business, call_sid, svc.policy)
+    call = read_call(s, business, call_sid, p)
     if call is None:
         return Answer(404, {"error": "not_found"})
-    file = ready_file(s, call)
-    run = latest_run(s, call_sid)
+    file, run = call.file, call.run
     now, run_st = svc.policy_now(), run_state(svc, run) if run else None
 
     def decide(alive: bool | None):
@@ -183,7 +233,7 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
                   retry_after_s=decision.retry_after_s)
 
 
-def _fail_stuck(svc: Services, s: Session, run: RecordingRun, why: str) -> None:
+def _fail_stuck(svc: Services, s: Session, run: RunRow, why: str) -> None:
     """Seed 002: mark the stuck run failed (once, compare-and-set) so a new one can start."""
     won = s.execute(
         update(RecordingRun).where(RecordingRun.id == run.id, RecordingRun.status == run.status)
@@ -197,12 +247,12 @@ def _fail_stuck(svc: Services, s: Session, run: RecordingRun, why: str) -> None:
 
 def enqueue_api(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
     """POST /api/calls/<sid>/recording/enqueue: seed 001's (success, reason) → 202/200/200/500."""
-    call = find_call(s, business, call_sid, svc.policy)
+    call = read_call(s, business, call_sid, svc.policy)
     if call is None:
         return Answer(404, {"error": "not_found"})
     if not call.recording_url:
         return Answer(404, {"error": "no_recording_url"})
-    if ready_file(s, call) is not None:
+    if call.file is not None:
         reason = "cached"
     else:
         reason, _ = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,

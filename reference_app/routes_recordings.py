@@ -9,9 +9,8 @@ from flask import Blueprint, current_app, g, jsonify, request, send_file
 
 from reference_app.auth import require_business
 from reference_app.byte_ranges import canonical_range
-from reference_app.models import RecordingFile
 from reference_app.policy import retry_after_header
-from reference_app.recordings import Answer, enqueue_api, find_call, playback, ready_file
+from reference_app.recordings import Answer, ReadyFile, enqueue_api, playback, read_call
 
 bp = Blueprint("recordings", __name__, url_prefix="/api")
 
@@ -30,7 +29,7 @@ def respond(answer: Answer):
     return resp
 
 
-def send_recording(file: RecordingFile, **kwargs):
+def send_recording(file: ReadyFile, **kwargs):
     """send_file with Range support, the Range header first made to mean what RFC 9110 says
     (byte_ranges.canonical_range: werkzeug alone answers 416 where the RFC wants 200 or 206)."""
     canonical = canonical_range(request.headers.get("Range"), os.path.getsize(file.path))
@@ -51,10 +50,10 @@ def recording_file(call_sid: str):
 
 
 def _serve_ready(call_sid: str, as_attachment: bool):
-    call = find_call(g.db, g.business, call_sid, _svc().policy)
+    call = read_call(g.db, g.business, call_sid, _svc().policy)
     if call is None:
         return jsonify(error="not_found"), 404
-    file = ready_file(g.db, call)
+    file = call.file
     if file is None:
         return jsonify(error="not_ready", message="recording not downloaded yet; GET /api/recordings/file first"), 404
     return send_recording(file, as_attachment=as_attachment,
