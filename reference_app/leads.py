@@ -233,7 +233,7 @@ def list_leads(s: Session, business: Business, args: dict) -> Answer:
         return _bad("bad_page", "after and limit must be integers")
     if after < 0 or not 1 <= limit <= LEADS_PAGE_MAX:
         return _bad("bad_page", f"after must be >= 0 and limit from 1 to {LEADS_PAGE_MAX}")
-    after = min(after, LEAD_ID_MAX)  # no lead id is larger; a larger int overflows the database's
+    after = min(after, LEAD_ID_MAX)  # no lead id is larger, and a larger int overflows the DB driver
     rows = s.execute(
         select(Lead.id, Lead.name, Lead.phone).where(Lead.business_id == business.id, Lead.id > after)
         .order_by(Lead.id).limit(limit + 1)
