@@ -5,11 +5,15 @@ Redis is a private `redis-server` that this test session starts on a free port a
 pid, so concurrent test runs on one machine never flush each other's queues and locks. Without
 `redis-server` on PATH the tests use database 15 of REDIS_URL (default 127.0.0.1:6379). A test
 that needs Redis fails, never skips, when no server answers.
+
+The database is SQLite in the test's temp dir, or, with LOOPFIX_TEST_DATABASE=postgresql, a
+schema of the test's own on the machine's PostgreSQL (CI runs the integration tests both ways).
 """
 from __future__ import annotations
 
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
@@ -49,15 +53,17 @@ def redis_url(private_redis):
     conn.flushdb()
 
 
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"  # CI's server: trust auth, database `test`
+PG_BASE = os.environ.get("LOOPFIX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")  # trust auth
+TEST_DATABASE = os.environ.get("LOOPFIX_TEST_DATABASE", "sqlite")
+if TEST_DATABASE not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(f"LOOPFIX_TEST_DATABASE must be sqlite or postgresql, not {TEST_DATABASE!r}")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request):
-    """'' (SQLite in the run's data dir) or a PostgreSQL schema of this test's own (search_path
-    in the URL), dropped afterwards. List it before stack_factory: its processes must stop
-    before the schema goes."""
-    if request.param == "sqlite":
+@contextmanager
+def _database(kind: str):
+    """'' (SQLite in the run's data dir) or the URL of a PostgreSQL schema of its own
+    (search_path in the URL), dropped afterwards."""
+    if kind == "sqlite":
         yield ""
         return
     import psycopg
@@ -65,17 +71,36 @@ def database_url(request):
     schema = "lf_test_" + secrets.token_hex(4)
     with psycopg.connect(PG_BASE, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"{PG_BASE}?options={quote(f'-csearch_path={schema}')}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    try:
+        yield f"{PG_BASE}?options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request):
+    """Each database in turn, for tests that must hold on both. List it before stack_factory:
+    its processes must stop before the schema goes."""
+    with _database(request.param) as url:
+        yield url
 
 
 @pytest.fixture
-def make_config(tmp_path, redis_url):
-    """make_config(variant='fixed', faults='', time_scale=1.0, database_url='', **policy_overrides) -> Config"""
+def default_database_url():
+    """The database of tests that do not choose one (LOOPFIX_TEST_DATABASE)."""
+    with _database(TEST_DATABASE) as url:
+        yield url
+
+
+@pytest.fixture
+def make_config(tmp_path, redis_url, default_database_url):
+    """make_config(variant='fixed', faults='', time_scale=1.0, database_url=None, **policy_overrides)
+    -> Config; database_url None is the session's default database, '' is SQLite."""
 
     def build(variant="fixed", faults="", time_scale=1.0, media_hosts=("api.twilio.com",), history=True,
-              database_url="", **overrides):
+              database_url=None, **overrides):
+        database_url = default_database_url if database_url is None else database_url
         return Config(redis_url=redis_url, database_url=database_url, data_dir=tmp_path / "data",
                       media_hosts=tuple(media_hosts),
                       history_dir=tmp_path / "history" if history else None, run_epoch=time.time(),
@@ -144,7 +169,7 @@ def signed_post(client, url_base: str, path: str, business: dict, form: dict, to
 
 
 @pytest.fixture
-def stack_factory(tmp_path):
+def stack_factory(tmp_path, default_database_url):  # set up after the database: stopped before it goes
     """stack_factory(config) -> Stack in tmp_path/run, stopped (every process, by pid) at teardown."""
     stacks: list[Stack] = []
 

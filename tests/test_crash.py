@@ -138,6 +138,9 @@ def test_seed_downloads_a_crashed_recording_twice_and_the_checker_shows_it(stack
     stack, svc, b, _ = run_trials(stack_factory, make_config, "seed", trials=1, whole_first=True)
     rec = b["calls"][0]["recording_sid"]
     wait_for(lambda: stack.ledger()[rec]["completed"] >= 2, 60, "a second completed download")
+    # the stand-in counts the last byte sent; the worker writes download.end after its commit
+    wait_for(lambda: sum(e["kind"] == "download.end" and e["ok"] and not e["skipped"]
+                         for e in read_events(stack.config.history_dir)) >= 2, 30, "the worker to record it")
     verdict = check_no_duplicate_download(read_events(stack.config.history_dir), svc.policy)
     assert verdict.valid is False
     witnesses = [w for group in verdict.anomalies.values() for a in group for w in a.witnesses]
