@@ -12,10 +12,11 @@ enqueue dedup window has passed).
 """
 from __future__ import annotations
 
-import string
+import re
+import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -155,8 +156,6 @@ SID_FIELDS = {"AccountSid": "AC", "CallSid": "CA", "RecordingSid": "RE"}
 
 def well_formed(name: str, value: str) -> bool:
     """Would the app accept `value` for `name`? Used to keep only truly malformed draws."""
-    import re
-
     if name in SID_FIELDS:
         return re.fullmatch(SID_FIELDS[name] + "[0-9a-fA-F]{32}", value) is not None
     if name in ("CallStatus", "RecordingStatus"):
@@ -185,8 +184,6 @@ def malformed_signed_request(draw, victim: dict):
                                st.builds(lambda n, p: SID_FIELDS.get(name, "") + n * "a" + p,
                                          st.integers(0, 40), st.sampled_from(["", "g", " ", "\n", "é"]))))
         malformed = (value == "" and required) or (value != "" and not well_formed(name, value))
-    from hypothesis import assume
-
     assume(malformed)
     form = dict(form, **{name: value}) if value else {k: v for k, v in form.items() if k != name}
     headers = {"X-Twilio-Signature": twilio_signature.signature(victim["auth_token"], BASE + path, form)}
@@ -253,8 +250,6 @@ def jobs_for(svc, recording_sid: str) -> tuple[int, int]:
 def replay(client, svc, b: dict, late: list[bool]) -> tuple[list[int], tuple[int, int]]:
     """One valid recording callback, then one exact replay per `late` flag: at once (inside
     the 120 s enqueue dedup window) or after the window has passed."""
-    import time
-
     form = valid_form(b, PATHS[1], call_sid=b["calls"][0]["call_sid"])
     sig = twilio_signature.signature(b["auth_token"], BASE + PATHS[1], form)
     statuses = []
