@@ -5,7 +5,9 @@
 - playback in-progress mark (003): one SET NX PX; `seed` checks then marks;
 - fail-fast counter (002): INCR and its window's expiry in one script; `seed` does two calls;
 - the poll's gate: worker liveness, the playback mark and the fail-fast count in one script, so
-  a poll costs at most one round trip (issue 8); the seed's racy faults keep their own calls;
+  a poll costs at most one round trip (issue 8), and none while a worker is known alive (for at
+  most the liveness key's remaining TTL, capped at LIVENESS_TRUST_S); the seed's racy faults
+  keep their own calls;
 - per-business download semaphore (004): a sorted set of owners scored by expiry, acquired,
   refreshed and released by owner token in scripts; a crashed owner's slot lapses by TTL;
 - BulkGate lock (003): SET NX PX with an owner token, refresh and release compare-and-act in
@@ -86,18 +88,28 @@ return n
 """
 
 # KEYS: liveness, playback mark, fail-fast counter. ARGV: read liveness?, gate if alive?, gate if
-# dead?, take the mark?, mark TTL ms, window ms. Returns {alive, marked, count}; -1: not read/tried.
+# dead?, take the mark?, mark TTL ms, window ms. Returns {alive, marked, count, liveness PTTL ms};
+# -1: not read/tried (PTTL -1: alive with no expiry, or not read).
 _PLAYBACK_GATE = """
-local alive = -1
-if ARGV[1] == '1' then alive = redis.call('EXISTS', KEYS[1]) end
+local alive, ttl = -1, -1
+if ARGV[1] == '1' then
+  ttl = redis.call('PTTL', KEYS[1])
+  if ttl == -2 then alive = 0 else alive = 1 end
+end
 local gate = ARGV[3]
 if alive == 1 then gate = ARGV[2] end
-if gate ~= '1' then return {alive, -1, 0} end
-if ARGV[4] == '1' and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5]) then return {alive, 0, 0} end
+if gate ~= '1' then return {alive, -1, 0, ttl} end
+if ARGV[4] == '1' and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5]) then return {alive, 0, 0, ttl} end
 local n = redis.call('INCR', KEYS[3])
 if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[6]) end
-return {alive, 1, n}
+return {alive, 1, n, ttl}
 """
+
+# How long (wall seconds) one process trusts a "worker alive" answer without asking Redis again.
+# The liveness key is only ever set with a TTL and never deleted, so it is certain to exist until
+# its TTL runs out: the trust never outlasts that TTL. The cap bounds the one case where the key
+# vanishes early — Redis restarted empty or flushed — to one second of a stale "alive".
+LIVENESS_TRUST_S = 1.0
 
 # Slots: ZSET member = owner, score = expiry in server ms. Expired owners are dropped first.
 _LUA_NOW_MS = """
@@ -161,6 +173,7 @@ class Coordinator:
         self._slot_refresh = conn.register_script(_SLOT_REFRESH)
         self._mark_queued = conn.register_script(_MARK_QUEUED)
         self._playback_gate = conn.register_script(_PLAYBACK_GATE)
+        self._alive_until = 0.0  # time.monotonic() until which a worker is known alive (LIVENESS_TRUST_S)
 
     # ----------------------------------------------------------------- enqueue dedup (001, 004)
 
@@ -247,6 +260,9 @@ class Coordinator:
         """
         if not read_alive and not gate_if_dead:
             return PlaybackGate(None, None, 0)
+        asked = time.monotonic()
+        if read_alive and not gate_if_alive and asked < self._alive_until:
+            return PlaybackGate(True, None, 0)  # known alive, and alive means no gate: no round trip
         if self.p.has("playback_check_then_mark") or self.p.has("fail_fast_incr_then_expire"):
             alive = self.worker_alive() if read_alive else None
             if not (gate_if_alive if alive else gate_if_dead):
@@ -258,7 +274,9 @@ class Coordinator:
                 FAIL_FAST_KEY.format(call_sid=call_sid)]
         args = [int(read_alive), int(gate_if_alive), int(gate_if_dead), int(not self.p.has("enqueue_every_click")),
                 self.p.wall_ms(self.p.playback_mark_ttl_s), self.p.wall_ms(self.p.fail_fast_window_s)]
-        alive, marked, attempts = (int(x) for x in self._playback_gate(keys=keys, args=args))
+        alive, marked, attempts, ttl_ms = (int(x) for x in self._playback_gate(keys=keys, args=args))
+        if alive == 1:  # the key existed at some instant after `asked`, with ttl_ms left then
+            self._alive_until = asked + (LIVENESS_TRUST_S if ttl_ms < 0 else min(LIVENESS_TRUST_S, ttl_ms / 1000))
         return PlaybackGate(None if alive < 0 else bool(alive), None if marked < 0 else bool(marked), attempts)
 
     # ----------------------------------------------------------------- download slots (004)

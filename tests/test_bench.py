@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
-from benchmarks import redis_bench
+import redis
+
+from benchmarks import poll_targets, redis_bench
+from reference_app.coordination import WORKERS_ALIVE_KEY
 
 POLLS_202 = [sc for sc in redis_bench.SCENARIOS if sc.goal]
 
@@ -29,6 +33,35 @@ def test_no_worker_poll_with_one_call_per_primitive_takes_more_round_trips(redis
     assert set(c.statuses) == {202}
     assert c.max_round_trips > 1, c.round_trips
     assert "evalsha" not in c.commands  # no script: one call per primitive
+
+
+def _gate_scripts_run(conn: redis.Redis) -> int:
+    return int(conn.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_a_known_live_worker_is_trusted_no_longer_than_its_liveness_key_lives(app_factory, redis_url):
+    """The poll skips the liveness read while it knows a worker is alive, but never past the
+    liveness key's own TTL (here 60 policy s = 0.3 s wall, shorter than the 1 s trust cap): once
+    the key has expired, the next poll asks Redis, sees no worker and counts a fail-fast attempt."""
+    client, svc = app_factory(time_scale=0.005, history=False)
+    conn = redis.Redis.from_url(redis_url)
+    business_id, token = poll_targets.add_business(svc)
+    call = poll_targets.add_call(svc, business_id, "queued")
+    headers = {"Authorization": f"Bearer {token}"}
+    svc.coord.worker_beat()
+    first = client.get(f"/api/recordings/file/{call}", headers=headers)
+    scripts = _gate_scripts_run(conn)
+    again = client.get(f"/api/recordings/file/{call}", headers=headers)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert "attempt" not in again.get_json() and _gate_scripts_run(conn) == scripts  # trusted: no round trip
+    deadline = time.monotonic() + 30
+    while conn.exists(WORKERS_ALIVE_KEY) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not conn.exists(WORKERS_ALIVE_KEY)
+    poll_targets.refresh(svc, call)  # a fresh queued run: waiting, not stuck
+    gone = client.get(f"/api/recordings/file/{call}", headers=headers)
+    assert gone.status_code == 202 and gone.get_json().get("attempt") == 1, gone.get_json()
+    assert _gate_scripts_run(conn) == scripts + 1
 
 
 def test_bench_redis_json_prints_every_figure_with_baseline_ratio_and_goal():
