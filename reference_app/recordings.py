@@ -20,6 +20,7 @@ from reference_app.policy import (
     PlaybackState,
     enqueue_status,
     fail_fast_tripped,
+    fails_stuck_run,
     playback_decision,
     playback_dedups,
     reported_enqueue_reason,
@@ -211,7 +212,8 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
         return Answer(404, {"error": "no_recording_url", "message": decision.reason})
     if decision.kind == "wait":
         return Answer(202, {"status": "processing"}, retry_after_s=decision.retry_after_s)
-    if decision.kind == "start" and run is not None and run.status in ACTIVE_RUN_STATUSES:
+    stuck = decision.kind == "start" and run is not None and run.status in ACTIVE_RUN_STATUSES
+    if stuck and fails_stuck_run("found", p):
         _fail_stuck(svc, s, run, decision.reason)
     if not gate.marked:
         return Answer(202, {"status": "processing"}, retry_after_s=p.retry_after_s)
@@ -223,6 +225,8 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
     if decision.kind == "no_worker":
         return Answer(202, {"status": "processing", "attempt": attempts, "max_attempts": p.fail_fast_max_attempts},
                       retry_after_s=decision.retry_after_s)
+    if stuck and fails_stuck_run("replacing", p):
+        _fail_stuck(svc, s, run, decision.reason)
     reason, _run = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,
                                      recording_sid=call.recording_sid, recording_url=call.recording_url,
                                      job_type="download_only", via="playback", dedup=playback_dedups(p))
@@ -234,7 +238,8 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
 
 
 def _fail_stuck(svc: Services, s: Session, run: RunRow, why: str) -> None:
-    """Seed 002: mark the stuck run failed (once, compare-and-set) so a new one can start."""
+    """Seed 002: mark the stuck run failed (once, compare-and-set) so a new one can start
+    (when: policy.fails_stuck_run)."""
     won = s.execute(
         update(RecordingRun).where(RecordingRun.id == run.id, RecordingRun.status == run.status)
         .values(status="failed", error=why[:500], finished_at=time.time())
