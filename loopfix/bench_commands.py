@@ -57,7 +57,7 @@ def measure(areas: tuple[str, ...], seconds: float, day_hours: float, sweep: boo
                 elif area == "app":
                     figures += app_bench.figures(stack, seconds, progress=label)
                 else:
-                    figures += storm_bench.figures(stack, max(seconds, 10.0), storm_users, progress=label)
+                    figures += storm_bench.figures(stack, max(seconds, 15.0), storm_users, progress=label)
             finally:
                 stack.stop()
     finally:
@@ -83,12 +83,12 @@ def table(figures: list) -> Table:
 @click.option("--only", type=click.Choice(AREAS), multiple=True,
               help="measure only this area (repeatable); default: all four")
 @click.option("--seconds", type=click.FloatRange(1, 600), default=5.0, show_default=True,
-              help="wall seconds of load per app measurement (the storm runs at least 10)")
+              help="wall seconds of load per app measurement (each storm runs at least 15)")
 @click.option("--day-hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True,
               help="simulated hours of the model's 'one day' run")
 @click.option("--no-sweep", is_flag=True, help="skip the 200-point sweep (minutes) in the model area")
-@click.option("--storm-users", type=click.IntRange(1, 100_000), default=200, show_default=True,
-              help="Locust users of the storm")
+@click.option("--storm-users", type=click.IntRange(1, 100_000), default=50, show_default=True,
+              help="Locust users of the first storm; each next storm doubles them")
 def bench_command(as_json, only, seconds, day_hours, no_sweep, storm_users):
     """Measure loopfix and the app against baselines taken in the same run.
 
@@ -98,7 +98,8 @@ def bench_command(as_json, only, seconds, day_hours, no_sweep, storm_users):
     app    GET /api/recordings/file/<sid> req/s on the 202 and 200 paths / a bare Flask JSON
            endpoint under the same gunicorn configuration, load from wrk (goal >= 0.5 on 202)
     redis  Redis round trips per poll, from INFO commandstats + MONITOR (goal <= 1 on 202)
-    storm  `loopfix loadtest retry-storm` req/s with every invariant holding (goal >= 1000)
+    storm  the highest req/s of `loopfix loadtest poll-storm --profile steady` (users doubling)
+           with every invariant holding, and where the CPU went (goal >= 1000)
 
     Needs redis-server and wrk on PATH for app, redis and storm. Results: BENCHMARKS.md.
     """
