@@ -53,12 +53,14 @@ def sweep_row(point: Mapping[str, Any]) -> dict[str, Any]:
     else:
         runs = [(e["job_id"], float(e["t"])) for e in history if e["kind"] in ("job.start", "job.end")]
         row["erlang_c_wait_s"] = _erlang_c_for(runs, scenario.workers.count, scenario.duration_s, overhead)
-        recovery = measures.recovery_s(history, until_s=scenario.duration_s)
-        row["recovery_s"] = 0.0 if not scenario.outages else recovery
-        row["max_backlog"] = max((w for _, w, _ in measures.backlog(history)), default=0)
-        verdicts = inv.check_all(history, scenario.make_policy())
-        row["invariants_hold"] = inv.overall(verdicts)
-        row["broken"] = ",".join(v.name for v in verdicts if v.valid is not True)
+        series = measures.backlog(history)
+        row["recovery_s"] = measures.recovery_s(history, until_s=scenario.duration_s, series=series) \
+            if scenario.outages else 0.0
+        row["max_backlog"] = max((w for _, w, _ in series), default=0)
+        if point.get("check"):  # the checker is a third of a point's time: only when asked
+            verdicts = inv.check_all(history, scenario.make_policy())
+            row["invariants_hold"] = inv.overall(verdicts)
+            row["broken"] = ",".join(v.name for v in verdicts if v.valid is not True)
     row["events"] = len(history)
     row["wall_s"] = round(time.perf_counter() - started, 3)
     return row
@@ -83,6 +85,13 @@ def _erlang_c_for(events: Sequence[tuple[str, float]], workers: int, duration_s:
     return mmc_mean_wait(workers, lam, mu) if lam < workers * mu else None
 
 
+def _expected_cost(point: Mapping[str, Any]) -> float:
+    """A rough ordering of points by run time: simulated hours x arrivals, more so when the
+    workers are down for long or are many (slot contention defers jobs over and over)."""
+    hours = (float(point.get("outage_at_s", 0)) + float(point["outage_s"]) + float(point["observe_s"])) / 3600
+    return hours * float(point["calls_per_hour"]) * (1 + float(point["outage_s"]) / 1800) * (1 + point["workers"] / 8)
+
+
 def run_sweep(points: Sequence[Mapping[str, Any]], jobs: int | None = None,
               on_done: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Every point through `sweep_row`, `jobs` processes at a time (default: one per core);
@@ -96,8 +105,10 @@ def run_sweep(points: Sequence[Mapping[str, Any]], jobs: int | None = None,
                 on_done(1)
         return rows
     out: list[dict[str, Any] | None] = [None] * len(points)
+    # Longest first, so that no long point starts last and runs alone on one core at the end.
+    order = sorted(range(len(points)), key=lambda i: -_expected_cost(points[i]))
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(sweep_row, p): i for i, p in enumerate(points)}
+        futures = {pool.submit(sweep_row, points[i]): i for i in order}
         for f in as_completed(futures):
             out[futures[f]] = f.result()
             if on_done:
@@ -150,14 +161,16 @@ def _numbers(kind: type) -> Callable[[Any, Any, str | None], tuple]:
 @click.option("--from", "from_path", type=click.Path(dir_okay=False, path_type=Path),
               help="answer from an existing results file instead of running")
 @click.option("--jobs", type=int, help="processes (default: one per core)")
+@click.option("--check", is_flag=True, help="also run the invariant checker on every point (columns "
+              "invariants_hold, broken; about a third slower)")
 @click.option("--p95-target", type=float, help="answer: fewest workers with p95 time to playable <= this (s)...")
 @click.option("--at-load", type=float, help="...at this many calls per hour")
 @click.option("--recover-within", type=float, help="answer: longest outage after which the backlog recovers "
               "within this many seconds")
 def sweep_command(base: str, workers: tuple, calls: tuple, latency: tuple, outage: tuple, variants: str, seeds: tuple,
                   outage_at: float, observe: float, mmc: bool, utilisation: tuple, hours: float, out_path: Path,
-                  from_path: Path | None, jobs: int | None, p95_target: float | None, at_load: float | None,
-                  recover_within: float | None) -> None:
+                  from_path: Path | None, jobs: int | None, check: bool, p95_target: float | None,
+                  at_load: float | None, recover_within: float | None) -> None:
     """Run the model over a grid of workers x calls per hour x Twilio latency x outage length x
     variant (x seed), in parallel, into a results table; answer "how many workers for p95 time
     to playable <= X at load Y" (--p95-target X --at-load Y) and "how long an outage recovers
@@ -180,6 +193,7 @@ def sweep_command(base: str, workers: tuple, calls: tuple, latency: tuple, outag
                                   seeds=seeds, outage_at_s=outage_at, observe_s=observe)
                 points = list(sweep.points(grid))
                 sweep.scenario_for(points[0])  # a bad base scenario fails here, before any process starts
+            points = [{**p, "check": check} for p in points]
             started = time.perf_counter()
             rows = run_sweep_with_progress(points, jobs, "sweep")
             elapsed = time.perf_counter() - started

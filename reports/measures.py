@@ -106,14 +106,16 @@ def outage_windows(history: Iterable[Event]) -> list[tuple[float, float, str]]:
     """(start, end, target) of every outage; an outage with no end runs to the last event."""
     open_at: dict[str, list[float]] = defaultdict(list)
     out: list[tuple[float, float, str]] = []
-    last = 0.0
+    history = history if isinstance(history, Sequence) else list(history)
     for e in history:
-        last = max(last, float(e.get("t", 0.0)))
-        if e.get("kind") == "outage.start":
+        kind = e.get("kind")
+        if kind == "outage.start":
             open_at[str(e.get("target"))].append(float(e["t"]))
-        elif e.get("kind") == "outage.end" and open_at[str(e.get("target"))]:
+        elif kind == "outage.end" and open_at[str(e.get("target"))]:
             out.append((open_at[str(e["target"])].pop(0), float(e["t"]), str(e["target"])))
-    out.extend((t, last, target) for target, ts in open_at.items() for t in ts)
+    if any(open_at.values()):
+        last = max(float(e.get("t", 0.0)) for e in history)
+        out.extend((t, last, target) for target, ts in open_at.items() for t in ts)
     return sorted(out)
 
 
@@ -140,17 +142,18 @@ def backlog(history: Iterable[Event], step_s: float = BACKLOG_STEP_S) -> list[tu
 
 
 def recovery_s(history: Sequence[Event], until_s: float | None = None,
-               step_s: float = BACKLOG_STEP_S) -> float | None:
+               step_s: float = BACKLOG_STEP_S, series: Sequence[tuple[float, int, int]] | None = None) -> float | None:
     """Seconds from the end of the last outage until the backlog first falls back to its
     pre-outage level (its maximum before the outage, plus two jobs of slack), judged up to
     `until_s` (pass when arrivals stop: a queue that drains only once the load is gone has not
     recovered), to the sampling step; None when there is no outage or it is still high at
-    `until_s` — the system is stuck in its degraded state while the load goes on."""
+    `until_s` — the system is stuck in its degraded state while the load goes on. `series`:
+    the history's `backlog(history, step_s)` when the caller has it already."""
     windows = outage_windows(history)
     if not windows:
         return None
     first_start, last_end = windows[0][0], max(end for _, end, _ in windows)
-    series = backlog(history, step_s)
+    series = backlog(history, step_s) if series is None else series
     normal = max([w for t, w, _ in series if t <= first_start] + [0]) + 2
     for t, w, _ in series:
         if t >= last_end and (until_s is None or t <= until_s) and w <= normal:

@@ -210,6 +210,13 @@ class Model:
         self._t_raw, self._t = 0.0, 0.0
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
+        # The sweep asks policy.stuck_reason about every active run every 10 s; most are waiting
+        # behind a backlog. Ask it once about a run waiting since the beginning of time: when
+        # even that one is not stuck while a worker is alive, no waiting run is (stuck-ness only
+        # grows with the wait), and the sweep passes over waiting runs while one is.
+        self.waiting_never_stuck_while_alive = all(
+            P.stuck_reason(P.RunState(status, -math.inf, None, None, -math.inf), 0.0, self.policy, True) is None
+            for status in P.WAITING_RUN_STATUSES)
 
     # ------------------------------------------------------------------ recording
 
@@ -565,8 +572,11 @@ class Model:
             if self.redis_paused or all(self.worker_down):
                 continue
             now, alive = env.now, self.worker_alive()
+            skip_waiting = alive and self.waiting_never_stuck_while_alive
             for run in list(self.active_runs.values()):
                 waiting = run.status in P.WAITING_RUN_STATUSES
+                if waiting and skip_waiting:
+                    continue
                 why = P.stuck_reason(run.state(now, p.heartbeat_interval_s), now, p, alive if waiting else None)
                 if why is None:
                     continue

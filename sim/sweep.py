@@ -105,13 +105,11 @@ def load_end_s(point: Mapping[str, Any]) -> float:
 
 
 def simulate_point(point: Mapping[str, Any]) -> tuple[Scenario, list[dict[str, Any]]]:
-    """Run the model at one point: (its scenario, its history)."""
-    from sim.run import simulate
-
+    """Run the model at one point: (its scenario, its history). Only the history: a sweep
+    measures it itself (reports/measures.py), so the model's own metrics are not computed."""
     s = scenario_for(point)
-    if not point["mmc"]:
-        return s, simulate(s).history
-    model = _exponential_downloads(float(point["service_mean_s"]))(s, s.make_policy())
+    cls = _exponential_downloads(float(point["service_mean_s"])) if point["mmc"] else Model
+    model = cls(s, s.make_policy())
     model.start()
     was_enabled = gc.isenabled()
     gc.disable()  # as sim.model does: the history would be re-scanned for nothing

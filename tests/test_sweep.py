@@ -48,9 +48,9 @@ def test_seed_variant_does_not_recover_where_fixed_does(tmp_path):
     out = tmp_path / "sweep.jsonl"
     result = CliRunner().invoke(cli, [
         "sweep", "--workers", "4", "--calls-per-hour", "480", "--outage", "900", "--variants", "seed,fixed",
-        "--out", str(out), "--recover-within", "1200"])
+        "--out", str(out), "--recover-within", "1800"])
     rows = {r["variant"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert rows["fixed"]["recovery_s"] is not None and rows["fixed"]["recovery_s"] <= 1200
+    assert rows["fixed"]["recovery_s"] is not None and rows["fixed"]["recovery_s"] <= 1800
     assert rows["seed"]["recovery_s"] is None
     assert "[seed, 4 workers, 480 calls/h]: longest outage none of the swept outages" in result.output
     assert result.exit_code == 1
