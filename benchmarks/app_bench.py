@@ -7,12 +7,17 @@ The load tool is wrk (Debian package `wrk`, one thread, keep-alive connections, 
 gunicorn thread). Its CPU time (from `wait4`) and the servers' (from /proc) are reported beside
 each figure, so a reader can see that wrk is not the bottleneck: it uses a small share of one
 core while the server side uses the rest of the machine.
+
+On a shared machine req/s moves with the other tenants' load, so each path also gets a figure
+that moves much less: requests per CPU second of the server side (gunicorn's processes, plus
+redis-server for the app: the poll's Redis work is part of its cost), beside the bare app's.
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -81,18 +86,28 @@ class Load:
     def server_cores(self) -> float:
         return self.server_cpu_s / self.seconds
 
+    @property
+    def per_cpu_s(self) -> float:
+        """Requests per CPU second of the server side."""
+        return self.requests / self.server_cpu_s if self.server_cpu_s else 0.0
+
 
 def wrk(url: str, seconds: float, server_pid: int, headers: dict[str, str] | None = None,
-        connections: int = WORKERS * THREADS) -> Load:
+        connections: int = WORKERS * THREADS, also_pids: tuple[int, ...] = ()) -> Load:
+    """One wrk run against `url`; the server's CPU is `server_pid`'s tree plus `also_pids`'."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s"]
     for k, v in (headers or {}).items():
         argv += ["-H", f"{k}: {v}"]
-    server_before, start = process_tree_cpu_s(server_pid), time.perf_counter()
+
+    def server_cpu() -> float:
+        return sum(process_tree_cpu_s(pid) for pid in (server_pid, *also_pids))
+
+    server_before, start = server_cpu(), time.perf_counter()
     p = subprocess.Popen(argv + [url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = p.stdout.read()
     _, status, usage = os.wait4(p.pid, 0)  # wrk's own CPU time
     p.returncode = os.waitstatus_to_exitcode(status)
-    wall, server_cpu = time.perf_counter() - start, process_tree_cpu_s(server_pid) - server_before
+    wall, server_cpu_s = time.perf_counter() - start, server_cpu() - server_before
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if p.returncode != 0 or rps is None:
         raise RuntimeError(f"wrk failed (exit {p.returncode}): {out.strip()[-300:]}")
@@ -100,7 +115,7 @@ def wrk(url: str, seconds: float, server_pid: int, headers: dict[str, str] | Non
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return Load(float(rps.group(1)), int(re.search(r"(\d+) requests in", out).group(1)),
                 int(non_2xx.group(1)) if non_2xx else 0, sum(map(int, errors.groups())) if errors else 0,
-                wall, usage.ru_utime + usage.ru_stime, server_cpu)
+                wall, usage.ru_utime + usage.ru_stime, server_cpu_s)
 
 
 def _status(url: str, headers: dict[str, str]) -> int:
@@ -118,8 +133,9 @@ def _note(load: Load, base: Load) -> str:
             f"{load.requests:,} requests, {load.non_2xx} unexpected statuses, {load.socket_errors} socket errors")
 
 
-def figures(stack: Stack, seconds: float = 5.0, repeat: int = 2, progress=lambda label: None) -> list[Figure]:
-    """Poll req/s on the 202 and 200 paths ÷ bare Flask req/s; best of `repeat` interleaved runs each."""
+def figures(stack: Stack, seconds: float = 5.0, repeat: int = 3, progress=lambda label: None) -> list[Figure]:
+    """Poll req/s on the 202 and 200 paths ÷ bare Flask req/s, best of `repeat` interleaved runs
+    each; and requests per server CPU second ÷ the bare app's, the median of the runs."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk not on PATH: apt-get install -y wrk")
     svc = Services(stack.config)
@@ -134,7 +150,9 @@ def figures(stack: Stack, seconds: float = 5.0, repeat: int = 2, progress=lambda
         "202": (f"{app_url}/api/recordings/file/{waiting}", app_pid, auth, 202),
         "200": (f"{app_url}/api/recordings/file/{ready}", app_pid, auth, 200),
     }
+    redis_pid = (stack.procs["redis"].pid,) if "redis" in stack.procs else ()
     best: dict[str, Load] = {}
+    per_cpu: dict[str, list[float]] = {key: [] for key in targets}
     for rep in range(repeat):
         for key, (url, pid, headers, expected) in targets.items():
             progress(f"app: {key} ({rep + 1}/{repeat})")
@@ -143,13 +161,21 @@ def figures(stack: Stack, seconds: float = 5.0, repeat: int = 2, progress=lambda
             got = _status(url, headers)
             if got != expected:
                 raise RuntimeError(f"{url} answered {got}, expected {expected}")
-            load = wrk(url, seconds, pid, headers)
+            load = wrk(url, seconds, pid, headers, also_pids=redis_pid if key != "bare" else ())
+            per_cpu[key].append(load.per_cpu_s)
             if key not in best or load.rps > best[key].rps:
                 best[key] = load
     base = best["bare"]
     common = dict(baseline=base.rps, baseline_name="bare Flask JSON endpoint, same gunicorn", baseline_unit="req/s")
+    cpu = {key: statistics.median(values) for key, values in per_cpu.items()}
+    cpu_common = dict(baseline=cpu["bare"], baseline_name="bare Flask JSON endpoint, same gunicorn",
+                      baseline_unit="req/CPU-s")
     return [
         Figure("app", "poll 202 (queued, worker alive)", best["202"].rps, "req/s", goal="ratio >= 0.5",
                note=_note(best["202"], base), **common),
         Figure("app", "poll 200 (64 kB audio)", best["200"].rps, "req/s", note=_note(best["200"], base), **common),
+        *(Figure("app", f"poll {key}: requests per server CPU second", cpu[key], "req/CPU-s",
+                 note=f"median of {repeat} runs ({', '.join(f'{v:,.0f}' for v in per_cpu[key])}); server: "
+                      "gunicorn's processes + redis-server (bare: gunicorn's)", **cpu_common)
+          for key in ("202", "200")),
     ]
