@@ -5,6 +5,8 @@ asserted here: speeds are measured by `loopfix bench` and kept in BENCHMARKS.md.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +14,8 @@ import time
 import redis
 
 from benchmarks import poll_targets, redis_bench
+from benchmarks.storm_bench import CpuSampler, load_phase_requests
+from loadtests.stack import descendants
 from reference_app.coordination import WORKERS_ALIVE_KEY
 
 POLLS_202 = [sc for sc in redis_bench.SCENARIOS if sc.goal]
@@ -79,3 +83,39 @@ def test_bench_with_an_unknown_area_exits_2_with_a_one_line_error():
     out = subprocess.run([sys.executable, "-m", "loopfix.cli", "bench", "--only", "nope"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_storm_rate_counts_only_requests_answered_while_the_load_ran(tmp_path):
+    """Requests of the drain (and before the load) are not load; other events are not requests."""
+    (tmp_path / "run.json").write_text(json.dumps({"epoch": 1000.0, "time_scale": 0.01}))
+    (tmp_path / "load_start").write_text("1001.0")  # policy 100 s; 2 wall s of load end at policy 300 s
+    events = [("client.request", 50.0, 202), ("client.request", 150.0, 202), ("client.start", 160.0, None),
+              ("client.request", 250.0, 200), ("client.request", 350.0, 202)]
+    (tmp_path / "locust-1.jsonl").write_text("".join(
+        json.dumps({"kind": kind, "t": t, "status": status}) + "\n" for kind, t, status in events))
+    assert load_phase_requests(tmp_path, 2.0) == (2, {"200": 1, "202": 1})
+
+
+def test_storm_cpu_sampler_charges_a_process_to_its_role(tmp_path):
+    """A child that burns 0.5 s of CPU under LOOPFIX_PROC=app is charged to `app`, not to the
+    process that started it (the runner), and the machine's busy time covers it."""
+    burn = ("import os, subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time\\n"
+            "while time.process_time() < 0.5: pass\\nprint(\"burnt\", flush=True)\\ntime.sleep(60)'],"
+            " env={**os.environ, 'LOOPFIX_PROC': 'app'}, stdout=subprocess.PIPE, text=True)\n"
+            "print(child.stdout.readline().strip(), flush=True)\nchild.wait()\n")
+    root = subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE, text=True)
+    try:
+        with CpuSampler(root.pid) as cpu:
+            start = time.time()
+            assert root.stdout.readline().strip() == "burnt"
+            time.sleep(0.6)  # two more samples while the burner is still alive
+            end = time.time()
+        used, machine = cpu.between(start, end)
+    finally:
+        for pid in descendants(root.pid):
+            os.kill(pid, signal.SIGTERM)
+        root.wait(10)
+    assert used.get("app", 0.0) >= 0.4, used
+    assert used.get("runner", 0.0) < 0.4, used
+    assert machine >= used["app"]
