@@ -9,7 +9,9 @@ verdict table), or by hand against `loopfix stack up`:
 Users (weights from the scenario's [clients] table): PlayerUser (seed 002's player),
 ClickStormUser (concurrent clicks, double-clicks), RefresherUser (reloads + the enqueue API);
 one TwilioWebhookUser (signed callbacks at the arrival rate) and, when the scenario deletes
-leads, one BulkDeleteUser. The shape is `LOOPFIX_PROFILE` (loadtests/shapes.py, default storm).
+leads, one BulkDeleteUser. The shape is `LOOPFIX_PROFILE` (loadtests/shapes.py, default storm);
+the profile `scenario` replaces the closed-loop users with one ScenarioArrivalsUser that opens
+recordings at the scenario's rates, as the model does (for calibration).
 
 When Locust quits, the `quitting` listener checks every invariant on the run directory's merged
 history (the app's, every worker's and every Locust process's events) and sets the exit code:
@@ -44,17 +46,20 @@ for _user_class, _share in _weights.items():
     _user_class.weight = max(1, round(100 * _share))
 del _user_class  # Locust takes every User class in this module's namespace as one to run
 
-PlayerUser = players.PlayerUser if _weights[players.PlayerUser] > 0 else None
-ClickStormUser = players.ClickStormUser if _weights[players.ClickStormUser] > 0 else None
-RefresherUser = players.RefresherUser if _weights[players.RefresherUser] > 0 else None
+_profile = os.environ.get(PROFILE_ENV, _ctx.info.get("profile", "storm"))
+_open_loop = _profile == "scenario"  # the scenario's arrival rates instead of closed-loop users
+PlayerUser = players.PlayerUser if _weights[players.PlayerUser] > 0 and not _open_loop else None
+ClickStormUser = players.ClickStormUser if _weights[players.ClickStormUser] > 0 and not _open_loop else None
+RefresherUser = players.RefresherUser if _weights[players.RefresherUser] > 0 and not _open_loop else None
+ScenarioArrivalsUser = players.ScenarioArrivalsUser if _open_loop else None
 TwilioWebhookUser = webhooks.TwilioWebhookUser
 _deletes = _ctx.scenario.bulk_delete.requests_per_hour > 0 and _ctx.scenario.bulk_delete.leads_per_business > 0
 BulkDeleteUser = deleters.BulkDeleteUser if _deletes else None
 
 StormShape = shapes.profile_shape(
-    os.environ.get(PROFILE_ENV, _ctx.info.get("profile", "storm")),
+    _profile,
     users=int(_ctx.info.get("users", _ctx.scenario.users)),
-    fixed_users=1 + int(_deletes),
+    fixed_users=1 + int(_deletes) + int(_open_loop),
     duration_s=_ctx.scenario.duration_s,
     drain_s=_ctx.scenario.drain_s,
     time_scale=_ctx.policy.time_scale,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import gevent
+import gevent.pool
 from locust import FastHttpUser, task
 
 from loadtests.load_context import LoadContext, load_context
@@ -102,43 +103,108 @@ class PlayerUser(LoadUser):
         play_session(self, self.ctx, business, call_sid, self.ctx.new_client("p"), 1, "player")
 
 
+def click_storm(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid: str, storm: bool) -> None:
+    """Play clicked several times at once (audio element, list, second tab): a storm of
+    `storm_clicks` concurrent sessions, or a double-click."""
+    c, rng = ctx.scenario.clients, ctx.rng
+    clicks, spread = (c.storm_clicks, c.storm_spread_s) if storm else (2, 0.25)
+    role = "storm" if storm else "double_clicker"
+    client = ctx.new_client("s")
+
+    def click(session: int, after_s: float) -> None:
+        ctx.sleep(after_s)
+        play_session(user, ctx, business, call_sid, client, session, role)
+
+    gevent.joinall([gevent.spawn(click, i, rng.uniform(0.0, spread)) for i in range(1, clicks + 1)])
+
+
+def refresh_until_played(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid: str) -> None:
+    """Reload the page while the recording does not play: each reload asks the enqueue API for
+    the recording, then plays it again."""
+    c = ctx.scenario.clients
+    client = ctx.new_client("r")
+    for session in range(1, c.refreshes + 2):
+        user.client.post(f"/api/calls/{call_sid}/recording/enqueue", headers=auth(business),
+                         name="/api/calls/[call]/recording/enqueue")
+        if play_session(user, ctx, business, call_sid, client, session, "refresher") in (200, 206):
+            return
+        ctx.sleep(c.refresh_after_s)
+
+
 class ClickStormUser(LoadUser):
-    """Clicks play on one recording several times at once (audio element, list, second tab):
-    a storm of `storm_clicks` concurrent sessions, or a double-click."""
+    """Clicks play on one recording several times at once: a storm or a double-click."""
 
     @task
     def storm(self) -> None:
         if self.idle_if_draining():
             return
-        c, rng = self.ctx.scenario.clients, self.ctx.rng
+        c = self.ctx.scenario.clients
         share = c.storm_fraction + c.double_click_fraction
-        storm = rng.random() < (c.storm_fraction / share if share else 1.0)
-        clicks, spread = (c.storm_clicks, c.storm_spread_s) if storm else (2, 0.25)
-        role = "storm" if storm else "double_clicker"
+        storm = self.ctx.rng.random() < (c.storm_fraction / share if share else 1.0)
         business, call_sid = self.ctx.pick_call()
-        client = self.ctx.new_client("s")
-
-        def click(session: int, after_s: float) -> None:
-            self.ctx.sleep(after_s)
-            play_session(self, self.ctx, business, call_sid, client, session, role)
-
-        gevent.joinall([gevent.spawn(click, i, rng.uniform(0.0, spread)) for i in range(1, clicks + 1)])
+        click_storm(self, self.ctx, business, call_sid, storm)
 
 
 class RefresherUser(LoadUser):
-    """Reloads the page while the recording does not play: each reload asks the enqueue API
-    for the recording, then plays it again."""
+    """Reloads the page while the recording does not play."""
 
     @task
     def refresh(self) -> None:
         if self.idle_if_draining():
             return
-        c = self.ctx.scenario.clients
         business, call_sid = self.ctx.pick_call()
-        client = self.ctx.new_client("r")
-        for session in range(1, c.refreshes + 2):
-            self.client.post(f"/api/calls/{call_sid}/recording/enqueue", headers=auth(business),
-                             name="/api/calls/[call]/recording/enqueue")
-            if play_session(self, self.ctx, business, call_sid, client, session, "refresher") in (200, 206):
-                return
-            self.ctx.sleep(c.refresh_after_s)
+        refresh_until_played(self, self.ctx, business, call_sid)
+
+
+class ScenarioArrivalsUser(FastHttpUser):
+    """Open-loop clients, the model's (sim/model.py archive_plays, maybe_play, open_recording):
+    recordings are opened at the scenario's rates — archive calls Poisson at
+    `archive_plays_per_hour` until the duration ends, the `play_fraction` of new calls once their
+    play delay is over (also while draining) — however long earlier sessions take, each opening
+    in its own greenlet; who opens it (double-click, storm, refresher, player) follows the
+    [clients] fractions in the model's order. The profile `scenario` runs this one user instead
+    of the closed-loop users, whose session rate depends on their count and think time."""
+
+    fixed_count = 1
+
+    def on_start(self) -> None:
+        self.ctx = load_context()
+        self.openings = gevent.pool.Group()
+        self.openings.spawn(self.fresh_calls)
+
+    def on_stop(self) -> None:
+        self.openings.kill(block=False)
+
+    def wait_time(self) -> float:
+        return 0.0
+
+    @task
+    def archive_play(self) -> None:
+        rate = self.ctx.scenario.clients.archive_plays_per_hour / 3600.0
+        if rate <= 0 or self.ctx.draining():
+            gevent.sleep(0.2)
+            return
+        self.ctx.sleep(self.ctx.rng.expovariate(rate))
+        if not self.ctx.draining():
+            business = self.ctx.rng.choice(self.ctx.fixtures["businesses"])
+            self.openings.spawn(self.open, business, self.ctx.rng.choice(business["archive"])["call_sid"])
+
+    def fresh_calls(self) -> None:
+        while True:
+            now = time.time()
+            due = [f for f in self.ctx.fresh if f.open_at <= now]
+            for f in due:
+                self.ctx.fresh.remove(f)
+                self.openings.spawn(self.open, f.business, f.call_sid)
+            self.ctx.sleep(1.0)
+
+    def open(self, business: dict, call_sid: str) -> None:
+        c, r = self.ctx.scenario.clients, self.ctx.rng.random()
+        if r < c.double_click_fraction:
+            click_storm(self, self.ctx, business, call_sid, storm=False)
+        elif r < c.double_click_fraction + c.storm_fraction:
+            click_storm(self, self.ctx, business, call_sid, storm=True)
+        elif r < c.double_click_fraction + c.storm_fraction + c.refresh_fraction:
+            refresh_until_played(self, self.ctx, business, call_sid)
+        else:
+            play_session(self, self.ctx, business, call_sid, self.ctx.new_client("p"), 1, "player")

@@ -111,6 +111,8 @@ def start_stack(opts: LoadOptions, run_dir: Path, epoch: float) -> Stack:
             "users": opts.users, "processes": opts.processes, "profile": opts.profile, "epoch": epoch,
             "app_url": stack.app_url, "stub_url": stack.stub_url, "redis_url": stack.config.redis_url,
             "pids": {name: proc.pid for name, proc in stack.procs.items()}, "stack_marker": stack.marker,
+            # a shared machine's load moves live timings (calibration reports it beside them)
+            "load_avg_start": [round(x, 2) for x in os.getloadavg()],
         })
     except BaseException:
         stack.stop()

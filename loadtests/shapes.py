@@ -22,6 +22,9 @@ PROFILES: dict[str, Table] = {
     "waves": ((0.0, 0.2), (0.15, 1.0), (0.35, 0.2), (0.6, 1.0), (0.8, 0.2)),
     # climbing in five steps to everyone
     "ramp": ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0)),
+    # no closed-loop users: recordings are opened at the scenario's rates, as in the model
+    # (players.ScenarioArrivalsUser, one of the fixed users)
+    "scenario": ((0.0, 0.0),),
 }
 
 
@@ -35,7 +38,7 @@ def users_at(table: Table, t_s: float, duration_s: float, drain_s: float, users:
             share = value
     if t_s >= duration_s:  # draining: keep whoever is there, they finish what they started
         share = table[-1][1]
-    return max(1, math.ceil(share * users))
+    return max(1, math.ceil(share * users)) if share > 0 else 0
 
 
 def profile_shape(name: str, users: int, fixed_users: int, duration_s: float, drain_s: float,

@@ -199,6 +199,46 @@ def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
     return out
 
 
+def worker_time_per_job(history: Sequence[Event]) -> dict[str, Any]:
+    """What a worker spends per job besides Twilio's download, medians over the run:
+    `in_job_s` — a run's time from job.start to job.end minus its download (start to end), over
+    runs that downloaded; `between_jobs_s` — from a worker's job.end to its next job.start while
+    another job was waiting (RQ's dequeue, the fork of a work horse, its imports); and their
+    sum `overhead_s`, what the model charges per job as `workers.job_overhead_s`."""
+    started: dict[Any, float] = {}
+    dl_start: dict[Any, float] = {}
+    dl_time: dict[Any, float] = {}
+    in_job: list[float] = []
+    between: list[float] = []
+    last_end: dict[str, float] = {}
+    waiting: set[Any] = set()
+    waiting_at_end: dict[str, bool] = {}
+    for e in history:
+        kind = e.get("kind")
+        if kind == "job.enqueue":
+            waiting.add(e["job_id"])
+        elif kind == "job.start":
+            worker = str(e.get("worker") or e.get("proc"))
+            waiting.discard(e["job_id"])
+            started[e["job_id"]] = float(e["t"])
+            dl_time.pop(e["job_id"], None)
+            if worker in last_end and waiting_at_end.get(worker):
+                between.append(float(e["t"]) - last_end[worker])
+        elif kind == "download.start":
+            dl_start[e["job_id"]] = float(e["t"])
+        elif kind == "download.end" and e["job_id"] in dl_start:
+            dl_time[e["job_id"]] = float(e["t"]) - dl_start.pop(e["job_id"])
+        elif kind == "job.end" and e["job_id"] in started:
+            worker = str(e.get("worker") or e.get("proc"))
+            t0 = started.pop(e["job_id"])
+            if e["job_id"] in dl_time:
+                in_job.append(float(e["t"]) - t0 - dl_time.pop(e["job_id"]))
+            last_end[worker], waiting_at_end[worker] = float(e["t"]), bool(waiting)
+    a, b = percentile(in_job, 0.5), percentile(between, 0.5)
+    return {"in_job_s": a, "in_job_n": len(in_job), "between_jobs_s": b, "between_jobs_n": len(between),
+            "overhead_s": None if a is None else a + (b or 0.0)}
+
+
 def blocked_after_failure(history: Iterable[Event]) -> list[float]:
     """Per call whose job failed: how long after the failure enqueue requests were still
     answered 'duplicate' (the dedup key outliving the job), until one was enqueued again."""

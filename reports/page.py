@@ -8,6 +8,7 @@ it decides nothing.
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -48,6 +49,9 @@ def write_report(data: ReportData, out_dir: Path) -> dict[str, Path]:
     md_path = out_dir / "report.md"
     html_path.write_text(_html(sections, data), encoding="utf-8")
     md_path.write_text(_markdown(sections, data), encoding="utf-8")
+    if data.calibration:  # the figures of the calibration table, small: no histories
+        (out_dir / "calibration.json").write_text(json.dumps(data.calibration, indent=1, default=str) + "\n",
+                                                  encoding="utf-8")
     return {"html": html_path, "markdown": md_path,
             **{s.figure: out_dir / s.figure for s in sections if s.figure}}
 
@@ -92,6 +96,9 @@ def _sections(data: ReportData, out: Path) -> list[Section]:
                   "within" if p["errors"].get(m) is not None and abs(p["errors"][m]) <= CALIBRATION_TOLERANCE
                   else "OUTSIDE"] for p in data.calibration for m in CALIBRATION_METRICS]
         causes = "".join(f" {p['label']}: {p['explanation']}" for p in data.calibration if p.get("explanation"))
+        runs = {(p["live_run"], p["time_scale"], str(p["load_avg"])) for p in data.calibration if p.get("live_run")}
+        causes += "".join(f" Live run {Path(r).name}: time scale {scale:g}, load average at its start {load}."
+                          for r, scale, load in sorted(runs))
         s.append(Section("Calibration: model vs live",
                          figures.calibration(data.calibration, CALIBRATION_METRICS, out / "calibration.png").name,
                          f"The same scenario run by the model and by the live stack, measured by the same "

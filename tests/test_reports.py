@@ -53,10 +53,10 @@ def test_report_from_nothing_has_every_figure_and_the_claims_ledger(report):
     assert "Calibration" not in markdown and "no live run directories given" in markdown
 
 
-def _live_format_dir(directory: Path, scenario) -> None:
-    """A directory in the live layout (run.json with the scenario, one *.jsonl per process,
-    source live), its events taken from a model run: it exercises the reading and the
-    calibration section, not the live stack."""
+def _live_format_dir(directory: Path, scenario, described=None) -> None:
+    """A directory in the live layout (run.json with the scenario — or `described` —, one
+    *.jsonl per process, source live), its events taken from a model run of `scenario`: it
+    exercises the reading and the calibration section, not the live stack."""
     result = simulate(scenario)
     by_proc: dict[str, list] = {}
     for e in result.history:
@@ -64,13 +64,17 @@ def _live_format_dir(directory: Path, scenario) -> None:
     for proc, events in by_proc.items():
         history_mod.write_history(directory / f"{proc}-1.jsonl", events)
     history_mod.write_run_info(directory, {**result.run_info(), "source": "live",
-                                           "scenario_data": scenario.to_dict()})
+                                           "scenario_data": (described or scenario).to_dict()})
 
 
-def test_live_run_directory_adds_the_calibration_section(report, tmp_path):
+def test_live_run_directory_adds_the_calibration_section_and_measures_the_worker_time(report, tmp_path):
+    """A "live" run whose workers spend 20 s per job besides the download (the model run with
+    job_overhead_s 20, in the live layout): the scenario's own twin (0.5 s) disagrees and the
+    page names the measured worker times; the twin given the worker time measured from the
+    live history agrees exactly."""
     live = tmp_path / "live-retry-storm"
-    scenario = with_settings(load_scenario("retry-storm"), assignments={"duration_s": "600", "drain_s": "600"})
-    _live_format_dir(live, scenario)
+    described = with_settings(load_scenario("retry-storm"), assignments={"duration_s": "600", "drain_s": "600"})
+    _live_format_dir(live, with_settings(described, assignments={"workers.job_overhead_s": "20"}), described)
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["report", str(report / "runs"), str(report / "runs" / "sweep.jsonl"), str(live),
                                       "--out", str(out), "--runs", str(tmp_path / "runs")])
@@ -78,8 +82,12 @@ def test_live_run_directory_adds_the_calibration_section(report, tmp_path):
     markdown = (out / "report.md").read_text()
     section = markdown.split("## Calibration: model vs live", 1)[1].split("## Claims ledger")[0]
     assert (out / "calibration.png").stat().st_size > 1000
-    # same scenario, same seed, same model: every figure agrees exactly
-    assert section.count("+0% | within |") == 5, section
+    as_written, measured = json.loads((out / "calibration.json").read_text())
+    assert measured["label"] == "retry-storm [fixed], model + live worker time 20.0 s/job"
+    assert all(e == 0 for e in measured["errors"].values()), measured["errors"]
+    assert section.count("+0% | within |") == 5 + sum(e == 0 for e in as_written["errors"].values())
+    assert as_written["errors"]["ttp_p95_s"] > 0.15 and "OUTSIDE" in section
+    assert "worker time per job besides the download 20 vs 0.5 s" in section
     assert "live: 1 runs of retry-storm" in markdown
 
 
