@@ -102,10 +102,10 @@ class FaultPlan(threading.Thread):
             try:
                 if not self.at(t):
                     return
-                self.stack.stub_config(latency_s=rng.uniform(*tw.slow_range_s))
+                self.stack.stub_config(latency_s=rng.uniform(*tw.slow_range_s), latency_sigma=0.0)
                 if not self.at(t + slow_for):
                     return
-                self.stack.stub_config(latency_s=tw.latency_median_s)
+                self.stack.stub_config(latency_s=tw.latency_median_s, latency_sigma=tw.latency_sigma)
             except OSError as exc:
                 self.errors.append(f"twilio latency change at {t:g} s: {exc}")
             t += SLOW_PERIOD_S

@@ -99,7 +99,7 @@ def start_stack(opts: LoadOptions, run_dir: Path, epoch: float) -> Stack:
         else:
             raise RuntimeError("no redis-server on PATH and no REDIS_URL: install Redis or pass --redis-url")
         stack.start_stub(size_bytes=STUB_SIZE_BYTES, latency_s=s.twilio.latency_median_s,
-                         error_rate=s.twilio.fault_rate)
+                         latency_sigma=s.twilio.latency_sigma, error_rate=s.twilio.fault_rate)
         stack.start_app(workers=opts.app_workers, threads=opts.app_threads)
         names = [stack.start_worker(f"worker{i + 1}", wait=False).name for i in range(s.workers.count)]
         stack.wait_workers(names)

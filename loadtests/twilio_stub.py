@@ -3,7 +3,7 @@ ledger of downloads per recording that tests and checkers read over HTTP.
 
 - GET /2010-04-01/Accounts/<AC>/Recordings/<RE>[.mp3|.wav|.json] → playable audio (silent MPEG
   frames or PCM WAV) of `size_bytes`, or the recording's JSON metadata; after `latency_s`, at
-  `bandwidth_bps`; a 503 with probability `error_rate`; a body cut short with probability
+  `bandwidth_bps` (`latency_sigma` > 0: a lognormal latency around `latency_s`); a 503 with probability `error_rate`; a body cut short with probability
   `truncate_rate`; 404 while the recording is listed in `missing`.
 - `script`: faults for the next audio requests, one each, in order (then back to the rates):
   "503" / "500" / "429" (an error answer; a list of them is a 5xx burst), "truncate" (headers
@@ -18,6 +18,7 @@ Durations are policy seconds, multiplied by `time_scale` like everything else in
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import threading
@@ -49,6 +50,7 @@ def wav_bytes(size: int) -> bytes:
 class StubSettings:
     size_bytes: int = 64_000
     latency_s: float = 0.0
+    latency_sigma: float = 0.0  # > 0: each download waits latency_s x lognormal(0, sigma), as the model draws it
     bandwidth_bps: float = 0.0  # 0: as fast as the socket takes it
     error_rate: float = 0.0
     truncate_rate: float = 0.0
@@ -70,7 +72,8 @@ class StubSettings:
             raise ValueError(f"unknown script mode(s) {', '.join(unknown)}; known: {', '.join(SCRIPT_MODES)}")
         if not (0 <= self.error_rate <= 1 and 0 <= self.truncate_rate <= 1):
             raise ValueError("error_rate and truncate_rate are probabilities in [0, 1]")
-        if self.time_scale <= 0 or self.size_bytes < 1 or min(self.latency_s, self.bandwidth_bps, self.stall_s) < 0:
+        if self.time_scale <= 0 or self.size_bytes < 1 or min(self.latency_s, self.latency_sigma, self.bandwidth_bps,
+                                                                 self.stall_s) < 0:
             raise ValueError("time_scale and size_bytes must be positive; latency, bandwidth, stall not negative")
 
     def next_mode(self) -> str | None:
@@ -106,6 +109,14 @@ class StubServer(ThreadingHTTPServer):
     def draw(self) -> float:
         with self.rng_lock:
             return self.rng.random()
+
+    def latency(self) -> float:
+        """Policy seconds before the first byte of one download."""
+        s = self.settings
+        if not s.latency_sigma:
+            return s.latency_s
+        with self.rng_lock:
+            return s.latency_s * math.exp(s.latency_sigma * self.rng.gauss(0.0, 1.0))
 
     def scripted(self) -> str | None:
         with self.rng_lock:
@@ -143,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
         self.server.ledger.add(sid, "requests")
         mode = self.server.scripted()
         if s.latency_s:
-            time.sleep(s.latency_s * s.time_scale)
+            time.sleep(self.server.latency() * s.time_scale)
         if sid in s.missing:
             return self._json(404, {"code": 20404, "message": "recording not available yet"})
         if mode in ("429", "500", "503") or (mode is None and self.server.draw() < s.error_rate):

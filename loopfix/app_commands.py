@@ -108,6 +108,8 @@ def worker(burst, simple, name, **opts):
 @click.option("--size-bytes", default=64_000, show_default=True, type=click.IntRange(1), help="audio body size")
 @click.option("--latency-s", "latency_s", default=0.0, show_default=True, type=click.FloatRange(0),
               help="policy seconds before the first byte")
+@click.option("--latency-sigma", "latency_sigma", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="> 0: each download's latency is --latency-s x lognormal(0, sigma), as the model's")
 @click.option("--bandwidth-bps", "bandwidth_bps", default=0.0, show_default=True, type=click.FloatRange(0),
               help="bytes per policy second (0: unthrottled)")
 @click.option("--error-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1), help="share of 503s")
