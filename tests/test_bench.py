@@ -1,7 +1,9 @@
 """`loopfix bench` and the poll's Redis cost: the 202 poll makes at most one round trip (a
 count from Redis commandstats + MONITOR on a real server, not a timing), the one-call-per-
-primitive faults visibly cost more, and the CLI prints well-formed figures. No speed is
-asserted here: speeds are measured by `loopfix bench` and kept in BENCHMARKS.md."""
+primitive faults visibly cost more, a known live worker is trusted no longer than its liveness
+key lives, the storm's rate and CPU split are counted as documented, and the CLI prints
+well-formed figures. No speed is asserted here: speeds are measured by `loopfix bench` and
+kept in BENCHMARKS.md."""
 from __future__ import annotations
 
 import json
