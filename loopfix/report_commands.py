@@ -298,6 +298,7 @@ def _run_record(label: str, history: list[dict[str, Any]], info: Mapping[str, An
             "backlog": measures.backlog(history), "outages": measures.outage_windows(history),
             "retry_timeline": measures.retry_timeline(history), "blocked": measures.blocked_after_failure(history),
             "worker_time": measures.worker_time_per_job(history),
+            "played_on_request": _played_on_request(history),
             "queue_wait_p50_s": measures.percentile(measures.queue_waits(history), 0.5),
             "verdicts": [v.to_dict() for v in inv.check_all(history, policy)], "info": dict(info)}
 
@@ -348,8 +349,7 @@ def _calibration(live: Sequence[Mapping[str, Any]], runs_dir: Path, step: Callab
         for what, twin_scenario, label in twins:
             step(f"model twin of {run['label']} ({what})")
             sim = _simulate_run(twin_scenario, runs_dir, label)
-            errors = {m: (run["summary"][m] - sim["summary"][m]) / sim["summary"][m]
-                      if run["summary"].get(m) is not None and sim["summary"].get(m) else None
+            errors = {m: _relative_error(run["summary"].get(m), sim["summary"].get(m))
                       for m in ("ttp_p50_s", "ttp_p95_s", "requests_per_playback", "jobs_per_recording",
                                 "downloads_per_recording")}
             pairs.append({"label": f"{run['scenario']} [{run['variant']}], {what}", "live": run["summary"],
@@ -359,11 +359,28 @@ def _calibration(live: Sequence[Mapping[str, Any]], runs_dir: Path, step: Callab
     return pairs
 
 
+def _played_on_request(history: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Share of playbacks that played on the player's 1st, 2nd, ... 6th-or-later request: time to
+    playable moves in the steps of the player's poll schedule, and this says on which step."""
+    played = [min(s.requests, 6) for s in measures.sessions(history) if s.time_to_playable_s is not None]
+    return [round(played.count(n) / len(played), 3) if played else 0.0 for n in range(1, 7)]
+
+
+def _relative_error(live: float | None, model: float | None) -> float | None:
+    """(live - model) / model; 0 when they are equal (0 s and 0 s agree); None when there is no
+    ratio (a figure missing, or the model's 0 against a live figure that is not)."""
+    if live is None or model is None:
+        return None
+    if live == model:
+        return 0.0
+    return (live - model) / model if model else None
+
+
 def _evidence(live: Mapping[str, Any], sim: Mapping[str, Any]) -> dict[str, Any]:
     """What the two runs did, side by side: the data a disagreement is explained by."""
     return {side: {"sessions": r["summary"]["sessions"], "outcomes": r["summary"]["outcomes"],
                    "worker_time_per_job_s": r["worker_time"]["overhead_s"],
-                   "queue_wait_p50_s": r["queue_wait_p50_s"]}
+                   "queue_wait_p50_s": r["queue_wait_p50_s"], "played_on_request_1_to_6": r["played_on_request"]}
             for side, r in (("live", live), ("model", sim))}
 
 
@@ -381,7 +398,9 @@ def _disagreement(errors: Mapping[str, float | None], live: Mapping[str, Any], s
             f"download {_num(lv['worker_time_per_job_s'])} vs {_num(mv['worker_time_per_job_s'])} s (live at "
             f"time scale {float(live['time_scale']):g}: 1 ms of wall time is {0.001 / float(live['time_scale']):g} "
             f"policy s); median queue wait {_num(lv['queue_wait_p50_s'])} vs {_num(mv['queue_wait_p50_s'])} s; "
-            f"sessions {lv['sessions']} {lv['outcomes']} vs {mv['sessions']} {mv['outcomes']}.")
+            f"sessions {lv['sessions']} {lv['outcomes']} vs {mv['sessions']} {mv['outcomes']}; share of "
+            f"playbacks on the player's 1st…6th+ request {lv['played_on_request_1_to_6']} vs "
+            f"{mv['played_on_request_1_to_6']}.")
 
 
 def _num(x: float | None) -> str:

@@ -93,8 +93,9 @@ def _sections(data: ReportData, out: Path) -> list[Section]:
     if data.calibration:
         table = [[p["label"], m, _num(p["sim"].get(m)), _num(p["live"].get(m)),
                   "–" if p["errors"].get(m) is None else f"{p['errors'][m]:+.0%}",
-                  "within" if p["errors"].get(m) is not None and abs(p["errors"][m]) <= CALIBRATION_TOLERANCE
-                  else "OUTSIDE"] for p in data.calibration for m in CALIBRATION_METRICS]
+                  "–" if p["errors"].get(m) is None else
+                  "within" if abs(p["errors"][m]) <= CALIBRATION_TOLERANCE else "OUTSIDE"]
+                 for p in data.calibration for m in CALIBRATION_METRICS]
         causes = "".join(f" {p['label']}: {p['explanation']}" for p in data.calibration if p.get("explanation"))
         runs = {(p["live_run"], p["time_scale"], str(p["load_avg"])) for p in data.calibration if p.get("live_run")}
         causes += "".join(f" Live run {Path(r).name}: time scale {scale:g}, load average at its start {load}."
