@@ -131,16 +131,21 @@ UNFOLDED = "playback_check_then_mark,fail_fast_incr_then_expire"
 
 def measure(redis_url: str, work_dir: Path, variant: str, faults: str = "", requests: int = 20,
             scenarios=SCENARIOS) -> dict[str, Counts]:
-    """Counts for each scenario against the app built for `variant` + `faults` (history off)."""
+    """Counts for each scenario against the app built for `variant` + `faults` (history off).
+
+    Each scenario gets an app of its own: an app remembers a live worker for a while
+    (coordination.LIVENESS_TRUST_S), and the previous scenario's worker is not this one's."""
     cfg = Config(redis_url=redis_url, data_dir=work_dir / f"{variant}-{len(faults)}", run_epoch=time.time(),
                  policy=make_policy(variant, faults, 1.0, {}))
-    app = create_app(cfg)
-    svc = app.extensions["loopfix"]
-    client = app.test_client()
     conn, watcher = redis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url)
     conn.ping()
-    business = poll_targets.add_business(svc)
-    return {sc.label: count_scenario(client, svc, conn, watcher, business, sc, requests) for sc in scenarios}
+    counts = {}
+    for sc in scenarios:
+        app = create_app(cfg)
+        svc = app.extensions["loopfix"]
+        business = poll_targets.add_business(svc)
+        counts[sc.label] = count_scenario(app.test_client(), svc, conn, watcher, business, sc, requests)
+    return counts
 
 
 def figures(redis_url: str, work_dir: Path, requests: int = 20) -> list[Figure]:
