@@ -190,7 +190,7 @@ def storm(users: int, seconds: float, processes: int, scenario: str = SCENARIO, 
                     {r: round(v / seconds, 3) for r, v in used.items()}, round(machine / seconds, 3), str(run_dir))
 
 
-def capacity(seconds: float, processes: int, start_users: int = 50, max_users: int = 1600, min_gain: float = 0.05,
+def capacity(seconds: float, processes: int, start_users: int = 100, max_users: int = 1600, min_gain: float = 0.05,
              scenario: str = SCENARIO, progress=lambda label: None, keep_dir: Path | None = None) -> list[StormRun]:
     """Storms at doubling users until the invariants break, the rate stops growing, or max_users."""
     runs: list[StormRun] = []
@@ -206,7 +206,7 @@ def capacity(seconds: float, processes: int, start_users: int = 50, max_users: i
     return runs
 
 
-def figures(stack: Stack, seconds: float = 15.0, users: int = 50, processes: int = 2,
+def figures(stack: Stack, seconds: float = 15.0, users: int = 100, processes: int = 2,
             progress=lambda label: None) -> list[Figure]:
     progress("storm: bare Flask endpoint under wrk")
     url, pid = app_bench.serve(stack, "bare", "benchmarks.bare_app:app", "/json")

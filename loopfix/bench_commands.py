@@ -87,7 +87,7 @@ def table(figures: list) -> Table:
 @click.option("--day-hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True,
               help="simulated hours of the model's 'one day' run")
 @click.option("--no-sweep", is_flag=True, help="skip the 200-point sweep (minutes) in the model area")
-@click.option("--storm-users", type=click.IntRange(1, 100_000), default=50, show_default=True,
+@click.option("--storm-users", type=click.IntRange(1, 100_000), default=100, show_default=True,
               help="Locust users of the first storm; each next storm doubles them")
 def bench_command(as_json, only, seconds, day_hours, no_sweep, storm_users):
     """Measure loopfix and the app against baselines taken in the same run.
