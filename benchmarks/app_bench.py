@@ -51,6 +51,12 @@ def serve(stack: Stack, name: str, app: str, health_path: str) -> tuple[str, int
     return url, proc.pid
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent not idle (all cores, /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / TICKS  # minus idle and iowait
+
+
 def process_tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) of `pid` and its live children (gunicorn's workers)."""
     total = 0.0
@@ -68,7 +74,8 @@ def process_tree_cpu_s(pid: int) -> float:
 
 @dataclass(frozen=True)
 class Load:
-    """One wrk run: req/s, requests, non-2xx answers, socket errors, and CPU seconds of wrk and the server."""
+    """One wrk run: req/s, requests, non-2xx answers, socket errors, and CPU seconds of wrk, the
+    server and the whole machine."""
 
     rps: float
     requests: int
@@ -77,6 +84,7 @@ class Load:
     seconds: float
     wrk_cpu_s: float
     server_cpu_s: float
+    machine_cpu_s: float
 
     @property
     def wrk_cores(self) -> float:
@@ -85,6 +93,11 @@ class Load:
     @property
     def server_cores(self) -> float:
         return self.server_cpu_s / self.seconds
+
+    @property
+    def other_cores(self) -> float:
+        """Busy cores that were neither wrk nor the server: the machine's other tenants."""
+        return max(0.0, (self.machine_cpu_s - self.wrk_cpu_s - self.server_cpu_s) / self.seconds)
 
     @property
     def per_cpu_s(self) -> float:
@@ -102,12 +115,13 @@ def wrk(url: str, seconds: float, server_pid: int, headers: dict[str, str] | Non
     def server_cpu() -> float:
         return sum(process_tree_cpu_s(pid) for pid in (server_pid, *also_pids))
 
-    server_before, start = server_cpu(), time.perf_counter()
+    server_before, machine_before, start = server_cpu(), machine_busy_s(), time.perf_counter()
     p = subprocess.Popen(argv + [url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = p.stdout.read()
     _, status, usage = os.wait4(p.pid, 0)  # wrk's own CPU time
     p.returncode = os.waitstatus_to_exitcode(status)
     wall, server_cpu_s = time.perf_counter() - start, server_cpu() - server_before
+    machine_cpu_s = machine_busy_s() - machine_before
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if p.returncode != 0 or rps is None:
         raise RuntimeError(f"wrk failed (exit {p.returncode}): {out.strip()[-300:]}")
@@ -115,7 +129,7 @@ def wrk(url: str, seconds: float, server_pid: int, headers: dict[str, str] | Non
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return Load(float(rps.group(1)), int(re.search(r"(\d+) requests in", out).group(1)),
                 int(non_2xx.group(1)) if non_2xx else 0, sum(map(int, errors.groups())) if errors else 0,
-                wall, usage.ru_utime + usage.ru_stime, server_cpu_s)
+                wall, usage.ru_utime + usage.ru_stime, server_cpu_s, machine_cpu_s)
 
 
 def _status(url: str, headers: dict[str, str]) -> int:
@@ -129,7 +143,8 @@ def _status(url: str, headers: dict[str, str]) -> int:
 
 def _note(load: Load, base: Load) -> str:
     return (f"wrk -t1 -c{WORKERS * THREADS}: wrk {load.wrk_cores:.0%} of one core, server "
-            f"{load.server_cores:.2f} cores (bare: wrk {base.wrk_cores:.0%}, server {base.server_cores:.2f}); "
+            f"{load.server_cores:.2f} cores, other tenants {load.other_cores:.2f} (bare: wrk {base.wrk_cores:.0%}, "
+            f"server {base.server_cores:.2f}, other tenants {base.other_cores:.2f}); "
             f"{load.requests:,} requests, {load.non_2xx} unexpected statuses, {load.socket_errors} socket errors")
 
 

@@ -16,7 +16,6 @@ where the cores went: to the server side, to the load generator, or to other ten
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,6 @@ from benchmarks.figures import Figure
 from loadtests.stack import Stack, descendants
 
 SCENARIO = "poll-storm"
-TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.25
 SERVER_ROLES = ("app", "workers", "redis", "twilio")
 
@@ -55,14 +53,7 @@ def _cpu_s(pid: int, reaped_children: bool) -> float:
     ticks = int(fields[11]) + int(fields[12])
     if reaped_children:
         ticks += int(fields[13]) + int(fields[14])
-    return ticks / TICKS
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds the whole machine spent not idle (all cores, /proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / TICKS
+    return ticks / app_bench.TICKS
 
 
 class CpuSampler:
@@ -97,7 +88,7 @@ class CpuSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.time(), _machine_busy_s(), self._sample()))
+            self.samples.append((time.time(), app_bench.machine_busy_s(), self._sample()))
             self._stop.wait(SAMPLE_S)
 
     def between(self, start: float, end: float) -> tuple[dict[str, float], float]:
