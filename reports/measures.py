@@ -25,6 +25,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 Event = Mapping[str, Any]
 BACKLOG_STEP_S = 60.0
+# The figures of `summary` that calibration compares between the model and a live run.
+CALIBRATION_METRICS = ("ttp_p50_s", "ttp_p95_s", "requests_per_playback", "jobs_per_recording",
+                       "downloads_per_recording")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -202,38 +205,37 @@ def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
 def worker_time_per_job(history: Sequence[Event]) -> dict[str, Any]:
     """What a worker spends per job besides Twilio's download, medians over the run:
     `in_job_s` — a run's time from job.start to job.end minus its download (start to end), over
-    runs that downloaded; `between_jobs_s` — from a worker's job.end to its next job.start while
-    another job was waiting (RQ's dequeue, the fork of a work horse, its imports); and their
-    sum `overhead_s`, what the model charges per job as `workers.job_overhead_s`."""
+    runs that downloaded; `between_jobs_s` — from a worker's job.end to its next job.start when
+    that next job was already enqueued at the end (RQ's dequeue, the fork of a work horse, its
+    imports); and their sum `overhead_s`, what the model charges per job as
+    `workers.job_overhead_s`."""
     started: dict[Any, float] = {}
+    enqueued: dict[Any, float] = {}
     dl_start: dict[Any, float] = {}
     dl_time: dict[Any, float] = {}
+    last_end: dict[str, float] = {}
     in_job: list[float] = []
     between: list[float] = []
-    last_end: dict[str, float] = {}
-    waiting: set[Any] = set()
-    waiting_at_end: dict[str, bool] = {}
     for e in history:
-        kind = e.get("kind")
+        kind, t = e.get("kind"), float(e.get("t", 0.0))
         if kind == "job.enqueue":
-            waiting.add(e["job_id"])
+            enqueued[e["job_id"]] = t
         elif kind == "job.start":
             worker = str(e.get("worker") or e.get("proc"))
-            waiting.discard(e["job_id"])
-            started[e["job_id"]] = float(e["t"])
+            started[e["job_id"]] = t
             dl_time.pop(e["job_id"], None)
-            if worker in last_end and waiting_at_end.get(worker):
-                between.append(float(e["t"]) - last_end[worker])
+            end = last_end.pop(worker, None)
+            if end is not None and enqueued.get(e["job_id"], math.inf) <= end:
+                between.append(t - end)
         elif kind == "download.start":
-            dl_start[e["job_id"]] = float(e["t"])
+            dl_start[e["job_id"]] = t
         elif kind == "download.end" and e["job_id"] in dl_start:
-            dl_time[e["job_id"]] = float(e["t"]) - dl_start.pop(e["job_id"])
+            dl_time[e["job_id"]] = t - dl_start.pop(e["job_id"])
         elif kind == "job.end" and e["job_id"] in started:
-            worker = str(e.get("worker") or e.get("proc"))
+            last_end[str(e.get("worker") or e.get("proc"))] = t
             t0 = started.pop(e["job_id"])
             if e["job_id"] in dl_time:
-                in_job.append(float(e["t"]) - t0 - dl_time.pop(e["job_id"]))
-            last_end[worker], waiting_at_end[worker] = float(e["t"]), bool(waiting)
+                in_job.append(t - t0 - dl_time.pop(e["job_id"]))
     a, b = percentile(in_job, 0.5), percentile(between, 0.5)
     return {"in_job_s": a, "in_job_n": len(in_job), "between_jobs_s": b, "between_jobs_n": len(between),
             "overhead_s": None if a is None else a + (b or 0.0)}

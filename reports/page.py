@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from reports import capacity, figures
+from reports.measures import CALIBRATION_METRICS
 
-CALIBRATION_METRICS = ("ttp_p50_s", "ttp_p95_s", "requests_per_playback", "jobs_per_recording",
-                       "downloads_per_recording")
 CALIBRATION_TOLERANCE = 0.15
 MARK = {True: "✓", False: "✗", "unknown": "?", None: "–"}
 
@@ -91,7 +90,7 @@ def _sections(data: ReportData, out: Path) -> list[Section]:
                      "Outage length x load: seconds until the backlog is back to its pre-outage level while the "
                      "load continues ('never': still high when arrivals stop)."))
     if data.calibration:
-        table = [[p["label"], m, _num(p["sim"].get(m)), _num(p["live"].get(m)),
+        table = [[p["label"], m, _num(p["sim"].get(m)), _range(p.get("seed_range", {}).get(m)), _num(p["live"].get(m)),
                   "–" if p["errors"].get(m) is None else f"{p['errors'][m]:+.0%}",
                   "–" if p["errors"].get(m) is None else
                   "within" if abs(p["errors"][m]) <= CALIBRATION_TOLERANCE else "OUTSIDE"]
@@ -104,7 +103,7 @@ def _sections(data: ReportData, out: Path) -> list[Section]:
                          figures.calibration(data.calibration, CALIBRATION_METRICS, out / "calibration.png").name,
                          f"The same scenario run by the model and by the live stack, measured by the same "
                          f"functions. Tolerance ±{CALIBRATION_TOLERANCE:.0%}.{causes}",
-                         (["run", "figure", "model", "live", "error", "±15 %"], table)))
+                         (["run", "figure", "model", "model over seeds (min–max)", "live", "error", "±15 %"], table)))
     ledger_rows = [[c["seed"], c["claim"], c["status"],
                     *(MARK[c["variants"][v]["holds"]] for v in ("before", "seed", "fixed")),
                     _evidence(c), c["figure"], "; ".join(c["where"])] for c in data.ledger]
@@ -114,6 +113,10 @@ def _sections(data: ReportData, out: Path) -> list[Section]:
                      (["seed", "claim", "status", "before", "seed", "fixed", "evidence", "figure", "where measured"],
                       ledger_rows)))
     return s
+
+
+def _range(lo_hi: Sequence[float] | None) -> str:
+    return "–" if not lo_hi else f"{_num(lo_hi[0])}–{_num(lo_hi[1])}"
 
 
 def _num(x: Any) -> str:

@@ -105,10 +105,15 @@ def load_end_s(point: Mapping[str, Any]) -> float:
 
 
 def simulate_point(point: Mapping[str, Any]) -> tuple[Scenario, list[dict[str, Any]]]:
-    """Run the model at one point: (its scenario, its history). Only the history: a sweep
-    measures it itself (reports/measures.py), so the model's own metrics are not computed."""
+    """Run the model at one point: (its scenario, its history)."""
     s = scenario_for(point)
     cls = _exponential_downloads(float(point["service_mean_s"])) if point["mmc"] else Model
+    return s, simulate_history(s, cls)
+
+
+def simulate_history(s: Scenario, cls: type[Model] = Model) -> list[dict[str, Any]]:
+    """Only the history of a model run: a sweep measures it itself (reports/measures.py), so the
+    model's own metrics are not computed."""
     model = cls(s, s.make_policy())
     model.start()
     was_enabled = gc.isenabled()
@@ -118,7 +123,7 @@ def simulate_point(point: Mapping[str, Any]) -> tuple[Scenario, list[dict[str, A
     finally:
         if was_enabled:
             gc.enable()
-    return s, model.history
+    return model.history
 
 
 def _exponential_downloads(mean_s: float) -> type[Model]:
