@@ -356,7 +356,8 @@ def _calibration(live: Sequence[Mapping[str, Any]], runs_dir: Path, step: Callab
                           "sim": sim["summary"], "errors": errors, "seed_range": spread,
                           "evidence": _evidence(run, sim),
                           "live_run": str(run["dir"]), "time_scale": run["time_scale"],
-                          "load_avg": info.get("load_avg_start"), "explanation": _disagreement(errors, run, sim, spread)})
+                          "load_avg": info.get("load_avg_start"),
+                          "explanation": _disagreement(errors, run, sim, spread)})
     return pairs
 
 
@@ -423,8 +424,9 @@ def _disagreement(errors: Mapping[str, float | None], live: Mapping[str, Any], s
                           f"{CALIBRATION_SEEDS.stop - 1} {_num(lo_hi[0])}–{_num(lo_hi[1])} ({where})")
     ev = _evidence(live, sim)
     lv, mv = ev["live"], ev["model"]
-    return (f"outside ±15 %: {', '.join(off)}. {'; '.join(ranges)}. Measured, live vs model: worker time per job besides the "
-            f"download {_num(lv['worker_time_per_job_s'])} vs {_num(mv['worker_time_per_job_s'])} s (live at "
+    return (f"outside ±15 %: {', '.join(off)}. " + "".join(f"{r}. " for r in ranges)
+            + f"Measured, live vs model: worker time per job besides the download "
+            f"{_num(lv['worker_time_per_job_s'])} vs {_num(mv['worker_time_per_job_s'])} s (live at "
             f"time scale {float(live['time_scale']):g}: 1 ms of wall time is {0.001 / float(live['time_scale']):g} "
             f"policy s); median queue wait {_num(lv['queue_wait_p50_s'])} vs {_num(mv['queue_wait_p50_s'])} s; "
             f"sessions {lv['sessions']} {lv['outcomes']} vs {mv['sessions']} {mv['outcomes']}; share of "
