@@ -44,12 +44,14 @@ def test_sweep_command_answers_from_the_grid_it_wrote(tmp_path):
 
 def test_seed_variant_does_not_recover_where_fixed_does(tmp_path):
     """The metastability figure: same outage and load, fixed drains its backlog, seed (its
-    jobs re-run at once and give up) never gets back to normal while the load goes on."""
+    jobs re-run at once and give up) never gets back to normal while the load goes on; with
+    --check every row also says which invariants its history breaks."""
     out = tmp_path / "sweep.jsonl"
     result = CliRunner().invoke(cli, [
         "sweep", "--workers", "4", "--calls-per-hour", "480", "--outage", "900", "--variants", "seed,fixed",
-        "--out", str(out), "--recover-within", "1800"])
+        "--out", str(out), "--recover-within", "1800", "--check"])
     rows = {r["variant"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["seed"]["invariants_hold"] is False and rows["seed"]["broken"]
     assert rows["fixed"]["recovery_s"] is not None and rows["fixed"]["recovery_s"] <= 1800
     assert rows["seed"]["recovery_s"] is None
     assert "[seed, 4 workers, 480 calls/h]: longest outage none of the swept outages" in result.output
