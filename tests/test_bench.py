@@ -98,26 +98,34 @@ def test_storm_rate_counts_only_requests_answered_while_the_load_ran(tmp_path):
     assert load_phase_requests(tmp_path, 2.0) == (2, {"200": 1, "202": 1})
 
 
-def test_storm_cpu_sampler_charges_a_process_to_its_role(tmp_path):
-    """A child that burns 0.5 s of CPU under LOOPFIX_PROC=app is charged to `app`, not to the
-    process that started it (the runner), and the machine's busy time covers it."""
-    burn = ("import os, subprocess, sys, time\n"
-            "child = subprocess.Popen([sys.executable, '-c', 'import time\\n"
-            "while time.process_time() < 0.5: pass\\nprint(\"burnt\", flush=True)\\ntime.sleep(60)'],"
-            " env={**os.environ, 'LOOPFIX_PROC': 'app'}, stdout=subprocess.PIPE, text=True)\n"
-            "print(child.stdout.readline().strip(), flush=True)\nchild.wait()\n")
-    root = subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE, text=True)
+def test_storm_cpu_sampler_charges_each_process_to_its_role(tmp_path):
+    """Two children burn 0.5 s and 0.25 s of CPU under LOOPFIX_PROC=app and =locust: each
+    role gets its own child's CPU, and the machine's busy time covers both."""
+    go = tmp_path / "go"
+    burner = ("import os, time\n"
+              f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+              "t0 = time.process_time()\nwhile time.process_time() - t0 < {cpu_s}: pass\n"
+              "print('burnt', flush=True)\ntime.sleep(60)")
+    starter = ("import os, subprocess, sys\n"
+               "kids = [subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'LOOPFIX_PROC': role},"
+               " stdout=subprocess.PIPE, text=True) for role, code in [('app', sys.argv[1]), ('locust', sys.argv[2])]]\n"
+               "for kid in kids: kid.stdout.readline()\n"
+               "print('burnt', flush=True)\n[kid.wait() for kid in kids]\n")
+    root = subprocess.Popen([sys.executable, "-c", starter, burner.format(cpu_s=0.5), burner.format(cpu_s=0.25)],
+                            stdout=subprocess.PIPE, text=True)
     try:
         with CpuSampler(root.pid) as cpu:
-            start = time.time()
+            time.sleep(0.5)  # the children are up and waiting; at least one sample taken
+            start = cpu.samples[-1][0]
+            go.touch()
             assert root.stdout.readline().strip() == "burnt"
-            time.sleep(0.6)  # two more samples while the burner is still alive
+            time.sleep(0.6)  # two more samples while the burners are still alive
             end = time.time()
         used, machine = cpu.between(start, end)
     finally:
         for pid in descendants(root.pid):
             os.kill(pid, signal.SIGTERM)
         root.wait(10)
-    assert used.get("app", 0.0) >= 0.4, used
-    assert used.get("runner", 0.0) < 0.4, used
-    assert machine >= used["app"]
+    assert used.get("app", 0.0) >= 0.45, used
+    assert 0.2 <= used.get("locust", 0.0) <= 0.4, used
+    assert machine >= used["app"] + used["locust"]
