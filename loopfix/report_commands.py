@@ -352,7 +352,8 @@ def _calibration(live: Sequence[Mapping[str, Any]], runs_dir: Path, step: Callab
             sim = _simulate_run(twin_scenario, runs_dir, label)
             spread = _seed_spread(twin_scenario)
             errors = {m: _relative_error(run["summary"].get(m), sim["summary"].get(m)) for m in CALIBRATION_METRICS}
-            pairs.append({"label": f"{run['scenario']} [{run['variant']}], {what}", "live": run["summary"],
+            pairs.append({"label": f"{run['scenario']} [{run['variant']}] at scale {float(run['time_scale']):g}, {what}",
+                          "live": run["summary"],
                           "sim": sim["summary"], "errors": errors, "seed_range": spread,
                           "evidence": _evidence(run, sim),
                           "live_run": str(run["dir"]), "time_scale": run["time_scale"],

@@ -83,7 +83,7 @@ def test_live_run_directory_adds_the_calibration_section_and_measures_the_worker
     section = markdown.split("## Calibration: model vs live", 1)[1].split("## Claims ledger")[0]
     assert (out / "calibration.png").stat().st_size > 1000
     as_written, measured = json.loads((out / "calibration.json").read_text())
-    assert measured["label"] == "retry-storm [fixed], model + live worker time 20.0 s/job"
+    assert measured["label"] == "retry-storm [fixed] at scale 1, model + live worker time 20.0 s/job"
     assert all(e == 0 for e in measured["errors"].values()), measured["errors"]
     assert section.count("+0% | within |") == 5 + sum(e == 0 for e in as_written["errors"].values())
     assert as_written["errors"]["ttp_p95_s"] > 0.15 and "OUTSIDE" in section
