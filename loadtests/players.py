@@ -7,6 +7,10 @@ waits the larger of its exponential backoff and the server's Retry-After, gives 
 request and the session's end go into the history as client.* events, in the model's shape;
 a request also reports its response time (`latency_s`, policy seconds), which the model does
 not have and the loops-terminate bound allows for.
+
+The users are closed-loop (each starts its next session after the last one and a think time),
+except ScenarioArrivalsUser: it opens recordings at the scenario's rates as the model does, the
+client mix calibration compares (the `scenario` profile).
 """
 from __future__ import annotations
 
