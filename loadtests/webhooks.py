@@ -27,9 +27,14 @@ URL_SUFFIXES = ("", ".json", ".mp3")
 
 
 def post_signed(user: FastHttpUser, business: dict, path: str, form: dict[str, str]) -> int:
+    """One callback on a connection of its own (`Connection: close`): on a reused keep-alive
+    connection a callback can cross gunicorn closing it idle, and a POST is not retried, so
+    the call's CallLog was never created and its recording waited for it until it failed
+    (live worker-outage and worker-crash runs: HTTPConnectionClosed on call-status)."""
     sig = signature(business["auth_token"], user.host.rstrip("/") + path, form)
     resp = user.client.post(path, data=urlencode(form), name=path,
-                            headers={"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded"})
+                            headers={"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded",
+                                     "Connection": "close"})
     return resp.status_code or 0
 
 
