@@ -31,6 +31,16 @@ def save(fig: Any, path: Path) -> Path:
     return path
 
 
+def log_panel(ax: Any, xlabel: str, ylabel: str, title: str, legend_size: int = 7, title_size: int | None = None) -> None:
+    """The labelling every log-scaled line panel shares."""
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    ax.set_title(title, fontsize=title_size)
+
+
 def ttp_cdf(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Time-to-playable CDF per variant, one panel per scenario."""
     scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
@@ -107,12 +117,7 @@ def backoff_timeline(timelines: Sequence[tuple[str, Mapping[str, Any] | None]], 
         xs = [i for i, g in gaps if g is not None]
         ax.plot(xs, [max(g, 0.01) for _, g in gaps if g is not None], marker="o", color=COLOURS.get(variant),
                 label=f"{variant}: measured gap (job {tl['job_id']}, {len(tl['retries'])} retries)")
-    ax.set_yscale("log")
-    ax.set_xlabel("retry number")
-    ax.set_ylabel("seconds until the next run")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("Backoff of one failing recording against the schedule")
+    log_panel(ax, "retry number", "seconds until the next run", "Backoff of one failing recording against the schedule")
     return save(fig, path)
 
 
@@ -133,12 +138,7 @@ def capacity(rows: Sequence[Mapping[str, Any]], mmc: Sequence[Mapping[str, Any]]
                       label=f"{load:g} calls/h: Erlang C mean wait")
             left.plot([r["workers"] for r in rs], [max(r.get("queue_wait_mean_s") or 1e-3, 1e-3) for r in rs],
                       ls=":", marker=".", color=colour, label=f"{load:g} calls/h: model mean wait")
-    left.set_yscale("log")
-    left.set_xlabel("workers")
-    left.set_ylabel("seconds")
-    left.grid(alpha=0.3)
-    left.legend(fontsize=6)
-    left.set_title("Capacity: the model against Erlang C", fontsize=10)
+    log_panel(left, "workers", "seconds", "Capacity: the model against Erlang C", legend_size=6, title_size=10)
     for k, c in enumerate(sorted({a["workers"] for a in mmc})):
         pts = [a for a in mmc if a["workers"] == c]
         colour = cmap(k / 4)
@@ -148,12 +148,8 @@ def capacity(rows: Sequence[Mapping[str, Any]], mmc: Sequence[Mapping[str, Any]]
         for a in pts:
             right.annotate(f"{a['relative_error']:+.1%}", (a["utilisation"], a["measured_wait_s"]), fontsize=7,
                            xytext=(4, 4), textcoords="offset points")
-    right.set_yscale("log")
-    right.set_xlabel("utilisation")
-    right.set_ylabel("mean queue wait (s)")
-    right.grid(alpha=0.3)
-    right.legend(fontsize=7)
-    right.set_title("M/M/c special case: model (dots) vs Erlang C (dashed)", fontsize=10)
+    log_panel(right, "utilisation", "mean queue wait (s)", "M/M/c special case: model (dots) vs Erlang C (dashed)",
+              title_size=10)
     return save(fig, path)
 
 

@@ -10,9 +10,9 @@ import time
 import pytest
 import requests
 
-from harness.invariants import check_backoff_schedule, check_no_duplicate_download, check_worker_never_blocks
+from harness.invariants import check_backoff_schedule, check_no_duplicate_download
 from tests.conftest import add_business, read_events, sid
-from tests.test_recording_pipeline import play_until_done, post_signed, recording_form, start, wait_for
+from tests.test_recording_pipeline import post_signed, recording_form, start, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.stack]
 
@@ -68,19 +68,3 @@ def test_a_second_job_downloads_again_only_when_the_inflight_claim_expires_mid_d
     assert verdict.valid is (completed == 1)
     if completed > 1:
         assert {w["recording_sid"] for w in _witnesses(verdict)} == {rec}
-
-
-@pytest.mark.parametrize("faults,sleeps", [("", False), ("blocking_slot_loop", True)])
-def test_blocking_slot_loop_alone_makes_the_worker_sleep_on_contention(stack_factory, make_config, faults, sleeps):
-    stack, svc = start(stack_factory, make_config, workers=2, faults=faults, time_scale=0.01, slots_per_business=1,
-                       stub={"size_bytes": 32_000, "bandwidth_bps": 3_200})  # 10 policy s each
-    b = add_business(svc, calls=2)
-    for c in b["calls"]:
-        post_signed(stack, "/webhooks/twilio/recording", b,
-                    recording_form(stack, b, c["call_sid"], c["recording_sid"], ".mp3"))
-    for c in b["calls"]:
-        assert play_until_done(stack, b, c["call_sid"], timeout=30).status_code == 200
-    verdict = check_worker_never_blocks(read_events(stack.config.history_dir), svc.policy)
-    assert verdict.valid is (not sleeps)
-    if sleeps:
-        assert {(w["kind"], w["reason"]) for w in _witnesses(verdict)} == {("worker.sleep", "slot")}

@@ -10,6 +10,7 @@ import time
 import pytest
 import requests
 
+from harness.invariants import check_worker_never_blocks
 from reference_app import twilio_signature
 from reference_app.services import Services
 from tests.conftest import add_business, read_events, sid
@@ -153,15 +154,21 @@ def test_a_slow_download_is_fetched_once_with_a_heartbeat_and_twice_when_judged_
     assert stack.ledger()[rec]["completed"] == completed
 
 
-@pytest.mark.parametrize("variant,sleeps", [("fixed", False), ("seed", True)])
-def test_slot_contention_defers_the_job_and_the_worker_never_sleeps(stack_factory, make_config, variant, sleeps):
-    stack, svc = start(stack_factory, make_config, workers=2, variant=variant, time_scale=0.01, slots_per_business=1,
-                       stub={"size_bytes": 32_000, "bandwidth_bps": 3_200})  # 10 policy s each
+@pytest.mark.parametrize("variant,faults,sleeps", [("fixed", "", False), ("seed", "", True),
+                                                   ("fixed", "blocking_slot_loop", True)])
+def test_slot_contention_defers_the_job_and_the_worker_never_sleeps(stack_factory, make_config, variant, faults,
+                                                                    sleeps):
+    stack, svc = start(stack_factory, make_config, workers=2, variant=variant, faults=faults, time_scale=0.01,
+                       slots_per_business=1, stub={"size_bytes": 32_000, "bandwidth_bps": 3_200})  # 10 policy s each
     b = add_business(svc, calls=3)
     for c in b["calls"]:
         post_signed(stack, "/webhooks/twilio/recording", b, recording_form(stack, b, c["call_sid"], c["recording_sid"], ".mp3"))
     for c in b["calls"]:
         assert play_until_done(stack, b, c["call_sid"], timeout=30).status_code == 200
     events = read_events(stack.config.history_dir)
-    assert any(e["kind"] == "worker.sleep" for e in events) is sleeps
-    assert any(e["kind"] == "job.end" and e.get("outcome") == "deferred" for e in events)
+    verdict = check_worker_never_blocks(events, svc.policy)
+    assert verdict.valid is (not sleeps)
+    witnesses = [w for group in verdict.anomalies.values() for a in group for w in a.witnesses]
+    assert {(w["kind"], w["reason"]) for w in witnesses} == ({("worker.sleep", "slot")} if sleeps else set())
+    if not faults:  # blocking_slot_loop waits for the slot in the worker instead of deferring
+        assert any(e["kind"] == "job.end" and e.get("outcome") == "deferred" for e in events)

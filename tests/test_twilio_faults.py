@@ -6,8 +6,8 @@ timeout, and a 10-minute download (at time_scale 0.005).
 Each recording ends downloaded exactly once after a bounded number of attempts on the
 policy's backoff, nothing is declared stuck while it is healthy, and the whole time a player
 polls every recording: each 200 it gets carries the complete file, never a partial one. On
-`seed` the slow download is declared stuck by age and fetched again in place, over the file
-being served: the same player then gets a short body.
+`seed` a replayed callback fetches the recording again in place, over the file being served:
+the same player then gets a short body.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import requests
 from harness.invariants import check_no_duplicate_download
 from loadtests.twilio_stub import mp3_bytes
 from tests.conftest import add_business, auth, read_events
-from tests.test_recording_pipeline import start, wait_for
+from tests.test_recording_pipeline import post_signed, recording_form, start, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.stack]
 
@@ -116,13 +116,21 @@ def test_persistent_5xx_stops_after_the_retry_budget(stack_factory, make_config)
     assert stack.ledger()[call["recording_sid"]]["requests"] == 1 + svc.policy.max_recording_retries  # no loop
 
 
-def test_seed_fetches_a_slow_recording_again_over_the_file_being_served(stack_factory, make_config):
+def test_seed_fetches_a_recording_again_over_the_file_being_served(stack_factory, make_config):
+    # seed: a replayed callback after the dedup window enqueues a second run, and its download
+    # (not idempotent) rewrites the served file in place for the whole of a slow transfer
     stack, svc = start(stack_factory, make_config, workers=2, variant="seed", time_scale=SCALE,
-                       stub={"size_bytes": SIZE, "bandwidth_bps": SIZE / 600})
-    b = add_business(svc, calls=1, recording_url=stack.stub_url + "/2010-04-01/Accounts/{account}/Recordings/{sid}.mp3")
-    rec = b["calls"][0]["recording_sid"]
+                       stub={"size_bytes": SIZE})
+    b = add_business(svc, calls=1)  # the call exists; its recording arrives by callback
+    call = b["calls"][0]
+    rec, form = call["recording_sid"], recording_form(stack, b, call["call_sid"], call["recording_sid"], ".mp3")
     with Player(stack, b) as player:
-        download_once(stack, b, b["calls"][0], player)
-        wait_for(lambda: stack.ledger().get(rec, {}).get("completed", 0) >= 2, 60, "the stuck-by-age re-download")
-    assert FULL in player.bodies and any(n < FULL for n in player.bodies)  # a partial file was served
+        assert post_signed(stack, "/webhooks/twilio/recording", b, form).status_code == 204
+        wait_for(lambda: stack.ledger().get(rec, {}).get("completed", 0) >= 1, 60, "the first download")
+        wait_for(lambda: FULL in player.bodies, 30, "the player to get the whole file")
+        stack.stub_config(bandwidth_bps=SIZE / 600)  # the second transfer takes 10 policy minutes
+        time.sleep(svc.policy.wall(svc.policy.enqueue_dedup_ttl_s + 10))
+        assert post_signed(stack, "/webhooks/twilio/recording", b, form).status_code == 204  # Twilio's replay
+        wait_for(lambda: stack.ledger()[rec]["completed"] >= 2, 60, "the second download")
+    assert any(n < FULL for n in player.bodies)  # a partial file was served
     assert check_no_duplicate_download(read_events(stack.config.history_dir), svc.policy).valid is False
