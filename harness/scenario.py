@@ -18,8 +18,14 @@ Layout (every table optional, every field has a default)::
     [twilio]       latency_median_s, latency_sigma, slow_fraction, slow_range_s, fault_rate
     [calllog]      commit_delay_s, late_fraction, late_delay_s
     [workers]      count, scheduler_tick_s, job_overhead_s, transcribe_s, crash_detect_s
-    [[outages]]    target (workers | redis | scheduler), how (stop | crash | redis_pause),
-                   at_s, duration_s, workers (0 = all)
+    [[outages]]    target, how, at_s, duration_s, and per target:
+                     workers   how = stop | crash, workers (how many, 0 = all)
+                     redis     how = redis_pause (unreachable, keeps its keys) |
+                               redis_restart (killed at at_s, a fresh empty one from the
+                               end: every key and queued job is gone)
+                     scheduler how = stop (delayed jobs are not promoted)
+                     twilio    how = degrade, latency_median_s and/or fault_rate in force
+                               for the window (the [twilio] values before and after)
     [clients]      play_fraction, play_delay_s, double_click_fraction, storm_fraction,
                    storm_clicks, storm_spread_s, refresh_fraction, refreshes, refresh_after_s,
                    archive_plays_per_hour
@@ -114,15 +120,27 @@ class Workers:
     crash_detect_s: float = _f(30.0, "nonneg")
 
 
+# Which `how` each outage target takes (the first is its default).
+OUTAGE_KINDS: dict[str, tuple[str, ...]] = {
+    "workers": ("stop", "crash"),
+    "redis": ("redis_pause", "redis_restart"),
+    "scheduler": ("stop",),
+    "twilio": ("degrade",),
+}
+
+
 @dataclass(frozen=True)
 class Outage:
-    """One window when a target is down. workers: how many workers (0 = all)."""
+    """One window when a target is down or degraded. workers: how many workers (0 = all);
+    latency_median_s / fault_rate: a twilio window's values (None: the [twilio] value)."""
 
-    target: str = _f("workers", choices=("workers", "redis", "scheduler"))
-    how: str = _f("stop", choices=("stop", "crash", "redis_pause"))
+    target: str = _f("workers", choices=tuple(OUTAGE_KINDS))
+    how: str = _f("stop", choices=tuple(dict.fromkeys(h for hs in OUTAGE_KINDS.values() for h in hs)))
     at_s: float = _f(0.0, "nonneg")
     duration_s: float = _f(60.0, "positive")
     workers: int = _f(0, "count0")
+    latency_median_s: float | None = _f(None, "positive")
+    fault_rate: float | None = _f(None, "fraction")
 
     @property
     def end_s(self) -> float:
@@ -225,10 +243,14 @@ def _convert(where: str, f: dataclasses.Field, raw: Any) -> Any:
     def bad(what: str) -> ValueError:
         return ValueError(f"{where} must be {what}, got {raw!r}")
 
-    if isinstance(default, bool):
+    if default is None:  # an optional number (an outage window's override)
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise bad(_CHECKS[check][1] if check else "a number")
+        value: Any = float(raw)
+    elif isinstance(default, bool):
         if not isinstance(raw, bool):
             raise bad("true or false")
-        value: Any = raw
+        value = raw
     elif isinstance(default, int):
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise bad(_CHECKS.get(check, (None, "a whole number"))[1] if check else "a whole number")
@@ -290,7 +312,7 @@ def parse_scenario(data: Mapping[str, Any], name: str = "unnamed") -> Scenario:
         elif key == "outages":
             if not isinstance(raw, list):
                 raise ValueError("outages must be an array of tables: [[outages]] target = ..., how = ..., at_s = ...")
-            values[key] = tuple(_build(Outage, o, f"outages[{i}]") for i, o in enumerate(raw))
+            values[key] = tuple(_build(Outage, _outage_table(o), f"outages[{i}]") for i, o in enumerate(raw))
         elif key == "policy":
             if not isinstance(raw, dict):
                 raise ValueError(f"[policy] must be a table of Policy constants, got {raw!r}")
@@ -302,6 +324,17 @@ def parse_scenario(data: Mapping[str, Any], name: str = "unnamed") -> Scenario:
     return scenario
 
 
+def _outage_table(o: Any) -> Any:
+    """An [[outages]] table as given: None (plain data of an unset override) is left out, and
+    `how` defaults to the target's first kind (so `target = "twilio"` alone means degrade)."""
+    if not isinstance(o, dict):
+        return o
+    o = {k: v for k, v in o.items() if v is not None}
+    if "how" not in o and o.get("target") in OUTAGE_KINDS:
+        o["how"] = OUTAGE_KINDS[o["target"]][0]
+    return o
+
+
 def _check_consistency(s: Scenario) -> None:
     """Cross-field rules, after each field is valid on its own."""
     try:
@@ -309,12 +342,7 @@ def _check_consistency(s: Scenario) -> None:
     except ValueError as exc:
         raise ValueError(f"[policy]: {exc}") from None
     for i, o in enumerate(s.outages):
-        if o.target == "redis" and o.how != "redis_pause":
-            raise ValueError(f"outages[{i}]: a redis outage must have how = 'redis_pause', got {o.how!r}")
-        if o.how == "redis_pause" and o.target != "redis":
-            raise ValueError(f"outages[{i}]: how = 'redis_pause' needs target = 'redis', got {o.target!r}")
-        if o.target == "scheduler" and o.how != "stop":
-            raise ValueError(f"outages[{i}]: a scheduler outage must have how = 'stop', got {o.how!r}")
+        _check_outage(i, o)
         if o.workers > s.workers.count:
             raise ValueError(f"outages[{i}].workers is {o.workers} but [workers] count is {s.workers.count}")
     c = s.clients
@@ -323,6 +351,25 @@ def _check_consistency(s: Scenario) -> None:
             "[clients] double_click_fraction + storm_fraction + refresh_fraction must be <= 1 "
             f"(got {c.double_click_fraction + c.storm_fraction + c.refresh_fraction:g})"
         )
+
+
+def _check_outage(i: int, o: Outage) -> None:
+    """One outage's how and fields fit its target."""
+    kinds = OUTAGE_KINDS[o.target]
+    if o.how not in kinds:
+        owner = next(t for t, hs in OUTAGE_KINDS.items() if o.how in hs)
+        raise ValueError(f"outages[{i}]: a {o.target} outage must have how = "
+                         f"{' or '.join(repr(k) for k in kinds)}, got {o.how!r} (a {owner} outage's)")
+    window = [name for name in ("latency_median_s", "fault_rate") if getattr(o, name) is not None]
+    if o.target == "twilio":
+        if not window:
+            raise ValueError(f"outages[{i}]: a twilio degrade window needs latency_median_s and/or fault_rate "
+                             "(the stand-in's values for the window)")
+        if o.workers:
+            raise ValueError(f"outages[{i}]: workers applies to a workers outage, not to a twilio one")
+    elif window:
+        raise ValueError(f"outages[{i}]: {window[0]} applies only to target = 'twilio' (how = 'degrade'), "
+                         f"not to a {o.target} outage")
 
 
 def load_scenario(name_or_path: str | Path, scenarios_dir: Path = SCENARIOS_DIR) -> Scenario:

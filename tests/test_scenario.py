@@ -94,3 +94,46 @@ def test_arrival_profile_steps_the_rate():
 def test_scenario_round_trips_through_plain_data():
     s = load_scenario("worker-crash")
     assert parse_scenario(s.to_dict(), name=s.name) == s
+
+
+def test_a_redis_restart_and_a_twilio_degrade_window_parse():
+    s = parse_scenario({"outages": [
+        {"target": "redis", "how": "redis_restart", "at_s": 300, "duration_s": 20},
+        {"target": "twilio", "at_s": 100, "duration_s": 200, "fault_rate": 0.5, "latency_median_s": 12},
+    ]})
+    restart, window = s.outages
+    assert (restart.target, restart.how, restart.end_s) == ("redis", "redis_restart", 320)
+    assert (window.how, window.fault_rate, window.latency_median_s) == ("degrade", 0.5, 12.0)  # how defaults
+    assert with_settings(s, assignments={"duration_s": "600"}).outages == s.outages  # survives --set
+
+
+def test_a_twilio_window_must_say_what_changes():
+    with pytest.raises(ValueError, match=r"outages\[0\]: a twilio degrade window needs latency_median_s and/or "
+                                         r"fault_rate"):
+        parse_scenario({"outages": [{"target": "twilio", "how": "degrade", "at_s": 10}]})
+
+
+def test_a_twilio_window_fault_rate_must_be_a_probability():
+    with pytest.raises(ValueError, match=r"outages\[0\].fault_rate must be a number between 0 and 1, got 1.5"):
+        parse_scenario({"outages": [{"target": "twilio", "fault_rate": 1.5}]})
+
+
+def test_a_twilio_window_latency_must_be_positive():
+    with pytest.raises(ValueError, match=r"outages\[1\].latency_median_s must be a number > 0, got 0"):
+        parse_scenario({"outages": [{"target": "twilio", "fault_rate": 0.5},
+                                    {"target": "twilio", "latency_median_s": 0}]})
+
+
+def test_window_fields_belong_to_twilio_outages_only():
+    with pytest.raises(ValueError, match=r"outages\[0\]: fault_rate applies only to target = 'twilio'"):
+        parse_scenario({"outages": [{"target": "redis", "how": "redis_restart", "fault_rate": 0.2}]})
+
+
+def test_how_must_fit_the_target():
+    with pytest.raises(ValueError, match=r"outages\[0\]: a workers outage must have how = 'stop' or 'crash', "
+                                         r"got 'redis_restart'"):
+        parse_scenario({"outages": [{"target": "workers", "how": "redis_restart"}]})
+    with pytest.raises(ValueError, match=r"outages\[0\]: a twilio outage must have how = 'degrade', got 'crash'"):
+        parse_scenario({"outages": [{"target": "twilio", "how": "crash", "fault_rate": 0.5}]})
+    with pytest.raises(ValueError, match=r"outages\[0\].target must be one of workers, redis, scheduler, twilio"):
+        parse_scenario({"outages": [{"target": "database"}]})
