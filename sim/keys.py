@@ -1,5 +1,6 @@
 """Redis keys with TTLs, on simulated time: just enough of SET NX PX / EXISTS / INCR / EXPIRE /
-DEL for the model's dedup marks, fail-fast counters and the BulkGate lock.
+DEL / FLUSHALL for the model's dedup marks, fail-fast counters and the BulkGate lock (FLUSHALL:
+a Redis restart, nothing on disk).
 
 Every method takes `now` (policy seconds); a key whose expiry has passed does not exist. How a
 rule uses these primitives — atomically or as check-then-set — is the model's business; the
@@ -60,3 +61,10 @@ class KeyStore:
         if not self.exists(key, now):
             return None
         return self._data[key][1] - now
+
+    def flush(self) -> int:
+        """FLUSHALL (what a restart of a Redis with nothing on disk amounts to); returns how
+        many keys were held, expired ones included."""
+        n = len(self._data)
+        self._data.clear()
+        return n

@@ -4,7 +4,9 @@ What is modelled: call arrivals and the recording webhook (with the CallLog comm
 an RQ-like queue with N workers, a scheduler that promotes delayed jobs on its tick and a
 stuck-run sweeper, Twilio downloads (lognormal latency, a slow heavy tail, faults), Redis
 keys with TTLs, worker outages (stop, crash — the in-flight job is lost and RQ re-runs it
-when retries are left — and Redis pauses), browser players (seed 002), double-clickers,
+when retries are left), Redis pauses and restarts (a restart loses every key and queued job;
+the runs stay in the database and the sweeper enqueues them again by policy.run_orphaned),
+Twilio degrade windows (latency and fault rate), browser players (seed 002), double-clickers,
 click storms, page refreshers and bulk-deleters.
 
 What is not: every *decision* — backoff, retry or fail, stuck or healthy, which status a
@@ -22,6 +24,7 @@ Processes record events into `Model.history`; they never print.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import heapq
 import math
@@ -197,6 +200,9 @@ class Model:
         self.worker_job: list[Run | LeadJob | None] = [None] * s.workers.count
         self.busy = 0
         self.redis_paused = False
+        self.redis_gone = False  # restarting: nothing reaches Redis, and nothing it held survives
+        self.orphans: dict[str, tuple[Run, int]] = {}  # runs whose RQ job Redis lost, with its token
+        self.twilio = s.twilio  # in force now: [twilio], or a degrade window over it
         self.scheduler_down = False
         self.crashed: list[tuple[Run, int]] = []
         # Recording URLs of one shape differ only in their ids: policy.normalise_recording_url
@@ -259,15 +265,15 @@ class Model:
 
     # ------------------------------------------------------------------ environment draws
 
-    def download_time(self) -> float:
+    def download_time(self, t: Any = None) -> float:
         """How long Twilio takes to serve one recording: lognormal, or the slow tail."""
-        t = self.scenario.twilio
+        t = t or self.scenario.twilio
         if self.rng_twilio.random() < t.slow_fraction:
             return self.rng_twilio.uniform(*t.slow_range_s)
         return t.latency_median_s * math.exp(t.latency_sigma * self.rng_twilio.gauss(0.0, 1.0))
 
     def fetch_fails(self) -> bool:
-        return self.rng_twilio.random() < self.scenario.twilio.fault_rate
+        return self.rng_twilio.random() < self.twilio.fault_rate
 
     def calllog_delay(self) -> float:
         c = self.scenario.calllog
@@ -348,6 +354,10 @@ class Model:
             yield self.env.timeout(DB_COMMIT_S)
         run = Run(self.next_id(), call, job_type, "queued", self.env.now, self.policy.enqueue_retry_max)
         self.latest_run[call.call_sid] = run
+        if self.redis_gone and not self.policy.has("orphan_runs_not_swept"):
+            self.active_runs[run.job_id] = run  # the row is the record; the sweeper enqueues it
+            self.orphans[run.job_id] = (run, run.token)
+            return run
         if self.redis_paused or P.enqueue_retry_is_int(via, self.policy):
             run.status = "failed"
             raise EnqueueError("enqueue raised")
@@ -372,6 +382,8 @@ class Model:
             return "enqueued"
         key = f"dedup:{call.call_sid}:{job_type}"
         ttl = P.enqueue_dedup_ttl(p)
+        if self.redis_gone and not p.has("orphan_runs_not_swept"):
+            return (yield from self.pending_run(call, job_type, via))
         if self.redis_paused:
             return "error"
         if p.has("dedup_set_before_enqueue"):
@@ -402,9 +414,22 @@ class Model:
             return "error"
         return "enqueued"
 
+    def pending_run(self, call: Call, job_type: str, via: str) -> Generator:
+        """Redis unreachable with no dedup answer (recordings.pending_run): the call's active
+        run is the duplicate, else a new queued run the sweeper will enqueue."""
+        run = self.latest_run.get(call.call_sid)
+        if run is not None and run.job_id in self.active_runs:
+            return "duplicate"
+        yield from self.create_run(call, job_type, via)
+        return "enqueued"
+
     def push(self, run: Run, delay_s: float = 0.0, via: str = "retry") -> None:
-        """Queue a run now, or park it for the scheduler to promote after `delay_s`."""
+        """Queue a run now, or park it for the scheduler to promote after `delay_s`; while
+        Redis restarts the job goes nowhere (the run is an orphan)."""
         run.token += 1
+        if self.redis_gone:
+            self.orphans[run.job_id] = (run, run.token)
+            return
         entry = Entry(run=run, token=run.token)
         if delay_s > 0:
             self._sched_seq += 1
@@ -571,6 +596,8 @@ class Model:
             yield env.timeout(SWEEP_INTERVAL_S)
             if self.redis_paused or all(self.worker_down):
                 continue
+            if self.orphans:
+                self.sweep_orphans()
             now, alive = env.now, self.worker_alive()
             skip_waiting = alive and self.waiting_never_stuck_while_alive
             for run in list(self.active_runs.values()):
@@ -592,6 +619,22 @@ class Model:
                 self.push(run)
                 self.emit("job.enqueue", "sweeper", job_id=run.job_id, call_sid=run.call.call_sid,
                           job_type=run.job_type, via="requeue")
+
+    def sweep_orphans(self) -> None:
+        """jobs.requeue_orphan: a waiting run whose RQ job Redis lost is enqueued again once
+        policy.run_orphaned says so (never with `orphan_runs_not_swept`)."""
+        p, now = self.policy, self.env.now
+        for job_id, (run, token) in list(self.orphans.items()):
+            if run.token != token or run.status not in P.WAITING_RUN_STATUSES or job_id not in self.active_runs:
+                del self.orphans[job_id]  # re-queued since, or finished
+                continue
+            if not P.run_orphaned(run.state(now, p.heartbeat_interval_s), None, now, p):
+                continue
+            del self.orphans[job_id]
+            run.status, run.created_at, run.next_attempt_at = "queued", now, None
+            self.push(run)
+            self.emit("job.enqueue", "sweeper", job_id=run.job_id, call_sid=run.call.call_sid,
+                      job_type=run.job_type, via="orphan")
 
     def sampler(self) -> Generator:
         while True:
@@ -752,7 +795,8 @@ class Model:
         self.emit("download.start", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid)
         served = call.served
         fails = self.fetch_fails()
-        yield env.timeout(call.download_s if not fails and served != "missing" else min(call.download_s, 5.0))
+        took = call.download_s if self.twilio is self.scenario.twilio else self.download_time(self.twilio)
+        yield env.timeout(took if not fails and served != "missing" else min(took, 5.0))
         if fails or served == "missing":
             self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
                       ok=False, skipped=False, bytes=0)
@@ -812,6 +856,11 @@ class Model:
                 self.all_down_since = env.now
         elif o.target == "redis":
             self.redis_paused = True
+            if o.how == "redis_restart":
+                self.lose_redis()
+        elif o.target == "twilio":
+            self.twilio = dataclasses.replace(self.twilio, **{
+                k: v for k in ("latency_median_s", "fault_rate") if (v := getattr(o, k)) is not None})
         else:
             self.scheduler_down = True
         yield env.timeout(o.duration_s)
@@ -819,7 +868,11 @@ class Model:
             for w in targets:
                 self.worker_down[w] = False
         elif o.target == "redis":
-            self.redis_paused = False
+            if self.redis_gone:
+                self.keys.flush()  # the fresh server starts empty
+            self.redis_paused = self.redis_gone = False
+        elif o.target == "twilio":
+            self.twilio = self.scenario.twilio
         else:
             self.scheduler_down = False
         self.wake_workers()
@@ -828,6 +881,25 @@ class Model:
             # RQ notices the dead worker's abandoned jobs a little after the restart
             yield env.timeout(self.scenario.workers.crash_detect_s)
             self.rq_requeue_crashed()
+
+    def lose_redis(self) -> None:
+        """Redis killed (nothing on disk): every key, semaphore, fail-fast window, queued and
+        parked job and RQ's registries are gone. A lost run job leaves its run an orphan in the
+        database; a lost delete job is resumed by its user (policy.bulk_resume_decision)."""
+        self.redis_gone = True
+        self.keys.flush()
+        self.slots.clear()
+        self.inflight.clear()
+        self.attempts.clear()
+        self.crashed = []
+        lost = list(self.queue.items) + [entry for _, _, entry, _ in self.scheduled]
+        self.queue.items.clear()
+        self.scheduled.clear()
+        for entry in lost:
+            if entry.lead_job is not None:
+                self.env.process(self.resume_later(entry.lead_job))
+            elif entry.run is not None and entry.run.token == entry.token:
+                self.orphans[entry.run.job_id] = (entry.run, entry.token)
 
     # ------------------------------------------------------------------ clients
 
