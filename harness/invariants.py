@@ -9,7 +9,9 @@ and a `figure` dict of measured numbers. An exception inside a checker yields `"
 never a pass. Explanations are data (`Anomaly.facts`); `render_*` turns them into text.
 
 Conventions the live app must follow for these checks to mean what they say:
-- a recording retry is `job.retry(attempt, delay)` (with the delay actually applied) and
+- a recording retry is `job.retry(attempt, delay, phase)` (with the delay actually applied;
+  phase is the budget it spends, `calllog` or `fetch`, each numbered from 1; absent means
+  `calllog`) and
   `job.end(outcome="retry")`, in either order, and, when the scheduler moves the delayed job
   back onto the queue, `job.enqueue(via="retry")`. The backoff check measures `job.retry` →
   the job's next `job.start` for "too soon", and `job.retry` → that re-enqueue for "too
@@ -110,6 +112,12 @@ def _expected_delay(attempt: int, p: Policy) -> float:
     return policy_mod.backoff_delay(min(max(attempt, 1), 64), p)
 
 
+def _phase(retry: Event) -> str:
+    """The retry budget a job.retry spent; histories from before the fetch budget had only one."""
+    phase = retry.get("phase") or "calllog"
+    return phase if phase in policy_mod.RETRY_PHASES else "calllog"
+
+
 def _of(history: Iterable[Event], *kinds: str) -> list[Event]:
     return [e for e in history if e.get("kind") in kinds]
 
@@ -127,8 +135,9 @@ def player_time_bound(p: Policy) -> float:
 @_checker("loops-terminate")
 def check_loops_terminate(history: Sequence[Event], p: Policy) -> Verdict:
     """Every client session ends in a terminal outcome within 1 + player_max_retries requests
-    and the player's time bound; no recording job is run more than max_recording_retries + 1
-    times (runs after a slot deferral do not count: they are not retries). A live session's
+    and the player's time bound; no recording job is run more than policy.max_recording_runs
+    times (1 + both retry budgets; runs after a slot deferral do not count: they are not
+    retries). A live session's
     bound grows by the response times its requests report (`latency_s`, policy seconds): the
     player's waits are policy, a loaded server's latency is not (the model has none)."""
     max_requests = 1 + p.player_max_retries
@@ -171,7 +180,7 @@ def check_loops_terminate(history: Sequence[Event], p: Policy) -> Verdict:
             last_end[jid] = e
         elif last_end.get(jid, {}).get("outcome") != "deferred":
             runs[jid].append(e)
-    max_runs = p.max_recording_retries + 1
+    max_runs = policy_mod.max_recording_runs(p)
     for jid, starts in runs.items():
         if len(starts) > max_runs:
             found.append(
@@ -258,9 +267,10 @@ def check_backoff_schedule(
     history: Sequence[Event], p: Policy, rel_tol: float = 0.02, abs_tol_s: float = 1.0
 ) -> Verdict:
     """Retry gaps follow backoff_delay within rel_tol * delay + abs_tol_s (abs_tol_s is one
-    scheduler tick), attempts <= max_recording_retries, and the measured total of a job that
-    used every retry matches the configured schedule sum. A re-run straight after a failed
-    attempt with no (or a zero) delay counts as too soon."""
+    scheduler tick), per retry budget: a job.retry's `phase` (calllog | fetch) names the budget,
+    its attempt is numbered within it and may not exceed policy.retry_budget(phase), and the
+    measured total of a phase whose budget a job used up matches that phase's schedule sum.
+    A re-run straight after a failed attempt with no (or a zero) delay counts as too soon."""
 
     def tol(expected: float) -> float:
         return rel_tol * expected + abs_tol_s
@@ -272,15 +282,15 @@ def check_backoff_schedule(
         if k in ("job.retry", "job.start", "job.end") or (k == "job.enqueue" and e.get("via") == "retry"):
             per_job[e.get("job_id")].append(e)
     totals: dict[Any, float] = {}
-    full_schedule: list[float] = []
-    gaps_checked = 0
+    full_schedule: dict[str, list[float]] = defaultdict(list)
+    gaps_checked: dict[str, int] = defaultdict(int)
     for jid, evs in per_job.items():
         pending: Event | None = None
         requeued: Event | None = None
         last_fail: Event | None = None
         failed_attempts = 0
-        total = 0.0
-        max_attempt = 0
+        total: dict[str, float] = defaultdict(float)
+        max_attempt: dict[str, int] = defaultdict(int)
         for e in evs:
             k = e["kind"]
             if k == "job.end":
@@ -291,56 +301,64 @@ def check_backoff_schedule(
                 requeued = e
                 continue
             if k == "job.retry":
-                attempt = int(e.get("attempt") or 0)
-                max_attempt = max(max_attempt, attempt)
-                if attempt > p.max_recording_retries:
-                    found.append(Anomaly("too-many-attempts", {"job_id": jid, "attempt": attempt,
-                                                                "max": p.max_recording_retries}, (e,)))
+                attempt, phase = int(e.get("attempt") or 0), _phase(e)
+                max_attempt[phase] = max(max_attempt[phase], attempt)
+                budget = policy_mod.retry_budget(phase, p)
+                if attempt > budget:
+                    found.append(Anomaly("too-many-attempts", {"job_id": jid, "attempt": attempt, "phase": phase,
+                                                                "max": budget}, (e,)))
                 expected = _expected_delay(attempt, p)
                 recorded = float(e.get("delay") or 0.0)
                 if abs(recorded - expected) > tol(expected):
-                    found.append(Anomaly("delay-not-policy", {"job_id": jid, "attempt": attempt,
+                    found.append(Anomaly("delay-not-policy", {"job_id": jid, "attempt": attempt, "phase": phase,
                                                                "delay_s": recorded, "expected_s": expected}, (e,)))
                 pending, requeued, last_fail = e, None, None
                 continue
             # job.start
             if pending is not None:
-                attempt = int(pending.get("attempt") or 0)
+                attempt, phase = int(pending.get("attempt") or 0), _phase(pending)
                 expected = _expected_delay(attempt, p)
                 gap = float(e["t"]) - float(pending["t"])
-                gaps_checked += 1
-                total += gap
+                gaps_checked[phase] += 1
+                total[phase] += gap
                 if gap < expected - tol(expected):
-                    found.append(Anomaly("retry-too-soon", {"job_id": jid, "attempt": attempt, "gap_s": gap,
-                                                             "expected_s": expected}, (pending, e)))
+                    found.append(Anomaly("retry-too-soon", {"job_id": jid, "attempt": attempt, "phase": phase,
+                                                             "gap_s": gap, "expected_s": expected}, (pending, e)))
                 elif requeued is not None and float(requeued["t"]) - float(pending["t"]) > expected + tol(expected):
                     late_gap = float(requeued["t"]) - float(pending["t"])
-                    found.append(Anomaly("retry-too-late", {"job_id": jid, "attempt": attempt, "gap_s": late_gap,
-                                                             "expected_s": expected}, (pending, requeued)))
+                    found.append(Anomaly("retry-too-late", {"job_id": jid, "attempt": attempt, "phase": phase,
+                                                             "gap_s": late_gap, "expected_s": expected},
+                                         (pending, requeued)))
             elif last_fail is not None:
                 expected = _expected_delay(failed_attempts, p)
                 gap = float(e["t"]) - float(last_fail["t"])
-                gaps_checked += 1
-                total += gap
+                gaps_checked["calllog"] += 1
+                total["calllog"] += gap
                 if gap < expected - tol(expected):
                     found.append(Anomaly("rerun-without-backoff", {"job_id": jid, "attempt": failed_attempts,
                                                                     "gap_s": gap, "expected_s": expected},
                                          (last_fail, e)))
             pending, requeued, last_fail = None, None, None
         if total:
-            totals[jid] = total
-        if max_attempt >= p.max_recording_retries > 0:
-            full_schedule.append(total)
+            totals[jid] = sum(total.values())
+        for phase, most in max_attempt.items():
+            if most >= policy_mod.retry_budget(phase, p) > 0:
+                full_schedule[phase].append(total[phase])
     configured = policy_mod.backoff_total(p)
     claim = policy_mod.describe(p)["claim_52_min"]
+    calllog_full = full_schedule.get("calllog", [])
     figure = {
         "rel_tol": rel_tol,
         "abs_tol_s": abs_tol_s,
-        "gaps_checked": gaps_checked,
+        "gaps_checked": sum(gaps_checked.values()),
+        "gaps_checked_by_phase": dict(gaps_checked),
         "configured_schedule_s": policy_mod.backoff_schedule(p),
         "configured_total_s": configured,
-        "jobs_with_full_schedule": len(full_schedule),
-        "measured_full_schedule_total_s": (sum(full_schedule) / len(full_schedule)) if full_schedule else None,
+        "configured_fetch_schedule_s": policy_mod.backoff_schedule(p, "fetch"),
+        "jobs_with_full_schedule": len(calllog_full),
+        "measured_full_schedule_total_s": (sum(calllog_full) / len(calllog_full)) if calllog_full else None,
+        "jobs_with_full_schedule_by_phase": {ph: len(v) for ph, v in full_schedule.items()},
+        "measured_full_schedule_total_s_by_phase": {ph: sum(v) / len(v) for ph, v in full_schedule.items()},
         "measured_max_total_s": max(totals.values(), default=0.0),
         "claim_52_min": claim,
     }
@@ -578,11 +596,11 @@ TEMPLATES: dict[str, str] = {
     "duplicate-download": "recording {recording_sid} downloaded {count} times, by jobs {job_ids}",
     "storm-duplicate-enqueue": "clicks on {call_sid} enqueued {jobs} jobs within {span_s:.3f} s "
                                "(window {window_s:g} s): {job_ids}",
-    "too-many-attempts": "job {job_id} retried as attempt {attempt} (max {max})",
-    "delay-not-policy": "job {job_id} retry {attempt} was given delay {delay_s:g} s, policy says {expected_s:g} s",
-    "retry-too-soon": "job {job_id} retry {attempt} started {gap_s:.2f} s after it was scheduled "
+    "too-many-attempts": "job {job_id} retried as {phase} attempt {attempt} (max {max})",
+    "delay-not-policy": "job {job_id} {phase} retry {attempt} was given delay {delay_s:g} s, policy says {expected_s:g} s",
+    "retry-too-soon": "job {job_id} {phase} retry {attempt} started {gap_s:.2f} s after it was scheduled "
                       "(policy {expected_s:g} s)",
-    "retry-too-late": "job {job_id} retry {attempt} was re-queued {gap_s:.2f} s after it was scheduled "
+    "retry-too-late": "job {job_id} {phase} retry {attempt} was re-queued {gap_s:.2f} s after it was scheduled "
                       "(policy {expected_s:g} s)",
     "rerun-without-backoff": "job {job_id} re-ran {gap_s:.2f} s after failed attempt {attempt} "
                              "(policy {expected_s:g} s)",

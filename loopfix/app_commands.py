@@ -189,7 +189,8 @@ def seed(businesses, calls, leads, as_json, **opts):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @policy_options
 def policy(as_json, **opts):
-    """Print every constant, the recording backoff schedule and its sum, and the faults on."""
+    """Print every constant, the recording backoff schedule and its sum, the retry budgets'
+    bound on a recording's runs, and the faults on."""
     cfg = build_config(**opts)
     info = describe(cfg.policy)
     info["faults_known"] = FAULTS
@@ -201,6 +202,7 @@ def policy(as_json, **opts):
     for name, value in info["constants"].items():
         click.echo(f"  {name:28} {value}")
     click.echo(f"backoff schedule (s): {info['backoff_schedule_s']}  total {info['backoff_total_s']:g} s")
+    click.echo(f"retry bound: {info['retry_bound']['explanation']}")
     click.echo(f"claim '~52 minutes': {info['claim_52_min']['explanation']}")
 
 

@@ -28,7 +28,7 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     # recording jobs (job_type full | download_only; via webhook | playback | enqueue_api | retry | defer | requeue)
     "job.enqueue": ("job_id", "call_sid", "job_type", "via"),
     "job.start": ("job_id", "call_sid", "attempt", "worker"),
-    "job.retry": ("job_id", "call_sid", "attempt", "delay"),
+    "job.retry": ("job_id", "call_sid", "attempt", "delay", "phase"),  # phase: the budget spent, calllog | fetch
     "job.end": ("job_id", "call_sid", "outcome"),  # done | retry | failed | deferred | crashed | skipped
     "job.stuck": ("job_id", "call_sid", "reason"),
     "enqueue.result": ("call_sid", "reason", "status"),  # enqueued | cached | duplicate | error

@@ -1,8 +1,9 @@
 """RQ jobs of the recording pipeline, at module level so workers import them by dotted path.
 
 `process_recording(run_id)` fetches one recording: it waits (with the policy's backoff,
-actually applied) for a missing CallLog or audio, takes a download slot in the worker (never
-sleeping on contention: it re-parks itself), downloads idempotently by RecordingSid (temp
+actually applied) for a missing CallLog, and again for audio Twilio failed to serve, each
+against a retry budget of its own (policy.recording_retry_decision's phases), takes a
+download slot in the worker (never sleeping on contention: it re-parks itself), downloads idempotently by RecordingSid (temp
 file + atomic rename; skipped if complete) while a heartbeat thread keeps its run alive, and
 finishes its bookkeeping in `finally`. `cleanup_stuck_recording_jobs()` (seed 002, by
 heartbeat) re-queues runs whose worker died. The RecordingRun id is the job id in every event.
@@ -32,9 +33,11 @@ from reference_app.policy import (
     enqueue_retry_is_int,
     media_host_allowed,
     recording_retry_decision,
+    retry_budget,
     run_orphaned,
     slot_defer_delay,
     stuck_reason,
+    stuck_run_over_budget,
 )
 from reference_app.coordination import schedule_in
 from reference_app.services import RECORDINGS_QUEUE, Services, get_services
@@ -111,7 +114,7 @@ class RecordingJob:
                   worker=os.environ.get("LOOPFIX_PROC", "worker"))
         call_log = self.s.scalar(select(CallLog).where(CallLog.call_sid == run.call_sid))
         if call_log is None:
-            return self._not_ready(run, "CallLog not found")
+            return self._not_ready(run, "CallLog not found", "calllog")
         if not run.recording_url and call_log.recording_url:
             run.recording_sid, run.recording_url = call_log.recording_sid, call_log.recording_url
         elif run.recording_url and not call_log.recording_url:
@@ -123,14 +126,20 @@ class RecordingJob:
 
     # ---------------------------------------------------------------- retries (000)
 
-    def _not_ready(self, run: RecordingRun, why: str) -> dict:
-        decision = recording_retry_decision(run.retry_count, self.p)
+    def _not_ready(self, run: RecordingRun, why: str, phase: str) -> dict:
+        """No CallLog yet (`phase` 'calllog') or the audio fetch failed ('fetch'): retry after
+        the backoff against that phase's budget, or fail for good once it is spent."""
+        decision = recording_retry_decision(run.retry_count, self.p, phase, run.fetch_retry_count)
         job_id = str(run.id)
         if decision.action == "fail":
-            return self._finish(run, "failed", f"{why} after {run.retry_count} retries")
-        run.retry_count = decision.attempt
-        run.error = f"{why} (attempt {decision.attempt}/{self.p.max_recording_retries})"
-        self.emit("job.retry", job_id=job_id, call_sid=run.call_sid, attempt=decision.attempt, delay=decision.delay_s)
+            return self._finish(run, "failed", f"{why} after {decision.attempt} {decision.phase} retries")
+        if decision.phase == "fetch":
+            run.fetch_retry_count = decision.attempt
+        else:
+            run.retry_count = decision.attempt
+        run.error = f"{why} ({decision.phase} attempt {decision.attempt}/{retry_budget(phase, self.p)})"
+        self.emit("job.retry", job_id=job_id, call_sid=run.call_sid, attempt=decision.attempt, delay=decision.delay_s,
+                  phase=decision.phase)
         if decision.action == "raise":
             # seed: status 'queued', then raise; RQ's Retry(max=3) re-runs it at once.
             run.status = "queued"
@@ -207,7 +216,7 @@ class RecordingJob:
         if fetch.outcome in ("ok", "skipped"):
             return self._finish(run, "done", None)
         if fetch.outcome in ("missing", "transient"):
-            return self._not_ready(run, f"audio not available ({fetch.detail})")
+            return self._not_ready(run, f"audio not available ({fetch.detail})", "fetch")
         return self._finish(run, "failed", fetch.detail)
 
     def _finish(self, run: RecordingRun, status: str, error: str | None) -> dict:
@@ -400,7 +409,7 @@ def cleanup_stuck_recording_jobs(svc: Services | None = None) -> int:
                     if run_orphaned(run_state(svc, run), status, now, p, svc.policy_time(started)):
                         moved += requeue_orphan(svc, s, run)
                 continue
-            over_budget = run.retry_count >= p.max_recording_retries and not p.has("infinite_immediate_retry")
+            over_budget = stuck_run_over_budget(run.retry_count, p)
             new_status = "failed" if over_budget else "queued"
             won = s.execute(
                 update(RecordingRun)

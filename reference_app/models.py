@@ -47,7 +47,8 @@ class RecordingRun(Base):
     recording_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     job_type: Mapped[str] = mapped_column(String(16))  # full | download_only
     status: Mapped[str] = mapped_column(String(16))  # queued | running | retry_wait | done | failed
-    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)  # retries waiting for the CallLog (+ stuck re-queues)
+    fetch_retry_count: Mapped[int] = mapped_column(Integer, default=0)  # retries after a failed audio fetch
     defer_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)

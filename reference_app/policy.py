@@ -61,6 +61,8 @@ FAULTS: dict[str, str] = {
     "stuck_failed_before_fail_fast": "a poll marks a stuck run failed before it checks fail-fast: when fail-fast "
     "trips no job replaces it, and the recording is never fetched once workers return (002: mark failed, then "
     "check attempts, then create)",
+    "shared_retry_budget": "waiting for a late CallLog and failed audio fetches spend one retry budget (000's one "
+    "retry_count): a recording whose CallLog needed the last retry is lost to a single transient Twilio fault",
     # --- not from the seeds (their downloader is not shown): switched on only by name ---------
     "redirect_followed_anywhere": "the download follows redirects wherever they point (requests' default): "
     "the media allowlist guards only the first hop",
@@ -91,6 +93,7 @@ _BY_NAME_ONLY = frozenset({"redirect_followed_anywhere", "tenant_unscoped_lookup
 _SEED = frozenset(set(FAULTS) - _BEFORE_ONLY - _BY_NAME_ONLY)
 # `before` predates every fix, so it also has the seed faults its own bugs do not supersede.
 _BEFORE = _BEFORE_ONLY | {
+    "shared_retry_budget",
     "no_heartbeat",
     "lock_release_unowned",
     "lock_refresh_unowned",
@@ -127,8 +130,9 @@ class Policy:
     variant: str = "fixed"
     extra_faults: frozenset[str] = frozenset()
     time_scale: float = 1.0
-    # recording job (000)
+    # recording job (000): retries waiting for the CallLog; retries fetching its audio, a budget of their own
     max_recording_retries: int = 5
+    max_fetch_retries: int = 5
     backoff_base_s: float = 60.0
     backoff_cap_s: float = 1200.0
     # RQ enqueue (001)
@@ -176,6 +180,8 @@ class Policy:
             raise ValueError(f"time_scale must be a positive number, not {self.time_scale!r}")
         if self.max_recording_retries < 0:
             raise ValueError("max_recording_retries must be >= 0")
+        if self.max_fetch_retries < 0:
+            raise ValueError("max_fetch_retries must be >= 0")
         if self.fail_fast_max_attempts < 1:
             raise ValueError("fail_fast_max_attempts must be >= 1")
         if self.slots_per_business < 1:
@@ -309,10 +315,26 @@ def describe(p: Policy) -> dict[str, object]:
     schedule = backoff_schedule(p)
     claimed_s = 52 * 60
     six = dataclasses.replace(p, max_recording_retries=6)
+    phases = ("calllog",) if p.has("shared_retry_budget") else RETRY_PHASES
     return {
         "constants": constants,
         "backoff_schedule_s": schedule,
         "backoff_total_s": sum(schedule),
+        "fetch_backoff_schedule_s": backoff_schedule(p, "fetch"),
+        "fetch_backoff_total_s": backoff_total(p, "fetch"),
+        "retry_bound": {
+            "budgets": {ph: retry_budget(ph, p) for ph in phases},
+            "max_runs": max_recording_runs(p),
+            "max_backoff_wait_s": sum(backoff_total(p, ph) for ph in phases),
+            "bounded": not p.has("infinite_immediate_retry"),
+            "explanation": (
+                "one budget (shared_retry_budget): CallLog waits and fetch failures spend the same "
+                f"{p.max_recording_retries} retries" if len(phases) == 1 else
+                f"{p.max_recording_retries} retries waiting for the CallLog + {p.max_fetch_retries} fetching the "
+                f"audio, each on the backoff schedule: at most {max_recording_runs(p)} runs and "
+                f"{backoff_total(p, 'calllog'):g} + {backoff_total(p, 'fetch'):g} s of backoff"
+            ) + ("" if not p.has("infinite_immediate_retry") else "; infinite_immediate_retry: no bound at all"),
+        },
         "claim_52_min": {
             "claimed_s": claimed_s,
             "configured_total_s": sum(schedule),
@@ -341,14 +363,44 @@ def backoff_delay(attempt: int, p: Policy) -> float:
         return p.backoff_cap_s
 
 
-def backoff_schedule(p: Policy) -> list[float]:
-    """The delays of retries 1..max_recording_retries: [60, 120, 240, 480, 960] by default."""
-    return [backoff_delay(n, p) for n in range(1, p.max_recording_retries + 1)]
+RETRY_PHASES = ("calllog", "fetch")  # what a recording job waits for: its CallLog, or its audio from Twilio
 
 
-def backoff_total(p: Policy) -> float:
-    """Sum of the schedule: how long a recording waits before it fails for good."""
-    return sum(backoff_schedule(p))
+def retry_budget(phase: str, p: Policy) -> int:
+    """How many retries a recording run may spend in `phase` (000).
+
+    'calllog': max_recording_retries — waiting for a CallLog committed late (and the stuck
+    sweep's re-queues, see stuck_run_over_budget). 'fetch': max_fetch_retries — the CallLog and
+    URL are there and Twilio failed (5xx, 404 not yet, timeout, a cut body). Both budgets follow
+    the same backoff_delay schedule, each counted from attempt 1. `shared_retry_budget` (the
+    seeds' one retry_count): a fetch retry spends the CallLog budget; see retry_phase.
+    """
+    if phase not in RETRY_PHASES:
+        raise ValueError(f"phase must be one of {', '.join(RETRY_PHASES)}, not {phase!r}")
+    return p.max_fetch_retries if retry_phase(phase, p) == "fetch" else p.max_recording_retries
+
+
+def retry_phase(phase: str, p: Policy) -> str:
+    """The budget a retry in `phase` spends: its own (fixed), or 'calllog' for every retry under
+    `shared_retry_budget`."""
+    return "calllog" if p.has("shared_retry_budget") else phase
+
+
+def backoff_schedule(p: Policy, phase: str = "calllog") -> list[float]:
+    """The delays of retries 1..retry_budget(phase): [60, 120, 240, 480, 960] by default."""
+    return [backoff_delay(n, p) for n in range(1, retry_budget(phase, p) + 1)]
+
+
+def backoff_total(p: Policy, phase: str = "calllog") -> float:
+    """Sum of the phase's schedule: how long a recording waits in that phase before it fails."""
+    return sum(backoff_schedule(p, phase))
+
+
+def max_recording_runs(p: Policy) -> int:
+    """Most runs of one recording job the budgets allow (slot deferrals aside): 1 + every
+    retry of both budgets — the bound loops-terminate checks, whatever the variant does."""
+    phases = ("calllog",) if p.has("shared_retry_budget") else RETRY_PHASES
+    return 1 + sum(retry_budget(ph, p) for ph in phases)
 
 
 @dataclass(frozen=True)
@@ -357,27 +409,44 @@ class RetryDecision:
 
     action: 'retry' (schedule attempt `attempt` after `delay_s`), 'raise' (raise and let RQ's
     own Retry re-run it at once: the seed's behaviour — `delay_s` is the backoff the job computed
-    and logged, never applied), or 'fail' (permanent).
+    and logged, never applied), or 'fail' (permanent). `phase` is the budget the retry spends
+    ('calllog' or 'fetch'): the caller stores `attempt` in that budget's counter and records
+    the phase on job.retry, so the backoff check follows each budget's schedule.
     """
 
     action: str
     attempt: int
     delay_s: float
     reason: str
+    phase: str = "calllog"
 
 
-def recording_retry_decision(retry_count: int, p: Policy) -> RetryDecision:
-    """Decide the next step after attempt number `retry_count` (retries so far) came up empty."""
+def recording_retry_decision(retry_count: int, p: Policy, phase: str = "calllog",
+                             fetch_retry_count: int = 0) -> RetryDecision:
+    """Decide the next step after an attempt came up empty in `phase`: 'calllog' (no CallLog
+    yet) or 'fetch' (the audio fetch failed). `retry_count` and `fetch_retry_count` are the
+    run's retries so far against each budget; the one `retry_phase` picks is spent."""
+    spent = retry_phase(phase, p)
+    budget = retry_budget(phase, p)
+    so_far = fetch_retry_count if spent == "fetch" else retry_count
     if p.has("infinite_immediate_retry"):
-        return RetryDecision("retry", retry_count + 1, 0.0, "re-run at once, no limit")
-    if retry_count >= p.max_recording_retries:
-        return RetryDecision("fail", retry_count, 0.0, f"gave up after {p.max_recording_retries} retries")
-    attempt = retry_count + 1
+        return RetryDecision("retry", so_far + 1, 0.0, "re-run at once, no limit", spent)
+    if so_far >= budget:
+        what = "fetch" if spent == "fetch" else "recording"
+        return RetryDecision("fail", so_far, 0.0, f"gave up after {budget} {what} retries", spent)
+    attempt = so_far + 1
     if p.has("backoff_not_applied"):
         # The seed computes the delay, stores it in a message, and raises; RQ re-runs at once.
         # delay_s is what the job computed and logged; RQ does not apply it.
-        return RetryDecision("raise", attempt, backoff_delay(attempt, p), "computed the backoff but raised")
-    return RetryDecision("retry", attempt, backoff_delay(attempt, p), "backoff")
+        return RetryDecision("raise", attempt, backoff_delay(attempt, p), "computed the backoff but raised", spent)
+    return RetryDecision("retry", attempt, backoff_delay(attempt, p), "backoff", spent)
+
+
+def stuck_run_over_budget(retry_count: int, p: Policy) -> bool:
+    """Does the stuck sweep fail a stuck run for good rather than re-queue it? A re-queue spends
+    one retry of the CallLog budget (retry_count), so once that is spent the run fails (002);
+    `infinite_immediate_retry` (before) re-queues without limit."""
+    return retry_count >= p.max_recording_retries and not p.has("infinite_immediate_retry")
 
 
 # --------------------------------------------------------------------------- stuck detection

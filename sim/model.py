@@ -121,6 +121,7 @@ class Run:
     heartbeat_at: float | None = None
     next_attempt_at: float | None = None
     retry_count: int = 0
+    fetch_retry_count: int = 0
     defer_count: int = 0
     alive_since: float | None = None  # a live worker heartbeats from here on
 
@@ -607,7 +608,7 @@ class Model:
                 why = P.stuck_reason(run.state(now, p.heartbeat_interval_s), now, p, alive if waiting else None)
                 if why is None:
                     continue
-                over = run.retry_count >= p.max_recording_retries and not p.has("infinite_immediate_retry")
+                over = P.stuck_run_over_budget(run.retry_count, p)
                 self.emit("job.stuck", "sweeper", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
                 self.release_claims(run)
                 run.alive_since = None
@@ -656,7 +657,7 @@ class Model:
         run.alive_since = env.now if self.beats else None
         self.emit("job.start", proc, job_id=run.job_id, call_sid=call.call_sid, attempt=run.retry_count + 1, worker=proc)
         if env.now < call.calllog_at:
-            self.not_ready(run, proc)
+            self.not_ready(run, proc, "calllog")
             return
         if not self.take_slot(run, proc):
             yield from self.defer(run, proc)
@@ -669,7 +670,7 @@ class Model:
         self.release_inflight(run)
         self.release_slot(run, proc)
         if not ok:
-            self.not_ready(run, proc)
+            self.not_ready(run, proc, "fetch")
             return
         if run.job_type == "full":
             low, high = self.scenario.workers.transcribe_s
@@ -677,16 +678,21 @@ class Model:
                 yield env.timeout(self.rng_twilio.uniform(low, high))
         self.finish(run, "done", proc)
 
-    def not_ready(self, run: Run, proc: str) -> None:
-        """CallLog or audio not there yet: policy.recording_retry_decision says what next."""
+    def not_ready(self, run: Run, proc: str, phase: str) -> None:
+        """CallLog ('calllog') or audio ('fetch') not there yet: policy.recording_retry_decision
+        says what next, against that phase's budget."""
         p, call = self.policy, run.call
-        d = P.recording_retry_decision(run.retry_count, p)
+        d = P.recording_retry_decision(run.retry_count, p, phase, run.fetch_retry_count)
         if d.action == "fail":
             self.finish(run, "failed", proc)
             return
-        run.retry_count = d.attempt
+        if d.phase == "fetch":
+            run.fetch_retry_count = d.attempt
+        else:
+            run.retry_count = d.attempt
         run.alive_since = None
-        self.emit("job.retry", proc, job_id=run.job_id, call_sid=call.call_sid, attempt=d.attempt, delay=d.delay_s)
+        self.emit("job.retry", proc, job_id=run.job_id, call_sid=call.call_sid, attempt=d.attempt, delay=d.delay_s,
+                  phase=d.phase)
         if d.action == "raise":
             # seed: status 'queued', then raise; RQ's Retry(max=3) re-runs it at once, or gives up.
             run.status = "queued"

@@ -2,6 +2,7 @@
 invariant, with its witnesses) and on generated histories that are valid by construction."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,14 +72,23 @@ def test_session_lasting_longer_than_the_time_bound_is_flagged():
     only(inv.check_loops_terminate(session("u1", 3, gap=400.0), P), "session-too-long")
 
 
-def test_job_run_more_than_max_retries_plus_one_times_is_a_loop():
+def _runs(n):
     h = []
-    for i in range(8):
+    for i in range(n):
         h += [ev("job.start", i * 1.0, job_id="7", call_sid="CA1", attempt=i + 1, worker="w"),
               ev("job.end", i * 1.0 + 0.5, job_id="7", call_sid="CA1", outcome="retry")]
-    (a,) = only(inv.check_loops_terminate(h, P), "job-rerun-unbounded")
-    assert a.facts == {"job_id": "7", "call_sid": "CA1", "runs": 8, "bound": 6}
-    assert a.witnesses[1]["attempt"] == 7  # the first run past the bound
+    return h
+
+
+@pytest.mark.parametrize("policy,bound", [
+    (P, 1 + P.max_recording_retries + P.max_fetch_retries),  # both budgets: CallLog waits, then fetch failures
+    (make_policy("fixed", "shared_retry_budget"), 1 + P.max_recording_retries),  # the seeds' one budget
+])
+def test_job_run_more_than_both_retry_budgets_plus_one_times_is_a_loop(policy, bound):
+    assert inv.check_loops_terminate(_runs(bound), policy).valid is True
+    (a,) = only(inv.check_loops_terminate(_runs(bound + 2), policy), "job-rerun-unbounded")
+    assert a.facts == {"job_id": "7", "call_sid": "CA1", "runs": bound + 2, "bound": bound}
+    assert a.witnesses[1]["attempt"] == bound + 1  # the first run past the bound
 
 
 def test_runs_after_slot_deferral_are_not_retries():
@@ -189,6 +199,48 @@ def test_queue_wait_after_a_timely_requeue_is_not_lateness():
 def test_attempt_past_the_maximum_breaks_it():
     h = retry_cycle("1", 6, 0.0, 1200.0, 1200.5)
     only(inv.check_backoff_schedule(h, P), "too-many-attempts")
+
+
+def retry_cycle_in(phase, job, attempt, t, delay, start_after):
+    return [{**e, "phase": phase} if e["kind"] == "job.retry" else e
+            for e in retry_cycle(job, attempt, t, delay, start_after)]
+
+
+def calllog_then_fetch(fetch_retries, fetch_gap=lambda d: d + 0.7, first_fetch_attempt=1):
+    """A job that waits out the whole CallLog budget, then retries `fetch_retries` failed fetches."""
+    h = full_schedule()[:-1]  # without its final 'failed'
+    t = h[-1]["t"]
+    for n in range(first_fetch_attempt, first_fetch_attempt + fetch_retries):
+        d = backoff_delay(n, P)
+        h += retry_cycle_in("fetch", "1", n, t + 1, d, fetch_gap(d))
+        t = h[-1]["t"]
+    return h
+
+
+def test_fetch_retries_after_the_whole_calllog_schedule_hold_on_their_own_budget():
+    v = inv.check_backoff_schedule(calllog_then_fetch(P.max_fetch_retries), P)
+    assert v.valid is True, inv.render_verdict(v)
+    assert v.figure["gaps_checked_by_phase"] == {"calllog": P.max_recording_retries, "fetch": P.max_fetch_retries}
+    assert v.figure["jobs_with_full_schedule_by_phase"] == {"calllog": 1, "fetch": 1}
+    assert v.figure["measured_full_schedule_total_s_by_phase"]["fetch"] == pytest.approx(
+        sum(backoff_delay(n, P) for n in range(1, P.max_fetch_retries + 1)) + 0.7 * P.max_fetch_retries)
+
+
+def test_a_fetch_retry_too_soon_breaks_it_with_the_fetch_phase_in_its_witness():
+    h = calllog_then_fetch(2, fetch_gap=lambda d: 0.5)
+    v = inv.check_backoff_schedule(h, P)
+    soon = only(v, "retry-too-soon")
+    assert [a.facts["phase"] for a in soon] == ["fetch", "fetch"]
+    assert [a.facts["expected_s"] for a in soon] == [backoff_delay(1, P), backoff_delay(2, P)]
+    assert soon[0].witnesses[0]["kind"] == "job.retry" and soon[0].witnesses[0]["phase"] == "fetch"
+    assert "fetch retry 1" in inv.render_anomaly(soon[0])
+
+
+def test_fetch_retries_counted_on_the_calllog_budget_break_it_past_that_budget():
+    # the seeds' one retry_count numbers a fetch retry after five CallLog retries as attempt 6
+    h = calllog_then_fetch(1, first_fetch_attempt=P.max_recording_retries + 1)
+    (a,) = only(inv.check_backoff_schedule(h, P), "too-many-attempts")
+    assert a.facts["phase"] == "fetch" and a.facts["max"] == P.max_fetch_retries
 
 
 def test_tolerance_is_a_parameter():

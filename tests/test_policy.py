@@ -88,3 +88,55 @@ def test_backoff_stays_at_the_cap_however_many_times_a_job_was_retried():
 
     p = make_policy("before")
     assert [backoff_delay(n, p) for n in (1, 5, 6, 1000, 1025, 10**6)] == [60, 960, 1200, 1200, 1200, 1200]
+
+
+def _spend(p, phases):
+    """Drive recording_retry_decision as a job does: each empty attempt in `phases` order,
+    storing the attempt in the counter of the budget the decision says it spent."""
+    from reference_app.policy import recording_retry_decision
+
+    counts, out = {"calllog": 0, "fetch": 0}, []
+    for phase in phases:
+        d = recording_retry_decision(counts["calllog"], p, phase, counts["fetch"])
+        out.append((d.action, d.phase, d.attempt, d.delay_s))
+        if d.action != "fail":
+            counts[d.phase] = d.attempt
+    return out
+
+
+def test_a_fetch_failure_after_the_whole_calllog_wait_retries_on_its_own_budget_and_schedule():
+    p = make_policy("fixed")
+    steps = _spend(p, ["calllog"] * p.max_recording_retries + ["fetch"] * (p.max_fetch_retries + 1))
+    calllog, fetch = steps[:p.max_recording_retries], steps[p.max_recording_retries:]
+    assert [s[:3] for s in calllog] == [("retry", "calllog", n) for n in range(1, p.max_recording_retries + 1)]
+    assert [s[:3] for s in fetch[:-1]] == [("retry", "fetch", n) for n in range(1, p.max_fetch_retries + 1)]
+    assert [s[3] for s in fetch[:-1]] == [s[3] for s in calllog]  # the same backoff schedule, from 60 s again
+    assert fetch[-1][0] == "fail"  # its own budget spent: failed for good, the loop ends
+    assert _spend(p, ["calllog"] * (p.max_recording_retries + 1))[-1][0] == "fail"  # CallLog never comes
+
+
+def test_with_the_seeds_shared_budget_one_fetch_failure_after_the_calllog_wait_fails_the_run():
+    p = make_policy("fixed", "shared_retry_budget")
+    steps = _spend(p, ["calllog"] * p.max_recording_retries + ["fetch"])
+    assert steps[-1][:2] == ("fail", "calllog")
+    assert "shared_retry_budget" in make_policy("seed").faults and "shared_retry_budget" in make_policy("before").faults
+
+
+def test_the_stuck_sweep_fails_a_run_once_its_calllog_budget_is_spent_and_before_never_does():
+    from reference_app.policy import stuck_run_over_budget
+
+    p = make_policy("fixed")
+    assert [stuck_run_over_budget(n, p) for n in (0, p.max_recording_retries - 1, p.max_recording_retries)] == [
+        False, False, True]
+    assert stuck_run_over_budget(10**6, make_policy("before")) is False
+
+
+def test_policy_shows_the_bound_of_both_retry_budgets():
+    info = policy_json("--set", "max_fetch_retries=2")
+    bound = info["retry_bound"]
+    assert bound["budgets"] == {"calllog": 5, "fetch": 2} and bound["max_runs"] == 1 + 5 + 2
+    assert bound["max_backoff_wait_s"] == 1860 + 60 + 120 and info["fetch_backoff_schedule_s"] == [60, 120]
+    assert policy_json("--variant", "seed")["retry_bound"]["budgets"] == {"calllog": 5}
+    assert policy_json("--variant", "before")["retry_bound"]["bounded"] is False
+    text = CliRunner().invoke(cli, ["policy", "--set", "max_fetch_retries=2"]).output
+    assert "retry bound: 5 retries waiting for the CallLog + 2 fetching the audio" in text and "at most 8 runs" in text

@@ -166,6 +166,28 @@ def test_fixed_backoff_measures_the_configured_schedule():
     assert v.figure["measured_full_schedule_total_s"] == pytest.approx(1860, rel=0.02)
 
 
+def test_a_recording_whose_calllog_took_every_retry_survives_a_fetch_fault_on_its_own_budget():
+    # seed 1: CA000547's CallLog lands after its 5th CallLog retry, then its first fetch fails
+    fixed = run("missing-calllog", "fixed", seed=1)
+    assert verdict(fixed, "nothing-lost").valid is True
+    retries = [(e["phase"], e["attempt"]) for e in fixed.history if e["kind"] == "job.retry" and e["call_sid"] == "CA000547"]
+    calllog = [("calllog", n) for n in range(1, fixed.policy.max_recording_retries + 1)]
+    assert retries[:len(calllog)] == calllog and retries[len(calllog):][:1] == [("fetch", 1)]
+    assert verdict(fixed, "backoff-schedule").valid is True and verdict(fixed, "loops-terminate").valid is True
+    shared = run("missing-calllog", "fixed", faults=["shared_retry_budget"], seed=1)
+    (lost,) = verdict(shared, "nothing-lost").anomalies["recording-not-downloaded"]
+    assert lost.facts["call_sid"] == "CA000547" and lost.witnesses
+
+
+def test_seed_fetch_retries_rerun_at_once_and_the_checker_names_the_fetch_phase():
+    result = run("steady", "fixed", faults=["backoff_not_applied"], twilio__fault_rate=0.3, duration_s=900)
+    v = verdict(result, "backoff-schedule")
+    soon = v.anomalies["retry-too-soon"]
+    assert v.valid is False and {a.facts["phase"] for a in soon} == {"fetch"}
+    assert soon[0].witnesses[0]["kind"] == "job.retry" and soon[0].witnesses[0]["phase"] == "fetch"
+    assert soon[0].facts["gap_s"] < soon[0].facts["expected_s"]
+
+
 def test_fail_fast_answers_500_when_no_worker_processes_the_queue():
     fixed = run("worker-outage")
     trips = [e for e in fixed.history if e["kind"] == "fail_fast.trip"]
