@@ -10,7 +10,8 @@ import time
 import pytest
 import requests
 
-from harness.invariants import check_worker_never_blocks
+from harness.invariants import check_backoff_schedule, check_worker_never_blocks
+from loadtests.verdicts import backoff_abs_tolerance_s
 from reference_app import twilio_signature
 from reference_app.services import Services
 from tests.conftest import add_business, read_events, sid
@@ -109,8 +110,44 @@ def test_missing_calllog_retries_five_times_on_schedule_then_fails(stack_factory
     tolerance_abs = (0.005 + 0.06) / scale  # ticker tick + fork and dequeue latency, in policy seconds
     for _attempt, delay, gap in gaps:
         assert delay <= gap <= delay * 1.02 + tolerance_abs, (delay, gap)
+    assert {e["phase"] for e in events if e["kind"] == "job.retry"} == {"calllog"}
     starts = [e for e in events if e["kind"] == "job.start"]
     assert len(starts) == 6 and stack.ledger() == {}
+
+
+@pytest.mark.parametrize("faults,outcome", [("", "done"), ("shared_retry_budget", "failed")])
+def test_a_calllog_after_the_fifth_retry_then_a_failed_fetch_is_downloaded_on_the_fetch_budget(
+        stack_factory, make_config, faults, outcome):
+    """fixed: the fetch failure spends the fetch budget (retry 1 after 60 s) and the recording
+    is downloaded; the seeds' one budget (shared_retry_budget) is spent already: lost."""
+    scale = 0.004
+    stack, svc = start(stack_factory, make_config, time_scale=scale, faults=faults)
+    p = svc.policy
+    b = add_business(svc, calls=0)
+    call, rec = sid("CA"), sid("RE")  # the recording webhook beats the CallLog
+    assert post_signed(stack, "/webhooks/twilio/recording", b, recording_form(stack, b, call, rec, ".mp3")).status_code == 204
+    waits = [60, 120, 240, 480, 960]
+    wait_for(lambda: any(e["kind"] == "job.retry" and e["attempt"] == p.max_recording_retries
+                         for e in read_events(stack.config.history_dir)),
+             p.wall(sum(waits[:-1])) + 15, "the CallLog's last retry")
+    stack.stub_config(script=["503"])  # the first fetch once the CallLog is there fails
+    form = {"AccountSid": b["account_sid"], "CallSid": call, "From": "+1555", "To": "+1556", "CallStatus": "completed"}
+    assert post_signed(stack, "/webhooks/twilio/call-status", b, form).status_code == 204
+    events = wait_for(lambda: (ev := read_events(stack.config.history_dir)) and
+                      any(e["kind"] == "job.end" and e.get("outcome") in ("done", "failed") for e in ev) and ev,
+                      p.wall(waits[-1] + waits[0]) + 15, "the run to finish")
+    retries = [(e["phase"], e["attempt"], e["delay"]) for e in events if e["kind"] == "job.retry"]
+    calllog = [("calllog", n, d) for n, d in enumerate(waits, 1)]
+    ledger = stack.ledger()[rec]
+    assert [e["outcome"] for e in events if e["kind"] == "job.end" and e["outcome"] != "retry"] == [outcome]
+    if outcome == "done":
+        assert retries == calllog + [("fetch", 1, 60)]
+        assert (ledger["requests"], ledger["completed"]) == (2, 1)  # the 503, then the whole file
+        verdict = check_backoff_schedule(events, p, abs_tol_s=backoff_abs_tolerance_s(p))  # a live ticker's lag
+        assert verdict.valid is True and verdict.figure["gaps_checked_by_phase"] == {"calllog": 5, "fetch": 1}
+        assert play_until_done(stack, b, call).status_code == 200
+    else:
+        assert retries == calllog and (ledger["requests"], ledger["completed"]) == (1, 0)
 
 
 def test_calllog_arriving_late_lets_the_waiting_run_finish(database_url, stack_factory, make_config):

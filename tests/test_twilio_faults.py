@@ -113,7 +113,10 @@ def test_persistent_5xx_stops_after_the_retry_budget(stack_factory, make_config)
     wait_for(lambda: any(e["kind"] == "job.end" and e.get("outcome") == "failed"
                          for e in read_events(stack.config.history_dir)), budget, "the run to fail for good")
     time.sleep(svc.policy.wall(300))
-    assert stack.ledger()[call["recording_sid"]]["requests"] == 1 + svc.policy.max_recording_retries  # no loop
+    assert stack.ledger()[call["recording_sid"]]["requests"] == 1 + svc.policy.max_fetch_retries  # no loop
+    events = read_events(stack.config.history_dir)
+    assert [(e["phase"], e["attempt"]) for e in events if e["kind"] == "job.retry"] == [
+        ("fetch", n) for n in range(1, svc.policy.max_fetch_retries + 1)]  # the fetch budget, not the CallLog's
 
 
 def test_seed_fetches_a_recording_again_over_the_file_being_served(stack_factory, make_config):
