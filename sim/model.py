@@ -1003,11 +1003,11 @@ class Model:
     def bulk_delete_request(self, business: int, client: str) -> Generator:
         """POST /api/leads/bulk-delete: return the active job (fixed: one atomic step; seed:
         check, then insert a commit later; before: always a new job)."""
-        p = self.policy
+        mode = P.bulk_dedup_mode(self.policy)
         existing = None
-        if not p.has("new_job_per_delete_click"):
+        if mode != "new_job":
             existing = self.active_lead_job(business)
-            if existing is None and p.has("delete_check_then_insert"):
+            if existing is None and mode == "check_then_insert":
                 yield self.env.timeout(DB_COMMIT_S)
         if existing is not None:
             self.emit("lead_job.request", "web", business_id=business, job_id=existing.job_id, existing=True,
