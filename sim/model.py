@@ -776,7 +776,7 @@ class Model:
                 if downloaded:
                     self.finish(run, "done", proc)
                 else:
-                    self.not_ready(run, proc)
+                    self.not_ready(run, proc, "fetch")
                 return
         delay = P.slot_defer_delay(run.defer_count, p)
         run.defer_count += 1
