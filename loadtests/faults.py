@@ -5,14 +5,18 @@
 | workers / stop                | SIGTERM (RQ's warm shutdown: the running job finishes), restart at the end |
 | workers / crash               | SIGKILL of the worker and its work horse, restart at the end |
 | redis / redis_pause           | SIGSTOP of redis-server, SIGCONT at the end                  |
+| redis / redis_restart         | SIGKILL of redis-server; an empty one on the same port at the end |
 | scheduler / stop              | SIGSTOP of the workers (their ticker promotes delayed jobs), SIGCONT at the end |
+| twilio / degrade              | the stand-in's latency and/or error rate set (its /_config) for the window |
 
 `workers = 0` means all of them. Each window is recorded as outage.start / outage.end (proc
 `env`), which the checker needs: nothing-lost is judged only once outages are over.
 
 Twilio's [twilio] table: the stand-in runs at the median latency and the fault rate; a
 `slow_fraction` of the time (in windows of SLOW_PERIOD_S) its latency is set, via its
-/_config, to a draw from `slow_range_s`, so that share of downloads is slow.
+/_config, to a draw from `slow_range_s`, so that share of downloads is slow. A degrade window
+replaces the median latency and/or the fault rate while it lasts (the slow tail goes on); both
+threads set the stand-in through `twilio_settings`, so neither undoes the other.
 """
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ class FaultPlan(threading.Thread):
         self.stop_event = threading.Event()
         self.outages_over = threading.Event()
         self.errors: list[str] = []
+        self.twilio_lock = threading.Lock()
+        self.twilio_slow: float | None = None  # the slow draw in force, if any
+        self.twilio_window: Outage | None = None  # the degrade window in force, if any
 
     def at(self, policy_s: float) -> bool:
         """Sleep until `policy_s` into the load; False when the plan was stopped first."""
@@ -67,8 +74,12 @@ class FaultPlan(threading.Thread):
 
     def begin(self, o: Outage, workers: list[str]) -> None:
         self.history.emit("outage.start", target=o.target, how=o.how)
-        if o.target == "redis":
+        if o.how == "redis_restart":
+            self.stack.kill_redis()
+        elif o.target == "redis":
             self.stack.pause_redis()
+        elif o.target == "twilio":
+            self.set_twilio(window=o)
         elif o.target == "scheduler":
             for name in workers:
                 self.stack.procs[name].signal(signal.SIGSTOP)
@@ -82,8 +93,12 @@ class FaultPlan(threading.Thread):
                 self.stack.stop_worker(name)
 
     def end(self, o: Outage, workers: list[str]) -> None:
-        if o.target == "redis":
+        if o.how == "redis_restart":
+            self.stack.start_redis()
+        elif o.target == "redis":
             self.stack.resume_redis()
+        elif o.target == "twilio":
+            self.set_twilio(window=None)
         elif o.target == "scheduler":
             for name in workers:
                 self.stack.procs[name].signal(signal.SIGCONT)
@@ -102,13 +117,37 @@ class FaultPlan(threading.Thread):
             try:
                 if not self.at(t):
                     return
-                self.stack.stub_config(latency_s=rng.uniform(*tw.slow_range_s), latency_sigma=0.0)
+                self.set_twilio(slow=rng.uniform(*tw.slow_range_s))
                 if not self.at(t + slow_for):
                     return
-                self.stack.stub_config(latency_s=tw.latency_median_s, latency_sigma=tw.latency_sigma)
+                self.set_twilio(slow=None)
             except OSError as exc:
                 self.errors.append(f"twilio latency change at {t:g} s: {exc}")
             t += SLOW_PERIOD_S
 
+    _KEEP = object()
+
+    def set_twilio(self, slow: float | None | object = _KEEP, window: Outage | None | object = _KEEP) -> dict:
+        """Change the slow draw or the degrade window in force and send the stand-in the result."""
+        with self.twilio_lock:
+            if slow is not self._KEEP:
+                self.twilio_slow = slow
+            if window is not self._KEEP:
+                self.twilio_window = window
+            return self.stack.stub_config(**twilio_settings(self.scenario, self.twilio_slow, self.twilio_window))
+
     def stop(self) -> None:
         self.stop_event.set()
+
+
+def twilio_settings(scenario: Scenario, slow_s: float | None, window: Outage | None) -> dict:
+    """The stand-in's /_config for the moment: the [twilio] table, a degrade window's median
+    latency and fault rate over it, a slow draw (fixed latency, as the model's uniform slow
+    draw) over the latency."""
+    tw = scenario.twilio
+    latency = window.latency_median_s if window is not None and window.latency_median_s is not None \
+        else tw.latency_median_s
+    rate = window.fault_rate if window is not None and window.fault_rate is not None else tw.fault_rate
+    if slow_s is not None:
+        return {"latency_s": slow_s, "latency_sigma": 0.0, "error_rate": rate}
+    return {"latency_s": latency, "latency_sigma": tw.latency_sigma, "error_rate": rate}

@@ -1,6 +1,7 @@
 """One load run from nothing to a checked history, in `runs/<run-id>/`:
 
-1. start the stack (Redis, the Twilio stand-in at the scenario's latency and fault rate, the
+1. start the stack (Redis: --redis-url, else a private redis-server when on PATH, else
+   REDIS_URL, else fakeredis's TCP server; the Twilio stand-in at the scenario's latency and fault rate, the
    app under gunicorn, the scenario's RQ workers), every process appending its history here;
 2. seed the database (fixtures.json) and write run.json — the variant, faults, [policy]
    overrides and time scale the checker rebuilds the policy from (`loopfix verify runs/<id>`);
@@ -57,6 +58,7 @@ class LoadOptions:
     runs_root: Path = Path("runs")
     run_id: str = ""
     redis_url: str | None = None
+    redis_kind: str | None = None  # force a private "redis-server" or "fakeredis" (default: see start_stack)
     app_workers: int = 2
     app_threads: int = 8
 
@@ -92,12 +94,14 @@ def start_stack(opts: LoadOptions, run_dir: Path, epoch: float) -> Stack:
     try:
         if opts.redis_url:
             stack.config = replace(stack.config, redis_url=opts.redis_url)
+        elif opts.redis_kind:
+            stack.start_redis(opts.redis_kind)
         elif shutil.which("redis-server"):
             stack.start_redis()
         elif os.environ.get("REDIS_URL"):
             stack.config = replace(stack.config, redis_url=os.environ["REDIS_URL"])
         else:
-            raise RuntimeError("no redis-server on PATH and no REDIS_URL: install Redis or pass --redis-url")
+            stack.start_redis("fakeredis")  # the embedded fallback (loadtests/fake_redis.py)
         stack.start_stub(size_bytes=STUB_SIZE_BYTES, latency_s=s.twilio.latency_median_s,
                          latency_sigma=s.twilio.latency_sigma, error_rate=s.twilio.fault_rate)
         stack.start_app(workers=opts.app_workers, threads=opts.app_threads)
@@ -110,6 +114,7 @@ def start_stack(opts: LoadOptions, run_dir: Path, epoch: float) -> Stack:
             "faults": list(s.faults), "policy": dict(s.policy), "time_scale": s.time_scale, "seed": s.seed,
             "users": opts.users, "processes": opts.processes, "profile": opts.profile, "epoch": epoch,
             "app_url": stack.app_url, "stub_url": stack.stub_url, "redis_url": stack.config.redis_url,
+            "redis": stack.redis_kind or "given",
             "pids": {name: proc.pid for name, proc in stack.procs.items()}, "stack_marker": stack.marker,
             # a shared machine's load moves live timings (calibration reports it beside them)
             "load_avg_start": [round(x, 2) for x in os.getloadavg()],

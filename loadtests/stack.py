@@ -1,4 +1,5 @@
-"""Start and stop the whole stack for one run: Redis (given, or a private redis-server), the app
+"""Start and stop the whole stack for one run: Redis (given, or a private redis-server, or with
+none on PATH fakeredis's TCP server as the embedded fallback: loadtests/fake_redis.py), the app
 under gunicorn, N RQ workers with loopfix's ticker, and the Twilio stand-in, each a real
 process with its log in the run directory. Every process is started in its own session and
 stopped by pid (its process group), also when a start fails half-way.
@@ -163,6 +164,7 @@ class Stack:
     stub_url: str = ""
     marker: str = field(default_factory=lambda: uuid.uuid4().hex)
     redis_port: int = 0
+    redis_kind: str = ""  # "redis-server" | "fakeredis" once start_redis ran
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
         log = self.run_dir / "logs" / f"{name}.log"
@@ -183,23 +185,34 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start_redis(self) -> str:
-        """A private redis-server on a free port (nothing on disk); returns its URL."""
+    def start_redis(self, kind: str | None = None) -> str:
+        """A private Redis on a free port (the same port on a restart), nothing on disk; returns
+        its URL. `kind`: "redis-server", or "fakeredis" (fakeredis's TCP server in a process of
+        its own); by default redis-server when it is on PATH, else fakeredis."""
         binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not on PATH; set REDIS_URL to a running Redis")
+        kind = kind or self.redis_kind or ("redis-server" if binary else "fakeredis")
         self.redis_port = self.redis_port or free_port()
         port = self.redis_port
-        proc = self._spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                     "--appendonly", "no"], dict(os.environ))
+        if kind == "redis-server":
+            if binary is None:
+                raise RuntimeError("redis-server not on PATH; set REDIS_URL to a running Redis")
+            args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        elif kind == "fakeredis":
+            args = [sys.executable, "-m", "loadtests.fake_redis", "--port", str(port)]
+        else:
+            raise ValueError(f"Redis kind must be redis-server or fakeredis, got {kind!r}")
+        self.redis_kind = kind
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                          os.environ.get("PYTHONPATH")]))}
+        proc = self._spawn("redis", args, env)
         url = f"redis://127.0.0.1:{port}/0"
 
         def ping() -> bool:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
+                s.sendall(b"*1\r\n$4\r\nPING\r\n")  # RESP, not inline: fakeredis reads only RESP
                 return s.recv(16).startswith(b"+PONG")
 
-        wait_until(ping, 10, "redis-server", proc.popen, proc.log)
+        wait_until(ping, 10, kind, proc.popen, proc.log)
         self.config = replace(self.config, redis_url=url)
         return url
 
@@ -229,9 +242,15 @@ class Stack:
     def resume_redis(self) -> None:
         self.procs["redis"].signal(signal.SIGCONT)
 
-    def restart_redis(self) -> str:
-        """Kill the private redis-server and start an empty one on the same port."""
+    def kill_redis(self) -> None:
+        """SIGKILL the private Redis: every key and queued job is gone (nothing on disk)."""
+        if "redis" not in self.procs:
+            raise RuntimeError("no private Redis to kill (the stack was given REDIS_URL)")
         self.procs.pop("redis").kill()
+
+    def restart_redis(self) -> str:
+        """Kill the private Redis and start an empty one on the same port."""
+        self.kill_redis()
         return self.start_redis()
 
     def start_stub(self, **settings) -> str:
