@@ -8,6 +8,10 @@ request and the session's end go into the history as client.* events, in the mod
 a request also reports its response time (`latency_s`, policy seconds), which the model does
 not have and the loops-terminate bound allows for.
 
+A session runs in a greenlet of its own (`session_greenlet`; a storm's clicks and the open-loop
+openings already do): Locust's ramp-down kills a user it finds in its think time, and the kill
+may land after the user woke and started its next session; it stops the user, not the session.
+
 The users are closed-loop (each starts its next session after the last one and a think time),
 except ScenarioArrivalsUser: it opens recordings at the scenario's rates as the model does, the
 client mix calibration compares (the `scenario` profile).
@@ -78,6 +82,19 @@ def play_session(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid:
     return status
 
 
+def session_greenlet(fn, *args):
+    """Run `fn(*args)` (a session, or a refresher's reloads) in a greenlet of its own; wait for
+    it and return its result. Locust stops a user it finds in its think time (state `waiting`)
+    by killing its greenlet, and gevent delivers a kill on a later turn of the loop: a user
+    whose think time ended in that same turn has already woken, started its next session and
+    sent the first request when the kill lands. That session had a client.start and never an
+    answer nor an end (live worker-crash on fixed: the storm profile ramps down from 20 users
+    to 5 at 2,400 s, the second crash; loops-terminate, unterminated-session, ~1 run in 5-15).
+    Here the kill stops the user while the session runs on to its end, as a browser's would
+    (tests/test_player_stop.py drives that interleaving with Locust's own stop)."""
+    return gevent.spawn(fn, *args).get()
+
+
 class LoadUser(FastHttpUser):
     """Base: a user of the run's context that starts nothing new once the run drains."""
 
@@ -104,7 +121,7 @@ class PlayerUser(LoadUser):
         if self.idle_if_draining():
             return
         business, call_sid = self.ctx.pick_call()
-        play_session(self, self.ctx, business, call_sid, self.ctx.new_client("p"), 1, "player")
+        session_greenlet(play_session, self, self.ctx, business, call_sid, self.ctx.new_client("p"), 1, "player")
 
 
 def click_storm(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid: str, storm: bool) -> None:
@@ -157,7 +174,7 @@ class RefresherUser(LoadUser):
         if self.idle_if_draining():
             return
         business, call_sid = self.ctx.pick_call()
-        refresh_until_played(self, self.ctx, business, call_sid)
+        session_greenlet(refresh_until_played, self, self.ctx, business, call_sid)
 
 
 class ScenarioArrivalsUser(FastHttpUser):
