@@ -102,6 +102,10 @@ def start_stack(opts: LoadOptions, run_dir: Path, epoch: float) -> Stack:
             stack.config = replace(stack.config, redis_url=os.environ["REDIS_URL"])
         else:
             stack.start_redis("fakeredis")  # the embedded fallback (loadtests/fake_redis.py)
+        redis_outages = sorted({o.how for o in s.outages if o.target == "redis"})
+        if redis_outages and not stack.redis_kind:
+            raise RuntimeError(f"scenario {s.name!r} has Redis outages ({', '.join(redis_outages)}): they need the "
+                               "stack's own Redis, not one given by --redis-url or REDIS_URL")
         stack.start_stub(size_bytes=STUB_SIZE_BYTES, latency_s=s.twilio.latency_median_s,
                          latency_sigma=s.twilio.latency_sigma, error_rate=s.twilio.fault_rate)
         stack.start_app(workers=opts.app_workers, threads=opts.app_threads)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.scenario import parse_scenario
+from harness.scenario import load_scenario, parse_scenario
+from loadtests import runner
 from loadtests.faults import FaultPlan, twilio_settings
 from loadtests.stack import Stack
 from reference_app.config import Config
@@ -102,3 +103,10 @@ def test_a_redis_restart_window_empties_redis_and_brings_it_back_on_the_same_por
                                                           ("outage.end", "redis_restart")]
     finally:
         stack.stop()
+
+
+def test_a_load_run_given_an_outside_redis_refuses_a_scenario_that_restarts_redis(tmp_path):
+    opts = runner.LoadOptions(load_scenario("redis-restart"), users=1, runs_root=tmp_path / "runs",
+                              redis_url="redis://127.0.0.1:6379/0")
+    with pytest.raises(RuntimeError, match=r"Redis outages \(redis_restart\): they need the stack's own Redis"):
+        runner.run_load(opts)

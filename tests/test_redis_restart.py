@@ -80,10 +80,11 @@ def test_model_degrade_window_fails_downloads_inside_it_only():
 # --------------------------------------------------------------------------- live
 
 
-def live(tmp_path: Path, variant: str, sets: tuple[str, ...] = ()):
-    # A long drain allowance (90 s wall at most; a run that settles stops early): on a loaded
-    # 2-core machine the backlog after the restart can take longer than the file's 24 s.
-    s = build_scenario("redis-restart", variant, ("drain_s=9000", *sets), 0.01, None)
+def live(tmp_path: Path, variant: str, sets: tuple[str, ...] = (), drain_s: float = 9000):
+    # A long drain allowance on fixed (90 s wall at most; a run that settles stops early): on a
+    # loaded 2-core machine the backlog after the restart can take longer than the file's 24 s.
+    # A run that loses recordings never settles: it gets the file's drain.
+    s = build_scenario("redis-restart", variant, (f"drain_s={drain_s:g}", *sets), 0.01, None)
     result = runner.run_load(runner.LoadOptions(s, users=12, runs_root=tmp_path / "runs"))
     history, verdicts = check_run(result.run_dir)
     return result, {v.name: v for v in verdicts}, history
@@ -107,6 +108,12 @@ def test_live_stack_on_fixed_loses_nothing_across_a_redis_restart_and_a_twilio_e
     assert all(r_start <= e["t"] <= r_end + 100 for e in unavailable)
     failed = [e for e in history if e["kind"] == "download.end" and not e["ok"]]
     assert any(t_start <= e["t"] <= t_end + 60 for e in failed)  # the stand-in failed downloads in its window
+    span = f"{min(e['t'] for e in unavailable) - r_start:.0f}-{max(e['t'] for e in unavailable) - r_start:.0f} s" \
+        if unavailable else "none"
+    print(f"\nredis-restart fixed: {result.requests} requests, {len(unavailable)} answered 503 "
+          f"({span} into the {r_end - r_start:.0f} s window), {len(orphans)} runs re-enqueued by the sweeper, "
+          f"{len(failed)} failed downloads ({sum(t_start <= e['t'] <= t_end + 60 for e in failed)} in the Twilio "
+          f"window), load {result.load_wall_s:.0f} s + drain {result.drain_wall_s:.0f} s wall, every invariant holds")
 
 
 @pytest.mark.redis
@@ -114,9 +121,11 @@ def test_live_stack_on_fixed_loses_nothing_across_a_redis_restart_and_a_twilio_e
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_live_stack_without_the_orphan_sweep_loses_recordings_in_a_redis_restart(tmp_path):
-    result, verdicts, history = live(tmp_path, "fixed", ("faults=orphan_runs_not_swept",))
+    result, verdicts, history = live(tmp_path, "fixed", ("faults=orphan_runs_not_swept",), drain_s=2400)
     lost = verdicts["nothing-lost"]
     assert lost.valid is False
     witnesses = [w for a in lost.anomalies["recording-not-downloaded"] for w in a.witnesses]
     assert witnesses and {w["source"] for w in witnesses} == {"live"}
     assert not any(e.get("via") == "orphan" for e in history if e["kind"] == "job.enqueue")
+    print(f"\nredis-restart with orphan_runs_not_swept: {result.requests} requests, nothing-lost broken: "
+          f"{len(lost.anomalies['recording-not-downloaded'])} recordings never downloaded")

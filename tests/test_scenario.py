@@ -43,8 +43,9 @@ def test_range_must_be_ordered():
         parse_scenario({"twilio": {"slow_range_s": [600, 300]}})
 
 
-def test_redis_outage_must_be_a_pause():
-    with pytest.raises(ValueError, match=r"outages\[0\]: a redis outage must have how = 'redis_pause'"):
+def test_redis_outage_must_be_a_pause_or_a_restart():
+    with pytest.raises(ValueError, match=r"outages\[0\]: a redis outage must have how = 'redis_pause' or "
+                                         r"'redis_restart', got 'crash'"):
         parse_scenario({"outages": [{"target": "redis", "how": "crash", "at_s": 1, "duration_s": 1}]})
 
 
