@@ -49,6 +49,24 @@ RECORDING_URL = "https://api.twilio.com/2010-04-01/Accounts/AC{n}/Recordings/RE{
 ODD_RECORDING_URL = "https://api.twilio.com/2010-04-01/Accounts/AC{n}.json/Recordings/RE{n}.json"
 
 
+def shape_pieces(shape: str) -> tuple[str, ...]:
+    """A URL shape's pieces around its "{n}" placeholders (num.join(pieces) == shape.format(n=num))."""
+    pieces = tuple(shape.split("{n}"))
+    if any("{" in piece or "}" in piece for piece in pieces):
+        raise ValueError(f"URL shape {shape!r} has a brace besides {{n}}")
+    return pieces
+
+
+def at_once(steps: Generator) -> Any:
+    """The return value of a process step that never waits (the webhook's enqueue), run
+    without a process: AssertionError if it does try to wait."""
+    try:
+        steps.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("a step run at once tried to wait")
+
+
 class EnqueueError(Exception):
     """The enqueue raised (Redis paused, or retry=3 passed as an int)."""
 
@@ -146,7 +164,7 @@ class LeadJob:
     processed: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     """One queue entry: a recording run (with the RQ token it was enqueued under) or a lead job."""
 
@@ -209,14 +227,21 @@ class Model:
         # Recording URLs of one shape differ only in their ids: policy.normalise_recording_url
         # decides once per shape, on the shape with the ids as a placeholder (it never looks
         # inside an id), instead of once per call.
+        # A shape is kept as its pieces around "{n}": with no other brace in them,
+        # num.join(pieces) is shape.format(n=num) (checked here), without parsing the format.
         self.url_shapes = {
-            odd: (shape, P.normalise_recording_url(shape, self.policy))
+            odd: (shape_pieces(shape), shape_pieces(P.normalise_recording_url(shape, self.policy)))
             for odd, shape in ((False, RECORDING_URL), (True, ODD_RECORDING_URL))
         }
-        self._append = self.history.append
-        self._t_raw, self._t = 0.0, 0.0
+        self.emit = self.make_emit()
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
+        # Faults asked about on every job or request, read once (the Policy is frozen).
+        has = self.policy.has
+        self.download_idempotent = not has("download_not_idempotent")
+        self.blocking_slot_loop = has("blocking_slot_loop")
+        self.orphans_swept = not has("orphan_runs_not_swept")
+        self.job_overhead_s = s.workers.job_overhead_s
         # The sweep asks policy.stuck_reason about every active run every 10 s; most are waiting
         # behind a backlog. Ask it once about a run waiting since the beginning of time: when
         # even that one is not stuck while a worker is alive, no waiting run is (stuck-ness only
@@ -227,15 +252,24 @@ class Model:
 
     # ------------------------------------------------------------------ recording
 
-    def emit(self, kind: str, proc: str, **fields: Any) -> None:
-        """Record one event: the record of reference_app.events.event (same fields and
-        rounding), built in the kwargs dict itself — no copy — with the rounded time reused
-        while the clock stands still. Kinds are checked against the schema by the tests."""
-        now = self.env._now
-        if now != self._t_raw:
-            self._t_raw, self._t = now, round(now, 6)
-        fields["t"], fields["kind"], fields["source"], fields["proc"] = self._t, kind, "sim", proc
-        self._append(fields)
+    def make_emit(self) -> Callable[..., None]:
+        """`emit(kind, proc, **fields)`: record one event, the record of
+        reference_app.events.event (same fields and rounding), built in the kwargs dict itself —
+        no copy — with the rounded time reused while the clock stands still. A closure over the
+        clock and the history (no attribute lookups per event). Kinds are checked against the
+        schema by the tests."""
+        env, append = self.env, self.history.append
+        t_raw, t = 0.0, 0.0
+
+        def emit(kind: str, proc: str, **fields: Any) -> None:
+            nonlocal t_raw, t
+            now = env._now
+            if now != t_raw:
+                t_raw, t = now, round(now, 6)
+            fields["t"], fields["kind"], fields["source"], fields["proc"] = t, kind, "sim", proc
+            append(fields)
+
+        return emit
 
     def next_id(self) -> str:
         self._ids += 1
@@ -283,25 +317,20 @@ class Model:
         return self.rng_calls.uniform(*c.commit_delay_s)
 
     def new_call(self, archive: bool = False) -> Call:
-        s, now, n = self.scenario, self.env.now, self._ids + 1
+        s, now, n, rng = self.scenario, self.env._now, self._ids + 1, self.rng_calls
         self._ids = n
-        has_url = archive or self.rng_calls.random() < s.recordings.url_fraction
-        odd = self.rng_calls.random() < s.recordings.odd_url_fraction
-        raw_shape, stored_shape = self.url_shapes[odd]
+        has_url = archive or rng.random() < s.recordings.url_fraction
+        odd = rng.random() < s.recordings.odd_url_fraction
         num = f"{n:06d}"
-        raw = raw_shape.format(n=num) if has_url else ""
-        stored = stored_shape.format(n=num) if has_url else ""
-        call = Call(
-            call_sid="CA" + num,
-            recording_sid="RE" + num,
-            business_id=1 + self.rng_calls.randrange(s.businesses),
-            has_url=has_url,
-            raw_url=raw,
-            stored_url=stored,
-            calllog_at=now if archive else now + self.calllog_delay(),
-            download_s=self.download_time(),
-            archive=archive,
-        )
+        if has_url:
+            raw_pieces, stored_pieces = self.url_shapes[odd]
+            raw, stored = num.join(raw_pieces), num.join(stored_pieces)
+        else:
+            raw = stored = ""
+        # positional, in Call's field order: call_sid, recording_sid, business_id, has_url,
+        # raw_url, stored_url, calllog_at, download_s, archive (draws in the same order as ever)
+        call = Call("CA" + num, "RE" + num, 1 + rng.randrange(s.businesses), has_url, raw, stored,
+                    now if archive else now + self.calllog_delay(), self.download_time(), archive)
         call.served = self.twilio_serves(call)
         self.calls[call.call_sid] = call
         return call
@@ -319,30 +348,32 @@ class Model:
     # ------------------------------------------------------------------ arrivals and webhooks
 
     def call_arrivals(self) -> Generator:
-        s, env = self.scenario, self.env
+        s, env, timeout, draw = self.scenario, self.env, self.env.timeout, self.rng_calls.expovariate
+        new_call, maybe_play, webhook, duration = self.new_call, self.maybe_play, self.webhook, s.duration_s
         while True:
-            rate = s.arrivals.rate_at(env.now)
+            rate = s.arrivals.rate_at(env._now)
             if rate <= 0:
-                nxt = [a for a, _ in s.arrivals.profile if a > env.now]
+                nxt = [a for a, _ in s.arrivals.profile if a > env._now]
                 if not nxt:
                     return
-                yield env.timeout(nxt[0] - env.now)
+                yield env.timeout(nxt[0] - env._now)
                 continue
-            yield env.timeout(self.rng_calls.expovariate(rate / 3600.0))
-            if env.now >= s.duration_s:
+            yield timeout(draw(rate / 3600.0))
+            if env._now >= duration:
                 return
-            call = self.new_call()
-            self.maybe_play(call)
-            yield from self.webhook(call)
+            call = new_call()
+            maybe_play(call)
+            webhook(call)
 
-    def webhook(self, call: Call) -> Generator:
+    def webhook(self, call: Call) -> None:
         """The recording status callback: record it and enqueue the full job (000). Handled
-        in the arrival process itself: one webhook per call, nothing to race with."""
+        in the arrival process itself: one webhook per call, nothing to race with — and
+        nothing to wait for (create_run skips the commit wait for it), so it runs at once."""
         self.emit("recording.created", "web", call_sid=call.call_sid, recording_sid=call.recording_sid,
                   business_id=call.business_id, has_url=call.has_url)
         if not call.has_url:
             return
-        reason = yield from self.enqueue_recording(call, "full", "webhook", dedup=True)
+        reason = P.reported_enqueue_reason(at_once(self.dedup_enqueue(call, "full", "webhook", True)), self.policy)
         self.emit("enqueue.result", "web", call_sid=call.call_sid, reason=reason, status=204 if reason != "error" else 500)
 
     # ------------------------------------------------------------------ enqueue (001, 004)
@@ -353,18 +384,20 @@ class Model:
         webhook, one per call, has nothing to race with and skips the wait."""
         if via != "webhook":
             yield self.env.timeout(DB_COMMIT_S)
-        run = Run(self.next_id(), call, job_type, "queued", self.env.now, self.policy.enqueue_retry_max)
+        self._ids = n = self._ids + 1  # next_id()
+        job_id = str(n)
+        run = Run(job_id, call, job_type, "queued", self.env._now, self.policy.enqueue_retry_max)
         self.latest_run[call.call_sid] = run
-        if self.redis_gone and not self.policy.has("orphan_runs_not_swept"):
-            self.active_runs[run.job_id] = run  # the row is the record; the sweeper enqueues it
-            self.orphans[run.job_id] = (run, run.token)
+        if self.redis_gone and self.orphans_swept:
+            self.active_runs[job_id] = run  # the row is the record; the sweeper enqueues it
+            self.orphans[job_id] = (run, run.token)
             return run
         if self.redis_paused or P.enqueue_retry_is_int(via, self.policy):
             run.status = "failed"
             raise EnqueueError("enqueue raised")
-        self.active_runs[run.job_id] = run
+        self.active_runs[job_id] = run
         self.push(run)
-        self.emit("job.enqueue", "web", job_id=run.job_id, call_sid=call.call_sid, job_type=job_type, via=via)
+        self.emit("job.enqueue", "web", job_id=job_id, call_sid=call.call_sid, job_type=job_type, via=via)
         return run
 
     def enqueue_recording(self, call: Call, job_type: str, via: str, dedup: bool = True) -> Generator:
@@ -383,12 +416,12 @@ class Model:
             return "enqueued"
         key = f"dedup:{call.call_sid}:{job_type}"
         ttl = P.enqueue_dedup_ttl(p)
-        if self.redis_gone and not p.has("orphan_runs_not_swept"):
+        if self.redis_gone and self.orphans_swept:
             return (yield from self.pending_run(call, job_type, via))
         if self.redis_paused:
             return "error"
         if p.has("dedup_set_before_enqueue"):
-            if not keys.set(key, "enqueued", self.env.now, ttl, nx=True):
+            if not keys.set(key, "enqueued", self.env._now, ttl, nx=True):
                 return "duplicate"
             try:
                 yield from self.create_run(call, job_type, via)
@@ -396,22 +429,22 @@ class Model:
                 return "error"
             return "enqueued"
         if p.has("dedup_check_then_set"):
-            if keys.exists(key, self.env.now):
+            if keys.exists(key, self.env._now):
                 return "duplicate"
             try:
                 yield from self.create_run(call, job_type, via)
             except EnqueueError:
                 return "error"
-            keys.set(key, "enqueued", self.env.now, ttl)
+            keys.set(key, "enqueued", self.env._now, ttl)
             return "enqueued"
         token = self.next_id()
-        if not keys.set(key, token, self.env.now, ttl, nx=True):
+        if not keys.set(key, token, self.env._now, ttl, nx=True):
             return "duplicate"
         try:
             yield from self.create_run(call, job_type, via)
         except EnqueueError:
-            if keys.get(key, self.env.now) == token:
-                keys.delete(key, self.env.now)
+            if keys.get(key, self.env._now) == token:
+                keys.delete(key, self.env._now)
             return "error"
         return "enqueued"
 
@@ -427,14 +460,14 @@ class Model:
     def push(self, run: Run, delay_s: float = 0.0, via: str = "retry") -> None:
         """Queue a run now, or park it for the scheduler to promote after `delay_s`; while
         Redis restarts the job goes nowhere (the run is an orphan)."""
-        run.token += 1
+        run.token = token = run.token + 1
         if self.redis_gone:
-            self.orphans[run.job_id] = (run, run.token)
+            self.orphans[run.job_id] = (run, token)
             return
-        entry = Entry(run=run, token=run.token)
+        entry = Entry(run, token)
         if delay_s > 0:
             self._sched_seq += 1
-            heapq.heappush(self.scheduled, (self.env.now + delay_s, self._sched_seq, entry, via))
+            heapq.heappush(self.scheduled, (self.env._now + delay_s, self._sched_seq, entry, via))
         else:
             self.queue.put(entry)
 
@@ -442,7 +475,7 @@ class Model:
 
     def playback(self, call: Call) -> Generator:
         """GET /api/recordings/file/<call_sid> → (status, retry_after_s, audio_ok)."""
-        p, now = self.policy, self.env.now
+        p, now = self.policy, self.env._now
         if call.archive is False and now < call.calllog_at:
             return 404, None, False
         run = self.latest_run.get(call.call_sid)
@@ -488,22 +521,22 @@ class Model:
             return False
         if not all(self.worker_down):
             return True
-        return self.env.now - self.all_down_since < self.policy.heartbeat_timeout_s
+        return self.env._now - self.all_down_since < self.policy.heartbeat_timeout_s
 
     def mark_playback(self, call: Call) -> Generator:
         key, ttl = f"playback:{call.call_sid}", self.policy.playback_mark_ttl_s
         if self.policy.has("playback_check_then_mark"):
-            if self.keys.exists(key, self.env.now):
+            if self.keys.exists(key, self.env._now):
                 return False
             yield self.env.timeout(REDIS_RTT_S)
-            self.keys.set(key, "1", self.env.now, ttl)
+            self.keys.set(key, "1", self.env._now, ttl)
             return True
-        return self.keys.set(key, "1", self.env.now, ttl, nx=True)
+        return self.keys.set(key, "1", self.env._now, ttl, nx=True)
 
     def count_attempt(self, call_sid: str) -> int:
         """Fail-fast counter. fixed: attempts in a sliding window (one script); seed: INCR, and
         EXPIRE on the first — a fixed window from the first attempt."""
-        p, now = self.policy, self.env.now
+        p, now = self.policy, self.env._now
         if p.has("fail_fast_incr_then_expire"):
             key = f"ff:{call_sid}"
             n = self.keys.incr(key, now)
@@ -523,7 +556,7 @@ class Model:
         run.alive_since = None
         self.active_runs.pop(run.job_id, None)
         self.emit("job.stuck", "web", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
-        self.keys.delete(f"dedup:{run.call.call_sid}:{run.job_type}", self.env.now)
+        self.keys.delete(f"dedup:{run.call.call_sid}:{run.job_type}", self.env._now)
 
     def enqueue_api(self, call: Call) -> Generator:
         """POST .../recording/enqueue (001): reason → status by policy.enqueue_status."""
@@ -538,15 +571,16 @@ class Model:
     # ------------------------------------------------------------------ workers, scheduler, sweeper
 
     def worker(self, w: int) -> Generator:
-        name = f"worker-{w}"
+        name, queue, down = f"worker-{w}", self.queue, self.worker_down
+        items = queue.items
         while True:
             entry = None
             try:
-                while self.worker_down[w] or self.redis_paused:
+                while down[w] or self.redis_paused:
                     yield self.worker_wake[w]
-                entry = yield from self.queue.take()
-                if self.worker_down[w] or self.redis_paused:
-                    self.queue.push_front(entry)
+                entry = items.popleft() if items else (yield from queue.take())
+                if down[w] or self.redis_paused:
+                    queue.push_front(entry)
                     continue
                 self.busy += 1
                 try:
@@ -574,13 +608,13 @@ class Model:
 
     def scheduler(self) -> Generator:
         """RQ's scheduler: every tick, move due parked jobs onto the queue."""
-        tick, env = self.scenario.workers.scheduler_tick_s, self.env
+        tick, env, scheduled, timeout = self.scenario.workers.scheduler_tick_s, self.env, self.scheduled, self.env.timeout
         while True:
-            yield env.timeout(tick)
+            yield timeout(tick)
             if self.scheduler_down or self.redis_paused:
                 continue
-            while self.scheduled and self.scheduled[0][0] <= env.now:
-                _, _, entry, via = heapq.heappop(self.scheduled)
+            while scheduled and scheduled[0][0] <= env._now:
+                _, _, entry, via = heapq.heappop(scheduled)
                 run = entry.run
                 if run is not None and run.token == entry.token and run.status not in ("done", "failed"):
                     self.emit("job.enqueue", "scheduler", job_id=run.job_id, call_sid=run.call.call_sid,
@@ -599,7 +633,7 @@ class Model:
                 continue
             if self.orphans:
                 self.sweep_orphans()
-            now, alive = env.now, self.worker_alive()
+            now, alive = env._now, self.worker_alive()
             skip_waiting = alive and self.waiting_never_stuck_while_alive
             for run in list(self.active_runs.values()):
                 waiting = run.status in P.WAITING_RUN_STATUSES
@@ -624,7 +658,7 @@ class Model:
     def sweep_orphans(self) -> None:
         """jobs.requeue_orphan: a waiting run whose RQ job Redis lost is enqueued again once
         policy.run_orphaned says so (never with `orphan_runs_not_swept`)."""
-        p, now = self.policy, self.env.now
+        p, now = self.policy, self.env._now
         for job_id, (run, token) in list(self.orphans.items()):
             if run.token != token or run.status not in P.WAITING_RUN_STATUSES or job_id not in self.active_runs:
                 del self.orphans[job_id]  # re-queued since, or finished
@@ -640,7 +674,7 @@ class Model:
     def sampler(self) -> Generator:
         while True:
             up = sum(1 for d in self.worker_down if not d) if not self.redis_paused else 0
-            self.samples.append(Sample(self.env.now, len(self.queue), self.busy, up))
+            self.samples.append(Sample(self.env._now, len(self.queue), self.busy, up))
             yield self.env.timeout(SAMPLE_INTERVAL_S)
 
     # ------------------------------------------------------------------ the recording job
@@ -651,12 +685,12 @@ class Model:
         if run.status in ("done", "failed") or run.token != entry.token:
             return  # superseded (re-queued as stuck) or finished: the app's job does nothing
         self.worker_job[w] = run
-        yield env.timeout(self.scenario.workers.job_overhead_s)
-        call = run.call
-        run.status, run.started_at, run.heartbeat_at = "running", env.now, env.now
-        run.alive_since = env.now if self.beats else None
+        yield env.timeout(self.job_overhead_s)
+        call, now = run.call, env._now
+        run.status, run.started_at, run.heartbeat_at = "running", now, now
+        run.alive_since = now if self.beats else None
         self.emit("job.start", proc, job_id=run.job_id, call_sid=call.call_sid, attempt=run.retry_count + 1, worker=proc)
-        if env.now < call.calllog_at:
+        if now < call.calllog_at:
             self.not_ready(run, proc, "calllog")
             return
         if not self.take_slot(run, proc):
@@ -704,7 +738,7 @@ class Model:
                 self.active_runs.pop(run.job_id, None)  # RQ's failed registry; the row stays 'queued'
             return
         run.status = "retry_wait"
-        run.next_attempt_at = self.env.now + d.delay_s
+        run.next_attempt_at = self.env._now + d.delay_s
         self.push(run, d.delay_s, via="retry")
         self.emit("job.end", proc, job_id=run.job_id, call_sid=call.call_sid, outcome="retry")
 
@@ -716,14 +750,16 @@ class Model:
     def take_slot(self, run: Run, proc: str) -> bool:
         p = self.policy
         ok = self.acquire_slot(run)
-        if not ok and p.has("blocking_slot_loop"):
+        if not ok and self.blocking_slot_loop:
             return False  # handled in defer(): the before worker's 60 x 1 s loop
         self.emit("slot.acquire", proc, job_id=run.job_id, business_id=run.call.business_id, ok=ok)
         return ok
 
     def acquire_slot(self, run: Run) -> bool:
-        held = self.slots.setdefault(run.call.business_id, {})
-        now = self.env.now
+        held = self.slots.get(run.call.business_id)
+        if held is None:
+            held = self.slots[run.call.business_id] = {}
+        now = self.env._now
         for owner in [o for o, exp in held.items() if exp <= now]:
             del held[owner]
         if run.job_id in held or len(held) < self.policy.slots_per_business:
@@ -732,11 +768,12 @@ class Model:
         return False
 
     def release_slot(self, run: Run, proc: str) -> None:
-        freed = self.slots.get(run.call.business_id, {}).pop(run.job_id, None) is not None
+        held = self.slots.get(run.call.business_id)
+        freed = held is not None and held.pop(run.job_id, None) is not None
         self.emit("slot.release", proc, job_id=run.job_id, business_id=run.call.business_id, freed=freed)
 
     def claim_inflight(self, run: Run) -> bool:
-        sid, now = run.call.recording_sid, self.env.now
+        sid, now = run.call.recording_sid, self.env._now
         holder = self.inflight.get(sid)
         if holder is not None and holder[0] != run.job_id and holder[1] > now:
             return False
@@ -746,7 +783,7 @@ class Model:
     def claim_expiry(self) -> float:
         """A claim's TTL is refreshed by the heartbeat while its worker lives (never lapses);
         with no heartbeat it lapses policy.inflight_ttl after it was taken."""
-        return math.inf if self.beats else self.env.now + P.inflight_ttl(self.policy)
+        return math.inf if self.beats else self.env._now + P.inflight_ttl(self.policy)
 
     def release_inflight(self, run: Run) -> None:
         holder = self.inflight.get(run.call.recording_sid)
@@ -780,8 +817,8 @@ class Model:
                 return
         delay = P.slot_defer_delay(run.defer_count, p)
         run.defer_count += 1
-        run.status, run.next_attempt_at, run.alive_since = "queued", env.now + delay, None
-        run.created_at = env.now
+        run.status, run.next_attempt_at, run.alive_since = "queued", env._now + delay, None
+        run.created_at = env._now
         if p.has("slot_defer_sleeps"):
             self.emit("worker.sleep", proc, job_id=run.job_id, seconds=delay, reason="slot")
             yield env.timeout(delay)
@@ -794,7 +831,7 @@ class Model:
         """Fetch the recording once; True when the file is (now) complete."""
         p, env, call = self.policy, self.env, run.call
         sid = call.recording_sid
-        if not p.has("download_not_idempotent") and call.file_ready:
+        if self.download_idempotent and call.file_ready:
             self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
                       ok=True, skipped=True, bytes=0)
             return True
@@ -808,7 +845,7 @@ class Model:
                       ok=False, skipped=False, bytes=0)
             return False
         size = 960_000 if served == "audio" else 1_200
-        if not p.has("download_not_idempotent") and call.file_ready:
+        if self.download_idempotent and call.file_ready:
             # two racing downloads: the unique RecordingSid row says the other one completed first,
             # but the bytes were fetched twice (as in the app, skipped means nothing was fetched)
             self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
@@ -822,7 +859,7 @@ class Model:
     def lose_in_crash(self, run: Run, w: int) -> None:
         """A crashed worker's job: its heartbeat stops, its claims expire with their TTLs, and
         RQ re-runs it (same RQ id) when the worker comes back, if its retries are not spent."""
-        now, ttl = self.env.now, P.inflight_ttl(self.policy)
+        now, ttl = self.env._now, P.inflight_ttl(self.policy)
         last_beat = run.state(now, self.policy.heartbeat_interval_s).heartbeat_at
         run.heartbeat_at, run.alive_since = last_beat, None
         held = self.slots.get(run.call.business_id, {})
@@ -859,7 +896,7 @@ class Model:
                 if o.how == "crash" and self.worker_job[w] is not None:
                     self.worker_procs[w].interrupt("crash")
             if was_up and all(self.worker_down):
-                self.all_down_since = env.now
+                self.all_down_since = env._now
         elif o.target == "redis":
             self.redis_paused = True
             if o.how == "redis_restart":
@@ -913,14 +950,14 @@ class Model:
         c = self.scenario.clients
         if self.rng_clients.random() >= c.play_fraction:
             return
-        at = max(call.calllog_at, self.env.now + self.rng_clients.uniform(*c.play_delay_s))
-        self.env.process(self.open_recording(call, at - self.env.now))
+        at = max(call.calllog_at, self.env._now + self.rng_clients.uniform(*c.play_delay_s))
+        self.env.process(self.open_recording(call, at - self.env._now))
 
     def archive_plays(self) -> Generator:
         rate = self.scenario.clients.archive_plays_per_hour / 3600.0
         while True:
             yield self.env.timeout(self.rng_clients.expovariate(rate))
-            if self.env.now >= self.scenario.duration_s:
+            if self.env._now >= self.scenario.duration_s:
                 return
             call = self.archive[self.rng_clients.randrange(len(self.archive))]
             self.env.process(self.open_recording(call, 0.0))
@@ -980,7 +1017,7 @@ class Model:
         rate = b.requests_per_hour / 3600.0
         while True:
             yield self.env.timeout(self.rng_leads.expovariate(rate))
-            if self.env.now >= self.scenario.duration_s:
+            if self.env._now >= self.scenario.duration_s:
                 return
             business = 1 + self.rng_leads.randrange(self.scenario.businesses)
             if not self.leads[business]:
@@ -1013,7 +1050,7 @@ class Model:
             self.emit("lead_job.request", "web", business_id=business, job_id=existing.job_id, existing=True,
                       client=client)
             return
-        job = LeadJob(self.next_id(), business, sorted(self.leads[business]), self.env.now)
+        job = LeadJob(self.next_id(), business, sorted(self.leads[business]), self.env._now)
         self.lead_jobs[business].append(job)
         self.emit("lead_job.request", "web", business_id=business, job_id=job.job_id, existing=False, client=client)
         for lead in job.remaining:
@@ -1024,7 +1061,7 @@ class Model:
         return f"bulk_gate:lock:{business}:{LOCK_OP}"
 
     def release_lock(self, job: LeadJob, proc: str) -> None:
-        key, now = self.lock_key(job.business_id), self.env.now
+        key, now = self.lock_key(job.business_id), self.env._now
         holder = self.keys.get(key, now)
         if self.policy.has("lock_release_unowned") or holder == job.job_id:
             freed = self.keys.delete(key, now)
@@ -1034,7 +1071,7 @@ class Model:
                   holder=holder)
 
     def refresh_lock(self, job: LeadJob, proc: str) -> bool:
-        key, now, p = self.lock_key(job.business_id), self.env.now, self.policy
+        key, now, p = self.lock_key(job.business_id), self.env._now, self.policy
         ttl = P.lock_ttl(LOCK_OP, p)
         if p.has("lock_refresh_unowned"):
             ok = self.keys.expire(key, now, ttl)
@@ -1048,7 +1085,7 @@ class Model:
         _keep_lock). False: another job holds it now."""
         if self.refresh_lock(job, proc):
             return True
-        ok = self.keys.set(self.lock_key(job.business_id), job.job_id, self.env.now,
+        ok = self.keys.set(self.lock_key(job.business_id), job.job_id, self.env._now,
                            P.lock_ttl(LOCK_OP, self.policy), nx=True)
         self.emit("lock.acquire", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
         return ok
@@ -1069,17 +1106,17 @@ class Model:
         if job.started:
             ok = self.keep_lock(job, proc)
         else:
-            ok = self.keys.set(self.lock_key(job.business_id), job.job_id, env.now, P.lock_ttl(LOCK_OP, p), nx=True)
+            ok = self.keys.set(self.lock_key(job.business_id), job.job_id, env._now, P.lock_ttl(LOCK_OP, p), nx=True)
             self.emit("lock.acquire", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
         if not ok:
             self.end_lead_job(job, "failed", proc)  # seed 003: release runs on every failure
             return
-        job.status, job.started, job.heartbeat_at = "running", True, env.now
+        job.status, job.started, job.heartbeat_at = "running", True, env._now
         self.emit("lead_job.start", proc, business_id=job.business_id, job_id=job.job_id)
-        started, failures = env.now, 0
+        started, failures = env._now, 0
         leads = self.leads[job.business_id]
         while job.remaining:
-            job.heartbeat_at = env.now
+            job.heartbeat_at = env._now
             batch = P.batches(job.remaining, p)[0]
             yield env.timeout(self.rng_leads.uniform(*b.batch_s))
             if self.rng_leads.random() < b.batch_failure_rate:
@@ -1106,7 +1143,7 @@ class Model:
             if not job.remaining:
                 break
             yield env.timeout(p.bulk_throttle_s)
-            if P.bulk_should_pause(env.now - started, p):
+            if P.bulk_should_pause(env._now - started, p):
                 job.status = "paused"
                 self.emit("lead_job.pause", proc, business_id=job.business_id, job_id=job.job_id,
                           processed=job.processed)
@@ -1120,12 +1157,12 @@ class Model:
         p, env = self.policy, self.env
         while True:
             yield env.timeout(self.scenario.bulk_delete.resume_after_s)
-            lock_held = self.keys.get(self.lock_key(job.business_id), env.now) == job.job_id
-            d = P.bulk_resume_decision(job.status, env.now, job.heartbeat_at, job.queued_at, lock_held, p)
+            lock_held = self.keys.get(self.lock_key(job.business_id), env._now) == job.job_id
+            d = P.bulk_resume_decision(job.status, env._now, job.heartbeat_at, job.queued_at, lock_held, p)
             if d.kind == "finished":
                 return
             if d.kind == "resume":
-                job.status, job.queued_at = "queued", env.now
+                job.status, job.queued_at = "queued", env._now
                 self.queue.put(Entry(lead_job=job))
                 return
 
