@@ -89,7 +89,7 @@ def session_greenlet(fn, *args):
     whose think time ended in that same turn has already woken, started its next session and
     sent the first request when the kill lands. That session had a client.start and never an
     answer nor an end (live worker-crash on fixed: the storm profile ramps down from 20 users
-    to 5 at 2,400 s, the second crash; loops-terminate, unterminated-session, ~1 run in 5-15).
+    to 5 at 2,400 s, the second crash; loops-terminate, unterminated-session, 1 of 17 runs).
     Here the kill stops the user while the session runs on to its end, as a browser's would
     (tests/test_player_stop.py drives that interleaving with Locust's own stop)."""
     return gevent.spawn(fn, *args).get()

@@ -5,7 +5,7 @@ and gevent delivers that kill on a later turn of the loop. A user whose think ti
 same turn wakes first, starts its next session, sends its first request, and the kill lands in
 the middle of that request: the session has a client.start and never a request nor an end (live
 worker-crash on fixed, where the storm profile ramps down from 20 users to 5 at 2,400 s, just as
-the second crash begins: loops-terminate, unterminated-session, 1 run in 5).
+the second crash begins: loops-terminate, unterminated-session, in 1 of 17 runs measured).
 
 The test drives that interleaving exactly, with Locust's own `User.stop` against the real stack:
 a PlayerUser whose think time is 0 s (its wake-up is already queued when Locust looks at it) is
