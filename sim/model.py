@@ -241,6 +241,9 @@ class Model:
         self.download_idempotent = not has("download_not_idempotent")
         self.blocking_slot_loop = has("blocking_slot_loop")
         self.orphans_swept = not has("orphan_runs_not_swept")
+        self.dedup_set_before_enqueue = has("dedup_set_before_enqueue")
+        self.dedup_check_then_set = has("dedup_check_then_set")
+        self.enqueue_dedup_ttl_s = P.enqueue_dedup_ttl(self.policy)
         self.job_overhead_s = s.workers.job_overhead_s
         # The sweep asks policy.stuck_reason about every active run every 10 s; most are waiting
         # behind a backlog. Ask it once about a run waiting since the beginning of time: when
@@ -249,6 +252,12 @@ class Model:
         self.waiting_never_stuck_while_alive = all(
             P.stuck_reason(P.RunState(status, -math.inf, None, None, -math.inf), 0.0, self.policy, True) is None
             for status in P.WAITING_RUN_STATUSES)
+        # Likewise for a running run with a live worker: its heartbeat is less than one
+        # interval old (Run.state). Ask once about one started at the beginning of time whose
+        # last beat is a whole interval old: when even that one is not stuck, no live run is.
+        beat_s = self.policy.heartbeat_interval_s
+        self.live_run_never_stuck = self.beats and P.stuck_reason(
+            P.RunState("running", -math.inf, -math.inf, -beat_s, None), 0.0, self.policy, None) is None
 
     # ------------------------------------------------------------------ recording
 
@@ -407,7 +416,7 @@ class Model:
         return P.reported_enqueue_reason(reason, self.policy)
 
     def dedup_enqueue(self, call: Call, job_type: str, via: str, dedup: bool) -> Generator:
-        p, keys = self.policy, self.keys
+        keys = self.keys
         if not dedup:
             try:
                 yield from self.create_run(call, job_type, via)
@@ -415,12 +424,12 @@ class Model:
                 return "error"
             return "enqueued"
         key = f"dedup:{call.call_sid}:{job_type}"
-        ttl = P.enqueue_dedup_ttl(p)
+        ttl = self.enqueue_dedup_ttl_s
         if self.redis_gone and self.orphans_swept:
             return (yield from self.pending_run(call, job_type, via))
         if self.redis_paused:
             return "error"
-        if p.has("dedup_set_before_enqueue"):
+        if self.dedup_set_before_enqueue:
             if not keys.set(key, "enqueued", self.env._now, ttl, nx=True):
                 return "duplicate"
             try:
@@ -428,7 +437,7 @@ class Model:
             except EnqueueError:
                 return "error"
             return "enqueued"
-        if p.has("dedup_check_then_set"):
+        if self.dedup_check_then_set:
             if keys.exists(key, self.env._now):
                 return "duplicate"
             try:
@@ -634,10 +643,12 @@ class Model:
             if self.orphans:
                 self.sweep_orphans()
             now, alive = env._now, self.worker_alive()
-            skip_waiting = alive and self.waiting_never_stuck_while_alive
+            skip_waiting, skip_live = alive and self.waiting_never_stuck_while_alive, self.live_run_never_stuck
             for run in list(self.active_runs.values()):
                 waiting = run.status in P.WAITING_RUN_STATUSES
                 if waiting and skip_waiting:
+                    continue
+                if skip_live and run.alive_since is not None and run.status == "running":
                     continue
                 why = P.stuck_reason(run.state(now, p.heartbeat_interval_s), now, p, alive if waiting else None)
                 if why is None:
