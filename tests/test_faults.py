@@ -54,8 +54,7 @@ def test_a_twilio_window_changes_the_running_stand_in_and_puts_it_back(tmp_path)
         plan = plan_for(stack, s, tmp_path / "run")
         plan.start()
         during = wait_for(lambda: (c := stub_settings(stack))["error_rate"] == 0.7 and c)
-        assert during["latency_s"] == 12
-        assert time.time() - plan.load_start < 3.0  # before the window's end (300 policy s = 3 s)
+        assert during["latency_s"] == 12  # the window's two values together
         plan.outages_over.wait(10)
         after = stub_settings(stack)
         assert (after["error_rate"], after["latency_s"]) == (0.01, 4)
