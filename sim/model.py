@@ -20,7 +20,8 @@ is a policy.py function both call: `retry_as_int` fails only the enqueue API's e
 (policy.enqueue_retry_is_int); `enqueue_every_click` skips both the playback mark and the
 enqueue dedup (policy.playback_dedups).
 
-Processes record events into `Model.history`; they never print.
+Processes record events into `Model.history` through `Model.rec` (sim.records: one recorder per
+event kind, generated from the schema); they never print.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import simpy
 from harness.scenario import Outage, Scenario
 from reference_app import policy as P
 from sim.keys import KeyStore
+from sim.records import recorders
 
 REDIS_RTT_S = 0.001  # one Redis round trip: the gap inside a check-then-set
 DB_COMMIT_S = 0.01  # one database commit (create a run row, insert a job row)
@@ -233,7 +235,7 @@ class Model:
             odd: (shape_pieces(shape), shape_pieces(P.normalise_recording_url(shape, self.policy)))
             for odd, shape in ((False, RECORDING_URL), (True, ODD_RECORDING_URL))
         }
-        self.emit = self.make_emit()
+        self.rec = recorders(self.env, self.history)  # rec.<kind>(proc, **fields) records one event
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
         # Faults asked about on every job or request, read once (the Policy is frozen).
@@ -260,25 +262,6 @@ class Model:
             P.RunState("running", -math.inf, -math.inf, -beat_s, None), 0.0, self.policy, None) is None
 
     # ------------------------------------------------------------------ recording
-
-    def make_emit(self) -> Callable[..., None]:
-        """`emit(kind, proc, **fields)`: record one event, the record of
-        reference_app.events.event (same fields and rounding), built in the kwargs dict itself —
-        no copy — with the rounded time reused while the clock stands still. A closure over the
-        clock and the history (no attribute lookups per event). Kinds are checked against the
-        schema by the tests."""
-        env, append = self.env, self.history.append
-        t_raw, t = 0.0, 0.0
-
-        def emit(kind: str, proc: str, **fields: Any) -> None:
-            nonlocal t_raw, t
-            now = env._now
-            if now != t_raw:
-                t_raw, t = now, round(now, 6)
-            fields["t"], fields["kind"], fields["source"], fields["proc"] = t, kind, "sim", proc
-            append(fields)
-
-        return emit
 
     def next_id(self) -> str:
         self._ids += 1
@@ -378,12 +361,12 @@ class Model:
         """The recording status callback: record it and enqueue the full job (000). Handled
         in the arrival process itself: one webhook per call, nothing to race with — and
         nothing to wait for (create_run skips the commit wait for it), so it runs at once."""
-        self.emit("recording.created", "web", call_sid=call.call_sid, recording_sid=call.recording_sid,
+        self.rec.recording_created("web", call_sid=call.call_sid, recording_sid=call.recording_sid,
                   business_id=call.business_id, has_url=call.has_url)
         if not call.has_url:
             return
         reason = P.reported_enqueue_reason(at_once(self.dedup_enqueue(call, "full", "webhook", True)), self.policy)
-        self.emit("enqueue.result", "web", call_sid=call.call_sid, reason=reason, status=204 if reason != "error" else 500)
+        self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=204 if reason != "error" else 500)
 
     # ------------------------------------------------------------------ enqueue (001, 004)
 
@@ -406,7 +389,7 @@ class Model:
             raise EnqueueError("enqueue raised")
         self.active_runs[job_id] = run
         self.push(run)
-        self.emit("job.enqueue", "web", job_id=job_id, call_sid=call.call_sid, job_type=job_type, via=via)
+        self.rec.job_enqueue("web", job_id=job_id, call_sid=call.call_sid, job_type=job_type, via=via)
         return run
 
     def enqueue_recording(self, call: Call, job_type: str, via: str, dedup: bool = True) -> Generator:
@@ -510,14 +493,14 @@ class Model:
                 return 202, p.retry_after_s, False
         attempts = self.count_attempt(call.call_sid)
         if P.fail_fast_tripped(attempts, p):
-            self.emit("fail_fast.trip", "web", call_sid=call.call_sid, count=attempts)
+            self.rec.fail_fast_trip("web", call_sid=call.call_sid, count=attempts)
             return 500, None, False
         if d.kind == "no_worker":
             return 202, d.retry_after_s, False
         if stuck and P.fails_stuck_run("replacing", p):
             self.fail_stuck(run, d.reason)
         reason = yield from self.enqueue_recording(call, "download_only", "playback", dedup=dedup)
-        self.emit("enqueue.result", "web", call_sid=call.call_sid, reason=reason,
+        self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason,
                   status=202 if reason != "error" else 500)
         if reason == "error":
             return 500, None, False
@@ -564,7 +547,7 @@ class Model:
         run.status = "failed"
         run.alive_since = None
         self.active_runs.pop(run.job_id, None)
-        self.emit("job.stuck", "web", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
+        self.rec.job_stuck("web", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
         self.keys.delete(f"dedup:{run.call.call_sid}:{run.job_type}", self.env._now)
 
     def enqueue_api(self, call: Call) -> Generator:
@@ -575,7 +558,7 @@ class Model:
             reason = "cached"
         else:
             reason = yield from self.enqueue_recording(call, "download_only", "enqueue_api")
-        self.emit("enqueue.result", "web", call_sid=call.call_sid, reason=reason, status=P.enqueue_status(reason))
+        self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=P.enqueue_status(reason))
 
     # ------------------------------------------------------------------ workers, scheduler, sweeper
 
@@ -626,7 +609,7 @@ class Model:
                 _, _, entry, via = heapq.heappop(scheduled)
                 run = entry.run
                 if run is not None and run.token == entry.token and run.status not in ("done", "failed"):
-                    self.emit("job.enqueue", "scheduler", job_id=run.job_id, call_sid=run.call.call_sid,
+                    self.rec.job_enqueue("scheduler", job_id=run.job_id, call_sid=run.call.call_sid,
                               job_type=run.job_type, via=via)
                 if entry.lead_job is not None or (run is not None and run.token == entry.token):
                     self.queue.put(entry)
@@ -654,7 +637,7 @@ class Model:
                 if why is None:
                     continue
                 over = P.stuck_run_over_budget(run.retry_count, p)
-                self.emit("job.stuck", "sweeper", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
+                self.rec.job_stuck("sweeper", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
                 self.release_claims(run)
                 run.alive_since = None
                 if over:
@@ -663,7 +646,7 @@ class Model:
                     continue
                 run.status, run.retry_count, run.created_at, run.next_attempt_at = "queued", run.retry_count + 1, now, None
                 self.push(run)
-                self.emit("job.enqueue", "sweeper", job_id=run.job_id, call_sid=run.call.call_sid,
+                self.rec.job_enqueue("sweeper", job_id=run.job_id, call_sid=run.call.call_sid,
                           job_type=run.job_type, via="requeue")
 
     def sweep_orphans(self) -> None:
@@ -679,7 +662,7 @@ class Model:
             del self.orphans[job_id]
             run.status, run.created_at, run.next_attempt_at = "queued", now, None
             self.push(run)
-            self.emit("job.enqueue", "sweeper", job_id=run.job_id, call_sid=run.call.call_sid,
+            self.rec.job_enqueue("sweeper", job_id=run.job_id, call_sid=run.call.call_sid,
                       job_type=run.job_type, via="orphan")
 
     def sampler(self) -> Generator:
@@ -700,7 +683,7 @@ class Model:
         call, now = run.call, env._now
         run.status, run.started_at, run.heartbeat_at = "running", now, now
         run.alive_since = now if self.beats else None
-        self.emit("job.start", proc, job_id=run.job_id, call_sid=call.call_sid, attempt=run.retry_count + 1, worker=proc)
+        self.rec.job_start(proc, job_id=run.job_id, call_sid=call.call_sid, attempt=run.retry_count + 1, worker=proc)
         if now < call.calllog_at:
             self.not_ready(run, proc, "calllog")
             return
@@ -736,12 +719,12 @@ class Model:
         else:
             run.retry_count = d.attempt
         run.alive_since = None
-        self.emit("job.retry", proc, job_id=run.job_id, call_sid=call.call_sid, attempt=d.attempt, delay=d.delay_s,
+        self.rec.job_retry(proc, job_id=run.job_id, call_sid=call.call_sid, attempt=d.attempt, delay=d.delay_s,
                   phase=d.phase)
         if d.action == "raise":
             # seed: status 'queued', then raise; RQ's Retry(max=3) re-runs it at once, or gives up.
             run.status = "queued"
-            self.emit("job.end", proc, job_id=run.job_id, call_sid=call.call_sid, outcome="retry")
+            self.rec.job_end(proc, job_id=run.job_id, call_sid=call.call_sid, outcome="retry")
             if run.rq_retries_left > 0:
                 run.rq_retries_left -= 1
                 self.push(run)
@@ -751,19 +734,19 @@ class Model:
         run.status = "retry_wait"
         run.next_attempt_at = self.env._now + d.delay_s
         self.push(run, d.delay_s, via="retry")
-        self.emit("job.end", proc, job_id=run.job_id, call_sid=call.call_sid, outcome="retry")
+        self.rec.job_end(proc, job_id=run.job_id, call_sid=call.call_sid, outcome="retry")
 
     def finish(self, run: Run, status: str, proc: str) -> None:
         run.status, run.alive_since = status, None
         self.active_runs.pop(run.job_id, None)
-        self.emit("job.end", proc, job_id=run.job_id, call_sid=run.call.call_sid, outcome=status)
+        self.rec.job_end(proc, job_id=run.job_id, call_sid=run.call.call_sid, outcome=status)
 
     def take_slot(self, run: Run, proc: str) -> bool:
         p = self.policy
         ok = self.acquire_slot(run)
         if not ok and self.blocking_slot_loop:
             return False  # handled in defer(): the before worker's 60 x 1 s loop
-        self.emit("slot.acquire", proc, job_id=run.job_id, business_id=run.call.business_id, ok=ok)
+        self.rec.slot_acquire(proc, job_id=run.job_id, business_id=run.call.business_id, ok=ok)
         return ok
 
     def acquire_slot(self, run: Run) -> bool:
@@ -781,7 +764,7 @@ class Model:
     def release_slot(self, run: Run, proc: str) -> None:
         held = self.slots.get(run.call.business_id)
         freed = held is not None and held.pop(run.job_id, None) is not None
-        self.emit("slot.release", proc, job_id=run.job_id, business_id=run.call.business_id, freed=freed)
+        self.rec.slot_release(proc, job_id=run.job_id, business_id=run.call.business_id, freed=freed)
 
     def claim_inflight(self, run: Run) -> bool:
         sid, now = run.call.recording_sid, self.env._now
@@ -812,12 +795,12 @@ class Model:
         if p.has("blocking_slot_loop"):
             ok = False
             for _ in range(int(p.before_slot_wait_s)):
-                self.emit("worker.sleep", proc, job_id=run.job_id, seconds=1.0, reason="slot")
+                self.rec.worker_sleep(proc, job_id=run.job_id, seconds=1.0, reason="slot")
                 yield env.timeout(1.0)
                 ok = self.acquire_slot(run)
                 if ok:
                     break
-            self.emit("slot.acquire", proc, job_id=run.job_id, business_id=call.business_id, ok=ok)
+            self.rec.slot_acquire(proc, job_id=run.job_id, business_id=call.business_id, ok=ok)
             if ok:
                 downloaded = yield from self.download(run, proc)
                 self.release_slot(run, proc)
@@ -831,39 +814,39 @@ class Model:
         run.status, run.next_attempt_at, run.alive_since = "queued", env._now + delay, None
         run.created_at = env._now
         if p.has("slot_defer_sleeps"):
-            self.emit("worker.sleep", proc, job_id=run.job_id, seconds=delay, reason="slot")
+            self.rec.worker_sleep(proc, job_id=run.job_id, seconds=delay, reason="slot")
             yield env.timeout(delay)
             self.push(run)
         else:
             self.push(run, delay, via="defer")
-        self.emit("job.end", proc, job_id=run.job_id, call_sid=call.call_sid, outcome="deferred")
+        self.rec.job_end(proc, job_id=run.job_id, call_sid=call.call_sid, outcome="deferred")
 
     def download(self, run: Run, proc: str) -> Generator:
         """Fetch the recording once; True when the file is (now) complete."""
         p, env, call = self.policy, self.env, run.call
         sid = call.recording_sid
         if self.download_idempotent and call.file_ready:
-            self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
                       ok=True, skipped=True, bytes=0)
             return True
-        self.emit("download.start", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid)
+        self.rec.download_start(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid)
         served = call.served
         fails = self.fetch_fails()
         took = call.download_s if self.twilio is self.scenario.twilio else self.download_time(self.twilio)
         yield env.timeout(took if not fails and served != "missing" else min(took, 5.0))
         if fails or served == "missing":
-            self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
                       ok=False, skipped=False, bytes=0)
             return False
         size = 960_000 if served == "audio" else 1_200
         if self.download_idempotent and call.file_ready:
             # two racing downloads: the unique RecordingSid row says the other one completed first,
             # but the bytes were fetched twice (as in the app, skipped means nothing was fetched)
-            self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
                       ok=True, skipped=False, bytes=size)
             return True
         call.file_ready, call.audio_ok = True, served == "audio"
-        self.emit("download.end", proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+        self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
                   ok=True, skipped=False, bytes=size)
         return True
 
@@ -885,11 +868,11 @@ class Model:
         for run, token in self.crashed:
             if run.token != token or run.status not in ("running",):
                 continue  # the sweeper already re-queued or failed it
-            self.emit("job.end", "rq", job_id=run.job_id, call_sid=run.call.call_sid, outcome="crashed")
+            self.rec.job_end("rq", job_id=run.job_id, call_sid=run.call.call_sid, outcome="crashed")
             if run.rq_retries_left > 0:
                 run.rq_retries_left -= 1
                 self.queue.put(Entry(run=run, token=token))
-                self.emit("job.enqueue", "rq", job_id=run.job_id, call_sid=run.call.call_sid,
+                self.rec.job_enqueue("rq", job_id=run.job_id, call_sid=run.call.call_sid,
                           job_type=run.job_type, via="requeue")
         self.crashed = []
 
@@ -899,7 +882,7 @@ class Model:
         env = self.env
         yield env.timeout(o.at_s)
         targets = list(range(o.workers or self.scenario.workers.count))
-        self.emit("outage.start", "env", target=o.target, how=o.how)
+        self.rec.outage_start("env", target=o.target, how=o.how)
         if o.target == "workers":
             was_up = not all(self.worker_down)
             for w in targets:
@@ -930,7 +913,7 @@ class Model:
         else:
             self.scheduler_down = False
         self.wake_workers()
-        self.emit("outage.end", "env", target=o.target, how=o.how)
+        self.rec.outage_end("env", target=o.target, how=o.how)
         if o.how == "crash":
             # RQ notices the dead worker's abandoned jobs a little after the restart
             yield env.timeout(self.scenario.workers.crash_detect_s)
@@ -1005,19 +988,19 @@ class Model:
     def player(self, call: Call, client: str, session: int, role: str) -> Generator:
         """Seed 002's AudioPlayer: retry on 202 with backoff (policy.player_*), stop otherwise."""
         p, env, cs = self.policy, self.env, call.call_sid
-        self.emit("client.start", client, client=client, session=session, call_sid=cs, role=role)
+        self.rec.client_start(client, client=client, session=session, call_sid=cs, role=role)
         retries, n = 0, 0
         while True:
             status, retry_after, audio_ok = yield from self.playback(call)
             n += 1
-            self.emit("client.request", client, client=client, session=session, call_sid=cs, status=status,
+            self.rec.client_request(client, client=client, session=session, call_sid=cs, status=status,
                       retry_after=retry_after, n=n, audio_ok=audio_ok)
             if not P.player_should_retry(status, retries, p):
                 break
             delay = P.player_delay(retries, retry_after, p)
             retries += 1
             yield env.timeout(delay)
-        self.emit("client.end", client, client=client, session=session, call_sid=cs,
+        self.rec.client_end(client, client=client, session=session, call_sid=cs,
                   outcome=P.player_outcome(status), requests=n)
         return status
 
@@ -1058,14 +1041,14 @@ class Model:
             if existing is None and mode == "check_then_insert":
                 yield self.env.timeout(DB_COMMIT_S)
         if existing is not None:
-            self.emit("lead_job.request", "web", business_id=business, job_id=existing.job_id, existing=True,
+            self.rec.lead_job_request("web", business_id=business, job_id=existing.job_id, existing=True,
                       client=client)
             return
         job = LeadJob(self.next_id(), business, sorted(self.leads[business]), self.env._now)
         self.lead_jobs[business].append(job)
-        self.emit("lead_job.request", "web", business_id=business, job_id=job.job_id, existing=False, client=client)
+        self.rec.lead_job_request("web", business_id=business, job_id=job.job_id, existing=False, client=client)
         for lead in job.remaining:
-            self.emit("lead.requested", "web", business_id=business, lead_id=lead, job_id=job.job_id)
+            self.rec.lead_requested("web", business_id=business, lead_id=lead, job_id=job.job_id)
         self.queue.put(Entry(lead_job=job))
 
     def lock_key(self, business: int) -> str:
@@ -1078,7 +1061,7 @@ class Model:
             freed = self.keys.delete(key, now)
         else:
             freed = False
-        self.emit("lock.release", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, freed=freed,
+        self.rec.lock_release(proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, freed=freed,
                   holder=holder)
 
     def refresh_lock(self, job: LeadJob, proc: str) -> bool:
@@ -1088,7 +1071,7 @@ class Model:
             ok = self.keys.expire(key, now, ttl)
         else:
             ok = self.keys.get(key, now) == job.job_id and self.keys.expire(key, now, ttl)
-        self.emit("lock.refresh", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
+        self.rec.lock_refresh(proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
         return ok
 
     def keep_lock(self, job: LeadJob, proc: str) -> bool:
@@ -1098,13 +1081,13 @@ class Model:
             return True
         ok = self.keys.set(self.lock_key(job.business_id), job.job_id, self.env._now,
                            P.lock_ttl(LOCK_OP, self.policy), nx=True)
-        self.emit("lock.acquire", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
+        self.rec.lock_acquire(proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
         return ok
 
     def end_lead_job(self, job: LeadJob, status: str, proc: str) -> None:
         job.status = status
         self.release_lock(job, proc)
-        self.emit("lead_job.end", proc, business_id=job.business_id, job_id=job.job_id, status=status,
+        self.rec.lead_job_end(proc, business_id=job.business_id, job_id=job.job_id, status=status,
                   processed=job.processed)
 
     def lead_job(self, job: LeadJob, proc: str) -> Generator:
@@ -1118,12 +1101,12 @@ class Model:
             ok = self.keep_lock(job, proc)
         else:
             ok = self.keys.set(self.lock_key(job.business_id), job.job_id, env._now, P.lock_ttl(LOCK_OP, p), nx=True)
-            self.emit("lock.acquire", proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
+            self.rec.lock_acquire(proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
         if not ok:
             self.end_lead_job(job, "failed", proc)  # seed 003: release runs on every failure
             return
         job.status, job.started, job.heartbeat_at = "running", True, env._now
-        self.emit("lead_job.start", proc, business_id=job.business_id, job_id=job.job_id)
+        self.rec.lead_job_start(proc, business_id=job.business_id, job_id=job.job_id)
         started, failures = env._now, 0
         leads = self.leads[job.business_id]
         while job.remaining:
@@ -1145,7 +1128,7 @@ class Model:
             failures = 0
             for lead in present:
                 leads.discard(lead)
-                self.emit("lead.delete", proc, business_id=job.business_id, lead_id=lead, job_id=job.job_id)
+                self.rec.lead_delete(proc, business_id=job.business_id, lead_id=lead, job_id=job.job_id)
             job.processed += len(batch)
             job.remaining = job.remaining[len(batch):]
             if not self.keep_lock(job, proc):
@@ -1156,7 +1139,7 @@ class Model:
             yield env.timeout(p.bulk_throttle_s)
             if P.bulk_should_pause(env._now - started, p):
                 job.status = "paused"
-                self.emit("lead_job.pause", proc, business_id=job.business_id, job_id=job.job_id,
+                self.rec.lead_job_pause(proc, business_id=job.business_id, job_id=job.job_id,
                           processed=job.processed)
                 env.process(self.resume_later(job))
                 return

@@ -1,0 +1,57 @@
+"""sim.records: the model's per-kind recorders build exactly reference_app.events.event's record."""
+from __future__ import annotations
+
+import pytest
+import simpy
+
+from reference_app import events
+from sim.records import recorder_name, recorders
+
+
+def sample_fields(kind: str) -> dict:
+    return {f: f"{f}-value" for f in events.EVENT_FIELDS[kind]}
+
+
+def test_every_kind_records_what_events_event_builds_at_the_rounded_clock():
+    env = simpy.Environment()
+    history: list[dict] = []
+    rec = recorders(env, history)
+    env.run(until=12.34567891)
+    for kind in events.EVENT_FIELDS:
+        getattr(rec, recorder_name(kind))("worker-0", **sample_fields(kind))
+    assert len(history) == len(events.EVENT_FIELDS)
+    for record, kind in zip(history, events.EVENT_FIELDS):
+        assert record == events.event(kind, env.now, "sim", "worker-0", **sample_fields(kind))
+        assert events.dumps(record) == events.dumps(events.event(kind, env.now, "sim", "worker-0", **sample_fields(kind)))
+
+
+def test_records_keep_the_model_key_order_fields_first():
+    env = simpy.Environment()
+    history: list[dict] = []
+    recorders(env, history).job_start("worker-1", job_id="7", call_sid="CA7", attempt=1, worker="worker-1")
+    assert list(history[0]) == ["job_id", "call_sid", "attempt", "worker", "t", "kind", "source", "proc"]
+    assert history[0]["t"] == 0.0 and isinstance(history[0]["t"], float)
+
+
+def test_the_clock_is_read_at_each_record_not_cached_across_time():
+    env = simpy.Environment()
+    history: list[dict] = []
+    rec = recorders(env, history)
+
+    def proc():
+        rec.outage_start("env", target="workers", how="stop")
+        yield env.timeout(1.0000004)
+        rec.outage_end("env", target="workers", how="stop")
+
+    env.process(proc())
+    env.run()
+    assert [r["t"] for r in history] == [0.0, 1.0]
+    assert [r["kind"] for r in history] == ["outage.start", "outage.end"]
+
+
+def test_a_missing_or_unknown_field_is_refused():
+    rec = recorders(simpy.Environment(), [])
+    with pytest.raises(TypeError):
+        rec.job_end("worker-0", job_id="1", call_sid="CA1")  # outcome missing
+    with pytest.raises(TypeError):
+        rec.job_end("worker-0", job_id="1", call_sid="CA1", outcome="done", extra=1)
