@@ -7,12 +7,19 @@
    on one core). The model is single-threaded; the CPU time is printed beside the wall time
    because on a shared machine the two differ.
 
-Run:  python benchmarks/bench_sim.py [--day-hours 24] [--repeat 3]
-Import: `bare_timeout_loop()`, `run_model(hours)` (the day figures), `speed_ratio(repeat)`.
+With --floor, also what the model cannot go below: a loop doing as many SimPy timeouts as the
+1 h run has SimPy events and appending as many 8-key event dicts as it records, no model logic,
+as a ratio to the same bare loop — the ceiling of the events/s ratio for a model with that many
+SimPy events.
+
+Run:  python benchmarks/bench_sim.py [--day-hours 24] [--repeat 3] [--floor]
+Import: `bare_timeout_loop()`, `run_model(hours)` (the day figures), `speed_ratio(repeat)`,
+`floor_rate(timeouts, records)`.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from dataclasses import dataclass
 
@@ -34,6 +41,38 @@ def bare_timeout_loop(n: int = 1_000_000) -> float:
     start = time.perf_counter()
     env.run()
     return n / (time.perf_counter() - start)
+
+
+def floor_rate(timeouts: int, records: int) -> float:
+    """Records per wall second of a SimPy process that yields `timeouts` timeouts and, spread
+    evenly between them, appends `records` event dicts of 8 keys (a job.start's) to a list:
+    the model's unavoidable SimPy and record work with none of its logic. The garbage collector
+    is paused, as simulate_model pauses it."""
+    env = simpy.Environment()
+    history: list[dict] = []
+    append, per = history.append, records / timeouts
+
+    def loop():
+        owed = 0.0
+        for _ in range(timeouts):
+            yield env.timeout(1.0)
+            owed += per
+            while owed >= 1.0:
+                owed -= 1.0
+                fields = dict(job_id="12", call_sid="CA000012", attempt=1, worker="worker-1")
+                fields["t"], fields["kind"], fields["source"], fields["proc"] = env.now, "job.start", "sim", "worker-1"
+                append(fields)
+
+    env.process(loop())
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        env.run()
+        return len(history) / (time.perf_counter() - start)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def day_scenario(hours: float):
@@ -86,12 +125,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--day-hours", type=float, default=24.0, help="simulated hours of the 'day' run")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions of the short ratio runs (best kept)")
+    ap.add_argument("--floor", action="store_true", help="also the ratio of SimPy timeouts + record dicts alone")
     args = ap.parse_args()
     r = speed_ratio(args.repeat)
     print(f"bare SimPy timeout loop: {r['bare_timeouts_per_s']:,.0f} timeouts/s")
     print(f"model (1 h at 10,000 calls/h): {r['model_events_per_s']:,.0f} history events/s, "
           f"{r['model_simpy_events_per_s']:,.0f} SimPy events/s")
     print(f"ratio: {r['ratio']:.2f} history events (goal >= 0.5); {r['simpy_ratio']:.2f} SimPy events")
+    if args.floor:
+        one = run_model(1.0)
+        floor = max(floor_rate(one.simpy_events, one.history_events) for _ in range(args.repeat))
+        print(f"floor ({one.simpy_events:,} SimPy events as timeouts + {one.history_events:,} record dicts, no model logic): "
+              f"{floor:,.0f} records/s, ratio {floor / r['bare_timeouts_per_s']:.2f} (the events/s ratio's ceiling)")
     day = run_model(args.day_hours)
     print(f"one simulated day ({args.day_hours:g} h at 10,000 calls/h, players): {day.wall_s:.1f} s wall, "
           f"{day.cpu_s:.1f} s CPU, {day.history_events:,} events (goal <= 20 s)")
