@@ -32,8 +32,10 @@ class KeyStore:
 
     def set(self, key: str, value: Any, now: float, ttl_s: float | None = None, nx: bool = False) -> bool:
         """SET [NX] [PX]: False (and nothing written) when nx and the key exists."""
-        if nx and self.exists(key, now):
-            return False
+        if nx:
+            held = self._data.get(key)
+            if held is not None and held[1] > now:  # exists (an expired key is overwritten below)
+                return False
         self._data[key] = (value, now + ttl_s if ttl_s is not None else math.inf)
         return True
 

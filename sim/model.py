@@ -59,16 +59,6 @@ def shape_pieces(shape: str) -> tuple[str, ...]:
     return pieces
 
 
-def at_once(steps: Generator) -> Any:
-    """The return value of a process step that never waits (the webhook's enqueue), run
-    without a process: AssertionError if it does try to wait."""
-    try:
-        steps.send(None)
-    except StopIteration as done:
-        return done.value
-    raise AssertionError("a step run at once tried to wait")
-
-
 class EnqueueError(Exception):
     """The enqueue raised (Redis paused, or retry=3 passed as an int)."""
 
@@ -246,6 +236,7 @@ class Model:
         self.dedup_set_before_enqueue = has("dedup_set_before_enqueue")
         self.dedup_check_then_set = has("dedup_check_then_set")
         self.enqueue_dedup_ttl_s = P.enqueue_dedup_ttl(self.policy)
+        self.retry_is_int: dict[str, bool] = {}
         self.job_overhead_s = s.workers.job_overhead_s
         # The sweep asks policy.stuck_reason about every active run every 10 s; most are waiting
         # behind a backlog. Ask it once about a run waiting since the beginning of time: when
@@ -355,17 +346,17 @@ class Model:
                 return
             call = new_call()
             maybe_play(call)
-            webhook(call)
+            yield from webhook(call)
 
-    def webhook(self, call: Call) -> None:
+    def webhook(self, call: Call) -> Generator:
         """The recording status callback: record it and enqueue the full job (000). Handled
-        in the arrival process itself: one webhook per call, nothing to race with — and
-        nothing to wait for (create_run skips the commit wait for it), so it runs at once."""
+        in the arrival process itself: one webhook per call, nothing to race with (create_run
+        skips the commit wait for it)."""
         self.rec.recording_created("web", call_sid=call.call_sid, recording_sid=call.recording_sid,
                   business_id=call.business_id, has_url=call.has_url)
         if not call.has_url:
             return
-        reason = P.reported_enqueue_reason(at_once(self.dedup_enqueue(call, "full", "webhook", True)), self.policy)
+        reason = P.reported_enqueue_reason((yield from self.dedup_enqueue(call, "full", "webhook", True)), self.policy)
         self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=204 if reason != "error" else 500)
 
     # ------------------------------------------------------------------ enqueue (001, 004)
@@ -384,7 +375,10 @@ class Model:
             self.active_runs[job_id] = run  # the row is the record; the sweeper enqueues it
             self.orphans[job_id] = (run, run.token)
             return run
-        if self.redis_paused or P.enqueue_retry_is_int(via, self.policy):
+        retry_is_int = self.retry_is_int.get(via)
+        if retry_is_int is None:  # policy.enqueue_retry_is_int, asked once per path
+            retry_is_int = self.retry_is_int[via] = P.enqueue_retry_is_int(via, self.policy)
+        if self.redis_paused or retry_is_int:
             run.status = "failed"
             raise EnqueueError("enqueue raised")
         self.active_runs[job_id] = run
