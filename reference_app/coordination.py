@@ -46,6 +46,7 @@ INFLIGHT_KEY = "loopfix:inflight:{recording_sid}"
 LOCK_KEY = "loopfix:bulk_gate:lock:{business_id}:{operation}"
 DELAYED_KEY = "loopfix:delayed:{queue}"
 WORKERS_ALIVE_KEY = "loopfix:workers:alive"
+ABSENT_KEY = "loopfix:absent:{job_id}"
 
 T = TypeVar("T")
 
@@ -148,6 +149,25 @@ if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) en
 return redis.call('ZCARD', KEYS[1])
 """
 
+# RQ's status of a job, and when it started; a job RQ still calls 'queued' that no queue list
+# holds is 'dequeued': a worker popped it and has not started it (a fork away) — or died
+# first, and then nothing will ever run it. KEYS[2] remembers since when it was seen so
+# (client wall seconds, ARGV[2]) while the sightings go on; any other answer forgets it.
+# LPOS is O(queue length); the sweep asks only about waiting runs.
+_JOB_STATUS = """
+local h = redis.call('HMGET', KEYS[1], 'status', 'started_at', 'origin')
+if h[1] == 'queued' and h[3] then
+  local queue = 'rq:queue:' .. h[3]
+  if not redis.call('LPOS', queue, ARGV[1]) and not redis.call('LPOS', queue .. ':intermediate', ARGV[1]) then
+    redis.call('SET', KEYS[2], ARGV[2], 'NX')
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+    return {'dequeued', redis.call('GET', KEYS[2])}
+  end
+end
+redis.call('DEL', KEYS[2])
+return {h[1], h[2]}
+"""
+
 
 @dataclass(frozen=True)
 class PlaybackGate:
@@ -173,6 +193,7 @@ class Coordinator:
         self._slot_refresh = conn.register_script(_SLOT_REFRESH)
         self._mark_queued = conn.register_script(_MARK_QUEUED)
         self._playback_gate = conn.register_script(_PLAYBACK_GATE)
+        self._job_status = conn.register_script(_JOB_STATUS)
         self._alive_until = 0.0  # time.monotonic() until which a worker is known alive (LIVENESS_TRUST_S)
 
     # ----------------------------------------------------------------- enqueue dedup (001, 004)
@@ -314,11 +335,17 @@ class Coordinator:
 
     def job_status(self, job_id: str | None) -> tuple[str | None, float | None]:
         """RQ's status of job `job_id` ('queued', 'started', ...) and when it started (wall epoch
-        seconds, None if not yet); (None, None) when Redis has no such job."""
+        seconds, None if not yet); (None, None) when Redis has no such job. 'dequeued' (not an
+        RQ status): RQ says queued but no queue holds it, seen so since the time given — a
+        worker took it and died before starting it, if that lasts (policy.run_orphaned)."""
         if not job_id:
             return None, None
-        status, started = (_text(v) for v in self.r.hmget(Job.key_for(job_id), ["status", "started_at"]))
-        return status, (utcparse(started).replace(tzinfo=timezone.utc).timestamp() if started else None)
+        keep_ms = self.p.wall_ms(4 * self.p.heartbeat_timeout_s)
+        status, since = (_text(v) for v in self._job_status(
+            keys=[Job.key_for(job_id), ABSENT_KEY.format(job_id=job_id)], args=[job_id, repr(time.time()), keep_ms]))
+        if status == "dequeued":
+            return status, float(since)
+        return status, (utcparse(since).replace(tzinfo=timezone.utc).timestamp() if since else None)
 
     def slots_in_use(self, business_id: int) -> int:
         key = SLOTS_KEY.format(business_id=business_id)

@@ -257,21 +257,26 @@ class Heartbeat:
 
 
 HANG_BEFORE_RUN_START = "recording_hang_before_start"
+HANG_AFTER_DEQUEUE = "worker_hang_after_dequeue"
 
 
-def hang_once_before_run_start(svc: Services) -> None:
-    """Fault injection (LOOPFIX_CRASH_POINTS names HANG_BEFORE_RUN_START): the first job to get
-    here hangs for good after RQ started it and before its run began, so a test can kill the
-    work horse — or the whole worker — at exactly that moment. Once per data directory (a
-    marker file), so the job's re-run proceeds."""
-    if HANG_BEFORE_RUN_START not in os.environ.get("LOOPFIX_CRASH_POINTS", "").split(","):
+def hang_once(svc: Services, point: str) -> None:
+    """Fault injection (LOOPFIX_CRASH_POINTS names `point`): the first process to get here
+    hangs for good, so a test can kill it at exactly that moment. Once per data directory (a
+    marker file named `point`), so the job's next run proceeds."""
+    if point not in os.environ.get("LOOPFIX_CRASH_POINTS", "").split(","):
         return
     svc.config.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        os.close(os.open(svc.config.data_dir / HANG_BEFORE_RUN_START, os.O_CREAT | os.O_EXCL))
+        os.close(os.open(svc.config.data_dir / point, os.O_CREAT | os.O_EXCL))
     except FileExistsError:
         return
     threading.Event().wait()
+
+
+def hang_once_before_run_start(svc: Services) -> None:
+    """HANG_BEFORE_RUN_START: after RQ started the job, before its run began."""
+    hang_once(svc, HANG_BEFORE_RUN_START)
 
 
 def api_slot_owner(run_id: int) -> str:

@@ -511,12 +511,14 @@ def run_orphaned(run: RunState, job_status: str | None, now: float, p: Policy,
     """True when waiting `run` has no RQ job that will ever run it: Redis lost the job (restarted
     empty, or the enqueue never reached it; `job_status` None), the job ended without running
     it, or it was started (at `job_started_at`) a heartbeat timeout ago and the run never began
-    (its worker died at that moment, e.g. RQ quitting on a Redis restart). Judged only a
+    (its worker died at that moment, e.g. RQ quitting on a Redis restart), or it has been
+    'dequeued' — in no queue, not started — since `job_started_at`, a heartbeat timeout ago (a
+    worker popped it and was killed before its work horse started it). Judged only a
     heartbeat timeout after the run became due, so a job being enqueued right now is not taken
     for lost. Fault `orphan_runs_not_swept`: never (the seeds trusted Redis)."""
     if p.has("orphan_runs_not_swept") or run.status not in WAITING_RUN_STATUSES:
         return False
-    if job_status == "started":
+    if job_status in ("started", "dequeued"):
         return job_started_at is not None and now - job_started_at > p.heartbeat_timeout_s
     if job_status in LIVE_JOB_STATUSES:
         return False

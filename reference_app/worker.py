@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 
@@ -15,7 +16,7 @@ import redis
 from rq import SimpleWorker, Worker
 
 from reference_app.coordination import promote_due
-from reference_app.jobs import JOB_FUNC, cleanup_stuck_recording_jobs
+from reference_app.jobs import HANG_AFTER_DEQUEUE, JOB_FUNC, cleanup_stuck_recording_jobs, hang_once
 from reference_app.models import RecordingRun
 from reference_app.services import QUEUES, Services, set_services
 
@@ -62,6 +63,18 @@ class Ticker(threading.Thread):
                                       job_type=run.job_type, via="retry" if run.status == "retry_wait" else "defer")
 
 
+def hanging_after_dequeue(worker_class: type[Worker], svc: Services) -> type[Worker]:
+    """Crash point HANG_AFTER_DEQUEUE: the worker hangs once after it popped a job off the queue
+    and before a work horse started it — RQ still calls the job queued, no queue holds it."""
+
+    class HangAfterDequeue(worker_class):
+        def execute_job(self, job, queue):
+            hang_once(svc, HANG_AFTER_DEQUEUE)
+            super().execute_job(job, queue)
+
+    return HangAfterDequeue
+
+
 def run_worker(svc: Services, *, burst: bool = False, simple: bool = False, name: str | None = None) -> None:
     set_services(svc)
     # Build the lazy services before the ticker thread starts: cached_property holds a lock
@@ -71,6 +84,8 @@ def run_worker(svc: Services, *, burst: bool = False, simple: bool = False, name
     ticker = Ticker(svc)
     ticker.start()
     worker_class = SimpleWorker if simple else Worker
+    if HANG_AFTER_DEQUEUE in os.environ.get("LOOPFIX_CRASH_POINTS", "").split(","):
+        worker_class = hanging_after_dequeue(worker_class, svc)
     try:
         for round_ in itertools.count():
             # RQ's worker quits on a Redis error outside its dequeue loop (a restart mid-job):

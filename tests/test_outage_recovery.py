@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from harness.invariants import check_nothing_lost
 from loadtests.stack import children
-from reference_app.jobs import HANG_BEFORE_RUN_START
+from reference_app.jobs import HANG_AFTER_DEQUEUE, HANG_BEFORE_RUN_START
 from reference_app.models import RecordingRun
 from tests.conftest import add_business, auth, read_events, sid
 from tests.test_crash import downloaded
@@ -111,25 +111,31 @@ def test_a_stuck_run_found_as_fail_fast_trips_is_still_fetched_once_workers_retu
 # ----------------------------------------------------------------------------- crash before the run starts
 
 
-@pytest.mark.parametrize("kill, faults, fetched", [
-    ("horse", "", True),
-    ("worker", "", True),
-    ("worker", "orphan_runs_not_swept", False),
+@pytest.mark.parametrize("crash_point, kill, faults, fetched", [
+    (HANG_BEFORE_RUN_START, "horse", "", True),
+    (HANG_BEFORE_RUN_START, "worker", "", True),
+    (HANG_BEFORE_RUN_START, "worker", "orphan_runs_not_swept", False),
+    (HANG_AFTER_DEQUEUE, "worker", "", True),
+    (HANG_AFTER_DEQUEUE, "worker", "orphan_runs_not_swept", False),
 ])
 def test_a_worker_killed_between_dequeue_and_run_start_leaves_no_run_queued_for_good(
-        stack_factory, make_config, kill, faults, fetched):
-    """The job hangs after RQ marked it started and before its run began (a crash point), and
-    the work horse alone — or the whole worker — is SIGKILLed there. horse: RQ sees its horse
-    die and re-runs the job. worker: a replacement worker's sweep finds the run queued behind
-    a job RQ started a heartbeat timeout ago and re-enqueues it; without that sweep
+        stack_factory, make_config, crash_point, kill, faults, fetched):
+    """The worker hangs at a crash point and the work horse alone — or the whole worker — is
+    SIGKILLed there: after RQ marked the job started and before its run began
+    (HANG_BEFORE_RUN_START), or after the worker popped the job off the queue and before a work
+    horse started it (HANG_AFTER_DEQUEUE: RQ still calls it queued, no queue holds it — live
+    worker-crash runs lost recordings this way). horse: RQ sees its horse die and re-runs the
+    job. worker: a replacement worker's sweep finds the run queued behind a job that was
+    started, or seen dequeued, a heartbeat timeout ago and re-enqueues it; without that sweep
     (`orphan_runs_not_swept`) the run stays queued and the recording is never fetched."""
     stack, svc = start(stack_factory, make_config, workers=0, time_scale=0.01, faults=faults)
     p = svc.policy
-    first = stack.start_worker(extra_env={"LOOPFIX_CRASH_POINTS": HANG_BEFORE_RUN_START})
+    first = stack.start_worker(extra_env={"LOOPFIX_CRASH_POINTS": crash_point})
     b, call, rec = webhook_recording(stack, svc)
     job_id = the_run(svc, call).rq_job_id
-    wait_for(lambda: (svc.config.data_dir / HANG_BEFORE_RUN_START).exists()
-             and svc.coord.job_status(job_id)[0] == "started", 60, "the job to hang before its run starts")
+    hung_status = "started" if crash_point == HANG_BEFORE_RUN_START else "dequeued"
+    wait_for(lambda: (svc.config.data_dir / crash_point).exists()
+             and svc.coord.job_status(job_id)[0] == hung_status, 60, f"the job to hang {hung_status}")
     assert the_run(svc, call).status == "queued"
     if kill == "horse":
         horses = children(first.pid)
@@ -146,7 +152,7 @@ def test_a_worker_killed_between_dequeue_and_run_start_leaves_no_run_queued_for_
     else:
         # the fixed sweep re-enqueues a heartbeat timeout after the job started; give it ten
         time.sleep(p.wall(10 * p.heartbeat_timeout_s))
-        assert the_run(svc, call).status == "queued" and svc.coord.job_status(job_id)[0] == "started"
+        assert the_run(svc, call).status == "queued" and svc.coord.job_status(job_id)[0] == hung_status
         assert not downloaded(svc, rec)
     valid, lost, witnesses = lost_recordings(stack, svc)
     assert (valid, lost) == ((True, set()) if fetched else (False, {rec}))
