@@ -23,6 +23,7 @@ Conventions the live app must follow for these checks to mean what they say:
 from __future__ import annotations
 
 import functools
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -116,6 +117,30 @@ def _phase(retry: Event) -> str:
     """The retry budget a job.retry spent; histories from before the fetch budget had only one."""
     phase = retry.get("phase") or "calllog"
     return phase if phase in policy_mod.RETRY_PHASES else "calllog"
+
+
+def _promotion_halts(history: Iterable[Event]) -> list[tuple[float, float]]:
+    """Windows (start, end; end inf while open) when nothing could promote a due retry: every
+    worker down (their ticker promotes), the scheduler stopped, or Redis paused or gone."""
+    opened: dict[tuple[Any, Any], float] = {}
+    halts: list[tuple[float, float]] = []
+    for e in _of(history, "outage.start", "outage.end"):
+        if (e.get("target") == "workers" and e.get("workers", 0) != 0) or e.get("target") == "twilio":
+            continue
+        key = (e.get("target"), e.get("how"))
+        if e["kind"] == "outage.start":
+            opened[key] = float(e["t"])
+        elif key in opened:
+            halts.append((opened.pop(key), float(e["t"])))
+    return sorted(halts + [(start, math.inf) for start in opened.values()])
+
+
+def _promotable_at(due: float, halts: Sequence[tuple[float, float]]) -> float:
+    """When a retry due at `due` could first be promoted: `due`, or the end of the halts covering it."""
+    for start, end in halts:
+        if start <= due <= end:
+            due = end
+    return due
 
 
 def _of(history: Iterable[Event], *kinds: str) -> list[Event]:
@@ -270,12 +295,15 @@ def check_backoff_schedule(
     scheduler tick), per retry budget: a job.retry's `phase` (calllog | fetch) names the budget,
     its attempt is numbered within it and may not exceed policy.retry_budget(phase), and the
     measured total of a phase whose budget a job used up matches that phase's schedule sum.
-    A re-run straight after a failed attempt with no (or a zero) delay counts as too soon."""
+    A re-run straight after a failed attempt with no (or a zero) delay counts as too soon. A
+    retry that came due while nothing could promote it (every worker down, the scheduler
+    stopped, Redis paused or gone) is late only if re-queued later than that window's end."""
 
     def tol(expected: float) -> float:
         return rel_tol * expected + abs_tol_s
 
     found: list[Anomaly] = []
+    halts = _promotion_halts(history)
     per_job: dict[Any, list[Event]] = defaultdict(list)
     for e in history:
         k = e.get("kind")
@@ -324,7 +352,8 @@ def check_backoff_schedule(
                 if gap < expected - tol(expected):
                     found.append(Anomaly("retry-too-soon", {"job_id": jid, "attempt": attempt, "phase": phase,
                                                              "gap_s": gap, "expected_s": expected}, (pending, e)))
-                elif requeued is not None and float(requeued["t"]) - float(pending["t"]) > expected + tol(expected):
+                elif requeued is not None and float(requeued["t"]) > _promotable_at(
+                        float(pending["t"]) + expected, halts) + tol(expected):
                     late_gap = float(requeued["t"]) - float(pending["t"])
                     found.append(Anomaly("retry-too-late", {"job_id": jid, "attempt": attempt, "phase": phase,
                                                              "gap_s": late_gap, "expected_s": expected},

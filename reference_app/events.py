@@ -52,8 +52,10 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "lead.requested": ("business_id", "lead_id", "job_id"),
     # environment
     "recording.created": ("call_sid", "recording_sid", "business_id", "has_url"),
-    "outage.start": ("target", "how"),  # how: stop | crash | redis_pause | redis_restart
-    "outage.end": ("target", "how"),
+    # how: stop | crash | redis_pause | redis_restart | degrade; workers: how many workers the
+    # window takes down, 0 = every one (then nothing promotes due retries: the ticker is theirs)
+    "outage.start": ("target", "how", "workers"),
+    "outage.end": ("target", "how", "workers"),
 }
 
 

@@ -876,7 +876,8 @@ class Model:
         env = self.env
         yield env.timeout(o.at_s)
         targets = list(range(o.workers or self.scenario.workers.count))
-        self.rec.outage_start("env", target=o.target, how=o.how)
+        down = 0 if o.target != "workers" or len(targets) >= self.scenario.workers.count else len(targets)
+        self.rec.outage_start("env", target=o.target, how=o.how, workers=down)
         if o.target == "workers":
             was_up = not all(self.worker_down)
             for w in targets:
@@ -907,7 +908,7 @@ class Model:
         else:
             self.scheduler_down = False
         self.wake_workers()
-        self.rec.outage_end("env", target=o.target, how=o.how)
+        self.rec.outage_end("env", target=o.target, how=o.how, workers=down)
         if o.how == "crash":
             # RQ notices the dead worker's abandoned jobs a little after the restart
             yield env.timeout(self.scenario.workers.crash_detect_s)

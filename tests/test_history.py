@@ -53,7 +53,7 @@ def test_validation_names_unknown_kinds_missing_fields_and_bad_sources():
     bad = [
         {"t": 1, "kind": "job.explode", "source": "sim", "proc": "w"},
         {"t": 1, "kind": "job.start", "source": "sim", "proc": "w", "job_id": "1"},
-        {**ev("outage.end", 1, target="w", how="stop"), "source": "prod"},
+        {**ev("outage.end", 1, target="w", how="stop", workers=0), "source": "prod"},
         {"kind": "outage.end"},
     ]
     problems = H.validate(bad)
@@ -61,7 +61,7 @@ def test_validation_names_unknown_kinds_missing_fields_and_bad_sources():
     assert "missing field(s) call_sid, attempt, worker" in problems[1]
     assert "source must be sim or live" in problems[2]
     assert "missing t, source, proc" in problems[3]
-    assert H.validate([ev("outage.end", 1, target="w", how="stop")]) == []
+    assert H.validate([ev("outage.end", 1, target="w", how="stop", workers=0)]) == []
 
 
 def test_run_info_rebuilds_the_policy_the_run_used(tmp_path):

@@ -192,6 +192,23 @@ def test_requeue_much_later_than_the_delay_breaks_it():
     only(inv.check_backoff_schedule(h, P), "retry-too-late")
 
 
+@pytest.mark.parametrize("down, late", [(0, False), (3, True)])
+def test_a_retry_due_while_every_worker_is_down_is_late_only_past_the_outage(down, late):
+    """Due at 60 s inside a 50-400 s outage, re-queued at 401 s: with every worker down
+    (workers 0) nothing could promote it sooner; with 3 of them down the rest could."""
+    h = retry_cycle("1", 1, 0.0, 60.0, 410.0, requeue=False)
+    h.insert(2, ev("job.enqueue", 401.0, job_id="1", call_sid="CA1", job_type="full", via="retry"))
+    h += [ev("outage.start", 50.0, target="workers", how="crash", workers=down),
+          ev("outage.end", 400.0, target="workers", how="crash", workers=down)]
+    h.sort(key=lambda e: e["t"])
+    v = inv.check_backoff_schedule(h, P)
+    if late:
+        (a,) = only(v, "retry-too-late")
+        assert [w["kind"] for w in a.witnesses] == ["job.retry", "job.enqueue"]
+    else:
+        assert v.valid is True, inv.render_verdict(v)
+
+
 def test_queue_wait_after_a_timely_requeue_is_not_lateness():
     assert inv.check_backoff_schedule(retry_cycle("1", 1, 0.0, 60.0, 400.0), P).valid is True
 

@@ -39,9 +39,9 @@ def test_the_clock_is_read_at_each_record_not_cached_across_time():
     rec = recorders(env, history)
 
     def proc():
-        rec.outage_start("env", target="workers", how="stop")
+        rec.outage_start("env", target="workers", how="stop", workers=0)
         yield env.timeout(1.0000004)
-        rec.outage_end("env", target="workers", how="stop")
+        rec.outage_end("env", target="workers", how="stop", workers=0)
 
     env.process(proc())
     env.run()
