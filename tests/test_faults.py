@@ -20,6 +20,7 @@ from loadtests.stack import Stack
 from reference_app.config import Config
 from reference_app.events import HistoryWriter
 from tests.conftest import read_events
+from tests.test_recording_pipeline import wait_for
 
 SCALE = 0.01
 
@@ -34,16 +35,6 @@ def stub_settings(stack: Stack) -> dict:
         return json.load(resp)
 
 
-def wait_for(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 def test_a_twilio_window_changes_the_running_stand_in_and_puts_it_back(tmp_path):
     s = parse_scenario({"time_scale": SCALE, "twilio": {"latency_median_s": 4, "fault_rate": 0.01, "slow_fraction": 0},
                         "outages": [{"target": "twilio", "at_s": 100, "duration_s": 200,
@@ -53,7 +44,7 @@ def test_a_twilio_window_changes_the_running_stand_in_and_puts_it_back(tmp_path)
         stack.start_stub(latency_s=4, error_rate=0.01)
         plan = plan_for(stack, s, tmp_path / "run")
         plan.start()
-        during = wait_for(lambda: (c := stub_settings(stack))["error_rate"] == 0.7 and c)
+        during = wait_for(lambda: (c := stub_settings(stack))["error_rate"] == 0.7 and c, 10, "the window's error rate")
         assert during["latency_s"] == 12  # the window's two values together
         plan.outages_over.wait(10)
         after = stub_settings(stack)
@@ -93,7 +84,7 @@ def test_a_redis_restart_window_empties_redis_and_brings_it_back_on_the_same_por
             except redis.ConnectionError:
                 return True
 
-        wait_for(refused)  # killed at 50 policy s
+        wait_for(refused, 10, "Redis to refuse connections")  # killed at 50 policy s
         assert plan.outages_over.wait(10) and plan.errors == []
         assert stack.config.redis_url == url and stack.redis_kind == kind
         assert r.ping() and r.get("claim") is None  # the same port, empty
