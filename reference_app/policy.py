@@ -315,7 +315,7 @@ def describe(p: Policy) -> dict[str, object]:
     schedule = backoff_schedule(p)
     claimed_s = 52 * 60
     six = dataclasses.replace(p, max_recording_retries=6)
-    phases = ("calllog",) if p.has("shared_retry_budget") else RETRY_PHASES
+    phases = budget_phases(p)
     return {
         "constants": constants,
         "backoff_schedule_s": schedule,
@@ -386,6 +386,11 @@ def retry_phase(phase: str, p: Policy) -> str:
     return "calllog" if p.has("shared_retry_budget") else phase
 
 
+def budget_phases(p: Policy) -> tuple[str, ...]:
+    """The retry budgets a run has: both phases, or only 'calllog' under `shared_retry_budget`."""
+    return ("calllog",) if p.has("shared_retry_budget") else RETRY_PHASES
+
+
 def backoff_schedule(p: Policy, phase: str = "calllog") -> list[float]:
     """The delays of retries 1..retry_budget(phase): [60, 120, 240, 480, 960] by default."""
     return [backoff_delay(n, p) for n in range(1, retry_budget(phase, p) + 1)]
@@ -399,8 +404,7 @@ def backoff_total(p: Policy, phase: str = "calllog") -> float:
 def max_recording_runs(p: Policy) -> int:
     """Most runs of one recording job the budgets allow (slot deferrals aside): 1 + every
     retry of both budgets — the bound loops-terminate checks, whatever the variant does."""
-    phases = ("calllog",) if p.has("shared_retry_budget") else RETRY_PHASES
-    return 1 + sum(retry_budget(ph, p) for ph in phases)
+    return 1 + sum(retry_budget(ph, p) for ph in budget_phases(p))
 
 
 @dataclass(frozen=True)
