@@ -581,8 +581,9 @@ STUCK_RUN_FAILED_WHEN = ("found", "replacing")
 
 def fails_stuck_run(stage: str, p: Policy) -> bool:
     """Does a poll whose decision is `start` on a stuck active run mark that run failed at
-    `stage`: 'found' (as soon as it is seen, before the playback mark and fail-fast) or
-    'replacing' (after both let the poll through, just before it enqueues the replacement)?
+    `stage`: 'found' (as soon as the gate answered, whatever fail-fast then says) or
+    'replacing' (after the mark and fail-fast let the poll through, just before it enqueues the
+    replacement)? playback_action applies it for the app and the model.
 
     fixed: 'replacing' only, so a stuck run is failed only when a new job replaces it. When
     fail-fast trips (no worker) the run is left as it is: its RQ job still runs once workers
@@ -593,6 +594,37 @@ def fails_stuck_run(stage: str, p: Policy) -> bool:
     if stage not in STUCK_RUN_FAILED_WHEN:
         raise ValueError(f"stage must be one of {', '.join(STUCK_RUN_FAILED_WHEN)}, not {stage!r}")
     return stage == ("found" if p.has("stuck_failed_before_fail_fast") else "replacing")
+
+
+@dataclass(frozen=True)
+class PlaybackAction:
+    """What a poll whose decision is 'start' or 'no_worker' does once the gate has answered
+    (the playback mark, 003; the fail-fast count, 002), in this order: mark the stuck run it
+    found failed (`fail_stuck`), record a fail-fast trip (`trip`), then either answer `status`
+    (with `error` for a 500, `retry_after_s` for a 202) or, when `enqueue`, create the job and
+    answer 202 after `retry_after_s` (500 `enqueue_failed` if the enqueue failed)."""
+
+    fail_stuck: bool
+    enqueue: bool
+    status: int = 202
+    retry_after_s: float | None = None
+    error: str | None = None
+    trip: bool = False
+
+
+def playback_action(d: PlaybackDecision, stuck: bool, marked: bool, attempts: int, p: Policy) -> PlaybackAction:
+    """The steps after the gate for decision `d` ('start' or 'no_worker'): `stuck` — the
+    decision replaces a stuck active run; `marked` — this poll holds the playback mark (a poll
+    without it answers 202 and leaves the job to the one that has it); `attempts` — its
+    fail-fast count in the window. The app's poll and the model's both follow this."""
+    found = stuck and fails_stuck_run("found", p)
+    if not marked:
+        return PlaybackAction(found, False, 202, p.retry_after_s)
+    if fail_fast_tripped(attempts, p):
+        return PlaybackAction(found, False, 500, error="worker_not_processing_queue", trip=True)
+    if d.kind == "no_worker":
+        return PlaybackAction(found, False, 202, d.retry_after_s)
+    return PlaybackAction(found or (stuck and fails_stuck_run("replacing", p)), True, 202, d.retry_after_s)
 
 
 def retry_after(run: RunState | None, now: float, p: Policy) -> float:

@@ -19,8 +19,7 @@ from reference_app.policy import (
     Policy,
     PlaybackState,
     enqueue_status,
-    fail_fast_tripped,
-    fails_stuck_run,
+    playback_action,
     playback_decision,
     playback_dedups,
     reported_enqueue_reason,
@@ -213,28 +212,26 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
     if decision.kind == "wait":
         return Answer(202, {"status": "processing"}, retry_after_s=decision.retry_after_s)
     stuck = decision.kind == "start" and run is not None and run.status in ACTIVE_RUN_STATUSES
-    if stuck and fails_stuck_run("found", p):
-        _fail_stuck(svc, s, run, decision.reason)
-    if not gate.marked:
-        return Answer(202, {"status": "processing"}, retry_after_s=p.retry_after_s)
     attempts = gate.attempts
-    if fail_fast_tripped(attempts, p):
-        emit("fail_fast.trip", call_sid=call_sid, count=attempts)
-        return Answer(500, {"error": "worker_not_processing_queue",
-                            "message": f"{attempts - 1} attempts in the window; the worker is not processing"})
-    if decision.kind == "no_worker":
-        return Answer(202, {"status": "processing", "attempt": attempts, "max_attempts": p.fail_fast_max_attempts},
-                      retry_after_s=decision.retry_after_s)
-    if stuck and fails_stuck_run("replacing", p):
+    act = playback_action(decision, stuck, bool(gate.marked), attempts, p)
+    if act.fail_stuck:
         _fail_stuck(svc, s, run, decision.reason)
+    if act.trip:
+        emit("fail_fast.trip", call_sid=call_sid, count=attempts)
+    counted = {"attempt": attempts, "max_attempts": p.fail_fast_max_attempts}
+    if not act.enqueue:
+        if act.error:
+            return Answer(act.status, {"error": act.error,
+                                       "message": f"{attempts - 1} attempts in the window; the worker is not processing"})
+        return Answer(act.status, {"status": "processing", **(counted if gate.marked else {})},
+                      retry_after_s=act.retry_after_s)
     reason, _run = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,
                                      recording_sid=call.recording_sid, recording_url=call.recording_url,
                                      job_type="download_only", via="playback", dedup=playback_dedups(p))
     emit("enqueue.result", call_sid=call_sid, reason=reason, status=202 if reason != "error" else 500)
     if reason == "error":
         return Answer(500, {"error": "enqueue_failed"})
-    return Answer(202, {"status": "processing", "attempt": attempts, "max_attempts": p.fail_fast_max_attempts},
-                  retry_after_s=decision.retry_after_s)
+    return Answer(202, {"status": "processing", **counted}, retry_after_s=act.retry_after_s)
 
 
 def _fail_stuck(svc: Services, s: Session, run: RunRow, why: str) -> None:

@@ -476,29 +476,24 @@ class Model:
         if d.kind == "wait":
             return 202, d.retry_after_s, False
         stuck = d.kind == "start" and run is not None and run.status in P.ACTIVE_RUN_STATUSES
-        if stuck and P.fails_stuck_run("found", p):
-            self.fail_stuck(run, d.reason)
         if self.redis_paused:
             return 500, None, False
         dedup = P.playback_dedups(p)
-        if dedup:
-            ok = yield from self.mark_playback(call)
-            if not ok:
-                return 202, p.retry_after_s, False
-        attempts = self.count_attempt(call.call_sid)
-        if P.fail_fast_tripped(attempts, p):
-            self.rec.fail_fast_trip("web", call_sid=call.call_sid, count=attempts)
-            return 500, None, False
-        if d.kind == "no_worker":
-            return 202, d.retry_after_s, False
-        if stuck and P.fails_stuck_run("replacing", p):
+        marked = (yield from self.mark_playback(call)) if dedup else True
+        attempts = self.count_attempt(call.call_sid) if marked else 0
+        act = P.playback_action(d, stuck, marked, attempts, p)
+        if act.fail_stuck:
             self.fail_stuck(run, d.reason)
+        if act.trip:
+            self.rec.fail_fast_trip("web", call_sid=call.call_sid, count=attempts)
+        if not act.enqueue:
+            return act.status, act.retry_after_s, False
         reason = yield from self.enqueue_recording(call, "download_only", "playback", dedup=dedup)
         self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason,
                   status=202 if reason != "error" else 500)
         if reason == "error":
             return 500, None, False
-        return 202, d.retry_after_s, False
+        return 202, act.retry_after_s, False
 
     def worker_alive(self) -> bool:
         """The workers' liveness key: set by any live worker, lapsing heartbeat_timeout_s after

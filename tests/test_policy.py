@@ -140,3 +140,20 @@ def test_policy_shows_the_bound_of_both_retry_budgets():
     assert policy_json("--variant", "before")["retry_bound"]["bounded"] is False
     text = CliRunner().invoke(cli, ["policy", "--set", "max_fetch_retries=2"]).output
     assert "retry bound: 5 retries waiting for the CallLog + 2 fetching the audio" in text and "at most 8 runs" in text
+
+
+def test_a_poll_that_trips_fail_fast_on_a_stuck_run_leaves_it_on_fixed_and_fails_it_on_seed():
+    """After the gate: the poll without the mark waits; the tripped poll answers 500 and enqueues
+    nothing — fixed leaves the stuck run for its own job or the sweep, seed (002's order:
+    mark failed, then check attempts) fails it, and no job replaces it."""
+    from reference_app.policy import PlaybackDecision, playback_action
+
+    start = PlaybackDecision("start", 202, 60.0, "stuck: queued 400 s without worker pickup")
+    for variant, fails in (("fixed", False), ("seed", True)):
+        p = make_policy(variant)
+        unmarked = playback_action(start, True, False, 0, p)
+        assert (unmarked.enqueue, unmarked.status) == (False, 202)
+        tripped = playback_action(start, True, True, p.fail_fast_max_attempts + 1, p)
+        assert (tripped.enqueue, tripped.status, tripped.trip, tripped.fail_stuck) == (False, 500, True, fails)
+        through = playback_action(start, True, True, 1, p)
+        assert (through.enqueue, through.fail_stuck) == (True, True)  # replaced, so failed, either way
