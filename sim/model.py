@@ -588,11 +588,13 @@ class Model:
             self.worker_wake[i] = self.env.event()
 
     def scheduler(self) -> Generator:
-        """RQ's scheduler: every tick, move due parked jobs onto the queue."""
+        """The scheduler: every tick, move due parked jobs onto the queue. It is the workers' ticker
+        thread (reference_app/worker.py), so nothing is promoted while every worker is down."""
         tick, env, scheduled, timeout = self.scenario.workers.scheduler_tick_s, self.env, self.scheduled, self.env.timeout
+        worker_down = self.worker_down
         while True:
             yield timeout(tick)
-            if self.scheduler_down or self.redis_paused:
+            if self.scheduler_down or self.redis_paused or all(worker_down):
                 continue
             while scheduled and scheduled[0][0] <= env._now:
                 _, _, entry, via = heapq.heappop(scheduled)
