@@ -371,7 +371,7 @@ class Model:
         job_id = str(n)
         run = Run(job_id, call, job_type, "queued", self.env._now, self.policy.enqueue_retry_max)
         self.latest_run[call.call_sid] = run
-        if self.redis_gone and self.orphans_swept:
+        if self.redis_paused and self.orphans_swept:  # Redis unreachable: paused, or restarting
             self.active_runs[job_id] = run  # the row is the record; the sweeper enqueues it
             self.orphans[job_id] = (run, run.token)
             return run
@@ -402,7 +402,7 @@ class Model:
             return "enqueued"
         key = f"dedup:{call.call_sid}:{job_type}"
         ttl = self.enqueue_dedup_ttl_s
-        if self.redis_gone and self.orphans_swept:
+        if self.redis_paused and self.orphans_swept:  # Redis unreachable: paused, or restarting
             return (yield from self.pending_run(call, job_type, via))
         if self.redis_paused:
             return "error"

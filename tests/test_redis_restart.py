@@ -13,6 +13,7 @@ nothing-lost breaking with live witnesses).
 """
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,32 @@ def test_model_without_the_orphan_sweep_loses_the_recordings_a_restart_orphaned(
     witnesses = [w for a in lost.anomalies["recording-not-downloaded"] for w in a.witnesses]
     assert witnesses and {w["kind"] for w in witnesses} == {"recording.created"}
     assert not any(e.get("via") == "orphan" for e in result.history if e["kind"] == "job.enqueue")
+
+
+@pytest.mark.parametrize("faults, lost", [((), False), (("orphan_runs_not_swept",), True)])
+def test_model_a_webhook_during_a_redis_pause_keeps_its_run_for_the_sweep(faults, lost):
+    """Redis paused (not restarted) for 300 s: a recording callback in the window cannot enqueue;
+    as in the app, its run row stays queued and the sweep enqueues it once Redis answers — without
+    the sweep (`orphan_runs_not_swept`, the seeds) the run fails and nothing-lost names it."""
+    data = tomllib.loads(Path("scenarios/redis-restart.toml").read_text())
+    data.update(faults=list(faults), outages=[{"target": "redis", "how": "redis_pause", "at_s": 900, "duration_s": 300}])
+    s = parse_scenario(data)
+    result = simulate(s)
+    start, end = window(result.history, "redis")
+    during = {e["recording_sid"] for e in result.history
+              if e["kind"] == "recording.created" and e["has_url"] and start <= e["t"] < end}
+    downloaded = {e["recording_sid"] for e in result.history if e["kind"] == "download.end" and e["ok"]}
+    assert during
+    verdicts = {v.name: v for v in check_all(result.history, result.policy)}
+    if lost:
+        assert verdicts["nothing-lost"].valid is False
+        witnesses = [w for a in verdicts["nothing-lost"].anomalies["recording-not-downloaded"] for w in a.witnesses]
+        assert {w["recording_sid"] for w in witnesses} & during
+    else:
+        assert broken(verdicts.values()) == {}
+        assert during <= downloaded
+        orphans = [e for e in result.history if e["kind"] == "job.enqueue" and e.get("via") == "orphan"]
+        assert orphans and all(e["t"] >= end for e in orphans)  # once Redis answers again
 
 
 def test_model_degrade_window_fails_downloads_inside_it_only():
