@@ -119,20 +119,25 @@ def _phase(retry: Event) -> str:
     return phase if phase in policy_mod.RETRY_PHASES else "calllog"
 
 
+def _outage_windows(history: Iterable[Event]) -> list[tuple[Event, float]]:
+    """Each outage's outage.start and the time it ended (inf while still open), paired by
+    (target, how)."""
+    opened: dict[tuple[Any, Any], Event] = {}
+    windows: list[tuple[Event, float]] = []
+    for e in _of(history, "outage.start", "outage.end"):
+        key = (e.get("target"), e.get("how"))
+        if e["kind"] == "outage.start":
+            opened[key] = e
+        elif key in opened:
+            windows.append((opened.pop(key), float(e["t"])))
+    return windows + [(start, math.inf) for start in opened.values()]
+
+
 def _promotion_halts(history: Iterable[Event]) -> list[tuple[float, float]]:
     """Windows (start, end; end inf while open) when nothing could promote a due retry: every
     worker down (their ticker promotes), the scheduler stopped, or Redis paused or gone."""
-    opened: dict[tuple[Any, Any], float] = {}
-    halts: list[tuple[float, float]] = []
-    for e in _of(history, "outage.start", "outage.end"):
-        if (e.get("target") == "workers" and e.get("workers", 0) != 0) or e.get("target") == "twilio":
-            continue
-        key = (e.get("target"), e.get("how"))
-        if e["kind"] == "outage.start":
-            opened[key] = float(e["t"])
-        elif key in opened:
-            halts.append((opened.pop(key), float(e["t"])))
-    return sorted(halts + [(start, math.inf) for start in opened.values()])
+    return sorted((float(s["t"]), end) for s, end in _outage_windows(history)
+                  if s.get("target") != "twilio" and not (s.get("target") == "workers" and s.get("workers", 0) != 0))
 
 
 def _promotable_at(due: float, halts: Sequence[tuple[float, float]]) -> float:
@@ -529,13 +534,7 @@ def check_lock_exclusive(history: Sequence[Event], p: Policy) -> Verdict:
 def check_nothing_lost(history: Sequence[Event], p: Policy) -> Verdict:
     """Once outages are over, every recording with a URL has a completed download; every
     requested lead is deleted exactly once; no lead is deleted outside its business's request."""
-    open_outages: dict[tuple[Any, Any], Event] = {}
-    for e in _of(history, "outage.start", "outage.end"):
-        key = (e.get("target"), e.get("how"))
-        if e["kind"] == "outage.start":
-            open_outages[key] = e
-        else:
-            open_outages.pop(key, None)
+    open_outages = [start for start, end in _outage_windows(history) if end == math.inf]
     completed = {e.get("recording_sid") for e in _of(history, "download.end") if e.get("ok") and not e.get("skipped")}
     found: list[Anomaly] = []
     recordings = [e for e in _of(history, "recording.created") if e.get("has_url")]
@@ -567,7 +566,7 @@ def check_nothing_lost(history: Sequence[Event], p: Policy) -> Verdict:
               "leads_requested": len(requested), "lead_deletes": sum(map(len, deletes.values()))}
     undecided = None
     if open_outages:
-        names = ", ".join(f"{t}/{h}" for t, h in open_outages)
+        names = ", ".join(f"{e.get('target')}/{e.get('how')}" for e in open_outages)
         undecided = f"the history ends during an outage ({names}): nothing-lost is judged only once outages are over"
         if found:  # lead deletion faults (twice, other tenant) are violations even mid-outage
             found = [a for a in found if a.type not in ("recording-not-downloaded", "lead-not-deleted")]

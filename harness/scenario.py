@@ -146,6 +146,11 @@ class Outage:
     def end_s(self) -> float:
         return self.at_s + self.duration_s
 
+    def workers_down(self, total: int) -> int:
+        """The history's `workers` of this window (outage.start/end): how many of `total`
+        workers it takes down, 0 = every one (and 0 for a window on another target)."""
+        return 0 if self.target != "workers" or self.workers == 0 or self.workers >= total else self.workers
+
 
 @dataclass(frozen=True)
 class Clients:

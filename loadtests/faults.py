@@ -72,12 +72,8 @@ class FaultPlan(threading.Thread):
         workers = self.stack.workers()
         return workers if o.target != "workers" or o.workers == 0 else workers[: o.workers]
 
-    def down_count(self, o: Outage, workers: list[str]) -> int:
-        """The history's `workers` of a window: how many it takes down, 0 = every one."""
-        return 0 if o.target != "workers" or len(workers) >= len(self.stack.workers()) else len(workers)
-
     def begin(self, o: Outage, workers: list[str]) -> None:
-        self.history.emit("outage.start", target=o.target, how=o.how, workers=self.down_count(o, workers))
+        self.history.emit("outage.start", target=o.target, how=o.how, workers=o.workers_down(len(self.stack.workers())))
         if o.how == "redis_restart":
             self.stack.kill_redis()
         elif o.target == "redis":
@@ -110,7 +106,7 @@ class FaultPlan(threading.Thread):
             for name in workers:
                 self.stack.restart_worker(name, wait=False)
             self.stack.wait_workers(workers)
-        self.history.emit("outage.end", target=o.target, how=o.how, workers=self.down_count(o, workers))
+        self.history.emit("outage.end", target=o.target, how=o.how, workers=o.workers_down(len(self.stack.workers())))
 
     def slow_windows(self) -> None:
         tw = self.scenario.twilio

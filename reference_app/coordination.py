@@ -51,9 +51,14 @@ ABSENT_KEY = "loopfix:absent:{job_id}"
 T = TypeVar("T")
 
 
+def crash_point_on(name: str) -> bool:
+    """Fault injection: does LOOPFIX_CRASH_POINTS (comma-separated) name `name`?"""
+    return name in os.environ.get("LOOPFIX_CRASH_POINTS", "").split(",")
+
+
 def crashpoint(name: str) -> None:
     """Fault injection: die here, as a SIGKILL would, when LOOPFIX_CRASH_POINTS names `name`."""
-    if name in os.environ.get("LOOPFIX_CRASH_POINTS", "").split(","):
+    if crash_point_on(name):
         os._exit(137)
 
 

@@ -3,8 +3,8 @@
 `process_recording(run_id)` fetches one recording: it waits (with the policy's backoff,
 actually applied) for a missing CallLog, and again for audio Twilio failed to serve, each
 against a retry budget of its own (policy.recording_retry_decision's phases), takes a
-download slot in the worker (never sleeping on contention: it re-parks itself), downloads idempotently by RecordingSid (temp
-file + atomic rename; skipped if complete) while a heartbeat thread keeps its run alive, and
+download slot in the worker (never sleeping on contention: it re-parks itself), downloads
+idempotently by RecordingSid (temp file + atomic rename; skipped if complete) while a heartbeat thread keeps its run alive, and
 finishes its bookkeeping in `finally`. `cleanup_stuck_recording_jobs()` (seed 002, by
 heartbeat) re-queues runs whose worker died. The RecordingRun id is the job id in every event.
 """
@@ -39,7 +39,7 @@ from reference_app.policy import (
     stuck_reason,
     stuck_run_over_budget,
 )
-from reference_app.coordination import schedule_in
+from reference_app.coordination import crash_point_on, schedule_in
 from reference_app.services import RECORDINGS_QUEUE, Services, get_services
 
 CONTENT_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".json": "application/json"}
@@ -106,7 +106,7 @@ class RecordingJob:
         run = self.s.get(RecordingRun, self.run_id)
         if run is None or run.status in ("done", "failed") or run.rq_job_id not in (None, self.rq_id):
             return {"skipped": True}
-        hang_once_before_run_start(self.svc)
+        hang_once(self.svc, HANG_BEFORE_RUN_START)  # after RQ started the job, before its run began
         now = time.time()
         run.status, run.started_at, run.heartbeat_at, run.rq_job_id = "running", now, now, self.rq_id
         self.s.commit()
@@ -264,7 +264,7 @@ def hang_once(svc: Services, point: str) -> None:
     """Fault injection (LOOPFIX_CRASH_POINTS names `point`): the first process to get here
     hangs for good, so a test can kill it at exactly that moment. Once per data directory (a
     marker file named `point`), so the job's next run proceeds."""
-    if point not in os.environ.get("LOOPFIX_CRASH_POINTS", "").split(","):
+    if not crash_point_on(point):
         return
     svc.config.data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -272,11 +272,6 @@ def hang_once(svc: Services, point: str) -> None:
     except FileExistsError:
         return
     threading.Event().wait()
-
-
-def hang_once_before_run_start(svc: Services) -> None:
-    """HANG_BEFORE_RUN_START: after RQ started the job, before its run began."""
-    hang_once(svc, HANG_BEFORE_RUN_START)
 
 
 def api_slot_owner(run_id: int) -> str:

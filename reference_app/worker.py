@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 
 import redis
 from rq import SimpleWorker, Worker
 
-from reference_app.coordination import promote_due
+from reference_app.coordination import crash_point_on, promote_due
 from reference_app.jobs import HANG_AFTER_DEQUEUE, JOB_FUNC, cleanup_stuck_recording_jobs, hang_once
 from reference_app.models import RecordingRun
 from reference_app.services import QUEUES, Services, set_services
@@ -84,7 +83,7 @@ def run_worker(svc: Services, *, burst: bool = False, simple: bool = False, name
     ticker = Ticker(svc)
     ticker.start()
     worker_class = SimpleWorker if simple else Worker
-    if HANG_AFTER_DEQUEUE in os.environ.get("LOOPFIX_CRASH_POINTS", "").split(","):
+    if crash_point_on(HANG_AFTER_DEQUEUE):
         worker_class = hanging_after_dequeue(worker_class, svc)
     try:
         for round_ in itertools.count():

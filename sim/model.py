@@ -873,7 +873,7 @@ class Model:
         env = self.env
         yield env.timeout(o.at_s)
         targets = list(range(o.workers or self.scenario.workers.count))
-        down = 0 if o.target != "workers" or len(targets) >= self.scenario.workers.count else len(targets)
+        down = o.workers_down(self.scenario.workers.count)
         self.rec.outage_start("env", target=o.target, how=o.how, workers=down)
         if o.target == "workers":
             was_up = not all(self.worker_down)
