@@ -336,3 +336,18 @@ def test_a_crash_kills_the_running_delete_job_and_the_user_resumes_it():
     after = [e["kind"] for e in job if e["t"] > crash]
     assert before[-1] == "lead_job.start" and after[0] == "lead_job.start"  # killed, then resumed
     assert all(verdict(result, n).valid is True for n in ("nothing-lost", "lock-exclusive"))
+
+
+def test_no_retry_is_promoted_while_every_worker_is_down_and_the_due_ones_go_at_the_end():
+    """The scheduler is the workers' ticker (reference_app/worker.py): while every worker is
+    stopped nothing is promoted; retries that fell due in the window are promoted when it ends,
+    and the backoff checker does not call them late for it."""
+    s = with_settings(load_scenario("worker-outage"), assignments={
+        "calllog.late_fraction": "0.5", "calllog.late_delay_s": "[30, 3000]"})
+    result = simulate(s)
+    (start,) = [e["t"] for e in result.history if e["kind"] == "outage.start"]
+    (end,) = [e["t"] for e in result.history if e["kind"] == "outage.end"]
+    promoted = [e["t"] for e in result.history if e["kind"] == "job.enqueue" and e["via"] == "retry"]
+    assert not [t for t in promoted if start < t < end]
+    assert end in promoted  # the retries due inside the window, at its end
+    assert inv.check_backoff_schedule(result.history, result.policy).valid is True
