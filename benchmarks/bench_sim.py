@@ -7,6 +7,9 @@
    on one core). The model is single-threaded; the CPU time is printed beside the wall time
    because on a shared machine the two differ.
 
+Beside the ratio, the same ratio for benchmarks/skeleton.py: the day's happy path with the
+model's draws and records and none of its decisions — an upper bound for any model.
+
 With --floor, also what the model cannot go below: a loop doing as many SimPy timeouts as the
 1 h run has SimPy events and appending as many 8-key event dicts as it records, no model logic,
 as a ratio to the same bare loop — the ceiling of the events/s ratio for a model with that many
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 import simpy
 
 from harness.scenario import load_scenario, with_settings
+from benchmarks.skeleton import skeleton_run
 from sim.model import simulate_model
 
 
@@ -112,13 +116,16 @@ def run_model(hours: float = 24.0) -> ModelRun:
 
 def speed_ratio(repeat: int = 3, hours: float = 1.0) -> dict[str, float]:
     """The model's history events per wall second over a bare SimPy timeout loop's timeouts
-    per wall second, both measured here, best of `repeat` each (goal: ratio >= 0.5)."""
+    per wall second, both measured here, best of `repeat` each (goal: ratio >= 0.5); and the
+    same for benchmarks/skeleton.py on the same scenario."""
     bare = max(bare_timeout_loop() for _ in range(repeat))
     runs = [run_model(hours) for _ in range(repeat)]
     rate = max(r.events_per_s for r in runs)
     simpy_rate = max(r.simpy_events / r.wall_s for r in runs)
+    skeleton = max(events / wall for events, wall in (skeleton_run(day_scenario(hours)) for _ in range(repeat)))
     return {"bare_timeouts_per_s": bare, "model_events_per_s": rate, "ratio": rate / bare,
-            "model_simpy_events_per_s": simpy_rate, "simpy_ratio": simpy_rate / bare}
+            "model_simpy_events_per_s": simpy_rate, "simpy_ratio": simpy_rate / bare,
+            "skeleton_events_per_s": skeleton, "skeleton_ratio": skeleton / bare}
 
 
 def main() -> None:
@@ -132,6 +139,8 @@ def main() -> None:
     print(f"model (1 h at 10,000 calls/h): {r['model_events_per_s']:,.0f} history events/s, "
           f"{r['model_simpy_events_per_s']:,.0f} SimPy events/s")
     print(f"ratio: {r['ratio']:.2f} history events (goal >= 0.5); {r['simpy_ratio']:.2f} SimPy events")
+    print(f"skeleton (benchmarks/skeleton.py: the happy path's draws and records, no decisions): "
+          f"{r['skeleton_events_per_s']:,.0f} history events/s, ratio {r['skeleton_ratio']:.2f} (a bound for any model)")
     if args.floor:
         one = run_model(1.0)
         floor = max(floor_rate(one.simpy_events, one.history_events) for _ in range(args.repeat))

@@ -28,7 +28,9 @@ def figures(day_hours: float = 24.0, repeat: int = 2, progress=lambda label: Non
         Figure("model", "history events/s (1 h at 10,000 calls/h)", r["model_events_per_s"], "events/s",
                baseline=r["bare_timeouts_per_s"], baseline_name="bare SimPy timeout loop", baseline_unit="timeouts/s",
                goal="ratio >= 0.5", note=f"SimPy events/s {r['model_simpy_events_per_s']:,.0f} "
-                                         f"(ratio {r['simpy_ratio']:.2f}); best of {repeat}"),
+                                         f"(ratio {r['simpy_ratio']:.2f}); best of {repeat}; "
+                                         f"benchmarks/skeleton.py (no decisions, a bound for any model): "
+                                         f"ratio {r['skeleton_ratio']:.2f}"),
         Figure("model", f"one simulated day ({day_hours:g} h at 10,000 calls/h, players)", day.wall_s, "s",
                baseline=day.simpy_events / r["bare_timeouts_per_s"], baseline_name="bare SimPy loop, as many SimPy events",
                baseline_unit="s", goal="value <= 20",

@@ -35,7 +35,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.utils import utcparse
 
-from reference_app.policy import Policy, enqueue_dedup_ttl, inflight_ttl, lock_ttl
+from reference_app.policy import PlaybackGateAsk, Policy, enqueue_dedup_ttl, inflight_ttl, lock_ttl
 
 ENQUEUE_DEDUP_KEY = "loopfix:enqueue:{call_sid}:{job_type}"
 PLAYBACK_MARK_KEY = "loopfix:playback:{business_id}:{call_sid}"
@@ -273,18 +273,18 @@ class Coordinator:
 
     # ----------------------------------------------------------------- the poll's gate (002/003)
 
-    def playback_gate(self, business_id: int, call_sid: str, *, read_alive: bool, gate_if_alive: bool,
-                      gate_if_dead: bool) -> PlaybackGate:
-        """A poll's Redis work in at most one round trip: read worker liveness when the decision
-        depends on it; then, when the decision for that liveness (`gate_if_alive` / `gate_if_dead`,
-        from policy.playback_decision; equal when liveness is not read) passes the gate, take the
-        playback mark (003; none under `enqueue_every_click`) and, if taken, count the fail-fast
-        attempt (002). Nothing to read and no gate: no round trip at all.
+    def playback_gate(self, business_id: int, call_sid: str, ask: PlaybackGateAsk) -> PlaybackGate:
+        """A poll's Redis work in at most one round trip (policy.playback_gate_ask says what it
+        asks): read worker liveness when the decision depends on it; then, when the decision
+        for that liveness passes the gate, take the playback mark (003; none under
+        `enqueue_every_click`) and, if taken, count the fail-fast attempt (002). No
+        `ask.round_trip`: no round trip at all.
 
         `playback_check_then_mark` and `fail_fast_incr_then_expire` (seed) keep their separate
         calls, so their races and their crash window stay reachable.
         """
-        if not read_alive and not gate_if_dead:
+        read_alive, gate_if_alive, gate_if_dead = ask.read_alive, ask.gate_if_alive, ask.gate_if_dead
+        if not ask.round_trip:
             return PlaybackGate(None, None, 0)
         asked = time.monotonic()
         if read_alive and not gate_if_alive and asked < self._alive_until:

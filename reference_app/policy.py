@@ -407,6 +407,12 @@ def max_recording_runs(p: Policy) -> int:
     return 1 + sum(retry_budget(ph, p) for ph in budget_phases(p))
 
 
+
+def run_attempt(retry_count: int, fetch_retry_count: int) -> int:
+    """Which run of its recording job this is (job.start's `attempt`): 1 + every retry spent
+    from either budget (the stuck sweep's re-queues spend the CallLog one)."""
+    return 1 + retry_count + fetch_retry_count
+
 @dataclass(frozen=True)
 class RetryDecision:
     """What a recording job does when its CallLog or audio is not there yet.
@@ -574,6 +580,33 @@ def playback_decision(state: PlaybackState, now: float, p: Policy) -> PlaybackDe
     if run is not None and run.status == "failed":
         return PlaybackDecision("start", 202, p.retry_after_recovery_s, "previous run failed")
     return PlaybackDecision("start", 202, p.retry_after_s, "no run yet")
+
+
+REDIS_UNAVAILABLE_RETRY_AFTER_S = 1  # a poll that needed Redis while it was unreachable: 503, retry after this
+GATED_DECISIONS = ("start", "no_worker")  # the decisions that take the playback mark and count a fail-fast attempt
+
+
+@dataclass(frozen=True)
+class PlaybackGateAsk:
+    """What a poll asks Redis before it answers (the app's Coordinator.playback_gate): read
+    worker liveness when the answer depends on it (`read_alive`), and take the playback mark
+    and count a fail-fast attempt when the decision for that liveness is gated."""
+
+    read_alive: bool
+    gate_if_alive: bool
+    gate_if_dead: bool
+
+    @property
+    def round_trip(self) -> bool:
+        """Does the poll need Redis at all? (When it does and Redis is unreachable, it answers
+        503 redis_unavailable.)"""
+        return self.read_alive or self.gate_if_dead
+
+
+def playback_gate_ask(if_alive: PlaybackDecision, if_dead: PlaybackDecision) -> PlaybackGateAsk:
+    """The gate's question for a poll whose decision is `if_alive` with a live worker and
+    `if_dead` without one (the same decision twice when liveness does not matter)."""
+    return PlaybackGateAsk(if_alive != if_dead, if_alive.kind in GATED_DECISIONS, if_dead.kind in GATED_DECISIONS)
 
 
 STUCK_RUN_FAILED_WHEN = ("found", "replacing")

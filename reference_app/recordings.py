@@ -22,6 +22,7 @@ from reference_app.policy import (
     playback_action,
     playback_decision,
     playback_dedups,
+    playback_gate_ask,
     reported_enqueue_reason,
 )
 from reference_app.services import Services
@@ -184,7 +185,6 @@ def latest_run(s: Session, call_sid: str) -> RecordingRun | None:
     return s.scalar(select(RecordingRun).where(RecordingRun.call_sid == call_sid).order_by(RecordingRun.id.desc()))
 
 
-GATED = ("start", "no_worker")  # the decisions that take the playback mark and count a fail-fast attempt
 
 
 def playback(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
@@ -202,8 +202,7 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
     # Liveness matters only for a waiting run, and only when it changes the answer.
     waiting = run is not None and run.status in WAITING_RUN_STATUSES
     if_alive, if_dead = (decide(True), decide(False)) if waiting else (decide(None),) * 2
-    gate = svc.coord.playback_gate(business.id, call_sid, read_alive=if_alive != if_dead,
-                                   gate_if_alive=if_alive.kind in GATED, gate_if_dead=if_dead.kind in GATED)
+    gate = svc.coord.playback_gate(business.id, call_sid, playback_gate_ask(if_alive, if_dead))
     decision = if_alive if gate.alive else if_dead
     if decision.kind == "serve":
         return Answer(200, file=file)

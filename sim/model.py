@@ -39,6 +39,7 @@ import simpy
 from harness.scenario import Outage, Scenario
 from reference_app import policy as P
 from sim.keys import KeyStore
+from sim.process import Proc
 from sim.records import recorders
 
 REDIS_RTT_S = 0.001  # one Redis round trip: the gap inside a check-then-set
@@ -51,12 +52,15 @@ RECORDING_URL = "https://api.twilio.com/2010-04-01/Accounts/AC{n}/Recordings/RE{
 ODD_RECORDING_URL = "https://api.twilio.com/2010-04-01/Accounts/AC{n}.json/Recordings/RE{n}.json"
 
 
-def shape_pieces(shape: str) -> tuple[str, ...]:
-    """A URL shape's pieces around its "{n}" placeholders (num.join(pieces) == shape.format(n=num))."""
-    pieces = tuple(shape.split("{n}"))
-    if any("{" in piece or "}" in piece for piece in pieces):
-        raise ValueError(f"URL shape {shape!r} has a brace besides {{n}}")
-    return pieces
+def twilio_serves(raw_url: str, stored_url: str) -> str:
+    """What Twilio returns for the stored URL of a recording whose webhook sent `raw_url`: audio
+    for the recording's .mp3, the metadata JSON for its .json, 404 for anything else (a URL
+    rewritten in the wrong place)."""
+    if stored_url == raw_url[: -len(".json")] + ".mp3":
+        return "audio"
+    if stored_url == raw_url:
+        return "json"
+    return "missing"
 
 
 class EnqueueError(Exception):
@@ -106,12 +110,10 @@ class Call:
     recording_sid: str
     business_id: int
     has_url: bool
-    raw_url: str
-    stored_url: str
     calllog_at: float
     download_s: float
     archive: bool = False
-    served: str = ""  # what Twilio answers for stored_url: audio | json | missing
+    served: str = ""  # what Twilio answers for the stored URL: audio | json | missing ("" without one)
     file_ready: bool = False
     audio_ok: bool = False
 
@@ -194,7 +196,6 @@ class Model:
         self.keys = KeyStore()
         self.scheduled: list[tuple[float, int, Entry, str]] = []
         self._sched_seq = 0
-        self.calls: dict[str, Call] = {}
         self.archive: list[Call] = []
         self.latest_run: dict[str, Run] = {}
         self.active_runs: dict[str, Run] = {}
@@ -207,22 +208,22 @@ class Model:
         self._clients = 0
         self.worker_down = [False] * s.workers.count
         self.worker_wake = [self.env.event() for _ in range(s.workers.count)]
-        self.worker_procs: list[simpy.Process] = []
+        self.worker_procs: list[Proc] = []
         self.worker_job: list[Run | LeadJob | None] = [None] * s.workers.count
         self.busy = 0
         self.redis_paused = False
         self.redis_gone = False  # restarting: nothing reaches Redis, and nothing it held survives
-        self.orphans: dict[str, tuple[Run, int]] = {}  # runs whose RQ job Redis lost, with its token
+        # runs no RQ job will run, with their token: Redis lost the job (since None), or a worker
+        # popped it and crashed before starting it (RQ status 'dequeued' since then)
+        self.orphans: dict[str, tuple[Run, int, float | None]] = {}
         self.twilio = s.twilio  # in force now: [twilio], or a degrade window over it
         self.scheduler_down = False
         self.crashed: list[tuple[Run, int]] = []
         # Recording URLs of one shape differ only in their ids: policy.normalise_recording_url
         # decides once per shape, on the shape with the ids as a placeholder (it never looks
-        # inside an id), instead of once per call.
-        # A shape is kept as its pieces around "{n}": with no other brace in them,
-        # num.join(pieces) is shape.format(n=num) (checked here), without parsing the format.
-        self.url_shapes = {
-            odd: (shape_pieces(shape), shape_pieces(P.normalise_recording_url(shape, self.policy)))
+        # inside an id), and so does what Twilio serves for the URL the app stored.
+        self.served_by_shape = {
+            odd: twilio_serves(shape, P.normalise_recording_url(shape, self.policy))
             for odd, shape in ((False, RECORDING_URL), (True, ODD_RECORDING_URL))
         }
         self.rec = recorders(self.env, self.history)  # rec.<kind>(proc, **fields) records one event
@@ -254,6 +255,9 @@ class Model:
 
     # ------------------------------------------------------------------ recording
 
+    def spawn(self, gen: Generator) -> Proc:
+        return Proc(self.env, gen)
+
     def next_id(self) -> str:
         self._ids += 1
         return str(self._ids)
@@ -263,23 +267,23 @@ class Model:
     def start(self) -> None:
         s, env = self.scenario, self.env
         for i in range(s.workers.count):
-            self.worker_procs.append(env.process(self.worker(i)))
-        env.process(self.scheduler())
-        env.process(self.sweeper())
-        env.process(self.sampler())
-        env.process(self.call_arrivals())
+            self.worker_procs.append(self.spawn(self.worker(i)))
+        self.spawn(self.scheduler())
+        self.spawn(self.sweeper())
+        self.spawn(self.sampler())
+        self.spawn(self.call_arrivals())
         for i in range(s.recordings.archive_calls):
             self.archive.append(self.new_call(archive=True))
         if s.clients.archive_plays_per_hour > 0 and self.archive:
-            env.process(self.archive_plays())
+            self.spawn(self.archive_plays())
         for b in range(1, s.businesses + 1):
             base = b * 1_000_000
             self.leads[b] = set(range(base + 1, base + 1 + s.bulk_delete.leads_per_business))
             self.lead_jobs[b] = []
         if s.bulk_delete.requests_per_hour > 0 and s.bulk_delete.leads_per_business > 0:
-            env.process(self.bulk_deleters())
+            self.spawn(self.bulk_deleters())
         for o in s.outages:
-            env.process(self.outage(o))
+            self.spawn(self.outage(o))
 
     # ------------------------------------------------------------------ environment draws
 
@@ -305,28 +309,12 @@ class Model:
         has_url = archive or rng.random() < s.recordings.url_fraction
         odd = rng.random() < s.recordings.odd_url_fraction
         num = f"{n:06d}"
-        if has_url:
-            raw_pieces, stored_pieces = self.url_shapes[odd]
-            raw, stored = num.join(raw_pieces), num.join(stored_pieces)
-        else:
-            raw = stored = ""
         # positional, in Call's field order: call_sid, recording_sid, business_id, has_url,
-        # raw_url, stored_url, calllog_at, download_s, archive (draws in the same order as ever)
-        call = Call("CA" + num, "RE" + num, 1 + rng.randrange(s.businesses), has_url, raw, stored,
-                    now if archive else now + self.calllog_delay(), self.download_time(), archive)
-        call.served = self.twilio_serves(call)
-        self.calls[call.call_sid] = call
+        # calllog_at, download_s, archive, served (draws in the same order as ever)
+        call = Call("CA" + num, "RE" + num, 1 + rng.randrange(s.businesses), has_url,
+                    now if archive else now + self.calllog_delay(), self.download_time(), archive,
+                    self.served_by_shape[odd] if has_url else "")
         return call
-
-    def twilio_serves(self, call: Call) -> str:
-        """What Twilio returns for the stored URL: audio for the recording's .mp3, the metadata
-        JSON for its .json, 404 for anything else (a URL rewritten in the wrong place)."""
-        audio = call.raw_url[: -len(".json")] + ".mp3"
-        if call.stored_url == audio:
-            return "audio"
-        if call.stored_url == call.raw_url:
-            return "json"
-        return "missing"
 
     # ------------------------------------------------------------------ arrivals and webhooks
 
@@ -373,7 +361,7 @@ class Model:
         self.latest_run[call.call_sid] = run
         if self.redis_paused and self.orphans_swept:  # Redis unreachable: paused, or restarting
             self.active_runs[job_id] = run  # the row is the record; the sweeper enqueues it
-            self.orphans[job_id] = (run, run.token)
+            self.orphans[job_id] = (run, run.token, None)
             return run
         retry_is_int = self.retry_is_int.get(via)
         if retry_is_int is None:  # policy.enqueue_retry_is_int, asked once per path
@@ -448,7 +436,7 @@ class Model:
         Redis restarts the job goes nowhere (the run is an orphan)."""
         run.token = token = run.token + 1
         if self.redis_gone:
-            self.orphans[run.job_id] = (run, token)
+            self.orphans[run.job_id] = (run, token, None)
             return
         entry = Entry(run, token)
         if delay_s > 0:
@@ -465,10 +453,17 @@ class Model:
         if call.archive is False and now < call.calllog_at:
             return 404, None, False
         run = self.latest_run.get(call.call_sid)
-        alive = self.worker_alive() if run is not None and run.status in P.WAITING_RUN_STATUSES else None
-        state = P.PlaybackState(call.has_url, call.file_ready,
-                                run.state(now, p.heartbeat_interval_s) if run else None, worker_alive=alive)
-        d = P.playback_decision(state, now, p)
+        run_state = run.state(now, p.heartbeat_interval_s) if run else None
+        waiting = run is not None and run.status in P.WAITING_RUN_STATUSES
+        if self.redis_paused:  # Redis unreachable: a poll whose answer needs it gets 503
+            if_alive, if_dead = (P.playback_decision(P.PlaybackState(call.has_url, call.file_ready, run_state, alive),
+                                                     now, p) for alive in ((True, False) if waiting else (None, None)))
+            if P.playback_gate_ask(if_alive, if_dead).round_trip:
+                return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
+            d = if_dead
+        else:
+            alive = self.worker_alive() if waiting else None
+            d = P.playback_decision(P.PlaybackState(call.has_url, call.file_ready, run_state, alive), now, p)
         if d.kind == "serve":
             return 200, None, call.audio_ok
         if d.kind == "not_found":
@@ -476,8 +471,6 @@ class Model:
         if d.kind == "wait":
             return 202, d.retry_after_s, False
         stuck = d.kind == "start" and run is not None and run.status in P.ACTIVE_RUN_STATUSES
-        if self.redis_paused:
-            return 500, None, False
         dedup = P.playback_dedups(p)
         marked = (yield from self.mark_playback(call)) if dedup else True
         attempts = self.count_attempt(call.call_sid) if marked else 0
@@ -576,10 +569,14 @@ class Model:
             except simpy.Interrupt:
                 if entry is not None and entry.run is not None and entry.run.status == "running":
                     self.lose_in_crash(entry.run, w)
+                elif entry is not None and entry.run is not None and entry.run.token == entry.token:
+                    # popped, not started yet (the job's overhead): RQ's status stays 'dequeued' and
+                    # nothing re-queues the job but the sweep (policy.run_orphaned)
+                    self.orphans[entry.run.job_id] = (entry.run, entry.token, self.env._now)
                 elif entry is not None and entry.lead_job is not None and entry.lead_job.status == "running":
                     # the run dies mid-batch (rolled back): the row stays 'running', the lock
                     # stays until its TTL, and the user resumes it once it is evidently dead
-                    self.env.process(self.resume_later(entry.lead_job))
+                    self.spawn(self.resume_later(entry.lead_job))
 
     def wake_workers(self) -> None:
         for i, ev in enumerate(self.worker_wake):
@@ -641,14 +638,15 @@ class Model:
                           job_type=run.job_type, via="requeue")
 
     def sweep_orphans(self) -> None:
-        """jobs.requeue_orphan: a waiting run whose RQ job Redis lost is enqueued again once
+        """jobs.requeue_orphan: a waiting run no RQ job will run is enqueued again once
         policy.run_orphaned says so (never with `orphan_runs_not_swept`)."""
         p, now = self.policy, self.env._now
-        for job_id, (run, token) in list(self.orphans.items()):
+        for job_id, (run, token, dequeued_at) in list(self.orphans.items()):
             if run.token != token or run.status not in P.WAITING_RUN_STATUSES or job_id not in self.active_runs:
                 del self.orphans[job_id]  # re-queued since, or finished
                 continue
-            if not P.run_orphaned(run.state(now, p.heartbeat_interval_s), None, now, p):
+            job_status = None if dequeued_at is None else "dequeued"
+            if not P.run_orphaned(run.state(now, p.heartbeat_interval_s), job_status, now, p, dequeued_at):
                 continue
             del self.orphans[job_id]
             run.status, run.created_at, run.next_attempt_at = "queued", now, None
@@ -674,7 +672,8 @@ class Model:
         call, now = run.call, env._now
         run.status, run.started_at, run.heartbeat_at = "running", now, now
         run.alive_since = now if self.beats else None
-        self.rec.job_start(proc, job_id=run.job_id, call_sid=call.call_sid, attempt=run.retry_count + 1, worker=proc)
+        self.rec.job_start(proc, job_id=run.job_id, call_sid=call.call_sid,
+                           attempt=P.run_attempt(run.retry_count, run.fetch_retry_count), worker=proc)
         if now < call.calllog_at:
             self.not_ready(run, proc, "calllog")
             return
@@ -926,9 +925,9 @@ class Model:
         self.scheduled.clear()
         for entry in lost:
             if entry.lead_job is not None:
-                self.env.process(self.resume_later(entry.lead_job))
+                self.spawn(self.resume_later(entry.lead_job))
             elif entry.run is not None and entry.run.token == entry.token:
-                self.orphans[entry.run.job_id] = (entry.run, entry.token)
+                self.orphans[entry.run.job_id] = (entry.run, entry.token, None)
 
     # ------------------------------------------------------------------ clients
 
@@ -937,7 +936,7 @@ class Model:
         if self.rng_clients.random() >= c.play_fraction:
             return
         at = max(call.calllog_at, self.env._now + self.rng_clients.uniform(*c.play_delay_s))
-        self.env.process(self.open_recording(call, at - self.env._now))
+        self.spawn(self.open_recording(call, at - self.env._now))
 
     def archive_plays(self) -> Generator:
         rate = self.scenario.clients.archive_plays_per_hour / 3600.0
@@ -946,7 +945,7 @@ class Model:
             if self.env._now >= self.scenario.duration_s:
                 return
             call = self.archive[self.rng_clients.randrange(len(self.archive))]
-            self.env.process(self.open_recording(call, 0.0))
+            self.spawn(self.open_recording(call, 0.0))
 
     def open_recording(self, call: Call, after_s: float) -> Generator:
         """A user opens a recording: one player, a double-click, a storm, or a refresher."""
@@ -957,16 +956,16 @@ class Model:
         r = rng.random()
         if r < c.double_click_fraction:
             gap = rng.uniform(0.0, 0.25)
-            env.process(self.player(call, client, 1, "double_clicker"))
+            self.spawn(self.player(call, client, 1, "double_clicker"))
             yield env.timeout(gap)
-            env.process(self.player(call, client, 2, "double_clicker"))
+            self.spawn(self.player(call, client, 2, "double_clicker"))
         elif r < c.double_click_fraction + c.storm_fraction:
             offsets = sorted(rng.uniform(0.0, c.storm_spread_s) for _ in range(c.storm_clicks))
             last = 0.0
             for i, at in enumerate(offsets, 1):
                 yield env.timeout(at - last)
                 last = at
-                env.process(self.player(call, client, i, "storm"))
+                self.spawn(self.player(call, client, i, "storm"))
         elif r < c.double_click_fraction + c.storm_fraction + c.refresh_fraction:
             for i in range(1, c.refreshes + 2):
                 yield from self.enqueue_api(call)
@@ -1015,7 +1014,7 @@ class Model:
             for at in offsets:
                 yield self.env.timeout(at - last)
                 last = at
-                self.env.process(self.bulk_delete_request(business, client))
+                self.spawn(self.bulk_delete_request(business, client))
 
     def active_lead_job(self, business: int) -> LeadJob | None:
         for job in self.lead_jobs[business]:
@@ -1133,7 +1132,7 @@ class Model:
                 job.status = "paused"
                 self.rec.lead_job_pause(proc, business_id=job.business_id, job_id=job.job_id,
                           processed=job.processed)
-                env.process(self.resume_later(job))
+                self.spawn(self.resume_later(job))
                 return
         self.end_lead_job(job, "completed", proc)
 

@@ -142,6 +142,7 @@ def test_a_calllog_after_the_fifth_retry_then_a_failed_fetch_is_downloaded_on_th
     assert [e["outcome"] for e in events if e["kind"] == "job.end" and e["outcome"] != "retry"] == [outcome]
     if outcome == "done":
         assert retries == calllog + [("fetch", 1, 60)]
+        assert [e["attempt"] for e in events if e["kind"] == "job.start"] == list(range(1, 8))  # every run counted
         assert (ledger["requests"], ledger["completed"]) == (2, 1)  # the 503, then the whole file
         verdict = check_backoff_schedule(events, p, abs_tol_s=backoff_abs_tolerance_s(p))  # a live ticker's lag
         assert verdict.valid is True and verdict.figure["gaps_checked_by_phase"] == {"calllog": 5, "fetch": 1}

@@ -89,6 +89,22 @@ def test_model_a_webhook_during_a_redis_pause_keeps_its_run_for_the_sweep(faults
         assert orphans and all(e["t"] >= end for e in orphans)  # once Redis answers again
 
 
+def test_model_a_poll_that_needs_redis_during_a_pause_gets_503_as_in_the_app():
+    """Redis paused for 300 s with every call opened in a player: a poll whose answer needs
+    Redis (the worker-liveness read, the playback gate) gets 503 redis_unavailable, as the app's
+    error handler answers (tests/test_redis_faults.py); one that needs none is answered (200 for a
+    ready file, 202 for a running job). No poll gets a bare 500."""
+    data = tomllib.loads(Path("scenarios/redis-restart.toml").read_text())
+    data.update(outages=[{"target": "redis", "how": "redis_pause", "at_s": 900, "duration_s": 300}])
+    data["clients"] = {"play_fraction": 1.0}
+    result = simulate(parse_scenario(data))
+    start, end = window(result.history, "redis")
+    during = [e for e in result.history if e["kind"] == "client.request" and start <= e["t"] < end]
+    statuses = {e["status"] for e in during}
+    assert 503 in statuses and statuses <= {200, 202, 404, 503}
+    assert all(e["retry_after"] is not None for e in during if e["status"] == 503)
+
+
 def test_model_degrade_window_fails_downloads_inside_it_only():
     s = parse_scenario({
         "name": "twilio-window", "duration_s": 1200, "drain_s": 1800, "arrivals": {"calls_per_hour": 600},

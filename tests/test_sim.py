@@ -123,6 +123,21 @@ def test_crash_rerun_downloads_again_unless_the_download_is_idempotent():
     assert any(e["kind"] == "download.end" and e["skipped"] for e in fixed.history)
 
 
+
+@pytest.mark.parametrize("faults, lost", [((), False), (("orphan_runs_not_swept",), True)])
+def test_a_crash_after_a_worker_popped_a_job_but_before_it_started_leaves_the_run_to_the_orphan_sweep(faults, lost):
+    """A 20 s job start-up (seed 2): the crash of every worker at 1200 s hits a job popped but not
+    started. RQ never marked it started, so only the sweep (policy.run_orphaned, 'dequeued')
+    enqueues it again; without the sweep, nothing-lost names the recording."""
+    result = run("worker-crash", faults=faults, seed=2, workers__job_overhead_s=20)
+    orphans = [e for e in result.history if e["kind"] == "job.enqueue" and e["via"] == "orphan"]
+    v = verdict(result, "nothing-lost")
+    if lost:
+        assert v.valid is False and not orphans
+        assert all(a.witnesses for a in v.anomalies["recording-not-downloaded"])
+    else:
+        assert v.valid is True and orphans
+
 def test_seed_variant_enqueues_several_jobs_for_concurrent_clicks():
     v = verdict(run("retry-storm", "seed"), "one-job-per-storm")
     assert v.valid is False
@@ -174,6 +189,8 @@ def test_a_recording_whose_calllog_took_every_retry_survives_a_fetch_fault_on_it
     calllog = [("calllog", n) for n in range(1, fixed.policy.max_recording_retries + 1)]
     assert retries[:len(calllog)] == calllog and retries[len(calllog):][:1] == [("fetch", 1)]
     assert verdict(fixed, "backoff-schedule").valid is True and verdict(fixed, "loops-terminate").valid is True
+    starts = [e["attempt"] for e in fixed.history if e["kind"] == "job.start" and e["call_sid"] == "CA000547"]
+    assert starts == list(range(1, len(retries) + 2))  # every run of the job numbered, fetch retries too
     shared = run("missing-calllog", "fixed", faults=["shared_retry_budget"], seed=1)
     (lost,) = verdict(shared, "nothing-lost").anomalies["recording-not-downloaded"]
     assert lost.facts["call_sid"] == "CA000547" and lost.witnesses
