@@ -55,3 +55,15 @@ def test_a_missing_or_unknown_field_is_refused():
         rec.job_end("worker-0", job_id="1", call_sid="CA1")  # outcome missing
     with pytest.raises(TypeError):
         rec.job_end("worker-0", job_id="1", call_sid="CA1", outcome="done", extra=1)
+
+
+def test_micro_round_is_round_to_six_places_bit_for_bit_near_halves_and_far_out():
+    import random
+
+    from sim.records import micro_round
+
+    rng = random.Random(7)
+    times = [rng.uniform(0, 1e5) for _ in range(200_000)] + [rng.expovariate(0.01) for _ in range(50_000)]
+    times += [k / 1e6 + 5e-7 + nudge for k in range(0, 10**6, 97) for nudge in (-1e-13, 0.0, 1e-13)]  # halves
+    times += [sum([0.1] * n) for n in range(3000)] + [1e7 + 0.1234565, 3e7 + 1e-7, 0.0, 5e-7, 1.5e-6]
+    assert [t for t in times if micro_round(t) != round(t, 6)] == []
