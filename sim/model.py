@@ -67,6 +67,12 @@ class EnqueueError(Exception):
     """The enqueue raised (Redis paused, or retry=3 passed as an int)."""
 
 
+class RedisUnavailable(Exception):
+    """A request reached an unreachable Redis with no fallback (`orphan_runs_not_swept`: the
+    seeds trusted Redis): the app's error handler answers 503 redis_unavailable, and the
+    request records no enqueue.result."""
+
+
 class JobQueue:
     """FIFO of queue entries with waiting workers: `put` hands an entry to the longest-waiting
     worker or queues it; `take` (a generator) returns the next entry."""
@@ -239,6 +245,7 @@ class Model:
         self.enqueue_dedup_ttl_s = P.enqueue_dedup_ttl(self.policy)
         self.retry_is_int: dict[str, bool] = {}
         self.job_overhead_s = s.workers.job_overhead_s
+        self.transcribe_s = s.workers.transcribe_s
         # The sweep asks policy.stuck_reason about every active run every 10 s; most are waiting
         # behind a backlog. Ask it once about a run waiting since the beginning of time: when
         # even that one is not stuck while a worker is alive, no waiting run is (stuck-ness only
@@ -344,7 +351,11 @@ class Model:
                   business_id=call.business_id, has_url=call.has_url)
         if not call.has_url:
             return
-        reason = P.reported_enqueue_reason((yield from self.dedup_enqueue(call, "full", "webhook", True)), self.policy)
+        try:
+            reason = yield from self.dedup_enqueue(call, "full", "webhook", True)
+        except RedisUnavailable:
+            return  # 503: Twilio's callback is not retried in the model, the recording is lost
+        reason = P.reported_enqueue_reason(reason, self.policy)
         self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=204 if reason != "error" else 500)
 
     # ------------------------------------------------------------------ enqueue (001, 004)
@@ -381,6 +392,9 @@ class Model:
         return P.reported_enqueue_reason(reason, self.policy)
 
     def dedup_enqueue(self, call: Call, job_type: str, via: str, dedup: bool) -> Generator:
+        """Seed 001's enqueue (coordination.dedup_enqueue around recordings.enqueue_recording):
+        'enqueued' | 'duplicate' | 'error'; RedisUnavailable when Redis cannot answer the dedup
+        claim and nothing falls back on the database."""
         keys = self.keys
         if not dedup:
             try:
@@ -393,7 +407,7 @@ class Model:
         if self.redis_paused and self.orphans_swept:  # Redis unreachable: paused, or restarting
             return (yield from self.pending_run(call, job_type, via))
         if self.redis_paused:
-            return "error"
+            raise RedisUnavailable  # the dedup claim's own round trip fails, before any run exists
         if self.dedup_set_before_enqueue:
             if not keys.set(key, "enqueued", self.env._now, ttl, nx=True):
                 return "duplicate"
@@ -481,7 +495,10 @@ class Model:
             self.rec.fail_fast_trip("web", call_sid=call.call_sid, count=attempts)
         if not act.enqueue:
             return act.status, act.retry_after_s, False
-        reason = yield from self.enqueue_recording(call, "download_only", "playback", dedup=dedup)
+        try:
+            reason = yield from self.enqueue_recording(call, "download_only", "playback", dedup=dedup)
+        except RedisUnavailable:  # Redis went away since the gate answered
+            return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
         self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason,
                   status=202 if reason != "error" else 500)
         if reason == "error":
@@ -539,7 +556,10 @@ class Model:
         if call.file_ready:
             reason = "cached"
         else:
-            reason = yield from self.enqueue_recording(call, "download_only", "enqueue_api")
+            try:
+                reason = yield from self.enqueue_recording(call, "download_only", "enqueue_api")
+            except RedisUnavailable:
+                return  # 503 redis_unavailable
         self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=P.enqueue_status(reason))
 
     # ------------------------------------------------------------------ workers, scheduler, sweeper
@@ -677,24 +697,33 @@ class Model:
         if now < call.calllog_at:
             self.not_ready(run, proc, "calllog")
             return
-        if not self.take_slot(run, proc):
-            yield from self.defer(run, proc)
+        ok = self.acquire_slot(run)
+        if not ok and self.blocking_slot_loop:
+            yield from self.wait_for_slot(run, proc)
             return
-        if not self.claim_inflight(run):
-            self.release_slot(run, proc)
-            yield from self.defer(run, proc)
-            return
-        ok = yield from self.download(run, proc)
-        self.release_inflight(run)
-        self.release_slot(run, proc)
+        self.rec.slot_acquire(proc, job_id=run.job_id, business_id=call.business_id, ok=ok)
         if not ok:
-            self.not_ready(run, proc, "fetch")
+            yield from self.defer(run, proc)
             return
-        if run.job_type == "full":
-            low, high = self.scenario.workers.transcribe_s
-            if high > 0:
-                yield env.timeout(self.rng_twilio.uniform(low, high))
-        self.finish(run, "done", proc)
+        # As the app's _download_with_slot: the slot is released last (its `finally`), after
+        # the job's own end — a deferral for a recording in flight elsewhere included.
+        if not self.claim_inflight(run):
+            yield from self.defer(run, proc)
+        else:
+            ok = yield from self.download(run, proc)
+            if not ok:
+                self.not_ready(run, proc, "fetch")
+            elif run.job_type == "full" and self.transcribe_s[1] > 0:
+                # the scenario's transcription (no step of the reference app) holds no download slot
+                self.release_inflight(run)
+                self.release_slot(run, proc)
+                yield env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
+                self.finish(run, "done", proc)
+                return
+            else:
+                self.finish(run, "done", proc)
+            self.release_inflight(run)
+        self.release_slot(run, proc)
 
     def not_ready(self, run: Run, proc: str, phase: str) -> None:
         """CallLog ('calllog') or audio ('fetch') not there yet: policy.recording_retry_decision
@@ -731,13 +760,29 @@ class Model:
         self.active_runs.pop(run.job_id, None)
         self.rec.job_end(proc, job_id=run.job_id, call_sid=run.call.call_sid, outcome=status)
 
-    def take_slot(self, run: Run, proc: str) -> bool:
-        p = self.policy
-        ok = self.acquire_slot(run)
-        if not ok and self.blocking_slot_loop:
-            return False  # handled in defer(): the before worker's 60 x 1 s loop
+    def wait_for_slot(self, run: Run, proc: str) -> Generator:
+        """before (`blocking_slot_loop`): no slot free, so wait for one in the worker, 60 x 1 s,
+        then download without the in-flight claim, or defer. Known drift, kept: the app's
+        `before` never blocks here (`semaphore_in_api`, not modelled, takes the slot in the API
+        and the worker skips _take_slot), and with `blocking_slot_loop` alone the app goes on
+        through the in-flight claim as recording_job does."""
+        ok = False
+        for _ in range(int(self.policy.before_slot_wait_s)):
+            self.rec.worker_sleep(proc, job_id=run.job_id, seconds=1.0, reason="slot")
+            yield self.env.timeout(1.0)
+            ok = self.acquire_slot(run)
+            if ok:
+                break
         self.rec.slot_acquire(proc, job_id=run.job_id, business_id=run.call.business_id, ok=ok)
-        return ok
+        if not ok:
+            yield from self.defer(run, proc)
+            return
+        downloaded = yield from self.download(run, proc)
+        self.release_slot(run, proc)
+        if downloaded:
+            self.finish(run, "done", proc)
+        else:
+            self.not_ready(run, proc, "fetch")
 
     def acquire_slot(self, run: Run) -> bool:
         held = self.slots.get(run.call.business_id)
@@ -779,26 +824,9 @@ class Model:
         self.slots.get(run.call.business_id, {}).pop(run.job_id, None)
 
     def defer(self, run: Run, proc: str) -> Generator:
-        """No free slot (004): re-park with policy.slot_defer_delay; seed sleeps first; before
-        blocks in a 60 x 1 s loop and then proceeds without a slot decision of its own."""
+        """No free slot, or the recording in flight elsewhere (004): re-park with
+        policy.slot_defer_delay; seed sleeps in the worker first."""
         p, env, call = self.policy, self.env, run.call
-        if p.has("blocking_slot_loop"):
-            ok = False
-            for _ in range(int(p.before_slot_wait_s)):
-                self.rec.worker_sleep(proc, job_id=run.job_id, seconds=1.0, reason="slot")
-                yield env.timeout(1.0)
-                ok = self.acquire_slot(run)
-                if ok:
-                    break
-            self.rec.slot_acquire(proc, job_id=run.job_id, business_id=call.business_id, ok=ok)
-            if ok:
-                downloaded = yield from self.download(run, proc)
-                self.release_slot(run, proc)
-                if downloaded:
-                    self.finish(run, "done", proc)
-                else:
-                    self.not_ready(run, proc, "fetch")
-                return
         delay = P.slot_defer_delay(run.defer_count, p)
         run.defer_count += 1
         run.status, run.next_attempt_at, run.alive_since = "queued", env._now + delay, None

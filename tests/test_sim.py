@@ -368,3 +368,40 @@ def test_no_retry_is_promoted_while_every_worker_is_down_and_the_due_ones_go_at_
     assert not [t for t in promoted if start < t < end]
     assert end in promoted  # the retries due inside the window, at its end
     assert inv.check_backoff_schedule(result.history, result.policy).valid is True
+
+
+def test_a_job_that_finds_its_recording_in_flight_elsewhere_holds_its_slot_until_its_job_ends():
+    """retry-storm on seed: concurrent clicks give several jobs for one recording, so a job that
+    took a slot can find the recording in flight in another job's hands. As the app's
+    _download_with_slot, it defers holding the slot — the seed's sleep included — and the slot
+    is released last, after the job's end (the `finally`), on every path through the slot."""
+    result = run("retry-storm", "seed")
+    held: dict[str, list[str]] = {}  # job id -> what it did since it took a slot
+    in_flight_deferrals = 0
+    for e in result.history:
+        job = e.get("job_id")
+        if e["kind"] == "slot.acquire" and e["ok"]:
+            held[job] = []
+        elif job in held and e["kind"] == "slot.release":
+            done = held.pop(job)
+            assert done and done[-1].startswith("job.end"), f"job {job} released its slot before its end: {done}"
+            in_flight_deferrals += done == ["worker.sleep", "job.end:deferred"]
+        elif job in held and e["kind"] in ("worker.sleep", "job.end"):
+            held[job].append(e["kind"] if e["kind"] == "worker.sleep" else f"job.end:{e['outcome']}")
+    assert in_flight_deferrals
+
+
+def test_without_the_orphan_sweep_a_callback_while_redis_is_gone_gets_503_and_no_enqueue_result():
+    """redis-restart on seed (`orphan_runs_not_swept`: nothing falls back on the database): the
+    app's dedup claim cannot reach Redis, so its error handler answers 503 redis_unavailable
+    before any run or enqueue.result exists. The model's callbacks in the window record none,
+    and their recordings are the ones nothing-lost names."""
+    result = run("redis-restart", "seed")
+    (start,) = [e["t"] for e in result.history if e["kind"] == "outage.start" and e["target"] == "redis"]
+    (end,) = [e["t"] for e in result.history if e["kind"] == "outage.end" and e["target"] == "redis"]
+    during = {e["call_sid"] for e in result.history
+              if e["kind"] == "recording.created" and e["has_url"] and start <= e["t"] < end}
+    results = [e for e in result.history if e["kind"] == "enqueue.result" and start <= e["t"] < end]
+    assert during and not [e for e in results if e["call_sid"] in during]
+    lost = {a.facts["call_sid"] for a in verdict(result, "nothing-lost").anomalies["recording-not-downloaded"]}
+    assert during <= lost
