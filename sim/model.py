@@ -239,6 +239,7 @@ class Model:
         has = self.policy.has
         self.download_idempotent = not has("download_not_idempotent")
         self.blocking_slot_loop = has("blocking_slot_loop")
+        self.semaphore_in_api = has("semaphore_in_api")
         self.orphans_swept = not has("orphan_runs_not_swept")
         self.dedup_set_before_enqueue = has("dedup_set_before_enqueue")
         self.dedup_check_then_set = has("dedup_check_then_set")
@@ -377,6 +378,10 @@ class Model:
         retry_is_int = self.retry_is_int.get(via)
         if retry_is_int is None:  # policy.enqueue_retry_is_int, asked once per path
             retry_is_int = self.retry_is_int[via] = P.enqueue_retry_is_int(via, self.policy)
+        if self.semaphore_in_api and job_type == "download_only" and not self.redis_paused \
+                and not self.acquire_slot(run):
+            run.status = "failed"  # before: the API takes the download slot, and none was free
+            raise EnqueueError("no download slot free")
         if self.redis_paused or retry_is_int:
             run.status = "failed"
             raise EnqueueError("enqueue raised")
@@ -697,14 +702,14 @@ class Model:
         if now < call.calllog_at:
             self.not_ready(run, proc, "calllog")
             return
-        ok = self.acquire_slot(run)
-        if not ok and self.blocking_slot_loop:
-            yield from self.wait_for_slot(run, proc)
-            return
-        self.rec.slot_acquire(proc, job_id=run.job_id, business_id=call.business_id, ok=ok)
-        if not ok:
-            yield from self.defer(run, proc)
-            return
+        if not self.semaphore_in_api:  # before: the API took the slot (download_only jobs), or none is taken
+            ok = self.acquire_slot(run)
+            if not ok and self.blocking_slot_loop:
+                ok = yield from self.wait_for_slot(run, proc)
+            self.rec.slot_acquire(proc, job_id=run.job_id, business_id=call.business_id, ok=ok)
+            if not ok:
+                yield from self.defer(run, proc)
+                return
         # As the app's _download_with_slot: the slot is released last (its `finally`), after
         # the job's own end — a deferral for a recording in flight elsewhere included.
         if not self.claim_inflight(run):
@@ -761,28 +766,15 @@ class Model:
         self.rec.job_end(proc, job_id=run.job_id, call_sid=run.call.call_sid, outcome=status)
 
     def wait_for_slot(self, run: Run, proc: str) -> Generator:
-        """before (`blocking_slot_loop`): no slot free, so wait for one in the worker, 60 x 1 s,
-        then download without the in-flight claim, or defer. Known drift, kept: the app's
-        `before` never blocks here (`semaphore_in_api`, not modelled, takes the slot in the API
-        and the worker skips _take_slot), and with `blocking_slot_loop` alone the app goes on
-        through the in-flight claim as recording_job does."""
-        ok = False
+        """`blocking_slot_loop`: no slot free, so wait for one in the worker, 60 x 1 s; returns
+        whether it got one (the app's _take_slot). In `before` the worker never gets here:
+        `semaphore_in_api` takes the slot in the API and the worker takes none."""
         for _ in range(int(self.policy.before_slot_wait_s)):
             self.rec.worker_sleep(proc, job_id=run.job_id, seconds=1.0, reason="slot")
             yield self.env.timeout(1.0)
-            ok = self.acquire_slot(run)
-            if ok:
-                break
-        self.rec.slot_acquire(proc, job_id=run.job_id, business_id=run.call.business_id, ok=ok)
-        if not ok:
-            yield from self.defer(run, proc)
-            return
-        downloaded = yield from self.download(run, proc)
-        self.release_slot(run, proc)
-        if downloaded:
-            self.finish(run, "done", proc)
-        else:
-            self.not_ready(run, proc, "fetch")
+            if self.acquire_slot(run):
+                return True
+        return False
 
     def acquire_slot(self, run: Run) -> bool:
         held = self.slots.get(run.call.business_id)

@@ -238,6 +238,20 @@ def test_slot_contention_makes_the_seed_worker_sleep():
     assert v.valid is False and v.anomalies["worker-slept"][0].witnesses[0]["reason"] == "slot"
 
 
+
+def test_with_the_slot_taken_in_the_api_the_worker_never_waits_for_one_and_a_click_can_find_none_free():
+    """`semaphore_in_api` (before), as the app: a click's download_only enqueue takes the slot
+    (the worker takes none, so it never sleeps for one; `blocking_slot_loop` is unreachable) and
+    fails when the business's slots are held by jobs that have not run yet. `blocking_slot_loop`
+    alone: the worker waits in 1 s sleeps and worker-never-blocks names them."""
+    api = run("retry-storm", faults=["semaphore_in_api"])
+    assert not [e for e in api.history if e["kind"] in ("slot.acquire", "worker.sleep")]
+    assert [e for e in api.history if e["kind"] == "enqueue.result" and e["reason"] == "error"]
+    assert verdict(api, "worker-never-blocks").valid is True
+    blocking = verdict(run("retry-storm", faults=["blocking_slot_loop"]), "worker-never-blocks")
+    assert blocking.valid is False
+    assert {w["kind"] for a in blocking.anomalies.values() for x in a for w in x.witnesses} == {"worker.sleep"}
+
 def test_json_recording_urls_answer_200_without_audio():
     v = verdict(run("steady", "fixed", faults=["json_recording_url"], duration_s=900), "status-semantics")
     assert v.valid is False and "200-without-audio" in v.anomalies
