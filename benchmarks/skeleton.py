@@ -45,7 +45,7 @@ def skeleton_run(s: Scenario) -> tuple[int, float]:
     """Run the skeleton over `s`'s duration + drain; (history events, wall seconds)."""
     env, history = simpy.Environment(), []
     rec = recorders(env, history)
-    rng_calls, rng_twilio, rng_clients = (random.Random(f"{s.seed}:{name}") for name in ("calls", "twilio", "clients"))
+    rng_calls, rng_twilio, rng_clients = (random.Random(f"{s.seed}:{n}") for n in ("calls", "twilio", "clients"))
     rate, overhead, tw, cl, cli = s.arrivals.calls_per_hour / 3600.0, s.workers.job_overhead_s, s.twilio, s.calllog, s.clients
     idle, queue, done, slots = deque(range(s.workers.count)), deque(), set(), {}
     ids = [0]

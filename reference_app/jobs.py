@@ -111,7 +111,8 @@ class RecordingJob:
         now = time.time()
         run.status, run.started_at, run.heartbeat_at, run.rq_job_id = "running", now, now, self.rq_id
         self.s.commit()
-        self.emit("job.start", job_id=str(run.id), call_sid=run.call_sid, attempt=run_attempt(run.retry_count, run.fetch_retry_count),
+        self.emit("job.start", job_id=str(run.id), call_sid=run.call_sid,
+                  attempt=run_attempt(run.retry_count, run.fetch_retry_count),
                   worker=os.environ.get("LOOPFIX_PROC", "worker"))
         call_log = self.s.scalar(select(CallLog).where(CallLog.call_sid == run.call_sid))
         if call_log is None:

@@ -407,11 +407,11 @@ def max_recording_runs(p: Policy) -> int:
     return 1 + sum(retry_budget(ph, p) for ph in budget_phases(p))
 
 
-
 def run_attempt(retry_count: int, fetch_retry_count: int) -> int:
     """Which run of its recording job this is (job.start's `attempt`): 1 + every retry spent
     from either budget (the stuck sweep's re-queues spend the CallLog one)."""
     return 1 + retry_count + fetch_retry_count
+
 
 @dataclass(frozen=True)
 class RetryDecision:

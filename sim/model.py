@@ -714,20 +714,21 @@ class Model:
         # the job's own end — a deferral for a recording in flight elsewhere included.
         if not self.claim_inflight(run):
             yield from self.defer(run, proc)
-        else:
-            ok = yield from self.download(run, proc)
-            if not ok:
-                self.not_ready(run, proc, "fetch")
-            elif run.job_type == "full" and self.transcribe_s[1] > 0:
-                # the scenario's transcription (no step of the reference app) holds no download slot
-                self.release_inflight(run)
-                self.release_slot(run, proc)
-                yield env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
-                self.finish(run, "done", proc)
-                return
-            else:
-                self.finish(run, "done", proc)
+            self.release_slot(run, proc)
+            return
+        ok = yield from self.download(run, proc)
+        if ok and run.job_type == "full" and self.transcribe_s[1] > 0:
+            # the scenario's transcription (no step of the reference app) holds no claim or slot
             self.release_inflight(run)
+            self.release_slot(run, proc)
+            yield env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
+            self.finish(run, "done", proc)
+            return
+        if ok:
+            self.finish(run, "done", proc)
+        else:
+            self.not_ready(run, proc, "fetch")
+        self.release_inflight(run)
         self.release_slot(run, proc)
 
     def not_ready(self, run: Run, proc: str, phase: str) -> None:

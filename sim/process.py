@@ -1,6 +1,6 @@
 """Model processes without simpy.Process: a generator driven by its events' callbacks.
 
-`spawn(env, generator)` runs a generator that yields SimPy events, as `env.process` does — it
+`Proc(env, generator)` runs a generator that yields SimPy events, as `env.process` does — it
 starts at the current time with the same urgency (so every history keeps its order), resumes
 with each event's value, receives a failed event's exception — but it is not itself an event:
 nothing can wait for it, and its end schedules nothing. The model never waits for a process,
@@ -61,7 +61,3 @@ class Proc:
         self.target.callbacks.remove(self.resume)
         self.resume(event)
 
-
-def spawn(env: simpy.Environment, gen: Generator[Event, Any, Any]) -> Proc:
-    """Run `gen` as a model process from now on (see the module docstring)."""
-    return Proc(env, gen)
