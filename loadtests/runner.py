@@ -1,8 +1,9 @@
 """One load run from nothing to a checked history, in `runs/<run-id>/`:
 
 1. start the stack (Redis: --redis-url, else a private redis-server when on PATH, else
-   REDIS_URL, else fakeredis's TCP server; the Twilio stand-in at the scenario's latency and fault rate, the
-   app under gunicorn, the scenario's RQ workers), every process appending its history here;
+   REDIS_URL, else fakeredis's TCP server; the Twilio stand-in at the scenario's latency and
+   fault rate; the app under gunicorn; the scenario's RQ workers), every process appending its
+   history here;
 2. seed the database (fixtures.json) and write run.json — the variant, faults, [policy]
    overrides and time scale the checker rebuilds the policy from (`loopfix verify runs/<id>`);
 3. run Locust headless (`--processes N` for its own multi-process mode) with the scenario's

@@ -4,8 +4,8 @@
 actually applied) for a missing CallLog, and again for audio Twilio failed to serve, each
 against a retry budget of its own (policy.recording_retry_decision's phases), takes a
 download slot in the worker (never sleeping on contention: it re-parks itself), downloads
-idempotently by RecordingSid (temp file + atomic rename; skipped if complete) while a heartbeat thread keeps its run alive, and
-finishes its bookkeeping in `finally`. `cleanup_stuck_recording_jobs()` (seed 002, by
+idempotently by RecordingSid (temp file + atomic rename; skipped if complete) while a
+heartbeat thread keeps its run alive, and finishes its bookkeeping in `finally`. `cleanup_stuck_recording_jobs()` (seed 002, by
 heartbeat) re-queues runs whose worker died. The RecordingRun id is the job id in every event.
 """
 from __future__ import annotations

@@ -185,8 +185,6 @@ def latest_run(s: Session, call_sid: str) -> RecordingRun | None:
     return s.scalar(select(RecordingRun).where(RecordingRun.call_sid == call_sid).order_by(RecordingRun.id.desc()))
 
 
-
-
 def playback(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
     """GET /api/recordings/file/<call_sid>: 200 ready, 202 processing, 404 never, 500 fail-fast."""
     p, emit = svc.policy, svc.history.emit

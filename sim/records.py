@@ -7,9 +7,9 @@ taking `proc` and exactly that kind's fields as parameters:
     rec.job_start(proc, job_id=..., call_sid=..., attempt=..., worker=...)
 
 Each appends the record `reference_app.events.event` would build — the fields, then `t` (the
-clock rounded to 6 places by micro_round, the rounding reused while the clock stands still), `kind`,
-`source: sim` and `proc`, in the key order the model always used (verdicts.json prints witness
-records in it) — as one dict display, so the dict is born with all its keys: no keyword dict
+clock rounded to 6 places by micro_round, the rounding reused while the clock stands still),
+`kind`, `source: sim` and `proc`, in the key order the model always used (verdicts.json prints
+witness records in it) — as one dict display, so the dict is born with all its keys: no keyword dict
 to fill in and grow afterwards, which is what a generic `emit(kind, proc, **fields)` costs on
 every one of the model's events. A field missing or misspelt at a call site is a TypeError.
 """
@@ -31,7 +31,7 @@ def {name}(proc, {params}):
 
 
 def micro_round(t: float) -> float:
-    """round(t, 6), bit for bit, at a third of its cost: round(t * 1e6) / 1e6 is the same
+    """round(t, 6), bit for bit, without its decimal conversion: round(t * 1e6) / 1e6 is the same
     float whenever t * 1e6 is not within its own rounding error of a half (round(t, 6) rounds
     t's exact decimal value; k / 1e6 is the float nearest k / 10**6 either way); near a half,
     or past 10**12 µs (about 11 days) where that error grows, round(t, 6) itself."""
