@@ -229,8 +229,10 @@ def run_load(opts: LoadOptions, on_progress: Callable[[str, float], None] | None
         stack.stop()
 
 
-def stop_locust(locust, timeout: float = 60.0) -> int | None:
-    """SIGTERM to Locust's master: it stops its users and workers, runs the quitting hook, exits."""
+def stop_locust(locust, timeout: float = STOP_TIMEOUT_S + 30.0) -> int | None:
+    """SIGTERM to Locust's master: it stops its users and workers, runs the quitting hook, exits.
+    Its users get STOP_TIMEOUT_S to end their sessions (a `before` player polling a 202 forever
+    never does), so the wait is longer than that: killed sooner, Locust leaves no exit code."""
     if locust.alive:
         os.kill(locust.pid, signal.SIGTERM)
     try:
