@@ -25,6 +25,7 @@ Event = dict[str, Any]
 HISTORY_FILE = "history.jsonl"
 RUN_INFO_FILE = "run.json"
 _BASE_FIELDS = ("t", "kind", "source", "proc")
+SOURCES = ("sim", "live", "target")
 
 
 def write_history(path: str | os.PathLike, history: Iterable[Event]) -> Path:
@@ -81,7 +82,7 @@ def read_history(path: str | os.PathLike) -> list[Event]:
 def validate(history: Iterable[Event]) -> list[str]:
     """Schema problems, one line each (empty when the history is well formed).
 
-    Each record needs t (a number), kind (one of events.EVENT_FIELDS), source (sim | live),
+    Each record needs t (a number), kind (one of events.EVENT_FIELDS), source (sim | live | target),
     proc, and every field its kind lists (a field may be null; extra fields are allowed).
     """
     problems: list[str] = []
@@ -97,8 +98,8 @@ def validate(history: Iterable[Event]) -> list[str]:
         if kind not in events_mod.EVENT_FIELDS:
             problems.append(f"{where}: unknown kind {kind!r}")
             continue
-        if r["source"] not in ("sim", "live"):
-            problems.append(f"{where} ({kind}): source must be sim or live, got {r['source']!r}")
+        if r["source"] not in SOURCES:
+            problems.append(f"{where} ({kind}): source must be one of {', '.join(SOURCES)}, got {r['source']!r}")
         lacking = [f for f in events_mod.EVENT_FIELDS[kind] if f not in r]
         if lacking:
             problems.append(f"{where} ({kind} at t={r['t']}): missing field(s) {', '.join(lacking)}")

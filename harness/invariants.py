@@ -33,6 +33,7 @@ from reference_app.policy import Policy
 
 Event = Mapping[str, Any]
 UNKNOWN = "unknown"
+NOT_OBSERVABLE = "not observable"  # target mode: the invariant needs the service's insides
 TERMINAL_OUTCOMES = ("played", "not_found", "worker_offline", "gave_up")
 MAX_EXAMPLES = 20  # anomalies kept per type; the figure counts them all
 
@@ -155,11 +156,20 @@ def _of(history: Iterable[Event], *kinds: str) -> list[Event]:
 # --------------------------------------------------------------------------- loops-terminate
 
 
+def retry_after_granted_s(policy_s: float, p: Policy) -> float:
+    """The wait a Retry-After of `policy_s` grants once it is sent as HTTP says — whole wall
+    seconds, at least one — in policy seconds: at time_scale 0.01 every Retry-After up to 100
+    policy seconds is "1", so a player honouring it waits 100."""
+    return max(policy_s, math.ceil(max(p.wall(policy_s), 1e-9)) / p.time_scale)
+
+
 def player_time_bound(p: Policy) -> float:
     """Longest a bounded player session may last: every retry waits at most the longest delay
-    the player can be told (backoff or the largest Retry-After), plus one more such wait."""
-    longest = [policy_mod.player_delay(k, p.retry_after_max_s, p) for k in range(p.player_max_retries)]
-    return sum(longest) + p.retry_after_max_s
+    the player can be told (backoff or the largest Retry-After, as whole wall seconds), plus
+    one more such wait."""
+    most = retry_after_granted_s(p.retry_after_max_s, p)
+    longest = [policy_mod.player_delay(k, most, p) for k in range(p.player_max_retries)]
+    return sum(longest) + most
 
 
 @_checker("loops-terminate")
@@ -601,8 +611,10 @@ def check_all(history: Sequence[Event], p: Policy, only: Iterable[str] | None = 
 
 
 def overall(verdicts: Iterable[Verdict]) -> bool | str:
-    """False if any is broken, else unknown if any is undecided, else True."""
-    vs = list(verdicts)
+    """False if any is broken, else unknown if any is undecided, else True. A verdict that is
+    not observable (target mode) says nothing either way and is left out — never a pass: it
+    is printed as what it is."""
+    vs = [v for v in verdicts if v.valid != NOT_OBSERVABLE]
     if any(v.valid is False for v in vs):
         return False
     if any(v.valid == UNKNOWN for v in vs):
@@ -670,12 +682,16 @@ def render_event(e: Event) -> str:
 
 
 def valid_label(valid: bool | str) -> str:
+    if valid == NOT_OBSERVABLE:
+        return NOT_OBSERVABLE
     return {True: "holds", False: "BROKEN"}.get(valid, "unknown")  # type: ignore[arg-type]
 
 
 def render_verdict(v: Verdict, examples: int = 2, witnesses: int = 3) -> str:
     """A verdict as a few lines: status, then per anomaly type a count, examples and witnesses."""
     lines = [f"{v.name}: {valid_label(v.valid)}"]
+    if v.valid == NOT_OBSERVABLE and v.figure.get("why"):
+        lines.append(f"  {v.figure['why']}")
     counts = v.figure.get("anomaly_counts", {})
     for kind, group in v.anomalies.items():
         lines.append(f"  {kind} x{counts.get(kind, len(group))}")

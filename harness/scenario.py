@@ -185,6 +185,30 @@ class BulkDelete:
     resume_after_s: float = _f(60.0, "nonneg")
 
 
+# How the media stand-in may answer one fetch (loadtests/twilio_stub.py serves them).
+FETCH_MODES = ("ok", "429", "500", "503", "truncate", "stall", "timeout", "slow")
+
+
+@dataclass(frozen=True)
+class Conformance:
+    """Target mode's conformance plan (scenarios/conformance.toml; loadtests/target/conformance.py):
+    fresh recordings whose first fetches fail as `flaky` says (one recording per entry, its
+    stand-in modes comma-separated), `slow` ones served slowly under a click storm, `doomed`
+    ones whose every fetch fails (never clicked, watched past their whole schedule), `storms`
+    fresh recordings under a click storm, `outage_recordings` created and played while every
+    worker is stopped, `replays` recording callbacks sent twice, `unsigned` ones sent unsigned,
+    and a bulk-delete click storm with `foreign_ids` of another tenant's leads mixed in."""
+
+    flaky: tuple[str, ...] = _f(("503", "timeout,500", "stall,503,429"))
+    slow: int = _f(1, "count0")
+    doomed: int = _f(1, "count0")
+    storms: int = _f(2, "count0")
+    outage_recordings: int = _f(2, "count0")
+    replays: int = _f(2, "count0")
+    unsigned: int = _f(2, "count0")
+    foreign_ids: int = _f(3, "count0")
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One named scenario; `policy` holds overrides for `policy.make_policy`."""
@@ -207,6 +231,7 @@ class Scenario:
     outages: tuple[Outage, ...] = ()
     clients: Clients = Clients()
     bulk_delete: BulkDelete = BulkDelete()
+    conformance: Conformance | None = None  # target mode's scripted plan, when the scenario has one
     policy: tuple[tuple[str, Any], ...] = ()
 
     def make_policy(self) -> policy_mod.Policy:
@@ -228,6 +253,7 @@ _TABLES: dict[str, type] = {
     "workers": Workers,
     "clients": Clients,
     "bulk_delete": BulkDelete,
+    "conformance": Conformance,
 }
 
 
@@ -274,6 +300,13 @@ def _convert(where: str, f: dataclasses.Field, raw: Any) -> Any:
         ):
             raise bad("a list of [start_s, calls_per_hour] pairs of numbers >= 0")
         value = tuple(sorted((float(a), float(b)) for a, b in raw))
+    elif f.name == "flaky":
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise bad('a list of comma-separated stand-in modes, e.g. ["503", "timeout,500"]')
+        modes = {m.strip() for x in raw for m in x.split(",")}
+        if not modes <= set(FETCH_MODES):
+            raise bad(f"modes among {', '.join(FETCH_MODES)}")
+        value = tuple(raw)
     elif f.name == "faults":
         items = raw.split(",") if isinstance(raw, str) else raw
         if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
@@ -312,6 +345,8 @@ def parse_scenario(data: Mapping[str, Any], name: str = "unnamed") -> Scenario:
         raise ValueError(f"unknown field {unknown[0]!r} at the top level; known: {', '.join(sorted(fields))}")
     values: dict[str, Any] = {}
     for key, raw in data.items():
+        if key == "conformance" and raw is None:  # plain data of a scenario without the table
+            continue
         if key in _TABLES:
             values[key] = _build(_TABLES[key], raw, key)
         elif key == "outages":

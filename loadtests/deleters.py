@@ -43,8 +43,7 @@ class BulkDeleteUser(FastHttpUser):
         if not lead_ids:
             return
         b = ctx.scenario.bulk_delete
-        body = json.dumps({"lead_ids": lead_ids})
-        clicks = [gevent.spawn(self.click, business, body, ctx.rng.uniform(0.0, b.click_spread_s))
+        clicks = [gevent.spawn(self.click, business, lead_ids, ctx.rng.uniform(0.0, b.click_spread_s))
                   for _ in range(b.clicks_per_request)]
         gevent.joinall(clicks)
         for job_id in {c.value for c in clicks if c.value is not None}:
@@ -62,8 +61,9 @@ class BulkDeleteUser(FastHttpUser):
             after = page["next_after"]
         return ids
 
-    def click(self, business: dict, body: str, after_s: float) -> int | None:
+    def click(self, business: dict, lead_ids: list[int], after_s: float) -> int | None:
         self.ctx.sleep(after_s)
+        body = json.dumps({"lead_ids": lead_ids})
         resp = self.client.post("/api/leads/bulk-delete", data=body, name="/api/leads/bulk-delete",
                                 headers={**auth(business), "Content-Type": "application/json"})
         return resp.json().get("job_id") if resp.status_code == 202 else None
@@ -73,10 +73,16 @@ class BulkDeleteUser(FastHttpUser):
         ctx = self.ctx
         while True:
             ctx.sleep(5.0)
-            resp = self.client.get(f"/api/jobs/{job_id}", headers=auth(business), name="/api/jobs/[id]")
-            status = resp.json().get("status") if resp.status_code == 200 else None
+            status = self.job_state(business, job_id)
             if status in FINISHED:
                 return
             if status == "paused":
                 ctx.sleep(ctx.scenario.bulk_delete.resume_after_s)
-                self.client.post(f"/api/jobs/{job_id}/resume", headers=auth(business), name="/api/jobs/[id]/resume")
+                self.resume(business, job_id)
+
+    def job_state(self, business: dict, job_id) -> str | None:
+        resp = self.client.get(f"/api/jobs/{job_id}", headers=auth(business), name="/api/jobs/[id]")
+        return resp.json().get("status") if resp.status_code == 200 else None
+
+    def resume(self, business: dict, job_id) -> None:
+        self.client.post(f"/api/jobs/{job_id}/resume", headers=auth(business), name="/api/jobs/[id]/resume")

@@ -28,6 +28,8 @@ from reference_app.policy import Policy
 
 RUN_DIR_ENV = "LOOPFIX_LOAD_DIR"
 LOAD_START_FILE = "load_start"
+PROBE_FILE = "probe"  # target mode: the runner lists the recordings to play once more here ...
+PROBE_DONE_FILE = "probe_done"  # ... and Locust's probe user answers here when every session ended
 
 
 @dataclass
@@ -104,6 +106,7 @@ def _build(directory: Path) -> LoadContext:
                            f"`loopfix loadtest`); {directory!s} has no run.json with a scenario")
     scenario = parse_scenario(info["scenario_data"], name=info.get("scenario", "unnamed"))
     policy = history_mod.policy_from_run_info(info)
-    history = HistoryWriter(directory, proc="locust", time_scale=policy.time_scale, epoch=float(info["epoch"]))
+    history = HistoryWriter(directory, proc="locust", time_scale=policy.time_scale, epoch=float(info["epoch"]),
+                            source="target" if info.get("source") == "target" else "live")
     return LoadContext(directory, info, scenario, policy, read_fixtures(directory), history, time.time(),
                        random.Random(f"{scenario.seed}-{os.getpid()}"))

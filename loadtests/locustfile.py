@@ -48,18 +48,39 @@ del _user_class  # Locust takes every User class in this module's namespace as o
 
 _profile = os.environ.get(PROFILE_ENV, _ctx.info.get("profile", "storm"))
 _open_loop = _profile == "scenario"  # the scenario's arrival rates instead of closed-loop users
-PlayerUser = players.PlayerUser if _weights[players.PlayerUser] > 0 and not _open_loop else None
-ClickStormUser = players.ClickStormUser if _weights[players.ClickStormUser] > 0 and not _open_loop else None
-RefresherUser = players.RefresherUser if _weights[players.RefresherUser] > 0 and not _open_loop else None
-ScenarioArrivalsUser = players.ScenarioArrivalsUser if _open_loop else None
-TwilioWebhookUser = webhooks.TwilioWebhookUser
-_deletes = _ctx.scenario.bulk_delete.requests_per_hour > 0 and _ctx.scenario.bulk_delete.leads_per_business > 0
-BulkDeleteUser = deleters.BulkDeleteUser if _deletes else None
+_target = _ctx.info.get("source") == "target"  # a service loopfix did not write, through its adapter
+_conformance = _target and _ctx.scenario.conformance is not None  # its scripted plan instead of the mix
+if _target:
+    from loadtests.target import conformance, users as target_users
 
-StormShape = shapes.profile_shape(
+    _as = {players.PlayerUser: target_users.TargetPlayerUser, players.ClickStormUser: target_users.TargetClickStormUser,
+           players.RefresherUser: target_users.TargetRefresherUser,
+           players.ScenarioArrivalsUser: target_users.TargetArrivalsUser,
+           webhooks.TwilioWebhookUser: target_users.TargetWebhookUser, deleters.BulkDeleteUser: target_users.TargetDeleteUser}
+else:
+    _as = {}
+
+
+def _user(cls, wanted: bool = True):
+    return _as.get(cls, cls) if wanted and not _conformance else None
+
+
+PlayerUser = _user(players.PlayerUser, _weights[players.PlayerUser] > 0 and not _open_loop)
+ClickStormUser = _user(players.ClickStormUser, _weights[players.ClickStormUser] > 0 and not _open_loop)
+RefresherUser = _user(players.RefresherUser, _weights[players.RefresherUser] > 0 and not _open_loop)
+ScenarioArrivalsUser = _user(players.ScenarioArrivalsUser, _open_loop)
+TwilioWebhookUser = _user(webhooks.TwilioWebhookUser)
+_deletes = _ctx.scenario.bulk_delete.requests_per_hour > 0 and _ctx.scenario.bulk_delete.leads_per_business > 0
+BulkDeleteUser = _user(deleters.BulkDeleteUser, _deletes)
+ConformanceUser = conformance.ConformanceUser if _conformance else None
+ProbeUser = target_users.ProbeUser if _target else None
+FIXED_USERS = sum(1 for u in (TwilioWebhookUser, BulkDeleteUser, ConformanceUser, ProbeUser) if u is not None) \
+    + int(_open_loop and not _conformance)
+
+StormShape = None if _conformance else shapes.profile_shape(
     _profile,
     users=int(_ctx.info.get("users", _ctx.scenario.users)),
-    fixed_users=1 + int(_deletes) + int(_open_loop),
+    fixed_users=FIXED_USERS,
     duration_s=_ctx.scenario.duration_s,
     drain_s=_ctx.scenario.drain_s,
     time_scale=_ctx.policy.time_scale,
@@ -87,8 +108,8 @@ def _load_starts(environment, **_kwargs) -> None:
 
 @events.quitting.add_listener
 def _verdict(environment, **_kwargs) -> None:
-    if isinstance(environment.runner, WorkerRunner):
-        return  # the master (or the only process) judges
+    if isinstance(environment.runner, WorkerRunner) or _target:
+        return  # the master (or the only process) judges; a target run is judged by its runner, after the probe
     _history, verdicts = check_run(_ctx.run_dir)
     (_ctx.run_dir / "locust-verdicts.json").write_text(
         json.dumps([v.to_dict() for v in verdicts], indent=1) + "\n", encoding="utf-8")

@@ -18,6 +18,7 @@ client mix calibration compares (the `scenario` profile).
 """
 from __future__ import annotations
 
+import email.utils
 import time
 
 import gevent
@@ -36,19 +37,40 @@ def audio_ok(content_type: str, body: bytes) -> bool:
     return content_type.startswith("audio/") and body[:4].startswith(AUDIO_MAGIC)
 
 
+def retry_after_wall_s(header: str | None, now: float | None = None) -> float | None:
+    """Retry-After as HTTP means it (RFC 9110): whole seconds, or an HTTP-date (the wait until
+    then, never negative); None when absent or unreadable."""
+    if not header:
+        return None
+    text = header.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
 def auth(business: dict) -> dict[str, str]:
     return {"Authorization": f"Bearer {business['api_token']}"}
 
 
-def poll(user: FastHttpUser, business: dict, call_sid: str) -> tuple[int, float | None, bool | None, float]:
+Poll = tuple[int, "float | None", "bool | None", float, dict]
+
+
+def poll(user: FastHttpUser, business: dict, call_sid: str) -> Poll:
     """One GET of the playback endpoint → (status, Retry-After in policy s, audio ok on 200,
-    response time in wall s)."""
+    response time in wall s, extra fields for the history). A user with its own way to poll
+    (target mode's adapter) defines `poll_once(business, call_sid)` returning the same."""
     sent = time.monotonic()
     with user.client.get(PLAY_PATH.format(call_sid=call_sid), headers=auth(business),
                          name="/api/recordings/file/[call]", catch_response=True) as resp:
         status = resp.status_code or 0
-        header = resp.headers.get("Retry-After") if resp.headers else None
-        retry_after = float(header) if header else None
+        wall = retry_after_wall_s(resp.headers.get("Retry-After") if resp.headers else None)
+        retry_after = None if wall is None else user.ctx.policy.policy_seconds(wall)
         ok = None
         if status in (200, 206):
             ok = audio_ok(resp.headers.get("Content-Type", ""), resp.content or b"")
@@ -58,7 +80,7 @@ def poll(user: FastHttpUser, business: dict, call_sid: str) -> tuple[int, float 
             resp.failure("202 without Retry-After")
         elif status in (202, 404):
             resp.success()  # the protocol's answers, not errors
-        return status, retry_after, ok, time.monotonic() - sent
+        return status, retry_after, ok, time.monotonic() - sent, {}
 
 
 def play_session(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid: str, client: str,
@@ -66,12 +88,14 @@ def play_session(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid:
     """Seed 002's AudioPlayer on one recording; returns the status it stopped on."""
     p = ctx.policy
     ctx.emit("client.start", client=client, session=session, call_sid=call_sid, role=role)
+    poll_once = getattr(user, "poll_once", None) or (lambda b, c: poll(user, b, c))
     retries = n = 0
     while True:
-        status, retry_after, ok, took = poll(user, business, call_sid)
+        status, retry_after, ok, took, extra = poll_once(business, call_sid)
         n += 1
         ctx.emit("client.request", client=client, session=session, call_sid=call_sid, status=status,
-                 retry_after=retry_after, n=n, audio_ok=ok, latency_s=round(ctx.policy.policy_seconds(took), 3))
+                 retry_after=retry_after, n=n, audio_ok=ok, latency_s=round(ctx.policy.policy_seconds(took), 3),
+                 **extra)
         if not player_should_retry(status, retries, p):
             break
         delay = player_delay(retries, retry_after, p)
@@ -145,8 +169,11 @@ def refresh_until_played(user: FastHttpUser, ctx: LoadContext, business: dict, c
     c = ctx.scenario.clients
     client = ctx.new_client("r")
     for session in range(1, c.refreshes + 2):
-        user.client.post(f"/api/calls/{call_sid}/recording/enqueue", headers=auth(business),
-                         name="/api/calls/[call]/recording/enqueue")
+        if hasattr(user, "enqueue_once"):  # target mode: the adapter's enqueue, if the service has one
+            user.enqueue_once(business, call_sid)
+        else:
+            user.client.post(f"/api/calls/{call_sid}/recording/enqueue", headers=auth(business),
+                             name="/api/calls/[call]/recording/enqueue")
         if play_session(user, ctx, business, call_sid, client, session, "refresher") in (200, 206):
             return
         ctx.sleep(c.refresh_after_s)

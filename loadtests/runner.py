@@ -194,28 +194,11 @@ def run_load(opts: LoadOptions, on_progress: Callable[[str, float], None] | None
         load_start = float(started.read_text(encoding="utf-8"))
         plan = FaultPlan(stack, s, load_start, HistoryWriter(run_dir, "env", p.time_scale, epoch))
         plan.start()
-        load_end = load_start + p.wall(s.duration_s)
-        drain_end = load_end + p.wall(s.drain_s)
-        while time.time() < load_end:
-            if not locust.alive:
-                raise RuntimeError(f"locust exited early with code {locust.popen.returncode}; see {locust.log}")
-            progress("load", (time.time() - load_start) / (drain_end - load_start))
-            time.sleep(0.2)
         svc = Services(stack.config)
-        grace = p.wall(p.retry_after_max_s + p.player_cap_s)  # a player's longest wait, then one more poll
-        quiet_since, settled, sessions = None, False, OpenSessions(run_dir)
-        while time.time() < drain_end and locust.alive:
-            progress("drain", (time.time() - load_start) / (drain_end - load_start))
-            try:
-                busy = active_work(svc) > 0 or not plan.outages_over.is_set() or sessions.count() > 0
-            except Exception:  # noqa: BLE001 - a paused Redis or busy database: not settled yet
-                busy = True
-            now = time.time()
-            quiet_since = None if busy else (quiet_since or now)
-            if quiet_since is not None and now - quiet_since >= grace:
-                settled = True
-                break
-            time.sleep(SETTLE_CHECK_S)
+        sessions = OpenSessions(run_dir)
+        load_end, settled = load_and_drain(
+            locust, s, load_start, progress,
+            lambda: active_work(svc) > 0 or not plan.outages_over.is_set() or sessions.count() > 0)
         drained = time.time()
         plan.stop()
         code = stop_locust(locust)
@@ -227,6 +210,36 @@ def run_load(opts: LoadOptions, on_progress: Callable[[str, float], None] | None
         if plan is not None:
             plan.stop()
         stack.stop()
+
+
+def load_and_drain(locust, s: Scenario, load_start: float, progress: Callable[[str, float], None],
+                   busy: Callable[[], bool]) -> tuple[float, bool]:
+    """The load for the scenario's duration (Locust must stay up), then the drain: until `busy()`
+    has been False for a player's longest wait plus one more poll, or `drain_s` is over.
+    Returns (when the load ended, wall epoch; whether it settled). An exception in `busy` (a
+    paused Redis, a busy database) counts as busy."""
+    p = s.make_policy()
+    load_end = load_start + p.wall(s.duration_s)
+    drain_end = load_end + p.wall(s.drain_s)
+    while time.time() < load_end:
+        if not locust.alive:
+            raise RuntimeError(f"locust exited early with code {locust.popen.returncode}; see {locust.log}")
+        progress("load", (time.time() - load_start) / (drain_end - load_start))
+        time.sleep(0.2)
+    grace = p.wall(p.retry_after_max_s + p.player_cap_s)  # a player's longest wait, then one more poll
+    quiet_since = None
+    while time.time() < drain_end and locust.alive:
+        progress("drain", (time.time() - load_start) / (drain_end - load_start))
+        try:
+            now_busy = busy()
+        except Exception:  # noqa: BLE001 - not settled yet
+            now_busy = True
+        now = time.time()
+        quiet_since = None if now_busy else (quiet_since or now)
+        if quiet_since is not None and now - quiet_since >= grace:
+            return load_end, True
+        time.sleep(SETTLE_CHECK_S)
+    return load_end, False
 
 
 def stop_locust(locust, timeout: float = STOP_TIMEOUT_S + 30.0) -> int | None:

@@ -253,14 +253,16 @@ class Stack:
         self.kill_redis()
         return self.start_redis()
 
-    def start_stub(self, **settings) -> str:
-        port = free_port()
-        args = [sys.executable, "-m", "loopfix.cli", "twilio-stub", "--port", str(port),
+    def start_stub(self, host: str = "127.0.0.1", port: int | None = None, **settings) -> str:
+        """The Twilio stand-in on `host:port` (default a free port); `settings` are its flags
+        (history_dir=... makes it record every fetch, as target mode does)."""
+        port = port or free_port()
+        args = [sys.executable, "-m", "loopfix.cli", "twilio-stub", "--host", host, "--port", str(port),
                 "--time-scale", repr(self.config.policy.time_scale)]
         for key, value in settings.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         proc = self._spawn("twilio", args, self.env("twilio"))
-        self.stub_url = f"http://127.0.0.1:{port}"
+        self.stub_url = f"http://{host}:{port}"
         wait_until(lambda: http_ok(self.stub_url + "/_config"), 20, "twilio stand-in", proc.popen, proc.log)
         hosts = tuple(h for h in self.config.media_hosts if h) + (f"127.0.0.1:{port}",)
         self.config = replace(self.config, media_hosts=hosts)

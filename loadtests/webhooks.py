@@ -74,16 +74,24 @@ class TwilioWebhookUser(FastHttpUser):
         commit_s = rng.uniform(*(s.calllog.late_delay_s if late else s.calllog.commit_delay_s))
         open_at = time.time() + ctx.policy.wall(max(commit_s, rng.uniform(*s.clients.play_delay_s)))
         if not late:
-            post_signed(self, business, CALL_STATUS_PATH, status_form)
+            self.send_call_status(business, status_form)
         if with_recording:
             if not late:
                 ctx.sleep(commit_s)
             url = recording_url(ctx.fixtures["stub_url"], business["account_sid"], rec_sid, rng.choice(URL_SUFFIXES))
-            post_signed(self, business, RECORDING_PATH, {
+            self.send_recording(business, {
                 "AccountSid": business["account_sid"], "CallSid": call_sid, "RecordingSid": rec_sid,
                 "RecordingUrl": url, "RecordingStatus": "completed", "RecordingDuration": "30"})
         if late:
             ctx.sleep(commit_s)
-            post_signed(self, business, CALL_STATUS_PATH, status_form)
+            self.send_call_status(business, status_form)
         if rng.random() < s.clients.play_fraction:  # opened once Twilio has told the app everything
             ctx.fresh.append(FreshCall(business, call_sid, max(open_at, time.time())))
+
+    def send_call_status(self, business: dict, form: dict[str, str]) -> int:
+        """Twilio's call-status callback (target mode sends it through the target's adapter)."""
+        return post_signed(self, business, CALL_STATUS_PATH, form)
+
+    def send_recording(self, business: dict, form: dict[str, str]) -> int:
+        """Twilio's recording-status callback."""
+        return post_signed(self, business, RECORDING_PATH, form)

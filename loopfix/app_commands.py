@@ -117,12 +117,20 @@ def worker(burst, simple, name, **opts):
               help="share of bodies cut short")
 @click.option("--time-scale", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Env LOOPFIX_TIME_SCALE (default 1.0)")
-def twilio_stub(host, port, time_scale, **settings):
+@click.option("--history-dir", default=None, type=click.Path(file_okay=False),
+              help="record every audio fetch here (download.start/end, source target), as target mode does")
+@click.option("--epoch", default=None, type=float, help="wall time (epoch s) the history counts from (default now)")
+def twilio_stub(host, port, time_scale, history_dir, epoch, **settings):
     """Serve recordings the way Twilio does (and worse, on demand), with a download ledger."""
     from loadtests.twilio_stub import StubSettings, serve as make_server
+    from reference_app.events import HistoryWriter
 
     scale = time_scale if time_scale is not None else float(os.environ.get("LOOPFIX_TIME_SCALE", "1") or 1)
-    server = make_server(host, port, StubSettings(time_scale=scale, **settings))
+    history = HistoryWriter(history_dir, "media", scale, time.time() if epoch is None else epoch, source="target")
+    try:
+        server = make_server(host, port, StubSettings(time_scale=scale, **settings), history)
+    except OSError as exc:
+        raise click.UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     click.echo(f"twilio stand-in on http://{host}:{server.server_address[1]} (ledger: /_ledger)", err=True)
     try:
         server.serve_forever()

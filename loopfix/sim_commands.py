@@ -23,7 +23,7 @@ from reference_app import policy as policy_mod
 
 HEADLINE_SCENARIOS = ("steady", "retry-storm", "worker-outage", "slow-twilio", "missing-calllog", "worker-crash",
                       "delete-storm")
-MARK = {True: "✓", False: "✗", inv.UNKNOWN: "?"}
+MARK = {True: "✓", False: "✗", inv.UNKNOWN: "?", inv.NOT_OBSERVABLE: "-"}
 # Column labels of the demo table (the legend under it spells them out).
 SHORT = {"loops-terminate": "loops", "no-duplicate-download": "dup-dl", "one-job-per-storm": "storm",
          "backoff-schedule": "backoff", "fail-fast": "ff", "status-semantics": "status",
@@ -50,6 +50,21 @@ def _assignments(items: Sequence[str]) -> dict[str, str]:
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                     TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+
+def verdicts_of_run(history: list[dict], info: dict[str, Any], p: policy_mod.Policy) -> list[inv.Verdict]:
+    """The verdicts the command that made a run printed: a live run with the live backoff
+    tolerance, a target run from outside with its recorded tolerances, a model run as is."""
+    source = info.get("source")
+    if source == "live":
+        from loadtests.verdicts import check_live
+
+        return check_live(history, p)
+    if source == "target":
+        from loadtests.target.run import check_target_history
+
+        return check_target_history(history, info, p)
+    return inv.check_all(history, p)
 
 
 def _exit_code(verdicts: Iterable[inv.Verdict]) -> int:
@@ -163,7 +178,7 @@ def verify_command(directory: Path, variant: str | None, sets: tuple[str, ...], 
         p = history_mod.policy_from_run_info(info)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    verdicts = inv.check_all(history, p)
+    verdicts = verdicts_of_run(history, info, p)
     if as_json:
         click.echo(json.dumps({"directory": str(directory), "events": len(history), "variant": p.variant,
                                "valid": inv.overall(verdicts), "verdicts": [v.to_dict() for v in verdicts]},

@@ -7,7 +7,7 @@ from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from reference_app.config import Config
-from reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S
+from reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S, retry_after_header
 from reference_app.services import Services, set_services
 
 
@@ -45,7 +45,8 @@ def create_app(config: Config | None = None) -> Flask:
     @app.errorhandler(redis.exceptions.TimeoutError)
     def _redis_down(_exc):
         resp = jsonify(error="redis_unavailable", message="coordination store unreachable; retry shortly")
-        resp.status_code, resp.headers["Retry-After"] = 503, str(REDIS_UNAVAILABLE_RETRY_AFTER_S)
+        resp.status_code = 503
+        resp.headers["Retry-After"] = retry_after_header(svc.policy.wall(REDIS_UNAVAILABLE_RETRY_AFTER_S))
         return resp
 
     @app.errorhandler(HTTPException)

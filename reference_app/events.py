@@ -1,8 +1,9 @@
 """The history's event kinds, and the append-only JSON Lines writer the live processes use.
 
-One schema for a history whether it came from the SimPy model (`source: "sim"`) or from a live
-run (`source: "live"`): a list of flat records, each with `t` (policy seconds), `kind`,
-`source`, `proc` (which process wrote it) and the fields listed for its kind below. Records
+One schema for a history whether it came from the SimPy model (`source: "sim"`), from a live
+run (`source: "live"`) or from outside a service under test (`source: "target"`): a list of
+flat records, each with `t` (policy seconds), `kind`, `source`, `proc` (which process wrote
+it) and the fields listed for its kind below. Records
 are plain dicts so that checkers stay pure functions over data. `harness/history.py` reads,
 merges and validates histories; this module only defines the kinds and writes them.
 
@@ -52,6 +53,12 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "lead.requested": ("business_id", "lead_id", "job_id"),
     # environment
     "recording.created": ("call_sid", "recording_sid", "business_id", "has_url"),
+    # target mode, observed from outside the service (source "target"): each Twilio callback
+    # sent (hook call_status | recording) and its answer; a delete job's state as the service
+    # reported it; a business's lead ids as listed before (phase start) and after (end) the run
+    "webhook.send": ("hook", "call_sid", "recording_sid", "business_id", "signed", "status"),
+    "lead_job.observe": ("business_id", "job_id", "state"),
+    "leads.listed": ("business_id", "lead_ids", "phase"),
     # how: stop | crash | redis_pause | redis_restart | degrade; workers: how many workers the
     # window takes down, 0 = every one (then nothing promotes due retries: the ticker is theirs)
     "outage.start": ("target", "how", "workers"),
@@ -79,8 +86,9 @@ class HistoryWriter:
     at most the event it was writing. A writer with no directory records nothing.
     """
 
-    def __init__(self, directory: str | os.PathLike | None, proc: str, time_scale: float = 1.0, epoch: float = 0.0):
-        self.proc = proc
+    def __init__(self, directory: str | os.PathLike | None, proc: str, time_scale: float = 1.0, epoch: float = 0.0,
+                 source: str = "live"):
+        self.proc, self.source = proc, source
         self.time_scale = time_scale
         self.epoch = epoch
         self._lock = threading.Lock()
@@ -107,7 +115,7 @@ class HistoryWriter:
     def emit(self, kind: str, **fields: Any) -> None:
         if self._dir is None:
             return
-        line = dumps(event(kind, self.now(), "live", self.proc, **fields)) + "\n"
+        line = dumps(event(kind, self.now(), self.source, self.proc, **fields)) + "\n"
         with self._lock:
             fh = self._file()
             fh.write(line)

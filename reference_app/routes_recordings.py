@@ -24,8 +24,8 @@ def respond(answer: Answer):
         return send_recording(answer.file)
     resp = jsonify(answer.body)
     resp.status_code = answer.status
-    if answer.retry_after_s is not None:
-        resp.headers["Retry-After"] = retry_after_header(answer.retry_after_s)
+    if answer.retry_after_s is not None:  # policy seconds; the header says wall seconds, as HTTP means
+        resp.headers["Retry-After"] = retry_after_header(_svc().policy.wall(answer.retry_after_s))
     return resp
 
 
