@@ -93,9 +93,10 @@ class Doctor:
     each as it is made (a long wait shows the lines before it)."""
 
     def __init__(self, config: TargetConfig, on_finding: Callable[[Finding], None] | None = None,
-                 http: Any = None):
+                 http: Any = None, target: Target | None = None):
         self.config = config
         self.http = http or PlainHttp(config.url)
+        self.target = target
         self.on_finding = on_finding
         self.findings: list[Finding] = []
         self.file = config.source.name if config.source else "the target file"
@@ -132,7 +133,7 @@ class Doctor:
 
     def run(self) -> list[Finding]:
         try:
-            target = make_target(self.config, self.http)
+            target = self.target or make_target(self.config, self.http)
         except Exception as exc:  # noqa: BLE001 - a user's adapter failing to build is a finding
             self.add("adapter", False, f"cannot build the adapter {self.config.adapter}: {type(exc).__name__}: {exc}",
                      "fix its __init__(config, http)")
@@ -405,6 +406,7 @@ class Doctor:
 
 
 def check(config: TargetConfig, on_finding: Callable[[Finding], None] | None = None,
-          http: Any = None) -> list[Finding]:
-    """Check a loaded target: every finding in order (see the module docstring)."""
-    return Doctor(config, on_finding, http).run()
+          http: Any = None, target: Target | None = None) -> list[Finding]:
+    """Check a loaded target: every finding in order (see the module docstring). `http` and
+    `target` replace the PlainHttp client and the file's adapter (tests drive fakes)."""
+    return Doctor(config, on_finding, http, target).run()
