@@ -10,13 +10,16 @@ and a media port the service does not allow each give exactly one failing line n
 from __future__ import annotations
 
 import json
+import queue
 import shlex
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import urllib.request
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -159,6 +162,52 @@ def test_a_failing_workers_stop_still_runs_workers_start():
 def test_leads_missing_from_the_service_are_a_finding():
     lines = failing(doctor.check(config(), http=FakeHttp(), target=FakeService(leads=[2, 3])))
     assert len(lines) == 1 and "1 of the 1 lead_ids" in lines[0] and "lead_ids" in lines[0]
+
+
+class LaxService(BaseHTTPRequestHandler):
+    """A service that answers every request as if all were well and never fetches a recording."""
+
+    def log_message(self, *_args):
+        pass
+
+    def do_GET(self):
+        body = json.dumps({"ok": True, "time_scale": 0.01, "leads": [{"id": 1}], "next_after": None}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(204)
+        self.end_headers()
+
+
+def test_ctrl_c_while_waiting_for_a_fetch_exits_130(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LaxService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "fixtures.json").write_text(json.dumps(BUSINESSES))
+    (tmp_path / "t.toml").write_text(f'url = "http://127.0.0.1:{server.server_address[1]}"\ntime_scale = 0.01\n'
+                                     f'fixtures = "fixtures.json"\n[media]\nport = {free_port()}\n')
+    proc = subprocess.Popen([sys.executable, "-m", "loopfix.cli", "target", "check", str(tmp_path / "t.toml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    seen = []
+    try:
+        while not any("is accepted (204)" in line and "recording" in line for line in seen):
+            seen.append(lines.get(timeout=60))  # the doctor now waits for a fetch that never comes
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.shutdown()
+        server.server_close()
+    assert "FAIL the service accepts unsigned webhooks (204)" in "".join(seen)
+    err = proc.stderr.read()
+    assert err.strip() == "interrupted", err
 
 
 # --------------------------------------------------------------------------- end to end

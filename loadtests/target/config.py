@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from reference_app.policy import Policy, make_policy
+
 DEFAULT_PATHS: dict[str, str] = {
     "healthz": "/healthz",
     "call_status": "/webhooks/twilio/call-status",
@@ -78,11 +80,9 @@ class TargetConfig:
     def businesses(self) -> list[dict[str, Any]]:
         return list(self.fixtures.get("businesses", []))
 
-    def make_policy(self):
+    def make_policy(self) -> Policy:
         """The Policy the service promises: loopfix's fixed policy at this time scale with the
         file's [policy] overrides (checked by load_target, so this does not raise for a loaded file)."""
-        from reference_app.policy import make_policy
-
         return make_policy("fixed", [], self.time_scale, self.policy)
 
 
@@ -203,15 +203,11 @@ def _media(table: dict[str, Any], problems: list[str]) -> tuple[str, int]:
 
 def _policy_names() -> list[str]:
     """The constants a [policy] table may set (make_policy's, with its max_retries alias)."""
-    from reference_app.policy import Policy
-
     fixed = ("variant", "extra_faults", "time_scale", "faults")
     return sorted([f.name for f in dataclasses.fields(Policy) if f.name not in fixed] + ["max_retries"])
 
 
 def _policy(table: dict[str, Any], time_scale: float, problems: list[str]) -> None:
-    from reference_app.policy import make_policy
-
     names = _policy_names()
     for name, value in table.items():
         if name == "time_scale":
@@ -268,7 +264,7 @@ def _adapter(spec: Any, folder: Path, problems: list[str]) -> str | None:
     """Import the adapter now, so a typo is a line here, not a crash mid-run. The target file's
     folder goes on sys.path: an adapter module kept beside the file imports as it would with
     `python -m` from there (the `loopfix` script does not put the working directory on it)."""
-    from loadtests.target.adapter import load_adapter_class
+    from loadtests.target.adapter import load_adapter_class  # here: adapter imports this module
 
     if spec is None:
         return None

@@ -148,10 +148,8 @@ class Doctor:
         if not usable:
             self.add("media", True, "recording on the media stand-in not checked: no business passed both the "
                      "api_token and the webhook checks", skipped=True)
-            self.add("hooks", True, "hooks not run: the recording check did not run", skipped=True)
-            return self.findings
         try:
-            fetched = self.recording(target, usable[0])
+            fetched = bool(usable) and self.recording(target, usable[0])
             self.hooks(target, usable[0] if fetched else None)
         finally:
             self.stop_stub()
@@ -168,7 +166,8 @@ class Doctor:
             return False
         status = int(resp.status_code or 0)
         if not _ok(status):
-            self.add("reach", False, f"{self.config.url} answers GET {path} with {status}", self.status_fix(status, "healthz"))
+            self.add("reach", False, f"{self.config.url} answers GET {path} with {status}",
+                     self.status_fix(status, "healthz"))
             return True
         self.add("reach", True, f"{self.config.url} answers GET {path} with {status}")
         try:
@@ -217,9 +216,11 @@ class Doctor:
                 continue
             if _ok(status):
                 good.add(b.id)
-                self.add("signed_webhook", True, f"business {b.id}: a signed call-status webhook is accepted ({status})")
+                self.add("signed_webhook", True,
+                         f"business {b.id}: a signed call-status webhook is accepted ({status})")
             elif status in (401, 403):
-                self.add("signed_webhook", False, f"business {b.id}: a signed call-status webhook is refused ({status})",
+                self.add("signed_webhook", False,
+                         f"business {b.id}: a signed call-status webhook is refused ({status})",
                          "auth_token (or account_sid) in the fixtures does not match the service's, or the service "
                          "signs against another URL (set webhook_url)")
             else:
