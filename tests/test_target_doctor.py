@@ -56,7 +56,10 @@ class FakeService:
         self.leads = answers.get("leads", [1])
         self.fetches = answers.get("fetches", True)
         self.mangle = answers.get("mangle", False)
-        self.hooks = answers.get("hooks", {})
+        self.hooks = answers.get("hooks", {})  # name -> None (runs) or the error it raises
+        self.stop_stops, self.start_starts = answers.get("stop_stops", True), answers.get("start_starts", True)
+        self.stopped = False
+        self.queued: list[tuple[str, str]] = []
         self.bodies: dict[str, bytes] = {}
         self.ran: list[str] = []
 
@@ -65,11 +68,18 @@ class FakeService:
 
     def send_recording_webhook(self, business, call_sid, recording_sid, recording_url, *, signed=True):
         if self.recording < 300 and self.fetches:
-            def fetch():
-                with urllib.request.urlopen(recording_url + ".mp3", timeout=5) as resp:
-                    self.bodies[call_sid] = resp.read() + (b"x" if self.mangle else b"")
-            threading.Thread(target=fetch, daemon=True).start()
+            self.queued.append((call_sid, recording_url))
+            if not self.stopped:
+                self.fetch_queued()
         return self.recording
+
+    def fetch_queued(self):
+        def fetch(call_sid, url):
+            with urllib.request.urlopen(url + ".mp3", timeout=5) as resp:
+                self.bodies[call_sid] = resp.read() + (b"x" if self.mangle else b"")
+        for call_sid, url in self.queued:
+            threading.Thread(target=fetch, args=(call_sid, url), daemon=True).start()
+        self.queued = []
 
     def play(self, business, call_sid):
         if call_sid in self.bodies:
@@ -86,9 +96,13 @@ class FakeService:
         self.ran.append("workers_stop")
         if self.hooks["workers_stop"]:
             raise RuntimeError(self.hooks["workers_stop"])
+        self.stopped = self.stop_stops
 
     def workers_start(self):
         self.ran.append("workers_start")
+        self.stopped = False
+        if self.start_starts:
+            self.fetch_queued()
 
 
 def config(**changes) -> TargetConfig:
@@ -157,6 +171,27 @@ def test_a_failing_workers_stop_still_runs_workers_start():
     assert service.ran == ["workers_stop", "workers_start"]
     assert lines == ["FAIL hook workers_stop failed: hook exited 7: nope — fix [hooks] workers_stop in t.toml "
                      "(it must exit 0)"]
+
+
+def test_hooks_that_stop_and_start_the_workers_pass_both_probes():
+    service = FakeService(hooks={"workers_stop": None, "workers_start": None})
+    findings = doctor.check(config(), http=FakeHttp(), target=service)
+    assert failing(findings) == []
+    assert [f.name for f in findings][-4:] == ["workers_stop", "workers_stop", "workers_start", "workers_start"]
+    assert "nothing was fetched" in findings[-3].detail and "fetch again" in findings[-1].detail
+
+
+def test_a_workers_stop_hook_that_does_not_stop_them_fails():
+    service = FakeService(hooks={"workers_stop": None, "workers_start": None}, stop_stops=False)
+    lines = failing(doctor.check(config(), http=FakeHttp(), target=service))
+    assert lines == ["FAIL the service fetched a recording while its workers were stopped — [hooks] workers_stop in "
+                     "t.toml must stop every worker that fetches recordings"]
+
+
+def test_a_workers_start_hook_that_does_not_start_them_fails(short_waits):
+    service = FakeService(hooks={"workers_stop": None, "workers_start": None}, start_starts=False)
+    lines = failing(doctor.check(config(), http=FakeHttp(), target=service))
+    assert len(lines) == 1 and "never fetched" in lines[0] and "workers_start" in lines[0]
 
 
 def test_leads_missing_from_the_service_are_a_finding():

@@ -103,6 +103,7 @@ class Doctor:
         self.fixtures_file = config.fixtures_path.name if config.fixtures_path else "the fixtures"
         self.media = f"{config.media_host}:{config.media_port}"
         self.stub: StubServer | None = None
+        self.first_fetch_s = 0.0  # wall seconds the service took to fetch the first recording
 
     def add(self, name: str, ok: bool, detail: str, fix: str | None = None, skipped: bool = False) -> Finding:
         finding = Finding(name, ok, detail, fix, skipped)
@@ -322,6 +323,7 @@ class Doctor:
                          f"in {waited:.0f} s — are its workers running?",
                          f"start its workers, and let them reach {self.media}")
             return False
+        self.first_fetch_s = waited
         self.add("fetch", True, f"the service fetched the recording from {self.media} in {waited:.1f} s")
         try:
             self.play_until_200(target, b, call_sid)
@@ -360,36 +362,64 @@ class Doctor:
 
     def hooks(self, target: Target, b: Business | None) -> None:
         """Run workers_stop then workers_start (start also when stop failed or the user
-        interrupts, so the doctor never leaves the workers stopped); then, when the workers
-        fetched before, check they fetch again."""
+        interrupts, so the doctor never leaves the workers stopped). With both hooks and workers
+        that fetched before: a recording sent while they are stopped must not be fetched until
+        workers_start, and then must be (a run's outage faults rely on both)."""
         present = [name for name in HOOKS if target.supports(name)]
         if not present:
             self.add("hooks", True, "no [hooks] workers_stop/workers_start: worker outages will be skipped and "
                      "fail-fast reported not observable", skipped=True)
             return
+        probe = b is not None and self.stub is not None and len(present) == len(HOOKS)
+        held: tuple[str, str] | None = None
         ran_ok = {}
         try:
             if "workers_stop" in present:
                 ran_ok["workers_stop"] = self.run_hook(target, "workers_stop")
+                if ran_ok["workers_stop"] and probe:
+                    held = self.probe_stopped(target, b)
         finally:
             if "workers_start" in present:
                 ran_ok["workers_start"] = self.run_hook(target, "workers_start")
-        if b is None or not all(ran_ok.values()) or self.stub is None:
-            return
+        if probe and held and all(ran_ok.values()):
+            self.probe_started(target, b, *held)
+
+    def probe_stopped(self, target: Target, b: Business) -> tuple[str, str] | None:
+        """Send a recording while the workers are stopped and watch for a quiet window (ten
+        times the first fetch's latency, 1-5 s); its (call_sid, recording_sid) when none came."""
+        quiet = min(5.0, max(1.0, 10 * self.first_fetch_s))
         try:
             status, call_sid, rec_sid = self.send_recording(target, b)
-            entry, waited = self.wait_fetch(target, b, call_sid, rec_sid) if _ok(status) else ({}, 0.0)
+            if not _ok(status):
+                self.add("workers_stop", False, f"while the workers were stopped a recording webhook answered "
+                         f"{status}", "accept webhooks while the workers are down (Twilio does not wait)")
+                return None
+            deadline = time.monotonic() + quiet
+            while time.monotonic() < deadline and not self.fetched(rec_sid).get("requests"):
+                time.sleep(POLL_S)
         except Exception as exc:  # noqa: BLE001
-            self.fail_transport("hooks", exc)
+            self.fail_transport("workers_stop", exc)
+            return None
+        if self.fetched(rec_sid).get("requests"):
+            self.add("workers_stop", False, "the service fetched a recording while its workers were stopped",
+                     f"[hooks] workers_stop in {self.file} must stop every worker that fetches recordings")
+            return None
+        self.add("workers_stop", True, f"while the workers were stopped nothing was fetched ({quiet:.1f} s)")
+        return call_sid, rec_sid
+
+    def probe_started(self, target: Target, b: Business, call_sid: str, rec_sid: str) -> None:
+        try:
+            entry, waited = self.wait_fetch(target, b, call_sid, rec_sid)
+        except Exception as exc:  # noqa: BLE001
+            self.fail_transport("workers_start", exc)
             return
         if entry.get("completed"):
-            self.add("hooks", True, f"after the hooks the workers fetch again ({waited:.1f} s)")
-        elif _ok(status):
-            self.add("hooks", False, f"after workers_start the service never fetched a new recording in {waited:.0f} s",
-                     f"[hooks] workers_start in {self.file} must leave the workers running")
+            self.add("workers_start", True, f"after workers_start the workers fetch again: the recording sent "
+                     f"while they were stopped, in {waited:.1f} s")
         else:
-            self.add("hooks", False, f"after the hooks a recording webhook answered {status}",
-                     self.status_fix(status, "recording"))
+            self.add("workers_start", False, f"the recording sent while the workers were stopped was never fetched "
+                     f"in {waited:.0f} s after workers_start", f"[hooks] workers_start in {self.file} must leave "
+                     f"the workers running, and the service must keep a recording that came while they were down")
 
     def run_hook(self, target: Target, name: str) -> bool:
         start = time.monotonic()
