@@ -13,6 +13,7 @@ twice, or before a load run, leaves nothing a run would trip over.
 from __future__ import annotations
 
 import email.utils
+import errno
 import re
 import threading
 import time
@@ -203,7 +204,8 @@ class Doctor:
                          f"seed fresh leads and list them in lead_ids in {self.fixtures_file} "
                          f"(a bulk-delete run deletes them)")
             else:
-                self.add("api_token", True, f"business {b.id}: api_token accepted ({len(ids)} leads)")
+                self.add("api_token", True, f"business {b.id}: api_token accepted "
+                         f"({len(ids)} lead{'' if len(ids) == 1 else 's'})")
         return good
 
     def signed_webhooks(self, target: Target, businesses: list[Business]) -> set:
@@ -251,9 +253,12 @@ class Doctor:
         try:
             self.stub = serve(host, port, StubSettings(time_scale=self.config.time_scale))
         except OSError as exc:
-            self.add("media", False, f"cannot serve the media stand-in on {self.media}: {exc.strerror or exc}",
-                     f"stop what listens there (a `loopfix twilio-stub` left running?) or set another [media] "
-                     f"port in {self.file} that the service allows")
+            if exc.errno == errno.EADDRINUSE:
+                fix = (f"stop what listens there (a `loopfix twilio-stub` left running?) or set another [media] "
+                       f"port in {self.file} that the service allows")
+            else:
+                fix = f"[media] host in {self.file} must be an address of this machine that the service can reach"
+            self.add("media", False, f"cannot serve the media stand-in on {self.media}: {exc.strerror or exc}", fix)
             return False
         threading.Thread(target=self.stub.serve_forever, name="media-stand-in", daemon=True).start()
         return True
