@@ -126,6 +126,8 @@ def _business_problems(i: int, b: Any) -> list[str]:
     out = []
     if "id" not in b:
         out.append(f"{where}: id missing")
+    elif isinstance(b["id"], bool) or not isinstance(b["id"], (int, str)):
+        out.append(f"{where}: id must be an integer or a string")
     for key in ("api_token", "auth_token"):
         if not isinstance(b.get(key), str) or not b.get(key):
             out.append(f"{where}: {key} missing" if key not in b else f"{where}: {key} must be a non-empty string")
