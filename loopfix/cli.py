@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from loopfix import app_commands, bench_commands, loadtest_commands, report_commands, sim_commands
+from loopfix import app_commands, bench_commands, loadtest_commands, report_commands, sim_commands, target_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -25,6 +25,7 @@ sim_commands.register(cli)
 loadtest_commands.register(cli)
 report_commands.register(cli)
 bench_commands.register(cli)
+target_commands.register(cli)
 
 
 def main() -> None:
