@@ -20,7 +20,8 @@ From the outside:
 - one-job-per-storm: no two fetches of one recording at once (a click storm's second job);
 - backoff-schedule: a recording's retries, timed from the end of a failed fetch to the start of
   the next, against the declared schedule; a retry that comes early or one too many is broken,
-  a late one is a figure, broken only past the stated tolerance;
+  a late one is a figure, broken only past the stated tolerance (a retry that fell due while
+  loopfix had every worker stopped is late only past the outage's end);
 - fail-fast: while every worker is stopped, the poll past the attempt limit (polls at least a
   playback mark apart, within the window, once the service can know no worker is alive) must
   not be another 202;
@@ -146,6 +147,7 @@ def check_backoff_schedule(history: Sequence[Event], p: Policy, early_s: float =
     recs = _recordings(history)
     plays = _plays(history, {e.get("call_sid"): sid for sid, e in recs.items()})
     found: list[Anomaly] = []
+    halts = inv._promotion_halts(history)  # every worker stopped: a due retry waits for them, not late
     gaps = 0
     lateness: list[float] = []
     full: list[float] = []
@@ -161,14 +163,16 @@ def check_backoff_schedule(history: Sequence[Event], p: Policy, early_s: float =
                 total = 0.0
                 continue
             expected = policy_mod.backoff_delay(n - 1, p)
-            gap = float(f["start"]["t"]) - float(prev["end"]["t"])
+            failed_at, started = float(prev["end"]["t"]), float(f["start"]["t"])
+            gap = started - failed_at
             gaps += 1
             total += gap
-            lateness.append(gap - expected)
+            late = started - inv._promotable_at(failed_at + expected, halts)
+            lateness.append(late)
             facts = {"recording_sid": sid, "attempt": n - 1, "gap_s": gap, "expected_s": expected}
             if gap < expected - (REL_TOL * expected + early_s):
                 found.append(Anomaly("fetch-retry-too-soon", facts, (prev["end"], f["start"])))
-            elif gap > expected + REL_TOL * expected + late_s:
+            elif late > REL_TOL * expected + late_s:
                 found.append(Anomaly("fetch-retry-too-late", facts, (prev["end"], f["start"])))
             if n == budget + 1:
                 full.append(total)
@@ -288,11 +292,10 @@ def check_idempotent_delete(history: Sequence[Event], p: Policy) -> Verdict:
         end = listed["end"].get(b)
         if end is not None:
             gone[b] = set(start) - set(end)
-    for b, ids in gone.items():
-        total = sum(n for (biz, _job), n in succeeded.items() if biz == b)
-        if total > len(ids):
-            found.append(Anomaly("more-deletions-than-leads", {"business_id": b, "reported": total, "gone": len(ids)},
-                                 tuple(e for e in _of(history, "lead_job.observe") if e.get("business_id") == b)[-2:]))
+    reported, went = sum(succeeded.values()), sum(map(len, gone.values()))
+    if succeeded and reported > went:  # more deletions than leads went: some lead was deleted twice
+        found.append(Anomaly("more-deletions-than-leads", {"reported": reported, "gone": went},
+                             tuple(_of(history, "lead_job.observe"))[-2:]))
     requested = {(e.get("business_id"), e.get("lead_id")) for e in _of(history, "lead.requested")}
     asked_by: dict[Any, set[Any]] = defaultdict(set)
     for e in _of(history, "lead_job.request"):
@@ -305,7 +308,7 @@ def check_idempotent_delete(history: Sequence[Event], p: Policy) -> Verdict:
                 found.append(Anomaly(kind, {"business_id": b, "lead_id": lead}, (listed["end_events"][b],)))
     figure = {"jobs": len(seen), "businesses": len(by_business),
               "leads_gone": sum(map(len, gone.values()))}
-    return _verdict("idempotent-delete", found, figure)
+    return _verdict("idempotent-delete", found, figure, None if seen else "no bulk-delete request was answered")
 
 
 def _listed(history: Iterable[Event]) -> dict[str, Any]:
@@ -392,7 +395,7 @@ inv.TEMPLATES.update({
     "other-tenant-lead-gone": "lead {lead_id} of business {business_id} is gone though only another tenant "
                               "asked to delete it",
     "unrequested-lead-gone": "lead {lead_id} of business {business_id} is gone though no request named it",
-    "more-deletions-than-leads": "business {business_id}: its jobs report {reported} deletions, {gone} leads went",
+    "more-deletions-than-leads": "the delete jobs report {reported} deletions, {gone} leads went",
     "fetch-retry-over-budget": "recording {recording_sid} fetch retry {attempt} (budget {max})",
     "fetch-retry-too-soon": "recording {recording_sid} retry {attempt} came {gap_s:.1f} s after the failed fetch "
                             "(policy {expected_s:g} s)",

@@ -201,6 +201,7 @@ class Conformance:
 
     flaky: tuple[str, ...] = _f(("503", "timeout,500", "stall,503,429"))
     slow: int = _f(1, "count0")
+    slow_s: float = _f(400.0, "positive")  # a slow recording's healthy transfer time, past seed's 300 s stuck age
     doomed: int = _f(1, "count0")
     storms: int = _f(2, "count0")
     outage_recordings: int = _f(2, "count0")

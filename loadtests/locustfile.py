@@ -108,8 +108,11 @@ def _load_starts(environment, **_kwargs) -> None:
 
 @events.quitting.add_listener
 def _verdict(environment, **_kwargs) -> None:
-    if isinstance(environment.runner, WorkerRunner) or _target:
-        return  # the master (or the only process) judges; a target run is judged by its runner, after the probe
+    if _target:  # judged by its runner, after the probe, from outside the service
+        environment.process_exit_code = 0
+        return
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master (or the only process) judges
     _history, verdicts = check_run(_ctx.run_dir)
     (_ctx.run_dir / "locust-verdicts.json").write_text(
         json.dumps([v.to_dict() for v in verdicts], indent=1) + "\n", encoding="utf-8")

@@ -84,25 +84,68 @@ def figures(history: list[dict[str, Any]]) -> dict[str, Any]:
 @click.option("--app-threads", type=click.IntRange(1, 256), default=8, show_default=True,
               help="threads per gunicorn process")
 @click.option("--json", "as_json", is_flag=True, help="print the verdicts, figures and run summary as JSON")
+@click.option("--target", "target_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="storm YOUR service instead of a stack loopfix starts (`loopfix target init` writes one); "
+                   "judged only from outside it")
 def loadtest_command(scenario, variant, time_scale, sets, users, profile, redis_url, runs_dir, duration, processes,
-                     app_workers, app_threads, as_json):
+                     app_workers, app_threads, as_json, target_file):
     """Run SCENARIO (a name under scenarios/ or a .toml path) against the real stack under
-    Locust, then check every invariant on the live history of runs/<run-id>/."""
+    Locust, then check every invariant on the live history of runs/<run-id>/.
+
+    With --target TARGET.toml the same storm goes to your own service, and the history is only
+    what is observable outside it (requests, answers, and its fetches of loopfix's media
+    stand-in); invariants that need its insides are reported "not observable", never passed."""
+    if target_file is not None:
+        return _loadtest_target(scenario, target_file, variant, time_scale, sets, users, profile, runs_dir, duration,
+                                processes, as_json)
     s = build_scenario(scenario, variant, sets, time_scale, duration)
     opts = runner.LoadOptions(s, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir,
                               redis_url=redis_url, app_workers=app_workers, app_threads=app_threads)
-    try:
-        with _progress() as progress:
-            task = progress.add_task(f"{s.name} [{s.variant}]", total=1.0)
-            result = runner.run_load(opts, lambda label, f: progress.update(
-                task, completed=min(f, 1.0), description=f"{s.name} [{s.variant}] {label}"))
-    except (RuntimeError, TimeoutError, OSError) as exc:
-        raise BadInput(str(exc).splitlines()[0]) from None
+    result = _with_progress(s, lambda on: runner.run_load(opts, on))
     try:
         history, verdicts = check_run(result.run_dir)
     except ValueError as exc:  # no history at all: nothing ran that the checker could judge
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    _finish(s, result, history, verdicts, as_json)
+
+
+def _with_progress(s: Scenario, run):
+    """Run `run(on_progress)` under a progress bar; a start-up failure is one line, exit 2."""
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"{s.name} [{s.variant}]", total=1.0)
+            return run(lambda label, f: progress.update(
+                task, completed=min(f, 1.0), description=f"{s.name} [{s.variant}] {label}"))
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        raise BadInput(str(exc).splitlines()[0]) from None
+
+
+def _loadtest_target(scenario, target_file, variant, time_scale, sets, users, profile, runs_dir, duration, processes,
+                     as_json):
+    from loadtests.target.config import TargetFileError, load_target
+    from loadtests.target.run import TargetOptions, check_target_run, run_target, target_scenario
+
+    if variant is not None or time_scale is not None:
+        raise BadInput("--variant and --time-scale do not apply with --target: the service runs its own code, at "
+                       "the target file's time_scale")
+    try:
+        config = load_target(target_file)
+    except TargetFileError as exc:
+        for line in exc.problems[:-1]:
+            click.echo(f"error: {target_file}: {line}", err=True)
+        raise BadInput(f"{target_file}: {exc.problems[-1]}") from None
+    s = target_scenario(build_scenario(scenario, None, sets, config.time_scale, duration), config)
+    opts = TargetOptions(s, config, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir)
+    result, skipped = _with_progress(s, lambda on: run_target(opts, on))
+    history, verdicts = check_target_run(result.run_dir)
+    result.fault_errors.extend(f"skipped: {x}" for x in skipped)
+    _finish(s, result, history, verdicts, as_json)
+
+
+def _finish(s: Scenario, result: runner.LoadResult, history: list[dict], verdicts: list[inv.Verdict],
+            as_json: bool) -> None:
+    """Write verdicts.json and figures.json into the run, print them, exit 0 holds / 1 not."""
     figs = figures(history)
     summary = runner.result_summary(result)
     (result.run_dir / "verdicts.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=1) + "\n")
@@ -121,13 +164,13 @@ def print_report(console: Console, s: Scenario, result: runner.LoadResult, verdi
     p = s.make_policy()
     console.print(f"[bold]{s.name}[/] variant={s.variant} time_scale={p.time_scale:g}: {events} events in "
                   f"{result.run_dir}", highlight=False)
-    table = Table(title="verdicts (live history)")
+    table = Table(title=f"verdicts ({result_source(result)} history)")
     table.add_column("invariant")
     table.add_column("verdict")
     table.add_column("anomalies")
     for v in verdicts:
         counts = ", ".join(f"{k} x{n}" for k, n in v.figure.get("anomaly_counts", {}).items())
-        style = {True: "green", False: "bold red"}.get(v.valid, "yellow")  # type: ignore[arg-type]
+        style = {True: "green", False: "bold red", inv.NOT_OBSERVABLE: "dim"}.get(v.valid, "yellow")  # type: ignore
         table.add_row(v.name, f"[{style}]{inv.valid_label(v.valid)}[/]", counts)
     console.print(table)
     _print_verdicts(console, [v for v in verdicts if v.valid is not True])
@@ -138,16 +181,24 @@ def print_report(console: Console, s: Scenario, result: runner.LoadResult, verdi
     backoff = next(v for v in verdicts if v.name == "backoff-schedule").figure
     measured = backoff.get("measured_full_schedule_total_s")
     claim = backoff.get("claim_52_min", {})
+    tolerance = (f"{backoff['rel_tol']:.0%} + {backoff['abs_tol_s']:g} s" if "abs_tol_s" in backoff else
+                 f"{backoff.get('rel_tol', 0):.0%} - {backoff.get('early_tol_s', 0):g} s / "
+                 f"+ {backoff.get('late_tol_s', 0):g} s")
     console.print(f"backoff: measured total {measured:.0f} s" if measured else "backoff: no job used every retry",
                   f"beside the configured {backoff.get('configured_total_s', 0):g} s "
-                  f"and the seeds' claimed ~52 min ({claim.get('claimed_s', 3120)} s); tolerance "
-                  f"{backoff['rel_tol']:.0%} + {backoff['abs_tol_s']:g} s", highlight=False)
+                  f"and the seeds' claimed ~52 min ({claim.get('claimed_s', 3120)} s); tolerance {tolerance}",
+                  highlight=False)
     console.print(f"load {result.load_wall_s:.1f} s + drain {result.drain_wall_s:.1f} s wall "
                   f"({'settled' if result.settled else 'drain limit reached'}); {result.requests} requests, "
                   f"{result.failures} failed in Locust's terms, {result.requests_per_s:.0f} req/s; "
                   f"locust exit code {result.locust_exit_code}", highlight=False)
     for err in result.fault_errors:
         console.print(f"[yellow]fault plan: {err}[/]", highlight=False)
+
+
+def result_source(result: runner.LoadResult) -> str:
+    info = history_mod.read_run_info(result.run_dir) or {}
+    return str(info.get("source", "live"))
 
 
 # --------------------------------------------------------------------------- stack up | down

@@ -4,9 +4,12 @@ invariant observable from outside a service, in about a minute at time_scale 0.0
 On the scenario's clock (policy seconds from the load's start), through the target's adapter:
 - 0 s: recordings whose every fetch fails (`doomed`: created — call-status first — and never
   clicked, so every fetch of them is a retry; the scenario's duration watches them past their
-  whole schedule); recordings whose first fetches fail as `flaky` says (5xx, timeouts, stalled
-  bodies), each then opened in the player; recordings served slowly (`slow`) under a click
-  storm, so a service that takes a healthy slow download for a stuck one fetches it twice;
+  whole schedule); recordings whose first fetches fail as `flaky` says (5xx answers), each
+  then opened in the player;
+- one at a time from 200 s, BLOCKING_EVERY_S apart and never in the outage: the `flaky` ones
+  whose fetches hang (timeouts, stalled bodies: each holds a worker until the service's read
+  timeout), and recordings served slowly (`slow`) under a click storm, so a service that takes
+  a healthy slow download for a stuck one fetches it twice;
 - 50 s: click storms on fresh recordings;
 - 100 s: recording callbacks sent again 300 s later (a replay must fetch nothing);
 - 150 s: recording callbacks sent unsigned (refused, never fetched);
@@ -22,6 +25,7 @@ import gevent
 import requests
 from locust import FastHttpUser, task
 
+from harness.scenario import Outage
 from loadtests import players
 from loadtests.fixtures import new_sid, recording_url
 from loadtests.load_context import LoadContext
@@ -33,6 +37,23 @@ REPLAY_AFTER_S = 300.0
 DELETE_WITHOUT_OUTAGE_AT_S = 300.0
 OUTAGE_PLAYS_AFTER_S = 20.0  # past the service's liveness timeout into the outage
 OUTAGE_DELETE_AT_S = 300.0  # into the outage
+
+
+BLOCKING = {"timeout", "stall", "slow"}  # modes that hold one of the service's workers for minutes
+BLOCKING_FIRST_AT_S = 200.0
+BLOCKING_EVERY_S = 700.0  # longer than a blocked fetch (a client's read timeout, the slow body)
+
+
+def blocking_slots(outage: Outage | None):
+    """Start times for episodes that hold a worker for minutes, one at a time, none in the
+    workers outage: a retry due meanwhile finds a free worker (on a service with two or more),
+    so its lateness measures the service's scheduler, not its queue."""
+    t = BLOCKING_FIRST_AT_S
+    while True:
+        if outage is not None and t + BLOCKING_EVERY_S > outage.at_s and t < outage.end_s:
+            t = outage.end_s + 100.0
+        yield t
+        t += BLOCKING_EVERY_S
 
 
 class ConformanceUser(TargetOps, FastHttpUser):
@@ -64,14 +85,15 @@ class ConformanceUser(TargetOps, FastHttpUser):
         doomed = [self.fresh() for _ in range(c.doomed)]
         requests.post(ctx.fixtures["stub_url"] + "/_config", timeout=10, json={
             "plans": {rec: modes for (_b, _call, rec), modes in flaky} | {rec: ["slow"] for _b, _call, rec in slow},
-            "doomed": [rec for _b, _call, rec in doomed]}).raise_for_status()
+            "doomed": [rec for _b, _call, rec in doomed], "slow_s": c.slow_s}).raise_for_status()
+        outage = next((o for o in ctx.scenario.outages if o.target == "workers" and o.workers == 0), None)
+        slots = blocking_slots(outage)
         plan: list[tuple] = [(0.0, self.announce, *d, True) for d in doomed]
-        plan += [(0.0, self.announce_and_play, *f) for f, _modes in flaky]
-        plan += [(0.0, self.announce_and_storm, *s) for s in slow]
+        plan += [(next(slots) if BLOCKING & set(modes) else 0.0, self.announce_and_play, *f) for f, modes in flaky]
+        plan += [(next(slots), self.announce_and_storm, *s) for s in slow]
         plan += [(50.0, self.announce_and_storm, *self.fresh()) for _ in range(c.storms)]
         plan += [(100.0, self.replayed, *self.fresh()) for _ in range(c.replays)]
         plan += [(150.0, self.unsigned, *self.fresh()) for _ in range(c.unsigned)]
-        outage = next((o for o in ctx.scenario.outages if o.target == "workers" and o.workers == 0), None)
         if outage is not None:
             plays_at = outage.at_s + ctx.policy.heartbeat_timeout_s + OUTAGE_PLAYS_AFTER_S
             plan += [(plays_at, self.announce_and_play, *self.fresh(), 0.0) for _ in range(c.outage_recordings)]
@@ -121,7 +143,7 @@ class ConformanceUser(TargetOps, FastHttpUser):
 
     def delete_storm(self) -> None:
         ctx = self.ctx
-        b = ctx.fixtures["businesses"][0]
+        b = max(ctx.fixtures["businesses"], key=lambda x: len(x.get("lead_ids") or ()))
         own = self.target.list_leads(business(b)) or []
         if not own:
             return

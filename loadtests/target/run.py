@@ -67,8 +67,7 @@ def target_info(config: TargetConfig) -> dict[str, Any]:
     """TargetConfig as run.json keeps it (fixtures are fixtures.json)."""
     info = asdict(config)
     info.pop("fixtures")
-    info["source"] = str(config.source) if config.source else None
-    return info
+    return {k: str(v) if isinstance(v, Path) else v for k, v in info.items()}
 
 
 def tolerances(p: Policy) -> dict[str, float]:
