@@ -50,6 +50,8 @@ def test_a_short_storm_on_fixed_holds_every_invariant(tmp_path):
     assert result.locust_exit_code == 0 and result.requests > 0
     info = history_mod.read_run_info(result.run_dir)
     assert info["variant"] == "fixed" and info["time_scale"] == 0.01  # what `loopfix verify` rebuilds
+    verified = json.loads(CliRunner().invoke(cli, ["verify", str(result.run_dir), "--json"]).output)
+    assert verified["verdicts"] == json.loads(json.dumps([v.to_dict() for v in verdicts.values()]))
 
 
 def test_the_same_storm_on_before_is_caught_with_live_witnesses(tmp_path):
@@ -147,3 +149,27 @@ def test_verify_rebuilds_the_policy_of_a_live_run_from_run_json(tmp_path):
     assert out["variant"] == "seed"
     backoff = next(v for v in out["verdicts"] if v["name"] == "backoff-schedule")
     assert backoff["figure"]["configured_total_s"] == 3060.0
+
+
+def test_verify_judges_a_live_run_with_the_live_tolerance_as_loadtest_did(tmp_path):
+    """One verdict per history: a retry re-queued 10 policy s late at time scale 0.01 is inside
+    the live tolerance (a tick + 0.25 s wall = 25.5 s) that `loopfix loadtest` applied, and
+    `loopfix verify` applies it too because run.json says the run was live; the same history
+    with no source is judged with the model's 1 s tolerance, and there it is late."""
+    def event(t, kind, **fields):
+        return {"t": t, "kind": kind, "source": "live", "proc": "worker", "job_id": "7", "call_sid": "CA1", **fields}
+
+    history = [event(0.0, "job.start", attempt=1, worker="w"), event(1.0, "job.end", outcome="retry"),
+               event(1.0, "job.retry", attempt=1, delay=60.0, phase="calllog"),
+               event(71.0, "job.enqueue", job_type="full", via="retry"), event(71.1, "job.start", attempt=2, worker="w"),
+               event(72.0, "job.end", outcome="done")]
+    verdicts = {}
+    for source in ("live", None):
+        run_dir = tmp_path / str(source)
+        history_mod.write_run_info(run_dir, {"variant": "fixed", "time_scale": 0.01,
+                                             **({"source": source} if source else {})})
+        history_mod.write_history(run_dir / "worker-1.jsonl", history)
+        out = json.loads(CliRunner().invoke(cli, ["verify", str(run_dir), "--json"]).output)
+        verdicts[source] = next(v for v in out["verdicts"] if v["name"] == "backoff-schedule")
+    assert verdicts["live"]["valid"] is True
+    assert verdicts[None]["valid"] is False and "retry-too-late" in verdicts[None]["anomalies"]
