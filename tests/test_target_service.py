@@ -377,3 +377,14 @@ def test_bad_command_lines_exit_2_with_one_line_naming_the_option(tmp_path, args
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert message in done.stderr.strip().splitlines()[-1]
+
+
+def test_a_taken_port_exits_1_with_one_line(tmp_path):
+    path = tmp_path / "fixtures.json"
+    path.write_text(json.dumps(fixtures()), encoding="utf-8")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        cmd = [sys.executable, str(SERVICE), "--port", str(taken.getsockname()[1]), "--fixtures", str(path)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "cannot listen on 127.0.0.1:" in done.stderr
