@@ -133,7 +133,11 @@ def check_one_job_per_storm(history: Sequence[Event], p: Policy) -> Verdict:
         for i, f in enumerate(fetches[1:], 1):
             before = fetches[i - 1]
             end = before["end"]
-            if end is None or float(end["t"]) > float(f["start"]["t"]):
+            # two at once: the next began while this one was still being sent, or before this one
+            # ended with the whole body taken (a fetch the service gave up on, silent, is neither)
+            began = float(f["start"]["t"])
+            if end is None or (began < float(end["t"]) and (
+                    end.get("ok") or began < float(end.get("quiet_since", end["t"])))):
                 found.append(Anomaly("concurrent-fetches", {"recording_sid": sid}, (before["start"], f["start"])))
     why = None if storms else "no click storm or double-click in the history"
     return _verdict("one-job-per-storm", found, {"storm_sessions": storms}, why)
@@ -163,14 +167,16 @@ def check_backoff_schedule(history: Sequence[Event], p: Policy, early_s: float =
                 total = 0.0
                 continue
             expected = policy_mod.backoff_delay(n - 1, p)
+            # the service gave up on a fetch between the stand-in's last byte and the recorded end
             failed_at, started = float(prev["end"]["t"]), float(f["start"]["t"])
+            gave_up_earliest = min(failed_at, float(prev["end"].get("quiet_since", failed_at)))
             gap = started - failed_at
             gaps += 1
             total += gap
             late = started - inv._promotable_at(failed_at + expected, halts)
             lateness.append(late)
             facts = {"recording_sid": sid, "attempt": n - 1, "gap_s": gap, "expected_s": expected}
-            if gap < expected - (REL_TOL * expected + early_s):
+            if started - gave_up_earliest < expected - (REL_TOL * expected + early_s):
                 found.append(Anomaly("fetch-retry-too-soon", facts, (prev["end"], f["start"])))
             elif late > REL_TOL * expected + late_s:
                 found.append(Anomaly("fetch-retry-too-late", facts, (prev["end"], f["start"])))

@@ -202,25 +202,32 @@ class Handler(BaseHTTPRequestHandler):
         mode, n = self.server.scripted(sid)
         history = self.server.history
         history.emit("download.start", job_id=None, call_sid=None, recording_sid=sid, fetch=n, url_ext=ext)
+        self.last_sent = time.time()
         outcome = self._serve_audio(sid, ext, mode, s)
         history.emit("download.end", job_id=None, call_sid=None, recording_sid=sid, skipped=False, fetch=n,
-                     **outcome)
+                     quiet_since=round((self.last_sent - history.epoch) / history.time_scale, 6), **outcome)
 
     def _serve_audio(self, sid: str, ext: str, mode: str | None, s: StubSettings) -> dict:
         """Answer one audio fetch as `mode` (or the rates) say; returns how it ended: ok, bytes,
-        status, the fault served (None for a clean answer) and the sha256 of a complete body."""
+        status, the fault served (None for a clean answer) and the sha256 of a complete body.
+        `last_sent` is kept at the wall time of the last byte sent: a client that hangs up on a
+        silent stand-in gave up somewhere between then and the fetch's recorded end (its
+        `quiet_since`), which is all the outside can know of when it gave up."""
         if mode == "timeout":  # no answer at all until the client gives up
             self.close_connection = True
             self._idle_until_closed(s.stall_s * s.time_scale)
             return {"ok": False, "bytes": 0, "status": None, "fault": "timeout", "sha256": None}
-        if s.latency_s:
-            time.sleep(self.server.latency() * s.time_scale)
+        if s.latency_s and self._idle_until_closed(self.server.latency() * s.time_scale):
+            self.close_connection = True  # it gave up waiting for the first byte: nothing is sent
+            return {"ok": False, "bytes": 0, "status": None, "fault": "gave_up", "sha256": None}
         if sid in s.missing:
             self._json(404, {"code": 20404, "message": "recording not available yet"})
+            self.last_sent = time.time()
             return {"ok": False, "bytes": 0, "status": 404, "fault": "missing", "sha256": None}
         if mode in ERROR_MODES or (mode is None and self.server.draw() < s.error_rate):
             status = int(mode or 503)
             self._json(status, {"code": 20000 + status, "message": "service unavailable"})
+            self.last_sent = time.time()
             return {"ok": False, "bytes": 0, "status": status, "fault": str(status), "sha256": None}
         body = recording_body(sid, ext, s.size_bytes)
         if mode is None and self.server.draw() < s.truncate_rate:
@@ -249,9 +256,9 @@ class Handler(BaseHTTPRequestHandler):
         ledger.add(sid, "bytes", sent)
         return {"ok": True, "bytes": sent, "status": 200, "fault": fault, "sha256": hashlib.sha256(body).hexdigest()}
 
-    def _idle_until_closed(self, wall_s: float) -> None:
+    def _idle_until_closed(self, wall_s: float) -> bool:
         """Say nothing for `wall_s`, or until the client hangs up (its timeout fired), so the
-        fetch's end is recorded when the client gave up on it."""
+        fetch's end is recorded when the client gave up on it; True when it hung up."""
         deadline = time.monotonic() + wall_s
         conn = self.connection
         while time.monotonic() < deadline:
@@ -259,10 +266,11 @@ class Handler(BaseHTTPRequestHandler):
             if readable:
                 try:
                     if conn.recv(1, socket.MSG_PEEK) == b"":
-                        return
+                        return True
                 except OSError:
-                    return
+                    return True
                 time.sleep(CLOSED_POLL_S)  # it sent something (a pipelined request): not a hang-up
+        return False
 
     def _send_body(self, body: bytes, s: StubSettings, seconds_per_byte: float | None = None) -> int:
         chunk = 16 * 1024 if seconds_per_byte is None else 1024
@@ -276,6 +284,7 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(len(piece) / s.bandwidth_bps * s.time_scale)
                 self.wfile.write(piece)
                 sent += len(piece)
+                self.last_sent = time.time()
         except (BrokenPipeError, ConnectionResetError):
             pass
         return sent

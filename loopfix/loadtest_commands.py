@@ -119,6 +119,9 @@ def _with_progress(s: Scenario, run):
                 task, completed=min(f, 1.0), description=f"{s.name} [{s.variant}] {label}"))
     except (RuntimeError, TimeoutError, OSError) as exc:
         raise BadInput(str(exc).splitlines()[0]) from None
+    except KeyboardInterrupt:  # every process the run started is stopped by then; what it wrote stays
+        click.echo("interrupted: the partial run stays in its directory under --runs-dir", err=True)
+        sys.exit(130)
 
 
 def _loadtest_target(scenario, target_file, variant, time_scale, sets, users, profile, runs_dir, duration, processes,

@@ -233,3 +233,16 @@ def test_lock_exclusive_and_worker_never_blocks_are_never_observable():
     vs = target([created(0)] + fetch(1, 2, ok=True, sha="aa") + session(3, [200]))
     assert vs["lock-exclusive"].valid == inv.NOT_OBSERVABLE and vs["worker-never-blocks"].valid == inv.NOT_OBSERVABLE
     assert inv.valid_label(vs["lock-exclusive"].valid) == "not observable"
+
+
+def test_a_fetch_the_service_gave_up_on_is_timed_from_the_stand_ins_silence_not_its_late_end():
+    """A stalled fetch: the stand-in fell silent at 10, noticed the hang-up only at 80 (a busy
+    machine); the retry at 71 is 61 s after the silence — neither too soon nor concurrent."""
+    abandoned = fetch(0, 80)
+    abandoned[1]["quiet_since"] = 10.0
+    h = sort([created(0)] + abandoned + fetch(71, 72, n=2, ok=True, sha="aa")
+             + [ev("client.start", 0, client="s", session=1, call_sid="CA1", role="storm")])
+    assert outside.check_backoff_schedule(h, P).valid is True
+    assert outside.check_one_job_per_storm(h, P).valid is True
+    too_soon = sort([created(0)] + abandoned + fetch(30, 31, n=2, ok=True, sha="aa"))
+    assert outside.check_backoff_schedule(too_soon, P).valid is False  # 20 s after the silence: no backoff

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadtests.stack import Stack, free_port
+from loadtests.stack import Stack, free_port, http_ok, wait_until
 from reference_app.config import Config
 from reference_app.policy import make_policy
 
@@ -121,3 +121,100 @@ def test_reference_app_seed_and_before_break_what_the_model_says(tmp_path, varia
     assert must_break <= broken(result), {n: v["figure"].get("anomaly_counts") for n, v in result.verdicts.items()}
     for name in must_break:
         assert witnesses(result, name)
+
+
+# --------------------------------------------------------------------------- a service loopfix did not write
+
+SERVICE = Path(__file__).resolve().parent / "target_service.py"
+# each planted bug, the invariant it must break and the anomaly that names it
+PLANTED = {
+    "no_backoff": ("backoff-schedule", "fetch-retry-too-soon"),
+    "retries_forever": ("backoff-schedule", "fetch-retry-over-budget"),
+    "downloads_twice": ("no-duplicate-download", "duplicate-download"),
+    "no_retry_after": ("status-semantics", "202-without-retry-after"),
+    "no_fail_fast": ("fail-fast", "fail-fast-never-trips"),
+    "loses_recording": ("nothing-lost", "recording-never-playable"),
+    "new_delete_job_per_click": ("idempotent-delete", "two-jobs-active"),
+}
+
+
+def service_fixtures() -> dict:
+    return {"businesses": [
+        {"id": i, "name": f"b{i}", "api_token": f"token-{i}", "account_sid": "AC" + f"{i:02x}" * 16,
+         "auth_token": f"auth-{i}", "calls": [], "lead_ids": list(range(1 + (i - 1) * LEADS, 1 + i * LEADS))}
+        for i in (1, 2)]}
+
+
+def serve_service(run: Path, bugs: tuple[str, ...], script: Path = SERVICE) -> tuple[Stack, Path]:
+    """tests/target_service.py (or `script`) with `bugs` planted, its workers hooks POSTing its
+    admin routes."""
+    run.mkdir(parents=True)
+    (run / "fixtures.json").write_text(json.dumps(service_fixtures()))
+    port, media_port = free_port(), free_port()
+    stack = Stack(run, Config())
+    args = [sys.executable, str(script), "--port", str(port), "--fixtures", str(run / "fixtures.json"),
+            "--media-host", f"127.0.0.1:{media_port}", "--time-scale", "0.01", "--workers", "2"]
+    for bug in bugs:
+        args += ["--bug", bug]
+    try:
+        proc = stack._spawn("service", args, stack.env("service"))
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_ok(url + "/healthz"), 30, "target service", proc.popen, proc.log)
+        admin = "import urllib.request; urllib.request.urlopen(urllib.request.Request('%s/_admin/workers/{}', " \
+                "method='POST'), timeout=10)" % url
+        return stack, write_target(run, url, media_port, hook(admin.format("stop")), hook(admin.format("start")))
+    except BaseException:
+        stack.stop()
+        raise
+
+
+@pytest.mark.stack
+def test_a_separately_written_service_without_bugs_holds_with_two_invariants_not_observable(tmp_path):
+    stack, target_file = serve_service(tmp_path / "served", ())
+    try:
+        result = conformance(target_file, tmp_path / "runs")
+    finally:
+        stack.stop()
+    assert result.code == 0, {n: v["figure"].get("anomaly_counts") for n, v in result.verdicts.items()}
+    assert {n for n, v in result.verdicts.items() if v["valid"] == "not observable"} == {
+        "lock-exclusive", "worker-never-blocks"}
+    assert all(v["valid"] is True for n, v in result.verdicts.items() if n not in ("lock-exclusive",
+                                                                                    "worker-never-blocks"))
+
+
+@pytest.mark.slow
+@pytest.mark.stack
+@pytest.mark.parametrize("bug", sorted(PLANTED))
+def test_each_planted_bug_is_named_by_its_invariant_with_a_witness(tmp_path, bug):
+    stack, target_file = serve_service(tmp_path / "served", (bug,))
+    try:
+        result = conformance(target_file, tmp_path / "runs")
+    finally:
+        stack.stop()
+    invariant, anomaly = PLANTED[bug]
+    assert result.code == 1
+    assert result.verdicts[invariant]["valid"] is False
+    assert anomaly in result.verdicts[invariant]["anomalies"], result.verdicts[invariant]["anomalies"].keys()
+    assert result.verdicts[invariant]["anomalies"][anomaly][0]["witnesses"]
+
+
+def readme_adapter() -> str:
+    """The adapter the README shows, as written there (the python block with CookieService)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = text.split("```python\n")[1:]
+    return next(b.split("```", 1)[0] for b in blocks if "class CookieService" in b)
+
+
+@pytest.mark.stack
+def test_the_readmes_cookie_adapter_drives_a_service_with_other_routes_through_conformance(tmp_path):
+    stack, target_file = serve_service(tmp_path / "served", (), script=SERVICE.with_name("target_service_v2.py"))
+    (target_file.parent / "loopfix_target.py").write_text(readme_adapter())
+    target_file.write_text('adapter = "loopfix_target:CookieService"\n' + target_file.read_text())
+    try:
+        result = conformance(target_file, tmp_path / "runs")
+    finally:
+        stack.stop()
+    assert result.code == 0, {n: v["figure"].get("anomaly_counts") for n, v in result.verdicts.items()}
+    requests = [e for f in result.run_dir.glob("locust-*.jsonl") for e in map(json.loads, f.read_text().splitlines())
+                if e["kind"] == "client.request"]
+    assert requests and {e["status"] for e in requests} >= {200, 202}  # the /v2 player route, with the cookie

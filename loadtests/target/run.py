@@ -240,7 +240,11 @@ def run_target(opts: TargetOptions, on_progress: Callable[[str, float], None] | 
                                      run_dir)
         if s.conformance is not None:  # no shape: the fixed users only (conformance, probe)
             args += ["--users", "2", "--spawn-rate", "2"]
-        locust = stack._spawn("locust", args, {**stack.env("locust"), RUN_DIR_ENV: str(run_dir)})
+        env = {**stack.env("locust"), RUN_DIR_ENV: str(run_dir)}
+        if config.adapter and config.source:  # an adapter module beside the target file imports there too
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(config.source).resolve().parent),
+                                                              env.get("PYTHONPATH")]))
+        locust = stack._spawn("locust", args, env)
         started = run_dir / LOAD_START_FILE
         wait_until(started.is_file, 60, "locust", locust.popen, locust.log)
         load_start = float(started.read_text(encoding="utf-8"))
