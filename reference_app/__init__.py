@@ -2,16 +2,25 @@
 seed-era bug behind a switch (`policy.Policy`). `create_app(config)` is the factory."""
 from __future__ import annotations
 
-import redis
-from flask import Flask, g, jsonify
-from werkzeug.exceptions import HTTPException
+from typing import TYPE_CHECKING
 
-from reference_app.config import Config
-from reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S
-from reference_app.services import Services, set_services
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from reference_app.config import Config
 
 
 def create_app(config: Config | None = None) -> Flask:
+    # Imported here, not at the top: importing any reference_app module (the policy core, which
+    # harness/ and sim/ import) runs this file, and must not pull in Flask, Redis or SQLAlchemy.
+    import redis
+    from flask import Flask, g, jsonify
+    from werkzeug.exceptions import HTTPException
+
+    from reference_app.config import Config
+    from reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S
+    from reference_app.services import Services, set_services
+
     config = config or Config.from_env()
     svc = Services(config)
     set_services(svc)

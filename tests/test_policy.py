@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from loopfix.cli import cli
-from reference_app.policy import make_policy, media_host_allowed, normalise_recording_url
+from reference_app.media import media_host_allowed
+from reference_app.policy import make_policy, normalise_recording_url
 
 
 def policy_json(*args):
