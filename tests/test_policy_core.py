@@ -56,7 +56,8 @@ def test_an_event_of_an_unknown_kind_fails_loudly():
 
 def test_an_event_is_dumped_canonically():
     record = event("fail_fast.trip", 1.23456789, "live", "web-1", call_sid="CA1", count=4)
-    assert dumps(record) == '{"call_sid":"CA1","count":4,"kind":"fail_fast.trip","proc":"web-1","source":"live","t":1.234568}'
+    assert dumps(record) == ('{"call_sid":"CA1","count":4,"kind":"fail_fast.trip","proc":"web-1",'
+                             '"source":"live","t":1.234568}')
     assert json.loads(dumps(record)) == record
 
 

@@ -19,7 +19,8 @@ def test_without_any_heartbeat_started_at_is_the_last_sign_of_life():
 
 def test_a_run_marked_running_without_started_at_is_stuck_in_every_variant_but_before():
     run = RunState("running", created_at=0)
-    assert stuck_reason(run, 0, FIXED) == stuck_reason(run, 0, make_policy("seed")) == "marked running but no started_at"
+    why = "marked running but no started_at"
+    assert stuck_reason(run, 0, FIXED) == stuck_reason(run, 0, make_policy("seed")) == why
     assert stuck_reason(run, 10**6, make_policy("before")) is None  # stuck_202_forever
 
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from reference_app.policy.backoff import backoff_schedule, backoff_total, budget_phases, max_recording_runs, retry_budget
+from reference_app.policy.backoff import (
+    backoff_schedule,
+    backoff_total,
+    budget_phases,
+    max_recording_runs,
+    retry_budget,
+)
 from reference_app.policy.core import Policy
 
 

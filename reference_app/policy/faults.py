@@ -91,7 +91,8 @@ _BEFORE_ONLY = frozenset(
         "player_unbounded",
     }
 )
-_BY_NAME_ONLY = frozenset({"redirect_followed_anywhere", "tenant_unscoped_lookup"})  # in no variant: LOOPFIX_FAULTS / faults= only
+# in no variant: switched on only by name (LOOPFIX_FAULTS / faults=)
+_BY_NAME_ONLY = frozenset({"redirect_followed_anywhere", "tenant_unscoped_lookup"})
 _SEED = frozenset(set(FAULTS) - _BEFORE_ONLY - _BY_NAME_ONLY)
 # `before` predates every fix, so it also has the seed faults its own bugs do not supersede.
 _BEFORE = _BEFORE_ONLY | {
