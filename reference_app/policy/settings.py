@@ -11,6 +11,8 @@ from typing import Mapping, Sequence
 from reference_app.policy.core import Policy
 from reference_app.policy.faults import FAULTS, SEED_LOCK_TTL_S
 
+# The constants a setting may override by name (harness/scenario.py checks a [policy] table's keys
+# against it); the variant and its faults have their own arguments.
 _OVERRIDABLE = {f.name: f for f in dataclasses.fields(Policy) if f.init and f.name not in ("variant", "extra_faults")}
 
 
