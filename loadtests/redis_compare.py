@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import runner
+from loadtests.live_scenario import live_scenario
 from loadtests.verdicts import check_run
-from loopfix.loadtest_commands import build_scenario
 
 KINDS = ("redis-server", "fakeredis")
 FIGURES = ("wall_s", "drain_wall_s", "requests", "req_median_ms", "created_to_downloaded_s")
 
 
 def one_run(kind: str, runs_dir: Path) -> dict[str, Any]:
-    s = build_scenario("steady", "fixed", ("drain_s=2400",), 0.01, 4)
+    s = live_scenario("steady", "fixed", ("drain_s=2400",), 0.01, 4)
     started = time.monotonic()
     result = runner.run_load(runner.LoadOptions(s, users=12, runs_root=runs_dir, redis_kind=kind))
     wall = time.monotonic() - started

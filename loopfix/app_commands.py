@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 
 from reference_app.config import Config
-from reference_app.policy import FAULTS, VARIANTS, describe, make_policy, parse_assignments, split_assignments
+from reference_app.config import parse_assignments, split_assignments
+from reference_app.policy import FAULTS, VARIANTS, describe, make_policy
 
 
 def policy_options(fn):

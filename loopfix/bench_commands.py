@@ -34,7 +34,7 @@ def measure(areas: tuple[str, ...], seconds: float, day_hours: float, sweep: boo
     if "model" in areas:
         figures += model_bench.figures(day_hours, progress=label)
         if sweep:
-            from loopfix.report_commands import run_sweep
+            from loopfix.sweep_commands import run_sweep
 
             jobs = os.cpu_count() or 1
             figures.append(model_bench.sweep_figure(lambda points: run_sweep(points, jobs), jobs, label))

@@ -24,15 +24,14 @@ from rich.table import Table
 
 from harness import history as history_mod
 from harness import invariants as inv
-from harness.scenario import Scenario, load_scenario, with_settings
+from harness.scenario import Scenario
 from loadtests import runner, shapes
+from loadtests.live_scenario import DEFAULT_TIME_SCALE, live_scenario
 from loadtests.load_context import RUN_DIR_ENV
 from loadtests.stack import _kill, marked_pids
 from loadtests.verdicts import check_run
-from loopfix.sim_commands import BadInput, _assignments, _print_verdicts, _progress
+from loopfix.sim_commands import BadInput, _print_verdicts, _progress
 from reference_app import policy as policy_mod
-
-DEFAULT_TIME_SCALE = 0.01
 
 
 def build_scenario(name: str, variant: str | None, sets: tuple[str, ...], time_scale: float | None,
@@ -40,12 +39,7 @@ def build_scenario(name: str, variant: str | None, sets: tuple[str, ...], time_s
     """The scenario with --variant/--set, run at --time-scale (default: the file's unless it is
     real time, then 0.01), with --duration wall seconds of load."""
     try:
-        s = with_settings(load_scenario(name), variant=variant, assignments=_assignments(sets))
-        scale = time_scale if time_scale is not None else (s.time_scale if s.time_scale != 1.0 else DEFAULT_TIME_SCALE)
-        extra = {"time_scale": repr(scale)}
-        if duration is not None:
-            extra["duration_s"] = repr(duration / scale)
-        return with_settings(s, assignments=extra)
+        return live_scenario(name, variant, sets, time_scale, duration)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 

@@ -20,6 +20,7 @@ from harness import history as history_mod
 from harness import invariants as inv
 from harness.scenario import Scenario, load_scenario, with_settings
 from reference_app import policy as policy_mod
+from reference_app.config import parse_assignments
 
 HEADLINE_SCENARIOS = ("steady", "retry-storm", "worker-outage", "slow-twilio", "missing-calllog", "worker-crash",
                       "delete-storm")
@@ -42,7 +43,7 @@ class BadInput(click.ClickException):
 
 def _assignments(items: Sequence[str]) -> dict[str, str]:
     try:
-        return policy_mod.parse_assignments(items)
+        return parse_assignments(items)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 

@@ -2,16 +2,25 @@
 seed-era bug behind a switch (`policy.Policy`). `create_app(config)` is the factory."""
 from __future__ import annotations
 
-import redis
-from flask import Flask, g, jsonify
-from werkzeug.exceptions import HTTPException
+from typing import TYPE_CHECKING
 
-from reference_app.config import Config
-from reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S, retry_after_header
-from reference_app.services import Services, set_services
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from reference_app.config import Config
 
 
 def create_app(config: Config | None = None) -> Flask:
+    # Imported here, not at the top: importing any reference_app module (the policy core, which
+    # harness/ and sim/ import) runs this file, and must not pull in Flask, Redis or SQLAlchemy.
+    import redis
+    from flask import Flask, g, jsonify
+    from werkzeug.exceptions import HTTPException
+
+    from reference_app.config import Config
+    from reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S, retry_after_header
+    from reference_app.services import Services, set_services
+
     config = config or Config.from_env()
     svc = Services(config)
     set_services(svc)
@@ -45,7 +54,7 @@ def create_app(config: Config | None = None) -> Flask:
     @app.errorhandler(redis.exceptions.TimeoutError)
     def _redis_down(_exc):
         resp = jsonify(error="redis_unavailable", message="coordination store unreachable; retry shortly")
-        resp.status_code = 503
+        resp.status_code = 503  # Retry-After in wall seconds, as HTTP means it
         resp.headers["Retry-After"] = retry_after_header(svc.policy.wall(REDIS_UNAVAILABLE_RETRY_AFTER_S))
         return resp
 

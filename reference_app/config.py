@@ -12,9 +12,46 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
-from reference_app.policy import Policy, format_policy_value, make_policy, parse_assignments, split_assignments
+from reference_app.policy import Policy, make_policy
+
+
+# LOOPFIX_POLICY's syntax: NAME=VALUE items separated by commas (the CLI's `--set` takes the same);
+# make_policy (reference_app.policy.settings) turns the values into a Policy.
+
+
+def format_policy_value(value: object) -> str:
+    """A Policy constant as `VALUE` in LOOPFIX_POLICY's `NAME=VALUE`: the inverse of make_policy's
+    parsing (tuples comma-joined, lock TTLs as `op:seconds`)."""
+    if isinstance(value, tuple):
+        return ",".join(f"{v[0]}:{v[1]:g}" if isinstance(v, tuple) else f"{v:g}" for v in value)
+    return str(value)
+
+
+def split_assignments(text: str) -> list[str]:
+    """LOOPFIX_POLICY's `'a=1,slot_defer_s=2,5,10,b=x'` → `['a=1', 'slot_defer_s=2,5,10', 'b=x']`:
+    an item without `=` continues the previous value (a list-valued constant)."""
+    items: list[str] = []
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        if "=" not in part and items:
+            items[-1] += "," + part.strip()
+        else:
+            items.append(part.strip())
+    return items
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, str]:
+    """`['max_retries=6']` → {'max_retries': '6'}; a malformed item raises ValueError."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from reference_app import twilio_signature
+from reference_app.media import media_host_allowed
 from reference_app.models import Business, CallLog
-from reference_app.policy import media_host_allowed, normalise_recording_url, recording_callback_enqueues
+from reference_app.policy import normalise_recording_url, recording_callback_enqueues
 from reference_app.recordings import enqueue_recording, latest_run, recording_known
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")

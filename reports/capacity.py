@@ -1,7 +1,7 @@
 """Capacity answers from sweep results: read rows, answer the planning questions.
 
 A sweep (`loopfix sweep`) writes one row per grid point — the point's settings and what was
-measured there (see `loopfix/report_commands.py`). This module only reads those rows:
+measured there (see `loopfix/sweep_commands.py`). This module only reads those rows:
 
 - `min_workers`: the fewest workers whose p95 time to playable is at most a target at a load;
 - `longest_outage`: the longest outage after which the backlog recovers within a bound;

@@ -19,7 +19,7 @@ import keyword
 from types import SimpleNamespace
 from typing import Any
 
-from reference_app.events import EVENT_FIELDS
+from reference_app.policy.events import EVENT_FIELDS
 
 _TEMPLATE = '''
 def {name}(proc, {params}):

@@ -181,3 +181,16 @@ def stack_factory(tmp_path, default_database_url):  # set up after the database:
     yield build
     for st in stacks:
         st.stop()
+
+
+# Fixtures that start a service: a test that uses one (directly or through another fixture) gets
+# its marker, so `-m "not redis"` / `-m "not stack"` deselect it without anyone remembering to.
+_MARKER_FIXTURES = {"redis": ("private_redis",), "stack": ("stack_factory",)}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in _MARKER_FIXTURES.items():
+            if used & set(fixtures) and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)

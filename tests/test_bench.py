@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 
 from benchmarks import poll_targets, redis_bench
@@ -70,6 +71,7 @@ def test_a_known_live_worker_is_trusted_no_longer_than_its_liveness_key_lives(ap
     assert _gate_scripts_run(conn) == scripts + 1
 
 
+@pytest.mark.redis
 def test_bench_redis_json_prints_every_figure_with_baseline_ratio_and_goal():
     out = subprocess.run([sys.executable, "-m", "loopfix.cli", "bench", "--only", "redis", "--json"],
                          capture_output=True, text=True, timeout=120)

@@ -31,7 +31,7 @@ from loadtests.twilio_stub import wav_bytes
 from reference_app.models import RecordingFile
 from tests.conftest import add_business
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.browser]
 
 AUDIO_S = 2.0
 WAV_BYTES_PER_S = 16_000  # the stand-in's WAV: 8 kHz, 16-bit, mono

@@ -35,6 +35,7 @@ def stub_settings(stack: Stack) -> dict:
         return json.load(resp)
 
 
+@pytest.mark.stack
 def test_a_twilio_window_changes_the_running_stand_in_and_puts_it_back(tmp_path):
     s = parse_scenario({"time_scale": SCALE, "twilio": {"latency_median_s": 4, "fault_rate": 0.01, "slow_fraction": 0},
                         "outages": [{"target": "twilio", "at_s": 100, "duration_s": 200,
@@ -65,6 +66,7 @@ def test_a_slow_draw_inside_a_twilio_window_keeps_the_windows_error_rate():
     assert twilio_settings(s, 400.0, window) == {"latency_s": 400.0, "latency_sigma": 0.0, "error_rate": 0.5}
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("kind", ["redis-server", "fakeredis"])
 def test_a_redis_restart_window_empties_redis_and_brings_it_back_on_the_same_port(tmp_path, kind):
     s = parse_scenario({"time_scale": SCALE, "twilio": {"slow_fraction": 0}, "outages": [

@@ -1,27 +1,13 @@
-"""The checkers on tiny literal histories (one that holds, one per way of breaking each
-invariant, with its witnesses) and on generated histories that are valid by construction."""
+"""The checkers on tiny literal histories: one that holds, one per way of breaking each invariant,
+with its witnesses. The backoff-schedule checker: test_invariants_backoff.py; generated valid
+histories: test_invariants_generated.py."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from harness import invariants as inv
-from reference_app.events import event
-from reference_app.policy import backoff_delay, make_policy, player_delay
-
-P = make_policy("fixed")
-
-
-def ev(kind, t, **fields):
-    return event(kind, t, "live", "test", **fields)
-
-
-def only(verdict, anomaly_type):
-    """The verdict is broken by exactly this anomaly type; return its anomalies."""
-    assert verdict.valid is False, inv.render_verdict(verdict)
-    assert set(verdict.anomalies) == {anomaly_type}, inv.render_verdict(verdict)
-    return verdict.anomalies[anomaly_type]
+from reference_app.policy import make_policy
+from tests.invariants_support import P, ev, only
 
 
 # --------------------------------------------------------------------------- loops-terminate
@@ -137,133 +123,6 @@ def test_enqueue_api_clicks_count_as_a_storm_too():
     h = [enqueue(0.0, "1", via="enqueue_api"), enqueue(3.0, "2", via="playback")]
     only(inv.check_one_job_per_storm(h, P), "storm-duplicate-enqueue")
 
-
-# --------------------------------------------------------------------------- backoff-schedule
-
-
-def retry_cycle(job, attempt, t, delay, start_after, requeue=True):
-    h = [ev("job.retry", t, job_id=job, call_sid="CA1", attempt=attempt, delay=delay),
-         ev("job.end", t, job_id=job, call_sid="CA1", outcome="retry")]
-    if requeue:
-        h.append(ev("job.enqueue", t + delay + 0.5, job_id=job, call_sid="CA1", job_type="full", via="retry"))
-    h.append(ev("job.start", t + start_after, job_id=job, call_sid="CA1", attempt=attempt + 1, worker="w"))
-    return h
-
-
-def full_schedule(job="1", wait=0.7):
-    h, t = [ev("job.start", 0.0, job_id=job, call_sid="CA1", attempt=1, worker="w")], 0.0
-    for n in range(1, 6):
-        d = backoff_delay(n, P)
-        h += retry_cycle(job, n, t + 1, d, d + wait)
-        t += 1 + d + wait
-    h.append(ev("job.end", t + 1, job_id=job, call_sid="CA1", outcome="failed"))
-    return h
-
-
-def test_retries_on_schedule_hold_and_the_total_is_measured():
-    v = inv.check_backoff_schedule(full_schedule(), P)
-    assert v.valid is True, inv.render_verdict(v)
-    assert v.figure["configured_total_s"] == 1860
-    assert abs(v.figure["measured_full_schedule_total_s"] - 1860 - 5 * 0.7) < 1e-6
-    assert v.figure["rel_tol"] == 0.02 and v.figure["abs_tol_s"] == 1.0
-    assert v.figure["claim_52_min"]["six_retries_total_s"] == 3060
-
-
-def test_retry_with_zero_delay_that_reruns_at_once_breaks_it():
-    h = [ev("job.start", 0, job_id="1", call_sid="CA1", attempt=1, worker="w")] + retry_cycle("1", 1, 1.0, 0.0, 0.5,
-                                                                                              requeue=False)
-    v = inv.check_backoff_schedule(h, P)
-    assert set(v.anomalies) == {"delay-not-policy", "retry-too-soon"}
-    (soon,) = v.anomalies["retry-too-soon"]
-    assert soon.facts["expected_s"] == 60 and [w["kind"] for w in soon.witnesses] == ["job.retry", "job.start"]
-
-
-def test_rerun_after_a_failed_attempt_with_no_retry_event_breaks_it():
-    h = [ev("job.start", 0, job_id="1", call_sid="CA1", attempt=1, worker="w"),
-         ev("job.end", 1, job_id="1", call_sid="CA1", outcome="failed"),
-         ev("job.start", 1.2, job_id="1", call_sid="CA1", attempt=2, worker="w")]
-    (a,) = only(inv.check_backoff_schedule(h, P), "rerun-without-backoff")
-    assert [w["kind"] for w in a.witnesses] == ["job.end", "job.start"]
-
-
-def test_requeue_much_later_than_the_delay_breaks_it():
-    h = retry_cycle("1", 1, 0.0, 60.0, 200.0, requeue=False)
-    h.insert(2, ev("job.enqueue", 150.0, job_id="1", call_sid="CA1", job_type="full", via="retry"))
-    only(inv.check_backoff_schedule(h, P), "retry-too-late")
-
-
-@pytest.mark.parametrize("down, late", [(0, False), (3, True)])
-def test_a_retry_due_while_every_worker_is_down_is_late_only_past_the_outage(down, late):
-    """Due at 60 s inside a 50-400 s outage, re-queued at 401 s: with every worker down
-    (workers 0) nothing could promote it sooner; with 3 of them down the rest could."""
-    h = retry_cycle("1", 1, 0.0, 60.0, 410.0, requeue=False)
-    h.insert(2, ev("job.enqueue", 401.0, job_id="1", call_sid="CA1", job_type="full", via="retry"))
-    h += [ev("outage.start", 50.0, target="workers", how="crash", workers=down),
-          ev("outage.end", 400.0, target="workers", how="crash", workers=down)]
-    h.sort(key=lambda e: e["t"])
-    v = inv.check_backoff_schedule(h, P)
-    if late:
-        (a,) = only(v, "retry-too-late")
-        assert [w["kind"] for w in a.witnesses] == ["job.retry", "job.enqueue"]
-    else:
-        assert v.valid is True, inv.render_verdict(v)
-
-
-def test_queue_wait_after_a_timely_requeue_is_not_lateness():
-    assert inv.check_backoff_schedule(retry_cycle("1", 1, 0.0, 60.0, 400.0), P).valid is True
-
-
-def test_attempt_past_the_maximum_breaks_it():
-    h = retry_cycle("1", 6, 0.0, 1200.0, 1200.5)
-    only(inv.check_backoff_schedule(h, P), "too-many-attempts")
-
-
-def retry_cycle_in(phase, job, attempt, t, delay, start_after):
-    return [{**e, "phase": phase} if e["kind"] == "job.retry" else e
-            for e in retry_cycle(job, attempt, t, delay, start_after)]
-
-
-def calllog_then_fetch(fetch_retries, fetch_gap=lambda d: d + 0.7, first_fetch_attempt=1):
-    """A job that waits out the whole CallLog budget, then retries `fetch_retries` failed fetches."""
-    h = full_schedule()[:-1]  # without its final 'failed'
-    t = h[-1]["t"]
-    for n in range(first_fetch_attempt, first_fetch_attempt + fetch_retries):
-        d = backoff_delay(n, P)
-        h += retry_cycle_in("fetch", "1", n, t + 1, d, fetch_gap(d))
-        t = h[-1]["t"]
-    return h
-
-
-def test_fetch_retries_after_the_whole_calllog_schedule_hold_on_their_own_budget():
-    v = inv.check_backoff_schedule(calllog_then_fetch(P.max_fetch_retries), P)
-    assert v.valid is True, inv.render_verdict(v)
-    assert v.figure["gaps_checked_by_phase"] == {"calllog": P.max_recording_retries, "fetch": P.max_fetch_retries}
-    assert v.figure["jobs_with_full_schedule_by_phase"] == {"calllog": 1, "fetch": 1}
-    assert v.figure["measured_full_schedule_total_s_by_phase"]["fetch"] == pytest.approx(
-        sum(backoff_delay(n, P) for n in range(1, P.max_fetch_retries + 1)) + 0.7 * P.max_fetch_retries)
-
-
-def test_a_fetch_retry_too_soon_breaks_it_with_the_fetch_phase_in_its_witness():
-    h = calllog_then_fetch(2, fetch_gap=lambda d: 0.5)
-    v = inv.check_backoff_schedule(h, P)
-    soon = only(v, "retry-too-soon")
-    assert [a.facts["phase"] for a in soon] == ["fetch", "fetch"]
-    assert [a.facts["expected_s"] for a in soon] == [backoff_delay(1, P), backoff_delay(2, P)]
-    assert soon[0].witnesses[0]["kind"] == "job.retry" and soon[0].witnesses[0]["phase"] == "fetch"
-    assert "fetch retry 1" in inv.render_anomaly(soon[0])
-
-
-def test_fetch_retries_counted_on_the_calllog_budget_break_it_past_that_budget():
-    # the seeds' one retry_count numbers a fetch retry after five CallLog retries as attempt 6
-    h = calllog_then_fetch(1, first_fetch_attempt=P.max_recording_retries + 1)
-    (a,) = only(inv.check_backoff_schedule(h, P), "too-many-attempts")
-    assert a.facts["phase"] == "fetch" and a.facts["max"] == P.max_fetch_retries
-
-
-def test_tolerance_is_a_parameter():
-    h = retry_cycle("1", 1, 0.0, 60.0, 57.0)  # 3 s early: outside 2 % + 1 s, inside 5 s
-    assert inv.check_backoff_schedule(h, P).valid is False
-    assert inv.check_backoff_schedule(h, P, abs_tol_s=5.0).valid is True
 
 
 # --------------------------------------------------------------------------- fail-fast
@@ -434,7 +293,8 @@ def test_an_exception_inside_a_checker_is_unknown_never_a_pass():
 
 
 def test_every_invariant_of_the_design_is_checked():
-    assert inv.INVARIANTS == ("loops-terminate", "no-duplicate-download", "one-job-per-storm", "backoff-schedule",
+    """Not the INVARIANTS constant: what check_all returns, one verdict per invariant of DESIGN's table."""
+    assert tuple(v.name for v in inv.check_all([], P)) == ("loops-terminate", "no-duplicate-download", "one-job-per-storm", "backoff-schedule",
                               "fail-fast", "status-semantics", "idempotent-delete", "lock-exclusive", "nothing-lost",
                               "worker-never-blocks")
 
@@ -444,70 +304,3 @@ def test_rendering_is_separate_from_the_data():
     text = inv.render_verdict(v)
     assert "recording RE1 downloaded 2 times, by jobs ['1', '2']" in text and "t=9.000 download.end" in text
     assert v.to_dict()["anomalies"]["duplicate-download"][0]["facts"]["count"] == 2
-
-
-# --------------------------------------------------------------------------- generated valid histories
-
-
-@st.composite
-def valid_histories(draw):
-    """Recordings that each wait out some retries on schedule and download once, players that
-    stop within their bounds, delete jobs one at a time per business: valid by construction."""
-    h: list[dict] = []
-    n_calls = draw(st.integers(1, 6))
-    t_clock = 0.0
-    for i in range(n_calls):
-        call, sid, job = f"CA{i}", f"RE{i}", str(i)
-        t = t_clock + draw(st.floats(0, 50))
-        h.append(ev("recording.created", t, call_sid=call, recording_sid=sid, business_id=1, has_url=True))
-        h.append(ev("job.enqueue", t, job_id=job, call_sid=call, job_type="full", via="webhook"))
-        t += draw(st.floats(0, 30))
-        retries = draw(st.integers(0, P.max_recording_retries))
-        for n in range(1, retries + 1):
-            h.append(ev("job.start", t, job_id=job, call_sid=call, attempt=n, worker="w"))
-            d = backoff_delay(n, P)
-            h += [ev("job.retry", t + 0.1, job_id=job, call_sid=call, attempt=n, delay=d),
-                  ev("job.end", t + 0.1, job_id=job, call_sid=call, outcome="retry")]
-            promote = t + 0.1 + d + draw(st.floats(0, 1))
-            h.append(ev("job.enqueue", promote, job_id=job, call_sid=call, job_type="full", via="retry"))
-            t = promote + draw(st.floats(0, 100))
-        h.append(ev("job.start", t, job_id=job, call_sid=call, attempt=retries + 1, worker="w"))
-        h.append(ev("download.start", t, job_id=job, call_sid=call, recording_sid=sid))
-        t += draw(st.floats(0.1, 600))
-        h.append(ev("download.end", t, job_id=job, call_sid=call, recording_sid=sid, ok=True, skipped=False,
-                    bytes=1))
-        h.append(ev("job.end", t, job_id=job, call_sid=call, outcome="done"))
-        polls = draw(st.integers(1, 1 + P.player_max_retries))
-        tp = t_clock + draw(st.floats(0, 20))
-        h.append(ev("client.start", tp, client=f"u{i}", session=1, call_sid=call, role="player"))
-        for k in range(polls):
-            last = k == polls - 1
-            status = 200 if last and draw(st.booleans()) else 202
-            h.append(ev("client.request", tp, client=f"u{i}", session=1, call_sid=call, status=status,
-                        retry_after=None if status == 200 else 3.0, n=k + 1, audio_ok=status == 200))
-            tp += player_delay(k, 3.0, P)
-        outcome = "played" if status == 200 else "gave_up"
-        h.append(ev("client.end", tp, client=f"u{i}", session=1, call_sid=call, outcome=outcome, requests=polls))
-        t_clock = t
-    t = t_clock
-    for j in range(draw(st.integers(0, 3))):
-        job = f"L{j}"
-        h.append(ev("lead_job.request", t, business_id=1, job_id=job, existing=False, client="d"))
-        h.append(ev("lead.requested", t, business_id=1, lead_id=j, job_id=job))
-        for _ in range(draw(st.integers(0, 3))):
-            h.append(ev("lead_job.request", t + 0.01, business_id=1, job_id=job, existing=True, client="d"))
-        h.append(ev("lock.acquire", t + 1, business_id=1, op="delete_leads_bulk", owner=job, ok=True))
-        h.append(ev("lead_job.start", t + 1, business_id=1, job_id=job))
-        h.append(ev("lead.delete", t + 2, business_id=1, lead_id=j, job_id=job))
-        h.append(ev("lead_job.end", t + 3, business_id=1, job_id=job, status="completed", processed=1))
-        h.append(ev("lock.release", t + 3, business_id=1, op="delete_leads_bulk", owner=job, freed=True, holder=job))
-        t += 4
-    h.sort(key=lambda e: e["t"])
-    return h
-
-
-@settings(max_examples=60, deadline=None, database=None)
-@given(valid_histories())
-def test_generated_valid_histories_satisfy_every_invariant(history):
-    verdicts = inv.check_all(history, P)
-    assert all(v.valid is True for v in verdicts), "\n".join(inv.render_verdict(v) for v in verdicts)

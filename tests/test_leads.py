@@ -1,6 +1,6 @@
 """Lead bulk deletion end to end (issue 3; seeds 000 and 003): real RQ worker processes, real
 Redis (a private redis-server), the app under gunicorn for the concurrency storm and in-process
-elsewhere, SQLite (and PostgreSQL for the storm).
+elsewhere (bad input, tenants and listing: test_leads_api.py), SQLite (and PostgreSQL for the storm).
 
 What it shows, each fix on `fixed` and each loop on the variant that has it:
 - 50 concurrent bulk-delete requests share one job (`fixed`, SQLite and PostgreSQL); they make
@@ -11,193 +11,41 @@ What it shows, each fix on `fixed` and each loop on the variant that has it:
   the refused job's plain-DEL release frees it), resumes to completion and releases the lock;
   a SIGKILLed worker leaves a lock that expires by TTL and a job that resumes without deleting
   anything twice; a run stops after consecutive batch failures;
-- bad input and other tenants' jobs get clear 4xx answers.
 
 Durations are policy seconds under a small time_scale; the history the processes write is
 checked with harness/invariants.py, the same checker the load tests use.
 """
 from __future__ import annotations
 
-import json
-import os
-import socket
-import signal
 import sqlite3
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import redis
-import requests
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete
 
 from harness.history import read_history
 from harness.invariants import check_idempotent_delete, check_lock_exclusive, check_nothing_lost
-from loadtests.stack import Stack
-from reference_app import create_app
-from reference_app.config import Config
-from reference_app.coordination import LOCK_KEY, WORKERS_ALIVE_KEY
-from reference_app.models import BackgroundJob, Lead
-from reference_app.policy import make_policy
+from reference_app.coordination import LOCK_KEY
+from reference_app.models import Lead
 from reference_app.services import Services
-from tests.conftest import add_business, auth
-
-OP = "delete_leads_bulk"
-
-
-# ----------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def lead_config(tmp_path, private_redis):
-    """lead_config(variant, faults, time_scale, database_url, **policy_overrides) -> Config whose
-    data dir is the one stack_factory gives the processes, so the test and they share SQLite."""
-    redis.Redis.from_url(private_redis).flushdb()
-
-    def build(variant="fixed", faults="", time_scale=0.01, database_url="", **overrides) -> Config:
-        return Config(redis_url=private_redis, database_url=database_url,
-                      data_dir=(tmp_path / "run" / "data").resolve(), history_dir=tmp_path / "history",
-                      run_epoch=time.time(), policy=make_policy(variant, faults, time_scale, overrides))
-
-    return build
-
-
-class Api:
-    """The same calls over real HTTP (gunicorn) or through Flask's test client (in-process)."""
-
-    def __init__(self, business: dict, base_url: str | None = None, client=None):
-        self.headers, self.base_url, self.client = auth(business), base_url, client
-
-    def call(self, method: str, path: str, body=None, params=None) -> tuple[int, dict]:
-        if self.client is not None:
-            r = self.client.open(path, method=method, json=body, query_string=params, headers=self.headers)
-            return r.status_code, r.get_json()
-        r = requests.request(method, self.base_url + path, json=body, params=params, headers=self.headers,
-                             timeout=30)
-        return r.status_code, r.json()
-
-    def bulk_delete(self, lead_ids) -> tuple[int, dict]:
-        return self.call("POST", "/api/leads/bulk-delete", {"lead_ids": lead_ids})
-
-    def job(self, job_id) -> dict:
-        status, body = self.call("GET", f"/api/jobs/{job_id}")
-        assert status == 200, body
-        return body
-
-    def resume(self, job_id) -> tuple[int, dict]:
-        return self.call("POST", f"/api/jobs/{job_id}/resume")
-
-
-def business_with_leads(svc: Services, n: int, names: tuple[str, ...] = ()) -> dict:
-    """A business with `n` leads (the first len(names) named as given); adds `lead_ids`."""
-    b = add_business(svc, calls=0)
-    with svc.sessions() as s:
-        rows = [dict(business_id=b["id"], name=names[i] if i < len(names) else f"lead {i}", phone=f"+1555{i:07d}")
-                for i in range(n)]
-        b["lead_ids"] = sorted(s.execute(insert(Lead).returning(Lead.id), rows).scalars())
-        s.commit()
-    return b
-
-
-def remaining(svc: Services, business_id: int) -> set[int]:
-    with svc.sessions() as s:
-        return set(s.scalars(select(Lead.id).where(Lead.business_id == business_id)))
-
-
-def jobs_of(svc: Services, business_id: int) -> list[BackgroundJob]:
-    with svc.sessions() as s:
-        return list(s.scalars(select(BackgroundJob).where(BackgroundJob.business_id == business_id)
-                              .order_by(BackgroundJob.id)))
-
-
-def wait_for(check, timeout: float, what: str, every: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def wait_status(api: Api, job_id: int, statuses: tuple[str, ...], timeout: float = 20) -> dict:
-    return wait_for(lambda: (j := api.job(job_id))["status"] in statuses and j, timeout,
-                    f"job {job_id} to become {'/'.join(statuses)}")
-
-
-def deletes_per_lead(history) -> Counter:
-    return Counter(e["lead_id"] for e in history if e["kind"] == "lead.delete")
-
-
-def storm(url: str, business: dict, lead_ids: list[int], n: int = 50) -> list[tuple[int, dict]]:
-    """`n` concurrent POSTs with last-byte synchronisation: each thread sends its whole request
-    but the final byte, all wait on one barrier, then all send the last byte — the requests
-    complete within microseconds of each other, as a burst of retries from a proxy would."""
-    host, port = url.removeprefix("http://").split(":")
-    body = json.dumps({"lead_ids": lead_ids}).encode()
-    raw = (f"POST /api/leads/bulk-delete HTTP/1.1\r\nHost: {host}:{port}\r\n"
-           f"Authorization: Bearer {business['token']}\r\nContent-Type: application/json\r\n"
-           f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
-    barrier, results, lock = threading.Barrier(n), [], threading.Lock()
-
-    def click():
-        try:
-            with socket.create_connection((host, int(port)), timeout=60) as conn:
-                conn.sendall(raw[:-1])
-                barrier.wait()
-                conn.sendall(raw[-1:])
-                reply = b"".join(iter(lambda: conn.recv(65536), b""))
-            head, _, payload = reply.partition(b"\r\n\r\n")
-            outcome = (int(head.split()[1]), json.loads(payload) if payload.startswith(b"{") else {"text": payload[:300]})
-        except (OSError, ValueError, threading.BrokenBarrierError) as exc:
-            outcome = (0, {"exception": repr(exc)})
-        with lock:
-            results.append(outcome)
-
-    threads = [threading.Thread(target=click) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
-
-
-def start_worker(stack: Stack, name: str | None = None):
-    """Start an RQ worker and wait until its ticker has finished one full sweep (two liveness
-    beats). A job forked before that can deadlock in the work horse: the ticker builds the
-    services lazily under Python 3.11's cached_property lock, and a fork copies it held."""
-    proc = stack.start_worker(name)
-    r = redis.Redis.from_url(stack.config.redis_url)
-    last = [-3]
-
-    def second_beat() -> bool:
-        ttl = r.pttl(WORKERS_ALIVE_KEY)
-        beat = last[0] > 0 and ttl > last[0]
-        last[0] = ttl if ttl > 0 else last[0]
-        return beat
-
-    wait_for(second_beat, 20, f"{proc.name}'s ticker to sweep", every=0.002)
-    return proc
-
-
-def kill_worker(stack: Stack, name: str) -> None:
-    """SIGKILL a worker *and* its work horse, as a dying machine would. The horse has to be
-    killed by its own pid: RQ puts it in a process group of its own (os.setpgrp), so the
-    stack's group signal reaches only the worker, and the horse would run the job on."""
-    proc = stack.procs[name]
-    horses = [int(pid) for task in Path(f"/proc/{proc.pid}/task").iterdir()
-              for pid in (task / "children").read_text().split()]
-    for pid in horses:
-        os.kill(pid, signal.SIGKILL)
-    proc.signal(signal.SIGKILL)
-    proc.popen.wait(5)
-
-
-def in_process(config: Config) -> tuple[object, Services]:
-    app = create_app(config)
-    return app.test_client(), app.extensions["loopfix"]
+from tests.leads_support import (
+    OP,
+    Api,
+    business_with_leads,
+    deletes_per_lead,
+    in_process,
+    jobs_of,
+    kill_worker,
+    lead_config,
+    remaining,
+    start_worker,
+    storm,
+    wait_for,
+    wait_status,
+)
 
 
 # ----------------------------------------------------------------------------- idempotency (000)
@@ -458,86 +306,3 @@ def test_a_job_stops_after_consecutive_batch_failures_and_releases_its_lock(lead
     assert remaining(svc, b["id"]) == set(b["lead_ids"][10:])
     assert done["lock_held"] is False
     assert redis.Redis.from_url(stack.config.redis_url).exists(LOCK_KEY.format(business_id=b["id"], operation=OP)) == 0
-
-
-# ----------------------------------------------------------------------------- bad input, tenants, listing
-
-
-@pytest.mark.parametrize("body, error", [
-    ({"lead_ids": "1,2,3"}, "lead_ids_not_a_list"),
-    ({"lead_ids": {"1": 1}}, "lead_ids_not_a_list"),
-    ({}, "lead_ids_not_a_list"),
-    ({"lead_ids": []}, "lead_ids_empty"),
-    ({"lead_ids": [1, "2"]}, "lead_ids_not_integers"),
-    ({"lead_ids": [1, 2.0]}, "lead_ids_not_integers"),
-    ({"lead_ids": [True]}, "lead_ids_not_integers"),
-    ({"lead_ids": [0]}, "lead_ids_not_integers"),
-    ({"lead_ids": [-4]}, "lead_ids_not_integers"),
-    ({"lead_ids": [2**63]}, "lead_ids_not_integers"),
-    ({"lead_ids": [None]}, "lead_ids_not_integers"),
-    ([1, 2, 3], "body_not_a_json_object"),
-])
-def test_bad_bulk_delete_input_gets_a_clear_400_and_no_job(lead_config, body, error):
-    client, svc = in_process(lead_config())
-    b = business_with_leads(svc, 3)
-    r = client.post("/api/leads/bulk-delete", json=body, headers=auth(b))
-    assert r.status_code == 400 and r.json["error"] == error and r.json["message"]
-    assert jobs_of(svc, b["id"]) == []
-
-
-def test_too_many_lead_ids_are_refused_and_the_limit_is_stated(lead_config):
-    client, svc = in_process(lead_config())
-    b = business_with_leads(svc, 3)
-    r = client.post("/api/leads/bulk-delete", json={"lead_ids": list(range(1, 100_002))}, headers=auth(b))
-    assert r.status_code == 400 and r.json["error"] == "too_many_lead_ids"
-    limit = int(r.json["message"].split("at most ")[1].split()[0])
-    assert client.post("/api/leads/bulk-delete", json={"lead_ids": list(range(1, limit + 2))},
-                       headers=auth(b)).status_code == 400
-    assert client.post("/api/leads/bulk-delete", json={"lead_ids": list(range(1, limit + 1))},
-                       headers=auth(b)).status_code == 202
-
-
-def test_non_json_and_unauthenticated_requests_are_refused(lead_config):
-    client, svc = in_process(lead_config())
-    b = business_with_leads(svc, 3)
-    r = client.post("/api/leads/bulk-delete", data="lead_ids=1", headers=auth(b))
-    assert r.status_code == 400 and r.json["error"] == "body_not_a_json_object"
-    assert client.post("/api/leads/bulk-delete", json={"lead_ids": [1]}).status_code == 401
-    assert client.get("/api/jobs/1", headers={"Authorization": "Bearer nope"}).status_code == 401
-
-
-def test_another_business_job_is_indistinguishable_from_no_job(lead_config):
-    client, svc = in_process(lead_config())
-    a, b = business_with_leads(svc, 3), business_with_leads(svc, 3)
-    job_id = Api(a, client=client).bulk_delete(a["lead_ids"])[1]["job_id"]
-    theirs, none = Api(b, client=client), 10**6
-    for method, path in (("GET", "/api/jobs/{}"), ("POST", "/api/jobs/{}/resume")):
-        assert theirs.call(method, path.format(job_id)) == theirs.call(method, path.format(none))
-        assert theirs.call(method, path.format(job_id))[0] == 404
-    assert theirs.call("GET", f"/api/jobs/{2**40}")[0] == 404
-    assert Api(a, client=client).job(job_id)["status"] == "queued"
-
-
-def test_leads_list_pages_through_the_business_remaining_leads(lead_config):
-    client, svc = in_process(lead_config())
-    a, b = business_with_leads(svc, 25), business_with_leads(svc, 4)
-    api, seen, after = Api(a, client=client), [], 0
-    while after is not None:
-        status, page = api.call("GET", "/api/leads", params={"after": after, "limit": 10})
-        assert status == 200 and page["total"] == 25
-        seen += [lead["id"] for lead in page["leads"]]
-        after = page["next_after"]
-    assert seen == a["lead_ids"]
-    for bad in ({"limit": 0}, {"limit": 10**6}, {"after": -1}, {"after": "x"}):
-        status, body = api.call("GET", "/api/leads", params=bad)
-        assert status == 400 and body["error"] == "bad_page"
-
-
-def test_resume_of_a_queued_job_does_not_enqueue_it_twice(lead_config):
-    client, svc = in_process(lead_config())
-    a = business_with_leads(svc, 3)
-    api = Api(a, client=client)
-    job_id = api.bulk_delete(a["lead_ids"])[1]["job_id"]
-    status, body = api.resume(job_id)
-    assert status == 202 and body["resumed"] is False and body["status"] == "queued"
-    assert len(svc.queue("leads")) == 1

@@ -20,7 +20,7 @@ from loadtests.verdicts import check_run
 from loopfix.cli import cli
 from loopfix.loadtest_commands import build_scenario
 
-pytestmark = [pytest.mark.redis, pytest.mark.stack]
+pytestmark = [pytest.mark.redis, pytest.mark.stack, pytest.mark.live]
 
 
 def load(tmp_path: Path, name: str, variant: str, duration: float | None, users: int = 12, processes: int = 1,

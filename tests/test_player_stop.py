@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.redis, pytest.mark.stack]
+pytestmark = [pytest.mark.redis, pytest.mark.stack, pytest.mark.live]
 
 SESSION_END_WAIT_S = 60.0  # wall seconds the stopped user's session gets to end (a 202 chain at scale 0.01 takes ~8)
 

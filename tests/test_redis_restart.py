@@ -135,6 +135,7 @@ def live(tmp_path: Path, variant: str, sets: tuple[str, ...] = (), drain_s: floa
 
 @pytest.mark.redis
 @pytest.mark.stack
+@pytest.mark.live
 @pytest.mark.timeout(300)
 def test_live_stack_on_fixed_loses_nothing_across_a_redis_restart_and_a_twilio_error_window(tmp_path):
     result, verdicts, history = live(tmp_path, "fixed")
@@ -160,6 +161,7 @@ def test_live_stack_on_fixed_loses_nothing_across_a_redis_restart_and_a_twilio_e
 
 @pytest.mark.redis
 @pytest.mark.stack
+@pytest.mark.live
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_live_stack_without_the_orphan_sweep_loses_recordings_in_a_redis_restart(tmp_path):

@@ -115,6 +115,7 @@ window.addEventListener('load', () => {
 </script></body>"""
 
 
+@pytest.mark.browser
 def test_page_renders_every_figure_in_headless_chromium(report):
     chromium = _chromium()
     out = report / "out"

@@ -107,7 +107,7 @@ def test_seed_variant_downloads_slow_recording_twice():
 
 
 def test_heartbeat_keeps_a_slow_download_alive_even_when_a_rerun_would_download_again():
-    assert verdict(run("slow-twilio", "fixed", faults=["download_not_idempotent"]), "no-duplicate-download").valid
+    assert verdict(run("slow-twilio", "fixed", faults=["download_not_idempotent"]), "no-duplicate-download").valid is True
 
 
 def test_crash_rerun_downloads_again_unless_the_download_is_idempotent():
@@ -147,7 +147,7 @@ def test_seed_variant_enqueues_several_jobs_for_concurrent_clicks():
 
 
 def test_atomic_enqueue_dedup_alone_stops_a_check_then_mark_race():
-    assert verdict(run("retry-storm", "fixed", faults=["playback_check_then_mark"]), "one-job-per-storm").valid
+    assert verdict(run("retry-storm", "fixed", faults=["playback_check_then_mark"]), "one-job-per-storm").valid is True
 
 
 def test_before_variant_retries_a_missing_calllog_immediately_and_forever():
@@ -261,7 +261,7 @@ def test_json_replace_everywhere_breaks_urls_with_json_elsewhere():
     result = run("steady", "fixed", faults=["json_replace_everywhere"], recordings__odd_url_fraction=0.5,
                  duration_s=900, drain_s=3000)
     assert verdict(result, "nothing-lost").valid is False
-    assert verdict(run("steady", "fixed", recordings__odd_url_fraction=0.5, duration_s=900), "nothing-lost").valid
+    assert verdict(run("steady", "fixed", recordings__odd_url_fraction=0.5, duration_s=900), "nothing-lost").valid is True
 
 
 def test_seed_bulk_delete_races_into_two_jobs_and_an_unowned_release():

@@ -1,7 +1,7 @@
 """SSRF: a RecordingUrl is fetched with the business's Twilio credentials by a worker inside the
 network, so it must never reach anything but an allowed media host. Attacked three ways:
 
-- the allowlist check itself (policy.media_host_allowed), with hypothesis-built URLs — other
+- the allowlist check itself (reference_app.media.media_host_allowed), with hypothesis-built URLs — other
   hosts, IP literals (v4, v6, decimal, octal, hex), `user@host` tricks, ports, schemes,
   percent-encoding, trailing dots, look-alike names — checked against what requests/urllib3
   would actually connect to;
@@ -28,7 +28,7 @@ from urllib3.util import parse_url
 from loadtests.twilio_stub import wav_bytes
 from reference_app.jobs import process_recording
 from reference_app.models import RecordingFile, RecordingRun
-from reference_app.policy import media_host_allowed
+from reference_app.media import media_host_allowed
 from tests.conftest import add_business, sid, signed_post
 
 TWILIO = "api.twilio.com"

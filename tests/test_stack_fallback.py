@@ -14,7 +14,7 @@ from loadtests import runner
 from loadtests.verdicts import check_run
 from loopfix.loadtest_commands import build_scenario
 
-pytestmark = [pytest.mark.stack]
+pytestmark = [pytest.mark.stack, pytest.mark.live]
 
 
 @pytest.mark.timeout(300)

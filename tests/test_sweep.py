@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from loopfix.cli import cli
-from loopfix.report_commands import REPORT_SWEEPS, run_sweep
+from loopfix.report_commands import REPORT_SWEEPS
+from loopfix.sweep_commands import run_sweep
 from reports import capacity
 from sim import sweep
 
