@@ -59,7 +59,7 @@ def test_validation_names_unknown_kinds_missing_fields_and_bad_sources():
     problems = H.validate(bad)
     assert "unknown kind 'job.explode'" in problems[0]
     assert "missing field(s) call_sid, attempt, worker" in problems[1]
-    assert "source must be sim or live" in problems[2]
+    assert "source must be one of sim, live, target" in problems[2]
     assert "missing t, source, proc" in problems[3]
     assert H.validate([ev("outage.end", 1, target="w", how="stop", workers=0)]) == []
 
