@@ -218,3 +218,25 @@ def test_the_readmes_cookie_adapter_drives_a_service_with_other_routes_through_c
     requests = [e for f in result.run_dir.glob("locust-*.jsonl") for e in map(json.loads, f.read_text().splitlines())
                 if e["kind"] == "client.request"]
     assert requests and {e["status"] for e in requests} >= {200, 202}  # the /v2 player route, with the cookie
+
+
+@pytest.mark.stack
+def test_any_scenario_storms_a_target_and_what_it_cannot_decide_is_not_a_pass(tmp_path):
+    """retry-storm through the adapter: its calls and players reach the service; with no failed
+    fetch and no delete request, backoff and idempotent-delete are undecided, and the exit is 1."""
+    stack, target_file = serve_service(tmp_path / "served", ())
+    try:
+        done = subprocess.run([sys.executable, "-m", "loopfix.cli", "loadtest", "retry-storm", "--target",
+                               str(target_file), "--duration", "4", "--set", "drain_s=600", "--set",
+                               "twilio.fault_rate=0", "--runs-dir", str(tmp_path / "runs"), "--json"],
+                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    finally:
+        stack.stop()
+    out = json.loads(done.stdout)
+    valid = {v["name"]: v["valid"] for v in out["verdicts"]}
+    assert done.returncode == 1 and out["valid"] == "unknown"
+    assert valid["backoff-schedule"] == "unknown" and valid["idempotent-delete"] == "unknown"
+    assert valid["fail-fast"] == "not observable"  # the storm has no workers outage to run the hooks in
+    for name in ("loops-terminate", "no-duplicate-download", "status-semantics", "nothing-lost"):
+        assert valid[name] is True, name
+    assert out["figures"]["session_outcomes"].get("played", 0) > 0
