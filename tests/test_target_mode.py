@@ -168,6 +168,7 @@ def serve_service(run: Path, bugs: tuple[str, ...], script: Path = SERVICE) -> t
         raise
 
 
+@pytest.mark.slow  # CI runs the same service behind other routes, through the README's adapter, below
 @pytest.mark.stack
 def test_a_separately_written_service_without_bugs_holds_with_two_invariants_not_observable(tmp_path):
     stack, target_file = serve_service(tmp_path / "served", ())
@@ -198,6 +199,22 @@ def test_each_planted_bug_is_named_by_its_invariant_with_a_witness(tmp_path, bug
     assert result.verdicts[invariant]["anomalies"][anomaly][0]["witnesses"]
 
 
+@pytest.mark.stack
+def test_four_planted_bugs_at_once_are_each_named_by_their_invariant(tmp_path):
+    """CI's bounded share of the matrix above: bugs that act on different invariants, one run."""
+    bugs = ("downloads_twice", "no_retry_after", "no_fail_fast", "new_delete_job_per_click")
+    stack, target_file = serve_service(tmp_path / "served", bugs)
+    try:
+        result = conformance(target_file, tmp_path / "runs")
+    finally:
+        stack.stop()
+    assert result.code == 1
+    for bug in bugs:
+        invariant, anomaly = PLANTED[bug]
+        assert result.verdicts[invariant]["valid"] is False, bug
+        assert result.verdicts[invariant]["anomalies"][anomaly][0]["witnesses"], bug
+
+
 def readme_adapter() -> str:
     """The adapter the README shows, as written there (the python block with CookieService)."""
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
@@ -215,6 +232,8 @@ def test_the_readmes_cookie_adapter_drives_a_service_with_other_routes_through_c
     finally:
         stack.stop()
     assert result.code == 0, {n: v["figure"].get("anomaly_counts") for n, v in result.verdicts.items()}
+    assert {n for n, v in result.verdicts.items() if v["valid"] is not True} == {"lock-exclusive",
+                                                                                "worker-never-blocks"}
     requests = [e for f in result.run_dir.glob("locust-*.jsonl") for e in map(json.loads, f.read_text().splitlines())
                 if e["kind"] == "client.request"]
     assert requests and {e["status"] for e in requests} >= {200, 202}  # the /v2 player route, with the cookie
