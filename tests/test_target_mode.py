@@ -73,6 +73,17 @@ def conformance(target_file: Path, runs: Path) -> SimpleNamespace:
                            run_dir=Path(out["run"]["run_dir"]))
 
 
+def conformance_on(tmp_path: Path, serve, *args, prepare=None, **kwargs) -> SimpleNamespace:
+    """Serve a service (`serve(dir, *args)` → stack, target file), run conformance on it, stop it."""
+    stack, target_file = serve(tmp_path / "served", *args, **kwargs)
+    try:
+        if prepare is not None:
+            prepare(target_file)
+        return conformance(target_file, tmp_path / "runs")
+    finally:
+        stack.stop()
+
+
 def broken(result: SimpleNamespace) -> set[str]:
     return {name for name, v in result.verdicts.items() if v["valid"] is False}
 
@@ -83,11 +94,7 @@ def witnesses(result: SimpleNamespace, name: str) -> list[dict]:
 
 @pytest.mark.stack
 def test_reference_app_fixed_holds_every_observable_invariant_and_verify_agrees(tmp_path):
-    stack, target_file = serve_reference(tmp_path / "served", "fixed")
-    try:
-        result = conformance(target_file, tmp_path / "runs")
-    finally:
-        stack.stop()
+    result = conformance_on(tmp_path, serve_reference, "fixed")
     assert result.code == 0, {n: v["figure"].get("anomaly_counts") for n, v in result.verdicts.items()}
     for name in ("lock-exclusive", "worker-never-blocks"):
         assert result.verdicts[name]["valid"] == "not observable"
@@ -112,11 +119,7 @@ def test_reference_app_fixed_holds_every_observable_invariant_and_verify_agrees(
     ("before", {"loops-terminate", "one-job-per-storm", "backoff-schedule"}),
 ])
 def test_reference_app_seed_and_before_break_what_the_model_says(tmp_path, variant, must_break):
-    stack, target_file = serve_reference(tmp_path / "served", variant)
-    try:
-        result = conformance(target_file, tmp_path / "runs")
-    finally:
-        stack.stop()
+    result = conformance_on(tmp_path, serve_reference, variant)
     assert result.code == 1
     assert must_break <= broken(result), {n: v["figure"].get("anomaly_counts") for n, v in result.verdicts.items()}
     for name in must_break:
@@ -171,11 +174,7 @@ def serve_service(run: Path, bugs: tuple[str, ...], script: Path = SERVICE) -> t
 @pytest.mark.slow  # CI runs the same service behind other routes, through the README's adapter, below
 @pytest.mark.stack
 def test_a_separately_written_service_without_bugs_holds_with_two_invariants_not_observable(tmp_path):
-    stack, target_file = serve_service(tmp_path / "served", ())
-    try:
-        result = conformance(target_file, tmp_path / "runs")
-    finally:
-        stack.stop()
+    result = conformance_on(tmp_path, serve_service, ())
     assert result.code == 0, {n: v["figure"].get("anomaly_counts") for n, v in result.verdicts.items()}
     assert {n for n, v in result.verdicts.items() if v["valid"] == "not observable"} == {
         "lock-exclusive", "worker-never-blocks"}
@@ -187,11 +186,7 @@ def test_a_separately_written_service_without_bugs_holds_with_two_invariants_not
 @pytest.mark.stack
 @pytest.mark.parametrize("bug", sorted(PLANTED))
 def test_each_planted_bug_is_named_by_its_invariant_with_a_witness(tmp_path, bug):
-    stack, target_file = serve_service(tmp_path / "served", (bug,))
-    try:
-        result = conformance(target_file, tmp_path / "runs")
-    finally:
-        stack.stop()
+    result = conformance_on(tmp_path, serve_service, (bug,))
     invariant, anomaly = PLANTED[bug]
     assert result.code == 1
     assert result.verdicts[invariant]["valid"] is False
@@ -203,11 +198,7 @@ def test_each_planted_bug_is_named_by_its_invariant_with_a_witness(tmp_path, bug
 def test_four_planted_bugs_at_once_are_each_named_by_their_invariant(tmp_path):
     """CI's bounded share of the matrix above: bugs that act on different invariants, one run."""
     bugs = ("downloads_twice", "no_retry_after", "no_fail_fast", "new_delete_job_per_click")
-    stack, target_file = serve_service(tmp_path / "served", bugs)
-    try:
-        result = conformance(target_file, tmp_path / "runs")
-    finally:
-        stack.stop()
+    result = conformance_on(tmp_path, serve_service, bugs)
     assert result.code == 1
     for bug in bugs:
         invariant, anomaly = PLANTED[bug]
@@ -224,13 +215,12 @@ def readme_adapter() -> str:
 
 @pytest.mark.stack
 def test_the_readmes_cookie_adapter_drives_a_service_with_other_routes_through_conformance(tmp_path):
-    stack, target_file = serve_service(tmp_path / "served", (), script=SERVICE.with_name("target_service_v2.py"))
-    (target_file.parent / "loopfix_target.py").write_text(readme_adapter())
-    target_file.write_text('adapter = "loopfix_target:CookieService"\n' + target_file.read_text())
-    try:
-        result = conformance(target_file, tmp_path / "runs")
-    finally:
-        stack.stop()
+    def with_adapter(target_file: Path) -> None:
+        (target_file.parent / "loopfix_target.py").write_text(readme_adapter())
+        target_file.write_text('adapter = "loopfix_target:CookieService"\n' + target_file.read_text())
+
+    result = conformance_on(tmp_path, serve_service, (), script=SERVICE.with_name("target_service_v2.py"),
+                            prepare=with_adapter)
     assert result.code == 0, {n: v["figure"].get("anomaly_counts") for n, v in result.verdicts.items()}
     assert {n for n, v in result.verdicts.items() if v["valid"] is not True} == {"lock-exclusive",
                                                                                 "worker-never-blocks"}
