@@ -133,6 +133,8 @@ def test_an_idle_worker_asked_to_stop_exits_by_itself(tmp_path):
         stack.start_redis()
         worker = stack.start_worker("worker1")
         worker.signal(signal.SIGTERM)
-        assert worker.popen.wait(timeout=4) == 0  # not restarted as if Redis had dropped it
+        # it exits on its own (restarted as if Redis had dropped it, it would never): the bound is a
+        # deadline for a busy machine, not a speed
+        assert worker.popen.wait(timeout=60) == 0
     finally:
         stack.stop()

@@ -24,7 +24,7 @@ import requests
 
 from loadtests.target.adapter import Business, OpenApiTarget, PlainHttp
 from loadtests.target.config import TargetConfig
-from loadtests.twilio_stub import StubServer, StubSettings, mp3_bytes, serve
+from loadtests.twilio_stub import StubServer, StubSettings, recording_body, serve
 
 SERVICE = Path(__file__).with_name("target_service.py")
 SCALE = 0.01
@@ -182,7 +182,8 @@ def test_a_signed_recording_webhook_makes_the_stand_ins_bytes_playable(start):
     assert svc.target.send_recording_webhook(svc.a, call_sid, recording_sid,
                                              svc.recording_url(svc.a, recording_sid)) == 204
     answer = svc.play_until_settled(svc.a, call_sid, timeout_s=5)
-    assert (answer.status, answer.content_type, answer.body) == (200, "audio/mpeg", mp3_bytes(STUB_BYTES))
+    assert (answer.status, answer.content_type, answer.body) == (200, "audio/mpeg",
+                                                                 recording_body(recording_sid, ".mp3", STUB_BYTES))
     assert svc.ledger(recording_sid)["completed"] == 1
 
 
@@ -256,7 +257,7 @@ def test_after_two_503s_the_third_fetch_succeeds_after_backoffs_of_60_then_120_p
     assert svc.wall(60) * 0.95 <= second - first < svc.wall(120), second - first
     assert svc.wall(120) * 0.95 <= third - second < svc.wall(240), third - second
     answer = svc.play_until_settled(svc.a, call_sid, timeout_s=5)
-    assert (answer.status, answer.body) == (200, mp3_bytes(STUB_BYTES))
+    assert (answer.status, answer.body) == (200, recording_body(recording_sid, ".mp3", STUB_BYTES))
 
 
 def test_without_backoff_the_retries_come_at_once(start, stub):
@@ -272,7 +273,7 @@ def test_a_cut_short_and_a_stalled_body_are_retried_until_the_whole_body_plays(s
     stub.settings.script = ["truncate", "stall"]
     call_sid, recording_sid = svc.record()
     answer = svc.play_until_settled(svc.a, call_sid, timeout_s=svc.wall(180) + 5)
-    assert (answer.status, answer.body) == (200, mp3_bytes(STUB_BYTES))
+    assert (answer.status, answer.body) == (200, recording_body(recording_sid, ".mp3", STUB_BYTES))
     assert (svc.ledger(recording_sid)["requests"], svc.ledger(recording_sid)["completed"]) == (3, 1)
 
 

@@ -25,7 +25,7 @@ import requests
 from loadtests.fixtures import new_sid, recording_url
 from loadtests.target.adapter import Business, PlainHttp, Target, make_target
 from loadtests.target.config import HOOKS, TargetConfig
-from loadtests.twilio_stub import StubServer, StubSettings, mp3_bytes, serve, wav_bytes
+from loadtests.twilio_stub import StubServer, StubSettings, recording_body, serve
 
 FETCH_WAIT_MIN_S = 5.0  # wall seconds the doctor waits at least for the service to fetch a recording
 FETCH_WAIT_MAX_S = 30.0  # ... and at most
@@ -331,14 +331,14 @@ class Doctor:
         self.first_fetch_s = waited
         self.add("fetch", True, f"the service fetched the recording from {self.media} in {waited:.1f} s")
         try:
-            self.play_until_200(target, b, call_sid)
+            self.play_until_200(target, b, call_sid, rec_sid)
         except Exception as exc:  # noqa: BLE001
             self.fail_transport("play", exc)
         return True
 
-    def play_until_200(self, target: Target, b: Business, call_sid: str) -> None:
+    def play_until_200(self, target: Target, b: Business, call_sid: str, rec_sid: str) -> None:
         size = self.stub.settings.size_bytes if self.stub else 0
-        served = {mp3_bytes(size), wav_bytes(size)}
+        served = {recording_body(rec_sid, ext, size) for ext in (".mp3", ".wav")}
         path = self.config.paths["play"]
         budget = fetch_wait_s(self.config.time_scale)
         deadline = time.monotonic() + budget
