@@ -190,6 +190,28 @@ def stack_factory(tmp_path, default_database_url):  # set up after the database:
         st.stop()
 
 
+CHECKOUT = Path(__file__).resolve().parent.parent
+# Where a default path would land in the checkout (`runs/<run-id>`, `data/`); test-artefacts is
+# test_reports.py's screenshot, kept there on purpose for CI to collect.
+GUARDED = ("runs", "data")
+KEPT = {CHECKOUT / "runs" / "test-artefacts"}
+
+
+def _checkout_entries() -> set[Path]:
+    return {entry for name in GUARDED if (CHECKOUT / name).is_dir() for entry in (CHECKOUT / name).iterdir()} - KEPT
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_into_the_checkout(request):
+    """Every test writes its run directories, databases and histories under tmp_path (removed by
+    pytest unless the test failed: tmp_path_retention_policy), never into the checkout's runs/ or
+    data/, where nothing would clean them up."""
+    before = _checkout_entries()
+    yield
+    left = sorted(str(p.relative_to(CHECKOUT)) for p in _checkout_entries() - before)
+    assert left == [], f"{request.node.nodeid} wrote into the checkout: {left}; write under tmp_path"
+
+
 # Fixtures that start a service: a test that uses one (directly or through another fixture) gets
 # its marker, so `-m "not redis"` / `-m "not stack"` deselect it without anyone remembering to.
 _MARKER_FIXTURES = {"redis": ("private_redis",), "stack": ("stack_factory",)}
