@@ -134,12 +134,15 @@ StormShape = None if _conformance else shapes.profile_shape(
 
 @events.init.add_listener
 def _shape_takes_common_options(environment, **_kwargs) -> None:
-    """Locust's -u/-r/-t for the shape, read as given: Locust fills in headless defaults (1 user
-    at 1/s) only after this event. One line says what the shape runs with."""
+    """Locust's -u/-r/-t for the shape, read as given: headless, now (Locust fills in its
+    defaults, 1 user at 1/s, only after this event); with the web UI, at every tick (its form
+    writes them when a test starts). One line says what the shape runs with."""
     shape, options = environment.shape_class, environment.parsed_options
     if shape is None or options is None or isinstance(environment.runner, WorkerRunner):
         return
-    shape.given = shapes.Given(users=options.num_users, spawn_rate=options.spawn_rate, run_time_s=options.run_time)
+    shape.given = shapes.Given.of(options)
+    if not options.headless:
+        shape.live_options = options
     logging.getLogger("loopfix").log(logging.WARNING if shape.given != shapes.Given() else logging.INFO,
                                      shape.given.describe(_profile, int(_ctx.info.get("users", _ctx.scenario.users))))
 

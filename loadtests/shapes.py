@@ -7,10 +7,11 @@ new, see load_context) and the shape ends once the drain is over.
 (Locust uses the one shape class it finds in the locustfile). Locust is imported only there:
 importing locust monkey-patches the process with gevent, which the `loopfix` CLI must not be.
 
-Locust's own -u, -r and -t, when given on its command line, win over the run's (`Given`, the
-shape's `use_common_options`): -u is the profile's users (its peak; the fixed users come on
-top, as with `loopfix loadtest --users`), -r the spawn rate, -t ends the shape after that many
-wall seconds, drain or not. `Given.describe` is the one line the locustfile logs about them.
+Locust's own -u, -r and -t, when given on its command line (or in its web UI's form), win over
+the run's (`Given`, the shape's `use_common_options`): -u is the profile's users (its peak; the
+fixed users come on top, as with `loopfix loadtest --users`), -r the spawn rate, -t ends the
+shape after that many wall seconds, drain or not. `Given.describe` is the one line the
+locustfile logs about them.
 """
 from __future__ import annotations
 
@@ -55,6 +56,12 @@ class Given:
     spawn_rate: float | None = None
     run_time_s: float | None = None
 
+    @classmethod
+    def of(cls, options: Any) -> "Given":
+        """From Locust's parsed options (num_users, spawn_rate, run_time; None or 0 when not given)."""
+        return cls(getattr(options, "num_users", None) or None, getattr(options, "spawn_rate", None) or None,
+                   getattr(options, "run_time", None) or None)
+
     def describe(self, profile: str, users: int) -> str:
         """What the shape runs with, and where each figure comes from."""
         peak = self.users or users
@@ -81,7 +88,8 @@ def profile_shape(name: str, users: int, fixed_users: int, duration_s: float, dr
     """A LoadTestShape class for profile `name` (KeyError when unknown). `fixed_users` (the
     webhook sender, the deleter) are added on top: Locust spawns fixed_count users first. Its
     `given` (Locust's -u/-r/-t, set by the locustfile once Locust has parsed its options) is
-    empty until then."""
+    empty until then; with `live_options` set instead (the web UI, whose form writes Locust's
+    parsed options when a test starts) each tick reads them."""
     from locust import LoadTestShape
 
     table = PROFILES[name]
@@ -90,9 +98,10 @@ def profile_shape(name: str, users: int, fixed_users: int, duration_s: float, dr
         __doc__ = f"profile {name}: {table}"
         use_common_options = True  # Locust passes -u/-r/-t through instead of ignoring them
         given = Given()
+        live_options = None
 
         def tick(self):
-            return shape_tick(table, self.get_run_time(), time_scale, duration_s, drain_s, users, fixed_users,
-                              self.given)
+            given = self.given if self.live_options is None else Given.of(self.live_options)
+            return shape_tick(table, self.get_run_time(), time_scale, duration_s, drain_s, users, fixed_users, given)
 
     return StormShape

@@ -32,3 +32,11 @@ def test_the_line_the_locustfile_logs_names_where_each_figure_comes_from():
                                             "runs the scenario's duration and drain"
     assert Given(3, 3.0, 4.0).describe("steady", 12) == \
         "profile steady: 3 users at the peak (-u); spawn rate 3/s (-r); stops after 4 s (-t)"
+
+
+def test_given_is_read_from_locusts_parsed_options_none_or_zero_meaning_not_given():
+    class Options:
+        num_users, spawn_rate, run_time = 20, 0, None
+
+    assert Given.of(Options()) == Given(users=20)
+    assert Given.of(object()) == Given()
