@@ -1,5 +1,6 @@
-"""What every Locust user of a run shares inside one Locust process: the run directory (from
-`LOOPFIX_LOAD_DIR`), its scenario and Policy (from `run.json`, so the load and the checker use
+"""What every Locust user of a run shares inside one Locust process: the run directory (the
+locustfile's `--loopfix-run-dir`, set here by `use_run_dir`; `LOOPFIX_LOAD_DIR` when none was
+set), its scenario and Policy (from `run.json`, so the load and the checker use
 the same constants), the fixtures, the clock in policy seconds, and the history writer that
 appends this process's client.* events to `<run>/locust-<pid>.jsonl`.
 
@@ -26,7 +27,7 @@ from loadtests.fixtures import read_fixtures
 from reference_app.events import HistoryWriter
 from reference_app.policy import Policy
 
-RUN_DIR_ENV = "LOOPFIX_LOAD_DIR"
+RUN_DIR_ENV = "LOOPFIX_LOAD_DIR"  # the fallback of the locustfile's --loopfix-run-dir
 LOAD_START_FILE = "load_start"
 PROBE_FILE = "probe"  # target mode: the runner lists the recordings to play once more here ...
 PROBE_DONE_FILE = "probe_done"  # ... and Locust's probe user answers here when every session ended
@@ -87,7 +88,19 @@ class LoadContext:
         return business, self.rng.choice(business["archive"])["call_sid"]
 
 
+class NoLoadRun(RuntimeError):
+    """No run directory given, or one without a run.json that names a scenario."""
+
+
 _CONTEXTS: dict[int, LoadContext] = {}
+_run_dir: Path | None = None
+
+
+def use_run_dir(directory: str | os.PathLike) -> None:
+    """The run directory of this process's users (the locustfile's --loopfix-run-dir). Set before
+    the first `load_context()`; Locust's --processes children inherit it when they fork."""
+    global _run_dir
+    _run_dir = Path(directory)
 
 
 def load_context() -> LoadContext:
@@ -95,18 +108,26 @@ def load_context() -> LoadContext:
     after importing the locustfile: each child gets its own random stream and history file)."""
     pid = os.getpid()
     if pid not in _CONTEXTS:
-        _CONTEXTS[pid] = _build(Path(os.environ.get(RUN_DIR_ENV, "")))
+        given = _run_dir if _run_dir is not None else os.environ.get(RUN_DIR_ENV, "")
+        _CONTEXTS[pid] = _build(Path(given) if str(given) else None)
     return _CONTEXTS[pid]
 
 
-def _build(directory: Path) -> LoadContext:
-    info = history_mod.read_run_info(directory) if str(directory) else None
+def _build(directory: Path | None) -> LoadContext:
+    if directory is None:
+        raise NoLoadRun(f"no load run directory: give --loopfix-run-dir DIR (or {RUN_DIR_ENV}=DIR), a directory "
+                        "from `loopfix stack up` or `loopfix loadtest`")
+    try:
+        info = history_mod.read_run_info(directory)
+        fixtures = read_fixtures(directory) if info else {}
+    except (OSError, ValueError) as exc:
+        raise NoLoadRun(f"{directory}: {exc}") from None
     if not info or "scenario_data" not in info:
-        raise RuntimeError(f"set {RUN_DIR_ENV} to a load run directory (from `loopfix stack up` or "
-                           f"`loopfix loadtest`); {directory!s} has no run.json with a scenario")
+        raise NoLoadRun(f"{directory} is not a load run directory (no run.json with a scenario): give one from "
+                        "`loopfix stack up` or `loopfix loadtest`")
     scenario = parse_scenario(info["scenario_data"], name=info.get("scenario", "unnamed"))
     policy = history_mod.policy_from_run_info(info)
     history = HistoryWriter(directory, proc="locust", time_scale=policy.time_scale, epoch=float(info["epoch"]),
                             source="target" if info.get("source") == "target" else "live")
-    return LoadContext(directory, info, scenario, policy, read_fixtures(directory), history, time.time(),
+    return LoadContext(directory, info, scenario, policy, fixtures, history, time.time(),
                        random.Random(f"{scenario.seed}-{os.getpid()}"))

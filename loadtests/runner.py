@@ -36,7 +36,7 @@ from harness import history as history_mod
 from harness.scenario import Scenario
 from loadtests.faults import FaultPlan
 from loadtests.fixtures import seed_fixtures, write_fixtures
-from loadtests.load_context import LOAD_START_FILE, RUN_DIR_ENV
+from loadtests.load_context import LOAD_START_FILE
 from loadtests.stack import Stack, wait_until
 from reference_app.config import Config
 from reference_app.events import HistoryWriter
@@ -131,7 +131,9 @@ def start_stack(opts: LoadOptions, run_dir: Path, epoch: float) -> Stack:
 
 
 def locust_command(opts: LoadOptions, app_url: str, run_dir: Path) -> list[str]:
+    """Locust headless on `run_dir` (the locustfile's own options name the run and the profile)."""
     args = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", app_url,
+            "--loopfix-run-dir", str(run_dir), "--loopfix-profile", opts.profile,
             "--csv", str(run_dir / "locust"), "--only-summary", "--loglevel", "WARNING",
             # a user the shape ramps down finishes its session first (a cut session looks unterminated)
             "--stop-timeout", str(STOP_TIMEOUT_S)]
@@ -187,8 +189,7 @@ def run_load(opts: LoadOptions, on_progress: Callable[[str, float], None] | None
     stack = start_stack(opts, run_dir, epoch)
     plan = None
     try:
-        env = {**stack.env("locust"), RUN_DIR_ENV: str(run_dir)}
-        locust = stack._spawn("locust", locust_command(opts, stack.app_url, run_dir), env)
+        locust = stack._spawn("locust", locust_command(opts, stack.app_url, run_dir), stack.env("locust"))
         started = run_dir / LOAD_START_FILE
         wait_until(started.is_file, 60, "locust", locust.popen, locust.log)
         load_start = float(started.read_text(encoding="utf-8"))

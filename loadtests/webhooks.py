@@ -5,7 +5,8 @@ Each new call gets a call-status callback (which creates its CallLog) and, for t
 sends it (no extension), as `.json` (seed 001's bug) or `.mp3`. Usually the CallLog commits
 first; for the scenario's `late_fraction` the recording callback arrives first and the
 call-status one only `late_delay_s` later (the missing-CallLog case of seed 000). Every
-request is signed with the business's auth token (X-Twilio-Signature over the full URL).
+request is signed with the business's auth token (X-Twilio-Signature over the full URL), by
+twilio's own RequestValidator.
 A share (`play_fraction`) of new calls is handed to this process's players.
 """
 from __future__ import annotations
@@ -16,10 +17,10 @@ from urllib.parse import urlencode
 import gevent
 import gevent.pool
 from locust import FastHttpUser, task
+from twilio.request_validator import RequestValidator
 
 from loadtests.fixtures import new_sid, recording_url
 from loadtests.load_context import FreshCall, LoadContext, load_context
-from reference_app.twilio_signature import signature
 
 CALL_STATUS_PATH = "/webhooks/twilio/call-status"
 RECORDING_PATH = "/webhooks/twilio/recording"
@@ -31,7 +32,7 @@ def post_signed(user: FastHttpUser, business: dict, path: str, form: dict[str, s
     connection a callback can cross gunicorn closing it idle, and a POST is not retried, so
     the call's CallLog was never created and its recording waited for it until it failed
     (live worker-outage and worker-crash runs: HTTPConnectionClosed on call-status)."""
-    sig = signature(business["auth_token"], user.host.rstrip("/") + path, form)
+    sig = RequestValidator(business["auth_token"]).compute_signature(user.host.rstrip("/") + path, form)
     resp = user.client.post(path, data=urlencode(form), name=path,
                             headers={"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded",
                                      "Connection": "close"})

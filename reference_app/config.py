@@ -6,10 +6,17 @@ LOOPFIX_POLICY (comma-separated NAME=VALUE overrides; list values continue after
 lock TTLs as `lock_ttl_s=delete_leads_bulk:2,default:5`), LOOPFIX_DATA_DIR, LOOPFIX_HISTORY_DIR,
 LOOPFIX_RUN_EPOCH (wall seconds that histories count from). Invalid values raise ValueError
 with what to fix; the CLI turns that into a one-line message.
+
+Paths (the data dir, the history dir, a SQLite DATABASE_URL's file) are made absolute against the
+working directory once, when the Config is built: the process that built it, every process it
+exports `to_env()` to and Flask's `send_file` (which resolves a relative path against the app's
+package, not the working directory) then all name the same files. The by-hand stack started from
+one directory, or `serve` and `worker` started from two with paths relative to each, plays.
 """
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -54,6 +61,25 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def absolute_path(path: str | os.PathLike) -> Path:
+    """`path` against the working directory, normalised (`a/../b` → `b`); symlinks kept."""
+    return Path(os.path.abspath(os.fspath(path)))
+
+
+def absolute_database_url(url: str) -> str:
+    """A SQLite URL's relative file made absolute (`sqlite:///data/x.db` → `sqlite:////cwd/data/x.db`);
+    in-memory and `file:` URI databases and every other kind of URL unchanged."""
+    if not url.startswith("sqlite"):
+        return url
+    from sqlalchemy.engine import make_url  # only for SQLite URLs: config.py stays light to import
+
+    parsed = make_url(url)
+    name = parsed.database or ""
+    if not name or name == ":memory:" or name.startswith("file:") or posixpath.isabs(name):
+        return url
+    return parsed.set(database=str(absolute_path(name))).render_as_string(hide_password=False)
+
+
 @dataclass(frozen=True)
 class Config:
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -65,9 +91,16 @@ class Config:
     public_url: str = ""  # scheme://host[:port] Twilio calls us on, when behind a proxy
     policy: Policy = field(default_factory=Policy)
 
+    def __post_init__(self) -> None:
+        # Once, when built (also by `replace`): see the module docstring. Frozen, hence setattr.
+        object.__setattr__(self, "data_dir", absolute_path(self.data_dir))
+        if self.history_dir is not None:
+            object.__setattr__(self, "history_dir", absolute_path(self.history_dir))
+        object.__setattr__(self, "database_url", absolute_database_url(self.database_url))
+
     @property
     def sqlalchemy_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'loopfix.db').resolve()}"
+        return self.database_url or f"sqlite:///{self.data_dir / 'loopfix.db'}"
 
     @property
     def recordings_dir(self) -> Path:

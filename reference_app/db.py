@@ -1,8 +1,10 @@
-"""Engine and sessions: SQLite (WAL, busy timeout) by default, PostgreSQL via DATABASE_URL."""
+"""Engine and sessions: SQLite (WAL, busy timeout) by default, PostgreSQL via DATABASE_URL; the
+schema created at start by every process, safely when several start at once."""
 from __future__ import annotations
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reference_app.models import Base
@@ -27,7 +29,26 @@ def make_engine(url: str) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    Base.metadata.create_all(engine)
+    """Create the tables and indexes that are missing. Processes started together on a fresh
+    database (`serve` and `worker` from one Procfile) all do this: create_all checks first, but
+    between one process's check and its CREATE another can create the table, and the CREATE fails
+    ("table ... already exists"; PostgreSQL: a unique violation on pg_type). The process that lost
+    checks again and creates what is still missing. Each lost race means another process created
+    one more object, so there are at most as many retries as objects."""
+    attempts = 1 + sum(1 + len(table.indexes) for table in Base.metadata.tables.values())
+    for attempt in range(attempts):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except DBAPIError as exc:
+            if attempt == attempts - 1 or not lost_creation_race(exc):
+                raise
+
+
+def lost_creation_race(exc: DBAPIError) -> bool:
+    """Did a CREATE fail because another process created the same object first?"""
+    message = str(exc.orig).lower()
+    return "already exists" in message or "pg_type_typname_nsp_index" in message
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -20,9 +20,10 @@ from urllib.parse import quote
 
 import pytest
 import redis
+from twilio.request_validator import RequestValidator
 
 from loadtests.stack import Stack
-from reference_app import create_app, twilio_signature
+from reference_app import create_app
 from reference_app.config import Config
 from reference_app.models import Business, CallLog
 from reference_app.policy import make_policy
@@ -161,10 +162,16 @@ def auth(business: dict) -> dict:
     return {"Authorization": f"Bearer {business['token']}"}
 
 
+def sign(auth_token: str, url: str, form) -> str:
+    """X-Twilio-Signature as Twilio computes it (twilio's RequestValidator); `form` a dict or a
+    werkzeug MultiDict (repeated keys)."""
+    return RequestValidator(auth_token).compute_signature(url, form)
+
+
 def signed_post(client, url_base: str, path: str, business: dict, form: dict, token: str | None = None):
     """POST a form the way Twilio does, signed with the business's auth token (or `token`)."""
     full = url_base.rstrip("/") + path
-    sig = twilio_signature.signature(token or business["auth_token"], full, form)
+    sig = sign(token or business["auth_token"], full, form)
     return client.post(path, data=form, headers={"X-Twilio-Signature": sig}, base_url=url_base)
 
 
@@ -181,6 +188,28 @@ def stack_factory(tmp_path, default_database_url):  # set up after the database:
     yield build
     for st in stacks:
         st.stop()
+
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+# Where a default path would land in the checkout (`runs/<run-id>`, `data/`); test-artefacts is
+# test_reports.py's screenshot, kept there on purpose for CI to collect.
+GUARDED = ("runs", "data")
+KEPT = {CHECKOUT / "runs" / "test-artefacts"}
+
+
+def _checkout_entries() -> set[Path]:
+    return {entry for name in GUARDED if (CHECKOUT / name).is_dir() for entry in (CHECKOUT / name).iterdir()} - KEPT
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_into_the_checkout(request):
+    """Every test writes its run directories, databases and histories under tmp_path (removed by
+    pytest unless the test failed: tmp_path_retention_policy), never into the checkout's runs/ or
+    data/, where nothing would clean them up."""
+    before = _checkout_entries()
+    yield
+    left = sorted(str(p.relative_to(CHECKOUT)) for p in _checkout_entries() - before)
+    assert left == [], f"{request.node.nodeid} wrote into the checkout: {left}; write under tmp_path"
 
 
 # Fixtures that start a service: a test that uses one (directly or through another fixture) gets

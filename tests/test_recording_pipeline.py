@@ -14,9 +14,8 @@ import requests
 
 from harness.invariants import check_backoff_schedule, check_worker_never_blocks
 from loadtests.verdicts import backoff_abs_tolerance_s
-from reference_app import twilio_signature
 from reference_app.services import Services
-from tests.conftest import add_business, read_events, sid
+from tests.conftest import add_business, read_events, sid, sign
 
 pytestmark = [pytest.mark.redis, pytest.mark.stack]
 
@@ -33,7 +32,7 @@ def start(stack_factory, make_config, workers=1, stub=None, app=True, **cfg):
 
 def post_signed(stack, path, business, form):
     url = stack.app_url + path
-    sig = twilio_signature.signature(business["auth_token"], url, form)
+    sig = sign(business["auth_token"], url, form)
     return requests.post(url, data=form, headers={"X-Twilio-Signature": sig}, timeout=5)
 
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from reference_app.models import CallLog, RecordingRun
-from tests.conftest import add_business, auth, sid, signed_post
+from tests.conftest import add_business, auth, sid, sign, signed_post
 
 STUB = "https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/{sid}.mp3"
 
@@ -369,8 +369,7 @@ def test_unsigned_forged_and_foreign_webhooks_are_refused_and_write_nothing(app_
     assert client.post("/webhooks/twilio/recording", data=form, base_url=BASE).status_code == 403
     assert signed_post(client, BASE, "/webhooks/twilio/recording", b, form, token="0" * 32).status_code == 403
     tampered = dict(form, RecordingUrl=url + "x")
-    sig = signed_post.__globals__["twilio_signature"].signature(b["auth_token"], BASE + "/webhooks/twilio/recording",
-                                                                 form)
+    sig = sign(b["auth_token"], BASE + "/webhooks/twilio/recording", form)
     r = client.post("/webhooks/twilio/recording", data=tampered, headers={"X-Twilio-Signature": sig}, base_url=BASE)
     assert r.status_code == 403
     # another business signing for this business's call

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from werkzeug.datastructures import MultiDict
 
-from reference_app import twilio_signature
 from reference_app.coordination import DELAYED_KEY
 from reference_app.models import CallLog, RecordingFile, RecordingRun
 from reference_app.services import RECORDINGS_QUEUE
-from tests.conftest import add_business, sid, signed_post
+from tests.conftest import add_business, sid, sign, signed_post
 
 pytestmark = pytest.mark.redis
 
@@ -113,7 +114,7 @@ def forged_request(draw, victim: dict, other: dict, kind: str):
             token = other["auth_token"]
             if path.endswith("call-status"):
                 form = dict(form, From="+15559999999")
-        headers = {"X-Twilio-Signature": twilio_signature.signature(token, signed_url, signed_form)}
+        headers = {"X-Twilio-Signature": sign(token, signed_url, signed_form)}
     return path, form, headers, base_url
 
 
@@ -147,6 +148,56 @@ def test_a_signature_header_with_non_ascii_characters_is_a_403_not_a_500(world):
                         base_url=BASE)
         assert r.status_code == 403
         assert_refused_and_nothing_written(svc, before, r)
+
+
+# ----------------------------------------------------------------------------- as Twilio signs
+
+
+@pytest.mark.parametrize("values", [("a", "a"), ("b", "a"), ("x", "y", "x")])
+def test_a_form_with_a_repeated_key_signed_by_twilios_validator_is_accepted(world, values):
+    """Twilio signs each name once with its sorted distinct values (RequestValidator); a
+    hand-written HMAC that concatenated every pair refused `Extra=a&Extra=a`."""
+    client, _svc, victim, _ = world
+    path = PATHS[0]
+    form = MultiDict(list(valid_form(victim, path).items()) + [("Extra", v) for v in values])
+    sig = sign(victim["auth_token"], BASE + path, form)
+    assert client.post(path, data=form, headers={"X-Twilio-Signature": sig}, base_url=BASE).status_code == 204
+    tampered = MultiDict(list(valid_form(victim, path).items()) + [("Extra", v) for v in values + ("z",)])
+    r = client.post(path, data=tampered, headers={"X-Twilio-Signature": sig}, base_url=BASE)
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize("signed_base", ["https://loopfix.test:443", "http://loopfix.test:80"])
+def test_a_signature_over_the_url_with_its_default_port_is_accepted(world, signed_base):
+    """Twilio's back end signs some callbacks with the default port in the URL and its validator
+    accepts the URL with or without it: so does the app."""
+    client, svc, victim, other = world
+    path = PATHS[0]
+    base = signed_base.rsplit(":", 1)[0]
+    form = valid_form(victim, path)
+    sig = sign(victim["auth_token"], signed_base + path, form)
+    assert client.post(path, data=form, headers={"X-Twilio-Signature": sig}, base_url=base).status_code == 204
+    before = snapshot(svc)
+    for forged in (sign(other["auth_token"], signed_base + path, form),  # another business's token
+                   sign(victim["auth_token"], base + ":8443" + path, form),  # another port
+                   sign(victim["auth_token"], signed_base + path, dict(form, CallStatus="busy"))):  # tampered
+        r = client.post(path, data=form, headers={"X-Twilio-Signature": forged}, base_url=base)
+        assert r.status_code == 403
+    assert snapshot(svc) == before
+
+
+def test_a_public_url_with_the_default_port_as_a_proxy_passes_it_on_is_accepted(app_factory, make_config):
+    """LOOPFIX_PUBLIC_URL=https://host:443 (what many proxies pass on) while Twilio signed the
+    URL without the port: accepted, as Twilio's validator accepts it; a forgery still is not."""
+    client, svc = app_factory(config=replace(make_config(time_scale=0.001, history=False),
+                                             public_url="https://loopfix.test:443"))
+    victim = add_business(svc)
+    path = PATHS[0]
+    form = valid_form(victim, path)
+    sig = sign(victim["auth_token"], "https://loopfix.test" + path, form)
+    assert client.post(path, data=form, headers={"X-Twilio-Signature": sig}, base_url=BASE).status_code == 204
+    forged = sign("0" * 32, "https://loopfix.test" + path, form)
+    assert client.post(path, data=form, headers={"X-Twilio-Signature": forged}, base_url=BASE).status_code == 403
 
 
 # ----------------------------------------------------------------------------- malformed, validly signed
@@ -186,7 +237,7 @@ def malformed_signed_request(draw, victim: dict):
         malformed = (value == "" and required) or (value != "" and not well_formed(name, value))
     assume(malformed)
     form = dict(form, **{name: value}) if value else {k: v for k, v in form.items() if k != name}
-    headers = {"X-Twilio-Signature": twilio_signature.signature(victim["auth_token"], BASE + path, form)}
+    headers = {"X-Twilio-Signature": sign(victim["auth_token"], BASE + path, form)}
     return path, form, headers
 
 
@@ -224,7 +275,7 @@ def test_non_form_bodies_and_wrong_methods_are_refused(world, path):
     client, svc, victim, _ = world
     before = snapshot(svc)
     form = valid_form(victim, path)
-    sig = twilio_signature.signature(victim["auth_token"], BASE + path, form)
+    sig = sign(victim["auth_token"], BASE + path, form)
     for r in (
         client.post(path, json=form, headers={"X-Twilio-Signature": sig}, base_url=BASE),
         client.post(path, data=b"\x00\xff" * 50, headers={"X-Twilio-Signature": sig,
@@ -251,7 +302,7 @@ def replay(client, svc, b: dict, late: list[bool]) -> tuple[list[int], tuple[int
     """One valid recording callback, then one exact replay per `late` flag: at once (inside
     the 120 s enqueue dedup window) or after the window has passed."""
     form = valid_form(b, PATHS[1], call_sid=b["calls"][0]["call_sid"])
-    sig = twilio_signature.signature(b["auth_token"], BASE + PATHS[1], form)
+    sig = sign(b["auth_token"], BASE + PATHS[1], form)
     statuses = []
     for wait in [False] + late:
         if wait:
@@ -287,7 +338,7 @@ def test_seed_enqueues_a_replayed_recording_callback_again_after_the_dedup_windo
 def test_replayed_call_status_callbacks_change_nothing(world):
     client, svc, victim, _ = world
     form = valid_form(victim, PATHS[0])
-    sig = twilio_signature.signature(victim["auth_token"], BASE + PATHS[0], form)
+    sig = sign(victim["auth_token"], BASE + PATHS[0], form)
     assert client.post(PATHS[0], data=form, headers={"X-Twilio-Signature": sig}, base_url=BASE).status_code == 204
     once = snapshot(svc)
     for _ in range(5):
