@@ -199,7 +199,7 @@ def seed(businesses, calls, leads, as_json, **opts):
 @policy_options
 def policy(as_json, **opts):
     """Print every constant, the recording backoff schedule and its sum, the retry budgets'
-    bound on a recording's runs, and the faults on."""
+    bound on a recording's runs, and every known fault with what it does, marked when on."""
     cfg = build_config(**opts)
     info = describe(cfg.policy)
     info["faults_known"] = FAULTS
@@ -213,6 +213,10 @@ def policy(as_json, **opts):
     click.echo(f"backoff schedule (s): {info['backoff_schedule_s']}  total {info['backoff_total_s']:g} s")
     click.echo(f"retry bound: {info['retry_bound']['explanation']}")
     click.echo(f"claim '~52 minutes': {info['claim_52_min']['explanation']}")
+    click.echo(f"known faults ({len(FAULTS)}; * = on in this policy, {len(p.faults)} on; switch one on with "
+               f"--faults NAME):")
+    for name, what in FAULTS.items():
+        click.echo(f"{'*' if name in p.faults else ' '} {name:30} {what}")
 
 
 def register(cli: click.Group) -> None:
