@@ -48,6 +48,18 @@ def _assignments(items: Sequence[str]) -> dict[str, str]:
         raise BadInput(str(exc)) from None
 
 
+def read_history_warning_torn(path: Path) -> list[dict]:
+    """The history at `path`, with one warning line on stderr per torn last line left out of
+    it (a process killed mid-write); ValueError when it is not a history."""
+    history, torn = history_mod.read_history_torn(path)
+    for file, line in torn:
+        click.echo(f"warning: {file} line {line}: torn last line (not JSON), left out; the lines before it "
+                   f"were read", err=True)
+    if not history:
+        raise ValueError(f"{path}: no events in this history")
+    return history
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                     TimeElapsedColumn(), console=Console(stderr=True), transient=True)
@@ -164,7 +176,7 @@ def verify_command(directory: Path, variant: str | None, sets: tuple[str, ...], 
     merged by time) or one .jsonl file. The bounds come from the directory's run.json, else
     from --variant/--set."""
     try:
-        history = history_mod.read_history(directory)
+        history = read_history_warning_torn(directory)
         problems = history_mod.validate(history)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
