@@ -52,6 +52,23 @@ def _report_points(size: str) -> list[dict[str, Any]]:
     return pts + [{**p, "grid": "mmc"} for p in sweep.mmc_grid(**mmc)]
 
 
+def _tagged(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as the page sorts them, by their `grid` tag. Rows of `loopfix sweep` carry none:
+    an M/M/c row is "mmc"; any other row belongs on the metastability map (outage x load), and
+    a row without an outage is also a point of the capacity figure."""
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if r.get("grid"):
+            out.append(dict(r))
+        elif r.get("mmc"):
+            out.append({**r, "grid": "mmc"})
+        else:
+            if not float(r.get("outage_s") or 0):
+                out.append({**r, "grid": "capacity"})
+            out.append({**r, "grid": "metastability"})
+    return out
+
+
 def _classify(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     """RUN_DIRS → (run directories, sweep result files); ValueError for anything else."""
     from harness import history as history_mod
@@ -92,8 +109,9 @@ def _run_record(label: str, history: list[dict[str, Any]], info: Mapping[str, An
 
 def _read_run(directory: Path) -> dict[str, Any]:
     from harness import history as history_mod
+    from loopfix.sim_commands import read_history_warning_torn
 
-    history = history_mod.read_history(directory)
+    history = read_history_warning_torn(directory)
     problems = history_mod.validate(history)
     if problems:
         raise ValueError(f"{directory}: malformed history: {problems[0]}")
@@ -273,14 +291,15 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
     try:
         run_dirs, sweep_files = _classify(inputs)
         given = [_read_run(d) for d in run_dirs]
-        rows = [r for f in sweep_files for r in capacity.read_rows(f)]
+        given_rows = [r for f in sweep_files for r in capacity.read_rows(f)]
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     sim = [r for r in given if r["source"] == "sim"]
     live = [r for r in given if r["source"] == "live"]
     have = {(r["scenario"], r["variant"]) for r in sim}
     missing = [(n, v) for n in HEADLINE_SCENARIOS for v in policy_mod.VARIANTS if (n, v) not in have]
-    notes = [f"read {len(given)} run directories ({len(live)} live) and {len(rows)} sweep rows"]
+    rows = _tagged(given_rows)
+    notes = [f"read {len(given)} run directories ({len(live)} live) and {len(given_rows)} sweep rows"]
     try:
         with _progress() as progress:
             task = progress.add_task("report", total=len(missing) + len(live))
@@ -295,12 +314,15 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
             pairs = _calibration(live, runs_dir, step)
         if missing:
             notes.append(f"ran the model for {len(missing)} scenario x variant runs (written to {runs_dir})")
-        if not rows:
-            points = _report_points("quick" if quick else "full")
+        have_grids = {r["grid"] for r in rows}
+        points = [p for p in _report_points("quick" if quick else "full") if p["grid"] not in have_grids]
+        if points:  # the grids the given sweep files lack (all of them when none is given)
             started = time.perf_counter()
-            rows = run_sweep_with_progress(points, jobs, "report sweeps")
-            notes.append(f"ran {len(points)} sweep points in {time.perf_counter() - started:.1f} s")
-            capacity.write_rows(runs_dir / "sweep.jsonl", rows)
+            ran = run_sweep_with_progress(points, jobs, "report sweeps")
+            notes.append(f"ran {len(points)} sweep points ({', '.join(sorted({p['grid'] for p in points}))}) "
+                         f"in {time.perf_counter() - started:.1f} s")
+            capacity.write_rows(runs_dir / "sweep.jsonl", ran)
+            rows += ran
         if not live:
             notes.append("no live run directories given: no calibration section (run `loopfix loadtest` and pass "
                          "its runs/<run-id>/ directory)")
