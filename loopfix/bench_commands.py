@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from loopfix.output import console as output_console
 from loopfix.sim_commands import BadInput, _progress
 
 AREAS = ("model", "app", "redis", "storm")
@@ -114,7 +114,7 @@ def bench_command(as_json, only, seconds, day_hours, no_sweep, storm_users):
     if as_json:
         click.echo(json.dumps([f.to_dict() for f in figures], indent=1))
     else:
-        Console().print(table(figures))
+        output_console().print(table(figures))
         for f in figures:
             click.echo(f"- {f.area} / {f.name}: baseline = {f.baseline_name or 'none'}; {f.note}")
 

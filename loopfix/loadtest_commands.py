@@ -30,6 +30,7 @@ from loadtests.live_scenario import DEFAULT_TIME_SCALE, live_scenario
 from loadtests.load_context import RUN_DIR_ENV
 from loadtests.stack import _kill, marked_pids
 from loadtests.verdicts import check_run
+from loopfix.output import console as output_console
 from loopfix.sim_commands import BadInput, _print_verdicts, _progress
 from reference_app import policy as policy_mod
 
@@ -152,7 +153,7 @@ def _finish(s: Scenario, result: runner.LoadResult, history: list[dict], verdict
                                "run": summary, "figures": figs, "verdicts": [v.to_dict() for v in verdicts]},
                               indent=1, default=str))
     else:
-        print_report(Console(), s, result, verdicts, figs, len(history))
+        print_report(output_console(), s, result, verdicts, figs, len(history))
     sys.exit(0 if inv.overall(verdicts) is True else 1)
 
 
