@@ -31,7 +31,7 @@ from loadtests.load_context import RUN_DIR_ENV
 from loadtests.stack import _kill, marked_pids
 from loadtests.verdicts import check_run
 from loopfix.output import console as output_console
-from loopfix.sim_commands import BadInput, _print_verdicts, _progress
+from loopfix.sim_commands import BadInput, _print_verdicts, _progress, junit_option, write_junit_if_asked
 from reference_app import policy as policy_mod
 
 
@@ -79,11 +79,12 @@ def figures(history: list[dict[str, Any]]) -> dict[str, Any]:
 @click.option("--app-threads", type=click.IntRange(1, 256), default=8, show_default=True,
               help="threads per gunicorn process")
 @click.option("--json", "as_json", is_flag=True, help="print the verdicts, figures and run summary as JSON")
+@junit_option
 @click.option("--target", "target_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="storm YOUR service instead of a stack loopfix starts (`loopfix target init` writes one); "
                    "judged only from outside it")
 def loadtest_command(scenario, variant, time_scale, sets, users, profile, redis_url, runs_dir, duration, processes,
-                     app_workers, app_threads, as_json, target_file):
+                     app_workers, app_threads, as_json, junit_path, target_file):
     """Run SCENARIO (a name under scenarios/ or a .toml path) against the real stack under
     Locust, then check every invariant on the live history of runs/<run-id>/.
 
@@ -92,7 +93,7 @@ def loadtest_command(scenario, variant, time_scale, sets, users, profile, redis_
     stand-in); invariants that need its insides are reported "not observable", never passed."""
     if target_file is not None:
         return _loadtest_target(scenario, target_file, variant, time_scale, sets, users, profile, runs_dir, duration,
-                                processes, as_json)
+                                processes, as_json, junit_path)
     s = build_scenario(scenario, variant, sets, time_scale, duration)
     opts = runner.LoadOptions(s, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir,
                               redis_url=redis_url, app_workers=app_workers, app_threads=app_threads)
@@ -102,7 +103,7 @@ def loadtest_command(scenario, variant, time_scale, sets, users, profile, redis_
     except ValueError as exc:  # no history at all: nothing ran that the checker could judge
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    _finish(s, result, history, verdicts, as_json)
+    _finish(s, result, history, verdicts, as_json, junit_path)
 
 
 def _with_progress(s: Scenario, run):
@@ -120,7 +121,7 @@ def _with_progress(s: Scenario, run):
 
 
 def _loadtest_target(scenario, target_file, variant, time_scale, sets, users, profile, runs_dir, duration, processes,
-                     as_json):
+                     as_json, junit_path):
     from loadtests.target.config import TargetFileError, load_target
     from loadtests.target.run import TargetOptions, check_target_run, run_target, target_scenario
 
@@ -138,12 +139,14 @@ def _loadtest_target(scenario, target_file, variant, time_scale, sets, users, pr
     result, skipped = _with_progress(s, lambda on: run_target(opts, on))
     history, verdicts = check_target_run(result.run_dir)
     result.fault_errors.extend(f"skipped: {x}" for x in skipped)
-    _finish(s, result, history, verdicts, as_json)
+    _finish(s, result, history, verdicts, as_json, junit_path)
 
 
 def _finish(s: Scenario, result: runner.LoadResult, history: list[dict], verdicts: list[inv.Verdict],
-            as_json: bool) -> None:
-    """Write verdicts.json and figures.json into the run, print them, exit 0 holds / 1 not."""
+            as_json: bool, junit_path: Path | None = None) -> None:
+    """Write verdicts.json and figures.json into the run (and the JUnit XML where asked), print
+    them, exit 0 holds / 1 not."""
+    write_junit_if_asked(junit_path, result.run_dir.name, verdicts)
     figs = figures(history)
     summary = runner.result_summary(result)
     (result.run_dir / "verdicts.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=1) + "\n")

@@ -21,6 +21,7 @@ from harness import invariants as inv
 from harness.scenario import Scenario, load_scenario, with_settings
 from reference_app import policy as policy_mod
 from reference_app.config import parse_assignments
+from loopfix.junit import write_junit
 from loopfix.output import chosen_format, console as output_console, format_options, plain_table
 
 HEADLINE_SCENARIOS = ("steady", "retry-storm", "worker-outage", "slow-twilio", "missing-calllog", "worker-crash",
@@ -59,6 +60,21 @@ def read_history_warning_torn(path: Path) -> list[dict]:
     if not history:
         raise ValueError(f"{path}: no events in this history")
     return history
+
+
+def junit_option(fn: Callable) -> Callable:
+    """--junit-xml FILE: the verdicts as JUnit XML too, one testcase per invariant (for CI)."""
+    return click.option("--junit-xml", "junit_path", type=click.Path(dir_okay=False, path_type=Path),
+                        help="also write the verdicts to FILE as JUnit XML, one testcase per invariant (for CI)")(fn)
+
+
+def write_junit_if_asked(path: Path | None, classname: str, verdicts: Sequence[inv.Verdict]) -> None:
+    if path is None:
+        return
+    try:
+        write_junit(path, classname, verdicts)
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _progress() -> Progress:
@@ -121,10 +137,11 @@ def _run(scenario: Scenario, progress: Progress | None = None, label: str = "") 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="write history.jsonl, run.json, verdicts.json and metrics.json here")
 @format_options
+@junit_option
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
               help="override a scenario field (workers.count=8) or a policy constant (stuck_timeout_s=900)")
 def sim_command(scenario: str, variant: str | None, seed: int | None, out_dir: Path | None, fmt: str, as_json: bool,
-                sets: tuple[str, ...]) -> None:
+                junit_path: Path | None, sets: tuple[str, ...]) -> None:
     """Simulate SCENARIO (a name under scenarios/ or a .toml path) and check every invariant."""
     fmt = chosen_format(fmt, as_json)
     try:
@@ -142,6 +159,7 @@ def sim_command(scenario: str, variant: str | None, seed: int | None, out_dir: P
             (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=1) + "\n")
         except OSError as exc:
             raise BadInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+    write_junit_if_asked(junit_path, f"{s.name}[{s.variant}]", verdicts)
     if fmt == "json":
         click.echo(json.dumps({"scenario": s.name, "variant": s.variant, "seed": s.seed,
                                "valid": inv.overall(verdicts), "verdicts": [v.to_dict() for v in verdicts],
@@ -174,7 +192,9 @@ def _fmt(x: Any) -> str:
               help="the policy to check against when DIRECTORY has no run.json (default fixed)")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="override a policy constant")
 @format_options
-def verify_command(directory: Path, variant: str | None, sets: tuple[str, ...], fmt: str, as_json: bool) -> None:
+@junit_option
+def verify_command(directory: Path, variant: str | None, sets: tuple[str, ...], fmt: str, as_json: bool,
+                   junit_path: Path | None) -> None:
     """Check every invariant on a history: a run directory of *.jsonl files (live or sim,
     merged by time) or one .jsonl file. The bounds come from the directory's run.json, else
     from --variant/--set."""
@@ -196,6 +216,7 @@ def verify_command(directory: Path, variant: str | None, sets: tuple[str, ...], 
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     verdicts = verdicts_of_run(history, info, p)
+    write_junit_if_asked(junit_path, directory.resolve().name, verdicts)
     if fmt == "json":
         click.echo(json.dumps({"directory": str(directory), "events": len(history), "variant": p.variant,
                                "valid": inv.overall(verdicts), "verdicts": [v.to_dict() for v in verdicts]},
