@@ -18,8 +18,9 @@ from typing import Any, Callable, Mapping, Sequence
 import click
 
 from harness import invariants as inv
+from loopfix import exits, parallel
 from loopfix.sim_commands import BadInput, _progress
-from loopfix.sweep_commands import run_sweep, run_sweep_with_progress, sweep_command
+from loopfix.sweep_commands import keep_partial_rows, partial_path, run_sweep, run_sweep_with_progress, sweep_command
 from reference_app import policy as policy_mod
 from reports import capacity, measures
 from reports.measures import CALIBRATION_METRICS
@@ -306,6 +307,8 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
 
             def step(label: str) -> None:
                 progress.update(task, description=label, advance=1)
+                if not sys.stderr.isatty():  # a log: the bar draws nothing there
+                    click.echo(f"report: {label}", err=True)
 
             for name, variant in missing:
                 step(f"model: {name} [{variant}]")
@@ -339,6 +342,11 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
         raise BadInput(str(exc)) from None
     except OSError as exc:
         raise BadInput(f"cannot write the report: {exc.strerror or exc}") from None
+    except parallel.Interrupted as stop:
+        kept = keep_partial_rows(stop, len(points), partial_path(runs_dir / "sweep.jsonl"))
+        raise exits.Interrupted(f"{kept.message}; the model runs stay in {runs_dir}; no page written") from None
+    except KeyboardInterrupt:
+        raise exits.Interrupted(f"the model runs finished so far stay in {runs_dir}; no page written") from None
     click.echo(f"wrote {paths['html']} and {paths['markdown']} ({len(paths) - 2} figures)")
     broken = [r["label"] for r in sim if r["variant"] == "fixed" and any(v["valid"] is not True for v in r["verdicts"])]
     if broken:

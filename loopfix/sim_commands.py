@@ -77,9 +77,18 @@ def write_junit_if_asked(path: Path | None, classname: str, verdicts: Sequence[i
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def log_step(text: str) -> None:
+    """One line on stderr when it is a log, not a terminal (where the progress bar shows it)."""
+    if not sys.stderr.isatty():
+        click.echo(text, err=True)
+
+
 def _progress() -> Progress:
+    """A progress bar on stderr; none when stderr is a log, not a terminal (it would draw
+    nothing there but a blank line)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+                    TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+                    disable=not sys.stderr.isatty())
 
 
 def verdicts_of_run(history: list[dict], info: dict[str, Any], p: policy_mod.Policy) -> list[inv.Verdict]:
@@ -122,6 +131,7 @@ def _run(scenario: Scenario, progress: Progress | None = None, label: str = "") 
     if progress is None:
         return simulate(scenario)
     task = progress.add_task(label or f"{scenario.name} [{scenario.variant}]", total=1.0)
+    log_step(f"sim: {label or f'{scenario.name} [{scenario.variant}]'}: {scenario.duration_s:g} s simulated")
     result = simulate(scenario, on_progress=lambda f: progress.update(task, completed=f))
     progress.remove_task(task)
     return result
@@ -318,6 +328,7 @@ def demo_command(fmt: str, as_json: bool, only: tuple[str, ...]) -> None:
 
         def step(label: str) -> None:
             progress.update(task, description=label, advance=1)
+            log_step(f"demo: {label}")
 
         demo = run_demo(names, on_step=step)
     fixed_ok = all(inv.overall(c["verdicts"]) is True for c in demo["cells"] if c["variant"] == "fixed")
