@@ -21,6 +21,15 @@ BAD_INPUT = 2
 INTERRUPTED = 130
 
 
+class BadInput(click.ClickException):
+    """Exit 2 with a one-line message."""
+
+    exit_code = BAD_INPUT
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
 class Interrupted(click.ClickException):
     """Exit 130 with one line: "interrupted" and, when there are any, what was kept."""
 

@@ -31,6 +31,7 @@ from loadtests.load_context import RUN_DIR_ENV
 from loadtests.stack import _kill, marked_pids
 from loadtests.verdicts import check_run
 from loopfix.output import console as output_console
+from loopfix.redis_check import require_redis
 from loopfix.sim_commands import BadInput, _print_verdicts, _progress, junit_option, write_junit_if_asked
 from reference_app import policy as policy_mod
 
@@ -95,6 +96,8 @@ def loadtest_command(scenario, variant, time_scale, sets, users, profile, redis_
         return _loadtest_target(scenario, target_file, variant, time_scale, sets, users, profile, runs_dir, duration,
                                 processes, as_json, junit_path)
     s = build_scenario(scenario, variant, sets, time_scale, duration)
+    if redis_url:
+        require_redis(redis_url)  # before any process starts, not "app not ready after 30 s"
     opts = runner.LoadOptions(s, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir,
                               redis_url=redis_url, app_workers=app_workers, app_threads=app_threads)
     result = _with_progress(s, lambda on: runner.run_load(opts, on))
@@ -217,6 +220,8 @@ def stack_up(scenario, variant, time_scale, sets, users, profile, redis_url, run
     """Start Redis, the stand-in, the app and the workers of SCENARIO, seeded, and leave them
     running; prints the locust command to drive them."""
     s = build_scenario(scenario, variant, sets, time_scale, None)
+    if redis_url:
+        require_redis(redis_url)
     opts = runner.LoadOptions(s, users=users or s.users, profile=profile, runs_root=runs_dir, redis_url=redis_url)
     run_dir = (runs_dir / runner.new_run_id(s)).resolve()
     run_dir.mkdir(parents=True)

@@ -21,6 +21,7 @@ from harness import invariants as inv
 from harness.scenario import Scenario, load_scenario, with_settings
 from reference_app import policy as policy_mod
 from reference_app.config import parse_assignments
+from loopfix.exits import BadInput
 from loopfix.junit import write_junit
 from loopfix.output import chosen_format, console as output_console, format_options, plain_table
 
@@ -32,15 +33,6 @@ SHORT = {"loops-terminate": "loops", "no-duplicate-download": "dup-dl", "one-job
          "backoff-schedule": "backoff", "fail-fast": "ff", "status-semantics": "status",
          "idempotent-delete": "idem-del", "lock-exclusive": "lock", "nothing-lost": "lost",
          "worker-never-blocks": "no-block"}
-
-
-class BadInput(click.ClickException):
-    """Exit 2 with a one-line message."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def _assignments(items: Sequence[str]) -> dict[str, str]:
@@ -125,13 +117,14 @@ def _summary_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "timeline"}
 
 
-def _run(scenario: Scenario, progress: Progress | None = None, label: str = "") -> Any:
+def _run(scenario: Scenario, progress: Progress | None = None, label: str = "", log: bool = True) -> Any:
     from sim import simulate  # the model is imported only by the commands that run it
 
     if progress is None:
         return simulate(scenario)
     task = progress.add_task(label or f"{scenario.name} [{scenario.variant}]", total=1.0)
-    log_step(f"sim: {label or f'{scenario.name} [{scenario.variant}]'}: {scenario.duration_s:g} s simulated")
+    if log:
+        log_step(f"sim: {label or f'{scenario.name} [{scenario.variant}]'}: {scenario.duration_s:g} s simulated")
     result = simulate(scenario, on_progress=lambda f: progress.update(task, completed=f))
     progress.remove_task(task)
     return result
@@ -159,7 +152,7 @@ def sim_command(scenario: str, variant: str | None, seed: int | None, out_dir: P
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     with _progress() as progress:
-        result = _run(s, progress)
+        result = _run(s, progress, log=fmt != "json")  # json: stdout for machines, stderr quiet
     verdicts = inv.check_all(result.history, result.policy)
     if out_dir is not None:
         try:
@@ -328,7 +321,8 @@ def demo_command(fmt: str, as_json: bool, only: tuple[str, ...]) -> None:
 
         def step(label: str) -> None:
             progress.update(task, description=label, advance=1)
-            log_step(f"demo: {label}")
+            if fmt != "json":
+                log_step(f"demo: {label}")
 
         demo = run_demo(names, on_step=step)
     fixed_ok = all(inv.overall(c["verdicts"]) is True for c in demo["cells"] if c["variant"] == "fixed")

@@ -78,3 +78,39 @@ def test_report_draws_the_default_output_of_sweep(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "report" / "metastability.png").is_file()
     assert "and 4 sweep rows" in (tmp_path / "report" / "report.md").read_text()
+
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # port 1: nothing listens there
+
+
+@pytest.mark.parametrize("args", [
+    ["worker", "--redis-url", DEAD_REDIS],
+    ["loadtest", "steady", "--redis-url", DEAD_REDIS, "--runs-dir", "runs"],
+    ["stack", "up", "--redis-url", DEAD_REDIS, "--runs-dir", "runs"],
+])
+def test_an_unreachable_redis_is_named_in_one_line_before_anything_starts(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: cannot reach Redis at {DEAD_REDIS}: Error 111 connecting to " \
+                                    f"127.0.0.1:1. Connection refused."
+    assert not (tmp_path / "runs").exists()  # no stack was started, no run directory made
+
+
+def test_redis_url_password_is_not_printed(tmp_path):
+    result = run("worker", "--redis-url", "redis://:s3cret@127.0.0.1:1/0")
+    assert result.exit_code == 2 and "s3cret" not in result.output and ":***@127.0.0.1:1" in result.output
+
+
+def test_seed_creates_the_folder_of_a_sqlite_database(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("seed", "--database-url", "sqlite:///missing-dir/x.db", "--json")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "missing-dir" / "x.db").is_file() and len(json.loads(result.output)["businesses"]) == 1
+
+
+def test_seed_to_a_database_it_cannot_use_is_one_line_without_the_password():
+    result = run("seed", "--database-url", "postgresql://lf:s3cret@127.0.0.1:1/x")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.startswith("error: cannot use the database at postgresql://lf:***@127.0.0.1:1/x: ")
+    assert len(result.output.strip().splitlines()) == 1 and "s3cret" not in result.output
