@@ -53,6 +53,23 @@ def _report_points(size: str) -> list[dict[str, Any]]:
     return pts + [{**p, "grid": "mmc"} for p in sweep.mmc_grid(**mmc)]
 
 
+def _read_sweep(path: Path) -> list[dict[str, Any]]:
+    """The rows of a sweep results file; a history file given in its place is named as one."""
+    try:
+        return capacity.read_rows(path)
+    except ValueError:
+        from harness import history as history_mod
+
+        try:
+            first = history_mod.read_jsonl(path)[:1]
+        except (ValueError, OSError):
+            first = []
+        if first and {"t", "kind"} <= set(first[0]):
+            raise ValueError(f"{path}: a history, not sweep results; pass the run directory it is in "
+                             f"({path.parent})") from None
+        raise
+
+
 def _tagged(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows as the page sorts them, by their `grid` tag. Rows of `loopfix sweep` carry none:
     an M/M/c row is "mmc"; any other row belongs on the metastability map (outage x load), and
@@ -292,7 +309,7 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
     try:
         run_dirs, sweep_files = _classify(inputs)
         given = [_read_run(d) for d in run_dirs]
-        given_rows = [r for f in sweep_files for r in capacity.read_rows(f)]
+        given_rows = [r for f in sweep_files for r in _read_sweep(f)]
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     sim = [r for r in given if r["source"] == "sim"]

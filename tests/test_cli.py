@@ -52,10 +52,18 @@ def test_a_csv_that_is_not_a_history_is_one_line_and_exit_2(command, tmp_path):
 
 def test_report_on_a_jsonl_that_is_not_sweep_results_names_what_is_missing(tmp_path):
     bad = tmp_path / "other.jsonl"
-    bad.write_text('{"t": 1.0, "kind": "job.start"}\n')
+    bad.write_text('{"name": "ann", "phone": "+15550000001"}\n')
     result = run("report", str(bad))
     assert result.exit_code == 2
     assert "not sweep results" in result.output and "workers" in result.output
+
+
+def test_report_on_a_history_file_asks_for_its_run_directory(tmp_path):
+    out = tmp_path / "run"
+    assert run("sim", "steady", "--set", "duration_s=600", "--out", str(out)).exit_code == 0
+    result = run("report", str(out / "history.jsonl"))
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert f"a history, not sweep results; pass the run directory it is in ({out})" in result.output
 
 
 def test_verify_says_which_line_of_a_torn_history_it_left_out(tmp_path):
