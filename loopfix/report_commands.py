@@ -6,7 +6,8 @@ checks every history with the invariant checker, and hands the results to report
 write.
 
 Exit codes: 0 done, 1 the page was written but the fixed variant breaks an invariant, 2 bad
-input — a one-line message, never a traceback.
+input — a one-line message, never a traceback, 130 interrupted (no page; the model runs and
+the sweep rows finished by then stay in --runs).
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Exit codes, for all three: 0 every invariant holds (demo: the fixed variant holds all ten in
 every headline scenario), 1 one is broken or undecided ("unknown" is never a pass), 2 bad
-input — a one-line message on stderr, never a traceback. Progress goes to stderr.
+input — a one-line message on stderr, never a traceback, 130 interrupted. Progress goes to
+stderr: a bar on a terminal, a line per step in a log; output for logs: loopfix/output.py.
 """
 from __future__ import annotations
 

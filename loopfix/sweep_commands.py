@@ -5,7 +5,7 @@ run with reports/measures.py, writes one row per point (JSON Lines or CSV) and a
 planning questions. `run_sweep` is also what `loopfix report` and `loopfix bench` run.
 
 Exit codes: 0 done, 1 a question has no answer in the grid, 2 bad input — a one-line message,
-never a traceback.
+never a traceback, 130 interrupted (the rows finished by then in <out>.partial.jsonl).
 """
 from __future__ import annotations
 
