@@ -30,9 +30,10 @@ from loadtests.live_scenario import DEFAULT_TIME_SCALE, live_scenario
 from loadtests.load_context import RUN_DIR_ENV
 from loadtests.stack import _kill, marked_pids
 from loadtests.verdicts import check_run
+from loopfix import exits
 from loopfix.output import console as output_console
 from loopfix.redis_check import require_redis
-from loopfix.sim_commands import BadInput, _print_verdicts, _progress, junit_option, write_junit_if_asked
+from loopfix.sim_commands import BadInput, _print_verdicts, _progress, junit_option, log_step, write_junit_if_asked
 from reference_app import policy as policy_mod
 
 
@@ -98,9 +99,11 @@ def loadtest_command(scenario, variant, time_scale, sets, users, profile, redis_
     s = build_scenario(scenario, variant, sets, time_scale, duration)
     if redis_url:
         require_redis(redis_url)  # before any process starts, not "app not ready after 30 s"
+    run_id = runner.new_run_id(s)
     opts = runner.LoadOptions(s, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir,
-                              redis_url=redis_url, app_workers=app_workers, app_threads=app_threads)
-    result = _with_progress(s, lambda on: runner.run_load(opts, on))
+                              redis_url=redis_url, app_workers=app_workers, app_threads=app_threads, run_id=run_id)
+    result = _with_progress(s, lambda on: runner.run_load(opts, on), quiet=as_json,
+                            kept=f"the partial run stays in {runs_dir / run_id}")
     try:
         history, verdicts = check_run(result.run_dir)
     except ValueError as exc:  # no history at all: nothing ran that the checker could judge
@@ -109,18 +112,30 @@ def loadtest_command(scenario, variant, time_scale, sets, users, profile, redis_
     _finish(s, result, history, verdicts, as_json, junit_path)
 
 
-def _with_progress(s: Scenario, run):
-    """Run `run(on_progress)` under a progress bar; a start-up failure is one line, exit 2."""
+def _with_progress(s: Scenario, run, quiet: bool = False,
+                   kept: str = "the partial run stays in its directory under --runs-dir"):
+    """Run `run(on_progress)` under a progress bar (where stderr is a log: a line per phase,
+    unless `quiet`); a start-up failure is one line, exit 2."""
+    phases: list[str] = []
+
+    def log_phase(label: str) -> None:  # a line per phase where stderr is a log (no bar there)
+        if label not in phases and not quiet:
+            phases.append(label)
+            log_step(f"loadtest: {s.name} [{s.variant}] {label}")
+
     try:
         with _progress() as progress:
             task = progress.add_task(f"{s.name} [{s.variant}]", total=1.0)
-            return run(lambda label, f: progress.update(
-                task, completed=min(f, 1.0), description=f"{s.name} [{s.variant}] {label}"))
+
+            def on_progress(label: str, f: float) -> None:
+                progress.update(task, completed=min(f, 1.0), description=f"{s.name} [{s.variant}] {label}")
+                log_phase(label)
+
+            return run(on_progress)
     except (RuntimeError, TimeoutError, OSError) as exc:
         raise BadInput(str(exc).splitlines()[0]) from None
     except KeyboardInterrupt:  # every process the run started is stopped by then; what it wrote stays
-        click.echo("interrupted: the partial run stays in its directory under --runs-dir", err=True)
-        sys.exit(130)
+        raise exits.Interrupted(kept) from None
 
 
 def _loadtest_target(scenario, target_file, variant, time_scale, sets, users, profile, runs_dir, duration, processes,
@@ -139,7 +154,7 @@ def _loadtest_target(scenario, target_file, variant, time_scale, sets, users, pr
         raise BadInput(f"{target_file}: {exc.problems[-1]}") from None
     s = target_scenario(build_scenario(scenario, None, sets, config.time_scale, duration), config)
     opts = TargetOptions(s, config, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir)
-    result, skipped = _with_progress(s, lambda on: run_target(opts, on))
+    result, skipped = _with_progress(s, lambda on: run_target(opts, on), quiet=as_json)
     history, verdicts = check_target_run(result.run_dir)
     result.fault_errors.extend(f"skipped: {x}" for x in skipped)
     _finish(s, result, history, verdicts, as_json, junit_path)
