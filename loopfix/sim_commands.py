@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -228,8 +229,8 @@ def verify_command(directory: Path, variant: str | None, sets: tuple[str, ...], 
     else:
         console = output_console(fmt)
         sources = sorted({str(e.get("source")) for e in history})
-        console.print(f"[bold]{directory}[/]: {len(history)} events ({', '.join(sources) or 'none'}), "
-                      f"checked against variant={p.variant}", highlight=False, markup=fmt != "plain")
+        console.print(f"[bold]{escape(str(directory))}[/]: {len(history)} events ({', '.join(sources) or 'none'}), "
+                      f"checked against variant={p.variant}", highlight=False)
         _print_verdicts(console, verdicts, plain=fmt == "plain")
     sys.exit(_exit_code(verdicts))
 

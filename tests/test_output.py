@@ -44,6 +44,7 @@ def test_sim_and_verify_plain_print_one_verdict_per_line_without_marks(tmp_path)
     sim = loopfix("sim", "steady", "--set", "duration_s=600", "--out", str(out), "--format", "plain")
     assert sim.returncode == 0, sim.stderr
     verify = loopfix("verify", str(out), "--format", "plain")
+    assert sim.stdout.startswith("steady variant=fixed seed=") and verify.stdout.startswith(f"{out}: ")
     for result in (sim, verify):
         assert [f"{name}: holds" for name in inv.INVARIANTS] == [
             line for line in result.stdout.splitlines() if line.split(":")[0] in inv.INVARIANTS]
