@@ -39,10 +39,20 @@ def write_history(path: str | os.PathLike, history: Iterable[Event]) -> Path:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Event]:
-    """One JSON Lines file → records. Blank lines are skipped; a torn last line (a process
-    killed mid-write) is dropped; any other bad line raises ValueError naming file and line."""
+    """One JSON Lines file → records (a torn last line dropped: see `read_jsonl_torn`)."""
+    return read_jsonl_torn(path)[0]
+
+
+def read_jsonl_torn(path: str | os.PathLike) -> tuple[list[Event], int | None]:
+    """One JSON Lines file → (records, the number of a torn last line or None). Blank lines
+    are skipped; a last line that is not JSON (a process killed mid-write) is left out and its
+    number returned, so that the caller can say so; any other bad line raises ValueError
+    naming file and line."""
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path.name}: not a JSON Lines history (not UTF-8 text)") from None
     out: list[Event] = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
@@ -50,13 +60,13 @@ def read_jsonl(path: str | os.PathLike) -> list[Event]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            if i == len(lines):
-                break  # torn last write of a crashed process
+            if i == len(lines) and out:
+                return out, i  # torn last write of a crashed process
             raise ValueError(f"{path.name} line {i}: not JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise ValueError(f"{path.name} line {i}: expected a JSON object, got {type(record).__name__}")
         out.append(record)
-    return out
+    return out, None
 
 
 def merge(histories: Iterable[list[Event]]) -> list[Event]:
@@ -68,15 +78,23 @@ def merge(histories: Iterable[list[Event]]) -> list[Event]:
 
 def read_history(path: str | os.PathLike) -> list[Event]:
     """A history from a `.jsonl` file or a directory of them (merged by `t`)."""
+    return read_history_torn(path)[0]
+
+
+def read_history_torn(path: str | os.PathLike) -> tuple[list[Event], list[tuple[Path, int]]]:
+    """A history from a `.jsonl` file or a directory of them (merged by `t`), and the torn last
+    lines left out of it: (file, line number) each."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.jsonl"))
         if not files:
             raise ValueError(f"{path}: no *.jsonl history files in this directory")
-        return merge(read_jsonl(f) for f in files)
-    if path.is_file():
-        return merge([read_jsonl(path)])
-    raise ValueError(f"{path}: no such history file or directory")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ValueError(f"{path}: no such history file or directory")
+    read = [(f, *read_jsonl_torn(f)) for f in files]
+    return merge(records for _, records, _ in read), [(f, torn) for f, _, torn in read if torn is not None]
 
 
 def validate(history: Iterable[Event]) -> list[str]:

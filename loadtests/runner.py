@@ -207,6 +207,11 @@ def run_load(opts: LoadOptions, on_progress: Callable[[str, float], None] | None
         requests, failures = locust_totals(run_dir)
         return LoadResult(run_dir, code, load_end - load_start, drained - load_end, settled, requests, failures,
                           plan.errors)
+    except KeyboardInterrupt:  # Ctrl-C: the user waits for the prompt, not for warm shutdowns
+        if plan is not None:
+            plan.stop()
+        stack.stop_now()
+        raise
     finally:
         if plan is not None:
             plan.stop()

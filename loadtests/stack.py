@@ -324,6 +324,22 @@ class Stack:
                 _kill(pid)
             time.sleep(0.02)
 
+    def stop_now(self, grace_s: float = 0.5) -> None:
+        """Ctrl-C: SIGTERM to every process at once, SIGKILL to whatever is left after
+        `grace_s` (no warm shutdown: the user asked to stop; what they wrote stays), then
+        `stop`'s sweep of the marked stragglers."""
+        if "redis" in self.procs:
+            self.resume_redis()
+        procs = [proc for proc in self.procs.values() if proc.alive]
+        for proc in procs:
+            proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while any(proc.alive for proc in procs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for proc in reversed(procs):
+            proc.kill(1.0)
+        self.stop()
+
     def __enter__(self) -> "Stack":
         return self
 

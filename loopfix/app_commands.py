@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from loopfix.exits import BadInput
+from loopfix.redis_check import require_redis
 from reference_app.config import Config
 from reference_app.config import parse_assignments, split_assignments
 from reference_app.policy import FAULTS, VARIANTS, describe, make_policy
@@ -98,6 +100,7 @@ def worker(burst, simple, name, **opts):
     from reference_app.worker import run_worker
 
     cfg = build_config(**opts)
+    require_redis(cfg.redis_url)  # one line naming the URL, not a traceback from RQ
     _export(cfg)
     os.environ.setdefault("LOOPFIX_PROC", "worker")
     run_worker(Services(cfg), burst=burst, simple=simple, name=name)
@@ -157,12 +160,53 @@ def seed(businesses, calls, leads, as_json, **opts):
     Calls are created without a recording: send the recording webhook (signed with the
     business's auth token) to attach one; each call lists the RecordingSid to use.
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    cfg = build_config(**opts)
+    try:
+        sqlite_folder(cfg.sqlalchemy_url)
+        out = _seed(cfg, businesses, calls, leads)
+    except SQLAlchemyError as exc:
+        why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise BadInput(f"cannot use the database at {_shown(cfg.sqlalchemy_url)}: {why}") from None
+    except OSError as exc:
+        raise BadInput(f"cannot use the database at {_shown(cfg.sqlalchemy_url)}: {exc.strerror or exc}") from None
+    if as_json:
+        click.echo(json.dumps({"businesses": out}, indent=2))
+    else:
+        for b in out:
+            click.echo(f"business {b['id']}: token {b['api_token']}  account {b['account_sid']}  "
+                       f"{len(b['calls'])} calls, {len(b['lead_ids'])} leads")
+
+
+def _shown(url: str) -> str:
+    """A database URL fit to print: its password hidden."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite database file (SQLite creates the file, not its folder)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _seed(cfg: Config, businesses: int, calls: int, leads: int) -> list[dict]:
+    """Insert the businesses, their calls and leads; what `seed` prints, as data."""
     from sqlalchemy import insert
 
     from reference_app.models import Business, CallLog, Lead
     from reference_app.services import Services
 
-    svc = Services(build_config(**opts))
+    svc = Services(cfg)
     out = []
     with svc.sessions() as s:
         for i in range(businesses):
@@ -186,12 +230,7 @@ def seed(businesses, calls, leads, as_json, **opts):
                         "calls": [{"call_sid": r["call_sid"], "recording_sid": _sid("RE")} for r in call_rows],
                         "lead_ids": lead_ids})
         s.commit()
-    if as_json:
-        click.echo(json.dumps({"businesses": out}, indent=2))
-    else:
-        for b in out:
-            click.echo(f"business {b['id']}: token {b['api_token']}  account {b['account_sid']}  "
-                       f"{len(b['calls'])} calls, {len(b['lead_ids'])} leads")
+    return out
 
 
 @click.command()
@@ -199,7 +238,7 @@ def seed(businesses, calls, leads, as_json, **opts):
 @policy_options
 def policy(as_json, **opts):
     """Print every constant, the recording backoff schedule and its sum, the retry budgets'
-    bound on a recording's runs, and the faults on."""
+    bound on a recording's runs, and every known fault with what it does, marked when on."""
     cfg = build_config(**opts)
     info = describe(cfg.policy)
     info["faults_known"] = FAULTS
@@ -213,6 +252,10 @@ def policy(as_json, **opts):
     click.echo(f"backoff schedule (s): {info['backoff_schedule_s']}  total {info['backoff_total_s']:g} s")
     click.echo(f"retry bound: {info['retry_bound']['explanation']}")
     click.echo(f"claim '~52 minutes': {info['claim_52_min']['explanation']}")
+    click.echo(f"known faults ({len(FAULTS)}; * = on in this policy, {len(p.faults)} on; switch one on with "
+               f"--faults NAME):")
+    for name, what in FAULTS.items():
+        click.echo(f"{'*' if name in p.faults else ' '} {name:30} {what}")
 
 
 def register(cli: click.Group) -> None:

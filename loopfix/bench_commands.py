@@ -3,7 +3,8 @@ measured in the same run (issue 8). The measuring lives in `benchmarks/`; this m
 areas, owns the private stack (redis-server, gunicorn) and prints a table or JSON.
 
 Exit codes: 0 measured (whether or not each goal is met: the table says), 2 bad input or a
-missing tool (wrk, redis-server), with a one-line message. Progress goes to stderr.
+missing tool (wrk, redis-server), with a one-line message, 130 interrupted (each stack stopped
+at once). Progress goes to stderr: a bar on a terminal, a line per step in a log.
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from loopfix.sim_commands import BadInput, _progress
+from loopfix.output import console as output_console
+from loopfix.sim_commands import BadInput, _progress, log_step
 
 AREAS = ("model", "app", "redis", "storm")
 MET = {True: "met", False: "NOT met", None: ""}
@@ -58,6 +59,9 @@ def measure(areas: tuple[str, ...], seconds: float, day_hours: float, sweep: boo
                     figures += app_bench.figures(stack, seconds, progress=label)
                 else:
                     figures += storm_bench.figures(stack, max(seconds, 15.0), storm_users, progress=label)
+            except KeyboardInterrupt:  # Ctrl-C: no warm shutdowns one after another
+                stack.stop_now()
+                raise
             finally:
                 stack.stop()
     finally:
@@ -106,15 +110,20 @@ def bench_command(as_json, only, seconds, day_hours, no_sweep, storm_users):
     areas = tuple(a for a in AREAS if a in only) if only else AREAS
     with _progress() as progress:
         task = progress.add_task("bench", total=None)
+
+        def label(text: str) -> None:
+            progress.update(task, description=text)
+            if not as_json:
+                log_step(f"bench: {text}")
+
         try:
-            figures = measure(areas, seconds, day_hours, not no_sweep, storm_users,
-                              lambda text: progress.update(task, description=text))
+            figures = measure(areas, seconds, day_hours, not no_sweep, storm_users, label)
         except (RuntimeError, TimeoutError, OSError) as exc:  # a tool or a process of the stack failed
             raise BadInput(str(exc).splitlines()[0]) from None
     if as_json:
         click.echo(json.dumps([f.to_dict() for f in figures], indent=1))
     else:
-        Console().print(table(figures))
+        output_console().print(table(figures))
         for f in figures:
             click.echo(f"- {f.area} / {f.name}: baseline = {f.baseline_name or 'none'}; {f.note}")
 

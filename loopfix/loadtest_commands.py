@@ -30,7 +30,10 @@ from loadtests.live_scenario import DEFAULT_TIME_SCALE, live_scenario
 from loadtests.load_context import RUN_DIR_ENV
 from loadtests.stack import _kill, marked_pids
 from loadtests.verdicts import check_run
-from loopfix.sim_commands import BadInput, _print_verdicts, _progress
+from loopfix import exits
+from loopfix.output import console as output_console
+from loopfix.redis_check import require_redis
+from loopfix.sim_commands import BadInput, _print_verdicts, _progress, junit_option, log_step, write_junit_if_asked
 from reference_app import policy as policy_mod
 
 
@@ -78,11 +81,12 @@ def figures(history: list[dict[str, Any]]) -> dict[str, Any]:
 @click.option("--app-threads", type=click.IntRange(1, 256), default=8, show_default=True,
               help="threads per gunicorn process")
 @click.option("--json", "as_json", is_flag=True, help="print the verdicts, figures and run summary as JSON")
+@junit_option
 @click.option("--target", "target_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="storm YOUR service instead of a stack loopfix starts (`loopfix target init` writes one); "
                    "judged only from outside it")
 def loadtest_command(scenario, variant, time_scale, sets, users, profile, redis_url, runs_dir, duration, processes,
-                     app_workers, app_threads, as_json, target_file):
+                     app_workers, app_threads, as_json, junit_path, target_file):
     """Run SCENARIO (a name under scenarios/ or a .toml path) against the real stack under
     Locust, then check every invariant on the live history of runs/<run-id>/.
 
@@ -91,35 +95,51 @@ def loadtest_command(scenario, variant, time_scale, sets, users, profile, redis_
     stand-in); invariants that need its insides are reported "not observable", never passed."""
     if target_file is not None:
         return _loadtest_target(scenario, target_file, variant, time_scale, sets, users, profile, runs_dir, duration,
-                                processes, as_json)
+                                processes, as_json, junit_path)
     s = build_scenario(scenario, variant, sets, time_scale, duration)
+    if redis_url:
+        require_redis(redis_url)  # before any process starts, not "app not ready after 30 s"
+    run_id = runner.new_run_id(s)
     opts = runner.LoadOptions(s, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir,
-                              redis_url=redis_url, app_workers=app_workers, app_threads=app_threads)
-    result = _with_progress(s, lambda on: runner.run_load(opts, on))
+                              redis_url=redis_url, app_workers=app_workers, app_threads=app_threads, run_id=run_id)
+    result = _with_progress(s, lambda on: runner.run_load(opts, on), quiet=as_json,
+                            kept=f"the partial run stays in {runs_dir / run_id}")
     try:
         history, verdicts = check_run(result.run_dir)
     except ValueError as exc:  # no history at all: nothing ran that the checker could judge
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    _finish(s, result, history, verdicts, as_json)
+    _finish(s, result, history, verdicts, as_json, junit_path)
 
 
-def _with_progress(s: Scenario, run):
-    """Run `run(on_progress)` under a progress bar; a start-up failure is one line, exit 2."""
+def _with_progress(s: Scenario, run, quiet: bool = False,
+                   kept: str = "the partial run stays in its directory under --runs-dir"):
+    """Run `run(on_progress)` under a progress bar (where stderr is a log: a line per phase,
+    unless `quiet`); a start-up failure is one line, exit 2."""
+    phases: list[str] = []
+
+    def log_phase(label: str) -> None:  # a line per phase where stderr is a log (no bar there)
+        if label not in phases and not quiet:
+            phases.append(label)
+            log_step(f"loadtest: {s.name} [{s.variant}] {label}")
+
     try:
         with _progress() as progress:
             task = progress.add_task(f"{s.name} [{s.variant}]", total=1.0)
-            return run(lambda label, f: progress.update(
-                task, completed=min(f, 1.0), description=f"{s.name} [{s.variant}] {label}"))
+
+            def on_progress(label: str, f: float) -> None:
+                progress.update(task, completed=min(f, 1.0), description=f"{s.name} [{s.variant}] {label}")
+                log_phase(label)
+
+            return run(on_progress)
     except (RuntimeError, TimeoutError, OSError) as exc:
         raise BadInput(str(exc).splitlines()[0]) from None
     except KeyboardInterrupt:  # every process the run started is stopped by then; what it wrote stays
-        click.echo("interrupted: the partial run stays in its directory under --runs-dir", err=True)
-        sys.exit(130)
+        raise exits.Interrupted(kept) from None
 
 
 def _loadtest_target(scenario, target_file, variant, time_scale, sets, users, profile, runs_dir, duration, processes,
-                     as_json):
+                     as_json, junit_path):
     from loadtests.target.config import TargetFileError, load_target
     from loadtests.target.run import TargetOptions, check_target_run, run_target, target_scenario
 
@@ -134,15 +154,17 @@ def _loadtest_target(scenario, target_file, variant, time_scale, sets, users, pr
         raise BadInput(f"{target_file}: {exc.problems[-1]}") from None
     s = target_scenario(build_scenario(scenario, None, sets, config.time_scale, duration), config)
     opts = TargetOptions(s, config, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir)
-    result, skipped = _with_progress(s, lambda on: run_target(opts, on))
+    result, skipped = _with_progress(s, lambda on: run_target(opts, on), quiet=as_json)
     history, verdicts = check_target_run(result.run_dir)
     result.fault_errors.extend(f"skipped: {x}" for x in skipped)
-    _finish(s, result, history, verdicts, as_json)
+    _finish(s, result, history, verdicts, as_json, junit_path)
 
 
 def _finish(s: Scenario, result: runner.LoadResult, history: list[dict], verdicts: list[inv.Verdict],
-            as_json: bool) -> None:
-    """Write verdicts.json and figures.json into the run, print them, exit 0 holds / 1 not."""
+            as_json: bool, junit_path: Path | None = None) -> None:
+    """Write verdicts.json and figures.json into the run (and the JUnit XML where asked), print
+    them, exit 0 holds / 1 not."""
+    write_junit_if_asked(junit_path, result.run_dir.name, verdicts)
     figs = figures(history)
     summary = runner.result_summary(result)
     (result.run_dir / "verdicts.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=1) + "\n")
@@ -152,7 +174,7 @@ def _finish(s: Scenario, result: runner.LoadResult, history: list[dict], verdict
                                "run": summary, "figures": figs, "verdicts": [v.to_dict() for v in verdicts]},
                               indent=1, default=str))
     else:
-        print_report(Console(), s, result, verdicts, figs, len(history))
+        print_report(output_console(), s, result, verdicts, figs, len(history))
     sys.exit(0 if inv.overall(verdicts) is True else 1)
 
 
@@ -213,6 +235,8 @@ def stack_up(scenario, variant, time_scale, sets, users, profile, redis_url, run
     """Start Redis, the stand-in, the app and the workers of SCENARIO, seeded, and leave them
     running; prints the locust command to drive them."""
     s = build_scenario(scenario, variant, sets, time_scale, None)
+    if redis_url:
+        require_redis(redis_url)
     opts = runner.LoadOptions(s, users=users or s.users, profile=profile, runs_root=runs_dir, redis_url=redis_url)
     run_dir = (runs_dir / runner.new_run_id(s)).resolve()
     run_dir.mkdir(parents=True)

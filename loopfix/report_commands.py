@@ -6,7 +6,8 @@ checks every history with the invariant checker, and hands the results to report
 write.
 
 Exit codes: 0 done, 1 the page was written but the fixed variant breaks an invariant, 2 bad
-input — a one-line message, never a traceback.
+input — a one-line message, never a traceback, 130 interrupted (no page; the model runs and
+the sweep rows finished by then stay in --runs).
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from typing import Any, Callable, Mapping, Sequence
 import click
 
 from harness import invariants as inv
+from loopfix import exits, parallel
 from loopfix.sim_commands import BadInput, _progress
-from loopfix.sweep_commands import run_sweep, run_sweep_with_progress, sweep_command
+from loopfix.sweep_commands import keep_partial_rows, partial_path, run_sweep, run_sweep_with_progress, sweep_command
 from reference_app import policy as policy_mod
 from reports import capacity, measures
 from reports.measures import CALIBRATION_METRICS
@@ -50,6 +52,40 @@ def _report_points(size: str) -> list[dict[str, Any]]:
     grids, mmc = REPORT_SWEEPS[size]
     pts = [{**p, "grid": tag} for tag, g in grids for p in sweep.points(sweep.Grid(**g))]
     return pts + [{**p, "grid": "mmc"} for p in sweep.mmc_grid(**mmc)]
+
+
+def _read_sweep(path: Path) -> list[dict[str, Any]]:
+    """The rows of a sweep results file; a history file given in its place is named as one."""
+    try:
+        return capacity.read_rows(path)
+    except ValueError:
+        from harness import history as history_mod
+
+        try:
+            first = history_mod.read_jsonl(path)[:1]
+        except (ValueError, OSError):
+            first = []
+        if first and {"t", "kind"} <= set(first[0]):
+            raise ValueError(f"{path}: a history, not sweep results; pass the run directory it is in "
+                             f"({path.parent})") from None
+        raise
+
+
+def _tagged(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as the page sorts them, by their `grid` tag. Rows of `loopfix sweep` carry none:
+    an M/M/c row is "mmc"; any other row belongs on the metastability map (outage x load), and
+    a row without an outage is also a point of the capacity figure."""
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if r.get("grid"):
+            out.append(dict(r))
+        elif r.get("mmc"):
+            out.append({**r, "grid": "mmc"})
+        else:
+            if not float(r.get("outage_s") or 0):
+                out.append({**r, "grid": "capacity"})
+            out.append({**r, "grid": "metastability"})
+    return out
 
 
 def _classify(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
@@ -92,8 +128,9 @@ def _run_record(label: str, history: list[dict[str, Any]], info: Mapping[str, An
 
 def _read_run(directory: Path) -> dict[str, Any]:
     from harness import history as history_mod
+    from loopfix.sim_commands import read_history_warning_torn
 
-    history = history_mod.read_history(directory)
+    history = read_history_warning_torn(directory)
     problems = history_mod.validate(history)
     if problems:
         raise ValueError(f"{directory}: malformed history: {problems[0]}")
@@ -273,20 +310,23 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
     try:
         run_dirs, sweep_files = _classify(inputs)
         given = [_read_run(d) for d in run_dirs]
-        rows = [r for f in sweep_files for r in capacity.read_rows(f)]
+        given_rows = [r for f in sweep_files for r in _read_sweep(f)]
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     sim = [r for r in given if r["source"] == "sim"]
     live = [r for r in given if r["source"] == "live"]
     have = {(r["scenario"], r["variant"]) for r in sim}
     missing = [(n, v) for n in HEADLINE_SCENARIOS for v in policy_mod.VARIANTS if (n, v) not in have]
-    notes = [f"read {len(given)} run directories ({len(live)} live) and {len(rows)} sweep rows"]
+    rows = _tagged(given_rows)
+    notes = [f"read {len(given)} run directories ({len(live)} live) and {len(given_rows)} sweep rows"]
     try:
         with _progress() as progress:
             task = progress.add_task("report", total=len(missing) + len(live))
 
             def step(label: str) -> None:
                 progress.update(task, description=label, advance=1)
+                if not sys.stderr.isatty():  # a log: the bar draws nothing there
+                    click.echo(f"report: {label}", err=True)
 
             for name, variant in missing:
                 step(f"model: {name} [{variant}]")
@@ -295,12 +335,15 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
             pairs = _calibration(live, runs_dir, step)
         if missing:
             notes.append(f"ran the model for {len(missing)} scenario x variant runs (written to {runs_dir})")
-        if not rows:
-            points = _report_points("quick" if quick else "full")
+        have_grids = {r["grid"] for r in rows}
+        points = [p for p in _report_points("quick" if quick else "full") if p["grid"] not in have_grids]
+        if points:  # the grids the given sweep files lack (all of them when none is given)
             started = time.perf_counter()
-            rows = run_sweep_with_progress(points, jobs, "report sweeps")
-            notes.append(f"ran {len(points)} sweep points in {time.perf_counter() - started:.1f} s")
-            capacity.write_rows(runs_dir / "sweep.jsonl", rows)
+            ran = run_sweep_with_progress(points, jobs, "report sweeps")
+            notes.append(f"ran {len(points)} sweep points ({', '.join(sorted({p['grid'] for p in points}))}) "
+                         f"in {time.perf_counter() - started:.1f} s")
+            capacity.write_rows(runs_dir / "sweep.jsonl", ran)
+            rows += ran
         if not live:
             notes.append("no live run directories given: no calibration section (run `loopfix loadtest` and pass "
                          "its runs/<run-id>/ directory)")
@@ -317,6 +360,11 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
         raise BadInput(str(exc)) from None
     except OSError as exc:
         raise BadInput(f"cannot write the report: {exc.strerror or exc}") from None
+    except parallel.Interrupted as stop:
+        kept = keep_partial_rows(stop, len(points), partial_path(runs_dir / "sweep.jsonl"))
+        raise exits.Interrupted(f"{kept.message}; the model runs stay in {runs_dir}; no page written") from None
+    except KeyboardInterrupt:
+        raise exits.Interrupted(f"the model runs finished so far stay in {runs_dir}; no page written") from None
     click.echo(f"wrote {paths['html']} and {paths['markdown']} ({len(paths) - 2} figures)")
     broken = [r["label"] for r in sim if r["variant"] == "fixed" and any(v["valid"] is not True for v in r["verdicts"])]
     if broken:

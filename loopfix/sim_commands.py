@@ -2,7 +2,8 @@
 
 Exit codes, for all three: 0 every invariant holds (demo: the fixed variant holds all ten in
 every headline scenario), 1 one is broken or undecided ("unknown" is never a pass), 2 bad
-input — a one-line message on stderr, never a traceback. Progress goes to stderr.
+input — a one-line message on stderr, never a traceback, 130 interrupted. Progress goes to
+stderr: a bar on a terminal, a line per step in a log; output for logs: loopfix/output.py.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,6 +23,9 @@ from harness import invariants as inv
 from harness.scenario import Scenario, load_scenario, with_settings
 from reference_app import policy as policy_mod
 from reference_app.config import parse_assignments
+from loopfix.exits import BadInput
+from loopfix.junit import write_junit
+from loopfix.output import chosen_format, console as output_console, format_options, plain_table
 
 HEADLINE_SCENARIOS = ("steady", "retry-storm", "worker-outage", "slow-twilio", "missing-calllog", "worker-crash",
                       "delete-storm")
@@ -32,15 +37,6 @@ SHORT = {"loops-terminate": "loops", "no-duplicate-download": "dup-dl", "one-job
          "worker-never-blocks": "no-block"}
 
 
-class BadInput(click.ClickException):
-    """Exit 2 with a one-line message."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
 def _assignments(items: Sequence[str]) -> dict[str, str]:
     try:
         return parse_assignments(items)
@@ -48,9 +44,45 @@ def _assignments(items: Sequence[str]) -> dict[str, str]:
         raise BadInput(str(exc)) from None
 
 
+def read_history_warning_torn(path: Path) -> list[dict]:
+    """The history at `path`, with one warning line on stderr per torn last line left out of
+    it (a process killed mid-write); ValueError when it is not a history."""
+    history, torn = history_mod.read_history_torn(path)
+    for file, line in torn:
+        click.echo(f"warning: {file} line {line}: torn last line (not JSON), left out; the lines before it "
+                   f"were read", err=True)
+    if not history:
+        raise ValueError(f"{path}: no events in this history")
+    return history
+
+
+def junit_option(fn: Callable) -> Callable:
+    """--junit-xml FILE: the verdicts as JUnit XML too, one testcase per invariant (for CI)."""
+    return click.option("--junit-xml", "junit_path", type=click.Path(dir_okay=False, path_type=Path),
+                        help="also write the verdicts to FILE as JUnit XML, one testcase per invariant (for CI)")(fn)
+
+
+def write_junit_if_asked(path: Path | None, classname: str, verdicts: Sequence[inv.Verdict]) -> None:
+    if path is None:
+        return
+    try:
+        write_junit(path, classname, verdicts)
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def log_step(text: str) -> None:
+    """One line on stderr when it is a log, not a terminal (where the progress bar shows it)."""
+    if not sys.stderr.isatty():
+        click.echo(text, err=True)
+
+
 def _progress() -> Progress:
+    """A progress bar on stderr; none when stderr is a log, not a terminal (it would draw
+    nothing there but a blank line)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+                    TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+                    disable=not sys.stderr.isatty())
 
 
 def verdicts_of_run(history: list[dict], info: dict[str, Any], p: policy_mod.Policy) -> list[inv.Verdict]:
@@ -72,12 +104,13 @@ def _exit_code(verdicts: Iterable[inv.Verdict]) -> int:
     return 0 if inv.overall(verdicts) is True else 1
 
 
-def _print_verdicts(console: Console, verdicts: Sequence[inv.Verdict]) -> None:
+def _print_verdicts(console: Console, verdicts: Sequence[inv.Verdict], plain: bool = False) -> None:
     for v in verdicts:
         style = {True: "green", False: "bold red"}.get(v.valid, "yellow")  # type: ignore[arg-type]
         text = inv.render_verdict(v)
         head, _, rest = text.partition("\n")
-        console.print(f"[{style}]{MARK[v.valid]}[/] {head}", highlight=False)
+        console.print(head if plain else f"[{style}]{MARK[v.valid]}[/] {head}", highlight=False,
+                      markup=not plain)
         if rest:
             console.print(rest, highlight=False, markup=False)
 
@@ -86,12 +119,14 @@ def _summary_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "timeline"}
 
 
-def _run(scenario: Scenario, progress: Progress | None = None, label: str = "") -> Any:
+def _run(scenario: Scenario, progress: Progress | None = None, label: str = "", log: bool = True) -> Any:
     from sim import simulate  # the model is imported only by the commands that run it
 
     if progress is None:
         return simulate(scenario)
     task = progress.add_task(label or f"{scenario.name} [{scenario.variant}]", total=1.0)
+    if log:
+        log_step(f"sim: {label or f'{scenario.name} [{scenario.variant}]'}: {scenario.duration_s:g} s simulated")
     result = simulate(scenario, on_progress=lambda f: progress.update(task, completed=f))
     progress.remove_task(task)
     return result
@@ -106,18 +141,20 @@ def _run(scenario: Scenario, progress: Progress | None = None, label: str = "") 
 @click.option("--seed", type=int, help="random seed (default: the file's)")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="write history.jsonl, run.json, verdicts.json and metrics.json here")
-@click.option("--json", "as_json", is_flag=True, help="print verdicts and metrics as JSON")
+@format_options
+@junit_option
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
               help="override a scenario field (workers.count=8) or a policy constant (stuck_timeout_s=900)")
-def sim_command(scenario: str, variant: str | None, seed: int | None, out_dir: Path | None, as_json: bool,
-                sets: tuple[str, ...]) -> None:
+def sim_command(scenario: str, variant: str | None, seed: int | None, out_dir: Path | None, fmt: str, as_json: bool,
+                junit_path: Path | None, sets: tuple[str, ...]) -> None:
     """Simulate SCENARIO (a name under scenarios/ or a .toml path) and check every invariant."""
+    fmt = chosen_format(fmt, as_json)
     try:
         s = with_settings(load_scenario(scenario), variant=variant, seed=seed, assignments=_assignments(sets))
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     with _progress() as progress:
-        result = _run(s, progress)
+        result = _run(s, progress, log=fmt != "json")  # json: stdout for machines, stderr quiet
     verdicts = inv.check_all(result.history, result.policy)
     if out_dir is not None:
         try:
@@ -127,15 +164,16 @@ def sim_command(scenario: str, variant: str | None, seed: int | None, out_dir: P
             (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=1) + "\n")
         except OSError as exc:
             raise BadInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-    if as_json:
+    write_junit_if_asked(junit_path, f"{s.name}[{s.variant}]", verdicts)
+    if fmt == "json":
         click.echo(json.dumps({"scenario": s.name, "variant": s.variant, "seed": s.seed,
                                "valid": inv.overall(verdicts), "verdicts": [v.to_dict() for v in verdicts],
                                "metrics": _summary_metrics(result.metrics)}, indent=1))
     else:
-        console = Console()
+        console = output_console(fmt)
         console.print(f"[bold]{s.name}[/] variant={s.variant} seed={s.seed}: {len(result.history)} events"
                       + (f", written to {out_dir}" if out_dir else ""), highlight=False)
-        _print_verdicts(console, verdicts)
+        _print_verdicts(console, verdicts, plain=fmt == "plain")
         m = result.metrics
         ttp = m["time_to_playable_s"]
         console.print(f"time to playable p50={_fmt(ttp['p50'])} s p90={_fmt(ttp['p90'])} s; "
@@ -158,13 +196,16 @@ def _fmt(x: Any) -> str:
 @click.option("--variant", type=click.Choice(policy_mod.VARIANTS),
               help="the policy to check against when DIRECTORY has no run.json (default fixed)")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="override a policy constant")
-@click.option("--json", "as_json", is_flag=True, help="print verdicts as JSON")
-def verify_command(directory: Path, variant: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+@format_options
+@junit_option
+def verify_command(directory: Path, variant: str | None, sets: tuple[str, ...], fmt: str, as_json: bool,
+                   junit_path: Path | None) -> None:
     """Check every invariant on a history: a run directory of *.jsonl files (live or sim,
     merged by time) or one .jsonl file. The bounds come from the directory's run.json, else
     from --variant/--set."""
+    fmt = chosen_format(fmt, as_json)
     try:
-        history = history_mod.read_history(directory)
+        history = read_history_warning_torn(directory)
         problems = history_mod.validate(history)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -180,16 +221,17 @@ def verify_command(directory: Path, variant: str | None, sets: tuple[str, ...], 
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     verdicts = verdicts_of_run(history, info, p)
-    if as_json:
+    write_junit_if_asked(junit_path, directory.resolve().name, verdicts)
+    if fmt == "json":
         click.echo(json.dumps({"directory": str(directory), "events": len(history), "variant": p.variant,
                                "valid": inv.overall(verdicts), "verdicts": [v.to_dict() for v in verdicts]},
                               indent=1))
     else:
-        console = Console()
+        console = output_console(fmt)
         sources = sorted({str(e.get("source")) for e in history})
-        console.print(f"[bold]{directory}[/]: {len(history)} events ({', '.join(sources) or 'none'}), "
+        console.print(f"[bold]{escape(str(directory))}[/]: {len(history)} events ({', '.join(sources) or 'none'}), "
                       f"checked against variant={p.variant}", highlight=False)
-        _print_verdicts(console, verdicts)
+        _print_verdicts(console, verdicts, plain=fmt == "plain")
     sys.exit(_exit_code(verdicts))
 
 
@@ -263,12 +305,13 @@ def _claims(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @click.command("demo")
-@click.option("--json", "as_json", is_flag=True, help="print the table and the claims as JSON")
+@format_options
 @click.option("--scenario", "only", multiple=True, help="run only these headline scenarios")
-def demo_command(as_json: bool, only: tuple[str, ...]) -> None:
+def demo_command(fmt: str, as_json: bool, only: tuple[str, ...]) -> None:
     """Run the headline scenarios under before, seed and fixed with no services: one table of
     scenario x variant -> each invariant, with the witnesses of every break and which of the
     seeds' claims hold."""
+    fmt = chosen_format(fmt, as_json)
     names = only or HEADLINE_SCENARIOS
     try:
         for n in names:
@@ -280,21 +323,39 @@ def demo_command(as_json: bool, only: tuple[str, ...]) -> None:
 
         def step(label: str) -> None:
             progress.update(task, description=label, advance=1)
+            if fmt != "json":
+                log_step(f"demo: {label}")
 
         demo = run_demo(names, on_step=step)
     fixed_ok = all(inv.overall(c["verdicts"]) is True for c in demo["cells"] if c["variant"] == "fixed")
-    if as_json:
+    if fmt == "json":
         click.echo(json.dumps({
             "fixed_holds_everywhere": fixed_ok,
             "cells": [{"scenario": c["scenario"], "variant": c["variant"], "events": c["events"],
                        "verdicts": [v.to_dict() for v in c["verdicts"]]} for c in demo["cells"]],
             "claims": demo["claims"]}, indent=1, default=str))
     else:
-        _print_demo(Console(), demo, fixed_ok)
+        _print_demo(output_console(fmt), demo, fixed_ok, plain=fmt == "plain")
     sys.exit(0 if fixed_ok else 1)
 
 
-def _print_demo(console: Console, demo: dict[str, Any], fixed_ok: bool) -> None:
+def _demo_plain_table(demo: dict[str, Any]) -> str:
+    """The demo's table as aligned words with the invariants' full names: for logs."""
+    rows = [(c["scenario"], c["variant"], *(inv.valid_label(v.valid) for v in c["verdicts"])) for c in demo["cells"]]
+    return plain_table(("scenario", "variant", *inv.INVARIANTS), rows)
+
+
+def _print_demo(console: Console, demo: dict[str, Any], fixed_ok: bool, plain: bool = False) -> None:
+    if plain:
+        console.print("loopfix demo: invariants per scenario and variant", markup=False)
+        console.print(_demo_plain_table(demo), markup=False)
+    else:
+        console.print(_demo_table(demo))
+        console.print("  " + ", ".join(f"{SHORT[n]} = {n}" for n in inv.INVARIANTS), highlight=False)
+    _print_demo_witnesses(console, demo, fixed_ok)
+
+
+def _demo_table(demo: dict[str, Any]) -> Table:
     table = Table(title="loopfix demo: invariants per scenario and variant (✓ holds, ✗ broken, ? unknown)")
     table.add_column("scenario", no_wrap=True)
     table.add_column("variant")
@@ -307,8 +368,10 @@ def _print_demo(console: Console, demo: dict[str, Any], fixed_ok: bool) -> None:
         table.add_row(c["scenario"] if c["scenario"] != previous else "", c["variant"], *marks,
                       end_section=c["variant"] == policy_mod.VARIANTS[-1])
         previous = c["scenario"]
-    console.print(table)
-    console.print("  " + ", ".join(f"{SHORT[n]} = {n}" for n in inv.INVARIANTS), highlight=False)
+    return table
+
+
+def _print_demo_witnesses(console: Console, demo: dict[str, Any], fixed_ok: bool) -> None:
     console.print("[bold]Witnesses[/] (first break of each invariant per variant):")
     seen: set[tuple[str, str]] = set()
     for c in demo["cells"]:

@@ -5,20 +5,20 @@ run with reports/measures.py, writes one row per point (JSON Lines or CSV) and a
 planning questions. `run_sweep` is also what `loopfix report` and `loopfix bench` run.
 
 Exit codes: 0 done, 1 a question has no answer in the grid, 2 bad input — a one-line message,
-never a traceback.
+never a traceback, 130 interrupted (the rows finished by then in <out>.partial.jsonl).
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import click
 
 from harness import invariants as inv
+from loopfix import exits, parallel
 from loopfix.sim_commands import BadInput, _progress
 from reports import capacity, measures
 
@@ -92,31 +92,42 @@ def _expected_cost(point: Mapping[str, Any]) -> float:
 def run_sweep(points: Sequence[Mapping[str, Any]], jobs: int | None = None,
               on_done: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Every point through `sweep_row`, `jobs` processes at a time (default: one per core);
-    rows in the points' order."""
+    rows in the points' order. Ctrl-C raises `parallel.Interrupted` with the rows finished,
+    the workers stopped at once."""
     jobs = max(1, jobs or os.cpu_count() or 1)
-    if jobs == 1 or len(points) == 1:
-        rows = []
-        for p in points:
-            rows.append(sweep_row(p))
-            if on_done:
-                on_done(1)
-        return rows
-    out: list[dict[str, Any] | None] = [None] * len(points)
     # Longest first, so that no long point starts last and runs alone on one core at the end.
     order = sorted(range(len(points)), key=lambda i: -_expected_cost(points[i]))
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(sweep_row, points[i]): i for i in order}
-        for f in as_completed(futures):
-            out[futures[f]] = f.result()
-            if on_done:
-                on_done(1)
-    return [r for r in out if r is not None]
+    return parallel.run_all(sweep_row, points, jobs, order, on_done)
 
 
 def run_sweep_with_progress(points: Sequence[Mapping[str, Any]], jobs: int | None, label: str) -> list[dict[str, Any]]:
+    """`run_sweep` under a progress bar; when stderr is a log, not a terminal, one line per
+    point finished instead (a bar draws nothing there)."""
+    finished = [0]
+
+    def log_line(n: int) -> None:
+        finished[0] += n
+        click.echo(f"{label}: {finished[0]} of {len(points)} points", err=True)
+
+    if not sys.stderr.isatty():
+        return run_sweep(points, jobs, log_line)
     with _progress() as progress:
         task = progress.add_task(f"{label}: {len(points)} points", total=len(points))
         return run_sweep(points, jobs, lambda n: progress.update(task, advance=n))
+
+
+def partial_path(path: Path) -> Path:
+    """Where the rows of an interrupted sweep go: sweep.jsonl -> sweep.partial.jsonl."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
+def keep_partial_rows(interrupted: parallel.Interrupted, total: int, path: Path) -> exits.Interrupted:
+    """Write the rows an interrupted sweep finished to `path`; the exit naming them."""
+    rows = [interrupted.done[i] for i in sorted(interrupted.done)]
+    if not rows:
+        return exits.Interrupted(f"no point of {total} had finished; nothing written")
+    capacity.write_rows(path, rows)
+    return exits.Interrupted(f"{len(rows)} of {total} points finished, their rows written to {path}")
 
 
 # --------------------------------------------------------------------------- loopfix sweep
@@ -192,7 +203,10 @@ def sweep_command(base: str, workers: tuple, calls: tuple, latency: tuple, outag
                 sweep.scenario_for(points[0])  # a bad base scenario fails here, before any process starts
             points = [{**p, "check": check} for p in points]
             started = time.perf_counter()
-            rows = run_sweep_with_progress(points, jobs, "sweep")
+            try:
+                rows = run_sweep_with_progress(points, jobs, "sweep")
+            except parallel.Interrupted as stop:
+                raise keep_partial_rows(stop, len(points), partial_path(out_path)) from None
             elapsed = time.perf_counter() - started
             capacity.write_rows(out_path, rows)
             click.echo(f"{len(rows)} points in {elapsed:.1f} s on {jobs or os.cpu_count()} processes -> {out_path}",

@@ -40,22 +40,34 @@ def write_rows(path: Path, rows: Iterable[Row]) -> Path:
     return path
 
 
+# Columns every row of a sweep needs, besides which the rest may be missing (None).
+REQUIRED_COLUMNS = ("workers", "calls_per_hour", "variant", "outage_s", "latency_median_s")
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a sweep file (.jsonl or .csv); ValueError when it is not one."""
+    """Rows of a sweep file (.jsonl or .csv); ValueError when it is not one (a row that is not
+    an object, or lacks one of REQUIRED_COLUMNS: a history, or any other table)."""
     if not path.is_file():
         raise ValueError(f"{path}: no such sweep results file")
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            return [{k: _cell(v) for k, v in r.items()} for r in csv.DictReader(fh)]
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} line {i}: not JSON ({exc.msg})") from None
-    if rows and not all(isinstance(r, dict) and "workers" in r for r in rows):
-        raise ValueError(f"{path}: not sweep results (rows need at least 'workers')")
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows: list[Any] = [{k: _cell(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not a CSV file ({exc})") from None
+    else:
+        rows = []
+        for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path} line {i}: not JSON ({exc.msg})") from None
+    for i, r in enumerate(rows, 1):
+        missing = [c for c in REQUIRED_COLUMNS if c not in r] if isinstance(r, dict) else list(REQUIRED_COLUMNS)
+        if missing:
+            raise ValueError(f"{path}: not sweep results from `loopfix sweep` (row {i} has no "
+                             f"{', '.join(missing)})")
     return rows
 
 

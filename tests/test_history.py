@@ -37,6 +37,28 @@ def test_torn_last_line_of_a_crashed_process_is_dropped(tmp_path):
     assert len(H.read_history(f)) == 1
 
 
+def test_a_torn_last_line_is_reported_with_its_file_and_line_number(tmp_path):
+    f = tmp_path / "w.jsonl"
+    f.write_text("".join(dumps(ev("outage.start", float(t), target="w", how="crash")) + "\n" for t in (1, 2))
+                 + '{"t": 3.0, "ki')
+    assert H.read_jsonl_torn(f)[1] == 3
+    history, torn = H.read_history_torn(tmp_path)
+    assert len(history) == 2 and torn == [(f, 3)]
+
+
+def test_a_whole_history_is_not_reported_torn(tmp_path):
+    f = tmp_path / "w.jsonl"
+    f.write_text(dumps(ev("outage.start", 1.0, target="w", how="crash")) + "\n")
+    assert H.read_history_torn(f) == ([ev("outage.start", 1.0, target="w", how="crash")], [])
+
+
+def test_a_file_whose_only_line_is_not_json_is_not_a_history(tmp_path):
+    f = tmp_path / "bad.csv"
+    f.write_text("a,b,c")
+    with pytest.raises(ValueError, match=r"bad.csv line 1: not JSON"):
+        H.read_history(f)
+
+
 def test_a_bad_line_in_the_middle_names_file_and_line(tmp_path):
     f = tmp_path / "w.jsonl"
     f.write_text("{nope\n" + dumps(ev("outage.start", 1.0, target="w", how="crash")) + "\n")
