@@ -153,8 +153,11 @@ def _loadtest_target(scenario, target_file, variant, time_scale, sets, users, pr
             click.echo(f"error: {target_file}: {line}", err=True)
         raise BadInput(f"{target_file}: {exc.problems[-1]}") from None
     s = target_scenario(build_scenario(scenario, None, sets, config.time_scale, duration), config)
-    opts = TargetOptions(s, config, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir)
-    result, skipped = _with_progress(s, lambda on: run_target(opts, on), quiet=as_json)
+    run_id = runner.new_run_id(s)
+    opts = TargetOptions(s, config, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir,
+                         run_id=run_id)
+    result, skipped = _with_progress(s, lambda on: run_target(opts, on), quiet=as_json,
+                                     kept=f"the partial run stays in {runs_dir / run_id}")
     history, verdicts = check_target_run(result.run_dir)
     result.fault_errors.extend(f"skipped: {x}" for x in skipped)
     _finish(s, result, history, verdicts, as_json, junit_path)

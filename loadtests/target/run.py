@@ -54,6 +54,7 @@ class TargetOptions:
     processes: int = 1
     profile: str = "storm"
     runs_root: Path = Path("runs")
+    run_id: str = ""
 
 
 def target_scenario(s: Scenario, config: TargetConfig) -> Scenario:
@@ -211,7 +212,7 @@ def run_target(opts: TargetOptions, on_progress: Callable[[str, float], None] | 
     s, config = opts.scenario, opts.config
     p = s.make_policy()
     progress = on_progress or (lambda _label, _fraction: None)
-    run_dir = (opts.runs_root / runner.new_run_id(s)).resolve()
+    run_dir = (opts.runs_root / (opts.run_id or runner.new_run_id(s))).resolve()
     run_dir.mkdir(parents=True, exist_ok=False)
     epoch = time.time()
     stack = Stack(run_dir, Config(policy=p, media_hosts=()))
