@@ -48,6 +48,7 @@ class Section:
     figure: str | None
     text: str
     table: tuple[list[str], list[list[str]]] | None = None
+    points: list[str] = field(default_factory=list)  # a list under the text
 
 
 def write_report(data: ReportData, out_dir: Path) -> dict[str, Path]:
@@ -108,11 +109,12 @@ def _sections(data: ReportData, out: Path) -> list[Section]:
     cells = capacity.metastability(meta_rows, data.recover_within_s)
     recovery = {(r["variant"], float(r["outage_s"]), float(r["calls_per_hour"])): r.get("recovery_s")
                 for r in meta_rows}
-    why = " ".join(recovery_sentence(e, cells, data.recover_within_s) for e in data.recovery)
     s.append(Section("Metastability", figures.metastability(cells, recovery, data.recover_within_s,
                                                             out / "metastability.png").name,
                      "Outage length x load: seconds until the backlog is back to its pre-outage level while the "
-                     "load continues ('never': still high when arrivals stop). " + why))
+                     "load continues ('never': still high when arrivals stop). Why each variant recovers or not, "
+                     "measured at the cell where it lags the fastest variant most (the model run again there):",
+                     points=[recovery_sentence(e, cells, data.recover_within_s) for e in data.recovery]))
     if data.calibration:
         table = [[p["label"], m, _num(p["sim"].get(m)), _range(p.get("seed_range", {}).get(m)), _num(p["live"].get(m)),
                   "–" if p["errors"].get(m) is None else f"{p['errors'][m]:+.0%}",
@@ -262,8 +264,10 @@ def _html(sections: Sequence[Section], data: ReportData, recommendation: str) ->
     body = []
     for sec in sections:
         body.append(f"<h2>{html.escape(sec.title)}</h2><p>{html.escape(sec.text)}</p>")
-        if sec.figure:
-            body.append(f'<img src="{sec.figure}" alt="{html.escape(sec.title)}">')
+        if sec.points:
+            body.append("<ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in sec.points) + "</ul>")
+        if sec.figure:  # on a phone the figure is small: a tap opens it at full size
+            body.append(f'<a href="{sec.figure}"><img src="{sec.figure}" alt="{html.escape(sec.title)}"></a>')
         if sec.table:
             head, rows = sec.table
             body.append('<div class="table"><table><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head)
@@ -274,8 +278,9 @@ def _html(sections: Sequence[Section], data: ReportData, recommendation: str) ->
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>loopfix report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em;color:#222;overflow-wrap:anywhere}}
-img{{max-width:100%;height:auto;display:block}}.table{{overflow-x:auto}}
+<style>body{{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em;color:#222}}
+p,li{{overflow-wrap:anywhere}}img{{max-width:100%;height:auto;display:block}}
+.table{{overflow-x:auto}}.table table{{min-width:720px}}td{{overflow-wrap:break-word}}
 .recommendation{{font-size:1.1em;border-left:4px solid #27ae60;padding:.4em .8em;background:#f4faf6}}
 table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:3px 6px;vertical-align:top}}</style>
 </head><body><h1>loopfix report</h1>
@@ -290,6 +295,8 @@ def _markdown(sections: Sequence[Section], data: ReportData, recommendation: str
               ""] + [f"- {n}" for n in data.notes])
     for sec in sections:
         lines += ["", f"## {sec.title}", "", sec.text, ""]
+        if sec.points:
+            lines += [f"- {p}" for p in sec.points] + [""]
         if sec.figure:
             lines += [f"![{sec.title}]({sec.figure})", ""]
         if sec.table:

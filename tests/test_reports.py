@@ -141,8 +141,8 @@ def test_report_opens_with_the_recommendation_line(report):
 def test_metastability_map_says_per_variant_why_it_recovers_or_not(report):
     section = (report / "out" / "report.md").read_text().split("## Metastability", 1)[1].split("##")[0]
     for variant in ("Before", "Seed", "Fixed"):
-        sentence = re.search(rf"{variant} recovers within 1200 s in \d of 4 cells; at \d+ calls/h after a \d+ s outage "
-                             rf"(it took \d+ s|it does not recover)[^.]*: of its \d+ job runs[^.]*\.", section)
+        sentence = re.search(rf"\n- {variant} recovers within 1200 s in \d of 4 cells; at \d+ calls/h after a \d+ s "
+                             rf"outage (it took \d+ s|it does not recover)[^.]*: of its \d+ job runs[^.]*\.\n", section)
         assert sentence, (variant, section)
 
 
