@@ -65,7 +65,14 @@ def _log_axis(axis: Any) -> None:
     """A log-scaled axis labelled in plain numbers (0.1, 1, 10, 100), not powers of ten; minor
     ticks labelled only when the axis spans less than a decade or two."""
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    axis.set_minor_formatter(_PlainMinorLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
+class _PlainMinorLogFormatter(LogFormatter):
+    """Labels the minor ticks matplotlib's LogFormatter would label, as plain numbers."""
+
+    def __call__(self, x: float, pos: Any = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
 
 
 def _label_bottom_row(axes: Any, xlabel: str, ylabel: str, shown: int) -> None:
@@ -270,7 +277,7 @@ def mmc(agreement: Sequence[Mapping[str, Any]], path: Path) -> Path:
         colour = _load_colour(k, len(counts))
         ax.plot([a["utilisation"] for a in pts], [a["erlang_c_wait_s"] for a in pts], "--", marker="x", color=colour)
         ax.plot([a["utilisation"] for a in pts], [a["measured_wait_s"] for a in pts], "o", color=colour,
-                label=f"{c} workers")
+                label=f"{c} worker{'s' if c != 1 else ''}")
     ax.plot([], [], "k--", marker="x", label="Erlang C")
     ax.plot([], [], "ko", label="model (measured)")
     ax.set_yscale("log")

@@ -210,11 +210,12 @@ def recovery_sentence(explained: Mapping[str, Any], cells: Mapping[str, Mapping[
     else:
         took = (f"it does not recover in the {_s(a['window_s'])} of load after it ({a['waiting_at_window_end']} "
                 f"jobs still waiting when arrivals stop" + (f"; {fastest}: {_took(b)})" if b else ")"))
-    besides = _and([f"{a['deferred']} were deferred for a business's busy slots" if a["deferred"] else "",
-                    f"workers slept {a['worker_sleeps']} times" if a["worker_sleeps"] else "",
-                    f"{a['failed']} failed" if a["failed"] else "",
-                    f"{a['stuck']} jobs were declared stuck" if a["stuck"] else "",
-                    f"{a['re_enqueued']} jobs re-enqueued" if a["re_enqueued"] else ""])
+    besides = _and([_count(a["deferred"], "was deferred", "were deferred") + " for a business's busy slots"
+                    if a["deferred"] else "",
+                    f"workers slept {_count(a['worker_sleeps'], 'time', 'times')}" if a["worker_sleeps"] else "",
+                    _count(a["failed"], "failed", "failed"),
+                    _count(a["stuck"], "job was declared stuck", "jobs were declared stuck"),
+                    _count(a["re_enqueued"], "job re-enqueued", "jobs re-enqueued")])
     runs = (f"of its {a['job_runs']} job runs in that time {a['downloads']} downloaded"
             + (f" ({fastest}: {b['downloads']} of {b['job_runs']})" if b else "")
             + (f", {besides}" if besides else ""))
@@ -223,6 +224,11 @@ def recovery_sentence(explained: Mapping[str, Any], cells: Mapping[str, Mapping[
     return (f"{v.capitalize()} recovers within {within_s:g} s in {ok} of {len(cells.get(v, {}))} cells; "
             f"at {load:g} calls/h after a {outage:g} s outage {took}: {runs}, with {waiting} and "
             f"{a['new_jobs']} new jobs arriving.")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    """'1 job re-enqueued', '3 jobs re-enqueued'; '' for none."""
+    return "" if not n else f"{n} {one if n == 1 else many}"
 
 
 def _took(a: Mapping[str, Any] | None) -> str:
