@@ -312,7 +312,7 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
     from harness.scenario import load_scenario, with_settings
     from loopfix.sim_commands import HEADLINE_SCENARIOS
     from reports import claims
-    from reports.page import ReportData, write_report
+    from reports.page import ReportData, metastability_rows, write_report
 
     try:
         run_dirs, sweep_files = _classify(inputs)
@@ -358,8 +358,7 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
                           + (f" --slo {slo_p95_s:g}" if slo_p95_s != SLO_P95_S else "")
                           + "".join(f" {p}" for p in inputs),
                           slo_p95_s=slo_p95_s,
-                          recovery=_recovery_explained([r for r in rows if not r.get("mmc")
-                                                        and r.get("grid") in (None, "metastability")]))
+                          recovery=_recovery_explained(metastability_rows(rows)))
         paths = write_report(data, out_dir)
     except ValueError as exc:
         raise BadInput(str(exc)) from None

@@ -111,7 +111,8 @@ def ttp_cdf(runs: Sequence[Mapping[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(scenarios):]:
         ax.axis("off")
-    _label_bottom_row(axes, "time to playable (s, log;\n0 s drawn at 0.1 s)", "fraction of playbacks", len(scenarios))
+    _label_bottom_row(axes, "time to playable (s, log;\n0 s drawn at 0.1 s)", "fraction of playbacks",
+                      len(scenarios))
     fig.suptitle("How soon does a playback play? Time to playable per variant (model)", fontsize=10)
     _legend_below(fig)
     return save(fig, path)
@@ -213,7 +214,8 @@ def capacity_workers(rows: Sequence[Mapping[str, Any]], slo_p95_s: float, unplay
                if all(r.get("ttp_p95_s") is not None for r in rs)]
         top.plot([w for w, _ in p95], [max(p, 0.1) for _, p in p95], marker="o", color=colour,
                  label=f"{load:g} calls/h")
-        unplayed = [(w, max(measures.unplayed_share(measures.row_outcomes(r)) or 0.0 for r in rs)) for w, rs in by_workers.items()]
+        unplayed = [(w, max(measures.unplayed_share(measures.row_outcomes(r)) or 0.0 for r in rs))
+                    for w, rs in by_workers.items()]
         bottom.plot([w for w, _ in unplayed], [100 * u for _, u in unplayed], marker="o", color=colour)
     top.axhline(slo_p95_s, color="k", ls="--", lw=1, label=f"SLO: p95 ≤ {slo_p95_s:g} s")
     bottom.axhline(100 * unplayed_bound, color="#c0392b", ls=":", lw=1,

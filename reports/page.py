@@ -70,9 +70,8 @@ def _sections(data: ReportData, out: Path) -> list[Section]:
     from reports import figures  # matplotlib: only when drawing (the CLI imports this module for its defaults)
 
     sim = [r for r in data.runs if r["source"] == "sim"]
-    rows = [r for r in data.sweep_rows if not r.get("mmc")]
     cap_rows = capacity_rows(data.sweep_rows)
-    meta_rows = [r for r in rows if r.get("grid") == "metastability"]
+    meta_rows = metastability_rows(data.sweep_rows)
     mmc = capacity.mmc_agreement(data.sweep_rows)
     outage_runs = [r for r in sim if r["outages"]][:3] or sim[:3]
     s: list[Section] = [
@@ -90,28 +89,39 @@ def _sections(data: ReportData, out: Path) -> list[Section]:
     mmc_rows = [[str(a["workers"]), f"{a['utilisation']:.2f}", f"{a['measured_wait_s']:.3f}",
                  f"{a['erlang_c_wait_s']:.3f}", f"{a['relative_error']:+.1%}", str(a["jobs"])] for a in mmc]
     bound = f"{100 * data.unplayed_bound:g} %"
+    none = "No such rows in the sweep results. "
+
+    def drawn(rows: Any, draw: Any) -> str | None:  # no figure of nothing: the text says so
+        return draw().name if rows else None
+
     s.append(Section("Capacity: workers for the SLO",
-                     figures.capacity_workers(cap_rows, data.slo_p95_s, data.unplayed_bound,
-                                              out / "capacity.png").name,
-                     f"The fixed variant with no outage, per load: p95 time to playable (of the sessions that "
+                     drawn(cap_rows, lambda: figures.capacity_workers(cap_rows, data.slo_p95_s, data.unplayed_bound,
+                                                                      out / "capacity.png")),
+                     ("" if cap_rows else none)
+                     + f"The fixed variant with no outage, per load: p95 time to playable (of the sessions that "
                      f"played) against workers with the SLO of {data.slo_p95_s:g} s as a line, and the share of "
                      f"sessions that did not play (gave up or got an error) with the bound of {bound}. A worker "
                      f"count holds the SLO at a load where both lie under their lines. "
                      + recommendation_line(cap_rows, data.slo_p95_s, data.unplayed_bound)))
-    s.append(Section("Capacity: queue wait against Erlang C", figures.queue_wait(cap_rows, out / "queue_wait.png").name,
-                     "The model's mean queue wait against workers, one panel per load, beside Erlang C's mean wait "
-                     "for the job rate and mean job run time the model showed (no Erlang C point where that load "
+    s.append(Section("Capacity: queue wait against Erlang C",
+                     drawn(cap_rows, lambda: figures.queue_wait(cap_rows, out / "queue_wait.png")),
+                     ("" if cap_rows else none)
+                     + "The model's mean queue wait against workers, one panel per load, beside Erlang C's mean "
+                     "wait for the job rate and mean job run time the model showed (no Erlang C point where that load "
                      "exceeds the workers; no point for a wait of 0 s on the log axis)."))
-    s.append(Section("Capacity: the M/M/c special case", figures.mmc(mmc, out / "mmc.png").name,
-                     "The sweep's M/M/c special case (exponential downloads, nothing else): the model's measured "
+    s.append(Section("Capacity: the M/M/c special case", drawn(mmc, lambda: figures.mmc(mmc, out / "mmc.png")),
+                     ("" if mmc else none)
+                     + "The sweep's M/M/c special case (exponential downloads, nothing else): the model's measured "
                      "mean queue wait against Erlang C.",
                      (["workers", "utilisation", "model wait (s)", "Erlang C (s)", "error", "jobs"], mmc_rows)))
     cells = capacity.metastability(meta_rows, data.recover_within_s)
     recovery = {(r["variant"], float(r["outage_s"]), float(r["calls_per_hour"])): r.get("recovery_s")
                 for r in meta_rows}
-    s.append(Section("Metastability", figures.metastability(cells, recovery, data.recover_within_s,
-                                                            out / "metastability.png").name,
-                     "Outage length x load: seconds until the backlog is back to its pre-outage level while the "
+    s.append(Section("Metastability",
+                     drawn(cells, lambda: figures.metastability(cells, recovery, data.recover_within_s,
+                                                                out / "metastability.png")),
+                     ("" if cells else none)
+                     + "Outage length x load: seconds until the backlog is back to its pre-outage level while the "
                      "load continues ('never': still high when arrivals stop). Why each variant recovers or not, "
                      "measured at the cell where it lags the fastest variant most (the model run again there):",
                      points=[recovery_sentence(e, cells, data.recover_within_s) for e in data.recovery]))
@@ -146,6 +156,12 @@ def capacity_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     special case (the report's own capacity grid, or a `loopfix sweep` file's rows)."""
     return [r for r in rows if not r.get("mmc") and float(r["outage_s"]) == 0 and r["variant"] == "fixed"
             and r.get("grid") in (None, "capacity")]
+
+
+def metastability_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows the metastability map reads: outside the M/M/c special case, the report's own
+    metastability grid or a `loopfix sweep` file's rows."""
+    return [r for r in rows if not r.get("mmc") and r.get("grid") in (None, "metastability")]
 
 
 def _holds(rs: Sequence[Mapping[str, Any]], slo_p95_s: float, unplayed_bound: float) -> bool:

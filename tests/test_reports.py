@@ -45,7 +45,9 @@ def _text_boxes(fig):
     out = []
 
     def add(name, artist):
-        if artist is None or not artist.get_visible() or (hasattr(artist, "get_text") and not artist.get_text().strip()):
+        if artist is None or not artist.get_visible():
+            return
+        if hasattr(artist, "get_text") and not artist.get_text().strip():
             return
         box = artist.get_window_extent(renderer)
         if box.width > 0 and box.height > 0:
@@ -142,7 +144,8 @@ def test_metastability_map_says_per_variant_why_it_recovers_or_not(report):
     section = (report / "out" / "report.md").read_text().split("## Metastability", 1)[1].split("##")[0]
     for variant in ("Before", "Seed", "Fixed"):
         sentence = re.search(rf"\n- {variant} recovers within 1200 s in \d of 4 cells; at \d+ calls/h after a \d+ s "
-                             rf"outage (it took \d+ s|it does not recover)[^.]*: of its \d+ job runs[^.]*\.\n", section)
+                             rf"outage (it took \d+ s|it does not recover)[^.]*: of its \d+ job runs[^.]*\.\n",
+                             section)
         assert sentence, (variant, section)
 
 
@@ -202,6 +205,23 @@ def test_live_run_directory_adds_the_calibration_section_and_measures_the_worker
     assert as_written["errors"]["ttp_p95_s"] > 0.15 and "OUTSIDE" in section
     assert "worker time per job besides the download 20 vs 0.5 s" in section
     assert "live: 1 runs of retry-storm" in markdown
+
+
+def test_report_from_a_plain_sweep_file_draws_what_its_rows_answer(report, tmp_path):
+    """A `loopfix sweep` file (rows without the report's grid tags, no M/M/c rows): the capacity
+    figures and the metastability map from its rows, the M/M/c section says it has none."""
+    rows = [json.loads(line) for line in (report / "runs" / "sweep.jsonl").read_text().splitlines()]
+    plain = tmp_path / "sweep.jsonl"
+    plain.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "grid"}) + "\n"
+                             for r in rows if not r["mmc"]))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["report", str(report / "runs"), str(plain), "--out", str(out),
+                                      "--runs", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    markdown = (out / "report.md").read_text()
+    assert "](capacity.png)" in markdown and "](metastability.png)" in markdown and "mmc.png" not in markdown
+    assert "## Capacity: the M/M/c special case\n\nNo such rows in the sweep results." in markdown
+    assert markdown.splitlines()[2].startswith("**Recommendation:** ")
 
 
 def test_report_input_mistakes_are_one_line_errors(tmp_path):
@@ -265,9 +285,11 @@ PROBE = """<script>
 window.addEventListener('load', () => {
   const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));
   const wide = [...document.body.querySelectorAll('*')].filter(e => !e.closest('.table'))
-    .filter(e => e.getBoundingClientRect().right > innerWidth + 0.5).map(e => e.tagName + ' ' + (e.getAttribute('src') || ''));
-  parent.postMessage({width: innerWidth, scrollWidth: document.documentElement.scrollWidth, images: document.images.length,
-                      broken, wide, scaled: [...document.images].filter(i => i.width < i.naturalWidth).length}, '*');
+    .filter(e => e.getBoundingClientRect().right > innerWidth + 0.5)
+    .map(e => e.tagName + ' ' + (e.getAttribute('src') || ''));
+  parent.postMessage({width: innerWidth, scrollWidth: document.documentElement.scrollWidth,
+                      images: document.images.length, broken, wide,
+                      scaled: [...document.images].filter(i => i.width < i.naturalWidth).length}, '*');
 });
 </script></body>"""
 # Headless Chromium will not make a window narrower than 500 px: the page is measured and shot
