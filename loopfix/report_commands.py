@@ -249,16 +249,17 @@ def _recovery_explained(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     swept there, measured by `measures.after_outage`: what the page's sentence is worded from."""
     from sim import sweep
 
+    measured: dict[tuple[str, float, float], dict[str, Any] | None] = {}  # cells explained twice run once
     out = []
     for variant, (outage, load) in _explained_cells(rows).items():
-        at_cell = {}
-        for r in rows:
-            if (float(r["outage_s"]), float(r["calls_per_hour"])) == (outage, load) and r["variant"] not in at_cell:
-                at_cell[r["variant"]] = r
         after = {}
-        for v, r in at_cell.items():
-            scenario, history = sweep.simulate_point(r)
-            after[v] = measures.after_outage(history, until_s=scenario.duration_s)
+        for r in rows:
+            key = (r["variant"], float(r["outage_s"]), float(r["calls_per_hour"]))
+            if key[1:] == (outage, load) and r["variant"] not in after:
+                if key not in measured:
+                    scenario, history = sweep.simulate_point(r)
+                    measured[key] = measures.after_outage(history, until_s=scenario.duration_s)
+                after[r["variant"]] = measured[key]
         waits = {v: a["recovery_s"] for v, a in after.items() if a and a["recovery_s"] is not None}
         out.append({"variant": variant, "cell": (outage, load), "after": after,
                     "fastest": min(waits, key=lambda v: (waits[v], v)) if waits else None})

@@ -255,6 +255,21 @@ def test_recommendation_names_the_fewest_workers_per_load_and_the_load_none_hold
     assert recommendation_line(rows, 5.0).startswith("No swept worker count (1-4) holds")
 
 
+def test_each_variant_is_explained_at_the_cell_where_it_lags_the_fastest_variant_most():
+    """fixed lags before by 600 s at (900 s, 480/h); seed never recovers at (300 s, 720/h) where
+    before takes 180 s; before is never behind: its own slowest recovery, (900 s, 720/h)."""
+    from loopfix.report_commands import _explained_cells
+
+    recovery = {("before", 300, 480): 180, ("before", 900, 480): 660, ("before", 300, 720): 180,
+                ("before", 900, 720): 2000, ("fixed", 300, 480): 180, ("fixed", 900, 480): 1260,
+                ("fixed", 300, 720): 180, ("fixed", 900, 720): 2100, ("seed", 300, 480): 180,
+                ("seed", 900, 480): 700, ("seed", 300, 720): None, ("seed", 900, 720): None}
+    rows = [{"variant": v, "outage_s": o, "calls_per_hour": c, "recovery_s": r, "observe_s": 3600}
+            for (v, o, c), r in recovery.items()]
+    rows.append({"variant": "fixed", "outage_s": 0, "calls_per_hour": 720, "recovery_s": 0.0, "observe_s": 3600})
+    assert _explained_cells(rows) == {"before": (900.0, 720.0), "fixed": (900.0, 480.0), "seed": (300.0, 720.0)}
+
+
 def test_recovery_sentence_is_worded_from_the_measured_figures():
     after = {"before": {"recovery_s": 660.0, "window_s": 660.0, "waiting_at_outage_end": 169,
                         "waiting_at_window_end": 2, "job_runs": 306, "downloads": 306, "deferred": 0, "failed": 0,
