@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from harness import history as history_mod
 from harness.scenario import load_scenario, with_settings
 from loopfix.cli import cli
-from reports import figures, measures
+from reports import figures
 from reports.claims import CLAIMS
 from reports.page import recommendation_line, recovery_sentence
 from sim import simulate
