@@ -25,6 +25,7 @@ from loopfix.sweep_commands import keep_partial_rows, partial_path, run_sweep, r
 from reference_app import policy as policy_mod
 from reports import capacity, measures
 from reports.measures import CALIBRATION_METRICS
+from reports.page import SLO_P95_S
 
 __all__ = ["REPORT_SWEEPS", "register", "report_command", "run_sweep"]  # run_sweep: tests and bench import it here
 
@@ -262,6 +263,46 @@ def _num(x: float | None) -> str:
     return "–" if x is None else f"{x:.3g}"
 
 
+def _explained_cells(rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Per variant, the metastability cell (outage, load) its sentence explains: where it
+    recovers latest behind the fastest variant there ('never' counted as the whole time arrivals
+    go on after the outage), or, where it is never behind, its own slowest recovery."""
+    rec: dict[tuple[float, float], dict[str, float]] = {}
+    for r in rows:
+        if float(r["outage_s"]) > 0:
+            never = float(r.get("observe_s") or 3600.0) + 1
+            t = never if r.get("recovery_s") is None else float(r["recovery_s"])
+            cell = rec.setdefault((float(r["outage_s"]), float(r["calls_per_hour"])), {})
+            cell[r["variant"]] = max(cell.get(r["variant"], 0.0), t)
+    out = {}
+    for v in sorted({v for by in rec.values() for v in by}):
+        mine = {cell: by for cell, by in rec.items() if v in by}
+        out[v] = max(mine, key=lambda c: (mine[c][v] - min(mine[c].values()), mine[c][v], c[1], c[0]))
+    return out
+
+
+def _recovery_explained(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """For each variant's explained cell, the model run again at that point for every variant
+    swept there, measured by `measures.after_outage`: what the page's sentence is worded from."""
+    from sim import sweep
+
+    measured: dict[tuple[str, float, float], dict[str, Any] | None] = {}  # cells explained twice run once
+    out = []
+    for variant, (outage, load) in _explained_cells(rows).items():
+        after = {}
+        for r in rows:
+            key = (r["variant"], float(r["outage_s"]), float(r["calls_per_hour"]))
+            if key[1:] == (outage, load) and r["variant"] not in after:
+                if key not in measured:
+                    scenario, history = sweep.simulate_point(r)
+                    measured[key] = measures.after_outage(history, until_s=scenario.duration_s)
+                after[r["variant"]] = measured[key]
+        waits = {v: a["recovery_s"] for v, a in after.items() if a and a["recovery_s"] is not None}
+        out.append({"variant": variant, "cell": (outage, load), "after": after,
+                    "fastest": min(waits, key=lambda v: (waits[v], v)) if waits else None})
+    return out
+
+
 def _stated_numbers(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The ledger's stated-number checks: the ~52 min, the 12x lock TTL, the 120 s dedup."""
     fixed = policy_mod.make_policy("fixed")
@@ -296,7 +337,11 @@ def _stated_numbers(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
               show_default=True, help="where the model runs the report produces are written")
 @click.option("--quick", is_flag=True, help="smaller sweeps (for tests and a first look)")
 @click.option("--jobs", type=int, help="processes for the sweeps (default: one per core)")
-def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quick: bool, jobs: int | None) -> None:
+@click.option("--slo", "slo_p95_s", type=click.FloatRange(min=0, min_open=True), default=SLO_P95_S,
+              show_default=True, help="p95 time-to-playable target (s): the capacity figure's line and the "
+                                      "recommendation line")
+def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quick: bool, jobs: int | None,
+                   slo_p95_s: float) -> None:
     """Write one HTML page (OUT/index.html), its Markdown twin and the PNGs from INPUTS: run
     directories (sim or live: run.json + *.jsonl), directories of them (e.g. runs/), and sweep
     results (.jsonl/.csv from `loopfix sweep`). Whatever the page needs and INPUTS lack is
@@ -305,7 +350,7 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
     from harness.scenario import load_scenario, with_settings
     from loopfix.sim_commands import HEADLINE_SCENARIOS
     from reports import claims
-    from reports.page import ReportData, write_report
+    from reports.page import ReportData, metastability_rows, write_report
 
     try:
         run_dirs, sweep_files = _classify(inputs)
@@ -354,7 +399,10 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
                           schedule_s=policy_mod.backoff_schedule(policy_mod.make_policy("fixed")), backoff=backoff,
                           recover_within_s=RECOVER_WITHIN_S, calibration=pairs, notes=notes,
                           command="loopfix report" + (" --quick" if quick else "")
-                          + "".join(f" {p}" for p in inputs))
+                          + (f" --slo {slo_p95_s:g}" if slo_p95_s != SLO_P95_S else "")
+                          + "".join(f" {p}" for p in inputs),
+                          slo_p95_s=slo_p95_s,
+                          recovery=_recovery_explained(metastability_rows(rows)))
         paths = write_report(data, out_dir)
     except ValueError as exc:
         raise BadInput(str(exc)) from None

@@ -13,7 +13,12 @@ Definitions (all times in policy seconds):
 - *backlog*: jobs enqueued and not yet started (a job leaves it when it starts, fails, or is
   declared stuck, and re-enters on every re-enqueue), sampled on a fixed step;
 - *recovery*: how long after the last outage ends the backlog first falls back to its
-  pre-outage level.
+  pre-outage level;
+- *not played*: sessions that gave up or ended on an error, over sessions that asked for a
+  recording that exists (a 404 for a call without one is the right answer, not a failure);
+- *after the outage*: what the workers did from the outage's end until recovery — the job runs
+  that downloaded, and those that did not (deferred for a business's busy slots, a worker
+  asleep), jobs declared stuck and re-enqueued, new jobs arriving.
 """
 from __future__ import annotations
 
@@ -122,6 +127,20 @@ def outage_windows(history: Iterable[Event]) -> list[tuple[float, float, str]]:
     return sorted(out)
 
 
+def _track_waiting(waiting: set[Any], e: Event) -> bool:
+    """Apply one event to the set of jobs waiting (enqueued, not started); True when a job run
+    started."""
+    kind = e.get("kind")
+    if kind == "job.enqueue":
+        waiting.add(e["job_id"])
+    elif kind == "job.start":
+        waiting.discard(e["job_id"])
+        return True
+    elif kind == "job.stuck" or (kind == "job.end" and e.get("outcome") == "failed"):
+        waiting.discard(e["job_id"])
+    return False
+
+
 def backlog(history: Iterable[Event], step_s: float = BACKLOG_STEP_S) -> list[tuple[float, int, int]]:
     """(t, jobs waiting, job runs started in the step before t), one sample per `step_s`."""
     waiting: set[Any] = set()
@@ -132,14 +151,7 @@ def backlog(history: Iterable[Event], step_s: float = BACKLOG_STEP_S) -> list[tu
         while t >= next_t:
             samples.append((next_t, len(waiting), started))
             next_t, started = next_t + step_s, 0
-        kind = e.get("kind")
-        if kind == "job.enqueue":
-            waiting.add(e["job_id"])
-        elif kind == "job.start":
-            waiting.discard(e["job_id"])
-            started += 1
-        elif kind in ("job.stuck", "job.end") and (kind == "job.stuck" or e.get("outcome") == "failed"):
-            waiting.discard(e["job_id"])
+        started += _track_waiting(waiting, e)
     samples.append((next_t, len(waiting), started))
     return samples
 
@@ -162,6 +174,59 @@ def recovery_s(history: Sequence[Event], until_s: float | None = None,
         if t >= last_end and (until_s is None or t <= until_s) and w <= normal:
             return t - last_end
     return None
+
+
+def unplayed_share(outcomes: Mapping[str, int]) -> float | None:
+    """Sessions that did not play (gave up, an error, still open), over the sessions whose
+    recording exists — `outcomes` as `summary` counts them; None when there is none."""
+    asked = sum(n for k, n in outcomes.items() if k != "not_found")
+    return None if not asked else (asked - outcomes.get("played", 0)) / asked
+
+
+def row_outcomes(row: Mapping[str, Any]) -> dict[str, int]:
+    """A sweep row's `sessions_<outcome>` columns back into `summary`'s outcomes."""
+    return {k[len("sessions_"):]: int(v or 0) for k, v in row.items() if k.startswith("sessions_")}
+
+
+def after_outage(history: Sequence[Event], until_s: float | None = None,
+                 step_s: float = BACKLOG_STEP_S) -> dict[str, Any] | None:
+    """What happened from the end of the last outage until the backlog recovered (`recovery_s`,
+    judged up to `until_s`), or until `until_s` when it did not: the jobs waiting at the
+    outage's end and at the window's end, the job runs started and how they ended (a download,
+    deferred, failed), workers' sleeps, jobs declared stuck, new jobs and re-enqueued ones.
+    None when the history has no outage."""
+    windows = outage_windows(history)
+    if not windows:
+        return None
+    end = max(e for _, e, _ in windows)
+    recovery = recovery_s(history, until_s, step_s)
+    stop = end + recovery if recovery is not None else (until_s if until_s is not None else math.inf)
+    waiting: set[Any] = set()
+    seen: set[Any] = set()
+    counts = {"job_runs": 0, "downloads": 0, "deferred": 0, "failed": 0, "worker_sleeps": 0, "stuck": 0,
+              "new_jobs": 0, "re_enqueued": 0}
+    at_end = None
+    for e in history:
+        t, kind = float(e.get("t", 0.0)), e.get("kind")
+        if t >= end and at_end is None:
+            at_end = len(waiting)
+        if t > stop:
+            break
+        if end <= t:
+            if kind == "job.enqueue":
+                counts["re_enqueued" if e["job_id"] in seen else "new_jobs"] += 1
+            counts["job_runs"] += kind == "job.start"
+            counts["downloads"] += kind == "download.start"
+            counts["deferred"] += kind == "job.end" and e.get("outcome") == "deferred"
+            counts["failed"] += kind == "job.end" and e.get("outcome") == "failed"
+            counts["worker_sleeps"] += kind == "worker.sleep"
+            counts["stuck"] += kind == "job.stuck"
+        if kind == "job.enqueue":
+            seen.add(e["job_id"])
+        _track_waiting(waiting, e)
+    return {"outage_end_s": end, "recovery_s": recovery, "window_s": stop - end if stop != math.inf else None,
+            "waiting_at_outage_end": at_end if at_end is not None else len(waiting),
+            "waiting_at_window_end": len(waiting), **counts}
 
 
 def retry_timeline(history: Sequence[Event]) -> dict[str, Any] | None:

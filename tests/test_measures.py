@@ -1,0 +1,48 @@
+"""reports/measures.py on tiny literal histories: what the workers did after an outage, and the
+share of sessions that did not play."""
+from __future__ import annotations
+
+from reports import measures
+
+
+def _e(t, kind, **kw):
+    return {"t": float(t), "kind": kind, **kw}
+
+
+def test_after_outage_counts_what_job_runs_did_until_the_backlog_recovered():
+    """Three jobs wait out a 100 s outage; after it one run is deferred (re-enqueued) and three
+    download; the backlog is back to normal at the 60 s sample after the outage."""
+    history = [
+        _e(10, "outage.start", target="workers"),
+        _e(20, "job.enqueue", job_id="a"), _e(30, "job.enqueue", job_id="b"), _e(40, "job.enqueue", job_id="c"),
+        _e(110, "outage.end", target="workers"),
+        _e(111, "job.start", job_id="a"), _e(111, "job.end", job_id="a", outcome="deferred"),
+        _e(112, "job.enqueue", job_id="a"),
+        _e(113, "job.start", job_id="b"), _e(113, "download.start", job_id="b"),
+        _e(114, "job.enqueue", job_id="d"),
+        _e(120, "job.start", job_id="c"), _e(120, "download.start", job_id="c"),
+        _e(125, "job.start", job_id="a"), _e(125, "download.start", job_id="a"),
+        _e(200, "job.enqueue", job_id="e"),
+        _e(400, "job.start", job_id="d"),
+    ]
+    after = measures.after_outage(history, until_s=1000)
+    assert after == {"outage_end_s": 110.0, "recovery_s": 70.0, "window_s": 70.0, "waiting_at_outage_end": 3,
+                     "waiting_at_window_end": 1, "job_runs": 4, "downloads": 3, "deferred": 1, "failed": 0,
+                     "worker_sleeps": 0, "stuck": 0, "new_jobs": 1, "re_enqueued": 1}
+
+
+def test_after_outage_of_a_backlog_that_never_recovers_runs_to_the_end_of_arrivals():
+    history = [_e(0, "outage.start", target="workers"), *(_e(i, "job.enqueue", job_id=str(i)) for i in range(1, 9)),
+               _e(10, "outage.end", target="workers"), _e(11, "job.stuck", job_id="1", call_sid="CA1", reason="age"),
+               _e(11, "job.enqueue", job_id="1"), _e(500, "job.enqueue", job_id="late")]
+    after = measures.after_outage(history, until_s=300)
+    assert after["recovery_s"] is None and after["window_s"] == 290.0
+    assert (after["waiting_at_outage_end"], after["stuck"], after["re_enqueued"], after["new_jobs"]) == (8, 1, 1, 0)
+    assert measures.after_outage([_e(1, "job.enqueue", job_id="x")]) is None
+
+
+def test_unplayed_share_leaves_out_sessions_for_calls_without_a_recording():
+    assert measures.unplayed_share({"played": 97, "gave_up": 2, "worker_offline": 1, "not_found": 50}) == 0.03
+    assert measures.unplayed_share({"not_found": 3}) is None
+    assert measures.row_outcomes({"sessions_played": 4, "sessions_gave_up": None, "workers": 2}) == \
+        {"played": 4, "gave_up": 0}
