@@ -38,7 +38,11 @@ import simpy
 
 from harness.scenario import Outage, Scenario
 from reference_app import policy as P
-from sim.keys import KeyStore
+from reference_app.flows.effects import Coord, CreateRun, Emit, Enqueue, FailStuck, drive
+from reference_app.flows.locks import keep_lock, release_lock, take_lock
+from reference_app.flows.enqueue import dedup_enqueue
+from reference_app.flows.playback import PollCall, poll
+from sim.coordination import ModelCoordination
 from sim.process import Proc
 from sim.records import recorders
 
@@ -199,15 +203,11 @@ class Model:
         self.rng_clients = random.Random(f"{seed}:clients")
         self.rng_leads = random.Random(f"{seed}:leads")
         self.queue = JobQueue(self.env)
-        self.keys = KeyStore()
         self.scheduled: list[tuple[float, int, Entry, str]] = []
         self._sched_seq = 0
         self.archive: list[Call] = []
         self.latest_run: dict[str, Run] = {}
         self.active_runs: dict[str, Run] = {}
-        self.attempts: dict[str, deque[float]] = {}
-        self.slots: dict[int, dict[str, float]] = {}
-        self.inflight: dict[str, tuple[str, float]] = {}
         self.leads: dict[int, set[int]] = {}
         self.lead_jobs: dict[int, list[LeadJob]] = {}
         self._ids = 0
@@ -235,6 +235,9 @@ class Model:
         self.rec = recorders(self.env, self.history)  # rec.<kind>(proc, **fields) records one event
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
+        # the shared state, through the Coordination contract (sim.coordination)
+        self.coord = ModelCoordination(self.policy, self._now, new_token=self.next_id, claims_refreshed=self.beats,
+                                       alive=self.worker_alive)
         # Faults asked about on every job or request, read once (the Policy is frozen).
         has = self.policy.has
         self.download_idempotent = not has("download_not_idempotent")
@@ -262,6 +265,9 @@ class Model:
             P.RunState("running", -math.inf, -math.inf, -beat_s, None), 0.0, self.policy, None) is None
 
     # ------------------------------------------------------------------ recording
+
+    def _now(self) -> float:
+        return self.env._now
 
     def spawn(self, gen: Generator) -> Proc:
         return Proc(self.env, gen)
@@ -397,49 +403,27 @@ class Model:
         return P.reported_enqueue_reason(reason, self.policy)
 
     def dedup_enqueue(self, call: Call, job_type: str, via: str, dedup: bool) -> Generator:
-        """Seed 001's enqueue (coordination.dedup_enqueue around recordings.enqueue_recording):
+        """Seed 001's enqueue (flows.enqueue.dedup_enqueue, as recordings.enqueue_recording drives it):
         'enqueued' | 'duplicate' | 'error'; RedisUnavailable when Redis cannot answer the dedup
         claim and nothing falls back on the database."""
-        keys = self.keys
-        if not dedup:
-            try:
-                yield from self.create_run(call, job_type, via)
-            except EnqueueError:
-                return "error"
-            return "enqueued"
-        key = f"dedup:{call.call_sid}:{job_type}"
-        ttl = self.enqueue_dedup_ttl_s
-        if self.redis_paused and self.orphans_swept:  # Redis unreachable: paused, or restarting
-            return (yield from self.pending_run(call, job_type, via))
-        if self.redis_paused:
+        if dedup and self.redis_paused:  # Redis unreachable: paused, or restarting
+            if self.orphans_swept:
+                return (yield from self.pending_run(call, job_type, via))
             raise RedisUnavailable  # the dedup claim's own round trip fails, before any run exists
-        if self.dedup_set_before_enqueue:
-            if not keys.set(key, "enqueued", self.env._now, ttl, nx=True):
-                return "duplicate"
+        flow, coord, result = dedup_enqueue(call.call_sid, job_type, via, dedup, self.policy), self.coord, None
+        while True:
             try:
-                yield from self.create_run(call, job_type, via)
-            except EnqueueError:
-                return "error"
-            return "enqueued"
-        if self.dedup_check_then_set:
-            if keys.exists(key, self.env._now):
-                return "duplicate"
-            try:
-                yield from self.create_run(call, job_type, via)
-            except EnqueueError:
-                return "error"
-            keys.set(key, "enqueued", self.env._now, ttl)
-            return "enqueued"
-        token = self.next_id()
-        if not keys.set(key, token, self.env._now, ttl, nx=True):
-            return "duplicate"
-        try:
-            yield from self.create_run(call, job_type, via)
-        except EnqueueError:
-            if keys.get(key, self.env._now) == token:
-                keys.delete(key, self.env._now)
-            return "error"
-        return "enqueued"
+                effect = flow.send(result)
+            except StopIteration as stop:
+                return stop.value
+            if effect.__class__ is CreateRun:
+                try:
+                    yield from self.create_run(call, job_type, via)
+                    result = True
+                except EnqueueError:
+                    result = False
+            else:
+                result = getattr(coord, effect.op)(*effect.args)
 
     def pending_run(self, call: Call, job_type: str, via: str) -> Generator:
         """Redis unreachable with no dedup answer (recordings.pending_run): the call's active
@@ -467,48 +451,40 @@ class Model:
     # ------------------------------------------------------------------ playback (002, 003)
 
     def playback(self, call: Call) -> Generator:
-        """GET /api/recordings/file/<call_sid> → (status, retry_after_s, audio_ok)."""
+        """GET /api/recordings/file/<call_sid> → (status, retry_after_s, audio_ok): the app's
+        flow (flows.playback.poll) driven in simulated time. Redis unreachable: a poll whose
+        answer needs it gets 503."""
         p, now = self.policy, self.env._now
         if call.archive is False and now < call.calllog_at:
             return 404, None, False
         run = self.latest_run.get(call.call_sid)
-        run_state = run.state(now, p.heartbeat_interval_s) if run else None
-        waiting = run is not None and run.status in P.WAITING_RUN_STATUSES
-        if self.redis_paused:  # Redis unreachable: a poll whose answer needs it gets 503
-            if_alive, if_dead = (P.playback_decision(P.PlaybackState(call.has_url, call.file_ready, run_state, alive),
-                                                     now, p) for alive in ((True, False) if waiting else (None, None)))
-            if P.playback_gate_ask(if_alive, if_dead).round_trip:
-                return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
-            d = if_dead
-        else:
-            alive = self.worker_alive() if waiting else None
-            d = P.playback_decision(P.PlaybackState(call.has_url, call.file_ready, run_state, alive), now, p)
-        if d.kind == "serve":
-            return 200, None, call.audio_ok
-        if d.kind == "not_found":
-            return 404, None, False
-        if d.kind == "wait":
-            return 202, d.retry_after_s, False
-        stuck = d.kind == "start" and run is not None and run.status in P.ACTIVE_RUN_STATUSES
-        dedup = P.playback_dedups(p)
-        marked = (yield from self.mark_playback(call)) if dedup else True
-        attempts = self.count_attempt(call.call_sid) if marked else 0
-        act = P.playback_action(d, stuck, marked, attempts, p)
-        if act.fail_stuck:
-            self.fail_stuck(run, d.reason)
-        if act.trip:
-            self.rec.fail_fast_trip("web", call_sid=call.call_sid, count=attempts)
-        if not act.enqueue:
-            return act.status, act.retry_after_s, False
-        try:
-            reason = yield from self.enqueue_recording(call, "download_only", "playback", dedup=dedup)
-        except RedisUnavailable:  # Redis went away since the gate answered
-            return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
-        self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason,
-                  status=202 if reason != "error" else 500)
-        if reason == "error":
-            return 500, None, False
-        return 202, act.retry_after_s, False
+        flow = poll(PollCall(call.business_id, call.call_sid, call.has_url, call.file_ready,
+                             run.state(now, p.heartbeat_interval_s) if run else None), now, p)
+        coord, send, result = self.coord, flow.send, None
+        while True:
+            try:
+                effect = send(result)
+            except StopIteration as stop:
+                reply = stop.value
+                break
+            if effect.__class__ is Coord:
+                if self.redis_paused:
+                    flow.close()
+                    return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
+                result = getattr(coord, effect.op)(*effect.args)
+            elif effect.__class__ is Enqueue:
+                try:
+                    result = yield from self.enqueue_recording(call, effect.job_type, effect.via, effect.dedup)
+                except RedisUnavailable:  # Redis went away since the gate answered
+                    flow.close()
+                    return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
+            elif effect.__class__ is Emit:
+                result = getattr(self.rec, effect.kind.replace(".", "_"))("web", **effect.fields)
+            elif effect.__class__ is FailStuck:
+                result = self.fail_stuck(run, effect.reason)
+            else:  # Gap: the round trip inside the seed's check-then-set
+                result = yield self.env.timeout(REDIS_RTT_S)
+        return reply.status, reply.retry_after_s, reply.serve and call.audio_ok
 
     def worker_alive(self) -> bool:
         """The workers' liveness key: set by any live worker, lapsing heartbeat_timeout_s after
@@ -519,32 +495,6 @@ class Model:
             return True
         return self.env._now - self.all_down_since < self.policy.heartbeat_timeout_s
 
-    def mark_playback(self, call: Call) -> Generator:
-        key, ttl = f"playback:{call.call_sid}", self.policy.playback_mark_ttl_s
-        if self.policy.has("playback_check_then_mark"):
-            if self.keys.exists(key, self.env._now):
-                return False
-            yield self.env.timeout(REDIS_RTT_S)
-            self.keys.set(key, "1", self.env._now, ttl)
-            return True
-        return self.keys.set(key, "1", self.env._now, ttl, nx=True)
-
-    def count_attempt(self, call_sid: str) -> int:
-        """Fail-fast counter. fixed: attempts in a sliding window (one script); seed: INCR, and
-        EXPIRE on the first — a fixed window from the first attempt."""
-        p, now = self.policy, self.env._now
-        if p.has("fail_fast_incr_then_expire"):
-            key = f"ff:{call_sid}"
-            n = self.keys.incr(key, now)
-            if n == 1:
-                self.keys.expire(key, now, p.fail_fast_window_s)
-            return n
-        window = self.attempts.setdefault(call_sid, deque())
-        while window and window[0] <= now - p.fail_fast_window_s:
-            window.popleft()
-        window.append(now)
-        return len(window)
-
     def fail_stuck(self, run: Run, why: str) -> None:
         if run.status not in P.ACTIVE_RUN_STATUSES:
             return
@@ -552,7 +502,7 @@ class Model:
         run.alive_since = None
         self.active_runs.pop(run.job_id, None)
         self.rec.job_stuck("web", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
-        self.keys.delete(f"dedup:{run.call.call_sid}:{run.job_type}", self.env._now)
+        self.coord.clear_dedup(run.call.call_sid, run.job_type)
 
     def enqueue_api(self, call: Call) -> Generator:
         """POST .../recording/enqueue (001): reason → status by policy.enqueue_status."""
@@ -778,43 +728,21 @@ class Model:
         return False
 
     def acquire_slot(self, run: Run) -> bool:
-        held = self.slots.get(run.call.business_id)
-        if held is None:
-            held = self.slots[run.call.business_id] = {}
-        now = self.env._now
-        for owner in [o for o, exp in held.items() if exp <= now]:
-            del held[owner]
-        if run.job_id in held or len(held) < self.policy.slots_per_business:
-            held[run.job_id] = self.claim_expiry()
-            return True
-        return False
+        return self.coord.acquire_slot(run.call.business_id, run.job_id)
 
     def release_slot(self, run: Run, proc: str) -> None:
-        held = self.slots.get(run.call.business_id)
-        freed = held is not None and held.pop(run.job_id, None) is not None
+        freed = self.coord.release_slot(run.call.business_id, run.job_id)
         self.rec.slot_release(proc, job_id=run.job_id, business_id=run.call.business_id, freed=freed)
 
     def claim_inflight(self, run: Run) -> bool:
-        sid, now = run.call.recording_sid, self.env._now
-        holder = self.inflight.get(sid)
-        if holder is not None and holder[0] != run.job_id and holder[1] > now:
-            return False
-        self.inflight[sid] = (run.job_id, self.claim_expiry())
-        return True
-
-    def claim_expiry(self) -> float:
-        """A claim's TTL is refreshed by the heartbeat while its worker lives (never lapses);
-        with no heartbeat it lapses policy.inflight_ttl after it was taken."""
-        return math.inf if self.beats else self.env._now + P.inflight_ttl(self.policy)
+        return self.coord.claim_inflight(run.call.recording_sid, run.job_id)
 
     def release_inflight(self, run: Run) -> None:
-        holder = self.inflight.get(run.call.recording_sid)
-        if holder is not None and holder[0] == run.job_id:
-            del self.inflight[run.call.recording_sid]
+        self.coord.release_inflight(run.call.recording_sid, run.job_id)
 
     def release_claims(self, run: Run) -> None:
-        self.release_inflight(run)
-        self.slots.get(run.call.business_id, {}).pop(run.job_id, None)
+        self.coord.release_inflight(run.call.recording_sid, run.job_id)
+        self.coord.release_slot(run.call.business_id, run.job_id)
 
     def defer(self, run: Run, proc: str) -> Generator:
         """No free slot, or the recording in flight elsewhere (004): re-park with
@@ -864,15 +792,10 @@ class Model:
     def lose_in_crash(self, run: Run, w: int) -> None:
         """A crashed worker's job: its heartbeat stops, its claims expire with their TTLs, and
         RQ re-runs it (same RQ id) when the worker comes back, if its retries are not spent."""
-        now, ttl = self.env._now, P.inflight_ttl(self.policy)
+        now = self.env._now
         last_beat = run.state(now, self.policy.heartbeat_interval_s).heartbeat_at
         run.heartbeat_at, run.alive_since = last_beat, None
-        held = self.slots.get(run.call.business_id, {})
-        if run.job_id in held:
-            held[run.job_id] = min(held[run.job_id], (last_beat or now) + ttl)
-        holder = self.inflight.get(run.call.recording_sid)
-        if holder is not None and holder[0] == run.job_id:
-            self.inflight[run.call.recording_sid] = (run.job_id, min(holder[1], (last_beat or now) + ttl))
+        self.coord.lapse_claims(run.call.business_id, run.call.recording_sid, run.job_id, last_beat or now)
         self.crashed.append((run, run.token))
 
     def rq_requeue_crashed(self) -> None:
@@ -918,7 +841,7 @@ class Model:
                 self.worker_down[w] = False
         elif o.target == "redis":
             if self.redis_gone:
-                self.keys.flush()  # the fresh server starts empty
+                self.coord.keys.flush()  # the fresh server starts empty
             self.redis_paused = self.redis_gone = False
         elif o.target == "twilio":
             self.twilio = self.scenario.twilio
@@ -936,10 +859,7 @@ class Model:
         parked job and RQ's registries are gone. A lost run job leaves its run an orphan in the
         database; a lost delete job is resumed by its user (policy.bulk_resume_decision)."""
         self.redis_gone = True
-        self.keys.flush()
-        self.slots.clear()
-        self.inflight.clear()
-        self.attempts.clear()
+        self.coord.flush()
         self.crashed = []
         lost = list(self.queue.items) + [entry for _, _, entry, _ in self.scheduled]
         self.queue.items.clear()
@@ -1063,42 +983,15 @@ class Model:
             self.rec.lead_requested("web", business_id=business, lead_id=lead, job_id=job.job_id)
         self.queue.put(Entry(lead_job=job))
 
-    def lock_key(self, business: int) -> str:
-        return f"bulk_gate:lock:{business}:{LOCK_OP}"
-
-    def release_lock(self, job: LeadJob, proc: str) -> None:
-        key, now = self.lock_key(job.business_id), self.env._now
-        holder = self.keys.get(key, now)
-        if self.policy.has("lock_release_unowned") or holder == job.job_id:
-            freed = self.keys.delete(key, now)
-        else:
-            freed = False
-        self.rec.lock_release(proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, freed=freed,
-                  holder=holder)
-
-    def refresh_lock(self, job: LeadJob, proc: str) -> bool:
-        key, now, p = self.lock_key(job.business_id), self.env._now, self.policy
-        ttl = P.lock_ttl(LOCK_OP, p)
-        if p.has("lock_refresh_unowned"):
-            ok = self.keys.expire(key, now, ttl)
-        else:
-            ok = self.keys.get(key, now) == job.job_id and self.keys.expire(key, now, ttl)
-        self.rec.lock_refresh(proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
-        return ok
-
-    def keep_lock(self, job: LeadJob, proc: str) -> bool:
-        """Refresh the job's lock; if it lapsed and nobody took it, take it back (the app's
-        _keep_lock). False: another job holds it now."""
-        if self.refresh_lock(job, proc):
-            return True
-        ok = self.keys.set(self.lock_key(job.business_id), job.job_id, self.env._now,
-                           P.lock_ttl(LOCK_OP, self.policy), nx=True)
-        self.rec.lock_acquire(proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
-        return ok
+    def lock_flow(self, flow, proc: str) -> Any:
+        """Run a lock flow (flows/locks.py) on the model's Coordination, recording as `proc`."""
+        coord, rec = self.coord, self.rec
+        return drive(flow, lambda e: getattr(coord, e.op)(*e.args) if e.__class__ is Coord
+                     else getattr(rec, e.kind.replace(".", "_"))(proc, **e.fields))
 
     def end_lead_job(self, job: LeadJob, status: str, proc: str) -> None:
         job.status = status
-        self.release_lock(job, proc)
+        self.lock_flow(release_lock(job.business_id, LOCK_OP, job.job_id), proc)
         self.rec.lead_job_end(proc, business_id=job.business_id, job_id=job.job_id, status=status,
                   processed=job.processed)
 
@@ -1109,11 +1002,7 @@ class Model:
         p, env, b = self.policy, self.env, self.scenario.bulk_delete
         if job.status != "queued":
             return  # finished, or already picked up by another run
-        if job.started:
-            ok = self.keep_lock(job, proc)
-        else:
-            ok = self.keys.set(self.lock_key(job.business_id), job.job_id, env._now, P.lock_ttl(LOCK_OP, p), nx=True)
-            self.rec.lock_acquire(proc, business_id=job.business_id, op=LOCK_OP, owner=job.job_id, ok=ok)
+        ok = self.lock_flow(take_lock(job.business_id, LOCK_OP, job.job_id, job.started), proc)
         if not ok:
             self.end_lead_job(job, "failed", proc)  # seed 003: release runs on every failure
             return
@@ -1143,7 +1032,7 @@ class Model:
                 self.rec.lead_delete(proc, business_id=job.business_id, lead_id=lead, job_id=job.job_id)
             job.processed += len(batch)
             job.remaining = job.remaining[len(batch):]
-            if not self.keep_lock(job, proc):
+            if not self.lock_flow(keep_lock(job.business_id, LOCK_OP, job.job_id), proc):
                 self.end_lead_job(job, "failed", proc)
                 return
             if not job.remaining:
@@ -1163,7 +1052,7 @@ class Model:
         p, env = self.policy, self.env
         while True:
             yield env.timeout(self.scenario.bulk_delete.resume_after_s)
-            lock_held = self.keys.get(self.lock_key(job.business_id), env._now) == job.job_id
+            lock_held = self.coord.lock_holder(job.business_id, LOCK_OP) == job.job_id
             d = P.bulk_resume_decision(job.status, env._now, job.heartbeat_at, job.queued_at, lock_held, p)
             if d.kind == "finished":
                 return

@@ -1,0 +1,77 @@
+"""The effects a flow yields, and the plain driver that runs a flow synchronously.
+
+A flow yields one of these and is sent the result; each is an immutable record that names what
+to do, never how (the app's driver does it with Redis, RQ, SQLAlchemy and the history writer;
+the model's with SimPy and its world; a test with a list of canned results).
+
+- `Coord(op, args)`: call `op` on the Coordination adapter (flows/coordination.py); result: its
+  answer. An unreachable store raises out of the driver, not into the flow.
+- `Gap()`: a round trip passes here, where a concurrent request can slip in (the seed's
+  check-then-set races). The app's own round trip is the gap; the model lets REDIS_RTT_S pass.
+- `Emit(kind, fields)`: record one history event (reference_app/events.py's schema).
+- `Enqueue(job_type, via, dedup)`: the recording enqueue with its dedup; result: 'enqueued' |
+  'duplicate' | 'error' as the caller reports it (policy.reported_enqueue_reason).
+- `FailStuck(reason)`: mark the stuck run the flow found failed (once; a compare-and-set).
+- `CreateRun(job_type, via)`: create the run row and put its job on the queue; result: True,
+  or False when the enqueue raised.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Generator, NamedTuple
+
+
+class Coord(NamedTuple):
+    op: str
+    args: tuple = ()
+
+
+class Gap(NamedTuple):
+    pass
+
+
+class Emit(NamedTuple):
+    kind: str
+    fields: dict
+
+
+class Enqueue(NamedTuple):
+    job_type: str
+    via: str
+    dedup: bool
+
+
+class FailStuck(NamedTuple):
+    reason: str
+
+
+class CreateRun(NamedTuple):
+    job_type: str
+    via: str
+
+
+Effect = Coord | Gap | Emit | Enqueue | FailStuck | CreateRun
+Flow = Generator[Effect, Any, Any]
+
+
+def drive(flow: Flow, handle: Callable[[Effect], Any]) -> Any:
+    """Run `flow` to its end, doing each effect with `handle(effect)` and sending back its result;
+    returns the flow's value. An exception from `handle` ends the flow and propagates."""
+    result = None
+    while True:
+        try:
+            effect = flow.send(result)
+        except StopIteration as stop:
+            return stop.value
+        result = handle(effect)
+
+
+def drive_with(flow: Flow, results: list) -> tuple[list[Effect], Any]:
+    """A test's driver: answer the flow's effects with `results` in order; (effects, value)."""
+    effects: list[Effect] = []
+    answers = iter(results)
+
+    def handle(effect: Effect) -> Any:
+        effects.append(effect)
+        return next(answers)
+
+    return effects, drive(flow, handle)

@@ -1,0 +1,36 @@
+"""Enqueue with dedup (seeds 001, 004), once for the app's enqueue_recording and the model's:
+claim the dedup key first, create the run and its job, release the claim if that failed — so a
+failure never leaves a key that answers 'duplicate'.
+
+The seeds' shapes stay reachable: `dedup_set_before_enqueue` (before) claims first and keeps
+the claim after a failure; `dedup_check_then_set` (seed) checks, enqueues, then sets, so
+concurrent requests all pass the check. Redis being unreachable is the drivers' (the app falls
+back on the database, recordings.pending_run; the model on its runs).
+"""
+from __future__ import annotations
+
+from reference_app.flows.effects import Coord, CreateRun, Flow
+from reference_app.policy import Policy
+
+
+def dedup_enqueue(call_sid: str, job_type: str, via: str, dedup: bool, p: Policy) -> Flow:
+    """Returns 'enqueued' | 'duplicate' | 'error' (before policy.reported_enqueue_reason).
+    `dedup=False`: no dedup key at all (policy.playback_dedups: the `before` play route)."""
+    if not dedup:
+        return "enqueued" if (yield CreateRun(job_type, via)) else "error"
+    keep_failed_claim = p.has("dedup_set_before_enqueue")
+    if p.has("dedup_check_then_set") and not keep_failed_claim:
+        if (yield Coord("dedup_held", (call_sid, job_type))):
+            return "duplicate"
+        if not (yield CreateRun(job_type, via)):
+            return "error"
+        yield Coord("set_dedup", (call_sid, job_type))
+        return "enqueued"
+    token = yield Coord("claim_dedup", (call_sid, job_type))
+    if token is None:
+        return "duplicate"
+    if (yield CreateRun(job_type, via)):
+        return "enqueued"
+    if not keep_failed_claim:
+        yield Coord("release_dedup", (call_sid, job_type, token))
+    return "error"
