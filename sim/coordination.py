@@ -2,8 +2,9 @@
 the same operations as the app's Redis `Coordinator`, over sim.keys.KeyStore and a few dicts on
 simulated time. tests/contract/ runs every case against both adapters.
 
-Each operation is one atomic step at the clock's current time (`now()`, policy seconds): the
-model has no round trips inside an operation. Where a fault is a race (check, then set), the
+Each operation is one atomic step at the clock's current time, `clock._now` in policy seconds
+(the simulation's simpy.Environment, read as SimPy's own `now` does, or a test's fake clock):
+the model has no round trips inside an operation. Where a fault is a race (check, then set), the
 flow makes the check and the set two effects with a gap between them, and the model's driver
 lets simulated time pass in the gap.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 from reference_app.flows.coordination import PlaybackGate
 from reference_app.policy import PlaybackGateAsk, Policy, enqueue_dedup_ttl, inflight_ttl, lock_ttl
@@ -30,9 +31,9 @@ class ModelCoordination:
     """Slots, dedup claims, the playback mark and fail-fast window, locks and liveness of one
     model run (or one contract test)."""
 
-    def __init__(self, policy: Policy, now: Callable[[], float], *, new_token: Callable[[], str] | None = None,
+    def __init__(self, policy: Policy, clock: Any, *, new_token: Callable[[], str] | None = None,
                  claims_refreshed: bool = False, alive: Callable[[], bool] | None = None):
-        self.p, self.now = policy, now
+        self.p, self.clock = policy, clock
         counter = itertools.count(1)
         self.new_token = new_token or (lambda: f"t{next(counter)}")
         self.claims_refreshed, self._alive = claims_refreshed, alive
@@ -47,6 +48,7 @@ class ModelCoordination:
         self.check_then_mark = policy.has("playback_check_then_mark")
         self.every_click = policy.has("enqueue_every_click")
         self.window_s = policy.fail_fast_window_s
+        self.inflight_ttl_s = inflight_ttl(policy)
 
     def flush(self) -> None:
         """Redis restarted with nothing on disk: every key, slot, claim and window is gone."""
@@ -60,28 +62,28 @@ class ModelCoordination:
     def claim_dedup(self, call_sid: str, job_type: str) -> str | None:
         # a claim kept after a failed enqueue (`dedup_set_before_enqueue`) needs no owner token
         token = "enqueued" if self.claims_kept else self.new_token()
-        return token if self.keys.set(f"dedup:{call_sid}:{job_type}", token, self.now(), self.dedup_ttl_s,
+        return token if self.keys.set(f"dedup:{call_sid}:{job_type}", token, self.clock._now, self.dedup_ttl_s,
                                       nx=True) else None
 
     def release_dedup(self, call_sid: str, job_type: str, token: str) -> bool:
-        key, now = f"dedup:{call_sid}:{job_type}", self.now()
+        key, now = f"dedup:{call_sid}:{job_type}", self.clock._now
         return self.keys.get(key, now) == token and self.keys.delete(key, now)
 
     def dedup_held(self, call_sid: str, job_type: str) -> bool:
-        return self.keys.exists(f"dedup:{call_sid}:{job_type}", self.now())
+        return self.keys.exists(f"dedup:{call_sid}:{job_type}", self.clock._now)
 
     def set_dedup(self, call_sid: str, job_type: str) -> None:
-        self.keys.set(f"dedup:{call_sid}:{job_type}", "enqueued", self.now(), self.dedup_ttl_s)
+        self.keys.set(f"dedup:{call_sid}:{job_type}", "enqueued", self.clock._now, self.dedup_ttl_s)
 
     def clear_dedup(self, call_sid: str, job_type: str) -> None:
-        self.keys.delete(f"dedup:{call_sid}:{job_type}", self.now())
+        self.keys.delete(f"dedup:{call_sid}:{job_type}", self.clock._now)
 
     # ----------------------------------------------------------------- playback mark, fail-fast
 
     def mark_playback(self, business_id: int, call_sid: str) -> bool:
         if self.every_click:
             return True
-        key, now, ttl = f"playback:{business_id}:{call_sid}", self.now(), self.p.playback_mark_ttl_s
+        key, now, ttl = f"playback:{business_id}:{call_sid}", self.clock._now, self.p.playback_mark_ttl_s
         if self.check_then_mark:
             if self.keys.exists(key, now):
                 return False
@@ -89,13 +91,13 @@ class ModelCoordination:
         return self.keys.set(key, "1", now, ttl, nx=True)
 
     def playback_marked(self, business_id: int, call_sid: str) -> bool:
-        return self.keys.exists(f"playback:{business_id}:{call_sid}", self.now())
+        return self.keys.exists(f"playback:{business_id}:{call_sid}", self.clock._now)
 
     def set_playback_mark(self, business_id: int, call_sid: str) -> None:
-        self.keys.set(f"playback:{business_id}:{call_sid}", "1", self.now(), self.p.playback_mark_ttl_s)
+        self.keys.set(f"playback:{business_id}:{call_sid}", "1", self.clock._now, self.p.playback_mark_ttl_s)
 
     def count_attempt(self, call_sid: str) -> int:
-        now = self.now()
+        now = self.clock._now
         if self.incr_then_expire:
             key = f"ff:{call_sid}"
             n = self.keys.incr(key, now)
@@ -123,42 +125,40 @@ class ModelCoordination:
 
     # ----------------------------------------------------------------- slots and claims (004)
 
-    def _expiry(self) -> float:
-        return math.inf if self.claims_refreshed else self.now() + inflight_ttl(self.p)
-
     def acquire_slot(self, business_id: int, owner: str, call_sid: str = "") -> bool:
         held = self.slots.get(business_id)
         if held is None:
             held = self.slots[business_id] = {}
-        now = self.now()
+        now = self.clock._now
         for lapsed in [o for o, exp in held.items() if exp <= now]:
             del held[lapsed]
         if owner in held or len(held) < self.p.slots_per_business:
-            held[owner] = self._expiry()
+            held[owner] = math.inf if self.claims_refreshed else now + self.inflight_ttl_s
             return True
         return False
 
     def refresh_slot(self, business_id: int, owner: str) -> bool:
         held = self.slots.get(business_id, {})
-        if held.get(owner, -math.inf) > self.now():
-            held[owner] = self._expiry()
+        now = self.clock._now
+        if held.get(owner, -math.inf) > now:
+            held[owner] = math.inf if self.claims_refreshed else now + self.inflight_ttl_s
             return True
         return False
 
     def release_slot(self, business_id: int, owner: str) -> bool:
         held = self.slots.get(business_id)
         expiry = held.pop(owner, None) if held is not None else None
-        return expiry is not None and expiry > self.now()
+        return expiry is not None and expiry > self.clock._now
 
     def slots_in_use(self, business_id: int) -> int:
-        now = self.now()
+        now = self.clock._now
         return sum(1 for exp in self.slots.get(business_id, {}).values() if exp > now)
 
     def claim_inflight(self, recording_sid: str, owner: str) -> bool:
         holder = self.inflight.get(recording_sid)
-        if holder is not None and holder[0] != owner and holder[1] > self.now():
+        if holder is not None and holder[0] != owner and holder[1] > self.clock._now:
             return False
-        self.inflight[recording_sid] = (owner, self._expiry())
+        self.inflight[recording_sid] = (owner, math.inf if self.claims_refreshed else self.clock._now + self.inflight_ttl_s)
         return True
 
     def refresh_inflight(self, recording_sid: str, owner: str) -> bool:
@@ -169,7 +169,7 @@ class ModelCoordination:
         if holder is None or holder[0] != owner:
             return False
         del self.inflight[recording_sid]
-        return holder[1] > self.now()
+        return holder[1] > self.clock._now
 
     def lapse_claims(self, business_id: int, recording_sid: str, owner: str, last_beat: float) -> None:
         """`owner` died (claims_refreshed): its slot and claim lapse one in-flight TTL after its
@@ -186,31 +186,31 @@ class ModelCoordination:
 
     def acquire_lock(self, business_id: int, operation: str, owner: str, ttl_s: float | None = None) -> bool:
         ttl = lock_ttl(operation, self.p) if ttl_s is None else ttl_s
-        return self.keys.set(f"bulk_gate:lock:{business_id}:{operation}", owner, self.now(), ttl, nx=True)
+        return self.keys.set(f"bulk_gate:lock:{business_id}:{operation}", owner, self.clock._now, ttl, nx=True)
 
     def refresh_lock(self, business_id: int, operation: str, owner: str, ttl_s: float | None = None) -> bool:
-        key, now = f"bulk_gate:lock:{business_id}:{operation}", self.now()
+        key, now = f"bulk_gate:lock:{business_id}:{operation}", self.clock._now
         ttl = lock_ttl(operation, self.p) if ttl_s is None else ttl_s
         if self.p.has("lock_refresh_unowned"):
             return self.keys.expire(key, now, ttl)
         return self.keys.get(key, now) == owner and self.keys.expire(key, now, ttl)
 
     def release_lock(self, business_id: int, operation: str, owner: str) -> tuple[bool, str | None]:
-        key, now = f"bulk_gate:lock:{business_id}:{operation}", self.now()
+        key, now = f"bulk_gate:lock:{business_id}:{operation}", self.clock._now
         holder = self.keys.get(key, now)
         if self.p.has("lock_release_unowned") or holder == owner:
             return self.keys.delete(key, now), holder
         return False, holder
 
     def lock_holder(self, business_id: int, operation: str) -> str | None:
-        return self.keys.get(f"bulk_gate:lock:{business_id}:{operation}", self.now())
+        return self.keys.get(f"bulk_gate:lock:{business_id}:{operation}", self.clock._now)
 
     # ----------------------------------------------------------------- worker liveness
 
     def worker_beat(self) -> None:
-        self.keys.set(LIVENESS_KEY, "1", self.now(), self.p.heartbeat_timeout_s)
+        self.keys.set(LIVENESS_KEY, "1", self.clock._now, self.p.heartbeat_timeout_s)
 
     def worker_alive(self) -> bool:
         if self._alive is not None:
             return self._alive()
-        return self.keys.exists(LIVENESS_KEY, self.now())
+        return self.keys.exists(LIVENESS_KEY, self.clock._now)

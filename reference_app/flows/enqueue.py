@@ -18,8 +18,9 @@ def dedup_enqueue(call_sid: str, job_type: str, via: str, dedup: bool, p: Policy
     `dedup=False`: no dedup key at all (policy.playback_dedups: the `before` play route)."""
     if not dedup:
         return "enqueued" if (yield CreateRun(job_type, via)) else "error"
-    keep_failed_claim = p.has("dedup_set_before_enqueue")
-    if p.has("dedup_check_then_set") and not keep_failed_claim:
+    faults = p.faults  # read on every enqueue: membership, without has()'s check of the name
+    keep_failed_claim = "dedup_set_before_enqueue" in faults
+    if "dedup_check_then_set" in faults and not keep_failed_claim:
         if (yield Coord("dedup_held", (call_sid, job_type))):
             return "duplicate"
         if not (yield CreateRun(job_type, via)):

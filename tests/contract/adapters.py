@@ -16,23 +16,21 @@ import redis
 
 from reference_app.coordination import Coordinator
 from reference_app.flows.coordination import Coordination
-from reference_app.policy import Policy, make_policy
+from reference_app.policy import Policy
 from sim.coordination import ModelCoordination
 
 ADAPTERS = ("redis", "model")
 
 
 class FakeClock:
-    """Policy seconds that move only when told."""
+    """Policy seconds that move only when told; read as `_now`, as the model's adapter reads
+    a simpy.Environment."""
 
     def __init__(self, t: float = 0.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+        self._now = t
 
     def advance(self, seconds: float) -> None:
-        self.t += seconds
+        self._now += seconds
 
 
 # the sorted sets scored by server milliseconds (slot expiries, fail-fast attempts); RQ's and the

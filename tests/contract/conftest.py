@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters import ADAPTERS, build
+from adapters import ADAPTERS, Subject, build
 from reference_app.policy import make_policy
 
 

@@ -12,7 +12,6 @@ sliding window (30, 630] holds four attempts and trips; a fixed window from the 
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import types
 

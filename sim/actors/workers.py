@@ -1,0 +1,291 @@
+"""The RQ workers, their scheduler ticker and stuck/orphan sweeper, and the recording job
+they run (seed 000's retries, seed 004's slots and deferral, the download) — with what a crash
+loses and what RQ re-runs."""
+from __future__ import annotations
+
+import heapq
+from typing import Generator
+
+import simpy
+
+from reference_app import policy as P
+from sim.world import Entry, Run
+
+
+class Workers:
+    """Workers, scheduler and sweeper, and the recording job."""
+
+    def worker(self, w: int) -> Generator:
+        name, queue, down = f"worker-{w}", self.queue, self.worker_down
+        items = queue.items
+        while True:
+            entry = None
+            try:
+                while down[w] or self.redis_paused:
+                    yield self.worker_wake[w]
+                entry = items.popleft() if items else (yield from queue.take())
+                if down[w] or self.redis_paused:
+                    queue.push_front(entry)
+                    continue
+                self.busy += 1
+                try:
+                    if entry.lead_job is not None:
+                        self.worker_job[w] = entry.lead_job
+                        yield from self.lead_job(entry.lead_job, name)
+                    else:
+                        yield from self.recording_job(entry, w, name)
+                finally:
+                    self.busy -= 1
+                    self.worker_job[w] = None
+            except simpy.Interrupt:
+                if entry is not None and entry.run is not None and entry.run.status == "running":
+                    self.lose_in_crash(entry.run, w)
+                elif entry is not None and entry.run is not None and entry.run.token == entry.token:
+                    # popped, not started yet (the job's overhead): RQ's status stays 'dequeued' and
+                    # nothing re-queues the job but the sweep (policy.run_orphaned)
+                    self.orphans[entry.run.job_id] = (entry.run, entry.token, self.env._now)
+                elif entry is not None and entry.lead_job is not None and entry.lead_job.status == "running":
+                    # the run dies mid-batch (rolled back): the row stays 'running', the lock
+                    # stays until its TTL, and the user resumes it once it is evidently dead
+                    self.spawn(self.resume_later(entry.lead_job))
+
+    def wake_workers(self) -> None:
+        for i, ev in enumerate(self.worker_wake):
+            if not ev.triggered:
+                ev.succeed()
+            self.worker_wake[i] = self.env.event()
+
+    def scheduler(self) -> Generator:
+        """The scheduler: every tick, move due parked jobs onto the queue. It is the workers' ticker
+        thread (reference_app/worker.py), so nothing is promoted while every worker is down."""
+        tick, env, scheduled, timeout = self.scenario.workers.scheduler_tick_s, self.env, self.scheduled, self.env.timeout
+        worker_down = self.worker_down
+        while True:
+            yield timeout(tick)
+            if self.scheduler_down or self.redis_paused or all(worker_down):
+                continue
+            while scheduled and scheduled[0][0] <= env._now:
+                _, _, entry, via = heapq.heappop(scheduled)
+                run = entry.run
+                if run is not None and run.token == entry.token and run.status not in ("done", "failed"):
+                    self.rec.job_enqueue("scheduler", job_id=run.job_id, call_sid=run.call.call_sid,
+                              job_type=run.job_type, via=via)
+                if entry.lead_job is not None or (run is not None and run.token == entry.token):
+                    self.queue.put(entry)
+
+    def sweeper(self) -> Generator:
+        """cleanup_stuck_recording_jobs every heartbeat interval: a stuck run is re-queued under
+        a new token, spending one retry, or failed when its retries are spent. The sweep runs in
+        the workers' tickers, so not while every worker is down (nor while Redis is paused)."""
+        p, env = self.policy, self.env
+        while True:
+            yield env.timeout(p.heartbeat_interval_s)
+            if self.redis_paused or all(self.worker_down):
+                continue
+            if self.orphans:
+                self.sweep_orphans()
+            now, alive = env._now, self.worker_alive()
+            skip_waiting, skip_live = alive and self.waiting_never_stuck_while_alive, self.live_run_never_stuck
+            for run in list(self.active_runs.values()):
+                waiting = run.status in P.WAITING_RUN_STATUSES
+                if waiting and skip_waiting:
+                    continue
+                if skip_live and run.alive_since is not None and run.status == "running":
+                    continue
+                why = P.stuck_reason(run.state(now, p.heartbeat_interval_s), now, p, alive if waiting else None)
+                if why is None:
+                    continue
+                over = P.stuck_run_over_budget(run.retry_count, p)
+                self.rec.job_stuck("sweeper", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
+                self.release_claims(run)
+                run.alive_since = None
+                if over:
+                    run.status = "failed"
+                    self.active_runs.pop(run.job_id, None)
+                    continue
+                run.status, run.retry_count, run.created_at, run.next_attempt_at = "queued", run.retry_count + 1, now, None
+                self.push(run)
+                self.rec.job_enqueue("sweeper", job_id=run.job_id, call_sid=run.call.call_sid,
+                          job_type=run.job_type, via="requeue")
+
+    def sweep_orphans(self) -> None:
+        """jobs.requeue_orphan: a waiting run no RQ job will run is enqueued again once
+        policy.run_orphaned says so (never with `orphan_runs_not_swept`)."""
+        p, now = self.policy, self.env._now
+        for job_id, (run, token, dequeued_at) in list(self.orphans.items()):
+            if run.token != token or run.status not in P.WAITING_RUN_STATUSES or job_id not in self.active_runs:
+                del self.orphans[job_id]  # re-queued since, or finished
+                continue
+            job_status = None if dequeued_at is None else "dequeued"
+            if not P.run_orphaned(run.state(now, p.heartbeat_interval_s), job_status, now, p, dequeued_at):
+                continue
+            del self.orphans[job_id]
+            run.status, run.created_at, run.next_attempt_at = "queued", now, None
+            self.push(run)
+            self.rec.job_enqueue("sweeper", job_id=run.job_id, call_sid=run.call.call_sid,
+                      job_type=run.job_type, via="orphan")
+
+    def recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
+        run, env = entry.run, self.env
+        assert run is not None
+        if run.status in ("done", "failed") or run.token != entry.token:
+            return  # superseded (re-queued as stuck) or finished: the app's job does nothing
+        self.worker_job[w] = run
+        yield env.timeout(self.job_overhead_s)
+        call, now = run.call, env._now
+        run.status, run.started_at, run.heartbeat_at = "running", now, now
+        run.alive_since = now if self.beats else None
+        self.rec.job_start(proc, job_id=run.job_id, call_sid=call.call_sid,
+                           attempt=P.run_attempt(run.retry_count, run.fetch_retry_count), worker=proc)
+        if now < call.calllog_at:
+            self.not_ready(run, proc, "calllog")
+            return
+        coord, job_id, sid = self.coord, run.job_id, call.recording_sid
+        if not self.semaphore_in_api:  # before: the API took the slot (download_only jobs), or none is taken
+            ok = coord.acquire_slot(call.business_id, job_id)
+            if not ok and self.blocking_slot_loop:
+                ok = yield from self.wait_for_slot(run, proc)
+            self.rec.slot_acquire(proc, job_id=job_id, business_id=call.business_id, ok=ok)
+            if not ok:
+                yield from self.defer(run, proc)
+                return
+        # As the app's _download_with_slot: the slot is released last (its `finally`), after
+        # the job's own end — a deferral for a recording in flight elsewhere included.
+        if not coord.claim_inflight(sid, job_id):
+            yield from self.defer(run, proc)
+            self.release_slot(run, proc)
+            return
+        ok = yield from self.download(run, proc)
+        if ok and run.job_type == "full" and self.transcribe_s[1] > 0:
+            # the scenario's transcription (no step of the reference app) holds no claim or slot
+            coord.release_inflight(sid, job_id)
+            self.release_slot(run, proc)
+            yield env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
+            self.finish(run, "done", proc)
+            return
+        if ok:
+            self.finish(run, "done", proc)
+        else:
+            self.not_ready(run, proc, "fetch")
+        coord.release_inflight(sid, job_id)
+        self.release_slot(run, proc)
+
+    def not_ready(self, run: Run, proc: str, phase: str) -> None:
+        """CallLog ('calllog') or audio ('fetch') not there yet: policy.recording_retry_decision
+        says what next, against that phase's budget."""
+        p, call = self.policy, run.call
+        d = P.recording_retry_decision(run.retry_count, p, phase, run.fetch_retry_count)
+        if d.action == "fail":
+            self.finish(run, "failed", proc)
+            return
+        if d.phase == "fetch":
+            run.fetch_retry_count = d.attempt
+        else:
+            run.retry_count = d.attempt
+        run.alive_since = None
+        self.rec.job_retry(proc, job_id=run.job_id, call_sid=call.call_sid, attempt=d.attempt, delay=d.delay_s,
+                  phase=d.phase)
+        if d.action == "raise":
+            # seed: status 'queued', then raise; RQ's Retry(max=3) re-runs it at once, or gives up.
+            run.status = "queued"
+            self.rec.job_end(proc, job_id=run.job_id, call_sid=call.call_sid, outcome="retry")
+            if run.rq_retries_left > 0:
+                run.rq_retries_left -= 1
+                self.push(run)
+            else:
+                self.active_runs.pop(run.job_id, None)  # RQ's failed registry; the row stays 'queued'
+            return
+        run.status = "retry_wait"
+        run.next_attempt_at = self.env._now + d.delay_s
+        self.push(run, d.delay_s, via="retry")
+        self.rec.job_end(proc, job_id=run.job_id, call_sid=call.call_sid, outcome="retry")
+
+    def finish(self, run: Run, status: str, proc: str) -> None:
+        run.status, run.alive_since = status, None
+        self.active_runs.pop(run.job_id, None)
+        self.rec.job_end(proc, job_id=run.job_id, call_sid=run.call.call_sid, outcome=status)
+
+    def wait_for_slot(self, run: Run, proc: str) -> Generator:
+        """`blocking_slot_loop`: no slot free, so wait for one in the worker, 60 x 1 s; returns
+        whether it got one (the app's _take_slot). In `before` the worker never gets here:
+        `semaphore_in_api` takes the slot in the API and the worker takes none."""
+        for _ in range(int(self.policy.before_slot_wait_s)):
+            self.rec.worker_sleep(proc, job_id=run.job_id, seconds=1.0, reason="slot")
+            yield self.env.timeout(1.0)
+            if self.coord.acquire_slot(run.call.business_id, run.job_id):
+                return True
+        return False
+
+    def release_slot(self, run: Run, proc: str) -> None:
+        freed = self.coord.release_slot(run.call.business_id, run.job_id)
+        self.rec.slot_release(proc, job_id=run.job_id, business_id=run.call.business_id, freed=freed)
+
+    def release_claims(self, run: Run) -> None:
+        self.coord.release_inflight(run.call.recording_sid, run.job_id)
+        self.coord.release_slot(run.call.business_id, run.job_id)
+
+    def defer(self, run: Run, proc: str) -> Generator:
+        """No free slot, or the recording in flight elsewhere (004): re-park with
+        policy.slot_defer_delay; seed sleeps in the worker first."""
+        p, env, call = self.policy, self.env, run.call
+        delay = P.slot_defer_delay(run.defer_count, p)
+        run.defer_count += 1
+        run.status, run.next_attempt_at, run.alive_since = "queued", env._now + delay, None
+        run.created_at = env._now
+        if p.has("slot_defer_sleeps"):
+            self.rec.worker_sleep(proc, job_id=run.job_id, seconds=delay, reason="slot")
+            yield env.timeout(delay)
+            self.push(run)
+        else:
+            self.push(run, delay, via="defer")
+        self.rec.job_end(proc, job_id=run.job_id, call_sid=call.call_sid, outcome="deferred")
+
+    def download(self, run: Run, proc: str) -> Generator:
+        """Fetch the recording once; True when the file is (now) complete."""
+        p, env, call = self.policy, self.env, run.call
+        sid = call.recording_sid
+        if self.download_idempotent and call.file_ready:
+            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+                      ok=True, skipped=True, bytes=0)
+            return True
+        self.rec.download_start(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid)
+        served = call.served
+        fails = self.fetch_fails()
+        took = call.download_s if self.twilio is self.scenario.twilio else self.download_time(self.twilio)
+        yield env.timeout(took if not fails and served != "missing" else min(took, 5.0))
+        if fails or served == "missing":
+            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+                      ok=False, skipped=False, bytes=0)
+            return False
+        size = 960_000 if served == "audio" else 1_200
+        if self.download_idempotent and call.file_ready:
+            # two racing downloads: the unique RecordingSid row says the other one completed first,
+            # but the bytes were fetched twice (as in the app, skipped means nothing was fetched)
+            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+                      ok=True, skipped=False, bytes=size)
+            return True
+        call.file_ready, call.audio_ok = True, served == "audio"
+        self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
+                  ok=True, skipped=False, bytes=size)
+        return True
+
+    def lose_in_crash(self, run: Run, w: int) -> None:
+        """A crashed worker's job: its heartbeat stops, its claims expire with their TTLs, and
+        RQ re-runs it (same RQ id) when the worker comes back, if its retries are not spent."""
+        now = self.env._now
+        last_beat = run.state(now, self.policy.heartbeat_interval_s).heartbeat_at
+        run.heartbeat_at, run.alive_since = last_beat, None
+        self.coord.lapse_claims(run.call.business_id, run.call.recording_sid, run.job_id, last_beat or now)
+        self.crashed.append((run, run.token))
+
+    def rq_requeue_crashed(self) -> None:
+        for run, token in self.crashed:
+            if run.token != token or run.status not in ("running",):
+                continue  # the sweeper already re-queued or failed it
+            self.rec.job_end("rq", job_id=run.job_id, call_sid=run.call.call_sid, outcome="crashed")
+            if run.rq_retries_left > 0:
+                run.rq_retries_left -= 1
+                self.queue.put(Entry(run=run, token=token))
+                self.rec.job_enqueue("rq", job_id=run.job_id, call_sid=run.call.call_sid,
+                          job_type=run.job_type, via="requeue")
+        self.crashed = []
