@@ -209,7 +209,8 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
         return None  # Gap: the round trips themselves are the gap
 
     reply = drive(flow, handle)
-    return Answer(reply.status, reply.body, file=call.file if reply.serve else None, retry_after_s=reply.retry_after_s)
+    return Answer(reply.status, reply.body or {}, file=call.file if reply.serve else None,
+                  retry_after_s=reply.retry_after_s)
 
 
 def _fail_stuck(svc: Services, s: Session, run: RunRow, why: str) -> None:

@@ -196,6 +196,7 @@ class World:
             for odd, shape in ((False, RECORDING_URL), (True, ODD_RECORDING_URL))
         }
         self.rec = recorders(self.env, self.history)  # rec.<kind>(proc, **fields) records one event
+        self._emitters: dict[str, Any] = {}
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
         # the shared state, through the Coordination contract (sim.coordination)
@@ -204,7 +205,6 @@ class World:
         # Faults asked about on every job or request, read once (the Policy is frozen).
         has = self.policy.has
         self.download_idempotent = not has("download_not_idempotent")
-        self.blocking_slot_loop = has("blocking_slot_loop")
         self.semaphore_in_api = has("semaphore_in_api")
         self.orphans_swept = not has("orphan_runs_not_swept")
         self.retry_is_int: dict[str, bool] = {}
@@ -223,6 +223,13 @@ class World:
         beat_s = self.policy.heartbeat_interval_s
         self.live_run_never_stuck = self.beats and P.stuck_reason(
             P.RunState("running", -math.inf, -math.inf, -beat_s, None), 0.0, self.policy, None) is None
+
+    def emit(self, kind: str, proc: str, fields: dict) -> None:
+        """Record a flow's Emit(kind, fields) as `proc` (rec.<kind>, looked up once per kind)."""
+        record = self._emitters.get(kind)
+        if record is None:
+            record = self._emitters[kind] = getattr(self.rec, kind.replace(".", "_"))
+        record(proc, **fields)
 
     def spawn(self, gen: Generator) -> Proc:
         return Proc(self.env, gen)

@@ -14,6 +14,14 @@ the model's with SimPy and its world; a test with a list of canned results).
 - `FailStuck(reason)`: mark the stuck run the flow found failed (once; a compare-and-set).
 - `CreateRun(job_type, via)`: create the run row and put its job on the queue; result: True,
   or False when the enqueue raised.
+
+The recording job's steps (flows/recording.py) act on the run the driver holds:
+- `Save(fields)`: set the run's columns and commit; `next_attempt_in_s` sets next_attempt_at
+  that many policy seconds from now (each driver on its own clock).
+- `Park(delay_s, via)`: put the run's job back on the queue after `delay_s` (0: now).
+- `Sleep(seconds)`: the worker itself sleeps (only the seeds' faults do).
+- `Finish(status, error)`: end the run done or failed (and record job.end).
+- `RetryByRQ(error)`: the seed's retry: raise, and let RQ's Retry re-run the job at once.
 """
 from __future__ import annotations
 
@@ -49,7 +57,29 @@ class CreateRun(NamedTuple):
     via: str
 
 
-Effect = Coord | Gap | Emit | Enqueue | FailStuck | CreateRun
+class Save(NamedTuple):
+    fields: dict
+
+
+class Park(NamedTuple):
+    delay_s: float
+    via: str
+
+
+class Sleep(NamedTuple):
+    seconds: float
+
+
+class Finish(NamedTuple):
+    status: str
+    error: str | None
+
+
+class RetryByRQ(NamedTuple):
+    error: str
+
+
+Effect = Coord | Gap | Emit | Enqueue | FailStuck | CreateRun | Save | Park | Sleep | Finish | RetryByRQ
 Flow = Generator[Effect, Any, Any]
 
 

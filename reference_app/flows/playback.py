@@ -10,7 +10,7 @@ serving the file are the drivers'.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from reference_app.flows.coordination import PlaybackGate
 from reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck, Flow, Gap
@@ -29,9 +29,9 @@ from reference_app.policy import (
 NO_GATE = PlaybackGate(None, None, 0)
 
 
-@dataclass(frozen=True)
-class PollCall:
-    """What the poll knows of the call before it decides: its recording, file and latest run."""
+class PollCall(NamedTuple):
+    """What the poll knows of the call before it decides: its recording, file and latest run.
+    (NamedTuples here: immutable, and cheap to build on every poll of the model.)"""
 
     business_id: int
     call_sid: str
@@ -40,12 +40,12 @@ class PollCall:
     run: RunState | None
 
 
-@dataclass(frozen=True)
-class Reply:
-    """The poll's answer: status, JSON body, Retry-After (policy seconds); `serve`: send the file."""
+class Reply(NamedTuple):
+    """The poll's answer: status, JSON body (None: empty), Retry-After (policy seconds); `serve`:
+    send the file."""
 
     status: int
-    body: dict = field(default_factory=dict)
+    body: dict | None = None
     retry_after_s: float | None = None
     serve: bool = False
 

@@ -28,7 +28,7 @@ class Clients:
                 return
             call = new_call()
             maybe_play(call)
-            yield from webhook(call)
+            webhook(call)
 
     def maybe_play(self, call: Call) -> None:
         c = self.scenario.clients

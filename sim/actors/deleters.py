@@ -60,9 +60,9 @@ class Deleters:
 
     def lock_flow(self, flow, proc: str) -> Any:
         """Run a lock flow (flows/locks.py) on the model's Coordination, recording as `proc`."""
-        coord, rec = self.coord, self.rec
+        coord, emit = self.coord, self.emit
         return drive(flow, lambda e: getattr(coord, e.op)(*e.args) if e.__class__ is Coord
-                     else getattr(rec, e.kind.replace(".", "_"))(proc, **e.fields))
+                     else emit(e.kind, proc, e.fields))
 
     def end_lead_job(self, job: LeadJob, status: str, proc: str) -> None:
         job.status = status

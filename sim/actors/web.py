@@ -16,27 +16,29 @@ from sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavail
 class Web:
     """The app's request handlers in simulated time."""
 
-    def webhook(self, call: Call) -> Generator:
+    def webhook(self, call: Call) -> None:
         """The recording status callback: record it and enqueue the full job (000). Handled
-        in the arrival process itself: one webhook per call, nothing to race with (create_run
-        skips the commit wait for it)."""
+        in the arrival process itself: one webhook per call, nothing to race with, so no
+        commit wait and no simulated time passes (dedup_enqueue_now)."""
         self.rec.recording_created("web", call_sid=call.call_sid, recording_sid=call.recording_sid,
                   business_id=call.business_id, has_url=call.has_url)
         if not call.has_url:
             return
         try:
-            reason = yield from self.dedup_enqueue(call, "full", "webhook", True)
+            reason = self.dedup_enqueue_now(call, "full", "webhook")
         except RedisUnavailable:
             return  # 503: Twilio's callback is not retried in the model, the recording is lost
         reason = P.reported_enqueue_reason(reason, self.policy)
         self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=204 if reason != "error" else 500)
 
     def create_run(self, call: Call, job_type: str, via: str) -> Generator:
-        """Create the run row and put its job on the queue; EnqueueError when enqueue raises.
-        The commit takes DB_COMMIT_S where a concurrent request could slip in (clicks); the
-        webhook, one per call, has nothing to race with and skips the wait."""
-        if via != "webhook":
-            yield self.env.timeout(DB_COMMIT_S)
+        """Create the run row and put its job on the queue (insert_run) after the commit's
+        DB_COMMIT_S, where a concurrent request could slip in (clicks)."""
+        yield self.env.timeout(DB_COMMIT_S)
+        return self.insert_run(call, job_type, via)
+
+    def insert_run(self, call: Call, job_type: str, via: str) -> Run:
+        """Create the run row and put its job on the queue; EnqueueError when enqueue raises."""
         self._ids = n = self._ids + 1  # next_id()
         job_id = str(n)
         run = Run(job_id, call, job_type, "queued", self.env._now, self.policy.enqueue_retry_max)
@@ -89,11 +91,39 @@ class Web:
             else:
                 result = getattr(coord, effect.op)(*effect.args)
 
+    def dedup_enqueue_now(self, call: Call, job_type: str, via: str) -> str:
+        """dedup_enqueue for a request with nothing to race with (the webhook): the same flow,
+        the run created with no commit wait, so no simulated time passes."""
+        if self.redis_paused:  # Redis unreachable: paused, or restarting
+            if not self.orphans_swept:
+                raise RedisUnavailable
+            if self.active_run_of(call):
+                return "duplicate"
+            self.insert_run(call, job_type, via)
+            return "enqueued"
+        flow, coord, result = dedup_enqueue(call.call_sid, job_type, via, True, self.policy), self.coord, None
+        while True:
+            try:
+                effect = flow.send(result)
+            except StopIteration as stop:
+                return stop.value
+            if effect.__class__ is CreateRun:
+                try:
+                    self.insert_run(call, job_type, via)
+                    result = True
+                except EnqueueError:
+                    result = False
+            else:
+                result = getattr(coord, effect.op)(*effect.args)
+
+    def active_run_of(self, call: Call) -> bool:
+        run = self.latest_run.get(call.call_sid)
+        return run is not None and run.job_id in self.active_runs
+
     def pending_run(self, call: Call, job_type: str, via: str) -> Generator:
         """Redis unreachable with no dedup answer (recordings.pending_run): the call's active
         run is the duplicate, else a new queued run the sweeper will enqueue."""
-        run = self.latest_run.get(call.call_sid)
-        if run is not None and run.job_id in self.active_runs:
+        if self.active_run_of(call):
             return "duplicate"
         yield from self.create_run(call, job_type, via)
         return "enqueued"
@@ -127,7 +157,7 @@ class Web:
                     flow.close()
                     return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
             elif effect.__class__ is Emit:
-                result = getattr(self.rec, effect.kind.replace(".", "_"))("web", **effect.fields)
+                result = self.emit(effect.kind, "web", effect.fields)
             elif effect.__class__ is FailStuck:
                 result = self.fail_stuck(run, effect.reason)
             else:  # Gap: the round trip inside the seed's check-then-set

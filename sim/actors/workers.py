@@ -4,11 +4,13 @@ loses and what RQ re-runs."""
 from __future__ import annotations
 
 import heapq
-from typing import Generator
+from typing import Any, Generator
 
 import simpy
 
 from reference_app import policy as P
+from reference_app.flows.effects import Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep
+from reference_app.flows.recording import defer, retry_later, take_slot
 from sim.world import Entry, Run
 
 
@@ -135,17 +137,18 @@ class Workers:
         call, now = run.call, env._now
         run.status, run.started_at, run.heartbeat_at = "running", now, now
         run.alive_since = now if self.beats else None
-        self.rec.job_start(proc, job_id=run.job_id, call_sid=call.call_sid,
+        coord, job_id, sid = self.coord, run.job_id, call.recording_sid
+        self.rec.job_start(proc, job_id=job_id, call_sid=call.call_sid,
                            attempt=P.run_attempt(run.retry_count, run.fetch_retry_count), worker=proc)
         if now < call.calllog_at:
-            self.not_ready(run, proc, "calllog")
+            yield from self.job_flow(retry_later(job_id, call.call_sid, run.retry_count, run.fetch_retry_count,
+                                                 "calllog", "CallLog not found", self.policy), run, proc)
             return
-        coord, job_id, sid = self.coord, run.job_id, call.recording_sid
         if not self.semaphore_in_api:  # before: the API took the slot (download_only jobs), or none is taken
-            ok = coord.acquire_slot(call.business_id, job_id)
-            if not ok and self.blocking_slot_loop:
-                ok = yield from self.wait_for_slot(run, proc)
-            self.rec.slot_acquire(proc, job_id=job_id, business_id=call.business_id, ok=ok)
+            flow = take_slot(job_id, call.business_id, job_id, call.call_sid, self.policy)
+            done, ok = self.flow_now(flow, run, proc, None)
+            if not done:  # blocking_slot_loop: waits in the worker
+                ok = yield from self.job_flow(flow, run, proc, ok)
             if not ok:
                 yield from self.defer(run, proc)
                 return
@@ -166,55 +169,63 @@ class Workers:
         if ok:
             self.finish(run, "done", proc)
         else:
-            self.not_ready(run, proc, "fetch")
+            yield from self.job_flow(retry_later(job_id, call.call_sid, run.retry_count, run.fetch_retry_count,
+                                                 "fetch", "audio not available", self.policy), run, proc)
         coord.release_inflight(sid, job_id)
         self.release_slot(run, proc)
 
-    def not_ready(self, run: Run, proc: str, phase: str) -> None:
-        """CallLog ('calllog') or audio ('fetch') not there yet: policy.recording_retry_decision
-        says what next, against that phase's budget."""
-        p, call = self.policy, run.call
-        d = P.recording_retry_decision(run.retry_count, p, phase, run.fetch_retry_count)
-        if d.action == "fail":
-            self.finish(run, "failed", proc)
-            return
-        if d.phase == "fetch":
-            run.fetch_retry_count = d.attempt
-        else:
-            run.retry_count = d.attempt
-        run.alive_since = None
-        self.rec.job_retry(proc, job_id=run.job_id, call_sid=call.call_sid, attempt=d.attempt, delay=d.delay_s,
-                  phase=d.phase)
-        if d.action == "raise":
-            # seed: status 'queued', then raise; RQ's Retry(max=3) re-runs it at once, or gives up.
-            run.status = "queued"
-            self.rec.job_end(proc, job_id=run.job_id, call_sid=call.call_sid, outcome="retry")
-            if run.rq_retries_left > 0:
-                run.rq_retries_left -= 1
-                self.push(run)
+    def job_flow(self, flow, run: Run, proc: str, pending: Any = None) -> Generator:
+        """Run one of the recording job's flows (flows/recording.py) on `run` in simulated time,
+        recording as `proc`; returns the flow's value. Effects are done at once (`flow_now`)
+        until one needs simulated time (a Sleep: the seeds' faults only); `pending`: the Sleep
+        a flow already started with flow_now waits on."""
+        done, value = self.flow_now(flow, run, proc, None) if pending is None else (False, pending)
+        while not done:  # value: the Sleep the flow waits on
+            done, value = self.flow_now(flow, run, proc, (yield self.env.timeout(value.seconds)))
+        return value
+
+    def flow_now(self, flow, run: Run, proc: str, result: Any) -> tuple[bool, Any]:
+        """Send `result` into `flow` and do its effects until it ends, (True, its value), or
+        yields a Sleep, (False, the Sleep)."""
+        coord = self.coord
+        while True:
+            try:
+                effect = flow.send(result)
+            except StopIteration as stop:
+                return True, stop.value
+            kind = effect.__class__
+            if kind is Coord:
+                result = getattr(coord, effect.op)(*effect.args)
+            elif kind is Emit:
+                result = self.emit(effect.kind, proc, effect.fields)
+            elif kind is Save:
+                for name, value in effect.fields.items():
+                    if name == "next_attempt_in_s":
+                        run.next_attempt_at = self.env._now + value
+                    elif name != "error":  # the model keeps no error text
+                        setattr(run, name, value)
+                if "status" in effect.fields:
+                    run.alive_since = None
+                result = None
+            elif kind is Park:
+                result = self.push(run, effect.delay_s, via=effect.via)
+            elif kind is Sleep:
+                return False, effect
+            elif kind is Finish:
+                result = self.finish(run, effect.status, proc)
+            elif kind is RetryByRQ:  # seed: RQ's Retry(max=3) re-runs it at once, or gives up
+                if run.rq_retries_left > 0:
+                    run.rq_retries_left -= 1
+                    result = self.push(run)
+                else:
+                    result = self.active_runs.pop(run.job_id, None)  # RQ's failed registry; the row stays 'queued'
             else:
-                self.active_runs.pop(run.job_id, None)  # RQ's failed registry; the row stays 'queued'
-            return
-        run.status = "retry_wait"
-        run.next_attempt_at = self.env._now + d.delay_s
-        self.push(run, d.delay_s, via="retry")
-        self.rec.job_end(proc, job_id=run.job_id, call_sid=call.call_sid, outcome="retry")
+                raise TypeError(f"not a recording job effect: {effect!r}")
 
     def finish(self, run: Run, status: str, proc: str) -> None:
         run.status, run.alive_since = status, None
         self.active_runs.pop(run.job_id, None)
         self.rec.job_end(proc, job_id=run.job_id, call_sid=run.call.call_sid, outcome=status)
-
-    def wait_for_slot(self, run: Run, proc: str) -> Generator:
-        """`blocking_slot_loop`: no slot free, so wait for one in the worker, 60 x 1 s; returns
-        whether it got one (the app's _take_slot). In `before` the worker never gets here:
-        `semaphore_in_api` takes the slot in the API and the worker takes none."""
-        for _ in range(int(self.policy.before_slot_wait_s)):
-            self.rec.worker_sleep(proc, job_id=run.job_id, seconds=1.0, reason="slot")
-            yield self.env.timeout(1.0)
-            if self.coord.acquire_slot(run.call.business_id, run.job_id):
-                return True
-        return False
 
     def release_slot(self, run: Run, proc: str) -> None:
         freed = self.coord.release_slot(run.call.business_id, run.job_id)
@@ -225,20 +236,8 @@ class Workers:
         self.coord.release_slot(run.call.business_id, run.job_id)
 
     def defer(self, run: Run, proc: str) -> Generator:
-        """No free slot, or the recording in flight elsewhere (004): re-park with
-        policy.slot_defer_delay; seed sleeps in the worker first."""
-        p, env, call = self.policy, self.env, run.call
-        delay = P.slot_defer_delay(run.defer_count, p)
-        run.defer_count += 1
-        run.status, run.next_attempt_at, run.alive_since = "queued", env._now + delay, None
-        run.created_at = env._now
-        if p.has("slot_defer_sleeps"):
-            self.rec.worker_sleep(proc, job_id=run.job_id, seconds=delay, reason="slot")
-            yield env.timeout(delay)
-            self.push(run)
-        else:
-            self.push(run, delay, via="defer")
-        self.rec.job_end(proc, job_id=run.job_id, call_sid=call.call_sid, outcome="deferred")
+        """No free slot, or the recording in flight elsewhere (004): flows.recording.defer."""
+        yield from self.job_flow(defer(run.job_id, run.call.call_sid, run.defer_count, self.policy), run, proc)
 
     def download(self, run: Run, proc: str) -> Generator:
         """Fetch the recording once; True when the file is (now) complete."""
