@@ -68,13 +68,14 @@ class Web:
         reason = yield from self.dedup_enqueue(call, job_type, via, dedup)
         return P.reported_enqueue_reason(reason, self.policy)
 
-    def dedup_enqueue(self, call: Call, job_type: str, via: str, dedup: bool) -> Generator:
+    def dedup_enqueue(self, call: Call, job_type: str, via: str, dedup: bool, wait: bool = True) -> Generator:
         """Seed 001's enqueue (flows.enqueue.dedup_enqueue, as recordings.enqueue_recording drives it):
         'enqueued' | 'duplicate' | 'error'; RedisUnavailable when Redis cannot answer the dedup
-        claim and nothing falls back on the database."""
+        claim and nothing falls back on the database. `wait=False`: the run is created with no
+        commit wait (a request with nothing to race with), so no simulated time passes."""
         if dedup and self.redis_paused:  # Redis unreachable: paused, or restarting
             if self.orphans_swept:
-                return (yield from self.pending_run(call, job_type, via))
+                return (yield from self.pending_run(call, job_type, via, wait))
             raise RedisUnavailable  # the dedup claim's own round trip fails, before any run exists
         flow, coord, result = dedup_enqueue(call.call_sid, job_type, via, dedup, self.policy), self.coord, None
         while True:
@@ -84,7 +85,10 @@ class Web:
                 return stop.value
             if effect.__class__ is CreateRun:
                 try:
-                    yield from self.create_run(call, job_type, via)
+                    if wait:
+                        yield from self.create_run(call, job_type, via)
+                    else:
+                        self.insert_run(call, job_type, via)
                     result = True
                 except EnqueueError:
                     result = False
@@ -92,40 +96,28 @@ class Web:
                 result = getattr(coord, effect.op)(*effect.args)
 
     def dedup_enqueue_now(self, call: Call, job_type: str, via: str) -> str:
-        """dedup_enqueue for a request with nothing to race with (the webhook): the same flow,
-        the run created with no commit wait, so no simulated time passes."""
-        if self.redis_paused:  # Redis unreachable: paused, or restarting
-            if not self.orphans_swept:
-                raise RedisUnavailable
-            if self.active_run_of(call):
-                return "duplicate"
-            self.insert_run(call, job_type, via)
-            return "enqueued"
-        flow, coord, result = dedup_enqueue(call.call_sid, job_type, via, True, self.policy), self.coord, None
-        while True:
-            try:
-                effect = flow.send(result)
-            except StopIteration as stop:
-                return stop.value
-            if effect.__class__ is CreateRun:
-                try:
-                    self.insert_run(call, job_type, via)
-                    result = True
-                except EnqueueError:
-                    result = False
-            else:
-                result = getattr(coord, effect.op)(*effect.args)
+        """dedup_enqueue for a request with nothing to race with (the webhook): run to its end
+        at once, no simulated time passing."""
+        steps = self.dedup_enqueue(call, job_type, via, True, wait=False)
+        try:
+            steps.send(None)
+        except StopIteration as stop:
+            return stop.value
+        raise RuntimeError("an enqueue without a commit wait waited")
 
     def active_run_of(self, call: Call) -> bool:
         run = self.latest_run.get(call.call_sid)
         return run is not None and run.job_id in self.active_runs
 
-    def pending_run(self, call: Call, job_type: str, via: str) -> Generator:
+    def pending_run(self, call: Call, job_type: str, via: str, wait: bool = True) -> Generator:
         """Redis unreachable with no dedup answer (recordings.pending_run): the call's active
         run is the duplicate, else a new queued run the sweeper will enqueue."""
         if self.active_run_of(call):
             return "duplicate"
-        yield from self.create_run(call, job_type, via)
+        if wait:
+            yield from self.create_run(call, job_type, via)
+        else:
+            self.insert_run(call, job_type, via)
         return "enqueued"
 
     def playback(self, call: Call) -> Generator:
