@@ -362,9 +362,10 @@ class Coordinator:
         return status, (utcparse(since).replace(tzinfo=timezone.utc).timestamp() if since else None)
 
     def slots_in_use(self, business_id: int) -> int:
+        """How many of the business's slots are held (not lapsed) now."""
         key = SLOTS_KEY.format(business_id=business_id)
         now_ms = _server_ms(self.r)
-        return int(self.r.zcount(key, now_ms, "+inf"))
+        return int(self.r.zcount(key, f"({now_ms}", "+inf"))  # held: expiry after now
 
     def mark_queued(self, business_id: int, call_sid: str) -> int:
         """Note that a download for `call_sid` waits in the queue (queued TTL); returns how many wait."""

@@ -11,8 +11,9 @@ import redis
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from reference_app.flows.effects import Coord, CreateRun, Emit, Enqueue, FailStuck, drive
+from reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck, drive
 from reference_app.flows.enqueue import dedup_enqueue
+from reference_app.flows.enqueue import pending_run as pending_run_flow
 from reference_app.flows.playback import PollCall, poll
 from reference_app.jobs import api_slot_owner, enqueue_run, run_state
 from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
@@ -159,19 +160,24 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
 
 
 def pending_run(s: Session, run: RecordingRun | None, **fields) -> tuple[str, RecordingRun]:
-    """With Redis unreachable: `run` if one was committed, else the call's active run
-    ('duplicate'), else a new queued run ('enqueued') that the sweeper will enqueue."""
-    if run is not None:
-        return "enqueued", run
-    active = s.scalar(select(RecordingRun).where(RecordingRun.call_sid == fields["call_sid"],
-                                                 RecordingRun.status.in_(ACTIVE_RUN_STATUSES))
-                      .order_by(RecordingRun.id.desc()))
-    if active is not None:
-        return "duplicate", active
-    run = RecordingRun(status="queued", created_at=time.time(), **fields)
-    s.add(run)
-    s.commit()
-    return "enqueued", run
+    """With Redis unreachable (flows.enqueue.pending_run): `run` if one was committed, else the
+    call's active run ('duplicate'), else a new queued run ('enqueued') that the sweeper will
+    enqueue."""
+    found = [run]
+
+    def handle(effect):
+        if isinstance(effect, ActiveRun):
+            found[0] = s.scalar(select(RecordingRun).where(RecordingRun.call_sid == fields["call_sid"],
+                                                           RecordingRun.status.in_(ACTIVE_RUN_STATUSES))
+                                .order_by(RecordingRun.id.desc()))
+            return found[0] is not None
+        found[0] = RecordingRun(status="queued", created_at=time.time(), **fields)  # CreateRun: the row alone
+        s.add(found[0])
+        s.commit()
+        return True
+
+    reason = drive(pending_run_flow(run is not None, fields["job_type"], "pending"), handle)
+    return reason, found[0]
 
 
 def recording_known(s: Session, recording_sid: str) -> bool:

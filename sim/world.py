@@ -224,7 +224,7 @@ class World:
         self.live_run_never_stuck = self.beats and P.stuck_reason(
             P.RunState("running", -math.inf, -math.inf, -beat_s, None), 0.0, self.policy, None) is None
 
-    def emit(self, kind: str, proc: str, fields: dict) -> None:
+    def record(self, kind: str, proc: str, fields: dict) -> None:
         """Record a flow's Emit(kind, fields) as `proc` (rec.<kind>, looked up once per kind)."""
         record = self._emitters.get(kind)
         if record is None:

@@ -2,8 +2,8 @@
 each variant takes around creating the run, and what it answers."""
 from __future__ import annotations
 
-from reference_app.flows.effects import Coord, CreateRun, drive_with
-from reference_app.flows.enqueue import dedup_enqueue
+from reference_app.flows.effects import ActiveRun, Coord, CreateRun, drive_with
+from reference_app.flows.enqueue import dedup_enqueue, pending_run
 from reference_app.policy import make_policy
 
 KEY = ("CA1", "full")
@@ -43,3 +43,15 @@ def test_seed_sets_nothing_after_a_failed_enqueue():
 def test_without_dedup_the_run_is_created_with_no_key_at_all():
     assert run("fixed", [True], dedup=False) == ([CREATE], "enqueued")
     assert run("fixed", [False], dedup=False) == ([CREATE], "error")
+
+
+def test_with_redis_down_a_run_committed_before_it_failed_is_the_enqueued_one():
+    assert drive_with(pending_run(True, "full", "webhook"), []) == ([], "enqueued")
+
+
+def test_with_redis_down_the_calls_active_run_is_the_duplicate():
+    assert drive_with(pending_run(False, "full", "webhook"), [True]) == ([ActiveRun()], "duplicate")
+
+
+def test_with_redis_down_and_no_active_run_a_queued_run_is_created_for_the_sweep():
+    assert drive_with(pending_run(False, "full", "webhook"), [False, True]) == ([ActiveRun(), CREATE], "enqueued")

@@ -79,6 +79,9 @@ class Coordination(Protocol):
     def release_slot(self, business_id: int, owner: str) -> bool:
         """Free `owner`'s slot; True when it still held one. Never frees another owner's."""
 
+    def slots_in_use(self, business_id: int) -> int:
+        """How many of the business's slots are held (not lapsed) now."""
+
     def claim_inflight(self, recording_sid: str, owner: str) -> bool:
         """Claim the recording's download; True when free or already `owner`'s."""
 

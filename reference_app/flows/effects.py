@@ -13,7 +13,9 @@ the model's with SimPy and its world; a test with a list of canned results).
   'duplicate' | 'error' as the caller reports it (policy.reported_enqueue_reason).
 - `FailStuck(reason)`: mark the stuck run the flow found failed (once; a compare-and-set).
 - `CreateRun(job_type, via)`: create the run row and put its job on the queue; result: True,
-  or False when the enqueue raised.
+  or False when the enqueue raised. (With Redis unreachable, flows.enqueue.pending_run: the row
+  alone, queued, for the workers' sweep to enqueue.)
+- `ActiveRun()`: has the call an active run (queued, running, retry_wait)? result: bool.
 
 The recording job's steps (flows/recording.py) act on the run the driver holds:
 - `Save(fields)`: set the run's columns and commit; `next_attempt_in_s` sets next_attempt_at
@@ -57,6 +59,10 @@ class CreateRun(NamedTuple):
     via: str
 
 
+class ActiveRun(NamedTuple):
+    pass
+
+
 class Save(NamedTuple):
     fields: dict
 
@@ -79,7 +85,7 @@ class RetryByRQ(NamedTuple):
     error: str
 
 
-Effect = Coord | Gap | Emit | Enqueue | FailStuck | CreateRun | Save | Park | Sleep | Finish | RetryByRQ
+Effect = Coord | Gap | Emit | Enqueue | FailStuck | CreateRun | ActiveRun | Save | Park | Sleep | Finish | RetryByRQ
 Flow = Generator[Effect, Any, Any]
 
 

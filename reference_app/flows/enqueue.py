@@ -5,11 +5,11 @@ failure never leaves a key that answers 'duplicate'.
 The seeds' shapes stay reachable: `dedup_set_before_enqueue` (before) claims first and keeps
 the claim after a failure; `dedup_check_then_set` (seed) checks, enqueues, then sets, so
 concurrent requests all pass the check. Redis being unreachable is the drivers' (the app falls
-back on the database, recordings.pending_run; the model on its runs).
+back on the database, `pending_run` below, in both).
 """
 from __future__ import annotations
 
-from reference_app.flows.effects import Coord, CreateRun, Flow
+from reference_app.flows.effects import ActiveRun, Coord, CreateRun, Flow
 from reference_app.policy import Policy
 
 
@@ -35,3 +35,16 @@ def dedup_enqueue(call_sid: str, job_type: str, via: str, dedup: bool, p: Policy
     if not keep_failed_claim:
         yield Coord("release_dedup", (call_sid, job_type, token))
     return "error"
+
+
+def pending_run(committed: bool, job_type: str, via: str) -> Flow:
+    """Redis unreachable, so no dedup answer from it: the database decides. A run committed
+    before Redis failed (`committed`) is the enqueued one; else the call's active run is the
+    duplicate; else a new queued run, which the workers' sweep enqueues once Redis answers
+    (policy.run_orphaned). Returns 'enqueued' | 'duplicate'."""
+    if committed:
+        return "enqueued"
+    if (yield ActiveRun()):
+        return "duplicate"
+    yield CreateRun(job_type, via)
+    return "enqueued"

@@ -67,7 +67,7 @@ class Clients:
                 self.spawn(self.player(call, client, i, "storm"))
         elif r < c.double_click_fraction + c.storm_fraction + c.refresh_fraction:
             for i in range(1, c.refreshes + 2):
-                yield from self.enqueue_api(call)
+                yield from self.post_enqueue(call)
                 status = yield from self.player(call, client, i, "refresher")
                 if status == 200:
                     return
@@ -81,7 +81,7 @@ class Clients:
         self.rec.client_start(client, client=client, session=session, call_sid=cs, role=role)
         retries, n = 0, 0
         while True:
-            status, retry_after, audio_ok = yield from self.playback(call)
+            status, retry_after, audio_ok = yield from self.request_playback(call)
             n += 1
             self.rec.client_request(client, client=client, session=session, call_sid=cs, status=status,
                       retry_after=retry_after, n=n, audio_ok=audio_ok)

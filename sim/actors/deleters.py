@@ -60,9 +60,9 @@ class Deleters:
 
     def lock_flow(self, flow, proc: str) -> Any:
         """Run a lock flow (flows/locks.py) on the model's Coordination, recording as `proc`."""
-        coord, emit = self.coord, self.emit
+        coord, record = self.coord, self.record
         return drive(flow, lambda e: getattr(coord, e.op)(*e.args) if e.__class__ is Coord
-                     else emit(e.kind, proc, e.fields))
+                     else record(e.kind, proc, e.fields))
 
     def end_lead_job(self, job: LeadJob, status: str, proc: str) -> None:
         job.status = status

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Generator
 
 from reference_app import policy as P
-from reference_app.flows.effects import Coord, CreateRun, Emit, Enqueue, FailStuck
-from reference_app.flows.enqueue import dedup_enqueue
+from reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck
+from reference_app.flows.enqueue import dedup_enqueue, pending_run
 from reference_app.flows.playback import PollCall, poll
 from sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run
 
@@ -25,7 +25,7 @@ class Web:
         if not call.has_url:
             return
         try:
-            reason = self.dedup_enqueue_now(call, "full", "webhook")
+            reason = self.drive_enqueue_now(call, "full", "webhook")
         except RedisUnavailable:
             return  # 503: Twilio's callback is not retried in the model, the recording is lost
         reason = P.reported_enqueue_reason(reason, self.policy)
@@ -62,20 +62,20 @@ class Web:
         self.rec.job_enqueue("web", job_id=job_id, call_sid=call.call_sid, job_type=job_type, via=via)
         return run
 
-    def enqueue_recording(self, call: Call, job_type: str, via: str, dedup: bool = True) -> Generator:
+    def request_enqueue(self, call: Call, job_type: str, via: str, dedup: bool = True) -> Generator:
         """Seed 001's enqueue with its dedup key; returns 'enqueued' | 'duplicate' | 'error', as
         the caller sees it (policy.reported_enqueue_reason)."""
-        reason = yield from self.dedup_enqueue(call, job_type, via, dedup)
+        reason = yield from self.drive_enqueue(call, job_type, via, dedup)
         return P.reported_enqueue_reason(reason, self.policy)
 
-    def dedup_enqueue(self, call: Call, job_type: str, via: str, dedup: bool, wait: bool = True) -> Generator:
+    def drive_enqueue(self, call: Call, job_type: str, via: str, dedup: bool, wait: bool = True) -> Generator:
         """Seed 001's enqueue (flows.enqueue.dedup_enqueue, as recordings.enqueue_recording drives it):
         'enqueued' | 'duplicate' | 'error'; RedisUnavailable when Redis cannot answer the dedup
         claim and nothing falls back on the database. `wait=False`: the run is created with no
         commit wait (a request with nothing to race with), so no simulated time passes."""
         if dedup and self.redis_paused:  # Redis unreachable: paused, or restarting
             if self.orphans_swept:
-                return (yield from self.pending_run(call, job_type, via, wait))
+                return (yield from self.drive_pending_run(call, job_type, via, wait))
             raise RedisUnavailable  # the dedup claim's own round trip fails, before any run exists
         flow, coord, result = dedup_enqueue(call.call_sid, job_type, via, dedup, self.policy), self.coord, None
         while True:
@@ -95,10 +95,10 @@ class Web:
             else:
                 result = getattr(coord, effect.op)(*effect.args)
 
-    def dedup_enqueue_now(self, call: Call, job_type: str, via: str) -> str:
+    def drive_enqueue_now(self, call: Call, job_type: str, via: str) -> str:
         """dedup_enqueue for a request with nothing to race with (the webhook): run to its end
         at once, no simulated time passing."""
-        steps = self.dedup_enqueue(call, job_type, via, True, wait=False)
+        steps = self.drive_enqueue(call, job_type, via, True, wait=False)
         try:
             steps.send(None)
         except StopIteration as stop:
@@ -109,18 +109,23 @@ class Web:
         run = self.latest_run.get(call.call_sid)
         return run is not None and run.job_id in self.active_runs
 
-    def pending_run(self, call: Call, job_type: str, via: str, wait: bool = True) -> Generator:
-        """Redis unreachable with no dedup answer (recordings.pending_run): the call's active
-        run is the duplicate, else a new queued run the sweeper will enqueue."""
-        if self.active_run_of(call):
-            return "duplicate"
-        if wait:
-            yield from self.create_run(call, job_type, via)
-        else:
-            self.insert_run(call, job_type, via)
-        return "enqueued"
+    def drive_pending_run(self, call: Call, job_type: str, via: str, wait: bool = True) -> Generator:
+        """Redis unreachable with no dedup answer: flows.enqueue.pending_run on the model's runs
+        (a run created now, while Redis is unreachable, is an orphan for the sweep)."""
+        flow, result = pending_run(False, job_type, via), None
+        while True:
+            try:
+                effect = flow.send(result)
+            except StopIteration as stop:
+                return stop.value
+            if effect.__class__ is ActiveRun:
+                result = self.active_run_of(call)
+            elif wait:
+                result = yield from self.create_run(call, job_type, via)
+            else:
+                result = self.insert_run(call, job_type, via)
 
-    def playback(self, call: Call) -> Generator:
+    def request_playback(self, call: Call) -> Generator:
         """GET /api/recordings/file/<call_sid> → (status, retry_after_s, audio_ok): the app's
         flow (flows.playback.poll) driven in simulated time. Redis unreachable: a poll whose
         answer needs it gets 503."""
@@ -144,12 +149,12 @@ class Web:
                 result = getattr(coord, effect.op)(*effect.args)
             elif effect.__class__ is Enqueue:
                 try:
-                    result = yield from self.enqueue_recording(call, effect.job_type, effect.via, effect.dedup)
+                    result = yield from self.request_enqueue(call, effect.job_type, effect.via, effect.dedup)
                 except RedisUnavailable:  # Redis went away since the gate answered
                     flow.close()
                     return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
             elif effect.__class__ is Emit:
-                result = self.emit(effect.kind, "web", effect.fields)
+                result = self.record(effect.kind, "web", effect.fields)
             elif effect.__class__ is FailStuck:
                 result = self.fail_stuck(run, effect.reason)
             else:  # Gap: the round trip inside the seed's check-then-set
@@ -165,7 +170,7 @@ class Web:
         self.rec.job_stuck("web", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
         self.coord.clear_dedup(run.call.call_sid, run.job_type)
 
-    def enqueue_api(self, call: Call) -> Generator:
+    def post_enqueue(self, call: Call) -> Generator:
         """POST .../recording/enqueue (001): reason → status by policy.enqueue_status."""
         if not call.has_url:
             return
@@ -173,7 +178,7 @@ class Web:
             reason = "cached"
         else:
             try:
-                reason = yield from self.enqueue_recording(call, "download_only", "enqueue_api")
+                reason = yield from self.request_enqueue(call, "download_only", "enqueue_api")
             except RedisUnavailable:
                 return  # 503 redis_unavailable
         self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=P.enqueue_status(reason))

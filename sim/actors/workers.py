@@ -150,15 +150,15 @@ class Workers:
             if not done:  # blocking_slot_loop: waits in the worker
                 ok = yield from self.job_flow(flow, run, proc, ok)
             if not ok:
-                yield from self.defer(run, proc)
+                yield from self.defer_job(run, proc)
                 return
         # As the app's _download_with_slot: the slot is released last (its `finally`), after
         # the job's own end — a deferral for a recording in flight elsewhere included.
         if not coord.claim_inflight(sid, job_id):
-            yield from self.defer(run, proc)
+            yield from self.defer_job(run, proc)
             self.release_slot(run, proc)
             return
-        ok = yield from self.download(run, proc)
+        ok = yield from self.fetch_audio(run, proc)
         if ok and run.job_type == "full" and self.transcribe_s[1] > 0:
             # the scenario's transcription (no step of the reference app) holds no claim or slot
             coord.release_inflight(sid, job_id)
@@ -197,7 +197,7 @@ class Workers:
             if kind is Coord:
                 result = getattr(coord, effect.op)(*effect.args)
             elif kind is Emit:
-                result = self.emit(effect.kind, proc, effect.fields)
+                result = self.record(effect.kind, proc, effect.fields)
             elif kind is Save:
                 for name, value in effect.fields.items():
                     if name == "next_attempt_in_s":
@@ -235,11 +235,11 @@ class Workers:
         self.coord.release_inflight(run.call.recording_sid, run.job_id)
         self.coord.release_slot(run.call.business_id, run.job_id)
 
-    def defer(self, run: Run, proc: str) -> Generator:
+    def defer_job(self, run: Run, proc: str) -> Generator:
         """No free slot, or the recording in flight elsewhere (004): flows.recording.defer."""
         yield from self.job_flow(defer(run.job_id, run.call.call_sid, run.defer_count, self.policy), run, proc)
 
-    def download(self, run: Run, proc: str) -> Generator:
+    def fetch_audio(self, run: Run, proc: str) -> Generator:
         """Fetch the recording once; True when the file is (now) complete."""
         p, env, call = self.policy, self.env, run.call
         sid = call.recording_sid

@@ -159,7 +159,10 @@ def test_a_slot_lapses_after_the_inflight_ttl_unless_refreshed(make):
     coord.acquire_slot(1, "b")
     subject.advance(800)
     assert coord.refresh_slot(1, "a") is True
-    subject.advance(100)  # b's slot lapsed at 900; a's runs to 1700
+    subject.advance(99)
+    assert coord.slots_in_use(1) == 2
+    subject.advance(1)  # b's slot lapsed at 900; a's runs to 1700
+    assert coord.slots_in_use(1) == 1
     assert coord.refresh_slot(1, "b") is False
     assert coord.acquire_slot(1, "c") is True
     assert coord.acquire_slot(1, "d") is False
@@ -258,7 +261,8 @@ AREAS = {  # operations that share state, generated together so that they meet
         st.tuples(st.just("playback_gate"), st.sampled_from(CALLS), st.sampled_from(ASKS)),
         st.tuples(st.sampled_from(["worker_beat", "worker_alive"]))),
     "slots": st.one_of(STEPS, st.tuples(st.sampled_from(["acquire_slot", "refresh_slot", "release_slot", "claim_inflight",
-                                                         "refresh_inflight", "release_inflight"]), st.sampled_from(OWNERS))),
+                                                         "refresh_inflight", "release_inflight", "slots_in_use"]),
+                                        st.sampled_from(OWNERS))),
     "locks": st.one_of(STEPS, st.tuples(st.sampled_from(["acquire_lock", "refresh_lock", "release_lock", "lock_holder"]),
                                         st.sampled_from(OWNERS))),
 }
@@ -284,6 +288,8 @@ def apply(subject, op: tuple, tokens: dict):
         return coord.count_attempt(args[0])
     if name == "playback_gate":
         return coord.playback_gate(1, args[0], args[1])
+    if name == "slots_in_use":
+        return coord.slots_in_use(1)
     if name in ("acquire_slot", "refresh_slot", "release_slot"):
         return getattr(coord, name)(1, args[0])
     if name in ("claim_inflight", "refresh_inflight", "release_inflight"):

@@ -1,6 +1,6 @@
 """The live app and the model make the same fail-fast decisions for polls at the same times:
 the app's GET /api/recordings/file/<call_sid> through Flask's test client against real Redis,
-and the model's poll (sim.model.Model.playback), both running flows.playback.poll over their
+and the model's poll (sim.model.Model.request_playback), both running flows.playback.poll over their
 own Coordination adapter. Time is controlled on both sides: the model's is SimPy's; the app's
 clock (policy_now, and the clock recordings.py stamps runs with) is a fake, and Redis's is moved
 by ageing its keys (adapters.RedisClock). No worker runs on either side.
@@ -55,7 +55,7 @@ def model_statuses(times):
     def poller():
         for t in times:
             yield model.env.timeout(t - model.env.now)
-            status, _retry_after, _audio = yield from model.playback(call)
+            status, _retry_after, _audio = yield from model.request_playback(call)
             answers.append((status, "worker_not_processing_queue" if status == 500 else None))
 
     model.spawn(poller())
