@@ -25,8 +25,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from reference_app.flows.effects import Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
+from reference_app.flows.effects import ClaimRun, Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
 from reference_app.flows.recording import defer, retry_later, take_slot
+from reference_app.flows.sweep import requeue_orphan as requeue_orphan_flow
+from reference_app.flows.sweep import requeue_stuck
 from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
 from reference_app.policy import (
     ACTIVE_RUN_STATUSES,
@@ -37,7 +39,6 @@ from reference_app.policy import (
     run_attempt,
     run_orphaned,
     stuck_reason,
-    stuck_run_over_budget,
 )
 from reference_app.coordination import crash_point_on, schedule_in
 from reference_app.services import RECORDINGS_QUEUE, Services, get_services
@@ -401,47 +402,45 @@ def cleanup_stuck_recording_jobs(svc: Services | None = None) -> int:
                     if run_orphaned(run_state(svc, run), status, now, p, svc.policy_time(started)):
                         moved += requeue_orphan(svc, s, run)
                 continue
-            over_budget = stuck_run_over_budget(run.retry_count, p)
-            new_status = "failed" if over_budget else "queued"
-            won = s.execute(
-                update(RecordingRun)
-                .where(RecordingRun.id == run.id, RecordingRun.status == run.status,
-                       RecordingRun.heartbeat_at.is_(run.heartbeat_at) if run.heartbeat_at is None
-                       else RecordingRun.heartbeat_at == run.heartbeat_at)
-                .values(status=new_status, retry_count=run.retry_count + (0 if over_budget else 1),
-                        created_at=time.time(), next_attempt_at=None, error=f"stuck: {why}")
-            ).rowcount
-            s.commit()
-            if not won:
-                continue
-            svc.history.emit("job.stuck", job_id=str(run.id), call_sid=run.call_sid, reason=why)
-            if run.rq_job_id and run.recording_sid:
-                svc.coord.release_inflight(run.recording_sid, run.rq_job_id)
-                svc.coord.release_slot(run.business_id, run.rq_job_id)
-            if not over_budget:
-                s.refresh(run)
-                enqueue_run(svc, s, run)
-                svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=run.call_sid, job_type=run.job_type,
-                                 via="requeue")
-                moved += 1
+            same_beat = (RecordingRun.heartbeat_at.is_(None) if run.heartbeat_at is None
+                         else RecordingRun.heartbeat_at == run.heartbeat_at)
+            flow = requeue_stuck(str(run.id), run.call_sid, run.job_type, run.retry_count, why, run.business_id,
+                                 run.recording_sid, run.rq_job_id, p)
+            moved += bool(_drive_sweep(svc, s, run, flow, (RecordingRun.status == run.status, same_beat), {}))
     return moved
 
 
 def requeue_orphan(svc: Services, s: Session, run: RecordingRun) -> int:
-    """Enqueue a waiting run whose RQ job is gone (policy.run_orphaned): Redis restarted empty,
-    or its enqueue never reached a paused Redis. Once however many workers sweep: a
-    compare-and-set on the run's job id. Returns 1 when this call re-enqueued it."""
+    """Enqueue a waiting run whose RQ job is gone (policy.run_orphaned; flows.sweep.requeue_orphan):
+    Redis restarted empty, or its enqueue never reached a paused Redis. Once however many
+    workers sweep: a compare-and-set on the run's job id. Returns 1 when this call re-enqueued it."""
     old = run.rq_job_id
-    won = s.execute(
-        update(RecordingRun)
-        .where(RecordingRun.id == run.id, RecordingRun.status == run.status,
-               RecordingRun.rq_job_id.is_(None) if old is None else RecordingRun.rq_job_id == old)
-        .values(status="queued", created_at=time.time(), next_attempt_at=None, rq_job_id=f"orphan-{uuid.uuid4().hex[:8]}")
-    ).rowcount
-    s.commit()
-    if not won:
-        return 0
-    s.refresh(run)
-    enqueue_run(svc, s, run, via="orphan")
-    svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=run.call_sid, job_type=run.job_type, via="orphan")
-    return 1
+    same_job = RecordingRun.rq_job_id.is_(None) if old is None else RecordingRun.rq_job_id == old
+    return int(_drive_sweep(svc, s, run, requeue_orphan_flow(str(run.id), run.call_sid, run.job_type),
+                            (RecordingRun.status == run.status, same_job), {"rq_job_id": f"orphan-{uuid.uuid4().hex[:8]}"}))
+
+
+def _drive_sweep(svc: Services, s: Session, run: RecordingRun, flow, unchanged: tuple, extra: dict):
+    """Run a sweep flow (flows/sweep.py) on `run`: ClaimRun is an UPDATE on the run's id and
+    `unchanged` (the row as this sweep read it) with `extra` columns beside the flow's."""
+
+    def handle(effect):
+        kind = type(effect)
+        if kind is ClaimRun:
+            values = {k: v for k, v in effect.fields.items() if k != "created_now"}
+            if effect.fields.get("created_now"):
+                values["created_at"] = time.time()
+            won = s.execute(update(RecordingRun).where(RecordingRun.id == run.id, *unchanged)
+                            .values(**values, **extra)).rowcount
+            s.commit()
+            return bool(won)
+        if kind is Emit:
+            return svc.history.emit(effect.kind, **effect.fields)
+        if kind is Coord:
+            return getattr(svc.coord, effect.op)(*effect.args)
+        if kind is Park:
+            s.refresh(run)
+            return enqueue_run(svc, s, run, effect.delay_s, via=effect.via)
+        raise TypeError(f"not a sweep effect: {effect!r}")
+
+    return drive(flow, handle)

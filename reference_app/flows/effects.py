@@ -24,6 +24,8 @@ The recording job's steps (flows/recording.py) act on the run the driver holds:
 - `Sleep(seconds)`: the worker itself sleeps (only the seeds' faults do).
 - `Finish(status, error)`: end the run done or failed (and record job.end).
 - `RetryByRQ(error)`: the seed's retry: raise, and let RQ's Retry re-run the job at once.
+- `ClaimRun(fields)`: compare-and-set the run as the sweep read it: set `fields` (with
+  `created_now`, created_at = now) and commit; result False when another sweep changed it first.
 """
 from __future__ import annotations
 
@@ -85,7 +87,12 @@ class RetryByRQ(NamedTuple):
     error: str
 
 
-Effect = Coord | Gap | Emit | Enqueue | FailStuck | CreateRun | ActiveRun | Save | Park | Sleep | Finish | RetryByRQ
+class ClaimRun(NamedTuple):
+    fields: dict
+
+
+Effect = (Coord | Gap | Emit | Enqueue | FailStuck | CreateRun | ActiveRun | Save | Park | Sleep | Finish | RetryByRQ
+          | ClaimRun)
 Flow = Generator[Effect, Any, Any]
 
 

@@ -9,8 +9,9 @@ from typing import Any, Generator
 import simpy
 
 from reference_app import policy as P
-from reference_app.flows.effects import Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep
+from reference_app.flows.effects import ClaimRun, Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
 from reference_app.flows.recording import defer, retry_later, take_slot
+from reference_app.flows.sweep import requeue_orphan, requeue_stuck
 from sim.world import Entry, Run
 
 
@@ -97,18 +98,8 @@ class Workers:
                 why = P.stuck_reason(run.state(now, p.heartbeat_interval_s), now, p, alive if waiting else None)
                 if why is None:
                     continue
-                over = P.stuck_run_over_budget(run.retry_count, p)
-                self.rec.job_stuck("sweeper", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
-                self.release_claims(run)
-                run.alive_since = None
-                if over:
-                    run.status = "failed"
-                    self.active_runs.pop(run.job_id, None)
-                    continue
-                run.status, run.retry_count, run.created_at, run.next_attempt_at = "queued", run.retry_count + 1, now, None
-                self.push(run)
-                self.rec.job_enqueue("sweeper", job_id=run.job_id, call_sid=run.call.call_sid,
-                          job_type=run.job_type, via="requeue")
+                self.sweep_flow(requeue_stuck(run.job_id, run.call.call_sid, run.job_type, run.retry_count, why,
+                                              run.call.business_id, run.call.recording_sid, run.job_id, p), run)
 
     def sweep_orphans(self) -> None:
         """jobs.requeue_orphan: a waiting run no RQ job will run is enqueued again once
@@ -122,10 +113,34 @@ class Workers:
             if not P.run_orphaned(run.state(now, p.heartbeat_interval_s), job_status, now, p, dequeued_at):
                 continue
             del self.orphans[job_id]
-            run.status, run.created_at, run.next_attempt_at = "queued", now, None
-            self.push(run)
-            self.rec.job_enqueue("sweeper", job_id=run.job_id, call_sid=run.call.call_sid,
-                      job_type=run.job_type, via="orphan")
+            self.sweep_flow(requeue_orphan(run.job_id, run.call.call_sid, run.job_type), run)
+
+    def sweep_flow(self, flow, run: Run) -> Any:
+        """Run a sweep flow (flows/sweep.py) on `run`, recording as the sweeper. One sweep at a
+        time in the model: its ClaimRun always wins."""
+        coord, record = self.coord, self.record
+
+        def handle(effect):
+            kind = effect.__class__
+            if kind is ClaimRun:
+                for name, value in effect.fields.items():
+                    if name == "created_now":
+                        run.created_at = self.env._now
+                    elif name != "error":  # the model keeps no error text
+                        setattr(run, name, value)
+                run.alive_since = None
+                if run.status == "failed":
+                    self.active_runs.pop(run.job_id, None)
+                return True
+            if kind is Emit:
+                return record(effect.kind, "sweeper", effect.fields)
+            if kind is Coord:
+                return getattr(coord, effect.op)(*effect.args)
+            if kind is Park:
+                return self.push(run, effect.delay_s, via=effect.via)
+            raise TypeError(f"not a sweep effect: {effect!r}")
+
+        return drive(flow, handle)
 
     def recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
         run, env = entry.run, self.env
