@@ -416,8 +416,9 @@ def requeue_orphan(svc: Services, s: Session, run: RecordingRun) -> int:
     workers sweep: a compare-and-set on the run's job id. Returns 1 when this call re-enqueued it."""
     old = run.rq_job_id
     same_job = RecordingRun.rq_job_id.is_(None) if old is None else RecordingRun.rq_job_id == old
+    fresh_id = {"rq_job_id": f"orphan-{uuid.uuid4().hex[:8]}"}
     return int(_drive_sweep(svc, s, run, requeue_orphan_flow(str(run.id), run.call_sid, run.job_type),
-                            (RecordingRun.status == run.status, same_job), {"rq_job_id": f"orphan-{uuid.uuid4().hex[:8]}"}))
+                            (RecordingRun.status == run.status, same_job), fresh_id))
 
 
 def _drive_sweep(svc: Services, s: Session, run: RecordingRun, flow, unchanged: tuple, extra: dict):

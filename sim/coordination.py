@@ -158,7 +158,8 @@ class ModelCoordination:
         holder = self.inflight.get(recording_sid)
         if holder is not None and holder[0] != owner and holder[1] > self.clock._now:
             return False
-        self.inflight[recording_sid] = (owner, math.inf if self.claims_refreshed else self.clock._now + self.inflight_ttl_s)
+        expiry = math.inf if self.claims_refreshed else self.clock._now + self.inflight_ttl_s
+        self.inflight[recording_sid] = (owner, expiry)
         return True
 
     def refresh_inflight(self, recording_sid: str, owner: str) -> bool:

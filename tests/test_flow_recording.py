@@ -23,7 +23,8 @@ def test_fixed_never_waits_for_a_slot_in_the_worker():
 
 def test_the_blocking_slot_loop_sleeps_a_second_at_a_time_until_a_slot_frees():
     blocking = make_policy("fixed", "blocking_slot_loop")
-    effects, ok = drive_with(take_slot("7", 1, "rq7", "CA1", blocking), [False, None, None, False, None, None, True, None])
+    results = [False, None, None, False, None, None, True, None]
+    effects, ok = drive_with(take_slot("7", 1, "rq7", "CA1", blocking), results)
     assert [type(e) for e in effects] == [Coord, Emit, Sleep, Coord, Emit, Sleep, Coord, Emit] and ok is True
 
 

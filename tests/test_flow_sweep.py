@@ -20,7 +20,8 @@ def test_a_stuck_run_is_requeued_spending_one_retry_and_its_dead_owners_claims_f
     assert effects[1:] == [Emit("job.stuck", {"job_id": "7", "call_sid": "CA1", "reason": "no heartbeat for 61 s"}),
                            Coord("release_inflight", ("RE1", "rq7")), Coord("release_slot", (1, "rq7")),
                            Park(0.0, "requeue"),
-                           Emit("job.enqueue", {"job_id": "7", "call_sid": "CA1", "job_type": "full", "via": "requeue"})]
+                           Emit("job.enqueue",
+                                {"job_id": "7", "call_sid": "CA1", "job_type": "full", "via": "requeue"})]
     assert requeued is True
 
 

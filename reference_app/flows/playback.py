@@ -88,8 +88,8 @@ def poll(call: PollCall, now: float, p: Policy) -> Flow:
     counted = {"attempt": attempts, "max_attempts": p.fail_fast_max_attempts}
     if not act.enqueue:
         if act.error:
-            return Reply(act.status, {"error": act.error,
-                                      "message": f"{attempts - 1} attempts in the window; the worker is not processing"})
+            message = f"{attempts - 1} attempts in the window; the worker is not processing"
+            return Reply(act.status, {"error": act.error, "message": message})
         return Reply(act.status, {"status": "processing", **(counted if gate.marked else {})}, act.retry_after_s)
     reason = yield Enqueue("download_only", "playback", playback_dedups(p))
     yield Emit("enqueue.result", {"call_sid": call.call_sid, "reason": reason,

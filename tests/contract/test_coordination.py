@@ -260,11 +260,11 @@ AREAS = {  # operations that share state, generated together so that they meet
                                    "count_attempt"]), st.sampled_from(CALLS)),
         st.tuples(st.just("playback_gate"), st.sampled_from(CALLS), st.sampled_from(ASKS)),
         st.tuples(st.sampled_from(["worker_beat", "worker_alive"]))),
-    "slots": st.one_of(STEPS, st.tuples(st.sampled_from(["acquire_slot", "refresh_slot", "release_slot", "claim_inflight",
-                                                         "refresh_inflight", "release_inflight", "slots_in_use"]),
-                                        st.sampled_from(OWNERS))),
-    "locks": st.one_of(STEPS, st.tuples(st.sampled_from(["acquire_lock", "refresh_lock", "release_lock", "lock_holder"]),
-                                        st.sampled_from(OWNERS))),
+    "slots": st.one_of(STEPS, st.tuples(
+        st.sampled_from(["acquire_slot", "refresh_slot", "release_slot", "claim_inflight", "refresh_inflight",
+                         "release_inflight", "slots_in_use"]), st.sampled_from(OWNERS))),
+    "locks": st.one_of(STEPS, st.tuples(
+        st.sampled_from(["acquire_lock", "refresh_lock", "release_lock", "lock_holder"]), st.sampled_from(OWNERS))),
 }
 
 
