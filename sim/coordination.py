@@ -36,7 +36,9 @@ class ModelCoordination:
         self.p, self.clock = policy, clock
         counter = itertools.count(1)
         self.new_token = new_token or (lambda: f"t{next(counter)}")
-        self.claims_refreshed, self._alive = claims_refreshed, alive
+        self.claims_refreshed = claims_refreshed
+        if alive is not None:
+            self.worker_alive = alive  # the model's liveness, asked directly
         self.keys = KeyStore()
         self.attempts: dict[str, deque[float]] = {}
         self.slots: dict[int, dict[str, float]] = {}
@@ -212,6 +214,4 @@ class ModelCoordination:
         self.keys.set(LIVENESS_KEY, "1", self.clock._now, self.p.heartbeat_timeout_s)
 
     def worker_alive(self) -> bool:
-        if self._alive is not None:
-            return self._alive()
         return self.keys.exists(LIVENESS_KEY, self.clock._now)

@@ -19,7 +19,7 @@ class Web:
     def webhook(self, call: Call) -> None:
         """The recording status callback: record it and enqueue the full job (000). Handled
         in the arrival process itself: one webhook per call, nothing to race with, so no
-        commit wait and no simulated time passes (dedup_enqueue_now)."""
+        commit wait and no simulated time passes (drive_enqueue_now)."""
         self.rec.recording_created("web", call_sid=call.call_sid, recording_sid=call.recording_sid,
                   business_id=call.business_id, has_url=call.has_url)
         if not call.has_url:
@@ -68,42 +68,60 @@ class Web:
         reason = yield from self.drive_enqueue(call, job_type, via, dedup)
         return P.reported_enqueue_reason(reason, self.policy)
 
-    def drive_enqueue(self, call: Call, job_type: str, via: str, dedup: bool, wait: bool = True) -> Generator:
+    def drive_enqueue(self, call: Call, job_type: str, via: str, dedup: bool) -> Generator:
         """Seed 001's enqueue (flows.enqueue.dedup_enqueue, as recordings.enqueue_recording drives it):
         'enqueued' | 'duplicate' | 'error'; RedisUnavailable when Redis cannot answer the dedup
-        claim and nothing falls back on the database. `wait=False`: the run is created with no
-        commit wait (a request with nothing to race with), so no simulated time passes."""
+        claim and nothing falls back on the database. The run is created after the commit's
+        DB_COMMIT_S (create_run), where a concurrent request can slip in."""
         if dedup and self.redis_paused:  # Redis unreachable: paused, or restarting
             if self.orphans_swept:
-                return (yield from self.drive_pending_run(call, job_type, via, wait))
+                return (yield from self.drive_pending_run(call, job_type, via))
             raise RedisUnavailable  # the dedup claim's own round trip fails, before any run exists
-        flow, coord, result = dedup_enqueue(call.call_sid, job_type, via, dedup, self.policy), self.coord, None
+        flow = dedup_enqueue(call.call_sid, job_type, via, dedup, self.policy)
+        done, value = self.enqueue_steps(flow, None)
+        while not done:  # a CreateRun
+            try:
+                yield from self.create_run(call, job_type, via)
+                created = True
+            except EnqueueError:
+                created = False
+            done, value = self.enqueue_steps(flow, created)
+        return value
+
+    def drive_enqueue_now(self, call: Call, job_type: str, via: str) -> str:
+        """drive_enqueue for a request with nothing to race with (the webhook): the run created
+        with no commit wait (insert_run), so no simulated time passes."""
+        if self.redis_paused:  # Redis unreachable: paused, or restarting
+            if not self.orphans_swept:
+                raise RedisUnavailable
+            steps = self.drive_pending_run(call, job_type, via, wait=False)
+            try:
+                steps.send(None)
+            except StopIteration as stop:
+                return stop.value
+        flow = dedup_enqueue(call.call_sid, job_type, via, True, self.policy)
+        done, value = self.enqueue_steps(flow, None)
+        while not done:  # a CreateRun
+            try:
+                self.insert_run(call, job_type, via)
+                created = True
+            except EnqueueError:
+                created = False
+            done, value = self.enqueue_steps(flow, created)
+        return value
+
+    def enqueue_steps(self, flow, result) -> tuple[bool, str | None]:
+        """Send `result` into the enqueue flow and do its Coordination effects until it ends,
+        (True, its reason), or asks for the run to be created, (False, None)."""
+        coord = self.coord
         while True:
             try:
                 effect = flow.send(result)
             except StopIteration as stop:
-                return stop.value
+                return True, stop.value
             if effect.__class__ is CreateRun:
-                try:
-                    if wait:
-                        yield from self.create_run(call, job_type, via)
-                    else:
-                        self.insert_run(call, job_type, via)
-                    result = True
-                except EnqueueError:
-                    result = False
-            else:
-                result = getattr(coord, effect.op)(*effect.args)
-
-    def drive_enqueue_now(self, call: Call, job_type: str, via: str) -> str:
-        """dedup_enqueue for a request with nothing to race with (the webhook): run to its end
-        at once, no simulated time passing."""
-        steps = self.drive_enqueue(call, job_type, via, True, wait=False)
-        try:
-            steps.send(None)
-        except StopIteration as stop:
-            return stop.value
-        raise RuntimeError("an enqueue without a commit wait waited")
+                return False, None
+            result = getattr(coord, effect.op)(*effect.args)
 
     def active_run_of(self, call: Call) -> bool:
         run = self.latest_run.get(call.call_sid)
