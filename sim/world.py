@@ -16,9 +16,10 @@ from typing import Any, Generator
 import simpy
 
 from reference_app import policy as P
+from reference_app.events import EVENT_FIELDS
 from sim.coordination import ModelCoordination
 from sim.process import Proc
-from sim.records import recorders
+from sim.records import recorder_name, recorders
 
 REDIS_RTT_S = 0.001  # one Redis round trip: the gap inside a check-then-set
 DB_COMMIT_S = 0.01  # one database commit (create a run row, insert a job row)
@@ -196,7 +197,8 @@ class World:
             for odd, shape in ((False, RECORDING_URL), (True, ODD_RECORDING_URL))
         }
         self.rec = recorders(self.env, self.history)  # rec.<kind>(proc, **fields) records one event
-        self._emitters: dict[str, Any] = {}
+        # a flow's Emit(kind, fields) is recorded by recorder_of[kind](proc, **fields)
+        self.recorder_of: dict[str, Any] = {kind: getattr(self.rec, recorder_name(kind)) for kind in EVENT_FIELDS}
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
         # the shared state, through the Coordination contract (sim.coordination)
@@ -225,11 +227,8 @@ class World:
             P.RunState("running", -math.inf, -math.inf, -beat_s, None), 0.0, self.policy, None) is None
 
     def record(self, kind: str, proc: str, fields: dict) -> None:
-        """Record a flow's Emit(kind, fields) as `proc` (rec.<kind>, looked up once per kind)."""
-        record = self._emitters.get(kind)
-        if record is None:
-            record = self._emitters[kind] = getattr(self.rec, kind.replace(".", "_"))
-        record(proc, **fields)
+        """Record a flow's Emit(kind, fields) as `proc`."""
+        self.recorder_of[kind](proc, **fields)
 
     def spawn(self, gen: Generator) -> Proc:
         return Proc(self.env, gen)

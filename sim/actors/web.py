@@ -172,7 +172,7 @@ class Web:
                     flow.close()
                     return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
             elif effect.__class__ is Emit:
-                result = self.record(effect.kind, "web", effect.fields)
+                result = self.recorder_of[effect.kind]("web", **effect.fields)
             elif effect.__class__ is FailStuck:
                 result = self.fail_stuck(run, effect.reason)
             else:  # Gap: the round trip inside the seed's check-then-set

@@ -212,7 +212,7 @@ class Workers:
             if kind is Coord:
                 result = getattr(coord, effect.op)(*effect.args)
             elif kind is Emit:
-                result = self.record(effect.kind, proc, effect.fields)
+                result = self.recorder_of[effect.kind](proc, **effect.fields)
             elif kind is Save:
                 for name, value in effect.fields.items():
                     if name == "next_attempt_in_s":
