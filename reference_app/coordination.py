@@ -1,9 +1,12 @@
-"""Every Redis primitive the app uses, each atomic in the `fixed` variant.
+"""Every Redis primitive the app uses, each atomic in the `fixed` variant: the Redis adapter of
+the Coordination contract (reference_app/flows/coordination.py; the model's adapter is
+sim/coordination.py, and tests/contract/ runs the same cases against both).
 
 - enqueue dedup claim (001/004): claimed with SET NX PX *before* enqueue, released by its owner
   if the enqueue fails; `seed` checks, enqueues, then sets; `before` sets first and keeps it;
 - playback in-progress mark (003): one SET NX PX; `seed` checks then marks;
-- fail-fast counter (002): INCR and its window's expiry in one script; `seed` does two calls;
+- fail-fast counter (002): a sliding window (a sorted set of attempt times, server clock) in one
+  script; `seed` does INCR then EXPIRE, two calls, a fixed window from the first attempt;
 - the poll's gate: worker liveness, the playback mark and the fail-fast count in one script, so
   a poll costs at most one round trip (issue 8), and none while a worker is known alive (for at
   most the liveness key's remaining TTL, capped at LIVENESS_TRUST_S); the seed's racy faults
@@ -26,8 +29,7 @@ import os
 import time
 import uuid
 from datetime import timezone
-from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable
 
 import redis
 from rq import Queue
@@ -35,6 +37,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.utils import utcparse
 
+from reference_app.flows.coordination import PlaybackGate
 from reference_app.policy import PlaybackGateAsk, Policy, enqueue_dedup_ttl, inflight_ttl, lock_ttl
 
 ENQUEUE_DEDUP_KEY = "loopfix:enqueue:{call_sid}:{job_type}"
@@ -47,9 +50,6 @@ LOCK_KEY = "loopfix:bulk_gate:lock:{business_id}:{operation}"
 DELAYED_KEY = "loopfix:delayed:{queue}"
 WORKERS_ALIVE_KEY = "loopfix:workers:alive"
 ABSENT_KEY = "loopfix:absent:{job_id}"
-
-T = TypeVar("T")
-
 
 def crash_point_on(name: str) -> bool:
     """Fault injection: does LOOPFIX_CRASH_POINTS (comma-separated) name `name`?"""
@@ -87,30 +87,6 @@ if holder == false or holder == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1],
 return 0
 """
 
-_COUNT_IN_WINDOW = """
-local n = redis.call('INCR', KEYS[1])
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-
-# KEYS: liveness, playback mark, fail-fast counter. ARGV: read liveness?, gate if alive?, gate if
-# dead?, take the mark?, mark TTL ms, window ms. Returns {alive, marked, count, liveness PTTL ms};
-# -1: not read/tried (PTTL -1: alive with no expiry, or not read).
-_PLAYBACK_GATE = """
-local alive, ttl = -1, -1
-if ARGV[1] == '1' then
-  ttl = redis.call('PTTL', KEYS[1])
-  if ttl == -2 then alive = 0 else alive = 1 end
-end
-local gate = ARGV[3]
-if alive == 1 then gate = ARGV[2] end
-if gate ~= '1' then return {alive, -1, 0, ttl} end
-if ARGV[4] == '1' and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5]) then return {alive, 0, 0, ttl} end
-local n = redis.call('INCR', KEYS[3])
-if redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[6]) end
-return {alive, 1, n, ttl}
-"""
-
 # How long (wall seconds) one process trusts a "worker alive" answer without asking Redis again.
 # The liveness key is only ever set with a TTL and never deleted, so it is certain to exist until
 # its TTL runs out: the trust never outlasts that TTL. The cap bounds the one case where the key
@@ -121,6 +97,37 @@ LIVENESS_TRUST_S = 1.0
 _LUA_NOW_MS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# The fail-fast window, sliding: the counter is a sorted set of attempts scored by server ms;
+# an attempt at `now` drops those at or before now - window, adds itself (ARGV[2], a unique
+# member) and counts. The key lives one window past the last attempt.
+_COUNT_SLIDING = _LUA_NOW_MS + """
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], window)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# KEYS: liveness, playback mark, fail-fast attempts. ARGV: read liveness?, gate if alive?, gate if
+# dead?, take the mark?, mark TTL ms, window ms, attempt member. Returns {alive, marked, count,
+# liveness PTTL ms}; -1: not read/tried (PTTL -1: alive with no expiry, or not read).
+_PLAYBACK_GATE = _LUA_NOW_MS + """
+local alive, ttl = -1, -1
+if ARGV[1] == '1' then
+  ttl = redis.call('PTTL', KEYS[1])
+  if ttl == -2 then alive = 0 else alive = 1 end
+end
+local gate = ARGV[3]
+if alive == 1 then gate = ARGV[2] end
+if gate ~= '1' then return {alive, -1, 0, ttl} end
+if ARGV[4] == '1' and not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[5]) then return {alive, 0, 0, ttl} end
+local window = tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+redis.call('ZADD', KEYS[3], now, ARGV[7])
+redis.call('PEXPIRE', KEYS[3], window)
+return {alive, 1, redis.call('ZCARD', KEYS[3]), ttl}
 """
 
 _SLOT_ACQUIRE = _LUA_NOW_MS + """
@@ -143,6 +150,13 @@ if score and tonumber(score) > now then
   if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
   return 1
 end
+return 0
+"""
+
+_SLOT_RELEASE = _LUA_NOW_MS + """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+if score and tonumber(score) > now then return 1 end
 return 0
 """
 
@@ -174,69 +188,51 @@ return {h[1], h[2]}
 """
 
 
-@dataclass(frozen=True)
-class PlaybackGate:
-    """What one poll learned from Redis: worker liveness (None: not read), whether it took the
-    playback mark (None: it did not try), and its fail-fast attempt count (0: not counted)."""
-
-    alive: bool | None
-    marked: bool | None
-    attempts: int
-
-
 class Coordinator:
-    """The Redis primitives bound to one connection and one Policy."""
+    """The Redis primitives bound to one connection and one Policy (the Redis adapter of
+    flows.coordination.Coordination).
 
-    def __init__(self, conn: redis.Redis, policy: Policy):
+    `liveness_trust_s`: how long a "worker alive" answer is trusted without asking again
+    (LIVENESS_TRUST_S; the contract tests, which move Redis's clock, set 0)."""
+
+    def __init__(self, conn: redis.Redis, policy: Policy, liveness_trust_s: float = LIVENESS_TRUST_S):
         self.r = conn
         self.p = policy
         self._release_if_owner = conn.register_script(_RELEASE_IF_OWNER)
         self._refresh_if_owner = conn.register_script(_REFRESH_IF_OWNER)
         self._claim_if_free_or_owned = conn.register_script(_CLAIM_IF_FREE_OR_OWNED)
-        self._count_in_window = conn.register_script(_COUNT_IN_WINDOW)
+        self._count_sliding = conn.register_script(_COUNT_SLIDING)
         self._slot_acquire = conn.register_script(_SLOT_ACQUIRE)
         self._slot_refresh = conn.register_script(_SLOT_REFRESH)
+        self._slot_release = conn.register_script(_SLOT_RELEASE)
         self._mark_queued = conn.register_script(_MARK_QUEUED)
         self._playback_gate = conn.register_script(_PLAYBACK_GATE)
         self._job_status = conn.register_script(_JOB_STATUS)
-        self._alive_until = 0.0  # time.monotonic() until which a worker is known alive (LIVENESS_TRUST_S)
+        self.liveness_trust_s = liveness_trust_s
+        self._alive_until = 0.0  # time.monotonic() until which a worker is known alive (liveness_trust_s)
 
     # ----------------------------------------------------------------- enqueue dedup (001, 004)
+    # (the procedure around these is flows/enqueue.py)
 
-    def dedup_enqueue(self, call_sid: str, job_type: str, enqueue: Callable[[], T]) -> tuple[str, T | None]:
-        """Run `enqueue` unless a job for (call_sid, job_type) was enqueued within the dedup TTL.
-
-        Returns (reason, result): reason 'enqueued', 'duplicate' or 'error' (enqueue raised).
-        fixed: claim, enqueue, release the claim if enqueue failed — a failure never leaves
-        a key that answers 'duplicate'. `dedup_set_before_enqueue` (before) keeps the key after a
-        failure; `dedup_check_then_set` (seed) lets concurrent callers all pass the check.
-        """
-        key = ENQUEUE_DEDUP_KEY.format(call_sid=call_sid, job_type=job_type)
-        ttl_ms = self.p.wall_ms(enqueue_dedup_ttl(self.p))
-        if self.p.has("dedup_set_before_enqueue"):
-            if not self.r.set(key, "enqueued", nx=True, px=ttl_ms):
-                return "duplicate", None
-            try:
-                return "enqueued", enqueue()
-            except Exception:
-                return "error", None
-        if self.p.has("dedup_check_then_set"):
-            if self.r.exists(key):
-                return "duplicate", None
-            try:
-                result = enqueue()
-            except Exception:
-                return "error", None
-            self.r.set(key, "enqueued", px=ttl_ms)
-            return "enqueued", result
+    def claim_dedup(self, call_sid: str, job_type: str) -> str | None:
+        """SET NX PX for the enqueue dedup TTL with a fresh owner token; the token, or None when
+        a claim is held (a duplicate)."""
         token = uuid.uuid4().hex
-        if not self.r.set(key, token, nx=True, px=ttl_ms):
-            return "duplicate", None
-        try:
-            return "enqueued", enqueue()
-        except Exception:
-            self._release_if_owner(keys=[key], args=[token])
-            return "error", None
+        key = ENQUEUE_DEDUP_KEY.format(call_sid=call_sid, job_type=job_type)
+        return token if self.r.set(key, token, nx=True, px=self.p.wall_ms(enqueue_dedup_ttl(self.p))) else None
+
+    def release_dedup(self, call_sid: str, job_type: str, token: str) -> bool:
+        """Drop the claim if `token` still holds it (compare-and-delete, one script)."""
+        key = ENQUEUE_DEDUP_KEY.format(call_sid=call_sid, job_type=job_type)
+        freed, _holder = self._release_if_owner(keys=[key], args=[token])
+        return bool(freed)
+
+    def dedup_held(self, call_sid: str, job_type: str) -> bool:
+        return bool(self.r.exists(ENQUEUE_DEDUP_KEY.format(call_sid=call_sid, job_type=job_type)))
+
+    def set_dedup(self, call_sid: str, job_type: str) -> None:
+        key = ENQUEUE_DEDUP_KEY.format(call_sid=call_sid, job_type=job_type)
+        self.r.set(key, "enqueued", px=self.p.wall_ms(enqueue_dedup_ttl(self.p)))
 
     def clear_dedup(self, call_sid: str, job_type: str) -> None:
         """Forget the dedup claim (a stuck run was failed: the next attempt may enqueue)."""
@@ -251,16 +247,26 @@ class Coordinator:
         key = PLAYBACK_MARK_KEY.format(business_id=business_id, call_sid=call_sid)
         ttl_ms = self.p.wall_ms(self.p.playback_mark_ttl_s)
         if self.p.has("playback_check_then_mark"):
-            if self.r.exists(key):
+            if self.playback_marked(business_id, call_sid):
                 return False
-            self.r.set(key, "1", px=ttl_ms)
+            self.set_playback_mark(business_id, call_sid)
             return True
         return bool(self.r.set(key, "1", nx=True, px=ttl_ms))
+
+    def playback_marked(self, business_id: int, call_sid: str) -> bool:
+        return bool(self.r.exists(PLAYBACK_MARK_KEY.format(business_id=business_id, call_sid=call_sid)))
+
+    def set_playback_mark(self, business_id: int, call_sid: str) -> None:
+        key = PLAYBACK_MARK_KEY.format(business_id=business_id, call_sid=call_sid)
+        self.r.set(key, "1", px=self.p.wall_ms(self.p.playback_mark_ttl_s))
 
     # ----------------------------------------------------------------- fail-fast (002)
 
     def count_attempt(self, call_sid: str) -> int:
-        """Count one job-creation attempt for `call_sid` in the fail-fast window; return the count."""
+        """Count one job-creation attempt for `call_sid`; the attempts in the sliding window
+        (now - window, now], this one included. seed (`fail_fast_incr_then_expire`): INCR, then
+        EXPIRE on the first — a fixed window from the first attempt, and a crash between the two
+        calls leaves a counter that never expires."""
         key = FAIL_FAST_KEY.format(call_sid=call_sid)
         window_ms = self.p.wall_ms(self.p.fail_fast_window_s)
         if self.p.has("fail_fast_incr_then_expire"):
@@ -269,7 +275,7 @@ class Coordinator:
             if n == 1:
                 self.r.pexpire(key, window_ms)
             return n
-        return int(self._count_in_window(keys=[key], args=[window_ms]))
+        return int(self._count_sliding(keys=[key], args=[window_ms, uuid.uuid4().hex]))
 
     # ----------------------------------------------------------------- the poll's gate (002/003)
 
@@ -299,10 +305,12 @@ class Coordinator:
         keys = [WORKERS_ALIVE_KEY, PLAYBACK_MARK_KEY.format(business_id=business_id, call_sid=call_sid),
                 FAIL_FAST_KEY.format(call_sid=call_sid)]
         args = [int(read_alive), int(gate_if_alive), int(gate_if_dead), int(not self.p.has("enqueue_every_click")),
-                self.p.wall_ms(self.p.playback_mark_ttl_s), self.p.wall_ms(self.p.fail_fast_window_s)]
+                self.p.wall_ms(self.p.playback_mark_ttl_s), self.p.wall_ms(self.p.fail_fast_window_s),
+                uuid.uuid4().hex]
         alive, marked, attempts, ttl_ms = (int(x) for x in self._playback_gate(keys=keys, args=args))
         if alive == 1:  # the key existed at some instant after `asked`, with ttl_ms left then
-            self._alive_until = asked + (LIVENESS_TRUST_S if ttl_ms < 0 else min(LIVENESS_TRUST_S, ttl_ms / 1000))
+            trust = self.liveness_trust_s
+            self._alive_until = asked + (trust if ttl_ms < 0 else min(trust, ttl_ms / 1000))
         return PlaybackGate(None if alive < 0 else bool(alive), None if marked < 0 else bool(marked), attempts)
 
     # ----------------------------------------------------------------- download slots (004)
@@ -319,8 +327,9 @@ class Coordinator:
         return bool(self._slot_refresh(keys=[SLOTS_KEY.format(business_id=business_id)], args=[owner, ttl_ms]))
 
     def release_slot(self, business_id: int, owner: str) -> bool:
-        """Free `owner`'s slot; True when it still held one. Never frees another owner's slot."""
-        return bool(self.r.zrem(SLOTS_KEY.format(business_id=business_id), owner))
+        """Free `owner`'s slot; True when it still held one (not lapsed). Never frees another
+        owner's slot."""
+        return bool(self._slot_release(keys=[SLOTS_KEY.format(business_id=business_id)], args=[owner]))
 
     def claim_inflight(self, recording_sid: str, owner: str) -> bool:
         """Claim the right to download `recording_sid` for the in-flight TTL (004); True when
@@ -353,9 +362,10 @@ class Coordinator:
         return status, (utcparse(since).replace(tzinfo=timezone.utc).timestamp() if since else None)
 
     def slots_in_use(self, business_id: int) -> int:
+        """How many of the business's slots are held (not lapsed) now."""
         key = SLOTS_KEY.format(business_id=business_id)
         now_ms = _server_ms(self.r)
-        return int(self.r.zcount(key, now_ms, "+inf"))
+        return int(self.r.zcount(key, f"({now_ms}", "+inf"))  # held: expiry after now
 
     def mark_queued(self, business_id: int, call_sid: str) -> int:
         """Note that a download for `call_sid` waits in the queue (queued TTL); returns how many wait."""

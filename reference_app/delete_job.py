@@ -33,6 +33,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from reference_app.flows.effects import Coord, drive
+from reference_app.flows.locks import keep_lock, release_lock, take_lock
 from reference_app.models import BackgroundJob, Lead
 from reference_app.policy import (
     BULK_DELETE_OP,
@@ -129,12 +131,12 @@ class DeleteRun:
     def _take_lock(self, resumed: bool) -> bool:
         """A resumed run first refreshes the lock its job kept through the pause (or still
         holds after a crash); a fresh run, or one whose lock lapsed, takes it with SET NX."""
-        if resumed:
-            return self._keep_lock()
-        coord, b = self.svc.coord, self.business_id
-        ok = coord.acquire_lock(b, BULK_DELETE_OP, self.owner)
-        self.emit("lock.acquire", business_id=b, op=BULK_DELETE_OP, owner=self.owner, ok=ok)
-        return ok
+        return self._drive(take_lock(self.business_id, BULK_DELETE_OP, self.owner, resumed))
+
+    def _drive(self, flow):
+        """Run a lock flow (flows/locks.py) on Redis and the history writer."""
+        coord, emit = self.svc.coord, self.emit
+        return drive(flow, lambda e: getattr(coord, e.op)(*e.args) if isinstance(e, Coord) else emit(e.kind, **e.fields))
 
     def _claim(self) -> bool:
         """queued → running, only for the run the row names (one claim wins per run)."""
@@ -236,14 +238,7 @@ class DeleteRun:
     def _keep_lock(self) -> bool:
         """Refresh the lock (owner-checked in `fixed`); if it lapsed and nobody took it, take
         it back. False: another job holds it now, and this one must stop deleting."""
-        coord, b = self.svc.coord, self.business_id
-        ok = coord.refresh_lock(b, BULK_DELETE_OP, self.owner)
-        self.emit("lock.refresh", business_id=b, op=BULK_DELETE_OP, owner=self.owner, ok=ok)
-        if ok:
-            return True
-        ok = coord.acquire_lock(b, BULK_DELETE_OP, self.owner)
-        self.emit("lock.acquire", business_id=b, op=BULK_DELETE_OP, owner=self.owner, ok=ok)
-        return ok
+        return self._drive(keep_lock(self.business_id, BULK_DELETE_OP, self.owner))
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -272,9 +267,8 @@ class DeleteRun:
         if not won:
             s.rollback()
             return
-        freed, holder = self.svc.coord.release_lock(b, BULK_DELETE_OP, self.owner)
+        self._drive(release_lock(b, BULK_DELETE_OP, self.owner))  # records lock.release just before the commit
         s.commit()
-        self.emit("lock.release", business_id=b, op=BULK_DELETE_OP, owner=self.owner, freed=freed, holder=holder)
         self.emit("lead_job.end", business_id=b, job_id=self.owner, status=self.outcome, processed=self._processed())
 
     def _processed(self) -> int:

@@ -25,6 +25,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from reference_app.flows.effects import ClaimRun, Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
+from reference_app.flows.recording import defer, retry_later, take_slot
+from reference_app.flows.sweep import requeue_orphan as requeue_orphan_flow
+from reference_app.flows.sweep import requeue_stuck
 from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
 from reference_app.policy import (
     ACTIVE_RUN_STATUSES,
@@ -32,13 +36,9 @@ from reference_app.policy import (
     WAITING_RUN_STATUSES,
     enqueue_retry_is_int,
     media_host_allowed,
-    recording_retry_decision,
-    retry_budget,
     run_attempt,
     run_orphaned,
-    slot_defer_delay,
     stuck_reason,
-    stuck_run_over_budget,
 )
 from reference_app.coordination import crash_point_on, schedule_in
 from reference_app.services import RECORDINGS_QUEUE, Services, get_services
@@ -97,6 +97,7 @@ class RecordingJob:
     def __init__(self, svc: Services, session: Session, run_id: int):
         self.svc, self.s, self.run_id = svc, session, run_id
         self.p = svc.policy
+        self._ended: dict | None = None  # what _finish returned, when a flow finished the run
         self.emit = svc.history.emit
         from rq import get_current_job
 
@@ -130,30 +131,42 @@ class RecordingJob:
 
     def _not_ready(self, run: RecordingRun, why: str, phase: str) -> dict:
         """No CallLog yet (`phase` 'calllog') or the audio fetch failed ('fetch'): retry after
-        the backoff against that phase's budget, or fail for good once it is spent."""
-        decision = recording_retry_decision(run.retry_count, self.p, phase, run.fetch_retry_count)
-        job_id = str(run.id)
-        if decision.action == "fail":
-            return self._finish(run, "failed", f"{why} after {decision.attempt} {decision.phase} retries")
-        if decision.phase == "fetch":
-            run.fetch_retry_count = decision.attempt
-        else:
-            run.retry_count = decision.attempt
-        run.error = f"{why} ({decision.phase} attempt {decision.attempt}/{retry_budget(phase, self.p)})"
-        self.emit("job.retry", job_id=job_id, call_sid=run.call_sid, attempt=decision.attempt, delay=decision.delay_s,
-                  phase=decision.phase)
-        if decision.action == "raise":
-            # seed: status 'queued', then raise; RQ's Retry(max=3) re-runs it at once.
-            run.status = "queued"
-            self.s.commit()
-            self.emit("job.end", job_id=job_id, call_sid=run.call_sid, outcome="retry")
-            raise RuntimeError(run.error)
-        run.status = "retry_wait"
-        run.next_attempt_at = time.time() + self.p.wall(decision.delay_s)
-        self.s.commit()
-        enqueue_run(self.svc, self.s, run, decision.delay_s)
-        self.emit("job.end", job_id=job_id, call_sid=run.call_sid, outcome="retry")
-        return {"retry": decision.attempt, "delay": decision.delay_s}
+        the backoff against that phase's budget, or fail for good once it is spent
+        (flows.recording.retry_later)."""
+        d = self._drive(retry_later(str(run.id), run.call_sid, run.retry_count, run.fetch_retry_count, phase, why,
+                                    self.p), run)
+        return self._ended or {"retry": d.attempt, "delay": d.delay_s}
+
+    def _drive(self, flow, run: RecordingRun):
+        """Run one of the job's flows (flows/recording.py) on Redis, RQ, the run's row and the
+        history writer; returns the flow's value."""
+        coord, emit, p = self.svc.coord, self.emit, self.p
+
+        def handle(effect):
+            kind = type(effect)
+            if kind is Coord:
+                return getattr(coord, effect.op)(*effect.args)
+            if kind is Emit:
+                return emit(effect.kind, **effect.fields)
+            if kind is Save:
+                for name, value in effect.fields.items():
+                    if name == "next_attempt_in_s":
+                        run.next_attempt_at = time.time() + p.wall(value)
+                    else:
+                        setattr(run, name, value)
+                return self.s.commit()
+            if kind is Park:
+                return enqueue_run(self.svc, self.s, run, effect.delay_s)
+            if kind is Sleep:
+                return time.sleep(p.wall(effect.seconds))
+            if kind is Finish:
+                self._ended = self._finish(run, effect.status, effect.error)
+                return self._ended
+            if kind is RetryByRQ:
+                raise RuntimeError(effect.error)  # seed: RQ's Retry(max=3) re-runs it at once
+            raise TypeError(f"not a recording job effect: {effect!r}")
+
+        return drive(flow, handle)
 
     # ---------------------------------------------------------------- slots (004)
 
@@ -177,32 +190,10 @@ class RecordingJob:
         return self.rq_id if not self.p.has("semaphore_in_api") else api_slot_owner(run.id)
 
     def _take_slot(self, run: RecordingRun) -> bool:
-        coord, job_id = self.svc.coord, str(run.id)
-        ok = coord.acquire_slot(run.business_id, self.rq_id, run.call_sid)
-        if not ok and self.p.has("blocking_slot_loop"):
-            # before: wait up to 60 x 1 s inside the worker
-            for _ in range(int(self.p.before_slot_wait_s)):
-                self.emit("worker.sleep", job_id=job_id, seconds=1.0, reason="slot")
-                time.sleep(self.p.wall(1.0))
-                ok = coord.acquire_slot(run.business_id, self.rq_id, run.call_sid)
-                if ok:
-                    break
-        self.emit("slot.acquire", job_id=job_id, business_id=run.business_id, ok=ok)
-        return ok
+        return self._drive(take_slot(str(run.id), run.business_id, self.rq_id, run.call_sid, self.p), run)
 
     def _defer(self, run: RecordingRun) -> dict:
-        delay = slot_defer_delay(run.defer_count, self.p)
-        run.defer_count += 1
-        run.status, run.next_attempt_at = "queued", time.time() + self.p.wall(delay)
-        self.s.commit()
-        if self.p.has("slot_defer_sleeps"):
-            self.emit("worker.sleep", job_id=str(run.id), seconds=delay, reason="slot")
-            time.sleep(self.p.wall(delay))  # seed: the 'non-blocking' defer still sleeps here
-            enqueue_run(self.svc, self.s, run, 0.0)
-        else:
-            enqueue_run(self.svc, self.s, run, delay)
-        self.emit("job.end", job_id=str(run.id), call_sid=run.call_sid, outcome="deferred")
-        return {"deferred": delay}
+        return {"deferred": self._drive(defer(str(run.id), run.call_sid, run.defer_count, self.p), run)}
 
     # ---------------------------------------------------------------- download
 
@@ -411,47 +402,46 @@ def cleanup_stuck_recording_jobs(svc: Services | None = None) -> int:
                     if run_orphaned(run_state(svc, run), status, now, p, svc.policy_time(started)):
                         moved += requeue_orphan(svc, s, run)
                 continue
-            over_budget = stuck_run_over_budget(run.retry_count, p)
-            new_status = "failed" if over_budget else "queued"
-            won = s.execute(
-                update(RecordingRun)
-                .where(RecordingRun.id == run.id, RecordingRun.status == run.status,
-                       RecordingRun.heartbeat_at.is_(run.heartbeat_at) if run.heartbeat_at is None
-                       else RecordingRun.heartbeat_at == run.heartbeat_at)
-                .values(status=new_status, retry_count=run.retry_count + (0 if over_budget else 1),
-                        created_at=time.time(), next_attempt_at=None, error=f"stuck: {why}")
-            ).rowcount
-            s.commit()
-            if not won:
-                continue
-            svc.history.emit("job.stuck", job_id=str(run.id), call_sid=run.call_sid, reason=why)
-            if run.rq_job_id and run.recording_sid:
-                svc.coord.release_inflight(run.recording_sid, run.rq_job_id)
-                svc.coord.release_slot(run.business_id, run.rq_job_id)
-            if not over_budget:
-                s.refresh(run)
-                enqueue_run(svc, s, run)
-                svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=run.call_sid, job_type=run.job_type,
-                                 via="requeue")
-                moved += 1
+            same_beat = (RecordingRun.heartbeat_at.is_(None) if run.heartbeat_at is None
+                         else RecordingRun.heartbeat_at == run.heartbeat_at)
+            flow = requeue_stuck(str(run.id), run.call_sid, run.job_type, run.retry_count, why, run.business_id,
+                                 run.recording_sid, run.rq_job_id, p)
+            moved += bool(_drive_sweep(svc, s, run, flow, (RecordingRun.status == run.status, same_beat), {}))
     return moved
 
 
 def requeue_orphan(svc: Services, s: Session, run: RecordingRun) -> int:
-    """Enqueue a waiting run whose RQ job is gone (policy.run_orphaned): Redis restarted empty,
-    or its enqueue never reached a paused Redis. Once however many workers sweep: a
-    compare-and-set on the run's job id. Returns 1 when this call re-enqueued it."""
+    """Enqueue a waiting run whose RQ job is gone (policy.run_orphaned; flows.sweep.requeue_orphan):
+    Redis restarted empty, or its enqueue never reached a paused Redis. Once however many
+    workers sweep: a compare-and-set on the run's job id. Returns 1 when this call re-enqueued it."""
     old = run.rq_job_id
-    won = s.execute(
-        update(RecordingRun)
-        .where(RecordingRun.id == run.id, RecordingRun.status == run.status,
-               RecordingRun.rq_job_id.is_(None) if old is None else RecordingRun.rq_job_id == old)
-        .values(status="queued", created_at=time.time(), next_attempt_at=None, rq_job_id=f"orphan-{uuid.uuid4().hex[:8]}")
-    ).rowcount
-    s.commit()
-    if not won:
-        return 0
-    s.refresh(run)
-    enqueue_run(svc, s, run, via="orphan")
-    svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=run.call_sid, job_type=run.job_type, via="orphan")
-    return 1
+    same_job = RecordingRun.rq_job_id.is_(None) if old is None else RecordingRun.rq_job_id == old
+    fresh_id = {"rq_job_id": f"orphan-{uuid.uuid4().hex[:8]}"}
+    return int(_drive_sweep(svc, s, run, requeue_orphan_flow(str(run.id), run.call_sid, run.job_type),
+                            (RecordingRun.status == run.status, same_job), fresh_id))
+
+
+def _drive_sweep(svc: Services, s: Session, run: RecordingRun, flow, unchanged: tuple, extra: dict):
+    """Run a sweep flow (flows/sweep.py) on `run`: ClaimRun is an UPDATE on the run's id and
+    `unchanged` (the row as this sweep read it) with `extra` columns beside the flow's."""
+
+    def handle(effect):
+        kind = type(effect)
+        if kind is ClaimRun:
+            values = {k: v for k, v in effect.fields.items() if k != "created_now"}
+            if effect.fields.get("created_now"):
+                values["created_at"] = time.time()
+            won = s.execute(update(RecordingRun).where(RecordingRun.id == run.id, *unchanged)
+                            .values(**values, **extra)).rowcount
+            s.commit()
+            return bool(won)
+        if kind is Emit:
+            return svc.history.emit(effect.kind, **effect.fields)
+        if kind is Coord:
+            return getattr(svc.coord, effect.op)(*effect.args)
+        if kind is Park:
+            s.refresh(run)
+            return enqueue_run(svc, s, run, effect.delay_s, via=effect.via)
+        raise TypeError(f"not a sweep effect: {effect!r}")
+
+    return drive(flow, handle)

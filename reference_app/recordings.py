@@ -11,20 +11,13 @@ import redis
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck, drive
+from reference_app.flows.enqueue import dedup_enqueue
+from reference_app.flows.enqueue import pending_run as pending_run_flow
+from reference_app.flows.playback import PollCall, poll
 from reference_app.jobs import api_slot_owner, enqueue_run, run_state
 from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
-from reference_app.policy import (
-    ACTIVE_RUN_STATUSES,
-    WAITING_RUN_STATUSES,
-    Policy,
-    PlaybackState,
-    enqueue_status,
-    playback_action,
-    playback_decision,
-    playback_dedups,
-    playback_gate_ask,
-    reported_enqueue_reason,
-)
+from reference_app.policy import ACTIVE_RUN_STATUSES, Policy, enqueue_status, reported_enqueue_reason
 from reference_app.services import Services
 
 
@@ -141,18 +134,25 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
         svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=call_sid, job_type=job_type, via=via)
         return run
 
-    try:
-        if dedup:
-            reason, run = svc.coord.dedup_enqueue(call_sid, job_type, create_and_enqueue)
-        else:
+    created: list[RecordingRun] = []
+
+    def handle(effect):
+        if isinstance(effect, CreateRun):
             try:
-                reason, run = "enqueued", create_and_enqueue()
+                created.append(create_and_enqueue())
             except Exception:
-                reason, run = "error", None
+                return False
+            return True
+        return getattr(svc.coord, effect.op)(*effect.args)
+
+    reason = "error"
+    try:
+        reason = drive(dedup_enqueue(call_sid, job_type, via, dedup, p), handle)
     except redis.exceptions.RedisError:
         if p.has("orphan_runs_not_swept"):
             raise
         redis_down.append(None)
+    run = created[0] if created else None
     if redis_down:
         return pending_run(s, redis_down[0], business_id=business_id, call_sid=call_sid, recording_sid=recording_sid,
                            recording_url=recording_url, job_type=job_type)
@@ -160,19 +160,24 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
 
 
 def pending_run(s: Session, run: RecordingRun | None, **fields) -> tuple[str, RecordingRun]:
-    """With Redis unreachable: `run` if one was committed, else the call's active run
-    ('duplicate'), else a new queued run ('enqueued') that the sweeper will enqueue."""
-    if run is not None:
-        return "enqueued", run
-    active = s.scalar(select(RecordingRun).where(RecordingRun.call_sid == fields["call_sid"],
-                                                 RecordingRun.status.in_(ACTIVE_RUN_STATUSES))
-                      .order_by(RecordingRun.id.desc()))
-    if active is not None:
-        return "duplicate", active
-    run = RecordingRun(status="queued", created_at=time.time(), **fields)
-    s.add(run)
-    s.commit()
-    return "enqueued", run
+    """With Redis unreachable (flows.enqueue.pending_run): `run` if one was committed, else the
+    call's active run ('duplicate'), else a new queued run ('enqueued') that the sweeper will
+    enqueue."""
+    found = [run]
+
+    def handle(effect):
+        if isinstance(effect, ActiveRun):
+            found[0] = s.scalar(select(RecordingRun).where(RecordingRun.call_sid == fields["call_sid"],
+                                                           RecordingRun.status.in_(ACTIVE_RUN_STATUSES))
+                                .order_by(RecordingRun.id.desc()))
+            return found[0] is not None
+        found[0] = RecordingRun(status="queued", created_at=time.time(), **fields)  # CreateRun: the row alone
+        s.add(found[0])
+        s.commit()
+        return True
+
+    reason = drive(pending_run_flow(run is not None, fields["job_type"], "pending"), handle)
+    return reason, found[0]
 
 
 def recording_known(s: Session, recording_sid: str) -> bool:
@@ -186,49 +191,32 @@ def latest_run(s: Session, call_sid: str) -> RecordingRun | None:
 
 
 def playback(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
-    """GET /api/recordings/file/<call_sid>: 200 ready, 202 processing, 404 never, 500 fail-fast."""
-    p, emit = svc.policy, svc.history.emit
-    call = read_call(s, business, call_sid, p)
+    """GET /api/recordings/file/<call_sid>: 200 ready, 202 processing, 404 never, 500 fail-fast
+    (flows.playback.poll, driven with Redis, the database and the history writer)."""
+    call = read_call(s, business, call_sid, svc.policy)
     if call is None:
         return Answer(404, {"error": "not_found"})
-    file, run = call.file, call.run
-    now, run_st = svc.policy_now(), run_state(svc, run) if run else None
+    run = call.run
+    flow = poll(PollCall(business.id, call_sid, bool(call.recording_url), call.file is not None,
+                         run_state(svc, run) if run else None), svc.policy_now(), svc.policy)
 
-    def decide(alive: bool | None):
-        return playback_decision(PlaybackState(bool(call.recording_url), file is not None, run_st, alive), now, p)
+    def handle(effect):
+        if isinstance(effect, Coord):
+            return getattr(svc.coord, effect.op)(*effect.args)
+        if isinstance(effect, Enqueue):
+            reason, _run = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,
+                                             recording_sid=call.recording_sid, recording_url=call.recording_url,
+                                             job_type=effect.job_type, via=effect.via, dedup=effect.dedup)
+            return reason
+        if isinstance(effect, Emit):
+            return svc.history.emit(effect.kind, **effect.fields)
+        if isinstance(effect, FailStuck):
+            return _fail_stuck(svc, s, run, effect.reason)
+        return None  # Gap: the round trips themselves are the gap
 
-    # Liveness matters only for a waiting run, and only when it changes the answer.
-    waiting = run is not None and run.status in WAITING_RUN_STATUSES
-    if_alive, if_dead = (decide(True), decide(False)) if waiting else (decide(None),) * 2
-    gate = svc.coord.playback_gate(business.id, call_sid, playback_gate_ask(if_alive, if_dead))
-    decision = if_alive if gate.alive else if_dead
-    if decision.kind == "serve":
-        return Answer(200, file=file)
-    if decision.kind == "not_found":
-        return Answer(404, {"error": "no_recording_url", "message": decision.reason})
-    if decision.kind == "wait":
-        return Answer(202, {"status": "processing"}, retry_after_s=decision.retry_after_s)
-    stuck = decision.kind == "start" and run is not None and run.status in ACTIVE_RUN_STATUSES
-    attempts = gate.attempts
-    act = playback_action(decision, stuck, bool(gate.marked), attempts, p)
-    if act.fail_stuck:
-        _fail_stuck(svc, s, run, decision.reason)
-    if act.trip:
-        emit("fail_fast.trip", call_sid=call_sid, count=attempts)
-    counted = {"attempt": attempts, "max_attempts": p.fail_fast_max_attempts}
-    if not act.enqueue:
-        if act.error:
-            return Answer(act.status, {"error": act.error,
-                                       "message": f"{attempts - 1} attempts in the window; the worker is not processing"})
-        return Answer(act.status, {"status": "processing", **(counted if gate.marked else {})},
-                      retry_after_s=act.retry_after_s)
-    reason, _run = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,
-                                     recording_sid=call.recording_sid, recording_url=call.recording_url,
-                                     job_type="download_only", via="playback", dedup=playback_dedups(p))
-    emit("enqueue.result", call_sid=call_sid, reason=reason, status=202 if reason != "error" else 500)
-    if reason == "error":
-        return Answer(500, {"error": "enqueue_failed"})
-    return Answer(202, {"status": "processing", **counted}, retry_after_s=act.retry_after_s)
+    reply = drive(flow, handle)
+    return Answer(reply.status, reply.body or {}, file=call.file if reply.serve else None,
+                  retry_after_s=reply.retry_after_s)
 
 
 def _fail_stuck(svc: Services, s: Session, run: RunRow, why: str) -> None:

@@ -133,7 +133,7 @@ def test_fail_fast_counter_survives_a_crash_between_incr_and_expire_only_on_seed
         conn.delete("loopfix:failfast:CAcrash")
         env = {"LOOPFIX_CRASH_POINTS": "fail_fast_after_incr", "PATH": "/usr/bin:/bin"}
         proc = subprocess.run([sys.executable, "-c", script, url, variant], env=env, cwd=str(tmp_path.parent))
-        results[variant] = (proc.returncode, conn.get("loopfix:failfast:CAcrash"), conn.pttl("loopfix:failfast:CAcrash"))
+        results[variant] = (proc.returncode, conn.type("loopfix:failfast:CAcrash"), conn.pttl("loopfix:failfast:CAcrash"))
     assert results["seed"][0] == 137 and results["seed"][2] == -1  # a counter that never expires: blocked forever
     assert results["fixed"][0] == 0 and results["fixed"][2] > 0
 

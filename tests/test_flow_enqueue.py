@@ -1,0 +1,57 @@
+"""flows.enqueue.dedup_enqueue, driven with canned effect results: which Coordination steps
+each variant takes around creating the run, and what it answers."""
+from __future__ import annotations
+
+from reference_app.flows.effects import ActiveRun, Coord, CreateRun, drive_with
+from reference_app.flows.enqueue import dedup_enqueue, pending_run
+from reference_app.policy import make_policy
+
+KEY = ("CA1", "full")
+CREATE = CreateRun("full", "webhook")
+
+
+def run(variant: str, results: list, faults: str = "", dedup: bool = True):
+    return drive_with(dedup_enqueue("CA1", "full", "webhook", dedup, make_policy(variant, faults)), results)
+
+
+def test_fixed_claims_before_it_creates_the_run():
+    assert run("fixed", ["tok", True]) == ([Coord("claim_dedup", KEY), CREATE], "enqueued")
+
+
+def test_a_held_claim_is_a_duplicate_and_creates_nothing():
+    assert run("fixed", [None]) == ([Coord("claim_dedup", KEY)], "duplicate")
+
+
+def test_fixed_releases_its_own_claim_when_the_enqueue_fails():
+    effects, reason = run("fixed", ["tok", False, True])
+    assert (effects[-1], reason) == (Coord("release_dedup", ("CA1", "full", "tok")), "error")
+
+
+def test_before_keeps_the_claim_after_a_failed_enqueue():
+    assert run("before", ["tok", False]) == ([Coord("claim_dedup", KEY), CREATE], "error")
+
+
+def test_seed_checks_then_creates_then_sets_so_concurrent_requests_all_pass_the_check():
+    effects, reason = run("fixed", [False, True, None], faults="dedup_check_then_set")
+    assert effects == [Coord("dedup_held", KEY), CREATE, Coord("set_dedup", KEY)] and reason == "enqueued"
+
+
+def test_seed_sets_nothing_after_a_failed_enqueue():
+    assert run("fixed", [False, False], faults="dedup_check_then_set") == ([Coord("dedup_held", KEY), CREATE], "error")
+
+
+def test_without_dedup_the_run_is_created_with_no_key_at_all():
+    assert run("fixed", [True], dedup=False) == ([CREATE], "enqueued")
+    assert run("fixed", [False], dedup=False) == ([CREATE], "error")
+
+
+def test_with_redis_down_a_run_committed_before_it_failed_is_the_enqueued_one():
+    assert drive_with(pending_run(True, "full", "webhook"), []) == ([], "enqueued")
+
+
+def test_with_redis_down_the_calls_active_run_is_the_duplicate():
+    assert drive_with(pending_run(False, "full", "webhook"), [True]) == ([ActiveRun()], "duplicate")
+
+
+def test_with_redis_down_and_no_active_run_a_queued_run_is_created_for_the_sweep():
+    assert drive_with(pending_run(False, "full", "webhook"), [False, True]) == ([ActiveRun(), CREATE], "enqueued")
