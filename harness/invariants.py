@@ -415,8 +415,9 @@ def check_backoff_schedule(
 @_checker("fail-fast")
 def check_fail_fast(history: Sequence[Event], p: Policy) -> Verdict:
     """Per call_sid, playback-path enqueues in any fail_fast_window_s (sliding) are at most
-    fail_fast_max_attempts. (The app's counter is a fixed window from its first INCR; the
-    sliding check is the stricter reading of the seed's '3 attempts per 10 minutes'.)"""
+    fail_fast_max_attempts — the same sliding window the app's and the model's counters keep
+    (the Coordination contract; the seed's fixed INCR-then-EXPIRE window is the fault
+    fail_fast_incr_then_expire)."""
     window, limit = p.fail_fast_window_s, p.fail_fast_max_attempts
     by_call: dict[Any, list[Event]] = defaultdict(list)
     for e in _of(history, "job.enqueue"):
