@@ -6,7 +6,9 @@ CLI takes it from the run directory's `run.json`, see harness/history.py). Each 
 whether the invariant holds (`True`), is broken (`False`) or could not be decided
 (`"unknown"`), lists the anomalies grouped by type with the witness events that prove each,
 and a `figure` dict of measured numbers. An exception inside a checker yields `"unknown"`,
-never a pass. Explanations are data (`Anomaly.facts`); `render_*` turns them into text.
+never a pass. Explanations are data (`Anomaly.facts`); `render_*` turns them into text
+(harness/verdicts.py holds the verdict types and their rendering, harness/query.py the history
+queries the checkers share; both re-exported here).
 
 Conventions the live app must follow for these checks to mean what they say:
 - a recording retry is `job.retry(attempt, delay, phase)` (with the delay actually applied;
@@ -22,68 +24,19 @@ Conventions the live app must follow for these checks to mean what they say:
 """
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+from harness.bounds import expected_delay, player_time_bound, retry_after_granted_s, retry_phase_of  # noqa: F401
+from harness.query import of, outage_windows, promotable_at, promotion_halts
+from harness.verdicts import (MAX_EXAMPLES, NOT_OBSERVABLE, TEMPLATES, UNKNOWN, Anomaly, Event, Verdict,  # noqa: F401
+                              guarded, overall, render_anomaly, render_event, render_verdict, valid_label,
+                              verdict)
 from reference_app import policy as policy_mod
 from reference_app.policy import Policy
 
-Event = Mapping[str, Any]
-UNKNOWN = "unknown"
-NOT_OBSERVABLE = "not observable"  # target mode: the invariant needs the service's insides
 TERMINAL_OUTCOMES = ("played", "not_found", "worker_offline", "gave_up")
-MAX_EXAMPLES = 20  # anomalies kept per type; the figure counts them all
-
-
-@dataclass(frozen=True)
-class Anomaly:
-    """One counter-example: its type, the facts that explain it, the events that prove it."""
-
-    type: str
-    facts: Mapping[str, Any]
-    witnesses: tuple[Event, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "facts": dict(self.facts), "witnesses": [dict(w) for w in self.witnesses]}
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """valid: True (holds), False (broken), or "unknown" (could not be decided)."""
-
-    name: str
-    valid: bool | str
-    anomalies: Mapping[str, tuple[Anomaly, ...]] = field(default_factory=dict)
-    figure: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "valid": self.valid,
-            "anomalies": {k: [a.to_dict() for a in v] for k, v in self.anomalies.items()},
-            "figure": dict(self.figure),
-        }
-
-    def witness_kinds(self) -> set[str]:
-        """Every event kind named as a witness (handy in tests and summaries)."""
-        return {w["kind"] for group in self.anomalies.values() for a in group for w in a.witnesses}
-
-
-def _verdict(name: str, found: Sequence[Anomaly], figure: dict[str, Any], unknown_reason: str | None = None) -> Verdict:
-    grouped: dict[str, list[Anomaly]] = defaultdict(list)
-    for a in found:
-        grouped[a.type].append(a)
-    figure = dict(figure)
-    figure["anomaly_counts"] = {k: len(v) for k, v in sorted(grouped.items())}
-    anomalies = {k: tuple(v[:MAX_EXAMPLES]) for k, v in sorted(grouped.items())}
-    if found:
-        return Verdict(name, False, anomalies, figure)
-    if unknown_reason:
-        return Verdict(name, UNKNOWN, {"undecided": (Anomaly("undecided", {"reason": unknown_reason}),)}, figure)
-    return Verdict(name, True, {}, figure)
 
 
 Checker = Callable[..., Verdict]
@@ -94,82 +47,13 @@ def _checker(name: str) -> Callable[[Checker], Checker]:
     """Register a checker; an exception inside it becomes an `unknown` verdict."""
 
     def wrap(fn: Checker) -> Checker:
-        @functools.wraps(fn)
-        def guarded(history: Sequence[Event], p: Policy, **params: Any) -> Verdict:
-            try:
-                return fn(history, p, **params)
-            except Exception as exc:  # noqa: BLE001 - a broken checker must never pass
-                err = Anomaly("checker-error", {"error": f"{type(exc).__name__}: {exc}"})
-                return Verdict(name, UNKNOWN, {"checker-error": (err,)}, {})
-
-        CHECKERS[name] = guarded
-        return guarded
+        CHECKERS[name] = guarded(name, fn)
+        return CHECKERS[name]
 
     return wrap
 
 
-def _expected_delay(attempt: int, p: Policy) -> float:
-    """policy.backoff_delay for any attempt: past the cap the delay no longer grows, and a
-    runaway attempt number (10**4 under infinite retries) must not overflow 2**(n-1)."""
-    return policy_mod.backoff_delay(min(max(attempt, 1), 64), p)
-
-
-def _phase(retry: Event) -> str:
-    """The retry budget a job.retry spent; histories from before the fetch budget had only one."""
-    phase = retry.get("phase") or "calllog"
-    return phase if phase in policy_mod.RETRY_PHASES else "calllog"
-
-
-def _outage_windows(history: Iterable[Event]) -> list[tuple[Event, float]]:
-    """Each outage's outage.start and the time it ended (inf while still open), paired by
-    (target, how)."""
-    opened: dict[tuple[Any, Any], Event] = {}
-    windows: list[tuple[Event, float]] = []
-    for e in _of(history, "outage.start", "outage.end"):
-        key = (e.get("target"), e.get("how"))
-        if e["kind"] == "outage.start":
-            opened[key] = e
-        elif key in opened:
-            windows.append((opened.pop(key), float(e["t"])))
-    return windows + [(start, math.inf) for start in opened.values()]
-
-
-def _promotion_halts(history: Iterable[Event]) -> list[tuple[float, float]]:
-    """Windows (start, end; end inf while open) when nothing could promote a due retry: every
-    worker down (their ticker promotes), the scheduler stopped, or Redis paused or gone."""
-    return sorted((float(s["t"]), end) for s, end in _outage_windows(history)
-                  if s.get("target") != "twilio" and not (s.get("target") == "workers" and s.get("workers", 0) != 0))
-
-
-def _promotable_at(due: float, halts: Sequence[tuple[float, float]]) -> float:
-    """When a retry due at `due` could first be promoted: `due`, or the end of the halts covering it."""
-    for start, end in halts:
-        if start <= due <= end:
-            due = end
-    return due
-
-
-def _of(history: Iterable[Event], *kinds: str) -> list[Event]:
-    return [e for e in history if e.get("kind") in kinds]
-
-
 # --------------------------------------------------------------------------- loops-terminate
-
-
-def retry_after_granted_s(policy_s: float, p: Policy) -> float:
-    """The wait a Retry-After of `policy_s` grants once it is sent as HTTP says — whole wall
-    seconds, at least one — in policy seconds: at time_scale 0.01 every Retry-After up to 100
-    policy seconds is "1", so a player honouring it waits 100."""
-    return max(policy_s, math.ceil(max(p.wall(policy_s), 1e-9)) / p.time_scale)
-
-
-def player_time_bound(p: Policy) -> float:
-    """Longest a bounded player session may last: every retry waits at most the longest delay
-    the player can be told (backoff or the largest Retry-After, as whole wall seconds), plus
-    one more such wait."""
-    most = retry_after_granted_s(p.retry_after_max_s, p)
-    longest = [policy_mod.player_delay(k, most, p) for k in range(p.player_max_retries)]
-    return sum(longest) + most
 
 
 @_checker("loops-terminate")
@@ -184,7 +68,7 @@ def check_loops_terminate(history: Sequence[Event], p: Policy) -> Verdict:
     time_bound = player_time_bound(p)
     end_t = max((float(e["t"]) for e in history), default=0.0)
     sessions: dict[tuple[Any, Any], dict[str, Any]] = {}
-    for e in _of(history, "client.start", "client.request", "client.end"):
+    for e in of(history, "client.start", "client.request", "client.end"):
         s = sessions.setdefault((e.get("client"), e.get("session")), {"start": None, "requests": [], "end": None})
         if e["kind"] == "client.start":
             s["start"] = e
@@ -214,7 +98,7 @@ def check_loops_terminate(history: Sequence[Event], p: Policy) -> Verdict:
             found.append(Anomaly("session-too-long", {**facts, "duration_s": dur, "bound_s": bound_s}, witnesses))
     runs: dict[Any, list[Event]] = defaultdict(list)
     last_end: dict[Any, Event] = {}
-    for e in _of(history, "job.start", "job.end"):
+    for e in of(history, "job.start", "job.end"):
         jid = e.get("job_id")
         if e["kind"] == "job.end":
             last_end[jid] = e
@@ -238,7 +122,7 @@ def check_loops_terminate(history: Sequence[Event], p: Policy) -> Verdict:
         "max_runs_of_a_job": max((len(v) for v in runs.values()), default=0),
         "run_bound": max_runs,
     }
-    return _verdict("loops-terminate", found, figure)
+    return verdict("loops-terminate", found, figure)
 
 
 # --------------------------------------------------------------------------- no-duplicate-download
@@ -248,7 +132,7 @@ def check_loops_terminate(history: Sequence[Event], p: Policy) -> Verdict:
 def check_no_duplicate_download(history: Sequence[Event], p: Policy) -> Verdict:
     """At most one completed (ok, not skipped) download per recording, crashes included."""
     done: dict[Any, list[Event]] = defaultdict(list)
-    for e in _of(history, "download.end"):
+    for e in of(history, "download.end"):
         if e.get("ok") and not e.get("skipped"):
             done[e.get("recording_sid") or e.get("call_sid")].append(e)
     found = [
@@ -261,7 +145,7 @@ def check_no_duplicate_download(history: Sequence[Event], p: Policy) -> Verdict:
         if len(ends) > 1
     ]
     figure = {"recordings_downloaded": len(done), "completed_downloads": sum(len(v) for v in done.values())}
-    return _verdict("no-duplicate-download", found, figure)
+    return verdict("no-duplicate-download", found, figure)
 
 
 # --------------------------------------------------------------------------- one-job-per-storm
@@ -273,7 +157,7 @@ def check_one_job_per_storm(history: Sequence[Event], p: Policy, window_s: float
     jobs within `window_s` (default: the playback in-progress mark, playback_mark_ttl_s)."""
     window = p.playback_mark_ttl_s if window_s is None else window_s
     by_call: dict[Any, list[Event]] = defaultdict(list)
-    for e in _of(history, "job.enqueue"):
+    for e in of(history, "job.enqueue"):
         if e.get("via") in ("playback", "enqueue_api"):
             by_call[e.get("call_sid")].append(e)
     found: list[Anomaly] = []
@@ -296,7 +180,7 @@ def check_one_job_per_storm(history: Sequence[Event], p: Policy, window_s: float
             if e is not None:
                 burst = [e]
     figure = {"window_s": window, "recordings_clicked": len(by_call), "click_enqueues": sum(map(len, by_call.values()))}
-    return _verdict("one-job-per-storm", found, figure)
+    return verdict("one-job-per-storm", found, figure)
 
 
 # --------------------------------------------------------------------------- backoff-schedule
@@ -318,7 +202,7 @@ def check_backoff_schedule(
         return rel_tol * expected + abs_tol_s
 
     found: list[Anomaly] = []
-    halts = _promotion_halts(history)
+    halts = promotion_halts(history)
     per_job: dict[Any, list[Event]] = defaultdict(list)
     for e in history:
         k = e.get("kind")
@@ -344,13 +228,13 @@ def check_backoff_schedule(
                 requeued = e
                 continue
             if k == "job.retry":
-                attempt, phase = int(e.get("attempt") or 0), _phase(e)
+                attempt, phase = int(e.get("attempt") or 0), retry_phase_of(e)
                 max_attempt[phase] = max(max_attempt[phase], attempt)
                 budget = policy_mod.retry_budget(phase, p)
                 if attempt > budget:
                     found.append(Anomaly("too-many-attempts", {"job_id": jid, "attempt": attempt, "phase": phase,
                                                                 "max": budget}, (e,)))
-                expected = _expected_delay(attempt, p)
+                expected = expected_delay(attempt, p)
                 recorded = float(e.get("delay") or 0.0)
                 if abs(recorded - expected) > tol(expected):
                     found.append(Anomaly("delay-not-policy", {"job_id": jid, "attempt": attempt, "phase": phase,
@@ -359,22 +243,22 @@ def check_backoff_schedule(
                 continue
             # job.start
             if pending is not None:
-                attempt, phase = int(pending.get("attempt") or 0), _phase(pending)
-                expected = _expected_delay(attempt, p)
+                attempt, phase = int(pending.get("attempt") or 0), retry_phase_of(pending)
+                expected = expected_delay(attempt, p)
                 gap = float(e["t"]) - float(pending["t"])
                 gaps_checked[phase] += 1
                 total[phase] += gap
                 if gap < expected - tol(expected):
                     found.append(Anomaly("retry-too-soon", {"job_id": jid, "attempt": attempt, "phase": phase,
                                                              "gap_s": gap, "expected_s": expected}, (pending, e)))
-                elif requeued is not None and float(requeued["t"]) > _promotable_at(
+                elif requeued is not None and float(requeued["t"]) > promotable_at(
                         float(pending["t"]) + expected, halts) + tol(expected):
                     late_gap = float(requeued["t"]) - float(pending["t"])
                     found.append(Anomaly("retry-too-late", {"job_id": jid, "attempt": attempt, "phase": phase,
                                                              "gap_s": late_gap, "expected_s": expected},
                                          (pending, requeued)))
             elif last_fail is not None:
-                expected = _expected_delay(failed_attempts, p)
+                expected = expected_delay(failed_attempts, p)
                 gap = float(e["t"]) - float(last_fail["t"])
                 gaps_checked["calllog"] += 1
                 total["calllog"] += gap
@@ -406,7 +290,7 @@ def check_backoff_schedule(
         "measured_max_total_s": max(totals.values(), default=0.0),
         "claim_52_min": claim,
     }
-    return _verdict("backoff-schedule", found, figure)
+    return verdict("backoff-schedule", found, figure)
 
 
 # --------------------------------------------------------------------------- fail-fast
@@ -420,7 +304,7 @@ def check_fail_fast(history: Sequence[Event], p: Policy) -> Verdict:
     fail_fast_incr_then_expire)."""
     window, limit = p.fail_fast_window_s, p.fail_fast_max_attempts
     by_call: dict[Any, list[Event]] = defaultdict(list)
-    for e in _of(history, "job.enqueue"):
+    for e in of(history, "job.enqueue"):
         if e.get("via") == "playback":
             by_call[e.get("call_sid")].append(e)
     found: list[Anomaly] = []
@@ -436,9 +320,9 @@ def check_fail_fast(history: Sequence[Event], p: Policy) -> Verdict:
                 found.append(Anomaly("too-many-jobs", {"call_sid": call_sid, "jobs": count, "limit": limit,
                                                         "window_s": window}, tuple(enq[lo:hi + 1][:6])))
                 break
-    trips = len(_of(history, "fail_fast.trip"))
+    trips = len(of(history, "fail_fast.trip"))
     figure = {"window_s": window, "limit": limit, "worst_count": worst, "trips": trips}
-    return _verdict("fail-fast", found, figure)
+    return verdict("fail-fast", found, figure)
 
 
 # --------------------------------------------------------------------------- status-semantics
@@ -450,12 +334,12 @@ def check_status_semantics(history: Sequence[Event], p: Policy) -> Verdict:
     200 carries audio; an enqueue error is a 500."""
     has_url: dict[Any, bool] = {}
     created: dict[Any, Event] = {}
-    for e in _of(history, "recording.created"):
+    for e in of(history, "recording.created"):
         has_url[e.get("call_sid")] = bool(e.get("has_url"))
         created[e.get("call_sid")] = e
     found: list[Anomaly] = []
     counts: dict[int, int] = defaultdict(int)
-    for e in _of(history, "client.request", "enqueue.result"):
+    for e in of(history, "client.request", "enqueue.result"):
         status = e.get("status")
         if e["kind"] == "enqueue.result":
             if e.get("reason") == "error" and status != 500:
@@ -470,7 +354,7 @@ def check_status_semantics(history: Sequence[Event], p: Policy) -> Verdict:
         elif status in (200, 206) and e.get("audio_ok") is not True:
             found.append(Anomaly("200-without-audio", {"call_sid": e.get("call_sid"), "status": status}, (e,)))
     figure = {"responses": {str(k): v for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))}}
-    return _verdict("status-semantics", found, figure)
+    return verdict("status-semantics", found, figure)
 
 
 # --------------------------------------------------------------------------- idempotent-delete
@@ -483,7 +367,7 @@ def check_idempotent_delete(history: Sequence[Event], p: Policy) -> Verdict:
     active: dict[Any, dict[Any, Event]] = defaultdict(dict)
     found: list[Anomaly] = []
     requests = 0
-    for e in _of(history, "lead_job.request", "lead_job.end"):
+    for e in of(history, "lead_job.request", "lead_job.end"):
         b, jid = e.get("business_id"), e.get("job_id")
         if e["kind"] == "lead_job.end":
             if e.get("status") != "paused":
@@ -496,8 +380,8 @@ def check_idempotent_delete(history: Sequence[Event], p: Policy) -> Verdict:
             found.append(Anomaly("second-job-while-active", {"business_id": b, "active_job": first_jid,
                                                                "new_job": jid}, (first, e)))
         active[b].setdefault(jid, e)
-    jobs = {e.get("job_id") for e in _of(history, "lead_job.request")}
-    return _verdict("idempotent-delete", found, {"requests": requests, "jobs": len(jobs)})
+    jobs = {e.get("job_id") for e in of(history, "lead_job.request")}
+    return verdict("idempotent-delete", found, {"requests": requests, "jobs": len(jobs)})
 
 
 # --------------------------------------------------------------------------- lock-exclusive
@@ -511,7 +395,7 @@ def check_lock_exclusive(history: Sequence[Event], p: Policy) -> Verdict:
     paused: dict[Any, set[Any]] = defaultdict(set)
     found: list[Anomaly] = []
     starts = 0
-    for e in _of(history, "lead_job.start", "lead_job.pause", "lead_job.end", "lock.release"):
+    for e in of(history, "lead_job.start", "lead_job.pause", "lead_job.end", "lock.release"):
         k, b = e["kind"], e.get("business_id")
         if k == "lead_job.start":
             starts += 1
@@ -535,7 +419,7 @@ def check_lock_exclusive(history: Sequence[Event], p: Policy) -> Verdict:
                                                                   "holder": holder}, (e,)))
             if e.get("freed") and owner in paused[b]:
                 found.append(Anomaly("lock-released-during-pause", {"business_id": b, "owner": owner}, (e,)))
-    return _verdict("lock-exclusive", found, {"job_runs": starts})
+    return verdict("lock-exclusive", found, {"job_runs": starts})
 
 
 # --------------------------------------------------------------------------- nothing-lost
@@ -545,21 +429,21 @@ def check_lock_exclusive(history: Sequence[Event], p: Policy) -> Verdict:
 def check_nothing_lost(history: Sequence[Event], p: Policy) -> Verdict:
     """Once outages are over, every recording with a URL has a completed download; every
     requested lead is deleted exactly once; no lead is deleted outside its business's request."""
-    open_outages = [start for start, end in _outage_windows(history) if end == math.inf]
-    completed = {e.get("recording_sid") for e in _of(history, "download.end") if e.get("ok") and not e.get("skipped")}
+    open_outages = [start for start, end in outage_windows(history) if end == math.inf]
+    completed = {e.get("recording_sid") for e in of(history, "download.end") if e.get("ok") and not e.get("skipped")}
     found: list[Anomaly] = []
-    recordings = [e for e in _of(history, "recording.created") if e.get("has_url")]
+    recordings = [e for e in of(history, "recording.created") if e.get("has_url")]
     for e in recordings:
         if e.get("recording_sid") not in completed:
             found.append(Anomaly("recording-not-downloaded", {"call_sid": e.get("call_sid"),
                                                                 "recording_sid": e.get("recording_sid")}, (e,)))
     requested: dict[tuple[Any, Any], Event] = {}
     owner: dict[Any, Any] = {}
-    for e in _of(history, "lead.requested"):
+    for e in of(history, "lead.requested"):
         requested.setdefault((e.get("business_id"), e.get("lead_id")), e)
         owner.setdefault(e.get("lead_id"), e.get("business_id"))
     deletes: dict[tuple[Any, Any], list[Event]] = defaultdict(list)
-    for e in _of(history, "lead.delete"):
+    for e in of(history, "lead.delete"):
         deletes[(e.get("business_id"), e.get("lead_id"))].append(e)
     for key, req in requested.items():
         n = len(deletes.get(key, ()))
@@ -581,7 +465,7 @@ def check_nothing_lost(history: Sequence[Event], p: Policy) -> Verdict:
         undecided = f"the history ends during an outage ({names}): nothing-lost is judged only once outages are over"
         if found:  # lead deletion faults (twice, other tenant) are violations even mid-outage
             found = [a for a in found if a.type not in ("recording-not-downloaded", "lead-not-deleted")]
-    return _verdict("nothing-lost", found, figure, undecided)
+    return verdict("nothing-lost", found, figure, undecided)
 
 
 # --------------------------------------------------------------------------- worker-never-blocks
@@ -590,11 +474,11 @@ def check_nothing_lost(history: Sequence[Event], p: Policy) -> Verdict:
 @_checker("worker-never-blocks")
 def check_worker_never_blocks(history: Sequence[Event], p: Policy) -> Verdict:
     """No worker sleeps (on slot contention or anything else): any worker.sleep breaks it."""
-    sleeps = _of(history, "worker.sleep")
+    sleeps = of(history, "worker.sleep")
     found = [Anomaly("worker-slept", {"job_id": e.get("job_id"), "seconds": e.get("seconds"),
                                       "reason": e.get("reason")}, (e,)) for e in sleeps]
     figure = {"sleeps": len(sleeps), "slept_s": sum(float(e.get("seconds") or 0) for e in sleeps)}
-    return _verdict("worker-never-blocks", found, figure)
+    return verdict("worker-never-blocks", found, figure)
 
 
 # --------------------------------------------------------------------------- composition
@@ -611,93 +495,3 @@ def check_all(history: Sequence[Event], p: Policy, only: Iterable[str] | None = 
     return [CHECKERS[n](history, p) for n in names]
 
 
-def overall(verdicts: Iterable[Verdict]) -> bool | str:
-    """False if any is broken, else unknown if any is undecided, else True. A verdict that is
-    not observable (target mode) says nothing either way and is left out — never a pass: it
-    is printed as what it is."""
-    vs = [v for v in verdicts if v.valid != NOT_OBSERVABLE]
-    if any(v.valid is False for v in vs):
-        return False
-    if any(v.valid == UNKNOWN for v in vs):
-        return UNKNOWN
-    return True
-
-
-# --------------------------------------------------------------------------- rendering
-
-TEMPLATES: dict[str, str] = {
-    "unbounded-session": "client {client} session {session} on {call_sid} made {requests} requests (bound {bound})",
-    "looping-session": "client {client} session {session} on {call_sid} made {requests} requests and never ended "
-                       "(bound {bound})",
-    "unterminated-session": "client {client} session {session} on {call_sid} still open after {age_s:.0f} s "
-                            "(bound {bound_s:.0f} s)",
-    "non-terminal-outcome": "client {client} session {session} ended with non-terminal outcome {outcome!r}",
-    "session-too-long": "client {client} session {session} lasted {duration_s:.0f} s (bound {bound_s:.0f} s)",
-    "job-rerun-unbounded": "job {job_id} ({call_sid}) ran {runs} times (bound {bound})",
-    "duplicate-download": "recording {recording_sid} downloaded {count} times, by jobs {job_ids}",
-    "storm-duplicate-enqueue": "clicks on {call_sid} enqueued {jobs} jobs within {span_s:.3f} s "
-                               "(window {window_s:g} s): {job_ids}",
-    "too-many-attempts": "job {job_id} retried as {phase} attempt {attempt} (max {max})",
-    "delay-not-policy": "job {job_id} {phase} retry {attempt} was given delay {delay_s:g} s, policy says {expected_s:g} s",
-    "retry-too-soon": "job {job_id} {phase} retry {attempt} started {gap_s:.2f} s after it was scheduled "
-                      "(policy {expected_s:g} s)",
-    "retry-too-late": "job {job_id} {phase} retry {attempt} was re-queued {gap_s:.2f} s after it was scheduled "
-                      "(policy {expected_s:g} s)",
-    "rerun-without-backoff": "job {job_id} re-ran {gap_s:.2f} s after failed attempt {attempt} "
-                             "(policy {expected_s:g} s)",
-    "too-many-jobs": "{jobs} playback jobs for {call_sid} within {window_s:g} s (limit {limit})",
-    "error-not-500": "enqueue error on {call_sid} answered {status}, not 500",
-    "202-without-retry-after": "202 for {call_sid} without Retry-After",
-    "404-with-recording-url": "404 for {call_sid}, which has a recording URL",
-    "200-without-audio": "{status} for {call_sid} without audio",
-    "second-job-while-active": "business {business_id} got new delete job {new_job} while job {active_job} "
-                               "was active",
-    "concurrent-delete-jobs": "business {business_id}: job {started_job} started while job {running_job} "
-                              "was running",
-    "released-anothers-lock": "business {business_id}: job {owner}'s release freed the lock held by {holder}",
-    "lock-released-during-pause": "business {business_id}: job {owner} released its lock while paused",
-    "recording-not-downloaded": "recording {recording_sid} ({call_sid}) has a URL but was never downloaded",
-    "lead-not-deleted": "lead {lead_id} of business {business_id} was requested but never deleted",
-    "lead-deleted-twice": "lead {lead_id} of business {business_id} was deleted {count} times",
-    "other-tenant-touched": "business {business_id} deleted lead {lead_id}, which belongs to {owner}",
-    "unrequested-delete": "business {business_id} deleted lead {lead_id}, which no request named",
-    "worker-slept": "job {job_id} slept {seconds:g} s in the worker ({reason})",
-    "checker-error": "the checker failed: {error}",
-    "undecided": "{reason}",
-}
-
-
-def render_anomaly(a: Anomaly) -> str:
-    """One anomaly as one sentence, from its facts."""
-    template = TEMPLATES.get(a.type)
-    try:
-        return template.format(**a.facts) if template else f"{a.type}: {dict(a.facts)}"
-    except (KeyError, ValueError, TypeError):
-        return f"{a.type}: {dict(a.facts)}"
-
-
-def render_event(e: Event) -> str:
-    """A witness event as `t=12.000 kind key=value ...`."""
-    rest = " ".join(f"{k}={e[k]}" for k in sorted(e) if k not in ("t", "kind", "source", "proc"))
-    return f"t={float(e['t']):.3f} {e['kind']} {rest}"
-
-
-def valid_label(valid: bool | str) -> str:
-    if valid == NOT_OBSERVABLE:
-        return NOT_OBSERVABLE
-    return {True: "holds", False: "BROKEN"}.get(valid, "unknown")  # type: ignore[arg-type]
-
-
-def render_verdict(v: Verdict, examples: int = 2, witnesses: int = 3) -> str:
-    """A verdict as a few lines: status, then per anomaly type a count, examples and witnesses."""
-    lines = [f"{v.name}: {valid_label(v.valid)}"]
-    if v.valid == NOT_OBSERVABLE and v.figure.get("why"):
-        lines.append(f"  {v.figure['why']}")
-    counts = v.figure.get("anomaly_counts", {})
-    for kind, group in v.anomalies.items():
-        lines.append(f"  {kind} x{counts.get(kind, len(group))}")
-        for a in group[:examples]:
-            lines.append(f"    - {render_anomaly(a)}")
-            for w in a.witnesses[:witnesses]:
-                lines.append(f"        {render_event(w)}")
-    return "\n".join(lines)

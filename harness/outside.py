@@ -40,7 +40,8 @@ from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
 from harness import invariants as inv
-from harness.invariants import NOT_OBSERVABLE, Anomaly, Event, Verdict, _of, _verdict
+from harness.query import of, outage_windows, promotable_at, promotion_halts
+from harness.verdicts import NOT_OBSERVABLE, Anomaly, Event, Verdict, guarded, verdict
 from reference_app import policy as policy_mod
 from reference_app.policy import Policy
 
@@ -60,7 +61,7 @@ def _fetches(history: Iterable[Event]) -> dict[Any, list[dict[str, Any]]]:
     """Per recording, its fetches in start order: {start, end (None while open), ok}."""
     by_rec: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     open_: dict[tuple[Any, Any], dict[str, Any]] = {}
-    for e in _of(history, "download.start", "download.end"):
+    for e in of(history, "download.start", "download.end"):
         key = (e.get("recording_sid"), e.get("fetch"))
         if e["kind"] == "download.start":
             f = {"start": e, "end": None}
@@ -74,7 +75,7 @@ def _fetches(history: Iterable[Event]) -> dict[Any, list[dict[str, Any]]]:
 def _plays(history: Iterable[Event], rec_of_call: Mapping[Any, Any]) -> dict[Any, list[float]]:
     """Per recording, the times its call's player requests were sent."""
     out: dict[Any, list[float]] = defaultdict(list)
-    for e in _of(history, "client.request"):
+    for e in of(history, "client.request"):
         rec = rec_of_call.get(e.get("call_sid"))
         if rec is not None:
             out[rec].append(float(e["t"]) - float(e.get("latency_s") or 0.0))
@@ -83,7 +84,7 @@ def _plays(history: Iterable[Event], rec_of_call: Mapping[Any, Any]) -> dict[Any
 
 def _recordings(history: Iterable[Event]) -> dict[Any, Event]:
     """recording_sid -> its recording.created (an accepted, signed recording callback)."""
-    return {e.get("recording_sid"): e for e in _of(history, "recording.created")}
+    return {e.get("recording_sid"): e for e in of(history, "recording.created")}
 
 
 def _attempt_runs(fetches: list[dict[str, Any]], plays: list[float], budget: int):
@@ -122,12 +123,12 @@ def check_loops_terminate(history: Sequence[Event], p: Policy) -> Verdict:
                                      (fetches[0]["start"], f["start"])))
     if base.valid not in (True, False) and not found:
         return base
-    return _verdict("loops-terminate", found, {**base.figure, "max_fetch_run": worst, "fetch_run_bound": budget + 1})
+    return verdict("loops-terminate", found, {**base.figure, "max_fetch_run": worst, "fetch_run_bound": budget + 1})
 
 
 def check_one_job_per_storm(history: Sequence[Event], p: Policy) -> Verdict:
     """No two fetches of one recording under way at once (decided only if a storm clicked)."""
-    storms = sum(1 for e in _of(history, "client.start") if e.get("role") in ("storm", "double_clicker"))
+    storms = sum(1 for e in of(history, "client.start") if e.get("role") in ("storm", "double_clicker"))
     found: list[Anomaly] = []
     for sid, fetches in _fetches(history).items():
         for i, f in enumerate(fetches[1:], 1):
@@ -140,7 +141,7 @@ def check_one_job_per_storm(history: Sequence[Event], p: Policy) -> Verdict:
                     end.get("ok") or began < float(end.get("quiet_since", end["t"])))):
                 found.append(Anomaly("concurrent-fetches", {"recording_sid": sid}, (before["start"], f["start"])))
     why = None if storms else "no click storm or double-click in the history"
-    return _verdict("one-job-per-storm", found, {"storm_sessions": storms}, why)
+    return verdict("one-job-per-storm", found, {"storm_sessions": storms}, why)
 
 
 def check_backoff_schedule(history: Sequence[Event], p: Policy, early_s: float = 1.0,
@@ -151,7 +152,7 @@ def check_backoff_schedule(history: Sequence[Event], p: Policy, early_s: float =
     recs = _recordings(history)
     plays = _plays(history, {e.get("call_sid"): sid for sid, e in recs.items()})
     found: list[Anomaly] = []
-    halts = inv._promotion_halts(history)  # every worker stopped: a due retry waits for them, not late
+    halts = promotion_halts(history)  # every worker stopped: a due retry waits for them, not late
     gaps = 0
     lateness: list[float] = []
     full: list[float] = []
@@ -173,7 +174,7 @@ def check_backoff_schedule(history: Sequence[Event], p: Policy, early_s: float =
             gap = started - failed_at
             gaps += 1
             total += gap
-            late = started - inv._promotable_at(failed_at + expected, halts)
+            late = started - promotable_at(failed_at + expected, halts)
             lateness.append(late)
             facts = {"recording_sid": sid, "attempt": n - 1, "gap_s": gap, "expected_s": expected}
             if started - gave_up_earliest < expected - (REL_TOL * expected + early_s):
@@ -188,11 +189,11 @@ def check_backoff_schedule(history: Sequence[Event], p: Policy, early_s: float =
               "configured_total_s": policy_mod.backoff_total(p, "fetch"),
               "recordings_with_full_schedule": len(full),
               "measured_full_schedule_total_s": sum(full) / len(full) if full else None}
-    return _verdict("backoff-schedule", found, figure, None if gaps or found else "no failed fetch was retried")
+    return verdict("backoff-schedule", found, figure, None if gaps or found else "no failed fetch was retried")
 
 
 def _all_workers_stopped(history: Sequence[Event]) -> list[tuple[float, float]]:
-    return [(float(s["t"]), end) for s, end in inv._outage_windows(history)
+    return [(float(s["t"]), end) for s, end in outage_windows(history)
             if s.get("target") == "workers" and not s.get("workers")]
 
 
@@ -208,7 +209,7 @@ def check_fail_fast(history: Sequence[Event], p: Policy, hooks: bool = True) -> 
     found: list[Anomaly] = []
     decided = trips = 0
     per_call: dict[Any, list[Event]] = defaultdict(list)
-    for e in _of(history, "client.request"):
+    for e in of(history, "client.request"):
         sent = float(e["t"]) - float(e.get("latency_s") or 0.0)
         if any(start + p.heartbeat_timeout_s <= sent and float(e["t"]) <= end for start, end in windows):
             per_call[e.get("call_sid")].append(e)
@@ -232,7 +233,7 @@ def check_fail_fast(history: Sequence[Event], p: Policy, hooks: bool = True) -> 
                 break
     figure = {"limit": limit, "window_s": window, "calls_decided": decided, "trips_seen": trips}
     why = None if decided or trips else "no call was polled past the attempt limit while every worker was stopped"
-    return _verdict("fail-fast", found, figure, why)
+    return verdict("fail-fast", found, figure, why)
 
 
 def check_status_semantics(history: Sequence[Event], p: Policy) -> Verdict:
@@ -245,24 +246,24 @@ def check_status_semantics(history: Sequence[Event], p: Policy) -> Verdict:
     rec_of_call = {e.get("call_sid"): sid for sid, e in recs.items()}
     served: dict[Any, set[str]] = defaultdict(set)
     fetched: dict[Any, Event] = {}
-    for e in _of(history, "download.end"):
+    for e in of(history, "download.end"):
         fetched.setdefault(e.get("recording_sid"), e)
         if e.get("ok") and e.get("sha256"):
             served[e.get("recording_sid")].add(e["sha256"])
-    for e in _of(history, "client.request"):
+    for e in of(history, "client.request"):
         sha = e.get("body_sha256")
         rec = rec_of_call.get(e.get("call_sid"))
         if e.get("status") == 200 and sha and rec is not None and sha not in served.get(rec, ()):
             found.append(Anomaly("200-not-the-recording", {"call_sid": e.get("call_sid"), "recording_sid": rec},
                                  (recs[rec], e)))
-    for e in _of(history, "webhook.send"):
+    for e in of(history, "webhook.send"):
         if e.get("signed") is False and 200 <= int(e.get("status") or 0) < 300:
             found.append(Anomaly("unsigned-callback-accepted", {"hook": e.get("hook"), "call_sid": e.get("call_sid"),
                                                                  "status": e.get("status")}, (e,)))
         if e.get("signed") is False and e.get("recording_sid") in fetched and e.get("recording_sid") not in recs:
             found.append(Anomaly("unsigned-callback-fetched", {"recording_sid": e.get("recording_sid")},
                                  (e, fetched[e.get("recording_sid")])))
-    return _verdict("status-semantics", found, dict(base.figure))
+    return verdict("status-semantics", found, dict(base.figure))
 
 
 def check_idempotent_delete(history: Sequence[Event], p: Policy) -> Verdict:
@@ -272,7 +273,7 @@ def check_idempotent_delete(history: Sequence[Event], p: Policy) -> Verdict:
     seen: dict[tuple[Any, Any], Event] = {}
     active: dict[tuple[Any, Any], Event] = {}
     succeeded: dict[tuple[Any, Any], int] = {}
-    for e in _of(history, "lead_job.request", "lead_job.observe"):
+    for e in of(history, "lead_job.request", "lead_job.observe"):
         key = (e.get("business_id"), e.get("job_id"))
         if e["kind"] == "lead_job.request":
             seen.setdefault(key, e)
@@ -301,10 +302,10 @@ def check_idempotent_delete(history: Sequence[Event], p: Policy) -> Verdict:
     reported, went = sum(succeeded.values()), sum(map(len, gone.values()))
     if succeeded and reported > went:  # more deletions than leads went: some lead was deleted twice
         found.append(Anomaly("more-deletions-than-leads", {"reported": reported, "gone": went},
-                             tuple(_of(history, "lead_job.observe"))[-2:]))
-    requested = {(e.get("business_id"), e.get("lead_id")) for e in _of(history, "lead.requested")}
+                             tuple(of(history, "lead_job.observe"))[-2:]))
+    requested = {(e.get("business_id"), e.get("lead_id")) for e in of(history, "lead.requested")}
     asked_by: dict[Any, set[Any]] = defaultdict(set)
-    for e in _of(history, "lead_job.request"):
+    for e in of(history, "lead_job.request"):
         for lead in e.get("lead_ids") or ():
             asked_by[lead].add(e.get("business_id"))
     for b, ids in gone.items():
@@ -314,13 +315,13 @@ def check_idempotent_delete(history: Sequence[Event], p: Policy) -> Verdict:
                 found.append(Anomaly(kind, {"business_id": b, "lead_id": lead}, (listed["end_events"][b],)))
     figure = {"jobs": len(seen), "businesses": len(by_business),
               "leads_gone": sum(map(len, gone.values()))}
-    return _verdict("idempotent-delete", found, figure, None if seen else "no bulk-delete request was answered")
+    return verdict("idempotent-delete", found, figure, None if seen else "no bulk-delete request was answered")
 
 
 def _listed(history: Iterable[Event]) -> dict[str, Any]:
     """{"start": {business: {lead: True}}, "end": {...}, "end_events": {business: event}}."""
     out: dict[str, Any] = {"start": {}, "end": {}, "end_events": {}}
-    for e in _of(history, "leads.listed"):
+    for e in of(history, "leads.listed"):
         if e.get("lead_ids") is None:
             continue
         out[e.get("phase")][e.get("business_id")] = dict.fromkeys(int(x) for x in e["lead_ids"])
@@ -332,14 +333,14 @@ def _listed(history: Iterable[Event]) -> dict[str, Any]:
 def check_nothing_lost(history: Sequence[Event], p: Policy) -> Verdict:
     """Every accepted recording (not one planned to fail for good) played by the end; every lead
     a business asked to delete is gone from its listing."""
-    open_outages = [s for s, end in inv._outage_windows(history) if end == math.inf]
-    played = {e.get("call_sid") for e in _of(history, "client.request") if e.get("status") == 200
+    open_outages = [s for s, end in outage_windows(history) if end == math.inf]
+    played = {e.get("call_sid") for e in of(history, "client.request") if e.get("status") == 200
               and e.get("audio_ok") is True}
     last_poll: dict[Any, Event] = {}
-    for e in _of(history, "client.request"):
+    for e in of(history, "client.request"):
         last_poll[e.get("call_sid")] = e
     found: list[Anomaly] = []
-    recs = [e for e in _of(history, "recording.created") if e.get("has_url") and not e.get("fails_by_design")]
+    recs = [e for e in of(history, "recording.created") if e.get("has_url") and not e.get("fails_by_design")]
     for e in recs:
         if e.get("call_sid") not in played:
             found.append(Anomaly("recording-never-playable", {"call_sid": e.get("call_sid"),
@@ -347,7 +348,7 @@ def check_nothing_lost(history: Sequence[Event], p: Policy) -> Verdict:
                                  tuple(w for w in (e, last_poll.get(e.get("call_sid"))) if w)))
     listed = _listed(history)
     undecided = []
-    for e in _of(history, "lead.requested"):
+    for e in of(history, "lead.requested"):
         end = listed["end"].get(e.get("business_id"))
         if end is None:
             undecided.append(e.get("business_id"))
@@ -361,8 +362,8 @@ def check_nothing_lost(history: Sequence[Event], p: Policy) -> Verdict:
     elif undecided:
         why = f"no final lead listing for business(es) {sorted(set(map(str, undecided)))}"
     figure = {"recordings_accepted": len(recs), "played": len(played & {e.get("call_sid") for e in recs}),
-              "leads_requested": len(_of(history, "lead.requested"))}
-    return _verdict("nothing-lost", found, figure, why)
+              "leads_requested": len(of(history, "lead.requested"))}
+    return verdict("nothing-lost", found, figure, why)
 
 
 def check_target(history: Sequence[Event], p: Policy, *, hooks: bool, early_s: float, late_s: float) -> list[Verdict]:
@@ -379,14 +380,7 @@ def check_target(history: Sequence[Event], p: Policy, *, hooks: bool, early_s: f
         "nothing-lost": lambda: check_nothing_lost(history, p),
         "worker-never-blocks": lambda: _not_observable("worker-never-blocks"),
     }
-    out = []
-    for name in inv.INVARIANTS:
-        try:
-            out.append(checks[name]())
-        except Exception as exc:  # noqa: BLE001 - a broken checker must never pass
-            err = Anomaly("checker-error", {"error": f"{type(exc).__name__}: {exc}"})
-            out.append(Verdict(name, inv.UNKNOWN, {"checker-error": (err,)}, {}))
-    return out
+    return [guarded(name, checks[name])() for name in inv.INVARIANTS]
 
 
 inv.TEMPLATES.update({
