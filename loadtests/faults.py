@@ -121,8 +121,10 @@ class FaultPlan(threading.Thread):
                 if not self.at(t + slow_for):
                     return
                 self.set_twilio(slow=None)
-            except OSError as exc:
-                self.errors.append(f"twilio latency change at {t:g} s: {exc}")
+            except Exception as exc:  # noqa: BLE001 - the stand-in may be gone (a stop, Ctrl-C) or answer half
+                if self.stop_event.is_set():
+                    return  # the run is ending: its stand-in goes with it
+                self.errors.append(f"twilio latency change at {t:g} s: {type(exc).__name__}: {exc}")
             t += SLOW_PERIOD_S
 
     _KEEP = object()

@@ -209,7 +209,8 @@ def test_live_run_directory_adds_the_calibration_section_and_measures_the_worker
 
 def test_report_from_a_plain_sweep_file_draws_what_its_rows_answer(report, tmp_path):
     """A `loopfix sweep` file (rows without the report's grid tags, no M/M/c rows): the capacity
-    figures and the metastability map from its rows, the M/M/c section says it has none."""
+    figures and the metastability map from its rows; the M/M/c grid it lacks the report sweeps
+    itself, as for anything missing."""
     rows = [json.loads(line) for line in (report / "runs" / "sweep.jsonl").read_text().splitlines()]
     plain = tmp_path / "sweep.jsonl"
     plain.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "grid"}) + "\n"
@@ -219,8 +220,7 @@ def test_report_from_a_plain_sweep_file_draws_what_its_rows_answer(report, tmp_p
                                       "--runs", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     markdown = (out / "report.md").read_text()
-    assert "](capacity.png)" in markdown and "](metastability.png)" in markdown and "mmc.png" not in markdown
-    assert "## Capacity: the M/M/c special case\n\nNo such rows in the sweep results." in markdown
+    assert "](capacity.png)" in markdown and "](metastability.png)" in markdown and "](mmc.png)" in markdown
     assert markdown.splitlines()[2].startswith("**Recommendation:** ")
 
 
