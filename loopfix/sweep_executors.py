@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,7 +72,9 @@ def placement(executor: str | None, scheduler: str | None, jobs: int | None) -> 
     import dask
 
     n = max(1, jobs or os.cpu_count() or 1)
-    with dask.config.set(LOCAL_CLUSTER_CONFIG):  # the scheduler and the workers read it as they start
+    with dask.config.set(LOCAL_CLUSTER_CONFIG), warnings.catch_warnings():  # read as they start
+        # its HTTP server moves off a busy port 8787 by itself: no need to tell the user
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                            dashboard_address=None, silence_logs=logging.ERROR)
     try:
