@@ -252,6 +252,19 @@ def retry_timeline(history: Sequence[Event]) -> dict[str, Any] | None:
             "starts": starts[job]}
 
 
+def calls_with_pending_jobs(history: Iterable[Event]) -> set[Any]:
+    """The call_sids that still have a job in flight when the history ends: enqueued, running,
+    or waiting for a retry (its last record is not an end that settles it: done, failed,
+    skipped, crashed, or declared stuck). Work still queued, not work lost."""
+    last: dict[Any, Event] = {}
+    for e in history:
+        if e.get("kind") in ("job.enqueue", "job.start", "job.retry", "job.end", "job.stuck"):
+            last[e["job_id"]] = e
+    settled = ("done", "failed", "skipped", "crashed")
+    return {e.get("call_sid") for e in last.values()
+            if not (e["kind"] == "job.stuck" or (e["kind"] == "job.end" and e.get("outcome") in settled))}
+
+
 def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
     """Per job run started after `after_t`: time from its latest enqueue to its start."""
     enqueued: dict[Any, float] = {}

@@ -6,6 +6,10 @@ latency, outage length and variant, starting from one base scenario. This module
 grid and runs one point; measuring a run is `reports/measures.py`'s job and the parallel
 runner with its progress bar is `loopfix sweep`.
 
+A grid can be cut into shards for a CI matrix (`shard`): each point carries its place in the
+whole grid (`grid_index`, `grid_size`, `grid_digest`), so that the shards' rows join back into
+one table in grid order (`reports/capacity.merge_shards`) and shards of different grids do not.
+
 The *M/M/c special case* (`mmc=True`) checks the model against queueing theory at sweep
 scale: every call has a recording, nothing fails, nobody plays, the CallLog is always there,
 slots never bind, and each download takes an exponential time with mean `service_mean_s`
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import hashlib
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
@@ -150,3 +156,29 @@ def mmc_grid(workers: Sequence[int], utilisations: Sequence[float], service_mean
             out.append({**p, "calls_per_hour": rho * p["workers"] / mean * 3600.0, "utilisation_target": rho,
                         "observe_s": hours * 3600.0})
     return out
+
+
+def numbered(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The points with their place in the grid: `grid_index` (0-based, grid order), `grid_size`,
+    and `grid_digest`, a fingerprint of the whole grid (shards of different grids differ in it)."""
+    # "g" first: a CSV cell of hex digits alone could read back as a number
+    digest = "g" + hashlib.sha256(json.dumps([dict(p) for p in points], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return [{**p, "grid_index": i, "grid_size": len(points), "grid_digest": digest} for i, p in enumerate(points)]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"K/N" -> (K, N), shard K of N counted from 1; ValueError that says what to write."""
+    k, sep, n = text.partition("/")
+    try:
+        shard_k, shard_n = int(k), int(n)
+    except ValueError:
+        shard_k = shard_n = 0
+    if not sep or not 1 <= shard_k <= shard_n:
+        raise ValueError(f"--shard must be K/N with 1 <= K <= N (e.g. 2/4), got {text!r}")
+    return shard_k, shard_n
+
+
+def shard(points: Sequence[Mapping[str, Any]], k: int, n: int) -> list[Mapping[str, Any]]:
+    """Shard k of n (from 1): every n-th point from the k-th. Interleaved rather than cut in
+    blocks, so that each shard gets a like mix of cheap and expensive points."""
+    return list(points[k - 1::n])
