@@ -164,48 +164,15 @@ def metastability_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, A
     return [r for r in rows if not r.get("mmc") and r.get("grid") in (None, "metastability")]
 
 
-def _holds(rs: Sequence[Mapping[str, Any]], slo_p95_s: float, unplayed_bound: float) -> bool:
-    """Every row of a (load, workers) point: p95 time to playable within the SLO, fewer
-    sessions than the bound not played, and the backlog back to normal (recovered)."""
-    return bool(rs) and all(r.get("ttp_p95_s") is not None and r["ttp_p95_s"] <= slo_p95_s
-                            and (measures.unplayed_share(measures.row_outcomes(r)) or 0.0) < unplayed_bound
-                            and r.get("recovery_s") is not None for r in rs)
-
-
 def recommendation_line(rows: Sequence[Mapping[str, Any]], slo_p95_s: float,
                         unplayed_bound: float = UNPLAYED_BOUND) -> str:
-    """The capacity answer in one line, worded from `capacity_rows`: the fewest workers that hold
-    p95 time to playable <= the SLO with fewer than `unplayed_bound` of sessions not played at
-    every swept load up to the highest load some swept count holds, the fewest per load, and
-    the lowest load no swept count holds. (Stands in for the capacity answer's own wording in
-    reports/capacity.py once that lands: same arguments, same one line.)"""
-    points: dict[float, dict[int, list[Mapping[str, Any]]]] = {}
-    for r in rows:
-        points.setdefault(float(r["calls_per_hour"]), {}).setdefault(int(r["workers"]), []).append(r)
-    slo = f"p95 time to playable <= {slo_p95_s:g} s with < {100 * unplayed_bound:g} % of sessions not played"
-    if not points:
-        return f"No capacity rows (fixed, no outage) to answer {slo}."
-    swept = sorted({w for ws in points.values() for w in ws})
-    counts = f"{swept[0]}" if len(swept) == 1 else f"{swept[0]}-{swept[-1]}"
-    fewest = {load: next((w for w, rs in sorted(ws.items()) if _holds(rs, slo_p95_s, unplayed_bound)), None)
-              for load, ws in sorted(points.items())}
-    held = []
-    for load, w in fewest.items():
-        if w is None:
-            break
-        held.append(load)
-    failing = [load for load, w in fewest.items() if w is None]
-    if not held:
-        return (f"No swept worker count ({counts}) holds {slo} at any swept load "
-                f"({', '.join(f'{c:g}' for c in fewest)} calls/h).")
-    everywhere = [w for w in swept if all(_holds(points[load].get(w, []), slo_p95_s, unplayed_bound)
-                                          for load in held)]
-    n = everywhere[0] if everywhere else max(fewest[load] for load in held)
-    line = (f"{n} worker{'s' if n != 1 else ''} hold{'' if n != 1 else 's'} {slo} up to {held[-1]:g} calls/h "
-            f"(fewest per load: {', '.join(f'{fewest[c]} at {c:g}' for c in held)})")
-    if failing:
-        line += f"; at {failing[0]:g} calls/h no swept worker count ({counts}) does"
-    return line + "."
+    """The capacity answer in one line, as `loopfix sweep --p95-target` words it
+    (reports/capacity.py: every session counted, a point that did not drain never meets it)."""
+    lines = capacity.recommendation_lines(rows, slo_p95_s, unplayed_bound)
+    if not lines:
+        return (f"No capacity rows (fixed) to answer p95 time-to-playable <= {slo_p95_s:g} s with "
+                f"< {100 * unplayed_bound:g} % gave up.")
+    return " ".join(line[0].upper() + line[1:] for line in lines) + "."
 
 
 def recovery_sentence(explained: Mapping[str, Any], cells: Mapping[str, Mapping[tuple[float, float], bool]],

@@ -23,6 +23,7 @@ from harness.scenario import load_scenario, with_settings
 from loopfix.cli import cli
 from reports import figures
 from reports.claims import CLAIMS
+from reports import capacity
 from reports.page import recommendation_line, recovery_sentence
 from sim import simulate
 
@@ -237,22 +238,23 @@ CAPACITY_ROWS = [  # (load, workers, p95 s, sessions played, gave up)
 ]
 
 
-def _capacity_row(load, workers, p95, played, gave_up):
-    return {"calls_per_hour": float(load), "workers": workers, "ttp_p95_s": p95, "sessions_played": played,
-            "sessions_gave_up": gave_up, "sessions_not_found": 5, "recovery_s": 0.0, "outage_s": 0.0,
-            "variant": "fixed", "mmc": False}
+def _capacity_row(load, workers, p95, played, gave_up, drained=True):
+    return {"calls_per_hour": float(load), "workers": workers, "ttp_p95_s": p95, "sessions": played + gave_up + 5,
+            "sessions_played": played, "sessions_gave_up": gave_up, "sessions_not_found": 5, "recovery_s": 0.0,
+            "outage_s": 0.0, "latency_median_s": 2.0, "drained": drained, "variant": "fixed", "mmc": False}
 
 
-def test_recommendation_names_the_fewest_workers_per_load_and_the_load_none_holds():
-    """2 workers at 600 calls/h are within the p95 target but 2 % of sessions gave up: not held."""
+def test_the_pages_recommendation_is_the_sweeps_answer_counting_every_session():
+    """One wording, the sweep's (reports/capacity.py): at 600 calls/h 2 workers are within the
+    target but 2 % of sessions gave up, so only 1 worker count holds every load up to 300; a
+    point that did not drain never meets it, whatever its p95."""
     rows = [_capacity_row(*r) for r in CAPACITY_ROWS]
-    assert recommendation_line(rows, 60.0) == (
-        "4 workers hold p95 time to playable <= 60 s with < 1 % of sessions not played up to 600 calls/h "
-        "(fewest per load: 1 at 300, 4 at 600); at 1200 calls/h no swept worker count (1-4) does.")
-    assert recommendation_line(rows, 10.0) == (
-        "2 workers hold p95 time to playable <= 10 s with < 1 % of sessions not played up to 300 calls/h "
-        "(fewest per load: 2 at 300); at 600 calls/h no swept worker count (1-4) does.")
-    assert recommendation_line(rows, 5.0).startswith("No swept worker count (1-4) holds")
+    line = recommendation_line(rows, 60.0)
+    assert line == capacity.recommendation_lines(rows, 60.0)[0] + "."  # one latency swept: one line
+    assert line.startswith("1 workers hold p95 time-to-playable <= 60 s with < 1 % gave up and < 1 % errors up to "
+                           "300 calls/h; at 1200 calls/h no worker count meets it")
+    undrained = [_capacity_row(300, w, 5.0, 100, 0, drained=False) for w in (1, 2)]
+    assert recommendation_line(undrained, 60.0).startswith("No swept worker count (1-2) holds")
 
 
 def test_each_variant_is_explained_at_the_cell_where_it_lags_the_fastest_variant_most():
