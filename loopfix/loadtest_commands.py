@@ -154,8 +154,8 @@ def _loadtest_target(scenario, target_file, variant, time_scale, sets, users, pr
         raise BadInput(f"{target_file}: {exc.problems[-1]}") from None
     s = target_scenario(build_scenario(scenario, None, sets, config.time_scale, duration), config)
     run_id = runner.new_run_id(s)
-    opts = TargetOptions(s, config, users=users or s.users, processes=processes, profile=profile, runs_root=runs_dir,
-                         run_id=run_id)
+    opts = TargetOptions(runner.LoadOptions(s, users=users or s.users, processes=processes, profile=profile,
+                                            runs_root=runs_dir, run_id=run_id), config)
     result, skipped = _with_progress(s, lambda on: run_target(opts, on), quiet=as_json,
                                      kept=f"the partial run stays in {runs_dir / run_id}")
     history, verdicts = check_target_run(result.run_dir)

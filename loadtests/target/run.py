@@ -48,13 +48,11 @@ PROBE_MARGIN_WALL_S = 30.0
 
 @dataclass(frozen=True)
 class TargetOptions:
-    scenario: Scenario
+    """A load run's options (scenario, users, processes, profile, where runs go; the stack's
+    own fields unused) and the target it storms instead of a stack."""
+
+    load: runner.LoadOptions
     config: TargetConfig
-    users: int
-    processes: int = 1
-    profile: str = "storm"
-    runs_root: Path = Path("runs")
-    run_id: str = ""
 
 
 def target_scenario(s: Scenario, config: TargetConfig) -> Scenario:
@@ -209,10 +207,11 @@ def run_target(opts: TargetOptions, on_progress: Callable[[str, float], None] | 
                ) -> tuple[runner.LoadResult, list[str]]:
     """Run one target load test end to end (see the module docstring); returns the result and
     the outages that were skipped."""
-    s, config = opts.scenario, opts.config
+    load, config = opts.load, opts.config
+    s = load.scenario
     p = s.make_policy()
     progress = on_progress or (lambda _label, _fraction: None)
-    run_dir = (opts.runs_root / (opts.run_id or runner.new_run_id(s))).resolve()
+    run_dir = (load.runs_root / (load.run_id or runner.new_run_id(s))).resolve()
     run_dir.mkdir(parents=True, exist_ok=False)
     epoch = time.time()
     stack = Stack(run_dir, Config(policy=p, media_hosts=()))
@@ -232,13 +231,12 @@ def run_target(opts: TargetOptions, on_progress: Callable[[str, float], None] | 
         write_fixtures(run_dir, {"stub_url": stub_url, "businesses": businesses})
         info = {"source": "target", "scenario": s.name, "scenario_data": s.to_dict(), "variant": "fixed",
                 "faults": [], "policy": dict(config.policy), "time_scale": p.time_scale, "seed": s.seed,
-                "users": opts.users, "processes": opts.processes, "profile": opts.profile, "epoch": epoch,
+                "users": load.users, "processes": load.processes, "profile": load.profile, "epoch": epoch,
                 "app_url": config.url, "stub_url": stub_url, "target": target_info(config),
                 "tolerance": tolerances(p), "pids": {n: pr.pid for n, pr in stack.procs.items()},
                 "stack_marker": stack.marker, "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
         history_mod.write_run_info(run_dir, info)
-        args = runner.locust_command(runner.LoadOptions(s, opts.users, opts.processes, opts.profile), config.url,
-                                     run_dir)
+        args = runner.locust_command(load, config.url, run_dir)
         if s.conformance is not None:  # no shape: the fixed users only (conformance, probe)
             args += ["--users", "2", "--spawn-rate", "2"]
         env = {**stack.env("locust"), RUN_DIR_ENV: str(run_dir)}
