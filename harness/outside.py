@@ -17,7 +17,8 @@ From the outside:
 - loops-terminate: every player session ends within its bounds (the same check as live), and
   no recording is fetched again and again past 1 + its fetch retry budget;
 - no-duplicate-download: at most one completed fetch per recording at the stand-in;
-- one-job-per-storm: no two fetches of one recording at once (a click storm's second job);
+- one-job-per-storm: no two fetches of one recording at once, and none again within the dedup
+  window of a whole fetch of a recording a storm clicked (a click storm's second job);
 - backoff-schedule: a recording's retries, timed from the end of a failed fetch to the start of
   the next, against the declared schedule; a retry that comes early or one too many is broken,
   a late one is a figure, broken only past the stated tolerance (a retry that fell due while
@@ -127,8 +128,15 @@ def check_loops_terminate(history: Sequence[Event], p: Policy) -> Verdict:
 
 
 def check_one_job_per_storm(history: Sequence[Event], p: Policy) -> Verdict:
-    """No two fetches of one recording under way at once (decided only if a storm clicked)."""
-    storms = sum(1 for e in of(history, "client.start") if e.get("role") in ("storm", "double_clicker"))
+    """A burst of clicks makes at most one job: no two fetches of one recording at once, and no
+    recording a storm (or double-click) clicked fetched again within the dedup window
+    (playback_mark_ttl_s) of a fetch that got it whole — a second job queued behind the first.
+    A retry after a failed fetch waits its backoff, longer than the window; decided only when a
+    storm clicked."""
+    window = p.playback_mark_ttl_s
+    rec_of_call = {e.get("call_sid"): sid for sid, e in _recordings(history).items()}
+    stormed = {rec_of_call.get(e.get("call_sid")) for e in of(history, "client.start")
+               if e.get("role") in ("storm", "double_clicker")} - {None}
     found: list[Anomaly] = []
     for sid, fetches in _fetches(history).items():
         for i, f in enumerate(fetches[1:], 1):
@@ -140,8 +148,11 @@ def check_one_job_per_storm(history: Sequence[Event], p: Policy) -> Verdict:
             if end is None or (began < float(end["t"]) and (
                     end.get("ok") or began < float(end.get("quiet_since", end["t"])))):
                 found.append(Anomaly("concurrent-fetches", {"recording_sid": sid}, (before["start"], f["start"])))
-    why = None if storms else "no click storm or double-click in the history"
-    return verdict("one-job-per-storm", found, {"storm_sessions": storms}, why)
+            elif sid in stormed and end.get("ok") and began - float(end["t"]) < window:
+                found.append(Anomaly("storm-refetch", {"recording_sid": sid, "after_s": began - float(end["t"]),
+                                                       "window_s": window}, (end, f["start"])))
+    why = None if stormed else "no click storm or double-click on an accepted recording in the history"
+    return verdict("one-job-per-storm", found, {"window_s": window, "stormed_recordings": len(stormed)}, why)
 
 
 def check_backoff_schedule(history: Sequence[Event], p: Policy, early_s: float = 1.0,
@@ -386,6 +397,8 @@ def check_target(history: Sequence[Event], p: Policy, *, hooks: bool, early_s: f
 inv.TEMPLATES.update({
     "fetch-loop": "recording {recording_sid} fetched {fetches} times in a row without success (bound {bound})",
     "concurrent-fetches": "recording {recording_sid} was fetched twice at once",
+    "storm-refetch": "recording {recording_sid}, clicked by a storm, was fetched again {after_s:.1f} s after a "
+                     "whole fetch (window {window_s:g} s)",
     "fail-fast-never-trips": "{call_sid}: poll {polls} while every worker was stopped still answered 202 "
                              "(limit {limit} per {window_s:g} s)",
     "200-not-the-recording": "200 for {call_sid} carried bytes the stand-in never served for {recording_sid}",

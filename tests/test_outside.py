@@ -114,12 +114,28 @@ def test_a_recording_fetched_again_and_again_is_a_fetch_loop():
     assert outside.check_loops_terminate(sort(retried([60, 120])), P).valid is True
 
 
+def storm(t, call="CA1"):
+    return ev("client.start", t, client="s1", session=1, call_sid=call, role="storm")
+
+
 def test_two_fetches_of_one_recording_at_once_break_one_job_per_storm():
-    h = [ev("client.start", 0, client="s1", session=1, call_sid="CA1", role="storm")]
-    h += fetch(1, 5, ok=True, sha="aa") + fetch(2, 6, n=2, ok=True, sha="aa")
+    h = [created(0), storm(0)] + fetch(1, 5, ok=True, sha="aa") + fetch(2, 6, n=2, ok=True, sha="aa")
     v = outside.check_one_job_per_storm(sort(h), P)
     assert v.valid is False and v.anomalies["concurrent-fetches"][0].witnesses[1]["fetch"] == 2
-    assert outside.check_one_job_per_storm(sort(fetch(1, 5, ok=True)), P).valid == inv.UNKNOWN  # no storm
+    assert outside.check_one_job_per_storm(sort([created(0)] + fetch(1, 5, ok=True)), P).valid == inv.UNKNOWN
+
+
+def test_a_stormed_recording_fetched_again_right_after_a_whole_fetch_is_a_second_job():
+    """A storm's second job queued behind the first: it fetches 4 s after the first got the
+    whole body (window 15 s); a retry 60 s after a failed fetch is backoff, not a storm."""
+    again = [created(0), storm(0)] + fetch(1, 5, ok=True, sha="aa") + fetch(9, 10, n=2, ok=True, sha="aa")
+    v = outside.check_one_job_per_storm(sort(again), P)
+    assert v.valid is False and set(v.anomalies) == {"storm-refetch"}
+    retried_after_failure = [created(0), storm(0)] + fetch(1, 5) + fetch(65, 66, n=2, ok=True, sha="aa")
+    assert outside.check_one_job_per_storm(sort(retried_after_failure), P).valid is True
+    unclicked = [created(0)] + fetch(1, 5, ok=True, sha="aa") + fetch(9, 10, n=2, ok=True, sha="aa") + [
+        storm(0, call="CA2"), created(0, call="CA2", rec="RE2")]
+    assert outside.check_one_job_per_storm(sort(unclicked), P).valid is True  # no storm clicked RE1
 
 
 def test_two_completed_fetches_of_one_recording_are_a_duplicate_download():
@@ -240,8 +256,7 @@ def test_a_fetch_the_service_gave_up_on_is_timed_from_the_stand_ins_silence_not_
     machine); the retry at 71 is 61 s after the silence — neither too soon nor concurrent."""
     abandoned = fetch(0, 80)
     abandoned[1]["quiet_since"] = 10.0
-    h = sort([created(0)] + abandoned + fetch(71, 72, n=2, ok=True, sha="aa")
-             + [ev("client.start", 0, client="s", session=1, call_sid="CA1", role="storm")])
+    h = sort([created(0)] + abandoned + fetch(71, 72, n=2, ok=True, sha="aa") + [storm(0)])
     assert outside.check_backoff_schedule(h, P).valid is True
     assert outside.check_one_job_per_storm(h, P).valid is True
     too_soon = sort([created(0)] + abandoned + fetch(30, 31, n=2, ok=True, sha="aa"))

@@ -114,9 +114,15 @@ def test_reference_app_fixed_holds_every_observable_invariant_and_verify_agrees(
 @pytest.mark.slow
 @pytest.mark.stack
 @pytest.mark.parametrize("variant, must_break", [
-    # what `loopfix demo` says the model's seed and before break, seen from outside
-    ("seed", {"no-duplicate-download", "one-job-per-storm"}),
-    ("before", {"loops-terminate", "one-job-per-storm", "backoff-schedule"}),
+    # What `loopfix demo` says the model's seed and before break, as far as the outside sees it
+    # (seed: no-duplicate-download; before: loops-terminate, backoff-schedule), and the seed-era
+    # faults the conformance plan exercises (seed 5: backoff computed, not applied; fail-fast
+    # unreachable / none; before: a new delete job per click). one-job-per-storm, which the model
+    # judges on enqueues, is seen from outside only when a storm's extra jobs fetch: seed's show up
+    # as duplicate downloads 40 s and more after the first, before's find the recording in flight
+    # or done and fetch nothing — whether a run shows it depends on timing, so it is not required.
+    ("seed", {"no-duplicate-download", "backoff-schedule", "fail-fast"}),
+    ("before", {"loops-terminate", "backoff-schedule", "fail-fast", "idempotent-delete"}),
 ])
 def test_reference_app_seed_and_before_break_what_the_model_says(tmp_path, variant, must_break):
     result = conformance_on(tmp_path, serve_reference, variant)
