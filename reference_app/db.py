@@ -2,6 +2,9 @@
 schema created at start by every process, safely when several start at once."""
 from __future__ import annotations
 
+import sqlite3
+import time
+
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -17,8 +20,8 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # WAL lets readers and one writer overlap
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            _journal_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
@@ -26,6 +29,25 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+WAL_DEADLINE_S = 30.0  # wall seconds a process waits for the others to let it switch a fresh file to WAL
+
+
+def _journal_wal(cur) -> None:
+    """PRAGMA journal_mode=WAL, retried while the file is locked: switching a fresh database's
+    journal needs it alone, and processes started together (serve and worker) open it at once —
+    SQLite answers "database is locked" at once there, without waiting out busy_timeout."""
+    deadline, pause = time.monotonic() + WAL_DEADLINE_S, 0.01
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 def init_db(engine: Engine) -> None:

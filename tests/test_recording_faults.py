@@ -64,6 +64,10 @@ def test_a_second_job_downloads_again_only_when_the_inflight_claim_expires_mid_d
     wait_for(lambda: stack.ledger().get(rec, {}).get("completed", 0) >= 1, 60, "the first download to complete")
     if completed > 1:  # the claim expired mid-download: the second job fetches it again
         wait_for(lambda: stack.ledger()[rec]["completed"] >= completed, 60, "the second download to complete")
+        # the stand-in counts a transfer at its last byte; the job records it once the file is in place
+        wait_for(lambda: sum(1 for e in read_events(stack.config.history_dir) if e["kind"] == "download.end"
+                             and e.get("ok") and not e.get("skipped")) >= completed, 60,
+                 "the second download's download.end")
     else:  # nothing marks a download that never happens: room for a second transfer to finish, if one started
         time.sleep(svc.policy.wall(400))
     assert stack.ledger()[rec]["completed"] == completed
