@@ -142,28 +142,42 @@ def locust_command(opts: LoadOptions, app_url: str, run_dir: Path) -> list[str]:
     return args
 
 
-class OpenSessions:
-    """Player sessions started but not ended, from the Locust processes' history files (read
-    incrementally): the drain waits for them, so no session is cut off by the stop."""
+class Tail:
+    """New complete lines of a run directory's JSON Lines files matching `pattern`, read
+    incrementally (a line still being written waits for the next read)."""
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self.offsets: dict[Path, int] = {}
-        self.open: set[tuple[str, int]] = set()
+    def __init__(self, run_dir: Path, pattern: str):
+        self.run_dir, self.pattern, self.offsets = run_dir, pattern, {}
 
-    def count(self) -> int:
-        for path in sorted(self.run_dir.glob("locust-*.jsonl")):
+    def events(self) -> list[dict]:
+        out = []
+        for path in sorted(self.run_dir.glob(self.pattern)):
             with open(path, "rb") as fh:
                 fh.seek(self.offsets.get(path, 0))
                 data = fh.read()
             complete = data[: data.rfind(b"\n") + 1]
             self.offsets[path] = self.offsets.get(path, 0) + len(complete)
-            for line in complete.splitlines():
-                e = json.loads(line)
-                if e["kind"] == "client.start":
-                    self.open.add((e["client"], e["session"]))
-                elif e["kind"] == "client.end":
-                    self.open.discard((e["client"], e["session"]))
+            out += [json.loads(line) for line in complete.splitlines()]
+        return out
+
+
+class OpenSessions:
+    """Player sessions started but not ended, from the Locust processes' history files (read
+    incrementally): the drain waits for them, so no session is cut off by the stop."""
+
+    def __init__(self, run_dir: Path, pattern: str = "locust-*.jsonl"):
+        self.tail = Tail(run_dir, pattern)
+        self.open: set[tuple[str, int]] = set()
+
+    def see(self, e: dict) -> None:
+        if e["kind"] == "client.start":
+            self.open.add((e["client"], e["session"]))
+        elif e["kind"] == "client.end":
+            self.open.discard((e["client"], e["session"]))
+
+    def count(self) -> int:
+        for e in self.tail.events():
+            self.see(e)
         return len(self.open)
 
 

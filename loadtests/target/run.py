@@ -36,6 +36,7 @@ from loadtests.load_context import LOAD_START_FILE, PROBE_DONE_FILE, PROBE_FILE,
 from loadtests.stack import Stack, wait_until
 from loadtests.target.adapter import Business, PlainHttp, Target, make_target
 from loadtests.target.config import TargetConfig
+from loadtests.target.observed import send_call_status, send_recording
 from reference_app.config import Config
 from reference_app.events import HistoryWriter
 from reference_app.policy import Policy
@@ -112,54 +113,30 @@ class TargetFaultPlan(FaultPlan):
             self.history.emit("outage.end", target="workers", how=o.how, workers=0)
 
 
-class Tail:
-    """New complete lines of a run directory's JSON Lines files matching `pattern`."""
-
-    def __init__(self, run_dir: Path, pattern: str):
-        self.run_dir, self.pattern, self.offsets = run_dir, pattern, {}
-
-    def events(self) -> list[dict]:
-        out = []
-        for path in sorted(self.run_dir.glob(self.pattern)):
-            with open(path, "rb") as fh:
-                fh.seek(self.offsets.get(path, 0))
-                data = fh.read()
-            complete = data[: data.rfind(b"\n") + 1]
-            self.offsets[path] = self.offsets.get(path, 0) + len(complete)
-            out += [json.loads(line) for line in complete.splitlines()]
-        return out
-
-
-class Progress:
-    """What the drain waits for: open player sessions, accepted recordings not fetched yet."""
+class Progress(runner.OpenSessions):
+    """What the drain waits for: open player sessions (every file of the run: the probe's too),
+    and accepted recordings not fetched yet."""
 
     def __init__(self, run_dir: Path):
-        self.tail = Tail(run_dir, "*.jsonl")
-        self.sessions: set[tuple] = set()
+        super().__init__(run_dir, "*.jsonl")
         self.accepted: dict[str, tuple[Any, str]] = {}  # recording_sid -> (business id, call_sid)
         self.doomed: set[str] = set()
         self.fetched: set[str] = set()
 
-    def update(self) -> None:
-        for e in self.tail.events():
-            kind = e["kind"]
-            if kind == "client.start":
-                self.sessions.add((e["client"], e["session"]))
-            elif kind == "client.end":
-                self.sessions.discard((e["client"], e["session"]))
-            elif kind == "recording.created":
-                self.accepted[e["recording_sid"]] = (e["business_id"], e["call_sid"])
-                if e.get("fails_by_design"):
-                    self.doomed.add(e["recording_sid"])
-            elif kind == "download.end" and e.get("ok"):
-                self.fetched.add(e["recording_sid"])
+    def see(self, e: dict) -> None:
+        super().see(e)
+        if e["kind"] == "recording.created":
+            self.accepted[e["recording_sid"]] = (e["business_id"], e["call_sid"])
+            if e.get("fails_by_design"):
+                self.doomed.add(e["recording_sid"])
+        elif e["kind"] == "download.end" and e.get("ok"):
+            self.fetched.add(e["recording_sid"])
 
     def busy(self) -> bool:
-        self.update()
-        return bool(self.sessions) or any(r not in self.fetched and r not in self.doomed for r in self.accepted)
+        return self.count() > 0 or any(r not in self.fetched and r not in self.doomed for r in self.accepted)
 
     def to_probe(self) -> list[tuple[Any, str]]:
-        self.update()
+        self.count()
         return [who for rec, who in self.accepted.items() if rec not in self.doomed]
 
 
@@ -170,7 +147,6 @@ def announce_archive(config: TargetConfig, target: Target, history: HistoryWrite
     calls itself (call-status first). Conformance scenarios make their own calls."""
     out = []
     for b in config.fixtures["businesses"]:
-        biz = Business.from_fixture(b)
         calls = [] if s.conformance is not None else list(b.get("calls") or [])
         created = not calls and s.conformance is None
         if created:
@@ -179,16 +155,10 @@ def announce_archive(config: TargetConfig, target: Target, history: HistoryWrite
         for call in calls:
             call_sid, rec = call["call_sid"], call.get("recording_sid") or new_sid("RE")
             if created:
-                status = target.create_call(biz, call_sid)
-                history.emit("webhook.send", hook="call_status", call_sid=call_sid, recording_sid=None,
-                             business_id=b["id"], signed=True, status=status)
+                send_call_status(history, target, b, call_sid)
             url = recording_url(stub_url, b["account_sid"], rec, "")
-            status = target.send_recording_webhook(biz, call_sid, rec, url)
-            history.emit("webhook.send", hook="recording", call_sid=call_sid, recording_sid=rec,
-                         business_id=b["id"], signed=True, status=status, url=url)
+            status = send_recording(history, target, b, call_sid, rec, url)
             if 200 <= status < 300:
-                history.emit("recording.created", call_sid=call_sid, recording_sid=rec, business_id=b["id"],
-                             has_url=True)
                 archive.append({"call_sid": call_sid, "has_url": True})
         out.append({**b, "archive": archive})
     return out

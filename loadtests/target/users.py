@@ -32,6 +32,7 @@ from loadtests import deleters, players, webhooks
 from loadtests.load_context import PROBE_DONE_FILE, PROBE_FILE, LoadContext, load_context
 from loadtests.target.adapter import ACTIVE_JOB_STATES, Business, Target, make_target
 from loadtests.target.config import TargetConfig
+from loadtests.target.observed import send_call_status, send_recording  # noqa: F401 - conformance's too
 
 PROBE_SESSIONS = 32  # probe sessions at once
 WATCH_EVERY_S = 5.0  # policy seconds between two reads of a delete job
@@ -60,26 +61,6 @@ def observe_play(target: Target, ctx: LoadContext, b: dict, call_sid: str) -> pl
     if answer.error:
         extra["error"] = answer.error
     return answer.status, retry_after, ok, took, extra
-
-
-def send_call_status(ctx: LoadContext, target: Target, b: dict, call_sid: str, signed: bool = True) -> int:
-    status = target.create_call(business(b), call_sid, signed=signed)
-    ctx.emit("webhook.send", hook="call_status", call_sid=call_sid, recording_sid=None, business_id=b["id"],
-             signed=signed, status=status)
-    return status
-
-
-def send_recording(ctx: LoadContext, target: Target, b: dict, call_sid: str, recording_sid: str, url: str,
-                   signed: bool = True, **facts: Any) -> int:
-    """A recording callback; an accepted signed one is the history's recording.created
-    (`facts`: e.g. fails_by_design for a recording whose every fetch fails)."""
-    status = target.send_recording_webhook(business(b), call_sid, recording_sid, url, signed=signed)
-    ctx.emit("webhook.send", hook="recording", call_sid=call_sid, recording_sid=recording_sid, business_id=b["id"],
-             signed=signed, status=status, url=url)
-    if signed and 200 <= status < 300:
-        ctx.emit("recording.created", call_sid=call_sid, recording_sid=recording_sid, business_id=b["id"],
-                 has_url=True, **facts)
-    return status
 
 
 class TargetOps:
