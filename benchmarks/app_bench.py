@@ -1,6 +1,6 @@
 """Requests per second of the poll endpoint under gunicorn, on the 202 path (a queued download,
 a worker alive) and the 200 path (64 kB of audio from disk), each divided by the req/s of a bare
-Flask JSON endpoint (`benchmarks.bare_app`) served by the same gunicorn configuration in the
+Flask JSON endpoint (`loopfix.benchmarks.bare_app`) served by the same gunicorn configuration in the
 same run.
 
 The load tool is wrk (Debian package `wrk`, one thread, keep-alive connections, one per
@@ -25,11 +25,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import poll_targets
-from benchmarks.figures import Figure
-from loadtests.stack import Stack, free_port, http_ok, wait_until
-from reference_app.config import Config
-from reference_app.services import Services
+from loopfix.benchmarks import poll_targets
+from loopfix.benchmarks.figures import Figure
+from loopfix.loadtests.stack import Stack, free_port, http_ok, wait_until
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.services import Services
 
 WORKERS, THREADS = 2, 8  # `loopfix serve`'s defaults
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -157,8 +157,8 @@ def figures(stack: Stack, seconds: float = 5.0, repeat: int = 3, progress=lambda
     business_id, token = poll_targets.add_business(svc)
     waiting = poll_targets.add_call(svc, business_id, "queued")
     ready = poll_targets.add_call(svc, business_id, "ready")
-    bare_url, bare_pid = serve(stack, "bare", "benchmarks.bare_app:app", "/json")
-    app_url, app_pid = serve(stack, "app", "reference_app.wsgi:app", "/healthz")
+    bare_url, bare_pid = serve(stack, "bare", "loopfix.benchmarks.bare_app:app", "/json")
+    app_url, app_pid = serve(stack, "app", "loopfix.reference_app.wsgi:app", "/healthz")
     auth = {"Authorization": f"Bearer {token}"}
     targets = {
         "bare": (bare_url + "/json", bare_pid, {}, 200),

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import simpy
 
-from harness.scenario import load_scenario, with_settings
-from benchmarks.skeleton import skeleton_run
-from sim.model import simulate_model
+from loopfix.harness.scenario import load_scenario, with_settings
+from loopfix.benchmarks.skeleton import skeleton_run
+from loopfix.sim.model import simulate_model
 
 
 def bare_timeout_loop(n: int = 1_000_000) -> float:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from benchmarks.bench_sim import run_model, speed_ratio
-from benchmarks.figures import Figure
+from loopfix.benchmarks.bench_sim import run_model, speed_ratio
+from loopfix.benchmarks.figures import Figure
 
 # 10 worker counts x 2 arrival rates x 5 Twilio latencies x 2 outage lengths = 200 points.
 SWEEP_GRID = dict(workers=tuple(range(1, 11)), calls_per_hour=(240.0, 600.0),
@@ -42,7 +42,7 @@ def figures(day_hours: float = 24.0, repeat: int = 2, progress=lambda label: Non
 def sweep_figure(run_sweep: Callable[[Sequence[Mapping[str, Any]]], list[dict]], jobs: int,
                  progress=lambda label: None) -> Figure:
     """Wall time of a 200-point sweep with `jobs` processes, beside the serial sum of its points."""
-    from sim import sweep
+    from loopfix.sim import sweep
 
     points = list(sweep.points(sweep.Grid(**SWEEP_GRID)))
     progress(f"model: {len(points)}-point sweep on {jobs} processes")

@@ -9,8 +9,8 @@ import hashlib
 import secrets
 import time
 
-from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
-from reference_app.services import Services
+from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun
+from loopfix.reference_app.services import Services
 
 STATES = ("queued", "running", "none", "ready")
 AUDIO = b"ID3" + bytes(64_000)  # 64 kB, the Twilio stand-in's default body size

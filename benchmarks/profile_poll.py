@@ -1,5 +1,5 @@
 """Profile the poll endpoint under load (py-spy on gunicorn's workers while wrk polls), so the
-app's hot path is optimised from evidence: `python -m benchmarks.profile_poll [--state queued]`.
+app's hot path is optimised from evidence: `python -m loopfix.benchmarks.profile_poll [--state queued]`.
 
 Prints the functions with the most inclusive and self samples from the collapsed stacks
 and keeps the raw profile (flame-graph input) at --out.
@@ -14,10 +14,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-from benchmarks import app_bench, poll_targets
-from loadtests.stack import Stack
-from reference_app.config import Config
-from reference_app.services import Services
+from loopfix.benchmarks import app_bench, poll_targets
+from loopfix.loadtests.stack import Stack
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.services import Services
 
 
 def summarise(collapsed: Path, top: int = 25) -> str:
@@ -55,7 +55,7 @@ def main() -> None:
         business_id, token = poll_targets.add_business(svc)
         call = poll_targets.add_call(svc, business_id, args.state)
         svc.coord.worker_beat()
-        url, pid = app_bench.serve(stack, "app", "reference_app.wsgi:app", "/healthz")
+        url, pid = app_bench.serve(stack, "app", "loopfix.reference_app.wsgi:app", "/healthz")
         spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--gil", "--format", "raw",
                                 "--rate", "200", "--duration", str(args.seconds), "--output", str(args.out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

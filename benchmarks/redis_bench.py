@@ -17,11 +17,11 @@ from pathlib import Path
 
 import redis
 
-from benchmarks import poll_targets
-from benchmarks.figures import Figure
-from reference_app import create_app
-from reference_app.config import Config
-from reference_app.policy import make_policy
+from loopfix.benchmarks import poll_targets
+from loopfix.benchmarks.figures import Figure
+from loopfix.reference_app import create_app
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.policy import make_policy
 
 MARK = "loopfix-bench:"
 OWN_COMMANDS = {"info", "echo", "monitor"}  # what this module itself sends

@@ -29,8 +29,8 @@ import simpy
 from simpy.core import NORMAL
 from simpy.events import Event
 
-from harness.scenario import Scenario
-from sim.records import recorders
+from loopfix.harness.scenario import Scenario
+from loopfix.sim.records import recorders
 
 
 class _Wake(Event):

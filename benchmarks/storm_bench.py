@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import app_bench
-from benchmarks.figures import Figure
-from loadtests.stack import Stack, descendants
+from loopfix.benchmarks import app_bench
+from loopfix.benchmarks.figures import Figure
+from loopfix.loadtests.stack import Stack, descendants
 
 SCENARIO = "poll-storm"
 SAMPLE_S = 0.25
@@ -200,7 +200,7 @@ def capacity(seconds: float, processes: int, start_users: int = 100, max_users: 
 def figures(stack: Stack, seconds: float = 15.0, users: int = 100, processes: int = 2,
             progress=lambda label: None) -> list[Figure]:
     progress("storm: bare Flask endpoint under wrk")
-    url, pid = app_bench.serve(stack, "bare", "benchmarks.bare_app:app", "/json")
+    url, pid = app_bench.serve(stack, "bare", "loopfix.benchmarks.bare_app:app", "/json")
     bare = app_bench.wrk(url + "/json", min(seconds, 5.0), pid)
     stack.procs.pop("bare").stop()  # free the cores for the storm
     runs = capacity(seconds, processes, start_users=users, progress=progress)
@@ -219,7 +219,7 @@ def figures(stack: Stack, seconds: float = 15.0, users: int = 100, processes: in
 
 
 def main() -> None:
-    """`python -m benchmarks.storm_bench [USERS ...]`: one storm per user count, summaries as JSON lines."""
+    """`python -m loopfix.benchmarks.storm_bench [USERS ...]`: one storm per user count, summaries as JSON lines."""
     import argparse
 
     ap = argparse.ArgumentParser(description=main.__doc__)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 
-from harness.verdicts import Event
-from reference_app import policy as policy_mod
-from reference_app.policy import Policy
+from loopfix.harness.verdicts import Event
+from loopfix.reference_app import policy as policy_mod
+from loopfix.reference_app.policy import Policy
 
 
 def expected_delay(attempt: int, p: Policy) -> float:

@@ -1,6 +1,6 @@
 """Histories on disk: JSON Lines read and write, merging a run directory, schema validation.
 
-A history is a list of plain event records (`reference_app.policy.events.event`), time in policy
+A history is a list of plain event records (`loopfix.reference_app.policy.events.event`), time in policy
 seconds, one schema for `source: sim` and `source: live`. A live run writes one `*.jsonl` per
 process into `runs/<run-id>/`; `read_history(dir)` merges them into one list ordered by `t`
 (ties keep file-name order, then line order, so a merge is deterministic).
@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from reference_app.policy import events as events_mod
-from reference_app import policy as policy_mod
+from loopfix.reference_app.policy import events as events_mod
+from loopfix.reference_app import policy as policy_mod
 
 Event = dict[str, Any]
 HISTORY_FILE = "history.jsonl"

@@ -28,13 +28,13 @@ import math
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Sequence
 
-from harness.bounds import expected_delay, player_time_bound, retry_after_granted_s, retry_phase_of  # noqa: F401
-from harness.query import of, outage_windows, promotable_at, promotion_halts
-from harness.verdicts import (MAX_EXAMPLES, NOT_OBSERVABLE, TEMPLATES, UNKNOWN, Anomaly, Event, Verdict,  # noqa: F401
+from loopfix.harness.bounds import expected_delay, player_time_bound, retry_after_granted_s, retry_phase_of  # noqa: F401
+from loopfix.harness.query import of, outage_windows, promotable_at, promotion_halts
+from loopfix.harness.verdicts import (MAX_EXAMPLES, NOT_OBSERVABLE, TEMPLATES, UNKNOWN, Anomaly, Event, Verdict,  # noqa: F401
                               guarded, overall, render_anomaly, render_event, render_verdict, valid_label,
                               verdict)
-from reference_app import policy as policy_mod
-from reference_app.policy import Policy
+from loopfix.reference_app import policy as policy_mod
+from loopfix.reference_app.policy import Policy
 
 TERMINAL_OUTCOMES = ("played", "not_found", "worker_offline", "gave_up")
 

@@ -40,11 +40,11 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
-from harness import invariants as inv
-from harness.query import of, outage_windows, promotable_at, promotion_halts
-from harness.verdicts import NOT_OBSERVABLE, Anomaly, Event, Verdict, guarded, verdict
-from reference_app import policy as policy_mod
-from reference_app.policy import Policy
+from loopfix.harness import invariants as inv
+from loopfix.harness.query import of, outage_windows, promotable_at, promotion_halts
+from loopfix.harness.verdicts import NOT_OBSERVABLE, Anomaly, Event, Verdict, guarded, verdict
+from loopfix.reference_app import policy as policy_mod
+from loopfix.reference_app.policy import Policy
 
 REL_TOL = 0.02  # of the expected backoff, both ways
 NOT_OBSERVABLE_WHY = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-from harness.verdicts import Event
+from loopfix.harness.verdicts import Event
 
 
 def outage_windows(history: Iterable[Event]) -> list[tuple[Event, float]]:

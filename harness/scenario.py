@@ -3,7 +3,7 @@
 A scenario says what the *environment* does — how many calls arrive, how slow and faulty
 Twilio is, how late the CallLog commits, how many workers there are and when they go down,
 what the clients click — and which variant of the system runs (`variant`, `faults`,
-`[policy]` overrides of `reference_app.policy.Policy`). It decides nothing about the system's
+`[policy]` overrides of `loopfix.reference_app.policy.Policy`). It decides nothing about the system's
 behaviour: that is `policy.py`'s job.
 
 Every duration is in *policy seconds* (`_s` suffix); `time_scale` only matters to a live run,
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from reference_app import policy as policy_mod
+from loopfix.reference_app import policy as policy_mod
 
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 

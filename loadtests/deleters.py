@@ -14,8 +14,8 @@ import gevent
 import gevent.pool
 from locust import FastHttpUser, task
 
-from loadtests.load_context import load_context
-from loadtests.players import auth
+from loopfix.loadtests.load_context import load_context
+from loopfix.loadtests.players import auth
 
 PAGE = 1000
 FINISHED = ("completed", "failed")

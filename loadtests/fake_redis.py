@@ -1,5 +1,5 @@
 """The embedded Redis fallback: fakeredis's TCP server, run as its own process
-(`python -m loadtests.fake_redis --port N`), for a stack with no REDIS_URL and no redis-server
+(`python -m loopfix.loadtests.fake_redis --port N`), for a stack with no REDIS_URL and no redis-server
 on PATH.
 
 Two things a real `rq worker` needs from it that fakeredis's TcpFakeServer does not give:

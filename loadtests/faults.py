@@ -26,9 +26,9 @@ import threading
 import time
 from typing import Callable
 
-from harness.scenario import Outage, Scenario
-from loadtests.stack import Stack
-from reference_app.events import HistoryWriter
+from loopfix.harness.scenario import Outage, Scenario
+from loopfix.loadtests.stack import Stack
+from loopfix.reference_app.events import HistoryWriter
 
 SLOW_PERIOD_S = 100.0  # policy seconds per slow/normal latency cycle
 

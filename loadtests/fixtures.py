@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from harness.scenario import Scenario
-from reference_app.models import Business, CallLog, Lead
-from reference_app.services import Services
+from loopfix.harness.scenario import Scenario
+from loopfix.reference_app.models import Business, CallLog, Lead
+from loopfix.reference_app.services import Services
 
 FIXTURES_FILE = "fixtures.json"
 ARCHIVE_MIN_PER_BUSINESS = 20  # players need recordings to open even when the scenario lists none

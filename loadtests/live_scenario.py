@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from harness.scenario import Scenario, load_scenario, with_settings
-from reference_app.config import parse_assignments
+from loopfix.harness.scenario import Scenario, load_scenario, with_settings
+from loopfix.reference_app.config import parse_assignments
 
 DEFAULT_TIME_SCALE = 0.01  # wall seconds per policy second for a scenario written in real time
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import gevent
 
-from harness import history as history_mod
-from harness.scenario import Scenario, parse_scenario
-from loadtests.fixtures import read_fixtures
-from reference_app.events import HistoryWriter
-from reference_app.policy import Policy
+from loopfix.harness import history as history_mod
+from loopfix.harness.scenario import Scenario, parse_scenario
+from loopfix.loadtests.fixtures import read_fixtures
+from loopfix.reference_app.events import HistoryWriter
+from loopfix.reference_app.policy import Policy
 
 RUN_DIR_ENV = "LOOPFIX_LOAD_DIR"  # the fallback of the locustfile's --loopfix-run-dir
 LOAD_START_FILE = "load_start"

@@ -36,10 +36,10 @@ import gevent
 from locust import events
 from locust.runners import WorkerRunner
 
-from harness import invariants as inv
-from loadtests import deleters, players, shapes, webhooks
-from loadtests.load_context import LOAD_START_FILE, RUN_DIR_ENV, NoLoadRun, load_context, use_run_dir
-from loadtests.verdicts import check_run
+from loopfix.harness import invariants as inv
+from loopfix.loadtests import deleters, players, shapes, webhooks
+from loopfix.loadtests.load_context import LOAD_START_FILE, RUN_DIR_ENV, NoLoadRun, load_context, use_run_dir
+from loopfix.loadtests.verdicts import check_run
 
 PROFILE_ENV = "LOOPFIX_PROFILE"  # the fallback of --loopfix-profile
 
@@ -96,7 +96,7 @@ _open_loop = _profile == "scenario"  # the scenario's arrival rates instead of c
 _target = _ctx.info.get("source") == "target"  # a service loopfix did not write, through its adapter
 _conformance = _target and _ctx.scenario.conformance is not None  # its scripted plan instead of the mix
 if _target:
-    from loadtests.target import conformance, users as target_users
+    from loopfix.loadtests.target import conformance, users as target_users
 
     _as = {players.PlayerUser: target_users.TargetPlayerUser, players.ClickStormUser: target_users.TargetClickStormUser,
            players.RefresherUser: target_users.TargetRefresherUser,

@@ -25,8 +25,8 @@ import gevent
 import gevent.pool
 from locust import FastHttpUser, task
 
-from loadtests.load_context import LoadContext, load_context
-from reference_app.policy import player_delay, player_outcome, player_should_retry
+from loopfix.loadtests.load_context import LoadContext, load_context
+from loopfix.reference_app.policy import player_delay, player_outcome, player_should_retry
 
 PLAY_PATH = "/api/recordings/file/{call_sid}"
 AUDIO_MAGIC = (b"\xff\xfb", b"RIFF", b"ID3")

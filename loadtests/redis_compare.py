@@ -1,6 +1,6 @@
 """How the embedded fakeredis fallback compares with redis-server on the same short load run.
 
-    python -m loadtests.redis_compare --pairs 4 [--runs-dir runs/redis-compare]
+    python -m loopfix.loadtests.redis_compare --pairs 4 [--runs-dir runs/redis-compare]
 
 Runs `steady` on `fixed` (4 s of load at time scale 0.01, 12 users, drain up to 24 s) with a
 private redis-server and with fakeredis's TCP server (loadtests/fake_redis.py), alternating, and
@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtests import runner
-from loadtests.live_scenario import live_scenario
-from loadtests.verdicts import check_run
+from loopfix.loadtests import runner
+from loopfix.loadtests.live_scenario import live_scenario
+from loopfix.loadtests.verdicts import check_run
 
 KINDS = ("redis-server", "fakeredis")
 FIGURES = ("wall_s", "drain_wall_s", "requests", "req_median_ms", "created_to_downloaded_s")

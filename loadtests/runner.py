@@ -32,17 +32,17 @@ from typing import Any, Callable
 
 from sqlalchemy import func, select
 
-from harness import history as history_mod
-from harness.scenario import Scenario
-from loadtests.faults import FaultPlan
-from loadtests.fixtures import seed_fixtures, write_fixtures
-from loadtests.load_context import LOAD_START_FILE
-from loadtests.stack import Stack, wait_until
-from reference_app.config import Config
-from reference_app.events import HistoryWriter
-from reference_app.models import BackgroundJob, RecordingRun
-from reference_app.policy import ACTIVE_RUN_STATUSES, BULK_JOB_ACTIVE
-from reference_app.services import Services
+from loopfix.harness import history as history_mod
+from loopfix.harness.scenario import Scenario
+from loopfix.loadtests.faults import FaultPlan
+from loopfix.loadtests.fixtures import seed_fixtures, write_fixtures
+from loopfix.loadtests.load_context import LOAD_START_FILE
+from loopfix.loadtests.stack import Stack, wait_until
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.events import HistoryWriter
+from loopfix.reference_app.models import BackgroundJob, RecordingRun
+from loopfix.reference_app.policy import ACTIVE_RUN_STATUSES, BULK_JOB_ACTIVE
+from loopfix.reference_app.services import Services
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 STUB_SIZE_BYTES = 16_000  # a short recording: the load is requests, not bandwidth

@@ -29,7 +29,8 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from reference_app.config import Config
+import loopfix
+from loopfix.reference_app.config import Config
 
 
 def free_port() -> int:
@@ -198,11 +199,11 @@ class Stack:
                 raise RuntimeError("redis-server not on PATH; set REDIS_URL to a running Redis")
             args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         elif kind == "fakeredis":
-            args = [sys.executable, "-m", "loadtests.fake_redis", "--port", str(port)]
+            args = [sys.executable, "-m", "loopfix.loadtests.fake_redis", "--port", str(port)]
         else:
             raise ValueError(f"Redis kind must be redis-server or fakeredis, got {kind!r}")
         self.redis_kind = kind
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(loopfix.__file__).resolve().parents[1]),
                                                                           os.environ.get("PYTHONPATH")]))}
         proc = self._spawn("redis", args, env)
         url = f"redis://127.0.0.1:{port}/0"
@@ -354,7 +355,7 @@ def _worker_registered(redis_url: str, name: str) -> bool:
     return any(w.name == name for w in Worker.all(connection=redis.Redis.from_url(redis_url)))
 
 
-if __name__ == "__main__":  # pragma: no cover - manual use: python -m loadtests.stack
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m loopfix.loadtests.stack
     cfg = Config.from_env()
     with Stack(Path("runs") / time.strftime("%Y%m%d-%H%M%S"), cfg) as stack:
         stack.start_stub()

@@ -39,8 +39,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness.scenario import FETCH_MODES
-from reference_app.events import HistoryWriter
+from loopfix.harness.scenario import FETCH_MODES
+from loopfix.reference_app.events import HistoryWriter
 
 PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Recordings/(RE[0-9a-fA-F]{32})(\.mp3|\.wav|\.json)?$")
 SCRIPT_MODES = FETCH_MODES

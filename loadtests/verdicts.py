@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import history as history_mod
-from harness import invariants as inv
-from reference_app.config import Config
-from reference_app.policy import Policy
-from reference_app.services import Services
-from reference_app.worker import tick_seconds
+from loopfix.harness import history as history_mod
+from loopfix.harness import invariants as inv
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.policy import Policy
+from loopfix.reference_app.services import Services
+from loopfix.reference_app.worker import tick_seconds
 
 LIVE_LAG_WALL_S = 0.25  # scheduling delay allowed to a ticker on a loaded 2-core machine
 

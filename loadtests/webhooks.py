@@ -19,8 +19,8 @@ import gevent.pool
 from locust import FastHttpUser, task
 from twilio.request_validator import RequestValidator
 
-from loadtests.fixtures import new_sid, recording_url
-from loadtests.load_context import FreshCall, LoadContext, load_context
+from loopfix.loadtests.fixtures import new_sid, recording_url
+from loopfix.loadtests.load_context import FreshCall, LoadContext, load_context
 
 CALL_STATUS_PATH = "/webhooks/twilio/call-status"
 RECORDING_PATH = "/webhooks/twilio/recording"

@@ -17,9 +17,9 @@ import click
 
 from loopfix.exits import BadInput
 from loopfix.redis_check import require_redis
-from reference_app.config import Config
-from reference_app.config import parse_assignments, split_assignments
-from reference_app.policy import FAULTS, VARIANTS, describe, make_policy
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.config import parse_assignments, split_assignments
+from loopfix.reference_app.policy import FAULTS, VARIANTS, describe, make_policy
 
 
 def policy_options(fn):
@@ -78,14 +78,14 @@ def serve(host, port, workers, threads, **opts):
     """Run the reference app under gunicorn (real Flask, real Redis)."""
     cfg = build_config(**opts)
     _export(cfg)
-    from reference_app.services import Services
+    from loopfix.reference_app.services import Services
 
     Services(cfg).engine  # create the tables once, before gunicorn's workers race to do it
     os.environ.setdefault("LOOPFIX_PROC", "app")
     args = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
             "--threads", str(threads), "--worker-class", "gthread", "--graceful-timeout", "5",
             "--access-logfile", "-" if os.environ.get("LOOPFIX_ACCESS_LOG") else "/dev/null",
-            "reference_app.wsgi:app"]
+            "loopfix.reference_app.wsgi:app"]
     os.execv(sys.executable, args)
 
 
@@ -96,8 +96,8 @@ def serve(host, port, workers, threads, **opts):
 @service_options
 def worker(burst, simple, name, **opts):
     """Run one RQ worker on the recordings and leads queues, with loopfix's fine-grained ticker."""
-    from reference_app.services import Services
-    from reference_app.worker import run_worker
+    from loopfix.reference_app.services import Services
+    from loopfix.reference_app.worker import run_worker
 
     cfg = build_config(**opts)
     require_redis(cfg.redis_url)  # one line naming the URL, not a traceback from RQ
@@ -126,8 +126,8 @@ def worker(burst, simple, name, **opts):
 @click.option("--epoch", default=None, type=float, help="wall time (epoch s) the history counts from (default now)")
 def twilio_stub(host, port, time_scale, history_dir, epoch, **settings):
     """Serve recordings the way Twilio does (and worse, on demand), with a download ledger."""
-    from loadtests.twilio_stub import StubSettings, serve as make_server
-    from reference_app.events import HistoryWriter
+    from loopfix.loadtests.twilio_stub import StubSettings, serve as make_server
+    from loopfix.reference_app.events import HistoryWriter
 
     scale = time_scale if time_scale is not None else float(os.environ.get("LOOPFIX_TIME_SCALE", "1") or 1)
     history = HistoryWriter(history_dir, "media", scale, time.time() if epoch is None else epoch, source="target")
@@ -203,8 +203,8 @@ def _seed(cfg: Config, businesses: int, calls: int, leads: int) -> list[dict]:
     """Insert the businesses, their calls and leads; what `seed` prints, as data."""
     from sqlalchemy import insert
 
-    from reference_app.models import Business, CallLog, Lead
-    from reference_app.services import Services
+    from loopfix.reference_app.models import Business, CallLog, Lead
+    from loopfix.reference_app.services import Services
 
     svc = Services(cfg)
     out = []

@@ -27,9 +27,9 @@ MET = {True: "met", False: "NOT met", None: ""}
 def measure(areas: tuple[str, ...], seconds: float, day_hours: float, sweep: bool, storm_users: int,
             label) -> list:
     """Every figure of `areas`, in AREAS order; `label(text)` reports progress."""
-    from benchmarks import app_bench, model_bench, redis_bench, storm_bench  # heavy: only when benching
-    from loadtests.stack import Stack
-    from reference_app.config import Config
+    from loopfix.benchmarks import app_bench, model_bench, redis_bench, storm_bench  # heavy: only when benching
+    from loopfix.loadtests.stack import Stack
+    from loopfix.reference_app.config import Config
 
     figures = []
     if "model" in areas:
@@ -70,7 +70,7 @@ def measure(areas: tuple[str, ...], seconds: float, day_hours: float, sweep: boo
 
 
 def table(figures: list) -> Table:
-    from benchmarks.figures import fmt
+    from loopfix.benchmarks.figures import fmt
 
     t = Table(title="loopfix bench (baselines measured in this run; what each is: below)")
     for col in ("area", "figure", "value", "baseline", "ratio", "goal", "met"):

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
 
-from harness import invariants as inv
+from loopfix.harness import invariants as inv
 
 
 def _first_anomaly(v: inv.Verdict) -> str:

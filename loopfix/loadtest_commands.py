@@ -22,19 +22,19 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from harness import history as history_mod
-from harness import invariants as inv
-from harness.scenario import Scenario
-from loadtests import runner, shapes
-from loadtests.live_scenario import DEFAULT_TIME_SCALE, live_scenario
-from loadtests.load_context import RUN_DIR_ENV
-from loadtests.stack import _kill, marked_pids
-from loadtests.verdicts import check_run
+from loopfix.harness import history as history_mod
+from loopfix.harness import invariants as inv
+from loopfix.harness.scenario import Scenario
+from loopfix.loadtests import runner, shapes
+from loopfix.loadtests.live_scenario import DEFAULT_TIME_SCALE, live_scenario
+from loopfix.loadtests.load_context import RUN_DIR_ENV
+from loopfix.loadtests.stack import _kill, marked_pids
+from loopfix.loadtests.verdicts import check_run
 from loopfix import exits
 from loopfix.output import console as output_console
 from loopfix.redis_check import require_redis
 from loopfix.sim_commands import BadInput, _print_verdicts, _progress, junit_option, log_step, write_junit_if_asked
-from reference_app import policy as policy_mod
+from loopfix.reference_app import policy as policy_mod
 
 
 def build_scenario(name: str, variant: str | None, sets: tuple[str, ...], time_scale: float | None,
@@ -65,7 +65,7 @@ def scenario_options(fn):
 
 
 def figures(history: list[dict[str, Any]]) -> dict[str, Any]:
-    from sim.metrics import history_metrics  # the model's figures, computed on the live history
+    from loopfix.sim.metrics import history_metrics  # the model's figures, computed on the live history
 
     return history_metrics(history)
 
@@ -140,8 +140,8 @@ def _with_progress(s: Scenario, run, quiet: bool = False,
 
 def _loadtest_target(scenario, target_file, variant, time_scale, sets, users, profile, runs_dir, duration, processes,
                      as_json, junit_path):
-    from loadtests.target.config import TargetFileError, load_target
-    from loadtests.target.run import TargetOptions, check_target_run, run_target, target_scenario
+    from loopfix.loadtests.target.config import TargetFileError, load_target
+    from loopfix.loadtests.target.run import TargetOptions, check_target_run, run_target, target_scenario
 
     if variant is not None or time_scale is not None:
         raise BadInput("--variant and --time-scale do not apply with --target: the service runs its own code, at "

@@ -18,14 +18,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import click
 
-from harness import invariants as inv
+from loopfix.harness import invariants as inv
 from loopfix import exits, parallel
 from loopfix.sim_commands import BadInput, _progress
 from loopfix.sweep_commands import keep_partial_rows, partial_path, run_sweep, run_sweep_with_progress, sweep_command
-from reference_app import policy as policy_mod
-from reports import capacity, measures
-from reports.measures import CALIBRATION_METRICS
-from reports.page import SLO_P95_S
+from loopfix.reference_app import policy as policy_mod
+from loopfix.reports import capacity, measures
+from loopfix.reports.measures import CALIBRATION_METRICS
+from loopfix.reports.page import SLO_P95_S
 
 __all__ = ["REPORT_SWEEPS", "register", "report_command", "run_sweep"]  # run_sweep: tests and bench import it here
 
@@ -48,7 +48,7 @@ BACKOFF_SCENARIO = "missing-calllog"
 
 
 def _report_points(size: str) -> list[dict[str, Any]]:
-    from sim import sweep
+    from loopfix.sim import sweep
 
     grids, mmc = REPORT_SWEEPS[size]
     pts = [{**p, "grid": tag} for tag, g in grids for p in sweep.points(sweep.Grid(**g))]
@@ -60,7 +60,7 @@ def _read_sweep(path: Path) -> list[dict[str, Any]]:
     try:
         return capacity.read_rows(path)
     except ValueError:
-        from harness import history as history_mod
+        from loopfix.harness import history as history_mod
 
         try:
             first = history_mod.read_jsonl(path)[:1]
@@ -91,7 +91,7 @@ def _tagged(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def _classify(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     """RUN_DIRS → (run directories, sweep result files); ValueError for anything else."""
-    from harness import history as history_mod
+    from loopfix.harness import history as history_mod
 
     runs, sweeps = [], []
     for path in paths:
@@ -111,7 +111,7 @@ def _classify(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
 
 def _run_record(label: str, history: list[dict[str, Any]], info: Mapping[str, Any], directory: Path | None) -> dict:
     """What the report needs of one run: its measures and the checker's verdicts."""
-    from harness import history as history_mod
+    from loopfix.harness import history as history_mod
 
     policy = history_mod.policy_from_run_info(info)
     scenario = info.get("scenario") or label
@@ -128,7 +128,7 @@ def _run_record(label: str, history: list[dict[str, Any]], info: Mapping[str, An
 
 
 def _read_run(directory: Path) -> dict[str, Any]:
-    from harness import history as history_mod
+    from loopfix.harness import history as history_mod
     from loopfix.sim_commands import read_history_warning_torn
 
     history = read_history_warning_torn(directory)
@@ -140,8 +140,8 @@ def _read_run(directory: Path) -> dict[str, Any]:
 
 def _simulate_run(scenario: Any, runs_dir: Path, label: str) -> dict[str, Any]:
     """Run the model on `scenario`, write its run directory, and measure it."""
-    from harness import history as history_mod
-    from sim import simulate
+    from loopfix.harness import history as history_mod
+    from loopfix.sim import simulate
 
     result = simulate(scenario)
     directory = runs_dir / label
@@ -155,7 +155,7 @@ def _calibration(live: Sequence[Mapping[str, Any]], runs_dir: Path, step: Callab
     as written, and the scenario with the worker time per job the live run measured
     (`workers.job_overhead_s` = the live median of in-job time besides the download plus the
     time between jobs while others wait: RQ's dequeue and fork, at the live time scale)."""
-    from harness.scenario import load_scenario, parse_scenario, with_settings
+    from loopfix.harness.scenario import load_scenario, parse_scenario, with_settings
 
     pairs = []
     for run in live:
@@ -193,8 +193,8 @@ def _seed_spread(scenario: Any) -> dict[str, list[float] | None]:
     """Each calibration figure's [min, max] over the model run with seeds 1-8: how far the
     model's own figure moves with the random draws alone (a p95 of time to playable moves in
     the player's poll steps, and a click storm's 8 sessions share one download)."""
-    from harness.scenario import with_settings
-    from sim.sweep import simulate_history
+    from loopfix.harness.scenario import with_settings
+    from loopfix.sim.sweep import simulate_history
 
     figures: dict[str, list[float]] = {m: [] for m in CALIBRATION_METRICS}
     for seed in CALIBRATION_SEEDS:
@@ -235,7 +235,7 @@ def _disagreement(errors: Mapping[str, float | None], live: Mapping[str, Any], s
     """The figures outside ±15 %, where the live figure falls against the model's range over
     seeds, and, measured in both runs, what a worker spent per job besides the download, how
     long jobs waited, and what the clients did."""
-    from reports.page import CALIBRATION_TOLERANCE
+    from loopfix.reports.page import CALIBRATION_TOLERANCE
 
     off = [m for m, e in errors.items() if e is not None and abs(e) > CALIBRATION_TOLERANCE]
     if not off:
@@ -284,7 +284,7 @@ def _explained_cells(rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float
 def _recovery_explained(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """For each variant's explained cell, the model run again at that point for every variant
     swept there, measured by `measures.after_outage`: what the page's sentence is worded from."""
-    from sim import sweep
+    from loopfix.sim import sweep
 
     measured: dict[tuple[str, float, float], dict[str, Any] | None] = {}  # cells explained twice run once
     out = []
@@ -347,10 +347,10 @@ def report_command(inputs: tuple[Path, ...], out_dir: Path, runs_dir: Path, quic
     results (.jsonl/.csv from `loopfix sweep`). Whatever the page needs and INPUTS lack is
     produced with the model: the headline scenarios under before, seed and fixed, and the
     sweeps. Live runs add the calibration section (each beside a model run of its scenario)."""
-    from harness.scenario import load_scenario, with_settings
+    from loopfix.harness.scenario import load_scenario, with_settings
     from loopfix.sim_commands import HEADLINE_SCENARIOS
-    from reports import claims
-    from reports.page import ReportData, metastability_rows, write_report
+    from loopfix.reports import claims
+    from loopfix.reports.page import ReportData, metastability_rows, write_report
 
     try:
         run_dirs, sweep_files = _classify(inputs)

@@ -18,11 +18,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness import history as history_mod
-from harness import invariants as inv
-from harness.scenario import Scenario, load_scenario, with_settings
-from reference_app import policy as policy_mod
-from reference_app.config import parse_assignments
+from loopfix.harness import history as history_mod
+from loopfix.harness import invariants as inv
+from loopfix.harness.scenario import Scenario, load_scenario, with_settings
+from loopfix.reference_app import policy as policy_mod
+from loopfix.reference_app.config import parse_assignments
 from loopfix.exits import BadInput
 from loopfix.junit import write_junit
 from loopfix.output import chosen_format, console as output_console, format_options, plain_table
@@ -90,11 +90,11 @@ def verdicts_of_run(history: list[dict], info: dict[str, Any], p: policy_mod.Pol
     tolerance, a target run from outside with its recorded tolerances, a model run as is."""
     source = info.get("source")
     if source == "live":
-        from loadtests.verdicts import check_live
+        from loopfix.loadtests.verdicts import check_live
 
         return check_live(history, p)
     if source == "target":
-        from loadtests.target.run import check_target_history
+        from loopfix.loadtests.target.run import check_target_history
 
         return check_target_history(history, info, p)
     return inv.check_all(history, p)
@@ -120,7 +120,7 @@ def _summary_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(scenario: Scenario, progress: Progress | None = None, label: str = "", log: bool = True) -> Any:
-    from sim import simulate  # the model is imported only by the commands that run it
+    from loopfix.sim import simulate  # the model is imported only by the commands that run it
 
     if progress is None:
         return simulate(scenario)
@@ -255,7 +255,7 @@ SEED_CLAIMS: tuple[tuple[str, str, str], ...] = (
 def run_demo(scenarios: Sequence[str] = HEADLINE_SCENARIOS, variants: Sequence[str] = policy_mod.VARIANTS,
              on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every scenario under every variant and check every invariant: plain data."""
-    from sim import simulate
+    from loopfix.sim import simulate
 
     cells: list[dict[str, Any]] = []
     for name in scenarios:

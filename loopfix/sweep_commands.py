@@ -23,10 +23,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import click
 
-from harness import invariants as inv
+from loopfix.harness import invariants as inv
 from loopfix import exits, parallel
 from loopfix.sim_commands import BadInput, _progress
-from reports import capacity, measures
+from loopfix.reports import capacity, measures
 
 WARMUP_S = 3600.0  # M/M/c: queue waits of the first simulated hour are left out (empty start)
 
@@ -36,8 +36,8 @@ WARMUP_S = 3600.0  # M/M/c: queue waits of the first simulated hour are left out
 
 def sweep_row(point: Mapping[str, Any]) -> dict[str, Any]:
     """Run the model at one point and measure it: the point's settings plus its figures."""
-    from sim import sweep
-    from sim.queueing import mmc_mean_wait
+    from loopfix.sim import sweep
+    from loopfix.sim.queueing import mmc_mean_wait
 
     started = time.perf_counter()
     scenario, history = sweep.simulate_point(point)
@@ -103,7 +103,7 @@ def _erlang_c_for(events: Sequence[tuple[str, float]], workers: int, duration_s:
                   overhead_s: float) -> float | None:
     """Erlang C's mean wait for the job rate and mean run time the model showed (None when
     that load would be unstable): the prediction the capacity figure overlays."""
-    from sim.queueing import mmc_mean_wait
+    from loopfix.sim.queueing import mmc_mean_wait
 
     started: dict[str, float] = {}
     runs: list[float] = []
@@ -316,7 +316,7 @@ def sweep_command(ctx: click.Context, base: str, workers: tuple, calls: tuple, l
     drained; one that had not drained when observation ended is reported as not drained
     (overloaded)."""
     from loopfix.sweep_executors import placement
-    from sim import sweep
+    from loopfix.sim import sweep
 
     if ctx.invoked_subcommand is not None:
         return

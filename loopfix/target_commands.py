@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from loadtests.target import doctor
-from loadtests.target.config import INIT_TEXT, TargetFileError, load_target
+from loopfix.loadtests.target import doctor
+from loopfix.loadtests.target.config import INIT_TEXT, TargetFileError, load_target
 from loopfix.sim_commands import BadInput
 
 INTERRUPTED = 130

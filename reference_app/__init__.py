@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from flask import Flask
 
-    from reference_app.config import Config
+    from loopfix.reference_app.config import Config
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -17,9 +17,9 @@ def create_app(config: Config | None = None) -> Flask:
     from flask import Flask, g, jsonify
     from werkzeug.exceptions import HTTPException
 
-    from reference_app.config import Config
-    from reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S, retry_after_header
-    from reference_app.services import Services, set_services
+    from loopfix.reference_app.config import Config
+    from loopfix.reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S, retry_after_header
+    from loopfix.reference_app.services import Services, set_services
 
     config = config or Config.from_env()
     svc = Services(config)
@@ -29,7 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
     svc.engine  # create tables at start, not on the first request
     config.recordings_dir.mkdir(parents=True, exist_ok=True)
 
-    from reference_app import routes_leads, routes_recordings, routes_webhooks
+    from loopfix.reference_app import routes_leads, routes_recordings, routes_webhooks
 
     app.register_blueprint(routes_recordings.bp)
     app.register_blueprint(routes_webhooks.bp)

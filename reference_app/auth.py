@@ -7,7 +7,7 @@ from functools import wraps
 from flask import g, jsonify, request
 from sqlalchemy import bindparam, select
 
-from reference_app.models import Business
+from loopfix.reference_app.models import Business
 
 # Every /api/ request runs this: one indexed Core SELECT of two columns on the session's
 # connection, no ORM object (the ORM select was 12 % of a 202 poll's time in the profile).

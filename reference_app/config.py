@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from reference_app.policy import Policy, make_policy
+from loopfix.reference_app.policy import Policy, make_policy
 
 
 # LOOPFIX_POLICY's syntax: NAME=VALUE items separated by commas (the CLI's `--set` takes the same);

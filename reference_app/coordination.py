@@ -37,8 +37,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.utils import utcparse
 
-from reference_app.flows.coordination import PlaybackGate
-from reference_app.policy import PlaybackGateAsk, Policy, enqueue_dedup_ttl, inflight_ttl, lock_ttl
+from loopfix.reference_app.flows.coordination import PlaybackGate
+from loopfix.reference_app.policy import PlaybackGateAsk, Policy, enqueue_dedup_ttl, inflight_ttl, lock_ttl
 
 ENQUEUE_DEDUP_KEY = "loopfix:enqueue:{call_sid}:{job_type}"
 PLAYBACK_MARK_KEY = "loopfix:playback:{business_id}:{call_sid}"

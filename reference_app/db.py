@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from reference_app.models import Base
+from loopfix.reference_app.models import Base
 
 
 def make_engine(url: str) -> Engine:

@@ -33,10 +33,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from reference_app.flows.effects import Coord, drive
-from reference_app.flows.locks import keep_lock, release_lock, take_lock
-from reference_app.models import BackgroundJob, Lead
-from reference_app.policy import (
+from loopfix.reference_app.flows.effects import Coord, drive
+from loopfix.reference_app.flows.locks import keep_lock, release_lock, take_lock
+from loopfix.reference_app.models import BackgroundJob, Lead
+from loopfix.reference_app.policy import (
     BULK_DELETE_OP,
     BULK_JOB_FINISHED,
     bulk_batch_fails,
@@ -44,9 +44,9 @@ from reference_app.policy import (
     bulk_should_pause,
     bulk_should_stop,
 )
-from reference_app.services import LEADS_QUEUE, Services, get_services
+from loopfix.reference_app.services import LEADS_QUEUE, Services, get_services
 
-JOB_FUNC = "reference_app.delete_job.delete_leads"
+JOB_FUNC = "loopfix.reference_app.delete_job.delete_leads"
 
 
 # --------------------------------------------------------------------------- enqueue

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reference_app.policy.events import EVENT_FIELDS, dumps, event
+from loopfix.reference_app.policy.events import EVENT_FIELDS, dumps, event
 
 __all__ = ["EVENT_FIELDS", "HistoryWriter", "dumps", "event"]
 

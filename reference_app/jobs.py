@@ -25,12 +25,12 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from reference_app.flows.effects import ClaimRun, Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
-from reference_app.flows.recording import defer, retry_later, take_slot
-from reference_app.flows.sweep import requeue_orphan as requeue_orphan_flow
-from reference_app.flows.sweep import requeue_stuck
-from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
-from reference_app.policy import (
+from loopfix.reference_app.flows.effects import ClaimRun, Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
+from loopfix.reference_app.flows.recording import defer, retry_later, take_slot
+from loopfix.reference_app.flows.sweep import requeue_orphan as requeue_orphan_flow
+from loopfix.reference_app.flows.sweep import requeue_stuck
+from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun
+from loopfix.reference_app.policy import (
     ACTIVE_RUN_STATUSES,
     RunState,
     WAITING_RUN_STATUSES,
@@ -40,11 +40,11 @@ from reference_app.policy import (
     run_orphaned,
     stuck_reason,
 )
-from reference_app.coordination import crash_point_on, schedule_in
-from reference_app.services import RECORDINGS_QUEUE, Services, get_services
+from loopfix.reference_app.coordination import crash_point_on, schedule_in
+from loopfix.reference_app.services import RECORDINGS_QUEUE, Services, get_services
 
 CONTENT_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".json": "application/json"}
-JOB_FUNC = "reference_app.jobs.process_recording"
+JOB_FUNC = "loopfix.reference_app.jobs.process_recording"
 
 
 # --------------------------------------------------------------------------- enqueue

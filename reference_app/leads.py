@@ -20,9 +20,9 @@ from sqlalchemy import func, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from reference_app.delete_job import enqueue_run, new_rq_id
-from reference_app.models import BackgroundJob, Business, Lead
-from reference_app.policy import (
+from loopfix.reference_app.delete_job import enqueue_run, new_rq_id
+from loopfix.reference_app.models import BackgroundJob, Business, Lead
+from loopfix.reference_app.policy import (
     BULK_DELETE_JOB_TYPE,
     BULK_DELETE_OP,
     BULK_JOB_ACTIVE,
@@ -33,7 +33,7 @@ from reference_app.policy import (
     bulk_resume_decision,
     parse_lead_ids,
 )
-from reference_app.services import Services
+from loopfix.reference_app.services import Services
 
 LEADS_PAGE_DEFAULT = 100
 LEADS_PAGE_MAX = 1000

@@ -11,14 +11,14 @@ import redis
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck, drive
-from reference_app.flows.enqueue import dedup_enqueue
-from reference_app.flows.enqueue import pending_run as pending_run_flow
-from reference_app.flows.playback import PollCall, poll
-from reference_app.jobs import api_slot_owner, enqueue_run, run_state
-from reference_app.models import Business, CallLog, RecordingFile, RecordingRun
-from reference_app.policy import ACTIVE_RUN_STATUSES, Policy, enqueue_status, reported_enqueue_reason
-from reference_app.services import Services
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck, drive
+from loopfix.reference_app.flows.enqueue import dedup_enqueue
+from loopfix.reference_app.flows.enqueue import pending_run as pending_run_flow
+from loopfix.reference_app.flows.playback import PollCall, poll
+from loopfix.reference_app.jobs import api_slot_owner, enqueue_run, run_state
+from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun
+from loopfix.reference_app.policy import ACTIVE_RUN_STATUSES, Policy, enqueue_status, reported_enqueue_reason
+from loopfix.reference_app.services import Services
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from reference_app.auth import require_business
-from reference_app.leads import Answer, job_progress, list_leads, request_bulk_delete, resume_job
+from loopfix.reference_app.auth import require_business
+from loopfix.reference_app.leads import Answer, job_progress, list_leads, request_bulk_delete, resume_job
 
 bp = Blueprint("leads", __name__, url_prefix="/api")
 

@@ -7,10 +7,10 @@ import os
 
 from flask import Blueprint, current_app, g, jsonify, request, send_file
 
-from reference_app.auth import require_business
-from reference_app.byte_ranges import canonical_range
-from reference_app.policy import retry_after_header
-from reference_app.recordings import Answer, ReadyFile, enqueue_api, playback, read_call
+from loopfix.reference_app.auth import require_business
+from loopfix.reference_app.byte_ranges import canonical_range
+from loopfix.reference_app.policy import retry_after_header
+from loopfix.reference_app.recordings import Answer, ReadyFile, enqueue_api, playback, read_call
 
 bp = Blueprint("recordings", __name__, url_prefix="/api")
 

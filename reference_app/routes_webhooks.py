@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from twilio.request_validator import RequestValidator
 
-from reference_app.media import media_host_allowed
-from reference_app.models import Business, CallLog
-from reference_app.policy import normalise_recording_url, recording_callback_enqueues
-from reference_app.recordings import enqueue_recording, latest_run, recording_known
+from loopfix.reference_app.media import media_host_allowed
+from loopfix.reference_app.models import Business, CallLog
+from loopfix.reference_app.policy import normalise_recording_url, recording_callback_enqueues
+from loopfix.reference_app.recordings import enqueue_recording, latest_run, recording_known
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
 

@@ -13,11 +13,11 @@ import redis
 from rq import Queue
 from sqlalchemy.orm import Session, sessionmaker
 
-from reference_app.config import Config
-from reference_app.coordination import Coordinator
-from reference_app.db import init_db, make_engine, make_sessionmaker
-from reference_app.events import HistoryWriter
-from reference_app.policy import Policy
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.coordination import Coordinator
+from loopfix.reference_app.db import init_db, make_engine, make_sessionmaker
+from loopfix.reference_app.events import HistoryWriter
+from loopfix.reference_app.policy import Policy
 
 RECORDINGS_QUEUE = "recordings"
 LEADS_QUEUE = "leads"

@@ -14,10 +14,10 @@ import time
 import redis
 from rq import SimpleWorker, Worker
 
-from reference_app.coordination import crash_point_on, promote_due
-from reference_app.jobs import HANG_AFTER_DEQUEUE, JOB_FUNC, cleanup_stuck_recording_jobs, hang_once
-from reference_app.models import RecordingRun
-from reference_app.services import QUEUES, Services, set_services
+from loopfix.reference_app.coordination import crash_point_on, promote_due
+from loopfix.reference_app.jobs import HANG_AFTER_DEQUEUE, JOB_FUNC, cleanup_stuck_recording_jobs, hang_once
+from loopfix.reference_app.models import RecordingRun
+from loopfix.reference_app.services import QUEUES, Services, set_services
 
 log = logging.getLogger(__name__)
 

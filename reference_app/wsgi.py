@@ -1,4 +1,4 @@
 """WSGI entry point for gunicorn: `gunicorn reference_app.wsgi:app` (config from the environment)."""
-from reference_app import create_app
+from loopfix.reference_app import create_app
 
 app = create_app()

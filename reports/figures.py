@@ -23,7 +23,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 from PIL import Image  # noqa: E402  (matplotlib depends on Pillow)
 
-from reports import measures  # noqa: E402
+from loopfix.reports import measures  # noqa: E402
 
 COLOURS = {"before": "#c0392b", "seed": "#e67e22", "fixed": "#27ae60", "sim": "#2c6fbb", "live": "#8e44ad"}
 DPI = 80
@@ -329,7 +329,7 @@ CALIBRATION_CLIP = (-100.0, 300.0)  # % — errors beyond are drawn at the edge,
 def calibration(pairs: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: Path) -> Path:
     """Does the model agree with the live stack? Relative error live vs model (%) per figure,
     one row per live run and model twin, the tolerance shaded."""
-    from reports.page import CALIBRATION_TOLERANCE
+    from loopfix.reports.page import CALIBRATION_TOLERANCE
 
     fig, axes = _figure(1, 1, 8, 0.5 * len(pairs) + 1.8)
     ax = axes[0, 0]

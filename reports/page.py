@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from reports import capacity, measures
-from reports.measures import CALIBRATION_METRICS
+from loopfix.reports import capacity, measures
+from loopfix.reports.measures import CALIBRATION_METRICS
 
 CALIBRATION_TOLERANCE = 0.15
 SLO_P95_S = 60.0  # p95 time to playable target (s): README's `loopfix sweep --p95-target` example
@@ -67,7 +67,7 @@ def write_report(data: ReportData, out_dir: Path) -> dict[str, Path]:
 
 
 def _sections(data: ReportData, out: Path) -> list[Section]:
-    from reports import figures  # matplotlib: only when drawing (the CLI imports this module for its defaults)
+    from loopfix.reports import figures  # matplotlib: only when drawing (the CLI imports this module for its defaults)
 
     sim = [r for r in data.runs if r["source"] == "sim"]
     cap_rows = capacity_rows(data.sweep_rows)

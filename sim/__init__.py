@@ -2,6 +2,6 @@
 
 `simulate(scenario)` runs one scenario and returns its history, metrics and policy.
 """
-from sim.run import SimResult, simulate
+from loopfix.sim.run import SimResult, simulate
 
 __all__ = ["SimResult", "simulate"]

@@ -20,9 +20,9 @@ import math
 from collections import deque
 from typing import Any, Callable
 
-from reference_app.flows.coordination import PlaybackGate
-from reference_app.policy import PlaybackGateAsk, Policy, enqueue_dedup_ttl, inflight_ttl, lock_ttl
-from sim.keys import KeyStore
+from loopfix.reference_app.flows.coordination import PlaybackGate
+from loopfix.reference_app.policy import PlaybackGateAsk, Policy, enqueue_dedup_ttl, inflight_ttl, lock_ttl
+from loopfix.sim.keys import KeyStore
 
 LIVENESS_KEY = "workers:alive"
 

@@ -8,7 +8,7 @@ import math
 import random
 from typing import Any
 
-from sim.world import Call
+from loopfix.sim.world import Call
 
 
 class Draws:

@@ -11,7 +11,7 @@ click storms, page refreshers and bulk-deleters.
 
 What is not: every *decision* — backoff, retry or fail, stuck or healthy, which status a
 poll gets, fail-fast, dedup TTLs, slot deferral, the player's schedule, lock TTLs, pausing a
-bulk delete — is a call into `reference_app.policy`. Where a fault is a race (check-then-set),
+bulk delete — is a call into `loopfix.reference_app.policy`. Where a fault is a race (check-then-set),
 the model makes the check and the set two steps `redis_rtt_s` / `db_commit_s` apart, so
 concurrent clicks interleave; the fixed variant does one atomic step.
 
@@ -32,14 +32,14 @@ from typing import Any, Callable, Generator
 
 import simpy
 
-from harness.scenario import Outage, Scenario
-from reference_app import policy as P
-from sim.actors.clients import Clients
-from sim.actors.deleters import Deleters
-from sim.actors.web import Web
-from sim.actors.workers import Workers
-from sim.draws import Draws
-from sim.world import SAMPLE_INTERVAL_S, Sample, World
+from loopfix.harness.scenario import Outage, Scenario
+from loopfix.reference_app import policy as P
+from loopfix.sim.actors.clients import Clients
+from loopfix.sim.actors.deleters import Deleters
+from loopfix.sim.actors.web import Web
+from loopfix.sim.actors.workers import Workers
+from loopfix.sim.draws import Draws
+from loopfix.sim.world import SAMPLE_INTERVAL_S, Sample, World
 
 
 @dataclass

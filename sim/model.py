@@ -4,8 +4,8 @@ draws (named random streams), actors (web, workers, clients, deleters, driving t
 and engine (build, run, outages) — and this module only gathers what callers import."""
 from __future__ import annotations
 
-from sim.engine import Model, simulate_model
-from sim.world import (
+from loopfix.sim.engine import Model, simulate_model
+from loopfix.sim.world import (
     DB_COMMIT_S,
     LOCK_OP,
     ODD_RECORDING_URL,

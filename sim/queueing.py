@@ -2,7 +2,7 @@
 
 Pure functions, no SimPy: Erlang C for an M/M/c queue — Poisson arrivals at rate `lam`, c
 servers each serving at rate `mu` (exponential). `mmc_wait_experiment` runs the model's own
-queue-and-workers machinery (`sim.model.JobQueue`) on M/M/c input, for the test that the two
+queue-and-workers machinery (`loopfix.sim.model.JobQueue`) on M/M/c input, for the test that the two
 agree.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def mmc_wait_experiment(c: int, lam: float, mu: float, jobs: int, seed: int, war
     exponential service; mean wait of `jobs` jobs after `warmup` jobs."""
     import simpy
 
-    from sim.model import JobQueue
+    from loopfix.sim.model import JobQueue
 
     env = simpy.Environment()
     rng = random.Random(seed)

@@ -1,12 +1,12 @@
 """The model's event recorders: one function per event kind, generated from the schema.
 
 `recorders(env, history)` returns a namespace with, for every kind in
-`reference_app.events.EVENT_FIELDS`, a function named after it (`job.start` → `job_start`)
+`loopfix.reference_app.events.EVENT_FIELDS`, a function named after it (`job.start` → `job_start`)
 taking `proc` and exactly that kind's fields as parameters:
 
     rec.job_start(proc, job_id=..., call_sid=..., attempt=..., worker=...)
 
-Each appends the record `reference_app.events.event` would build — the fields, then `t` (the
+Each appends the record `loopfix.reference_app.events.event` would build — the fields, then `t` (the
 clock rounded to 6 places by micro_round, the rounding reused while the clock stands still),
 `kind`, `source: sim` and `proc`, in the key order the model always used (verdicts.json prints
 witness records in it) — as one dict display, so the dict is born with all its keys: no keyword dict
@@ -19,7 +19,7 @@ import keyword
 from types import SimpleNamespace
 from typing import Any
 
-from reference_app.policy.events import EVENT_FIELDS
+from loopfix.reference_app.policy.events import EVENT_FIELDS
 
 _TEMPLATE = '''
 def {name}(proc, {params}):

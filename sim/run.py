@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from harness.scenario import Scenario
-from reference_app.policy import Policy
-from sim.metrics import history_metrics, queue_metrics
-from sim.model import simulate_model
+from loopfix.harness.scenario import Scenario
+from loopfix.reference_app.policy import Policy
+from loopfix.sim.metrics import history_metrics, queue_metrics
+from loopfix.sim.model import simulate_model
 
 
 @dataclass(frozen=True)

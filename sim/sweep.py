@@ -28,9 +28,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
-from harness.scenario import Outage, Scenario, load_scenario, with_settings
-from reference_app import policy as policy_mod
-from sim.model import Model
+from loopfix.harness.scenario import Outage, Scenario, load_scenario, with_settings
+from loopfix.reference_app import policy as policy_mod
+from loopfix.sim.model import Model
 
 MMC_OVERHEAD_S = 1e-6
 MMC_BUSINESSES = 1

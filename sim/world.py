@@ -15,11 +15,11 @@ from typing import Any, Generator
 
 import simpy
 
-from reference_app import policy as P
-from reference_app.events import EVENT_FIELDS
-from sim.coordination import ModelCoordination
-from sim.process import Proc
-from sim.records import recorder_name, recorders
+from loopfix.reference_app import policy as P
+from loopfix.reference_app.events import EVENT_FIELDS
+from loopfix.sim.coordination import ModelCoordination
+from loopfix.sim.process import Proc
+from loopfix.sim.records import recorder_name, recorders
 
 REDIS_RTT_S = 0.001  # one Redis round trip: the gap inside a check-then-set
 DB_COMMIT_S = 0.01  # one database commit (create a run row, insert a job row)

@@ -22,12 +22,12 @@ import pytest
 import redis
 from twilio.request_validator import RequestValidator
 
-from loadtests.stack import Stack
-from reference_app import create_app
-from reference_app.config import Config
-from reference_app.models import Business, CallLog
-from reference_app.policy import make_policy
-from reference_app.services import Services
+from loopfix.loadtests.stack import Stack
+from loopfix.reference_app import create_app
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.models import Business, CallLog
+from loopfix.reference_app.policy import make_policy
+from loopfix.reference_app.services import Services
 
 import os
 import shutil

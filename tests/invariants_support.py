@@ -2,9 +2,9 @@
 `only`, which asserts a verdict is broken by exactly one anomaly type."""
 from __future__ import annotations
 
-from harness import invariants as inv
-from reference_app.policy import make_policy
-from reference_app.policy.events import event
+from loopfix.harness import invariants as inv
+from loopfix.reference_app.policy import make_policy
+from loopfix.reference_app.policy.events import event
 
 P = make_policy("fixed")
 

@@ -17,13 +17,13 @@ import redis
 import requests
 from sqlalchemy import insert, select
 
-from loadtests.stack import Stack
-from reference_app import create_app
-from reference_app.config import Config
-from reference_app.coordination import WORKERS_ALIVE_KEY
-from reference_app.models import BackgroundJob, Lead
-from reference_app.policy import make_policy
-from reference_app.services import Services
+from loopfix.loadtests.stack import Stack
+from loopfix.reference_app import create_app
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.coordination import WORKERS_ALIVE_KEY
+from loopfix.reference_app.models import BackgroundJob, Lead
+from loopfix.reference_app.policy import make_policy
+from loopfix.reference_app.services import Services
 from tests.conftest import add_business, auth
 
 OP = "delete_leads_bulk"

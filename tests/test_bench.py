@@ -16,10 +16,10 @@ import time
 import pytest
 import redis
 
-from benchmarks import poll_targets, redis_bench
-from benchmarks.storm_bench import CpuSampler, load_phase_requests
-from loadtests.stack import descendants
-from reference_app.coordination import WORKERS_ALIVE_KEY
+from loopfix.benchmarks import poll_targets, redis_bench
+from loopfix.benchmarks.storm_bench import CpuSampler, load_phase_requests
+from loopfix.loadtests.stack import descendants
+from loopfix.reference_app.coordination import WORKERS_ALIVE_KEY
 
 POLLS_202 = [sc for sc in redis_bench.SCENARIOS if sc.goal]
 

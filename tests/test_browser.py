@@ -26,9 +26,9 @@ from hashlib import sha256
 import pytest
 from werkzeug.serving import make_server
 
-from loadtests.stack import free_port
-from loadtests.twilio_stub import wav_bytes
-from reference_app.models import RecordingFile
+from loopfix.loadtests.stack import free_port
+from loopfix.loadtests.twilio_stub import wav_bytes
+from loopfix.reference_app.models import RecordingFile
 from tests.conftest import add_business
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser]

@@ -13,8 +13,8 @@ import time
 import pytest
 import redis
 
-from reference_app.coordination import LOCK_KEY, Coordinator
-from reference_app.policy import make_policy
+from loopfix.reference_app.coordination import LOCK_KEY, Coordinator
+from loopfix.reference_app.policy import make_policy
 
 OP = "delete_leads_bulk"
 BUSINESS = 7

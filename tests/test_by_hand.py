@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from twilio.request_validator import RequestValidator
 
-from loadtests.fixtures import recording_url
-from loadtests.stack import Proc, free_port, http_ok, wait_until
+from loopfix.loadtests.fixtures import recording_url
+from loopfix.loadtests.stack import Proc, free_port, http_ok, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.stack]
 

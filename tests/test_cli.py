@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from loopfix.cli import cli
-from reference_app.policy import FAULTS
+from loopfix.reference_app.policy import FAULTS
 
 
 def run(*args: str):

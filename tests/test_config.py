@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reference_app.config import Config
+from loopfix.reference_app.config import Config
 
 
 def test_relative_paths_resolve_against_the_working_directory_when_built(tmp_path, monkeypatch):

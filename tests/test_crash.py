@@ -26,10 +26,10 @@ import redis
 import requests
 from sqlalchemy import func, select
 
-from harness.invariants import check_no_duplicate_download
-from loadtests.stack import children
-from reference_app.coordination import INFLIGHT_KEY, SLOTS_KEY
-from reference_app.models import RecordingFile
+from loopfix.harness.invariants import check_no_duplicate_download
+from loopfix.loadtests.stack import children
+from loopfix.reference_app.coordination import INFLIGHT_KEY, SLOTS_KEY
+from loopfix.reference_app.models import RecordingFile
 from tests.conftest import add_business, auth, read_events
 from tests.test_recording_pipeline import start, wait_for
 

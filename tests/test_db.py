@@ -15,15 +15,15 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, inspect
 
-from reference_app.models import Base
+from loopfix.reference_app.models import Base
 
 PROCESSES = 6
 ROUNDS = 8
 CREATE_SCHEMA = """
 import sys, time, traceback
 from pathlib import Path
-from reference_app.config import Config
-from reference_app.services import Services
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.services import Services
 base, me, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 for r in range(rounds):
     svc = Services(Config(data_dir=base / f"round{r}"))

@@ -8,7 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from harness import history as H
+from loopfix.harness import history as H
 from loopfix import sim_commands
 from loopfix.sim_commands import HEADLINE_SCENARIOS, run_demo
 

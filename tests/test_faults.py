@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from harness.scenario import load_scenario, parse_scenario
-from loadtests import runner
-from loadtests.faults import FaultPlan, twilio_settings
-from loadtests.stack import Stack
-from reference_app.config import Config
-from reference_app.events import HistoryWriter
+from loopfix.harness.scenario import load_scenario, parse_scenario
+from loopfix.loadtests import runner
+from loopfix.loadtests.faults import FaultPlan, twilio_settings
+from loopfix.loadtests.stack import Stack
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.events import HistoryWriter
 from tests.conftest import read_events
 from tests.test_recording_pipeline import wait_for
 

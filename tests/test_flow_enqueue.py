@@ -2,9 +2,9 @@
 each variant takes around creating the run, and what it answers."""
 from __future__ import annotations
 
-from reference_app.flows.effects import ActiveRun, Coord, CreateRun, drive_with
-from reference_app.flows.enqueue import dedup_enqueue, pending_run
-from reference_app.policy import make_policy
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, drive_with
+from loopfix.reference_app.flows.enqueue import dedup_enqueue, pending_run
+from loopfix.reference_app.policy import make_policy
 
 KEY = ("CA1", "full")
 CREATE = CreateRun("full", "webhook")

@@ -2,8 +2,8 @@
 keeping and releasing the BulkGate lock."""
 from __future__ import annotations
 
-from reference_app.flows.effects import Coord, Emit, drive_with
-from reference_app.flows.locks import keep_lock, release_lock, take_lock
+from loopfix.reference_app.flows.effects import Coord, Emit, drive_with
+from loopfix.reference_app.flows.locks import keep_lock, release_lock, take_lock
 
 OP = "delete_leads_bulk"
 WHO = {"business_id": 1, "op": OP, "owner": "job1"}

@@ -2,10 +2,10 @@
 yields, in order, and the reply it ends with — no Redis, no SimPy, no Flask."""
 from __future__ import annotations
 
-from reference_app.flows.coordination import PlaybackGate
-from reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck, Gap, drive_with
-from reference_app.flows.playback import PollCall, Reply, poll
-from reference_app.policy import PlaybackGateAsk, RunState, make_policy
+from loopfix.reference_app.flows.coordination import PlaybackGate
+from loopfix.reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck, Gap, drive_with
+from loopfix.reference_app.flows.playback import PollCall, Reply, poll
+from loopfix.reference_app.policy import PlaybackGateAsk, RunState, make_policy
 
 FIXED = make_policy("fixed")
 NOW = 1000.0

@@ -2,9 +2,9 @@
 steps of the recording job, as the app's RQ job and the model's workers both take them."""
 from __future__ import annotations
 
-from reference_app.flows.effects import Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive_with
-from reference_app.flows.recording import defer, retry_later, take_slot
-from reference_app.policy import make_policy
+from loopfix.reference_app.flows.effects import Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive_with
+from loopfix.reference_app.flows.recording import defer, retry_later, take_slot
+from loopfix.reference_app.policy import make_policy
 
 FIXED = make_policy("fixed")
 

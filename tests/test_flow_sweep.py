@@ -2,9 +2,9 @@
 found stuck or orphaned, in the app and the model alike."""
 from __future__ import annotations
 
-from reference_app.flows.effects import ClaimRun, Coord, Emit, Park, drive_with
-from reference_app.flows.sweep import requeue_orphan, requeue_stuck
-from reference_app.policy import make_policy
+from loopfix.reference_app.flows.effects import ClaimRun, Coord, Emit, Park, drive_with
+from loopfix.reference_app.flows.sweep import requeue_orphan, requeue_stuck
+from loopfix.reference_app.policy import make_policy
 
 FIXED = make_policy("fixed")
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from harness import history as H
-from reference_app.events import dumps, event
+from loopfix.harness import history as H
+from loopfix.reference_app.events import dumps, event
 
 
 def ev(kind, t, proc="web", **fields):

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.history import read_run_info
-from loadtests.stack import marked_pids
-from reports import capacity
+from loopfix.harness.history import read_run_info
+from loopfix.loadtests.stack import marked_pids
+from loopfix.reports import capacity
 
 GRACE_S = 2.0  # the bound, on top of the command's own start-up
 

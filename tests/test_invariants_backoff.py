@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import invariants as inv
-from reference_app.policy import backoff_delay
+from loopfix.harness import invariants as inv
+from loopfix.reference_app.policy import backoff_delay
 from tests.invariants_support import P, ev, only
 
 

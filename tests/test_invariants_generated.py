@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import invariants as inv
-from reference_app.policy import backoff_delay, player_delay
+from loopfix.harness import invariants as inv
+from loopfix.reference_app.policy import backoff_delay, player_delay
 from tests.invariants_support import P, ev
 
 

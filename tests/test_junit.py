@@ -7,10 +7,10 @@ import xml.etree.ElementTree as ET
 
 from click.testing import CliRunner
 
-from harness import history as history_mod
-from harness import invariants as inv
-from harness.scenario import load_scenario, with_settings
-from loadtests import runner
+from loopfix.harness import history as history_mod
+from loopfix.harness import invariants as inv
+from loopfix.harness.scenario import load_scenario, with_settings
+from loopfix.loadtests import runner
 from loopfix.cli import cli
 from loopfix.junit import junit_xml
 
@@ -72,7 +72,7 @@ def test_loadtest_writes_the_verdicts_of_its_run(tmp_path, monkeypatch):
     def fake_load(opts, on_progress):  # the model's history in place of the stack's
         run_dir = opts.runs_root / "20260101-000000-steady-fixed-1"
         scenario = with_settings(load_scenario("steady"), assignments={"duration_s": "600"})
-        from sim import simulate
+        from loopfix.sim import simulate
 
         result = simulate(scenario)
         history_mod.write_history(run_dir / "history.jsonl", result.history)

@@ -26,11 +26,11 @@ import pytest
 import redis
 from sqlalchemy import delete
 
-from harness.history import read_history
-from harness.invariants import check_idempotent_delete, check_lock_exclusive, check_nothing_lost
-from reference_app.coordination import LOCK_KEY
-from reference_app.models import Lead
-from reference_app.services import Services
+from loopfix.harness.history import read_history
+from loopfix.harness.invariants import check_idempotent_delete, check_lock_exclusive, check_nothing_lost
+from loopfix.reference_app.coordination import LOCK_KEY
+from loopfix.reference_app.models import Lead
+from loopfix.reference_app.services import Services
 from tests.leads_support import (
     OP,
     Api,

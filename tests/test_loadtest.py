@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness import history as history_mod
-from loadtests import runner
-from loadtests.verdicts import check_run
+from loopfix.harness import history as history_mod
+from loopfix.loadtests import runner
+from loopfix.loadtests.verdicts import check_run
 from loopfix.cli import cli
 from loopfix.loadtest_commands import build_scenario
 

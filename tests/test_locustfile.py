@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import history as history_mod
-from loadtests.fixtures import write_fixtures
+from loopfix.harness import history as history_mod
+from loopfix.loadtests.fixtures import write_fixtures
 from loopfix.loadtest_commands import build_scenario
 
 ROOT = Path(__file__).resolve().parent.parent

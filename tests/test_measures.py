@@ -2,7 +2,7 @@
 share of sessions that did not play."""
 from __future__ import annotations
 
-from reports import measures
+from loopfix.reports import measures
 
 
 def _e(t, kind, **kw):

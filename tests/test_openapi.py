@@ -19,7 +19,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
-import reference_app
+from loopfix import reference_app
 from tests.conftest import add_business, auth
 
 pytestmark = pytest.mark.redis

@@ -24,10 +24,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from harness.invariants import check_nothing_lost
-from loadtests.stack import children
-from reference_app.jobs import HANG_AFTER_DEQUEUE, HANG_BEFORE_RUN_START
-from reference_app.models import RecordingRun
+from loopfix.harness.invariants import check_nothing_lost
+from loopfix.loadtests.stack import children
+from loopfix.reference_app.jobs import HANG_AFTER_DEQUEUE, HANG_BEFORE_RUN_START
+from loopfix.reference_app.models import RecordingRun
 from tests.conftest import add_business, auth, read_events, sid
 from tests.test_crash import downloaded
 from tests.test_recording_pipeline import post_signed, recording_form, start, wait_for

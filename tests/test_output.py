@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from harness import invariants as inv
+from loopfix.harness import invariants as inv
 from loopfix.output import plain_table
 
 

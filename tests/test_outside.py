@@ -3,9 +3,9 @@ breaks on the observation it exists for, with its witnesses, holds on a clean on
 "not observable" or "unknown" — never holds — where the outside cannot decide."""
 from __future__ import annotations
 
-from harness import invariants as inv
-from harness import outside
-from reference_app.policy import make_policy
+from loopfix.harness import invariants as inv
+from loopfix.harness import outside
+from loopfix.reference_app.policy import make_policy
 
 P = make_policy("fixed", [], 1.0)
 

@@ -41,8 +41,8 @@ def _stop_a_user_as_it_wakes(run_dir: str) -> None:
     from locust.env import Environment
     from locust.user.task import LOCUST_STATE_WAITING
 
-    from loadtests import players
-    from loadtests.load_context import load_context
+    from loopfix.loadtests import players
+    from loopfix.loadtests.load_context import load_context
 
     ctx = load_context()
 
@@ -70,9 +70,9 @@ def _stop_a_user_as_it_wakes(run_dir: str) -> None:
 
 
 def test_a_user_stopped_as_its_think_time_ends_still_ends_the_session_it_started(tmp_path):
-    from harness import history as history_mod
-    from harness import invariants as inv
-    from loadtests import runner
+    from loopfix.harness import history as history_mod
+    from loopfix.harness import invariants as inv
+    from loopfix.loadtests import runner
     from loopfix.loadtest_commands import build_scenario
 
     scenario = build_scenario("steady", "fixed", ("workers.count=1",), 0.01, None)

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from loopfix.cli import cli
-from reference_app.media import media_host_allowed
-from reference_app.policy import make_policy, normalise_recording_url
+from loopfix.reference_app.media import media_host_allowed
+from loopfix.reference_app.policy import make_policy, normalise_recording_url
 
 
 def policy_json(*args):
@@ -71,7 +71,7 @@ def test_media_host_allowlist(url, ok):
 
 
 def test_a_child_process_rebuilds_every_overridden_constant_from_the_environment():
-    from reference_app.config import Config
+    from loopfix.reference_app.config import Config
 
     p = make_policy("seed", "no_heartbeat", 0.01, {"max_retries": 6, "slot_defer_s": "1,2,3",
                                                   "lock_ttl_s": "delete_leads_bulk:2,default:5"})
@@ -85,7 +85,7 @@ def test_lock_ttls_are_set_per_operation_and_the_rest_keep_the_seed_table():
 
 def test_backoff_stays_at_the_cap_however_many_times_a_job_was_retried():
     """`before` retries forever: attempt numbers pass 1,000, where 2^(n-1) leaves a float's range."""
-    from reference_app.policy import backoff_delay
+    from loopfix.reference_app.policy import backoff_delay
 
     p = make_policy("before")
     assert [backoff_delay(n, p) for n in (1, 5, 6, 1000, 1025, 10**6)] == [60, 960, 1200, 1200, 1200, 1200]
@@ -94,7 +94,7 @@ def test_backoff_stays_at_the_cap_however_many_times_a_job_was_retried():
 def _spend(p, phases):
     """Drive recording_retry_decision as a job does: each empty attempt in `phases` order,
     storing the attempt in the counter of the budget the decision says it spent."""
-    from reference_app.policy import recording_retry_decision
+    from loopfix.reference_app.policy import recording_retry_decision
 
     counts, out = {"calllog": 0, "fetch": 0}, []
     for phase in phases:
@@ -125,7 +125,7 @@ def test_with_the_seeds_shared_budget_one_fetch_failure_after_the_calllog_wait_f
 
 
 def test_the_stuck_sweep_fails_a_run_once_its_calllog_budget_is_spent_and_before_never_does():
-    from reference_app.policy import stuck_run_over_budget
+    from loopfix.reference_app.policy import stuck_run_over_budget
 
     p = make_policy("fixed")
     assert [stuck_run_over_budget(n, p) for n in (0, p.max_recording_retries - 1, p.max_recording_retries)] == [
@@ -148,7 +148,7 @@ def test_a_poll_that_trips_fail_fast_on_a_stuck_run_leaves_it_on_fixed_and_fails
     """After the gate: the poll without the mark waits; the tripped poll answers 500 and enqueues
     nothing — fixed leaves the stuck run for its own job or the sweep, seed (002's order:
     mark failed, then check attempts) fails it, and no job replaces it."""
-    from reference_app.policy import PlaybackDecision, playback_action
+    from loopfix.reference_app.policy import PlaybackDecision, playback_action
 
     start = PlaybackDecision("start", 202, 60.0, "stuck: queued 400 s without worker pickup")
     for variant, fails in (("fixed", False), ("seed", True)):

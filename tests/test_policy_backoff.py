@@ -2,7 +2,7 @@
 the schedule and the two budgets are in test_policy.py."""
 from __future__ import annotations
 
-from reference_app.policy import make_policy, max_recording_runs, recording_retry_decision, run_attempt
+from loopfix.reference_app.policy import make_policy, max_recording_runs, recording_retry_decision, run_attempt
 
 
 def test_fixed_retries_after_the_backoff_and_fails_once_the_budget_is_spent():

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from reference_app.policy import FAULTS, Policy, Variant, make_policy
-from reference_app.policy.events import dumps, event
+from loopfix.reference_app.policy import FAULTS, Policy, Variant, make_policy
+from loopfix.reference_app.policy.events import dumps, event
 
 
 def test_a_variant_given_as_the_enum_is_stored_as_its_plain_string():

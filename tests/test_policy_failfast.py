@@ -1,7 +1,7 @@
 """reference_app/policy/failfast.py: the fourth attempt in the window trips fail-fast (002)."""
 from __future__ import annotations
 
-from reference_app.policy import fail_fast_tripped, make_policy
+from loopfix.reference_app.policy import fail_fast_tripped, make_policy
 
 
 def test_the_fourth_attempt_trips_and_the_third_does_not():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reference_app.policy import (
+from loopfix.reference_app.policy import (
     PlaybackDecision,
     PlaybackState,
     RunState,

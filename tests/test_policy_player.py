@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from reference_app.policy import make_policy, player_delay, player_outcome, player_should_retry
+from loopfix.reference_app.policy import make_policy, player_delay, player_outcome, player_should_retry
 
 FIXED = make_policy("fixed")
 UNBOUNDED = make_policy("fixed", "player_unbounded")

@@ -1,7 +1,7 @@
 """reference_app/policy/runs.py: when a recording run counts as stuck, and when Redis lost its job."""
 from __future__ import annotations
 
-from reference_app.policy import RunState, make_policy, run_orphaned, stuck_reason
+from loopfix.reference_app.policy import RunState, make_policy, run_orphaned, stuck_reason
 
 FIXED = make_policy("fixed")
 HB = FIXED.heartbeat_timeout_s  # 60 s

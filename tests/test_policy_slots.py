@@ -1,7 +1,7 @@
 """reference_app/policy/slots.py: the download semaphore's defer schedule and in-flight TTL (004)."""
 from __future__ import annotations
 
-from reference_app.policy import inflight_ttl, make_policy, slot_defer_delay
+from loopfix.reference_app.policy import inflight_ttl, make_policy, slot_defer_delay
 
 
 def test_a_job_without_a_slot_defers_2_5_10_20_40_then_40_again():

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reference_app.models import RecordingFile
+from loopfix.reference_app.models import RecordingFile
 from tests.conftest import add_business, auth
 
 pytestmark = pytest.mark.redis

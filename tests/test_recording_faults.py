@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from harness.invariants import check_backoff_schedule, check_no_duplicate_download
+from loopfix.harness.invariants import check_backoff_schedule, check_no_duplicate_download
 from tests.conftest import add_business, read_events, sid
 from tests.test_recording_pipeline import post_signed, recording_form, start, wait_for
 

@@ -12,9 +12,9 @@ import pytest
 import redis
 import requests
 
-from harness.invariants import check_backoff_schedule, check_worker_never_blocks
-from loadtests.verdicts import backoff_abs_tolerance_s
-from reference_app.services import Services
+from loopfix.harness.invariants import check_backoff_schedule, check_worker_never_blocks
+from loopfix.loadtests.verdicts import backoff_abs_tolerance_s
+from loopfix.reference_app.services import Services
 from tests.conftest import add_business, read_events, sid, sign
 
 pytestmark = [pytest.mark.redis, pytest.mark.stack]

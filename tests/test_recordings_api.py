@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from reference_app.models import CallLog, RecordingRun
+from loopfix.reference_app.models import CallLog, RecordingRun
 from tests.conftest import add_business, auth, sid, sign, signed_post
 
 STUB = "https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/{sid}.mp3"
@@ -285,7 +285,7 @@ def test_retry_as_int_fails_only_the_enqueue_api_so_play_clicks_still_enqueue(ap
 def test_sweeper_leaves_a_queued_run_alone_while_a_worker_is_alive_but_not_by_age(app_factory, faults, requeued):
     """A long backlog is not a stuck job (fixed): with a live worker, a run queued far past the
     stuck timeout keeps its place and its retry budget; seed (stuck_by_age) re-queues it."""
-    from reference_app.jobs import cleanup_stuck_recording_jobs
+    from loopfix.reference_app.jobs import cleanup_stuck_recording_jobs
 
     client, svc = app_factory(faults=faults)
     b = add_business(svc, recording_url=STUB)

@@ -22,9 +22,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from harness.invariants import check_no_duplicate_download, check_nothing_lost
-from reference_app.models import RecordingFile, RecordingRun
-from reference_app.services import Services
+from loopfix.harness.invariants import check_no_duplicate_download, check_nothing_lost
+from loopfix.reference_app.models import RecordingFile, RecordingRun
+from loopfix.reference_app.services import Services
 from tests.conftest import add_business, auth, read_events
 from tests.test_recording_pipeline import post_signed, recording_form, wait_for
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.invariants import check_all
-from harness.scenario import load_scenario, parse_scenario, with_settings
-from loadtests import runner
-from loadtests.verdicts import check_run
+from loopfix.harness.invariants import check_all
+from loopfix.harness.scenario import load_scenario, parse_scenario, with_settings
+from loopfix.loadtests import runner
+from loopfix.loadtests.verdicts import check_run
 from loopfix.loadtest_commands import build_scenario
-from sim.run import simulate
+from loopfix.sim.run import simulate
 
 
 def broken(verdicts) -> dict[str, list[str]]:

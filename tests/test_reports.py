@@ -18,14 +18,14 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from harness import history as history_mod
-from harness.scenario import load_scenario, with_settings
+from loopfix.harness import history as history_mod
+from loopfix.harness.scenario import load_scenario, with_settings
 from loopfix.cli import cli
-from reports import figures
-from reports.claims import CLAIMS
-from reports import capacity
-from reports.page import recommendation_line, recovery_sentence
-from sim import simulate
+from loopfix.reports import figures
+from loopfix.reports.claims import CLAIMS
+from loopfix.reports import capacity
+from loopfix.reports.page import recommendation_line, recovery_sentence
+from loopfix.sim import simulate
 
 ARTEFACTS = Path(__file__).resolve().parent.parent / "runs" / "test-artefacts"
 FIGURES = ("ttp_cdf.png", "requests.png", "queue.png", "backoff.png", "capacity.png", "queue_wait.png", "mmc.png",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.scenario import list_scenarios, load_scenario, parse_scenario, with_settings
+from loopfix.harness.scenario import list_scenarios, load_scenario, parse_scenario, with_settings
 
 REQUIRED = {"steady", "retry-storm", "worker-outage", "slow-twilio", "missing-calllog", "worker-crash", "delete-storm"}
 

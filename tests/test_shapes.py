@@ -1,7 +1,7 @@
 """loadtests/shapes.py: the storm profiles as tables and the pure tick, Locust's -u/-r/-t in it."""
 from __future__ import annotations
 
-from loadtests.shapes import PROFILES, Given, shape_tick, users_at
+from loopfix.loadtests.shapes import PROFILES, Given, shape_tick, users_at
 
 STORM = PROFILES["storm"]
 

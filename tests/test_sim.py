@@ -6,13 +6,13 @@ import statistics
 
 import pytest
 
-from harness import history as H
-from harness import invariants as inv
-from harness.scenario import load_scenario, parse_scenario, with_settings
-from reference_app.events import dumps
-from sim import simulate
-from sim.keys import KeyStore
-from sim.queueing import erlang_c, mmc_mean_wait, mmc_wait_experiment
+from loopfix.harness import history as H
+from loopfix.harness import invariants as inv
+from loopfix.harness.scenario import load_scenario, parse_scenario, with_settings
+from loopfix.reference_app.events import dumps
+from loopfix.sim import simulate
+from loopfix.sim.keys import KeyStore
+from loopfix.sim.queueing import erlang_c, mmc_mean_wait, mmc_wait_experiment
 
 
 def run(name, variant="fixed", faults=(), **sets):
@@ -284,8 +284,8 @@ def test_scenario_parameters_are_validated_before_the_model_runs():
 
 
 def test_recording_urls_normalised_per_shape_match_the_policy_per_url():
-    from reference_app.policy import make_policy, normalise_recording_url
-    from sim.model import ODD_RECORDING_URL, RECORDING_URL
+    from loopfix.reference_app.policy import make_policy, normalise_recording_url
+    from loopfix.sim.model import ODD_RECORDING_URL, RECORDING_URL
 
     for variant in ("before", "seed", "fixed"):
         p = make_policy(variant)

@@ -1,11 +1,11 @@
-"""sim.records: the model's per-kind recorders build exactly reference_app.events.event's record."""
+"""loopfix.sim.records: the model's per-kind recorders build exactly reference_app.events.event's record."""
 from __future__ import annotations
 
 import pytest
 import simpy
 
-from reference_app import events
-from sim.records import recorder_name, recorders
+from loopfix.reference_app import events
+from loopfix.sim.records import recorder_name, recorders
 
 
 def sample_fields(kind: str) -> dict:
@@ -60,7 +60,7 @@ def test_a_missing_or_unknown_field_is_refused():
 def test_micro_round_is_round_to_six_places_bit_for_bit_near_halves_and_far_out():
     import random
 
-    from sim.records import micro_round
+    from loopfix.sim.records import micro_round
 
     rng = random.Random(7)
     times = [rng.uniform(0, 1e5) for _ in range(200_000)] + [rng.expovariate(0.01) for _ in range(50_000)]

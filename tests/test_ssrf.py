@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from urllib3.util import parse_url
 
-from loadtests.twilio_stub import wav_bytes
-from reference_app.jobs import process_recording
-from reference_app.models import RecordingFile, RecordingRun
-from reference_app.media import media_host_allowed
+from loopfix.loadtests.twilio_stub import wav_bytes
+from loopfix.reference_app.jobs import process_recording
+from loopfix.reference_app.models import RecordingFile, RecordingRun
+from loopfix.reference_app.media import media_host_allowed
 from tests.conftest import add_business, sid, signed_post
 
 TWILIO = "api.twilio.com"

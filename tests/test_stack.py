@@ -13,8 +13,8 @@ import pytest
 import redis
 from rq import Queue
 
-from loadtests.stack import Stack, descendants, marked_pids
-from reference_app.config import Config
+from loopfix.loadtests.stack import Stack, descendants, marked_pids
+from loopfix.reference_app.config import Config
 
 pytestmark = [pytest.mark.redis, pytest.mark.stack]
 
@@ -83,11 +83,11 @@ def test_a_retry_promoted_late_by_a_stopped_scheduler_is_caught_with_live_witnes
     """The ticker records each promotion as job.enqueue(via="retry"); with the worker (and its
     ticker) stopped through the first 60 s backoff, the promotion comes late and the checker
     says so, naming the job.retry and the late job.enqueue."""
-    from loadtests.verdicts import check_live
-    from reference_app.models import Business
-    from reference_app.policy import make_policy
-    from reference_app.recordings import enqueue_recording
-    from reference_app.services import Services
+    from loopfix.loadtests.verdicts import check_live
+    from loopfix.reference_app.models import Business
+    from loopfix.reference_app.policy import make_policy
+    from loopfix.reference_app.recordings import enqueue_recording
+    from loopfix.reference_app.services import Services
     from tests.conftest import read_events, sid
 
     config = Config(data_dir=(tmp_path / "data").resolve(), history_dir=(tmp_path / "history").resolve(),

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from harness import history as history_mod
-from loadtests import runner
-from loadtests.verdicts import check_run
+from loopfix.harness import history as history_mod
+from loopfix.loadtests import runner
+from loopfix.loadtests.verdicts import check_run
 from loopfix.loadtest_commands import build_scenario
 
 pytestmark = [pytest.mark.stack, pytest.mark.live]

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from loopfix.cli import cli
 from loopfix.report_commands import REPORT_SWEEPS
 from loopfix.sweep_commands import SweepFailed, run_sweep
-from reports import capacity
-from sim import sweep
+from loopfix.reports import capacity
+from loopfix.sim import sweep
 
 
 def test_mmc_special_case_mean_wait_within_ten_percent_of_erlang_c():

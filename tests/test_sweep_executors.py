@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from loopfix.cli import cli
 from loopfix.sweep_commands import SweepFailed, run_sweep
-from reports import capacity
-from sim import sweep
+from loopfix.reports import capacity
+from loopfix.sim import sweep
 
 distributed = pytest.importorskip("distributed")
 

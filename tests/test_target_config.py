@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from loadtests.target.config import INIT_TEXT, TargetFileError, load_target
+from loopfix.loadtests.target.config import INIT_TEXT, TargetFileError, load_target
 from loopfix.cli import cli
 
 AC = "AC" + "0123456789abcdef" * 2

@@ -25,12 +25,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadtests.stack import Stack, free_port
-from loadtests.target import doctor
-from loadtests.target.adapter import PlayAnswer
-from loadtests.target.config import TargetConfig, load_target
-from reference_app.config import Config
-from reference_app.policy import make_policy
+from loopfix.loadtests.stack import Stack, free_port
+from loopfix.loadtests.target import doctor
+from loopfix.loadtests.target.adapter import PlayAnswer
+from loopfix.loadtests.target.config import TargetConfig, load_target
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.policy import make_policy
 
 AC = "AC" + "ab" * 16
 BUSINESSES = {"businesses": [{"id": 1, "api_token": "t1", "account_sid": AC, "auth_token": "a1", "lead_ids": [1]}]}

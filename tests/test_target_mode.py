@@ -19,9 +19,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadtests.stack import Stack, free_port, http_ok, wait_until
-from reference_app.config import Config
-from reference_app.policy import make_policy
+from loopfix.loadtests.stack import Stack, free_port, http_ok, wait_until
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.policy import make_policy
 
 LEADS = 300
 RUN_TIMEOUT_S = 240  # wall seconds; a conformance run takes about 45

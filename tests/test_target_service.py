@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from loadtests.target.adapter import Business, OpenApiTarget, PlainHttp
-from loadtests.target.config import TargetConfig
-from loadtests.twilio_stub import StubServer, StubSettings, recording_body, serve
+from loopfix.loadtests.target.adapter import Business, OpenApiTarget, PlainHttp
+from loopfix.loadtests.target.config import TargetConfig
+from loopfix.loadtests.twilio_stub import StubServer, StubSettings, recording_body, serve
 
 SERVICE = Path(__file__).with_name("target_service.py")
 SCALE = 0.01

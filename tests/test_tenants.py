@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from reference_app.delete_job import delete_leads
-from reference_app.models import BackgroundJob, CallLog, Lead, RecordingFile, RecordingRun
+from loopfix.reference_app.delete_job import delete_leads
+from loopfix.reference_app.models import BackgroundJob, CallLog, Lead, RecordingFile, RecordingRun
 from tests.conftest import add_business, auth, sid
 
 pytestmark = pytest.mark.redis

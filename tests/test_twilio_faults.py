@@ -17,8 +17,8 @@ import time
 import pytest
 import requests
 
-from harness.invariants import check_no_duplicate_download
-from loadtests.twilio_stub import mp3_bytes
+from loopfix.harness.invariants import check_no_duplicate_download
+from loopfix.loadtests.twilio_stub import mp3_bytes
 from tests.conftest import add_business, auth, read_events
 from tests.test_recording_pipeline import post_signed, recording_form, start, wait_for
 

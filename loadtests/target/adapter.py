@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import requests
 from twilio.request_validator import RequestValidator
 
-from loadtests.target.config import TargetConfig
+from loopfix.loadtests.target.config import TargetConfig
 
 HOOK_TIMEOUT_S = 60.0  # wall seconds a hook command may take
 

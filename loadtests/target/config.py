@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from reference_app.policy import Policy, make_policy
+from loopfix.reference_app.policy import Policy, make_policy
 
 DEFAULT_PATHS: dict[str, str] = {
     "healthz": "/healthz",
@@ -266,7 +266,7 @@ def _adapter(spec: Any, folder: Path, problems: list[str]) -> str | None:
     """Import the adapter now, so a typo is a line here, not a crash mid-run. The target file's
     folder goes on sys.path: an adapter module kept beside the file imports as it would with
     `python -m` from there (the `loopfix` script does not put the working directory on it)."""
-    from loadtests.target.adapter import load_adapter_class  # here: adapter imports this module
+    from loopfix.loadtests.target.adapter import load_adapter_class  # here: adapter imports this module
 
     if spec is None:
         return None

@@ -25,11 +25,11 @@ import gevent
 import requests
 from locust import FastHttpUser, task
 
-from harness.scenario import Outage
-from loadtests import players
-from loadtests.fixtures import new_sid, recording_url
-from loadtests.load_context import LoadContext
-from loadtests.target.users import (TargetOps, business, delete_click, foreign_leads, send_call_status,
+from loopfix.harness.scenario import Outage
+from loopfix.loadtests import players
+from loopfix.loadtests.fixtures import new_sid, recording_url
+from loopfix.loadtests.load_context import LoadContext
+from loopfix.loadtests.target.users import (TargetOps, business, delete_click, foreign_leads, send_call_status,
                                     send_recording, watch_job)
 
 PLAY_AFTER_S = 30.0  # policy seconds from a flaky recording's callback to its player's click

@@ -22,10 +22,10 @@ from typing import Any, Callable
 
 import requests
 
-from loadtests.fixtures import new_sid, recording_url
-from loadtests.target.adapter import Business, PlainHttp, Target, make_target
-from loadtests.target.config import HOOKS, TargetConfig
-from loadtests.twilio_stub import StubServer, StubSettings, recording_body, serve
+from loopfix.loadtests.fixtures import new_sid, recording_url
+from loopfix.loadtests.target.adapter import Business, PlainHttp, Target, make_target
+from loopfix.loadtests.target.config import HOOKS, TargetConfig
+from loopfix.loadtests.twilio_stub import StubServer, StubSettings, recording_body, serve
 
 FETCH_WAIT_MIN_S = 5.0  # wall seconds the doctor waits at least for the service to fetch a recording
 FETCH_WAIT_MAX_S = 30.0  # ... and at most

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadtests.target.adapter import Business, Target
+from loopfix.loadtests.target.adapter import Business, Target
 
 
 def send_call_status(history: Any, target: Target, b: dict, call_sid: str, signed: bool = True) -> int:

@@ -25,21 +25,21 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import history as history_mod
-from harness import outside
-from harness.invariants import Verdict, player_time_bound
-from harness.scenario import Outage, Scenario, with_settings
-from loadtests import runner
-from loadtests.faults import FaultPlan
-from loadtests.fixtures import new_sid, recording_url, write_fixtures
-from loadtests.load_context import LOAD_START_FILE, PROBE_DONE_FILE, PROBE_FILE, RUN_DIR_ENV
-from loadtests.stack import Stack, wait_until
-from loadtests.target.adapter import Business, PlainHttp, Target, make_target
-from loadtests.target.config import TargetConfig
-from loadtests.target.observed import send_call_status, send_recording
-from reference_app.config import Config
-from reference_app.events import HistoryWriter
-from reference_app.policy import Policy
+from loopfix.harness import history as history_mod
+from loopfix.harness import outside
+from loopfix.harness.invariants import Verdict, player_time_bound
+from loopfix.harness.scenario import Outage, Scenario, with_settings
+from loopfix.loadtests import runner
+from loopfix.loadtests.faults import FaultPlan
+from loopfix.loadtests.fixtures import new_sid, recording_url, write_fixtures
+from loopfix.loadtests.load_context import LOAD_START_FILE, PROBE_DONE_FILE, PROBE_FILE, RUN_DIR_ENV
+from loopfix.loadtests.stack import Stack, wait_until
+from loopfix.loadtests.target.adapter import Business, PlainHttp, Target, make_target
+from loopfix.loadtests.target.config import TargetConfig
+from loopfix.loadtests.target.observed import send_call_status, send_recording
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.events import HistoryWriter
+from loopfix.reference_app.policy import Policy
 
 EARLY_WALL_S = 0.05  # a retry may come this much (wall) before its backoff: clocks and send times
 LATE_WALL_S = 1.0  # and this much after it before it is late: the service's scheduler, queue and start

@@ -28,11 +28,11 @@ import gevent
 import gevent.pool
 from locust import FastHttpUser, task
 
-from loadtests import deleters, players, webhooks
-from loadtests.load_context import PROBE_DONE_FILE, PROBE_FILE, LoadContext, load_context
-from loadtests.target.adapter import ACTIVE_JOB_STATES, Business, Target, make_target
-from loadtests.target.config import TargetConfig
-from loadtests.target.observed import send_call_status, send_recording  # noqa: F401 - conformance's too
+from loopfix.loadtests import deleters, players, webhooks
+from loopfix.loadtests.load_context import PROBE_DONE_FILE, PROBE_FILE, LoadContext, load_context
+from loopfix.loadtests.target.adapter import ACTIVE_JOB_STATES, Business, Target, make_target
+from loopfix.loadtests.target.config import TargetConfig
+from loopfix.loadtests.target.observed import send_call_status, send_recording  # noqa: F401 - conformance's too
 
 PROBE_SESSIONS = 32  # probe sessions at once
 WATCH_EVERY_S = 5.0  # policy seconds between two reads of a delete job

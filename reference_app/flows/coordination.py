@@ -1,6 +1,6 @@
 """The Coordination contract: the state the app's processes share through Redis, as one
-`typing.Protocol` with two adapters — `reference_app.coordination.Coordinator` (Redis, each
-operation atomic in one command or Lua script) and `sim.coordination.ModelCoordination` (the
+`typing.Protocol` with two adapters — `loopfix.reference_app.coordination.Coordinator` (Redis, each
+operation atomic in one command or Lua script) and `loopfix.sim.coordination.ModelCoordination` (the
 model's in-memory keys over simulated time). tests/contract/test_coordination.py runs every
 case against both.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from reference_app.policy import PlaybackGateAsk
+from loopfix.reference_app.policy import PlaybackGateAsk
 
 
 @dataclass(frozen=True)

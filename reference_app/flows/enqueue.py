@@ -9,8 +9,8 @@ back on the database, `pending_run` below, in both).
 """
 from __future__ import annotations
 
-from reference_app.flows.effects import ActiveRun, Coord, CreateRun, Flow
-from reference_app.policy import Policy
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Flow
+from loopfix.reference_app.policy import Policy
 
 
 def dedup_enqueue(call_sid: str, job_type: str, via: str, dedup: bool, p: Policy) -> Flow:

@@ -6,7 +6,7 @@ Whether a refresh or release checks the owner is the adapter's, by the Policy's 
 """
 from __future__ import annotations
 
-from reference_app.flows.effects import Coord, Emit, Flow
+from loopfix.reference_app.flows.effects import Coord, Emit, Flow
 
 
 def take_lock(business_id: int, op: str, owner: str, resumed: bool) -> Flow:

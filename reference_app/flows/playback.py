@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from reference_app.flows.coordination import PlaybackGate
-from reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck, Flow, Gap
-from reference_app.policy import (
+from loopfix.reference_app.flows.coordination import PlaybackGate
+from loopfix.reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck, Flow, Gap
+from loopfix.reference_app.policy import (
     ACTIVE_RUN_STATUSES,
     WAITING_RUN_STATUSES,
     PlaybackState,

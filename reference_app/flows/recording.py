@@ -7,8 +7,8 @@ writes it.
 """
 from __future__ import annotations
 
-from reference_app.flows.effects import Coord, Emit, Finish, Flow, Park, RetryByRQ, Save, Sleep
-from reference_app.policy import Policy, recording_retry_decision, retry_budget, slot_defer_delay
+from loopfix.reference_app.flows.effects import Coord, Emit, Finish, Flow, Park, RetryByRQ, Save, Sleep
+from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, slot_defer_delay
 
 
 def take_slot(job_id: str, business_id: int, owner: str, call_sid: str, p: Policy) -> Flow:

@@ -5,8 +5,8 @@ when, is each driver's; the decisions are policy.py's.
 """
 from __future__ import annotations
 
-from reference_app.flows.effects import ClaimRun, Coord, Emit, Flow, Park
-from reference_app.policy import Policy, stuck_run_over_budget
+from loopfix.reference_app.flows.effects import ClaimRun, Coord, Emit, Flow, Park
+from loopfix.reference_app.policy import Policy, stuck_run_over_budget
 
 
 def requeue_stuck(job_id: str, call_sid: str, job_type: str, retry_count: int, why: str, business_id: int,

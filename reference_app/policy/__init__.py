@@ -28,7 +28,7 @@ that differs is one named fault in `FAULTS`, and `extra_faults` switches on any 
 """
 from __future__ import annotations
 
-from reference_app.policy.backoff import (
+from loopfix.reference_app.policy.backoff import (
     RETRY_PHASES,
     RetryDecision,
     backoff_delay,
@@ -42,9 +42,9 @@ from reference_app.policy.backoff import (
     run_attempt,
     stuck_run_over_budget,
 )
-from reference_app.policy.core import Policy
-from reference_app.policy.describe import describe
-from reference_app.policy.enqueue import (
+from loopfix.reference_app.policy.core import Policy
+from loopfix.reference_app.policy.describe import describe
+from loopfix.reference_app.policy.enqueue import (
     ENQUEUE_REASON_STATUS,
     enqueue_dedup_ttl,
     enqueue_retry_is_int,
@@ -54,9 +54,9 @@ from reference_app.policy.enqueue import (
     recording_callback_enqueues,
     reported_enqueue_reason,
 )
-from reference_app.policy.failfast import fail_fast_tripped
-from reference_app.policy.faults import FAULTS, SEED_LOCK_TTL_S, VARIANT_FAULTS, VARIANTS, Variant
-from reference_app.policy.leads import (
+from loopfix.reference_app.policy.failfast import fail_fast_tripped
+from loopfix.reference_app.policy.faults import FAULTS, SEED_LOCK_TTL_S, VARIANT_FAULTS, VARIANTS, Variant
+from loopfix.reference_app.policy.leads import (
     BULK_DELETE_JOB_TYPE,
     BULK_DELETE_MAX_IDS,
     BULK_DELETE_OP,
@@ -76,7 +76,7 @@ from reference_app.policy.leads import (
     lock_ttl,
     parse_lead_ids,
 )
-from reference_app.policy.playback import (
+from loopfix.reference_app.policy.playback import (
     GATED_DECISIONS,
     REDIS_UNAVAILABLE_RETRY_AFTER_S,
     STUCK_RUN_FAILED_WHEN,
@@ -91,8 +91,8 @@ from reference_app.policy.playback import (
     retry_after,
     retry_after_header,
 )
-from reference_app.policy.player import player_delay, player_outcome, player_should_retry
-from reference_app.policy.runs import (
+from loopfix.reference_app.policy.player import player_delay, player_outcome, player_should_retry
+from loopfix.reference_app.policy.runs import (
     ACTIVE_RUN_STATUSES,
     LIVE_JOB_STATUSES,
     WAITING_RUN_STATUSES,
@@ -100,17 +100,17 @@ from reference_app.policy.runs import (
     run_orphaned,
     stuck_reason,
 )
-from reference_app.policy.settings import _OVERRIDABLE, make_policy, parse_faults
-from reference_app.policy.slots import inflight_ttl, slot_defer_delay
+from loopfix.reference_app.policy.settings import _OVERRIDABLE, make_policy, parse_faults
+from loopfix.reference_app.policy.slots import inflight_ttl, slot_defer_delay
 
 # Names that left the core for the layer that owns them, still importable from here so that no
 # importer had to change when policy.py became this package. Resolved on first use (PEP 562), so
 # the core does not import the app at load time. New code imports them from their home.
 _MOVED = {
-    "media_host_allowed": "reference_app.media",  # the SSRF allowlist: the app's, not a seed rule
-    "format_policy_value": "reference_app.config",  # LOOPFIX_POLICY's NAME=VALUE syntax
-    "parse_assignments": "reference_app.config",
-    "split_assignments": "reference_app.config",
+    "media_host_allowed": "loopfix.reference_app.media",  # the SSRF allowlist: the app's, not a seed rule
+    "format_policy_value": "loopfix.reference_app.config",  # LOOPFIX_POLICY's NAME=VALUE syntax
+    "parse_assignments": "loopfix.reference_app.config",
+    "split_assignments": "loopfix.reference_app.config",
 }
 
 

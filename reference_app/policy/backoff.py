@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from reference_app.policy.core import Policy
+from loopfix.reference_app.policy.core import Policy
 
 
 def backoff_delay(attempt: int, p: Policy) -> float:

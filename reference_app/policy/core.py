@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from reference_app.policy.faults import FAULTS, SEED_LOCK_TTL_S, VARIANT_FAULTS, VARIANTS, Variant
+from loopfix.reference_app.policy.faults import FAULTS, SEED_LOCK_TTL_S, VARIANT_FAULTS, VARIANTS, Variant
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from reference_app.policy.backoff import (
+from loopfix.reference_app.policy.backoff import (
     backoff_schedule,
     backoff_total,
     budget_phases,
     max_recording_runs,
     retry_budget,
 )
-from reference_app.policy.core import Policy
+from loopfix.reference_app.policy.core import Policy
 
 
 def describe(p: Policy) -> dict[str, object]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from reference_app.policy.core import Policy
+from loopfix.reference_app.policy.core import Policy
 
 
 ENQUEUE_REASON_STATUS = {"enqueued": 202, "cached": 200, "duplicate": 200, "error": 500}

@@ -5,7 +5,7 @@ reads its count.
 """
 from __future__ import annotations
 
-from reference_app.policy.core import Policy
+from loopfix.reference_app.policy.core import Policy
 
 
 def fail_fast_tripped(attempts_in_window: int, p: Policy) -> bool:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from reference_app.policy.core import Policy
-from reference_app.policy.failfast import fail_fast_tripped
-from reference_app.policy.runs import ACTIVE_RUN_STATUSES, RunState, stuck_reason
+from loopfix.reference_app.policy.core import Policy
+from loopfix.reference_app.policy.failfast import fail_fast_tripped
+from loopfix.reference_app.policy.runs import ACTIVE_RUN_STATUSES, RunState, stuck_reason
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The browser audio player (seed 002): when it retries, how long it waits, how a session ends."""
 from __future__ import annotations
 
-from reference_app.policy.core import Policy
+from loopfix.reference_app.policy.core import Policy
 
 
 def player_should_retry(status: int, retries_so_far: int, p: Policy) -> bool:

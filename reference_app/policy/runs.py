@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reference_app.policy.core import Policy
+from loopfix.reference_app.policy.core import Policy
 
 
 @dataclass(frozen=True)

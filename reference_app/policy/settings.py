@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
-from reference_app.policy.core import Policy
-from reference_app.policy.faults import FAULTS, SEED_LOCK_TTL_S
+from loopfix.reference_app.policy.core import Policy
+from loopfix.reference_app.policy.faults import FAULTS, SEED_LOCK_TTL_S
 
 # The constants a setting may override by name (harness/scenario.py checks a [policy] table's keys
 # against it); the variant and its faults have their own arguments.

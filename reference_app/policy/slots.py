@@ -1,7 +1,7 @@
 """The per-business download semaphore (seed 004): the defer schedule and the in-flight TTL."""
 from __future__ import annotations
 
-from reference_app.policy.core import Policy
+from loopfix.reference_app.policy.core import Policy
 
 
 def slot_defer_delay(defer_count: int, p: Policy) -> float:

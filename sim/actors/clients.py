@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Generator
 
-from reference_app import policy as P
-from sim.world import Call
+from loopfix.reference_app import policy as P
+from loopfix.sim.world import Call
 
 
 class Clients:

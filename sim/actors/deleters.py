@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Generator
 
-from reference_app import policy as P
-from reference_app.flows.effects import Coord, drive
-from reference_app.flows.locks import keep_lock, release_lock, take_lock
-from sim.world import DB_COMMIT_S, LOCK_OP, Entry, LeadJob
+from loopfix.reference_app import policy as P
+from loopfix.reference_app.flows.effects import Coord, drive
+from loopfix.reference_app.flows.locks import keep_lock, release_lock, take_lock
+from loopfix.sim.world import DB_COMMIT_S, LOCK_OP, Entry, LeadJob
 
 
 class Deleters:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Generator
 
-from reference_app import policy as P
-from reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck
-from reference_app.flows.enqueue import dedup_enqueue, pending_run
-from reference_app.flows.playback import PollCall, poll
-from sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run
+from loopfix.reference_app import policy as P
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck
+from loopfix.reference_app.flows.enqueue import dedup_enqueue, pending_run
+from loopfix.reference_app.flows.playback import PollCall, poll
+from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run
 
 
 class Web:

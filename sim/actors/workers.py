@@ -8,11 +8,11 @@ from typing import Any, Generator
 
 import simpy
 
-from reference_app import policy as P
-from reference_app.flows.effects import ClaimRun, Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
-from reference_app.flows.recording import defer, retry_later, take_slot
-from reference_app.flows.sweep import requeue_orphan, requeue_stuck
-from sim.world import Entry, Run
+from loopfix.reference_app import policy as P
+from loopfix.reference_app.flows.effects import ClaimRun, Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
+from loopfix.reference_app.flows.recording import defer, retry_later, take_slot
+from loopfix.reference_app.flows.sweep import requeue_orphan, requeue_stuck
+from loopfix.sim.world import Entry, Run
 
 
 class Workers:

@@ -14,10 +14,10 @@ from typing import Callable
 
 import redis
 
-from reference_app.coordination import Coordinator
-from reference_app.flows.coordination import Coordination
-from reference_app.policy import Policy
-from sim.coordination import ModelCoordination
+from loopfix.reference_app.coordination import Coordinator
+from loopfix.reference_app.flows.coordination import Coordination
+from loopfix.reference_app.policy import Policy
+from loopfix.sim.coordination import ModelCoordination
 
 ADAPTERS = ("redis", "model")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters import ADAPTERS, Subject, build
-from reference_app.policy import make_policy
+from loopfix.reference_app.policy import make_policy
 
 
 @pytest.fixture(params=ADAPTERS)

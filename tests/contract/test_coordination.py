@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reference_app.flows.coordination import Coordination, PlaybackGate
-from reference_app.policy import PlaybackGateAsk, fail_fast_tripped, make_policy
+from loopfix.reference_app.flows.coordination import Coordination, PlaybackGate
+from loopfix.reference_app.policy import PlaybackGateAsk, fail_fast_tripped, make_policy
 
 from adapters import build
 

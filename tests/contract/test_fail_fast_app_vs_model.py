@@ -18,9 +18,9 @@ import types
 import pytest
 
 from adapters import RedisClock
-from harness.scenario import load_scenario
-from reference_app import recordings
-from sim.model import Call, Model
+from loopfix.harness.scenario import load_scenario
+from loopfix.reference_app import recordings
+from loopfix.sim.model import Call, Model
 from tests.conftest import add_business, auth
 
 STUB = "https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/{sid}.mp3"

@@ -1,0 +1,196 @@
+"""Requests per second of the poll endpoint under gunicorn, on the 202 path (a queued download,
+a worker alive) and the 200 path (64 kB of audio from disk), each divided by the req/s of a bare
+Flask JSON endpoint (`loopfix.benchmarks.bare_app`) served by the same gunicorn configuration in the
+same run.
+
+The load tool is wrk (Debian package `wrk`, one thread, keep-alive connections, one per
+gunicorn thread). Its CPU time (from `wait4`) and the servers' (from /proc) are reported beside
+each figure, so a reader can see that wrk is not the bottleneck: it uses a small share of one
+core while the server side uses the rest of the machine.
+
+On a shared machine req/s moves with the other tenants' load, so each path also gets a figure
+that moves much less: requests per CPU second of the server side (gunicorn's processes, plus
+redis-server for the app: the poll's Redis work is part of its cost), beside the bare app's.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from loopfix.benchmarks import poll_targets
+from loopfix.benchmarks.figures import Figure
+from loopfix.loadtests.stack import Stack, free_port, http_ok, wait_until
+from loopfix.reference_app.config import Config
+from loopfix.reference_app.services import Services
+
+WORKERS, THREADS = 2, 8  # `loopfix serve`'s defaults
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def gunicorn_argv(app: str, port: int, workers: int = WORKERS, threads: int = THREADS) -> list[str]:
+    """The one gunicorn command line both apps run under: `loopfix serve`'s flags."""
+    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+            "--threads", str(threads), "--worker-class", "gthread", "--graceful-timeout", "5",
+            "--access-logfile", "/dev/null", app]
+
+
+def serve(stack: Stack, name: str, app: str, health_path: str) -> tuple[str, int]:
+    """Start `app` under gunicorn in `stack` (stopped with it); returns (base URL, master pid)."""
+    port = free_port()
+    proc = stack._spawn(name, gunicorn_argv(app, port), stack.env(name))
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_ok(url + health_path), 30, name, proc.popen, proc.log)
+    return url, proc.pid
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent not idle (all cores, /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / TICKS  # minus idle and iowait
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of `pid` and its live children (gunicorn's workers)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:  # fields[1]: ppid
+            total += (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return total
+
+
+@dataclass(frozen=True)
+class Load:
+    """One wrk run: req/s, requests, non-2xx answers, socket errors, and CPU seconds of wrk, the
+    server and the whole machine."""
+
+    rps: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    seconds: float
+    wrk_cpu_s: float
+    server_cpu_s: float
+    machine_cpu_s: float
+
+    @property
+    def wrk_cores(self) -> float:
+        return self.wrk_cpu_s / self.seconds
+
+    @property
+    def server_cores(self) -> float:
+        return self.server_cpu_s / self.seconds
+
+    @property
+    def other_cores(self) -> float:
+        """Busy cores that were neither wrk nor the server: the machine's other tenants."""
+        return max(0.0, (self.machine_cpu_s - self.wrk_cpu_s - self.server_cpu_s) / self.seconds)
+
+    @property
+    def per_cpu_s(self) -> float:
+        """Requests per CPU second of the server side."""
+        return self.requests / self.server_cpu_s if self.server_cpu_s else 0.0
+
+
+def wrk(url: str, seconds: float, server_pid: int, headers: dict[str, str] | None = None,
+        connections: int = WORKERS * THREADS, also_pids: tuple[int, ...] = ()) -> Load:
+    """One wrk run against `url`; the server's CPU is `server_pid`'s tree plus `also_pids`'."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s"]
+    for k, v in (headers or {}).items():
+        argv += ["-H", f"{k}: {v}"]
+
+    def server_cpu() -> float:
+        return sum(process_tree_cpu_s(pid) for pid in (server_pid, *also_pids))
+
+    server_before, machine_before, start = server_cpu(), machine_busy_s(), time.perf_counter()
+    p = subprocess.Popen(argv + [url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)  # wrk's own CPU time
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall, server_cpu_s = time.perf_counter() - start, server_cpu() - server_before
+    machine_cpu_s = machine_busy_s() - machine_before
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if p.returncode != 0 or rps is None:
+        raise RuntimeError(f"wrk failed (exit {p.returncode}): {out.strip()[-300:]}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return Load(float(rps.group(1)), int(re.search(r"(\d+) requests in", out).group(1)),
+                int(non_2xx.group(1)) if non_2xx else 0, sum(map(int, errors.groups())) if errors else 0,
+                wall, usage.ru_utime + usage.ru_stime, server_cpu_s, machine_cpu_s)
+
+
+def _status(url: str, headers: dict[str, str]) -> int:
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _note(load: Load, base: Load) -> str:
+    return (f"wrk -t1 -c{WORKERS * THREADS}: wrk {load.wrk_cores:.0%} of one core, server "
+            f"{load.server_cores:.2f} cores, other tenants {load.other_cores:.2f} (bare: wrk {base.wrk_cores:.0%}, "
+            f"server {base.server_cores:.2f}, other tenants {base.other_cores:.2f}); "
+            f"{load.requests:,} requests, {load.non_2xx} unexpected statuses, {load.socket_errors} socket errors")
+
+
+def figures(stack: Stack, seconds: float = 5.0, repeat: int = 3, progress=lambda label: None) -> list[Figure]:
+    """Poll req/s on the 202 and 200 paths ÷ bare Flask req/s, best of `repeat` interleaved runs
+    each; and requests per server CPU second ÷ the bare app's, the median of the runs."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk not on PATH: apt-get install -y wrk")
+    svc = Services(stack.config)
+    business_id, token = poll_targets.add_business(svc)
+    waiting = poll_targets.add_call(svc, business_id, "queued")
+    ready = poll_targets.add_call(svc, business_id, "ready")
+    bare_url, bare_pid = serve(stack, "bare", "loopfix.benchmarks.bare_app:app", "/json")
+    app_url, app_pid = serve(stack, "app", "loopfix.reference_app.wsgi:app", "/healthz")
+    auth = {"Authorization": f"Bearer {token}"}
+    targets = {
+        "bare": (bare_url + "/json", bare_pid, {}, 200),
+        "202": (f"{app_url}/api/recordings/file/{waiting}", app_pid, auth, 202),
+        "200": (f"{app_url}/api/recordings/file/{ready}", app_pid, auth, 200),
+    }
+    redis_pid = (stack.procs["redis"].pid,) if "redis" in stack.procs else ()
+    best: dict[str, Load] = {}
+    per_cpu: dict[str, list[float]] = {key: [] for key in targets}
+    for rep in range(repeat):
+        for key, (url, pid, headers, expected) in targets.items():
+            progress(f"app: {key} ({rep + 1}/{repeat})")
+            svc.coord.worker_beat()  # the liveness key outlives one run (heartbeat timeout)
+            poll_targets.refresh(svc, waiting)
+            got = _status(url, headers)
+            if got != expected:
+                raise RuntimeError(f"{url} answered {got}, expected {expected}")
+            load = wrk(url, seconds, pid, headers, also_pids=redis_pid if key != "bare" else ())
+            per_cpu[key].append(load.per_cpu_s)
+            if key not in best or load.rps > best[key].rps:
+                best[key] = load
+    base = best["bare"]
+    common = dict(baseline=base.rps, baseline_name="bare Flask JSON endpoint, same gunicorn", baseline_unit="req/s")
+    cpu = {key: statistics.median(values) for key, values in per_cpu.items()}
+    cpu_common = dict(baseline=cpu["bare"], baseline_name="bare Flask JSON endpoint, same gunicorn",
+                      baseline_unit="req/CPU-s")
+    return [
+        Figure("app", "poll 202 (queued, worker alive)", best["202"].rps, "req/s", goal="ratio >= 0.5",
+               note=_note(best["202"], base), **common),
+        Figure("app", "poll 200 (64 kB audio)", best["200"].rps, "req/s", note=_note(best["200"], base), **common),
+        *(Figure("app", f"poll {key}: requests per server CPU second", cpu[key], "req/CPU-s",
+                 note=f"median of {repeat} runs ({', '.join(f'{v:,.0f}' for v in per_cpu[key])}); server: "
+                      "gunicorn's processes + redis-server (bare: gunicorn's)", **cpu_common)
+          for key in ("202", "200")),
+    ]

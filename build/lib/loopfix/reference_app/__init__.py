@@ -1,0 +1,70 @@
+"""The reference app: Flask + RQ + Redis + SQLAlchemy, every seed fix in place and every
+seed-era bug behind a switch (`policy.Policy`). `create_app(config)` is the factory."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from loopfix.reference_app.config import Config
+
+
+def create_app(config: Config | None = None) -> Flask:
+    # Imported here, not at the top: importing any reference_app module (the policy core, which
+    # harness/ and sim/ import) runs this file, and must not pull in Flask, Redis or SQLAlchemy.
+    import redis
+    from flask import Flask, g, jsonify
+    from werkzeug.exceptions import HTTPException
+
+    from loopfix.reference_app.config import Config
+    from loopfix.reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S, retry_after_header
+    from loopfix.reference_app.services import Services, set_services
+
+    config = config or Config.from_env()
+    svc = Services(config)
+    set_services(svc)
+    app = Flask(__name__, static_folder=None)  # no static files: no /static route to document
+    app.extensions["loopfix"] = svc
+    svc.engine  # create tables at start, not on the first request
+    config.recordings_dir.mkdir(parents=True, exist_ok=True)
+
+    from loopfix.reference_app import routes_leads, routes_recordings, routes_webhooks
+
+    app.register_blueprint(routes_recordings.bp)
+    app.register_blueprint(routes_webhooks.bp)
+    app.register_blueprint(routes_leads.bp)
+
+    @app.before_request
+    def _open_session():
+        g.db = svc.sessions()
+
+    @app.teardown_request
+    def _close_session(_exc):
+        db = g.pop("db", None)
+        if db is not None:
+            db.close()
+
+    @app.get("/healthz")
+    def healthz():
+        svc.redis.ping()
+        return jsonify(ok=True, variant=svc.policy.variant, time_scale=svc.policy.time_scale)
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def _redis_down(_exc):
+        resp = jsonify(error="redis_unavailable", message="coordination store unreachable; retry shortly")
+        resp.status_code = 503  # Retry-After in wall seconds, as HTTP means it
+        resp.headers["Retry-After"] = retry_after_header(svc.policy.wall(REDIS_UNAVAILABLE_RETRY_AFTER_S))
+        return resp
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        resp = jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description)
+        resp.status_code = exc.code
+        for name, value in exc.get_headers():  # 416's Content-Range, 405's Allow, ...
+            if name.lower() not in ("content-type", "content-length"):
+                resp.headers[name] = value
+        return resp
+
+    return app

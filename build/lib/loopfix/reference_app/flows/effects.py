@@ -1,0 +1,120 @@
+"""The effects a flow yields, and the plain driver that runs a flow synchronously.
+
+A flow yields one of these and is sent the result; each is an immutable record that names what
+to do, never how (the app's driver does it with Redis, RQ, SQLAlchemy and the history writer;
+the model's with SimPy and its world; a test with a list of canned results).
+
+- `Coord(op, args)`: call `op` on the Coordination adapter (flows/coordination.py); result: its
+  answer. An unreachable store raises out of the driver, not into the flow.
+- `Gap()`: a round trip passes here, where a concurrent request can slip in (the seed's
+  check-then-set races). The app's own round trip is the gap; the model lets REDIS_RTT_S pass.
+- `Emit(kind, fields)`: record one history event (reference_app/events.py's schema).
+- `Enqueue(job_type, via, dedup)`: the recording enqueue with its dedup; result: 'enqueued' |
+  'duplicate' | 'error' as the caller reports it (policy.reported_enqueue_reason).
+- `FailStuck(reason)`: mark the stuck run the flow found failed (once; a compare-and-set).
+- `CreateRun(job_type, via)`: create the run row and put its job on the queue; result: True,
+  or False when the enqueue raised. (With Redis unreachable, flows.enqueue.pending_run: the row
+  alone, queued, for the workers' sweep to enqueue.)
+- `ActiveRun()`: has the call an active run (queued, running, retry_wait)? result: bool.
+
+The recording job's steps (flows/recording.py) act on the run the driver holds:
+- `Save(fields)`: set the run's columns and commit; `next_attempt_in_s` sets next_attempt_at
+  that many policy seconds from now (each driver on its own clock).
+- `Park(delay_s, via)`: put the run's job back on the queue after `delay_s` (0: now).
+- `Sleep(seconds)`: the worker itself sleeps (only the seeds' faults do).
+- `Finish(status, error)`: end the run done or failed (and record job.end).
+- `RetryByRQ(error)`: the seed's retry: raise, and let RQ's Retry re-run the job at once.
+- `ClaimRun(fields)`: compare-and-set the run as the sweep read it: set `fields` (with
+  `created_now`, created_at = now) and commit; result False when another sweep changed it first.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Generator, NamedTuple
+
+
+class Coord(NamedTuple):
+    op: str
+    args: tuple = ()
+
+
+class Gap(NamedTuple):
+    pass
+
+
+class Emit(NamedTuple):
+    kind: str
+    fields: dict
+
+
+class Enqueue(NamedTuple):
+    job_type: str
+    via: str
+    dedup: bool
+
+
+class FailStuck(NamedTuple):
+    reason: str
+
+
+class CreateRun(NamedTuple):
+    job_type: str
+    via: str
+
+
+class ActiveRun(NamedTuple):
+    pass
+
+
+class Save(NamedTuple):
+    fields: dict
+
+
+class Park(NamedTuple):
+    delay_s: float
+    via: str
+
+
+class Sleep(NamedTuple):
+    seconds: float
+
+
+class Finish(NamedTuple):
+    status: str
+    error: str | None
+
+
+class RetryByRQ(NamedTuple):
+    error: str
+
+
+class ClaimRun(NamedTuple):
+    fields: dict
+
+
+Effect = (Coord | Gap | Emit | Enqueue | FailStuck | CreateRun | ActiveRun | Save | Park | Sleep | Finish | RetryByRQ
+          | ClaimRun)
+Flow = Generator[Effect, Any, Any]
+
+
+def drive(flow: Flow, handle: Callable[[Effect], Any]) -> Any:
+    """Run `flow` to its end, doing each effect with `handle(effect)` and sending back its result;
+    returns the flow's value. An exception from `handle` ends the flow and propagates."""
+    result = None
+    while True:
+        try:
+            effect = flow.send(result)
+        except StopIteration as stop:
+            return stop.value
+        result = handle(effect)
+
+
+def drive_with(flow: Flow, results: list) -> tuple[list[Effect], Any]:
+    """A test's driver: answer the flow's effects with `results` in order; (effects, value)."""
+    effects: list[Effect] = []
+    answers = iter(results)
+
+    def handle(effect: Effect) -> Any:
+        effects.append(effect)
+        return next(answers)
+
+    return effects, drive(flow, handle)

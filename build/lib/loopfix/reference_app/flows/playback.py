@@ -1,0 +1,118 @@
+"""The playback poll (seeds 002, 003), once for the app's GET /api/recordings/file/<call_sid>
+and the model's players: decide with policy.playback_decision for a live and a dead worker,
+ask the gate (liveness, the playback mark, the fail-fast count) only what that decision needs,
+then serve, wait, fail the stuck run, trip fail-fast or enqueue, as policy.playback_action says.
+
+The gate is one Coordination step (`playback_gate`), except under the seed's racy faults: there
+the mark is a check, a gap and a set (`playback_check_then_mark`) and the count its own step, so
+their races stay reachable in both drivers. Finding the call (404 when there is none) and
+serving the file are the drivers'.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from loopfix.reference_app.flows.coordination import PlaybackGate
+from loopfix.reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck, Flow, Gap
+from loopfix.reference_app.policy import (
+    ACTIVE_RUN_STATUSES,
+    WAITING_RUN_STATUSES,
+    PlaybackState,
+    Policy,
+    RunState,
+    playback_action,
+    playback_decision,
+    playback_dedups,
+    playback_gate_ask,
+)
+
+NO_GATE = PlaybackGate(None, None, 0)
+
+
+class PollCall(NamedTuple):
+    """What the poll knows of the call before it decides: its recording, file and latest run.
+    (NamedTuples here: immutable, and cheap to build on every poll of the model.)"""
+
+    business_id: int
+    call_sid: str
+    has_recording_url: bool
+    file_ready: bool
+    run: RunState | None
+
+
+class Reply(NamedTuple):
+    """The poll's answer: status, JSON body (None: empty), Retry-After (policy seconds); `serve`:
+    send the file."""
+
+    status: int
+    body: dict | None = None
+    retry_after_s: float | None = None
+    serve: bool = False
+
+
+def poll(call: PollCall, now: float, p: Policy) -> Flow:
+    """One poll of `call` at `now` (policy seconds); returns its Reply."""
+    run = call.run
+
+    def decide(alive: bool | None):
+        return playback_decision(PlaybackState(call.has_recording_url, call.file_ready, run, alive), now, p)
+
+    # Liveness matters only for a waiting run, and only when it changes the answer.
+    waiting = run is not None and run.status in WAITING_RUN_STATUSES
+    if waiting:
+        if_alive, if_dead = decide(True), decide(False)
+    else:
+        if_alive = if_dead = decide(None)
+    ask = playback_gate_ask(if_alive, if_dead)
+    if not ask.round_trip:
+        gate = NO_GATE
+    elif p.has("playback_check_then_mark") or p.has("fail_fast_incr_then_expire"):
+        gate = yield from racy_gate(call, ask, p)
+    else:
+        gate = yield Coord("playback_gate", (call.business_id, call.call_sid, ask))
+    decision = if_alive if gate.alive else if_dead
+    kind = decision.kind
+    if kind == "serve":
+        return Reply(200, serve=True)
+    if kind == "not_found":
+        return Reply(404, {"error": "no_recording_url", "message": decision.reason})
+    if kind == "wait":
+        return Reply(202, {"status": "processing"}, decision.retry_after_s)
+    stuck = kind == "start" and run is not None and run.status in ACTIVE_RUN_STATUSES
+    attempts = gate.attempts
+    act = playback_action(decision, stuck, bool(gate.marked), attempts, p)
+    if act.fail_stuck:
+        yield FailStuck(decision.reason)
+    if act.trip:
+        yield Emit("fail_fast.trip", {"call_sid": call.call_sid, "count": attempts})
+    counted = {"attempt": attempts, "max_attempts": p.fail_fast_max_attempts}
+    if not act.enqueue:
+        if act.error:
+            message = f"{attempts - 1} attempts in the window; the worker is not processing"
+            return Reply(act.status, {"error": act.error, "message": message})
+        return Reply(act.status, {"status": "processing", **(counted if gate.marked else {})}, act.retry_after_s)
+    reason = yield Enqueue("download_only", "playback", playback_dedups(p))
+    yield Emit("enqueue.result", {"call_sid": call.call_sid, "reason": reason,
+                                  "status": 202 if reason != "error" else 500})
+    if reason == "error":
+        return Reply(500, {"error": "enqueue_failed"})
+    return Reply(202, {"status": "processing", **counted}, act.retry_after_s)
+
+
+def racy_gate(call: PollCall, ask, p: Policy) -> Flow:
+    """The seed's gate as separate steps: liveness, then the mark as check-gap-set
+    (`playback_check_then_mark`) or one SET NX, then the count (its own step, so
+    `fail_fast_incr_then_expire`'s crash window stays reachable)."""
+    b, cs = call.business_id, call.call_sid
+    alive = (yield Coord("worker_alive")) if ask.read_alive else None
+    if not (ask.gate_if_alive if alive else ask.gate_if_dead):
+        return PlaybackGate(alive, None, 0)
+    if playback_dedups(p):
+        if p.has("playback_check_then_mark"):
+            if (yield Coord("playback_marked", (b, cs))):
+                return PlaybackGate(alive, False, 0)
+            yield Gap()
+            yield Coord("set_playback_mark", (b, cs))
+        elif not (yield Coord("mark_playback", (b, cs))):
+            return PlaybackGate(alive, False, 0)
+    return PlaybackGate(alive, True, (yield Coord("count_attempt", (cs,))))

@@ -1,0 +1,336 @@
+"""Figures read off one history — the same functions for a model run and a live run.
+
+Calibration compares the model with the live stack, so both are measured by one set of
+functions over the shared event schema (`reference_app/events.py`), never by the model's own
+counters. Every function is pure: a list of event records in, plain numbers out.
+
+Definitions (all times in policy seconds):
+- a *playback* is one client session that got a 200/206; its time to playable runs from the
+  session's first request to that response, its requests are all the session's requests;
+- *jobs per recording*: distinct job ids enqueued per call_sid, over calls that had a job;
+- *downloads per recording*: completed (not skipped) downloads per recording, over recordings
+  downloaded at least once — 1.0 means no duplicate download;
+- *backlog*: jobs enqueued and not yet started (a job leaves it when it starts, fails, or is
+  declared stuck, and re-enters on every re-enqueue), sampled on a fixed step;
+- *recovery*: how long after the last outage ends the backlog first falls back to its
+  pre-outage level;
+- *not played*: sessions that gave up or ended on an error, over sessions that asked for a
+  recording that exists (a 404 for a call without one is the right answer, not a failure);
+- *after the outage*: what the workers did from the outage's end until recovery — the job runs
+  that downloaded, and those that did not (deferred for a business's busy slots, a worker
+  asleep), jobs declared stuck and re-enqueued, new jobs arriving.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+Event = Mapping[str, Any]
+BACKLOG_STEP_S = 60.0
+# The figures of `summary` that calibration compares between the model and a live run.
+CALIBRATION_METRICS = ("ttp_p50_s", "ttp_p95_s", "requests_per_playback", "jobs_per_recording",
+                       "downloads_per_recording")
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..1) of `values`; None when empty."""
+    xs = sorted(values)
+    if not xs:
+        return None
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+@dataclass(frozen=True)
+class Session:
+    """One client playback session: its requests, when it played (None: never), how it ended."""
+
+    call_sid: str
+    start_t: float
+    requests: int
+    time_to_playable_s: float | None
+    outcome: str | None
+
+
+def sessions(history: Iterable[Event]) -> list[Session]:
+    first: dict[tuple[Any, Any], float] = {}
+    calls: dict[tuple[Any, Any], str] = {}
+    count: dict[tuple[Any, Any], int] = defaultdict(int)
+    played: dict[tuple[Any, Any], float] = {}
+    outcome: dict[tuple[Any, Any], str] = {}
+    for e in history:
+        kind = e.get("kind")
+        if kind == "client.request":
+            key = (e["client"], e["session"])
+            first.setdefault(key, float(e["t"]))
+            calls.setdefault(key, str(e.get("call_sid")))
+            count[key] += 1
+            if e.get("status") in (200, 206) and key not in played:
+                played[key] = float(e["t"]) - first[key]
+        elif kind == "client.end":
+            outcome[(e["client"], e["session"])] = str(e.get("outcome"))
+    return [Session(calls[k], first[k], count[k], played.get(k), outcome.get(k)) for k in first]
+
+
+def times_to_playable(history: Iterable[Event]) -> list[float]:
+    return [s.time_to_playable_s for s in sessions(history) if s.time_to_playable_s is not None]
+
+
+def summary(history: Sequence[Event]) -> dict[str, Any]:
+    """The calibration figures of one run (see the module docstring for each definition)."""
+    ss = sessions(history)
+    ttp = [s.time_to_playable_s for s in ss if s.time_to_playable_s is not None]
+    reqs = [float(s.requests) for s in ss if s.time_to_playable_s is not None]
+    jobs: dict[Any, set[Any]] = defaultdict(set)
+    downloads: dict[Any, int] = {}
+    for e in history:
+        kind = e.get("kind")
+        if kind == "job.enqueue":
+            jobs[e["call_sid"]].add(e["job_id"])
+        elif kind == "download.end" and e.get("ok") and not e.get("skipped"):
+            downloads[e["recording_sid"]] = downloads.get(e["recording_sid"], 0) + 1
+    outcomes: dict[str, int] = defaultdict(int)
+    for s in ss:
+        outcomes[s.outcome or "open"] += 1
+    return {
+        "sessions": len(ss),
+        "playbacks": len(ttp),
+        "ttp_p50_s": percentile(ttp, 0.5),
+        "ttp_p95_s": percentile(ttp, 0.95),
+        "requests_per_playback": mean(reqs),
+        "jobs_per_recording": mean([float(len(v)) for v in jobs.values()]),
+        "downloads_per_recording": mean([float(v) for v in downloads.values()]),
+        "outcomes": dict(sorted(outcomes.items())),
+    }
+
+
+def outage_windows(history: Iterable[Event]) -> list[tuple[float, float, str]]:
+    """(start, end, target) of every outage; an outage with no end runs to the last event."""
+    open_at: dict[str, list[float]] = defaultdict(list)
+    out: list[tuple[float, float, str]] = []
+    history = history if isinstance(history, Sequence) else list(history)
+    for e in history:
+        kind = e.get("kind")
+        if kind == "outage.start":
+            open_at[str(e.get("target"))].append(float(e["t"]))
+        elif kind == "outage.end" and open_at[str(e.get("target"))]:
+            out.append((open_at[str(e["target"])].pop(0), float(e["t"]), str(e["target"])))
+    if any(open_at.values()):
+        last = max(float(e.get("t", 0.0)) for e in history)
+        out.extend((t, last, target) for target, ts in open_at.items() for t in ts)
+    return sorted(out)
+
+
+def _track_waiting(waiting: set[Any], e: Event) -> bool:
+    """Apply one event to the set of jobs waiting (enqueued, not started); True when a job run
+    started."""
+    kind = e.get("kind")
+    if kind == "job.enqueue":
+        waiting.add(e["job_id"])
+    elif kind == "job.start":
+        waiting.discard(e["job_id"])
+        return True
+    elif kind == "job.stuck" or (kind == "job.end" and e.get("outcome") == "failed"):
+        waiting.discard(e["job_id"])
+    return False
+
+
+def backlog(history: Iterable[Event], step_s: float = BACKLOG_STEP_S) -> list[tuple[float, int, int]]:
+    """(t, jobs waiting, job runs started in the step before t), one sample per `step_s`."""
+    waiting: set[Any] = set()
+    samples: list[tuple[float, int, int]] = []
+    next_t, started = step_s, 0
+    for e in history:
+        t = float(e.get("t", 0.0))
+        while t >= next_t:
+            samples.append((next_t, len(waiting), started))
+            next_t, started = next_t + step_s, 0
+        started += _track_waiting(waiting, e)
+    samples.append((next_t, len(waiting), started))
+    return samples
+
+
+def recovery_s(history: Sequence[Event], until_s: float | None = None,
+               step_s: float = BACKLOG_STEP_S, series: Sequence[tuple[float, int, int]] | None = None) -> float | None:
+    """Seconds from the end of the last outage until the backlog first falls back to its
+    pre-outage level (its maximum before the outage, plus two jobs of slack), judged up to
+    `until_s` (pass when arrivals stop: a queue that drains only once the load is gone has not
+    recovered), to the sampling step; None when there is no outage or it is still high at
+    `until_s` — the system is stuck in its degraded state while the load goes on. `series`:
+    the history's `backlog(history, step_s)` when the caller has it already."""
+    windows = outage_windows(history)
+    if not windows:
+        return None
+    first_start, last_end = windows[0][0], max(end for _, end, _ in windows)
+    series = backlog(history, step_s) if series is None else series
+    normal = max([w for t, w, _ in series if t <= first_start] + [0]) + 2
+    for t, w, _ in series:
+        if t >= last_end and (until_s is None or t <= until_s) and w <= normal:
+            return t - last_end
+    return None
+
+
+def unplayed_share(outcomes: Mapping[str, int]) -> float | None:
+    """Sessions that did not play (gave up, an error, still open), over the sessions whose
+    recording exists — `outcomes` as `summary` counts them; None when there is none."""
+    asked = sum(n for k, n in outcomes.items() if k != "not_found")
+    return None if not asked else (asked - outcomes.get("played", 0)) / asked
+
+
+def row_outcomes(row: Mapping[str, Any]) -> dict[str, int]:
+    """A sweep row's `sessions_<outcome>` columns back into `summary`'s outcomes."""
+    return {k[len("sessions_"):]: int(v or 0) for k, v in row.items() if k.startswith("sessions_")}
+
+
+def after_outage(history: Sequence[Event], until_s: float | None = None,
+                 step_s: float = BACKLOG_STEP_S) -> dict[str, Any] | None:
+    """What happened from the end of the last outage until the backlog recovered (`recovery_s`,
+    judged up to `until_s`), or until `until_s` when it did not: the jobs waiting at the
+    outage's end and at the window's end, the job runs started and how they ended (a download,
+    deferred, failed), workers' sleeps, jobs declared stuck, new jobs and re-enqueued ones.
+    None when the history has no outage."""
+    windows = outage_windows(history)
+    if not windows:
+        return None
+    end = max(e for _, e, _ in windows)
+    recovery = recovery_s(history, until_s, step_s)
+    stop = end + recovery if recovery is not None else (until_s if until_s is not None else math.inf)
+    waiting: set[Any] = set()
+    seen: set[Any] = set()
+    counts = {"job_runs": 0, "downloads": 0, "deferred": 0, "failed": 0, "worker_sleeps": 0, "stuck": 0,
+              "new_jobs": 0, "re_enqueued": 0}
+    at_end = None
+    for e in history:
+        t, kind = float(e.get("t", 0.0)), e.get("kind")
+        if t >= end and at_end is None:
+            at_end = len(waiting)
+        if t > stop:
+            break
+        if end <= t:
+            if kind == "job.enqueue":
+                counts["re_enqueued" if e["job_id"] in seen else "new_jobs"] += 1
+            counts["job_runs"] += kind == "job.start"
+            counts["downloads"] += kind == "download.start"
+            counts["deferred"] += kind == "job.end" and e.get("outcome") == "deferred"
+            counts["failed"] += kind == "job.end" and e.get("outcome") == "failed"
+            counts["worker_sleeps"] += kind == "worker.sleep"
+            counts["stuck"] += kind == "job.stuck"
+        if kind == "job.enqueue":
+            seen.add(e["job_id"])
+        _track_waiting(waiting, e)
+    return {"outage_end_s": end, "recovery_s": recovery, "window_s": stop - end if stop != math.inf else None,
+            "waiting_at_outage_end": at_end if at_end is not None else len(waiting),
+            "waiting_at_window_end": len(waiting), **counts}
+
+
+def retry_timeline(history: Sequence[Event]) -> dict[str, Any] | None:
+    """The job with the most recording retries: each retry's time and announced delay, and
+    when its next run started — the raw material of the backoff figure."""
+    retries: dict[Any, list[Event]] = defaultdict(list)
+    starts: dict[Any, list[float]] = defaultdict(list)
+    for e in history:
+        if e.get("kind") == "job.retry":
+            retries[e["job_id"]].append(e)
+        elif e.get("kind") == "job.start":
+            starts[e["job_id"]].append(float(e["t"]))
+    if not retries:
+        return None
+    job = max(retries, key=lambda j: (len(retries[j]), -float(retries[j][0]["t"])))
+    rows = []
+    for r in retries[job]:
+        t = float(r["t"])
+        later = starts[job][bisect.bisect_right(starts[job], t):]
+        rows.append({"t": t, "attempt": r.get("attempt"), "delay_s": r.get("delay"),
+                     "next_start_t": later[0] if later else None})
+    return {"job_id": job, "call_sid": retries[job][0].get("call_sid"), "retries": rows,
+            "starts": starts[job]}
+
+
+def calls_with_pending_jobs(history: Iterable[Event]) -> set[Any]:
+    """The call_sids that still have a job in flight when the history ends: enqueued, running,
+    or waiting for a retry (its last record is not an end that settles it: done, failed,
+    skipped, crashed, or declared stuck). Work still queued, not work lost."""
+    last: dict[Any, Event] = {}
+    for e in history:
+        if e.get("kind") in ("job.enqueue", "job.start", "job.retry", "job.end", "job.stuck"):
+            last[e["job_id"]] = e
+    settled = ("done", "failed", "skipped", "crashed")
+    return {e.get("call_sid") for e in last.values()
+            if not (e["kind"] == "job.stuck" or (e["kind"] == "job.end" and e.get("outcome") in settled))}
+
+
+def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
+    """Per job run started after `after_t`: time from its latest enqueue to its start."""
+    enqueued: dict[Any, float] = {}
+    out: list[float] = []
+    for e in history:
+        kind = e.get("kind")
+        if kind == "job.enqueue":
+            enqueued[e["job_id"]] = float(e["t"])
+        elif kind == "job.start" and e["job_id"] in enqueued:
+            t0 = enqueued.pop(e["job_id"])
+            if t0 >= after_t:
+                out.append(float(e["t"]) - t0)
+    return out
+
+
+def worker_time_per_job(history: Sequence[Event]) -> dict[str, Any]:
+    """What a worker spends per job besides Twilio's download, medians over the run:
+    `in_job_s` — a run's time from job.start to job.end minus its download (start to end), over
+    runs that downloaded; `between_jobs_s` — from a worker's job.end to its next job.start when
+    that next job was already enqueued at the end (RQ's dequeue, the fork of a work horse, its
+    imports); and their sum `overhead_s`, what the model charges per job as
+    `workers.job_overhead_s`."""
+    started: dict[Any, float] = {}
+    enqueued: dict[Any, float] = {}
+    dl_start: dict[Any, float] = {}
+    dl_time: dict[Any, float] = {}
+    last_end: dict[str, float] = {}
+    in_job: list[float] = []
+    between: list[float] = []
+    for e in history:
+        kind, t = e.get("kind"), float(e.get("t", 0.0))
+        if kind == "job.enqueue":
+            enqueued[e["job_id"]] = t
+        elif kind == "job.start":
+            worker = str(e.get("worker") or e.get("proc"))
+            started[e["job_id"]] = t
+            dl_time.pop(e["job_id"], None)
+            end = last_end.pop(worker, None)
+            if end is not None and enqueued.get(e["job_id"], math.inf) <= end:
+                between.append(t - end)
+        elif kind == "download.start":
+            dl_start[e["job_id"]] = t
+        elif kind == "download.end" and e["job_id"] in dl_start:
+            dl_time[e["job_id"]] = t - dl_start.pop(e["job_id"])
+        elif kind == "job.end" and e["job_id"] in started:
+            last_end[str(e.get("worker") or e.get("proc"))] = t
+            t0 = started.pop(e["job_id"])
+            if e["job_id"] in dl_time:
+                in_job.append(t - t0 - dl_time.pop(e["job_id"]))
+    a, b = percentile(in_job, 0.5), percentile(between, 0.5)
+    return {"in_job_s": a, "in_job_n": len(in_job), "between_jobs_s": b, "between_jobs_n": len(between),
+            "overhead_s": None if a is None else a + (b or 0.0)}
+
+
+def blocked_after_failure(history: Iterable[Event]) -> list[float]:
+    """Per call whose job failed: how long after the failure enqueue requests were still
+    answered 'duplicate' (the dedup key outliving the job), until one was enqueued again."""
+    failed_at: dict[Any, float] = {}
+    blocked: dict[Any, float] = {}
+    for e in history:
+        kind = e.get("kind")
+        if kind == "job.end" and e.get("outcome") == "failed":
+            failed_at.setdefault(e["call_sid"], float(e["t"]))
+        elif kind == "enqueue.result" and e["call_sid"] in failed_at:
+            if e.get("reason") == "duplicate":
+                blocked[e["call_sid"]] = float(e["t"]) - failed_at[e["call_sid"]]
+            elif e.get("reason") == "enqueued":
+                del failed_at[e["call_sid"]]
+    return sorted(blocked.values())

@@ -1,0 +1,202 @@
+"""The web side, as the app's routes run it: the recording webhook, the enqueue with its dedup
+(flows.enqueue), the Redis-down fallback on the database, the playback poll (flows.playback)
+and the enqueue API. Redis unreachable: a request that needs it gets 503 (RedisUnavailable),
+or falls back on the database where the app does."""
+from __future__ import annotations
+
+from typing import Generator
+
+from loopfix.reference_app import policy as P
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck
+from loopfix.reference_app.flows.enqueue import dedup_enqueue, pending_run
+from loopfix.reference_app.flows.playback import PollCall, poll
+from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run
+
+
+class Web:
+    """The app's request handlers in simulated time."""
+
+    def webhook(self, call: Call) -> None:
+        """The recording status callback: record it and enqueue the full job (000). Handled
+        in the arrival process itself: one webhook per call, nothing to race with, so no
+        commit wait and no simulated time passes (drive_enqueue_now)."""
+        self.rec.recording_created("web", call_sid=call.call_sid, recording_sid=call.recording_sid,
+                  business_id=call.business_id, has_url=call.has_url)
+        if not call.has_url:
+            return
+        try:
+            reason = self.drive_enqueue_now(call, "full", "webhook")
+        except RedisUnavailable:
+            return  # 503: Twilio's callback is not retried in the model, the recording is lost
+        reason = P.reported_enqueue_reason(reason, self.policy)
+        self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=204 if reason != "error" else 500)
+
+    def create_run(self, call: Call, job_type: str, via: str) -> Generator:
+        """Create the run row and put its job on the queue (insert_run) after the commit's
+        DB_COMMIT_S, where a concurrent request could slip in (clicks)."""
+        yield self.env.timeout(DB_COMMIT_S)
+        return self.insert_run(call, job_type, via)
+
+    def insert_run(self, call: Call, job_type: str, via: str) -> Run:
+        """Create the run row and put its job on the queue; EnqueueError when enqueue raises."""
+        self._ids = n = self._ids + 1  # next_id()
+        job_id = str(n)
+        run = Run(job_id, call, job_type, "queued", self.env._now, self.policy.enqueue_retry_max)
+        self.latest_run[call.call_sid] = run
+        if self.redis_paused and self.orphans_swept:  # Redis unreachable: paused, or restarting
+            self.active_runs[job_id] = run  # the row is the record; the sweeper enqueues it
+            self.orphans[job_id] = (run, run.token, None)
+            return run
+        retry_is_int = self.retry_is_int.get(via)
+        if retry_is_int is None:  # policy.enqueue_retry_is_int, asked once per path
+            retry_is_int = self.retry_is_int[via] = P.enqueue_retry_is_int(via, self.policy)
+        if self.semaphore_in_api and job_type == "download_only" and not self.redis_paused \
+                and not self.coord.acquire_slot(call.business_id, run.job_id):
+            run.status = "failed"  # before: the API takes the download slot, and none was free
+            raise EnqueueError("no download slot free")
+        if self.redis_paused or retry_is_int:
+            run.status = "failed"
+            raise EnqueueError("enqueue raised")
+        self.active_runs[job_id] = run
+        self.push(run)
+        self.rec.job_enqueue("web", job_id=job_id, call_sid=call.call_sid, job_type=job_type, via=via)
+        return run
+
+    def request_enqueue(self, call: Call, job_type: str, via: str, dedup: bool = True) -> Generator:
+        """Seed 001's enqueue with its dedup key; returns 'enqueued' | 'duplicate' | 'error', as
+        the caller sees it (policy.reported_enqueue_reason)."""
+        reason = yield from self.drive_enqueue(call, job_type, via, dedup)
+        return P.reported_enqueue_reason(reason, self.policy)
+
+    def drive_enqueue(self, call: Call, job_type: str, via: str, dedup: bool) -> Generator:
+        """Seed 001's enqueue (flows.enqueue.dedup_enqueue, as recordings.enqueue_recording drives it):
+        'enqueued' | 'duplicate' | 'error'; RedisUnavailable when Redis cannot answer the dedup
+        claim and nothing falls back on the database. The run is created after the commit's
+        DB_COMMIT_S (create_run), where a concurrent request can slip in."""
+        if dedup and self.redis_paused:  # Redis unreachable: paused, or restarting
+            if self.orphans_swept:
+                return (yield from self.drive_pending_run(call, job_type, via))
+            raise RedisUnavailable  # the dedup claim's own round trip fails, before any run exists
+        flow = dedup_enqueue(call.call_sid, job_type, via, dedup, self.policy)
+        done, value = self.enqueue_steps(flow, None)
+        while not done:  # a CreateRun
+            try:
+                yield from self.create_run(call, job_type, via)
+                created = True
+            except EnqueueError:
+                created = False
+            done, value = self.enqueue_steps(flow, created)
+        return value
+
+    def drive_enqueue_now(self, call: Call, job_type: str, via: str) -> str:
+        """drive_enqueue for a request with nothing to race with (the webhook): the run created
+        with no commit wait (insert_run), so no simulated time passes."""
+        if self.redis_paused:  # Redis unreachable: paused, or restarting
+            if not self.orphans_swept:
+                raise RedisUnavailable
+            steps = self.drive_pending_run(call, job_type, via, wait=False)
+            try:
+                steps.send(None)
+            except StopIteration as stop:
+                return stop.value
+        flow = dedup_enqueue(call.call_sid, job_type, via, True, self.policy)
+        done, value = self.enqueue_steps(flow, None)
+        while not done:  # a CreateRun
+            try:
+                self.insert_run(call, job_type, via)
+                created = True
+            except EnqueueError:
+                created = False
+            done, value = self.enqueue_steps(flow, created)
+        return value
+
+    def enqueue_steps(self, flow, result) -> tuple[bool, str | None]:
+        """Send `result` into the enqueue flow and do its Coordination effects until it ends,
+        (True, its reason), or asks for the run to be created, (False, None)."""
+        coord = self.coord
+        while True:
+            try:
+                effect = flow.send(result)
+            except StopIteration as stop:
+                return True, stop.value
+            if effect.__class__ is CreateRun:
+                return False, None
+            result = getattr(coord, effect.op)(*effect.args)
+
+    def active_run_of(self, call: Call) -> bool:
+        run = self.latest_run.get(call.call_sid)
+        return run is not None and run.job_id in self.active_runs
+
+    def drive_pending_run(self, call: Call, job_type: str, via: str, wait: bool = True) -> Generator:
+        """Redis unreachable with no dedup answer: flows.enqueue.pending_run on the model's runs
+        (a run created now, while Redis is unreachable, is an orphan for the sweep)."""
+        flow, result = pending_run(False, job_type, via), None
+        while True:
+            try:
+                effect = flow.send(result)
+            except StopIteration as stop:
+                return stop.value
+            if effect.__class__ is ActiveRun:
+                result = self.active_run_of(call)
+            elif wait:
+                result = yield from self.create_run(call, job_type, via)
+            else:
+                result = self.insert_run(call, job_type, via)
+
+    def request_playback(self, call: Call) -> Generator:
+        """GET /api/recordings/file/<call_sid> → (status, retry_after_s, audio_ok): the app's
+        flow (flows.playback.poll) driven in simulated time. Redis unreachable: a poll whose
+        answer needs it gets 503."""
+        p, now = self.policy, self.env._now
+        if call.archive is False and now < call.calllog_at:
+            return 404, None, False
+        run = self.latest_run.get(call.call_sid)
+        flow = poll(PollCall(call.business_id, call.call_sid, call.has_url, call.file_ready,
+                             run.state(now, p.heartbeat_interval_s) if run else None), now, p)
+        coord, send, result = self.coord, flow.send, None
+        while True:
+            try:
+                effect = send(result)
+            except StopIteration as stop:
+                reply = stop.value
+                break
+            if effect.__class__ is Coord:
+                if self.redis_paused:
+                    flow.close()
+                    return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
+                result = getattr(coord, effect.op)(*effect.args)
+            elif effect.__class__ is Enqueue:
+                try:
+                    result = yield from self.request_enqueue(call, effect.job_type, effect.via, effect.dedup)
+                except RedisUnavailable:  # Redis went away since the gate answered
+                    flow.close()
+                    return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
+            elif effect.__class__ is Emit:
+                result = self.recorder_of[effect.kind]("web", **effect.fields)
+            elif effect.__class__ is FailStuck:
+                result = self.fail_stuck(run, effect.reason)
+            else:  # Gap: the round trip inside the seed's check-then-set
+                result = yield self.env.timeout(REDIS_RTT_S)
+        return reply.status, reply.retry_after_s, reply.serve and call.audio_ok
+
+    def fail_stuck(self, run: Run, why: str) -> None:
+        if run.status not in P.ACTIVE_RUN_STATUSES:
+            return
+        run.status = "failed"
+        run.alive_since = None
+        self.active_runs.pop(run.job_id, None)
+        self.rec.job_stuck("web", job_id=run.job_id, call_sid=run.call.call_sid, reason=why)
+        self.coord.clear_dedup(run.call.call_sid, run.job_type)
+
+    def post_enqueue(self, call: Call) -> Generator:
+        """POST .../recording/enqueue (001): reason → status by policy.enqueue_status."""
+        if not call.has_url:
+            return
+        if call.file_ready:
+            reason = "cached"
+        else:
+            try:
+                reason = yield from self.request_enqueue(call, "download_only", "enqueue_api")
+            except RedisUnavailable:
+                return  # 503 redis_unavailable
+        self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=P.enqueue_status(reason))

@@ -1,0 +1,50 @@
+"""The model's random draws, each a small named function over a named stream: one
+random.Random per concern (calls, Twilio, clients, leads), seeded from the scenario's seed and
+the stream's name, so a change in one concern's draws never shifts another's (same seed → the
+same history)."""
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from loopfix.sim.world import Call
+
+
+class Draws:
+    """Named random streams and the draws made from them."""
+
+    def init_draws(self, seed: int) -> None:
+        self.rng_calls = random.Random(f"{seed}:calls")
+        self.rng_twilio = random.Random(f"{seed}:twilio")
+        self.rng_clients = random.Random(f"{seed}:clients")
+        self.rng_leads = random.Random(f"{seed}:leads")
+
+    def download_time(self, t: Any = None) -> float:
+        """How long Twilio takes to serve one recording: lognormal, or the slow tail."""
+        t = t or self.scenario.twilio
+        if self.rng_twilio.random() < t.slow_fraction:
+            return self.rng_twilio.uniform(*t.slow_range_s)
+        return t.latency_median_s * math.exp(t.latency_sigma * self.rng_twilio.gauss(0.0, 1.0))
+
+    def fetch_fails(self) -> bool:
+        return self.rng_twilio.random() < self.twilio.fault_rate
+
+    def calllog_delay(self) -> float:
+        c = self.scenario.calllog
+        if self.rng_calls.random() < c.late_fraction:
+            return self.rng_calls.uniform(*c.late_delay_s)
+        return self.rng_calls.uniform(*c.commit_delay_s)
+
+    def new_call(self, archive: bool = False) -> Call:
+        s, now, n, rng = self.scenario, self.env._now, self._ids + 1, self.rng_calls
+        self._ids = n
+        has_url = archive or rng.random() < s.recordings.url_fraction
+        odd = rng.random() < s.recordings.odd_url_fraction
+        num = f"{n:06d}"
+        # positional, in Call's field order: call_sid, recording_sid, business_id, has_url,
+        # calllog_at, download_s, archive, served (draws in the same order as ever)
+        call = Call("CA" + num, "RE" + num, 1 + rng.randrange(s.businesses), has_url,
+                    now if archive else now + self.calllog_delay(), self.download_time(), archive,
+                    self.served_by_shape[odd] if has_url else "")
+        return call
