@@ -1,0 +1,158 @@
+"""Checking a history in one pass, as it happens: the online checker protocol and its fan-out.
+
+An online check is an object with `handlers` — a dict from event kind to a function taking one
+event (a mapping: a dict read from JSONL, or the model's record as it is made) — and
+`verdict()`. `Fanout(checks)` hands every event to the handlers of its kind and nothing else
+(one dict lookup per event), keeps the history's count and its last time (`end_t`, the
+largest `t` seen), and turns an exception inside a check into that check's "unknown" verdict
+(a broken checker must never pass) without stopping the others. `check(check, history)` is
+feed-all-then-verdict: the same code judges a list of dicts and a stream.
+
+A check keeps what its invariant must (open sessions, pending retries, witnesses); a witness
+is kept compact (`keep`: the event's values in a tuple beside its key names, shared by every
+event of that shape) and becomes a dict again (`restore`) only when a verdict names it — the
+same keys in the same order, so verdicts print exactly what the history holds.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+from loopfix.harness.verdicts import Anomaly, Event, Verdict
+
+Handler = Callable[[Event], None]
+Kept = tuple  # (key names, values): see keep / restore
+
+_SHAPES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def keep(e: Event) -> Kept:
+    """A compact copy of `e` for a verdict that may name it later (restore gives the dict back)."""
+    keys = tuple(e)
+    return _SHAPES.setdefault(keys, keys), tuple(e.values())
+
+
+def restore(kept: Kept) -> dict[str, Any]:
+    keys, values = kept
+    return dict(zip(keys, values))
+
+
+def kept_get(kept: Kept, key: str, default: Any = None) -> Any:
+    """`restore(kept).get(key, default)` without building the dict."""
+    keys, values = kept
+    try:
+        return values[keys.index(key)]
+    except ValueError:
+        return default
+
+
+class Check:
+    """Base of an online check: `name`, `handlers` (kind -> handler) and `verdict()`; the
+    fan-out sets `end_t` (the history's largest t) before asking for the verdict. Anomalies
+    found as events arrive are `note`d with an ordering key, so that a verdict lists them in
+    the order a pass over the whole history would have found them."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self.end_t = 0.0
+        self.handlers: dict[str, Handler] = {}
+        self._noted: list[tuple[Any, int, Anomaly]] = []
+
+    def note(self, order: Any, anomaly: Anomaly) -> None:
+        self._noted.append((order, len(self._noted), anomaly))
+
+    def noted(self) -> list[Anomaly]:
+        """The anomalies noted so far, in their ordering keys' order (ties: as noted)."""
+        return [a for *_, a in sorted(self._noted, key=lambda x: (x[0], x[1]))]
+
+    def verdict(self) -> Verdict:
+        raise NotImplementedError
+
+
+def checker_error(name: str, exc: BaseException) -> Verdict:
+    """The verdict of a check that raised: unknown, naming the error."""
+    from loopfix.harness.verdicts import UNKNOWN
+
+    err = Anomaly("checker-error", {"error": f"{type(exc).__name__}: {exc}"})
+    return Verdict(name, UNKNOWN, {"checker-error": (err,)}, {})
+
+
+class Fanout:
+    """Feeds events to online checks (and any other consumer with `handlers`) in one pass.
+
+    `append(event)` is the model's sink (sim.records calls it with each record), so a Fanout
+    can stand where a history list stood; `feed(history)` is a loop over it."""
+
+    def __init__(self, checks: Sequence[Any], also: Callable[[Event], None] | None = None):
+        self.checks = list(checks)
+        self.failed: dict[int, BaseException] = {}
+        self.events = 0
+        self.end_t: float | None = None
+        self._t_error: BaseException | None = None
+        self._also = also
+        self._build()
+
+    def _build(self) -> None:
+        table: dict[str, list[tuple[int, Handler]]] = {}
+        for i, c in enumerate(self.checks):
+            if i in self.failed:
+                continue
+            for kind, h in c.handlers.items():
+                table.setdefault(kind, []).append((i, h))
+        self._table = {k: tuple(v) for k, v in table.items()}
+
+    def append(self, e: Event) -> None:
+        self.events += 1
+        if self._also is not None:
+            self._also(e)
+        try:
+            t = float(e["t"])
+            if self.end_t is None or t > self.end_t:
+                self.end_t = t
+        except Exception as exc:  # noqa: BLE001 - a bad t decides no check that reads it
+            if self._t_error is None:
+                self._t_error = exc
+        try:
+            handlers = self._table.get(e.get("kind"), ())
+        except Exception as exc:  # noqa: BLE001 - not a mapping: every check that reads it is undecided
+            for i in range(len(self.checks)):
+                self.failed.setdefault(i, exc)
+            self._build()
+            return
+        for i, h in handlers:
+            try:
+                h(e)
+            except Exception as exc:  # noqa: BLE001 - reported as that check's verdict
+                self.failed[i] = exc
+                self._build()
+
+    def feed(self, history: Iterable[Event]) -> "Fanout":
+        append = self.append
+        for e in history:
+            append(e)
+        return self
+
+    def verdicts(self) -> list[Verdict]:
+        out = []
+        for i, c in enumerate(self.checks):
+            if not isinstance(c, Check):
+                continue
+            out.append(self.verdict_of(i))
+        return out
+
+    def verdict_of(self, i: int) -> Verdict:
+        c = self.checks[i]
+        if i in self.failed:
+            return checker_error(c.name, self.failed[i])
+        if self._t_error is not None and getattr(c, "needs_end_t", False):
+            return checker_error(c.name, self._t_error)
+        c.end_t = 0.0 if self.end_t is None else self.end_t
+        try:
+            return c.verdict()
+        except Exception as exc:  # noqa: BLE001
+            return checker_error(c.name, exc)
+
+
+def check(c: Check, history: Iterable[Event]) -> Verdict:
+    """Feed every event of `history` to `c`, then its verdict (errors: unknown)."""
+    return Fanout([c]).feed(history).verdict_of(0)
