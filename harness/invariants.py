@@ -145,11 +145,13 @@ def _names(only: Iterable[str] | None) -> list[str]:
     return names
 
 
-def online(p: Policy, only: Iterable[str] | None = None, also: Sequence[Any] = ()) -> Fanout:
+def online(p: Policy, only: Iterable[str] | None = None, also: Sequence[Any] = (),
+           each: Callable[[Event], None] | None = None) -> Fanout:
     """Every invariant (or those in `only`) as one Fanout to feed event by event; `also`: more
-    consumers fed in the same pass (objects with `handlers`, e.g. sim.metrics.HistoryMetrics).
-    `.verdicts()` lists the invariants' verdicts in DESIGN.md's order."""
-    return Fanout([CHECKS[n](p) for n in _names(only)] + list(also))
+    consumers fed in the same pass (objects with `handlers`, e.g. sim.metrics.HistoryMetrics);
+    `each`: called with every event first (e.g. a history file's write). `.verdicts()` lists
+    the invariants' verdicts in DESIGN.md's order."""
+    return Fanout([CHECKS[n](p) for n in _names(only)] + list(also), each)
 
 
 def check_all(history: Iterable[Event], p: Policy, only: Iterable[str] | None = None) -> list[Verdict]:

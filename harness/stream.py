@@ -123,6 +123,8 @@ class Fanout:
             try:
                 h(e)
             except Exception as exc:  # noqa: BLE001 - reported as that check's verdict
+                if not isinstance(self.checks[i], Check):
+                    raise  # a consumer with no verdict to carry its error (metrics) fails the run
                 self.failed[i] = exc
                 self._build()
 
