@@ -37,7 +37,8 @@ class LoopsTerminate(Check):
         self.open: dict[tuple[Any, Any], list[Any]] = {}
         self.sessions = 0
         self.most_requests = 0
-        self.runs: dict[Any, list[Any]] = {}  # job -> [runs, first start, start #max_runs, last start] (kept)
+        # job -> its first start (kept) while it ran once, then [runs, first, start #max_runs, last start]
+        self.runs: dict[Any, Any] = {}
         self.deferred: set[Any] = set()  # jobs whose last job.end was a slot deferral
         self.most_runs = 0
         self.handlers = {"client.start": self.on_session, "client.request": self.on_session,
@@ -96,11 +97,13 @@ class LoopsTerminate(Check):
         if jid in self.deferred:
             return
         r = self.runs.get(jid)
-        if r is None:
-            self.runs[jid] = [1, keep(e)]
+        if r is None:  # one run: its start kept alone; a list once it runs again
+            self.runs[jid] = keep(e)
             if self.most_runs < 1:
                 self.most_runs = 1
             return
+        if type(r) is not list:
+            r = self.runs[jid] = [1, r]
         r[0] += 1
         if r[0] > self.most_runs:
             self.most_runs = r[0]
@@ -116,7 +119,7 @@ class LoopsTerminate(Check):
         self.open.clear()
         found = self.noted()
         for jid, r in self.runs.items():
-            if r[0] > self.max_runs:
+            if type(r) is list and r[0] > self.max_runs:
                 first = restore(r[1])
                 found.append(Anomaly("job-rerun-unbounded", {"job_id": jid, "call_sid": first.get("call_sid"),
                                                              "runs": r[0], "bound": self.max_runs},
@@ -132,8 +135,8 @@ class NoDuplicateDownload(Check):
 
     def __init__(self, p: Policy):
         super().__init__()
-        # recording -> [completed downloads, first 5 (kept), job ids when more than one]
-        self.done: dict[Any, list[Any]] = {}
+        # recording -> its completed download (kept) while one, then [count, first 5 (kept), job ids]
+        self.done: dict[Any, Any] = {}
         self.completed = 0
         self.handlers = {"download.end": self.on_end}
 
@@ -144,11 +147,10 @@ class NoDuplicateDownload(Check):
         key = e.get("recording_sid") or e.get("call_sid")
         d = self.done.get(key)
         if d is None:
-            self.done[key] = [1, keep(e)]
+            self.done[key] = keep(e)
             return
-        if d[0] == 1:
-            d[1] = [d[1]]
-            d.append({str(restore(d[1][0]).get("job_id"))})
+        if type(d) is not list:
+            d = self.done[key] = [1, [d], {str(restore(d).get("job_id"))}]
         d[0] += 1
         if len(d[1]) < 5:
             d[1].append(keep(e))
@@ -157,7 +159,7 @@ class NoDuplicateDownload(Check):
     def verdict(self) -> Verdict:
         found = [Anomaly("duplicate-download", {"recording_sid": sid, "count": d[0], "job_ids": sorted(d[2])},
                          tuple(restore(w) for w in d[1]))
-                 for sid, d in self.done.items() if d[0] > 1]
+                 for sid, d in self.done.items() if type(d) is list]
         figure = {"recordings_downloaded": len(self.done), "completed_downloads": self.completed}
         return verdict(self.name, found, figure)
 
@@ -168,8 +170,11 @@ class OneJobPerStorm(Check):
     def __init__(self, p: Policy, window_s: float | None = None):
         super().__init__()
         self.window = p.playback_mark_ttl_s if window_s is None else window_s
-        # clicked recording -> [seq, burst number, first t, last t, job ids, first 5 (kept)]
-        self.bursts: dict[Any, list[Any]] = {}
+        # clicked recording -> its current burst [seq, first t, last t, job ids, first 5 (kept)], or
+        # its seq alone once that burst is closed (ordered histories: no click can join it any more)
+        self.bursts: dict[Any, Any] = {}
+        self.open: list[Any] = []  # recordings whose burst may be open (ordered histories)
+        self.sweep_at = 1024
         self.enqueues = 0
         self.handlers = {"job.enqueue": self.on_enqueue}
 
@@ -180,33 +185,48 @@ class OneJobPerStorm(Check):
         call_sid = e.get("call_sid")
         b = self.bursts.get(call_sid)
         t = float(e["t"])
-        if b is None:
-            self.bursts[call_sid] = [len(self.bursts), 0, t, t, {str(e.get("job_id"))}, [keep(e)]]
-            return
-        if t - b[2] < self.window:
-            b[3] = t
-            b[4].add(str(e.get("job_id")))
-            if len(b[5]) < 5:
-                b[5].append(keep(e))
-            return
-        self._close(call_sid, b)
-        b[1] += 1
-        b[2] = b[3] = t
-        b[4] = {str(e.get("job_id"))}
-        b[5] = [keep(e)]
+        if type(b) is list:
+            if t - b[1] < self.window:
+                b[2] = t
+                b[3].add(str(e.get("job_id")))
+                if len(b[4]) < 5:
+                    b[4].append(keep(e))
+                return
+            self._close(call_sid, b)
+            b = b[0]
+        self.bursts[call_sid] = [len(self.bursts) if b is None else b, t, t, {str(e.get("job_id"))}, [keep(e)]]
+        if self.ordered:
+            self.open.append(call_sid)
+            if len(self.open) >= self.sweep_at:
+                self._sweep(t)
+
+    def _sweep(self, now: float) -> None:
+        """Close the bursts no click can join any more (the history is in time order)."""
+        still = []
+        for call_sid in self.open:
+            b = self.bursts[call_sid]
+            if type(b) is list:
+                if now - b[1] >= self.window:
+                    self._close(call_sid, b)
+                    self.bursts[call_sid] = b[0]
+                else:
+                    still.append(call_sid)
+        self.open = still
+        self.sweep_at = max(1024, 2 * len(still))
 
     def _close(self, call_sid: Any, b: list[Any]) -> None:
-        if len(b[4]) > 1:
-            jobs = sorted(b[4])
-            self.note((b[0], b[1]), Anomaly(
+        if len(b[3]) > 1:
+            jobs = sorted(b[3])
+            self.note(b[0], Anomaly(
                 "storm-duplicate-enqueue",
                 {"call_sid": call_sid, "jobs": len(jobs), "job_ids": jobs[:10], "window_s": self.window,
-                 "span_s": b[3] - b[2]},
-                tuple(restore(w) for w in b[5])))
+                 "span_s": b[2] - b[1]},
+                tuple(restore(w) for w in b[4])))
 
     def verdict(self) -> Verdict:
         for call_sid, b in self.bursts.items():
-            self._close(call_sid, b)
+            if type(b) is list:
+                self._close(call_sid, b)
         figure = {"window_s": self.window, "recordings_clicked": len(self.bursts), "click_enqueues": self.enqueues}
         return verdict(self.name, self.noted(), figure)
 
@@ -228,7 +248,7 @@ class BackoffSchedule(Check):
     def __init__(self, p: Policy, rel_tol: float = 0.02, abs_tol_s: float = 1.0):
         super().__init__()
         self.p, self.rel_tol, self.abs_tol_s = p, rel_tol, abs_tol_s
-        self.jobs: dict[Any, _Job] = {}
+        self.jobs: dict[Any, _Job | int] = {}  # a job with nothing pending or counted: its seq alone
         self.gaps_checked: dict[str, int] = defaultdict(int)
         self.first_gap: dict[str, tuple[int, int]] = {}  # phase -> where a job-by-job pass first counts it
         self.n = 0
@@ -245,6 +265,8 @@ class BackoffSchedule(Check):
         j = self.jobs.get(jid)
         if j is None:
             j = self.jobs[jid] = _Job(len(self.jobs))
+        elif type(j) is int:
+            j = self.jobs[jid] = _Job(j)
         self.n += 1
         return j
 
@@ -315,6 +337,8 @@ class BackoffSchedule(Check):
                                                                              "gap_s": gap, "expected_s": expected},
                                                    (last_fail, e)))
         j.pending = j.requeued = j.last_fail = None
+        if not j.failed and j.total is None and j.most is None:
+            self.jobs[jid] = j.seq
 
     def _add(self, j: _Job, phase: str, gap: float) -> None:
         self.gaps_checked[phase] += 1
@@ -330,6 +354,8 @@ class BackoffSchedule(Check):
         totals: list[float] = []
         full_schedule: dict[str, list[float]] = defaultdict(list)
         for j in self.jobs.values():
+            if type(j) is int:
+                continue
             total = j.total if j.total is not None else defaultdict(float)
             if total:
                 totals.append(sum(total.values()))
@@ -362,8 +388,11 @@ class FailFast(Check):
     def __init__(self, p: Policy):
         super().__init__()
         self.window, self.limit = p.fail_fast_window_s, p.fail_fast_max_attempts
-        # recording -> [seq, enqueues in the sliding window as (t, kept)], or None once broken
-        self.by_call: dict[Any, list[Any] | None] = {}
+        # recording -> [seq, enqueues in the sliding window as (t, kept)]; its seq alone once the
+        # window is past (ordered histories); None once broken
+        self.by_call: dict[Any, Any] = {}
+        self.open: list[Any] = []
+        self.sweep_at = 1024
         self.worst = 0
         self.trips = 0
         self.handlers = {"job.enqueue": self.on_enqueue, "fail_fast.trip": self.on_trip}
@@ -381,7 +410,11 @@ class FailFast(Check):
             c = self.by_call[call_sid]
             if c is None:
                 return
+            if type(c) is int:
+                c = self.by_call[call_sid] = [c, []]
         enq = c[1]
+        if self.ordered and not enq:
+            self.open.append(call_sid)
         t = float(e["t"])
         enq.append((t, keep(e)))
         while t - enq[0][0] >= self.window:
@@ -393,6 +426,21 @@ class FailFast(Check):
                                                       "window_s": self.window},
                                     tuple(restore(k) for _, k in enq[:6])))
             self.by_call[call_sid] = None
+        elif self.ordered and len(self.open) >= self.sweep_at:
+            self._sweep(t)
+
+    def _sweep(self, now: float) -> None:
+        """Forget the enqueues past the window of every recording (the history is in time order)."""
+        still = []
+        for call_sid in self.open:
+            c = self.by_call[call_sid]
+            if type(c) is list:
+                if now - c[1][-1][0] >= self.window:
+                    self.by_call[call_sid] = c[0]
+                else:
+                    still.append(call_sid)
+        self.open = still
+        self.sweep_at = max(1024, 2 * len(still))
 
     def verdict(self) -> Verdict:
         figure = {"window_s": self.window, "limit": self.limit, "worst_count": self.worst, "trips": self.trips}

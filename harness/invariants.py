@@ -146,12 +146,13 @@ def _names(only: Iterable[str] | None) -> list[str]:
 
 
 def online(p: Policy, only: Iterable[str] | None = None, also: Sequence[Any] = (),
-           each: Callable[[Event], None] | None = None) -> Fanout:
+           each: Callable[[Event], None] | None = None, ordered: bool = False) -> Fanout:
     """Every invariant (or those in `only`) as one Fanout to feed event by event; `also`: more
     consumers fed in the same pass (objects with `handlers`, e.g. sim.metrics.HistoryMetrics);
-    `each`: called with every event first (e.g. a history file's write). `.verdicts()` lists
-    the invariants' verdicts in DESIGN.md's order."""
-    return Fanout([CHECKS[n](p) for n in _names(only)] + list(also), each)
+    `each`: called with every event first (e.g. a history file's write); `ordered`: the events
+    come in time order (the model's), so the checks may forget what no later event changes.
+    `.verdicts()` lists the invariants' verdicts in DESIGN.md's order."""
+    return Fanout([CHECKS[n](p) for n in _names(only)] + list(also), each, ordered)
 
 
 def check_all(history: Iterable[Event], p: Policy, only: Iterable[str] | None = None) -> list[Verdict]:

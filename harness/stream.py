@@ -9,8 +9,8 @@ largest `t` seen), and turns an exception inside a check into that check's "unkn
 feed-all-then-verdict: the same code judges a list of dicts and a stream.
 
 A check keeps what its invariant must (open sessions, pending retries, witnesses); a witness
-is kept compact (`keep`: the event's values in a tuple beside its key names, shared by every
-event of that shape) and becomes a dict again (`restore`) only when a verdict names it — the
+is kept compact (`keep`: the event's values in a tuple, its key names shared by every event of
+that shape) and becomes a dict again (`restore`) only when a verdict names it — the
 same keys in the same order, so verdicts print exactly what the history holds.
 """
 from __future__ import annotations
@@ -18,29 +18,56 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Sequence
 
 from loopfix.harness.verdicts import Anomaly, Event, Verdict
+from loopfix.reference_app.policy.events import EVENT_FIELDS
 
 Handler = Callable[[Event], None]
-Kept = tuple  # (key names, values): see keep / restore
+Kept = Any  # what keep() returns: restore() gives the dict back
 
-_SHAPES: dict[tuple[str, ...], tuple[str, ...]] = {}
+# every kind's record keys in the order the model's records have them: fields, t, kind, source, proc
+CANONICAL: dict[str, tuple[str, ...]] = {kind: (*fields, "t", "kind", "source", "proc")
+                                         for kind, fields in EVENT_FIELDS.items()}
+_INDEX: dict[str, dict[str, int]] = {kind: {k: i for i, k in enumerate(keys)} for kind, keys in CANONICAL.items()}
+_SHAPES: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}  # keys -> (shared keys, canonical?)
+_last: list[Any] = [None, None]  # the event kept last and its copy: checks keeping one event share it
+
+
+class Shaped:
+    """A kept event whose keys are not its kind's canonical ones (a live or target record)."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys: tuple[str, ...], values: tuple[Any, ...]):
+        self.keys, self.values = keys, values
 
 
 def keep(e: Event) -> Kept:
-    """A compact copy of `e` for a verdict that may name it later (restore gives the dict back)."""
+    """A compact copy of `e` for a verdict that may name it later: its values in a tuple (its
+    keys are its kind's, in the model's order), or beside its own key names (shared by every
+    event of that shape)."""
+    if e is _last[0]:
+        return _last[1]
     keys = tuple(e)
-    return _SHAPES.setdefault(keys, keys), tuple(e.values())
+    shape = _SHAPES.get(keys)
+    if shape is None:
+        shape = _SHAPES.setdefault(keys, (keys, keys == CANONICAL.get(e.get("kind"))))  # type: ignore[arg-type]
+    kept = tuple(e.values()) if shape[1] else Shaped(shape[0], tuple(e.values()))
+    _last[0], _last[1] = e, kept
+    return kept
 
 
 def restore(kept: Kept) -> dict[str, Any]:
-    keys, values = kept
-    return dict(zip(keys, values))
+    if type(kept) is tuple:
+        return dict(zip(CANONICAL[kept[-3]], kept))
+    return dict(zip(kept.keys, kept.values))
 
 
 def kept_get(kept: Kept, key: str, default: Any = None) -> Any:
     """`restore(kept).get(key, default)` without building the dict."""
-    keys, values = kept
+    if type(kept) is tuple:
+        i = _INDEX[kept[-3]].get(key)
+        return default if i is None else kept[i]
     try:
-        return values[keys.index(key)]
+        return kept.values[kept.keys.index(key)]
     except ValueError:
         return default
 
@@ -52,6 +79,9 @@ class Check:
     the order a pass over the whole history would have found them."""
 
     name = ""
+    # the history comes in time order (the model's stream): a check may then forget what no
+    # later event can change; set by the fan-out, False for any list it is given
+    ordered = False
 
     def __init__(self) -> None:
         self.end_t = 0.0
@@ -83,8 +113,11 @@ class Fanout:
     `append(event)` is the model's sink (sim.records calls it with each record), so a Fanout
     can stand where a history list stood; `feed(history)` is a loop over it."""
 
-    def __init__(self, checks: Sequence[Any], also: Callable[[Event], None] | None = None):
+    def __init__(self, checks: Sequence[Any], also: Callable[[Event], None] | None = None, ordered: bool = False):
         self.checks = list(checks)
+        for c in self.checks:
+            if isinstance(c, Check):
+                c.ordered = ordered
         self.failed: dict[int, BaseException] = {}
         self.events = 0
         self.end_t: float | None = None

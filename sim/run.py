@@ -78,7 +78,7 @@ def simulate_checked(scenario: Scenario, on_progress: Callable[[float, int], Non
     metrics = HistoryMetrics()
     out = HistoryFile(history_path) if history_path is not None else None
     try:
-        fan = inv.online(policy, also=[metrics], each=out.write if out is not None else None)
+        fan = inv.online(policy, also=[metrics], each=out.write if out is not None else None, ordered=True)
         step = None if on_progress is None else (lambda f: on_progress(f, fan.events))
         model = simulate_model(scenario, policy, step, history=fan)
     finally:
