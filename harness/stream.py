@@ -110,8 +110,12 @@ def checker_error(name: str, exc: BaseException) -> Verdict:
 class Fanout:
     """Feeds events to online checks (and any other consumer with `handlers`) in one pass.
 
-    `append(event)` is the model's sink (sim.records calls it with each record), so a Fanout
-    can stand where a history list stood; `feed(history)` is a loop over it."""
+    `append(event)` takes any event, so a Fanout can stand where a history list stood and
+    `feed(history)` is a loop over it. A source that makes events of known kinds in time order
+    (sim.records' recorders) asks `route(kind)` instead, once per kind: the function to hand
+    such an event to (None when nothing reads that kind: the source then builds no event at
+    all), and counts its events in `tally[0]` and leaves its clock (`[raw, rounded]` of the
+    last event) in `clock`; `events` and the end time include them."""
 
     def __init__(self, checks: Sequence[Any], also: Callable[[Event], None] | None = None, ordered: bool = False):
         self.checks = list(checks)
@@ -119,11 +123,18 @@ class Fanout:
             if isinstance(c, Check):
                 c.ordered = ordered
         self.failed: dict[int, BaseException] = {}
-        self.events = 0
+        self._n = 0
+        self.tally = [0]  # events a router-fed source made (route)
+        self.clock: list[float] | None = None  # and its clock: [raw, rounded] at its last event
         self.end_t: float | None = None
         self._t_error: BaseException | None = None
         self._also = also
+        self._lists: dict[str, list[tuple[int, Handler]]] = {}  # kind -> handlers, updated in place
         self._build()
+
+    @property
+    def events(self) -> int:
+        return self._n + self.tally[0]
 
     def _build(self) -> None:
         table: dict[str, list[tuple[int, Handler]]] = {}
@@ -132,10 +143,36 @@ class Fanout:
                 continue
             for kind, h in c.handlers.items():
                 table.setdefault(kind, []).append((i, h))
+        for kind, hs in self._lists.items():
+            hs[:] = table.get(kind, [])
         self._table = {k: tuple(v) for k, v in table.items()}
 
+    def _fail(self, i: int, exc: BaseException) -> None:
+        if not isinstance(self.checks[i], Check):
+            raise exc  # a consumer with no verdict to carry its error (metrics) fails the run
+        self.failed[i] = exc
+        self._build()
+
+    def route(self, kind: str) -> Callable[[Event], None] | None:
+        """The function a source hands its `kind` events to, or None when nothing reads them."""
+        if kind not in self._table and self._also is None:
+            return None
+        hs = self._lists.setdefault(kind, list(self._table.get(kind, ())))
+        fail, also = self._fail, self._also
+
+        def dispatch(e: Event) -> None:
+            if also is not None:
+                also(e)
+            for i, h in hs:
+                try:
+                    h(e)
+                except Exception as exc:  # noqa: BLE001 - reported as that check's verdict
+                    fail(i, exc)
+
+        return dispatch
+
     def append(self, e: Event) -> None:
-        self.events += 1
+        self._n += 1
         if self._also is not None:
             self._also(e)
         try:
@@ -156,10 +193,13 @@ class Fanout:
             try:
                 h(e)
             except Exception as exc:  # noqa: BLE001 - reported as that check's verdict
-                if not isinstance(self.checks[i], Check):
-                    raise  # a consumer with no verdict to carry its error (metrics) fails the run
-                self.failed[i] = exc
-                self._build()
+                self._fail(i, exc)
+
+    def last_t(self) -> float:
+        """The history's largest t so far (0.0 before any event)."""
+        ts = [t for t in (self.end_t, self.clock[1] if self.clock is not None and self.tally[0] else None)
+              if t is not None]
+        return max(ts) if ts else 0.0
 
     def feed(self, history: Iterable[Event]) -> "Fanout":
         append = self.append
@@ -181,7 +221,7 @@ class Fanout:
             return checker_error(c.name, self.failed[i])
         if self._t_error is not None and getattr(c, "needs_end_t", False):
             return checker_error(c.name, self._t_error)
-        c.end_t = 0.0 if self.end_t is None else self.end_t
+        c.end_t = self.last_t()
         try:
             return c.verdict()
         except Exception as exc:  # noqa: BLE001

@@ -34,12 +34,28 @@ def {name}(proc, {params}):
         clock[0], clock[1] = now, micro_round(now)
     append({{{items}"t": clock[1], "kind": {kind!r}, "source": "sim", "proc": proc}})
 '''
+_ROUTED = '''
+def {name}(proc, {params}):
+    now = env._now
+    if now != clock[0]:
+        clock[0], clock[1] = now, micro_round(now)
+    tally[0] += 1
+    {name}_to({{{items}"t": clock[1], "kind": {kind!r}, "source": "sim", "proc": proc}})
+'''
 _COMPACT = '''
 def {name}(proc, {params}):
     now = env._now
     if now != clock[0]:
         clock[0], clock[1] = now, micro_round(now)
     append(({values}clock[1], {kind!r}, "sim", proc))
+'''
+# a kind a router sends nowhere: counted, no record built
+_SKIP = '''
+def {name}(proc, {params}):
+    now = env._now
+    if now != clock[0]:
+        clock[0], clock[1] = now, micro_round(now)
+    tally[0] += 1
 '''
 # every kind's record keys in the order its dict has them: the fields, then t, kind, source, proc
 KEYS: dict[str, tuple[str, ...]] = {kind: (*fields, "t", "kind", "source", "proc") for kind, fields in EVENT_FIELDS.items()}
@@ -103,16 +119,25 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
     """One recorder per event kind, appending to `history` at `env`'s clock: a tuple to a
     CompactHistory, the record's dict to anything else with `append`."""
     compact = isinstance(history, CompactHistory)
+    route = getattr(history, "route", None)
     # clock: the last raw time seen and its rounding (0.0 for both at the start, as before)
-    namespace: dict[str, Any] = {"env": env, "append": history.records.append if compact else history.append,
-                                  "clock": [0.0, 0.0], "micro_round": micro_round}
+    namespace: dict[str, Any] = {"env": env, "clock": [0.0, 0.0], "micro_round": micro_round,
+                                  "append": history.records.append if compact else history.append}
+    if route is not None:  # a router (harness.stream.Fanout): per kind, where to or nowhere
+        namespace["tally"] = history.tally
+        history.clock = namespace["clock"]
     made: dict[str, Any] = {}
     for kind, fields in EVENT_FIELDS.items():
         for f in fields:
             if not f.isidentifier() or keyword.iskeyword(f) or f in ("proc", "now") or f in namespace:
                 raise ValueError(f"event field {f!r} of {kind!r} cannot be a recorder parameter")
         name = recorder_name(kind)
-        exec((_COMPACT if compact else _TEMPLATE).format(
+        template = _COMPACT if compact else _TEMPLATE
+        if route is not None:
+            to = route(kind)
+            template = _ROUTED if to is not None else _SKIP
+            namespace[f"{name}_to"] = to
+        exec(template.format(
             name=name, kind=kind, params=", ".join(fields), items="".join(f"{f!r}: {f}, " for f in fields),
             values="".join(f"{f}, " for f in fields)), namespace)
         made[name] = namespace.pop(name)
