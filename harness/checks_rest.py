@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from loopfix.harness.stream import Check, keep, kept_get, restore
+from loopfix.harness.stream import Check, kept_get, restore
 from loopfix.harness.verdicts import Anomaly, Event, Verdict, verdict
 from loopfix.reference_app.policy import Policy
 
@@ -27,7 +27,7 @@ class StatusSemantics(Check):
                          "enqueue.result": self.on_result}
 
     def on_created(self, e: Event) -> None:
-        self.created[e.get("call_sid")] = keep(e)
+        self.created[e.get("call_sid")] = self.keep(e)
 
     def on_result(self, e: Event) -> None:
         if e.get("reason") == "error" and e.get("status") != 500:
@@ -155,7 +155,7 @@ class NothingLost(Check):
         if not e.get("has_url"):
             return
         self.recordings += 1
-        self.waiting.append((e.get("recording_sid"), keep(e)))
+        self.waiting.append((e.get("recording_sid"), self.keep(e)))
         if len(self.waiting) >= self.purge_at:  # drop the downloaded ones, amortised
             self.waiting = [w for w in self.waiting if w[0] not in self.completed]
             self.purge_at = max(1024, 2 * len(self.waiting))

@@ -16,7 +16,7 @@ from typing import Any
 
 from loopfix.harness.bounds import expected_delay, player_time_bound, retry_phase_of
 from loopfix.harness.query import promotable_at
-from loopfix.harness.stream import Check, keep, restore
+from loopfix.harness.stream import Check, restore
 from loopfix.harness.verdicts import Anomaly, Event, Verdict, verdict
 from loopfix.reference_app import policy as policy_mod
 from loopfix.reference_app.policy import Policy
@@ -98,7 +98,7 @@ class LoopsTerminate(Check):
             return
         r = self.runs.get(jid)
         if r is None:  # one run: its start kept alone; a list once it runs again
-            self.runs[jid] = keep(e)
+            self.runs[jid] = self.keep(e)
             if self.most_runs < 1:
                 self.most_runs = 1
             return
@@ -108,10 +108,10 @@ class LoopsTerminate(Check):
         if r[0] > self.most_runs:
             self.most_runs = r[0]
         if r[0] == self.max_runs + 1:
-            r.append(keep(e))
+            r.append(self.keep(e))
             r.append(r[-1])
         elif r[0] > self.max_runs + 1:
-            r[3] = keep(e)
+            r[3] = self.keep(e)
 
     def verdict(self) -> Verdict:
         for key, s in list(self.open.items()):
@@ -147,13 +147,13 @@ class NoDuplicateDownload(Check):
         key = e.get("recording_sid") or e.get("call_sid")
         d = self.done.get(key)
         if d is None:
-            self.done[key] = keep(e)
+            self.done[key] = self.keep(e)
             return
         if type(d) is not list:
             d = self.done[key] = [1, [d], {str(restore(d).get("job_id"))}]
         d[0] += 1
         if len(d[1]) < 5:
-            d[1].append(keep(e))
+            d[1].append(self.keep(e))
         d[2].add(str(e.get("job_id")))
 
     def verdict(self) -> Verdict:
@@ -166,6 +166,7 @@ class NoDuplicateDownload(Check):
 
 class OneJobPerStorm(Check):
     name = "one-job-per-storm"
+    SWEEP_MIN = 1024  # open bursts before a sweep for closed ones (ordered streams)
 
     def __init__(self, p: Policy, window_s: float | None = None):
         super().__init__()
@@ -174,7 +175,7 @@ class OneJobPerStorm(Check):
         # its seq alone once that burst is closed (ordered histories: no click can join it any more)
         self.bursts: dict[Any, Any] = {}
         self.open: list[Any] = []  # recordings whose burst may be open (ordered histories)
-        self.sweep_at = 1024
+        self.sweep_at = self.SWEEP_MIN
         self.enqueues = 0
         self.handlers = {"job.enqueue": self.on_enqueue}
 
@@ -190,11 +191,11 @@ class OneJobPerStorm(Check):
                 b[2] = t
                 b[3].add(str(e.get("job_id")))
                 if len(b[4]) < 5:
-                    b[4].append(keep(e))
+                    b[4].append(self.keep(e))
                 return
             self._close(call_sid, b)
             b = b[0]
-        self.bursts[call_sid] = [len(self.bursts) if b is None else b, t, t, {str(e.get("job_id"))}, [keep(e)]]
+        self.bursts[call_sid] = [len(self.bursts) if b is None else b, t, t, {str(e.get("job_id"))}, [self.keep(e)]]
         if self.ordered:
             self.open.append(call_sid)
             if len(self.open) >= self.sweep_at:
@@ -212,7 +213,7 @@ class OneJobPerStorm(Check):
                 else:
                     still.append(call_sid)
         self.open = still
-        self.sweep_at = max(1024, 2 * len(still))
+        self.sweep_at = max(self.SWEEP_MIN, 2 * len(still))
 
     def _close(self, call_sid: Any, b: list[Any]) -> None:
         if len(b[3]) > 1:
@@ -285,9 +286,20 @@ class BackoffSchedule(Check):
                       if s.get("target") != "twilio" and not (s.get("target") == "workers" and s.get("workers", 0) != 0))
 
     def on_end(self, e: Event) -> None:
-        j = self.job(e)
         if e.get("outcome") in ("retry", "failed"):
+            j = self.job(e)
             j.last_fail, j.failed = e, j.failed + 1
+        else:
+            self.seen(e)
+
+    def seen(self, e: Event) -> Any:
+        """Count `e` and give its job a place, without state: for an event that changes none."""
+        self.n += 1
+        jid = e.get("job_id")
+        j = self.jobs.get(jid)
+        if j is None:
+            j = self.jobs[jid] = len(self.jobs)
+        return j
 
     def on_enqueue(self, e: Event) -> None:
         if e.get("via") == "retry":
@@ -311,6 +323,9 @@ class BackoffSchedule(Check):
         j.pending, j.requeued, j.last_fail = e, None, None
 
     def on_start(self, e: Event) -> None:
+        if type(self.seen(e)) is int:
+            return  # nothing pending, nothing to reset
+        self.n -= 1
         j, p, jid = self.job(e), self.p, e.get("job_id")
         pending, last_fail = j.pending, j.last_fail
         if pending is not None:
@@ -384,6 +399,7 @@ class BackoffSchedule(Check):
 
 class FailFast(Check):
     name = "fail-fast"
+    SWEEP_MIN = 1024  # open windows before a sweep for past ones (ordered streams)
 
     def __init__(self, p: Policy):
         super().__init__()
@@ -392,7 +408,7 @@ class FailFast(Check):
         # window is past (ordered histories); None once broken
         self.by_call: dict[Any, Any] = {}
         self.open: list[Any] = []
-        self.sweep_at = 1024
+        self.sweep_at = self.SWEEP_MIN
         self.worst = 0
         self.trips = 0
         self.handlers = {"job.enqueue": self.on_enqueue, "fail_fast.trip": self.on_trip}
@@ -416,7 +432,7 @@ class FailFast(Check):
         if self.ordered and not enq:
             self.open.append(call_sid)
         t = float(e["t"])
-        enq.append((t, keep(e)))
+        enq.append((t, self.keep(e)))
         while t - enq[0][0] >= self.window:
             del enq[0]
         count = len(enq)
@@ -440,7 +456,7 @@ class FailFast(Check):
                 else:
                     still.append(call_sid)
         self.open = still
-        self.sweep_at = max(1024, 2 * len(still))
+        self.sweep_at = max(self.SWEEP_MIN, 2 * len(still))
 
     def verdict(self) -> Verdict:
         figure = {"window_s": self.window, "limit": self.limit, "worst_count": self.worst, "trips": self.trips}

@@ -55,6 +55,11 @@ def keep(e: Event) -> Kept:
     return kept
 
 
+def keep_canonical(e: Event) -> Kept:
+    """keep() for an event whose keys are its kind's in the model's order (a sim.records record)."""
+    return tuple(e.values())
+
+
 def restore(kept: Kept) -> dict[str, Any]:
     if type(kept) is tuple:
         return dict(zip(CANONICAL[kept[-3]], kept))
@@ -82,6 +87,8 @@ class Check:
     # the history comes in time order (the model's stream): a check may then forget what no
     # later event can change; set by the fan-out, False for any list it is given
     ordered = False
+    # how it keeps a witness: keep, or keep_canonical when the fan-out knows the events' shape
+    keep = staticmethod(keep)
 
     def __init__(self) -> None:
         self.end_t = 0.0
@@ -130,6 +137,7 @@ class Fanout:
         self._t_error: BaseException | None = None
         self._also = also
         self._lists: dict[str, list[tuple[int, Handler]]] = {}  # kind -> handlers, updated in place
+        self._routed = False
         self._build()
 
     @property
@@ -157,6 +165,10 @@ class Fanout:
         """The function a source hands its `kind` events to, or None when nothing reads them."""
         if kind not in self._table and self._also is None:
             return None
+        for c in self.checks:  # a router's records have their kind's keys in the model's order
+            if isinstance(c, Check):
+                c.keep = keep_canonical  # type: ignore[assignment]
+        self._routed = True
         hs = self._lists.setdefault(kind, list(self._table.get(kind, ())))
         fail, also = self._fail, self._also
 
@@ -172,6 +184,11 @@ class Fanout:
         return dispatch
 
     def append(self, e: Event) -> None:
+        if self._routed:  # any event may come this way: keep its own keys
+            self._routed = False
+            for c in self.checks:
+                if isinstance(c, Check):
+                    c.keep = keep  # type: ignore[assignment]
         self._n += 1
         if self._also is not None:
             self._also(e)
