@@ -25,8 +25,8 @@ class HistoryMetrics:
     """history_metrics as an online consumer (`handlers`, kind -> function of one event), fed in
     the same pass as the invariants (harness.stream.Fanout); `result(events)` the figures, given
     how many events the history held. It keeps per session its request count and, until it
-    plays, its first request's time; per recording its job (a set once it has two) and
-    downloads."""
+    plays, its first request's time; per call its job (a set once it has two); per recording
+    with a URL its downloads."""
 
     def __init__(self) -> None:
         self.first: dict[tuple[Any, Any], float] = {}
@@ -34,8 +34,8 @@ class HistoryMetrics:
         self.requests: dict[tuple[Any, Any], int] = defaultdict(int)
         self.outcomes: dict[str, int] = defaultdict(int)
         self.jobs: dict[Any, Any] = {}  # recording's call -> its job id, or the set of them once two
-        self.downloads: dict[Any, int] = defaultdict(int)
-        self.recordings: set[Any] = set()
+        self.recordings: dict[Any, int] = {}  # recording with a URL -> its completed downloads
+        self.early: dict[Any, int] = {}  # completed downloads of a recording not (yet) created
         self.runs = 0
         self.handlers = {"client.request": self.on_request, "client.end": self.on_end, "job.enqueue": self.on_enqueue,
                          "job.start": self.on_start, "download.end": self.on_download,
@@ -67,21 +67,26 @@ class HistoryMetrics:
 
     def on_download(self, e: Mapping[str, Any]) -> None:
         if e["ok"] and not e["skipped"]:
-            self.downloads[e["recording_sid"]] += 1
+            sid = e["recording_sid"]
+            if sid in self.recordings:
+                self.recordings[sid] += 1
+            else:
+                self.early[sid] = self.early.get(sid, 0) + 1
 
     def on_created(self, e: Mapping[str, Any]) -> None:
         if e["has_url"]:
-            self.recordings.add(e["recording_sid"])
+            sid = e["recording_sid"]
+            if sid not in self.recordings:
+                self.recordings[sid] = self.early.pop(sid, 0)
 
     def result(self, events: int) -> dict[str, Any]:
-        downloads = self.downloads
         return {
             "events": events,
             "time_to_playable_s": quantiles(list(self.played.values())),
             "requests_per_playback": quantiles([self.requests[k] for k in self.played]),
             "session_outcomes": dict(sorted(self.outcomes.items())),
             "jobs_per_recording": quantiles([len(v) if isinstance(v, set) else 1 for v in self.jobs.values()]),
-            "downloads_per_recording": quantiles([downloads.get(r, 0) for r in self.recordings]),
+            "downloads_per_recording": quantiles(list(self.recordings.values())),
             "job_runs": self.runs,
         }
 
