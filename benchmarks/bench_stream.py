@@ -12,12 +12,13 @@ Each loopfix figure is one child process (/usr/bin/time gives its CPU time and p
 Ciw runs here, best of `--repeat` seeds, CPU time of `Simulation.simulate_until_max_time` and
 `get_all_records` over the number of customers served.
 
-Run:  python benchmarks/bench_stream.py [--hours 24] [--repeat 3] [--out]
+Run:  python benchmarks/bench_stream.py [--hours 24] [--repeat 3] [--out] [--before CHECKOUT]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -47,12 +48,13 @@ class Child:
     stdout: str
 
 
-def run_child(args: list[str]) -> Child:
+def run_child(args: list[str], pythonpath: str | None = None) -> Child:
     """Run `args` under /usr/bin/time: its own CPU time (user + system) and peak RSS. (A child's
     rusage as wait4 gives it starts from its parent's peak at fork: /usr/bin/time is small.)"""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as t:
+        env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
         proc = subprocess.run(["/usr/bin/time", "-o", t.name, "-f", "%U %S %M", *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
+                              stderr=subprocess.DEVNULL, text=True, env=env, cwd=pythonpath)  # -m puts cwd first
         if proc.returncode not in (0, 1):  # 1: an invariant broken — still a measured run
             raise RuntimeError(f"{args[:4]} exited {proc.returncode}")
         user, system, maxrss = t.read().split()[-3:]
@@ -87,6 +89,8 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--repeat", type=int, default=3, help="Ciw seeds (best of)")
     ap.add_argument("--out", action="store_true", help="also time `loopfix sim --out DIR` (history file written)")
+    ap.add_argument("--before", metavar="CHECKOUT", help="also run `loopfix sim` from this source checkout (PYTHONPATH), "
+                                                         "e.g. an earlier commit's `git archive`, in the same run")
     a = ap.parse_args()
     calls = a.hours * CALLS_PER_HOUR
     ciw_us = min(ciw_us_per_customer(seed) for seed in range(1, a.repeat + 1))
@@ -96,6 +100,11 @@ def main() -> None:
     sim = run_child(sim_args(a.hours))
     events = json.loads(sim.stdout)["metrics"]["events"]
     rows.append(("loopfix sim (end to end)", sim))
+    if a.before:
+        before = run_child(sim_args(a.hours), a.before)
+        if json.loads(before.stdout)["verdicts"] != json.loads(sim.stdout)["verdicts"]:
+            print("note: the checkout's verdicts differ from this one's")
+        rows.append((f"loopfix sim from {os.path.basename(a.before.rstrip('/'))}", before))
     if a.out:
         with tempfile.TemporaryDirectory() as d:
             rows.append(("loopfix sim --out (history written)", run_child(sim_args(a.hours, d))))

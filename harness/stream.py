@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
-from loopfix.harness.verdicts import Anomaly, Event, Verdict
+from loopfix.harness.verdicts import UNKNOWN, Anomaly, Event, Verdict
 from loopfix.reference_app.policy.events import EVENT_FIELDS
 
 Handler = Callable[[Event], None]
@@ -108,8 +108,6 @@ class Check:
 
 def checker_error(name: str, exc: BaseException) -> Verdict:
     """The verdict of a check that raised: unknown, naming the error."""
-    from loopfix.harness.verdicts import UNKNOWN
-
     err = Anomaly("checker-error", {"error": f"{type(exc).__name__}: {exc}"})
     return Verdict(name, UNKNOWN, {"checker-error": (err,)}, {})
 
