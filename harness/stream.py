@@ -1,8 +1,8 @@
 """Checking a history in one pass, as it happens: the online checker protocol and its fan-out.
 
 An online check is an object with `handlers` — a dict from event kind to a function taking one
-event (a mapping: a dict read from JSONL, or the model's record as it is made) — and
-`verdict()`. `Fanout(checks)` hands every event to the handlers of its kind and nothing else
+event (a mapping: a dict read from JSONL, or the model's record as it is made) — `feed(event)`
+and `verdict()`. `Fanout(checks)` hands every event to the handlers of its kind and nothing else
 (one dict lookup per event), keeps the history's count and its last time (`end_t`, the
 largest `t` seen), and turns an exception inside a check into that check's "unknown" verdict
 (a broken checker must never pass) without stopping the others. `check(check, history)` is
@@ -94,6 +94,16 @@ class Check:
         self.end_t = 0.0
         self.handlers: dict[str, Handler] = {}
         self._noted: list[tuple[Any, int, Anomaly]] = []
+
+    def feed(self, e: Event) -> None:
+        """One event, by hand (a Fanout feeds many checks in one pass and turns an exception
+        into an unknown verdict; here it propagates)."""
+        t = float(e["t"])
+        if t > self.end_t:
+            self.end_t = t
+        h = self.handlers.get(e.get("kind"))  # type: ignore[arg-type]
+        if h is not None:
+            h(e)
 
     def note(self, order: Any, anomaly: Anomaly) -> None:
         self._noted.append((order, len(self._noted), anomaly))

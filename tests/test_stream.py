@@ -126,3 +126,14 @@ def test_loopfix_sim_writes_the_history_as_it_runs_and_logs_its_progress(tmp_pat
     progress = [line for line in r.stderr.splitlines() if line.startswith("sim: retry-storm [before]: ")]
     assert progress[-1].startswith("sim: retry-storm [before]: 100% (") and f"{len(whole.history):,} events" in progress[-1]
     assert len(progress) == 11  # the start, then each tenth of the simulated time
+
+
+def test_a_check_fed_by_hand_gives_the_verdict_of_its_function():
+    s = with_settings(load_scenario("retry-storm"), variant="before")
+    history, p = simulate(s).history, s.make_policy()
+    for name in ("loops-terminate", "fail-fast", "backoff-schedule"):
+        c = inv.CHECKS[name](p)
+        for e in history:
+            c.feed(e)
+        assert dicts([c.verdict()]) == dicts([inv.CHECKERS[name](history, p)])
+    assert inv.check_fail_fast(history, p).valid is False
