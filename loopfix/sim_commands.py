@@ -128,13 +128,13 @@ def _run(scenario: Scenario, progress: Progress, label: str = "", log: bool = Tr
 
     label = label or f"{scenario.name} [{scenario.variant}]"
     horizon = scenario.duration_s + scenario.drain_s
-    task = progress.add_task(label, total=1.0)
+    task = progress.add_task(escape(label), total=1.0)  # "[fixed]" is text, not a style
     if log:
         log_step(f"sim: {label}: {scenario.duration_s:g} s simulated")
     tenths = [0]
 
     def step(fraction: float, events: int) -> None:
-        progress.update(task, completed=fraction, description=f"{label}: {events:,} events")
+        progress.update(task, completed=fraction, description=escape(f"{label}: {events:,} events"))
         tenth = int(fraction * 10 + 1e-9)
         if log and tenth > tenths[0]:
             tenths[0] = tenth
