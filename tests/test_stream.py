@@ -119,8 +119,8 @@ def test_loopfix_sim_writes_the_history_as_it_runs_and_logs_its_progress(tmp_pat
     assert r.exit_code == 1, r.output  # before breaks invariants
     s = with_settings(load_scenario("retry-storm"), variant="before")
     whole = simulate(s)
-    expected = history_mod.write_history(tmp_path / "expected.jsonl", whole.history)
-    assert (out / history_mod.HISTORY_FILE).read_bytes() == expected.read_bytes()
+    expected = "".join(events.dumps(r) + "\n" for r in whole.history)
+    assert (out / history_mod.HISTORY_FILE).read_text(encoding="utf-8") == expected
     assert json.loads((out / "verdicts.json").read_text()) == dicts(inv.check_all(whole.history, whole.policy))
     assert history_mod.read_run_info(out)["variant"] == "before"
     progress = [line for line in r.stderr.splitlines() if line.startswith("sim: retry-storm [before]: ")]
@@ -137,3 +137,15 @@ def test_a_check_fed_by_hand_gives_the_verdict_of_its_function():
             c.feed(e)
         assert dicts([c.verdict()]) == dicts([inv.CHECKERS[name](history, p)])
     assert inv.check_fail_fast(history, p).valid is False
+
+
+def test_history_lines_are_the_bytes_events_dumps_writes():
+    nan, inf = float("nan"), float("inf")
+    odd = [{"t": 1.5, "kind": "job.end", "z": None, "a": True, "b": False, "c": 3, "d": -0.0, "e": 1e300},
+           {"t": inf, "x": -inf, "y": nan, "s": "é \u2028 \"q\" \\ %s %%", "n%k": [1, {"u": "v"}], "k\"": 2},
+           {"t": 1, "flag": 1 == 1, "big": 10**30, "tiny": 5e-324, "list": (1, 2)}, {}]
+    for record in odd + odd:  # the second time from the shape's cached format
+        assert history_mod.dumps_line(record) == events.dumps(record) + "\n"
+    s = with_settings(load_scenario("retry-storm"), variant="before")
+    for record in simulate(s).history:
+        assert history_mod.dumps_line(record) == events.dumps(record) + "\n"
