@@ -33,7 +33,7 @@ class LoopsTerminate(Check):
         self.max_requests = 1 + p.player_max_retries
         self.time_bound = player_time_bound(p)
         self.max_runs = policy_mod.max_recording_runs(p)
-        # open sessions: key -> [seq, start, first request, last request, requests, latency sum]
+        # open sessions: key -> [seq, start, first request, last request, requests, latency sum, end]
         self.open: dict[tuple[Any, Any], list[Any]] = {}
         self.sessions = 0
         self.most_requests = 0
@@ -48,7 +48,7 @@ class LoopsTerminate(Check):
         key = (e.get("client"), e.get("session"))
         s = self.open.get(key)
         if s is None:
-            s = self.open[key] = [self.sessions, None, None, None, 0, 0]
+            s = self.open[key] = [self.sessions, None, None, None, 0, 0, None]
             self.sessions += 1
         kind = e["kind"]
         if kind == "client.start":
@@ -61,12 +61,15 @@ class LoopsTerminate(Check):
             s[5] += float(e.get("latency_s") or 0.0)
             if s[4] > self.most_requests:
                 self.most_requests = s[4]
-        else:
+        elif self.ordered:  # the model's stream: nothing of a session follows its end
             del self.open[key]
-            self._judge(key, s, e)
+            s[6] = e
+            self._judge(key, s)
+        else:  # any list: a session is judged once the whole history is read, on its last end
+            s[6] = e
 
-    def _judge(self, key: tuple[Any, Any], s: list[Any], end: Event | None) -> None:
-        seq, start, first_req, last_req, nreqs, latency = s
+    def _judge(self, key: tuple[Any, Any], s: list[Any]) -> None:
+        seq, start, first_req, last_req, nreqs, latency, end = s
         first = start or (first_req if nreqs else end)
         n = max(nreqs, int((end or {}).get("requests") or 0))
         client, session = key
@@ -115,7 +118,7 @@ class LoopsTerminate(Check):
 
     def verdict(self) -> Verdict:
         for key, s in list(self.open.items()):
-            self._judge(key, s, None)
+            self._judge(key, s)
         self.open.clear()
         found = self.noted()
         for jid, r in self.runs.items():
@@ -255,6 +258,7 @@ class BackoffSchedule(Check):
         self.n = 0
         self.opened: dict[tuple[Any, Any], Event] = {}  # outages: open ones by (target, how)
         self.windows: list[tuple[Event, float]] = []  # and closed ones with their end
+        self.late: list[tuple[Any, ...]] = []  # re-queues that may be late, judged at the end (any list)
         self.handlers = {"job.retry": self.on_retry, "job.start": self.on_start, "job.end": self.on_end,
                          "job.enqueue": self.on_enqueue, "outage.start": self.on_outage, "outage.end": self.on_outage}
 
@@ -337,12 +341,12 @@ class BackoffSchedule(Check):
             if gap < expected - self.tol(expected):
                 self.note((j.seq, self.n), Anomaly("retry-too-soon", {"job_id": jid, "attempt": attempt, "phase": phase,
                                                                       "gap_s": gap, "expected_s": expected}, (pending, e)))
-            elif requeued is not None and float(requeued["t"]) > float(pending["t"]) + expected + self.tol(expected) \
-                    and float(requeued["t"]) > promotable_at(float(pending["t"]) + expected, self.halts()) + self.tol(expected):
-                late_gap = float(requeued["t"]) - float(pending["t"])
-                self.note((j.seq, self.n), Anomaly("retry-too-late", {"job_id": jid, "attempt": attempt, "phase": phase,
-                                                                      "gap_s": late_gap, "expected_s": expected},
-                                                   (pending, requeued)))
+            elif requeued is not None and float(requeued["t"]) > float(pending["t"]) + expected + self.tol(expected):
+                late = ((j.seq, self.n), jid, attempt, phase, expected, pending, requeued)
+                if self.ordered:  # every halt that could cover the due time has begun by now
+                    self._judge_late(late, self.halts())
+                else:  # any list: judged against the whole history's halts
+                    self.late.append(late)
         elif last_fail is not None:
             expected = expected_delay(j.failed, p)
             gap = float(e["t"]) - float(last_fail["t"])
@@ -355,6 +359,13 @@ class BackoffSchedule(Check):
         if not j.failed and j.total is None and j.most is None:
             self.jobs[jid] = j.seq
 
+    def _judge_late(self, late: tuple[Any, ...], halts: list[tuple[float, float]]) -> None:
+        order, jid, attempt, phase, expected, pending, requeued = late
+        if float(requeued["t"]) > promotable_at(float(pending["t"]) + expected, halts) + self.tol(expected):
+            late_gap = float(requeued["t"]) - float(pending["t"])
+            self.note(order, Anomaly("retry-too-late", {"job_id": jid, "attempt": attempt, "phase": phase,
+                                                        "gap_s": late_gap, "expected_s": expected}, (pending, requeued)))
+
     def _add(self, j: _Job, phase: str, gap: float) -> None:
         self.gaps_checked[phase] += 1
         at = (j.seq, self.n)
@@ -366,6 +377,9 @@ class BackoffSchedule(Check):
 
     def verdict(self) -> Verdict:
         p = self.p
+        halts = self.halts()
+        for late in self.late:
+            self._judge_late(late, halts)
         totals: list[float] = []
         full_schedule: dict[str, list[float]] = defaultdict(list)
         for j in self.jobs.values():

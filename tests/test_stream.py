@@ -149,3 +149,28 @@ def test_history_lines_are_the_bytes_events_dumps_writes():
     s = with_settings(load_scenario("retry-storm"), variant="before")
     for record in simulate(s).history:
         assert history_mod.dumps_line(record) == events.dumps(record) + "\n"
+
+
+def ev(kind, t, **fields):
+    return events.event(kind, t, "live", "p", **fields)
+
+
+def test_a_list_out_of_time_order_is_judged_as_a_whole_history():
+    p = with_settings(load_scenario("steady"), variant="fixed").make_policy()
+    job = {"job_id": "1", "call_sid": "CA1"}
+    retry = ev("job.retry", 0.0, attempt=1, delay=60.0, phase="calllog", **job)
+    requeue = ev("job.enqueue", 200.0, job_type="full", via="retry", **job)
+    start = ev("job.start", 201.0, attempt=2, worker="w", **job)
+    # every worker down from 50 s to 199 s: the retry due at 60 s could not be promoted before 199 s
+    outage = [ev("outage.start", 50.0, target="workers", how="stop", workers=0),
+              ev("outage.end", 199.0, target="workers", how="stop", workers=0)]
+    late = inv.check_backoff_schedule([retry, requeue, start], p)
+    assert late.valid is False and "retry-too-late" in late.anomalies
+    assert inv.check_backoff_schedule([retry, requeue, start] + outage, p).valid is True  # outage listed after
+    # a session's request listed after its end still belongs to it
+    session = {"client": "c", "session": 1, "call_sid": "CA1"}
+    listed = [ev("client.start", 0.0, role="player", **session),
+              ev("client.end", 5.0, outcome="played", requests=1, **session),
+              ev("client.request", 4.0, status=200, retry_after=None, n=1, audio_ok=True, **session)]
+    v = inv.check_loops_terminate(listed, p)
+    assert v.valid is True and v.figure["sessions"] == 1
