@@ -9,9 +9,9 @@ whether the invariant holds (`True`), is broken (`False`) or could not be decide
 and a `figure` dict of measured numbers. An exception inside a checker yields `"unknown"`,
 never a pass. `online(policy)` gives all ten as one `harness.stream.Fanout`: fed event by event
 (the model's sink, `loopfix sim`), it keeps only what the invariants must and its `verdicts()`
-are those of `check_all` on the same events. Explanations are data (`Anomaly.facts`); `render_*` turns them into text
-(harness/verdicts.py holds the verdict types and their rendering, harness/query.py the history
-queries the checkers share; both re-exported here).
+are those of `check_all` on the same events. Explanations are data (`Anomaly.facts`);
+`render_*` turns them into text (harness/verdicts.py holds the verdict types and their
+rendering, harness/query.py the history queries; both re-exported here).
 
 Conventions the live app must follow for these checks to mean what they say:
 - a recording retry is `job.retry(attempt, delay, phase)` (with the delay actually applied;
@@ -84,9 +84,7 @@ def check_backoff_schedule(history: Sequence[Event], p: Policy, rel_tol: float =
     measured total of a phase whose budget a job used up matches that phase's schedule sum.
     A re-run straight after a failed attempt with no (or a zero) delay counts as too soon. A
     retry that came due while nothing could promote it (every worker down, the scheduler
-    stopped, Redis paused or gone) is late only if re-queued later than that window's end.
-    The backoff check measures `job.retry` → the job's next `job.start` for "too soon", and
-    `job.retry` → its re-enqueue for "too late"."""
+    stopped, Redis paused or gone) is late only if re-queued later than that window's end."""
     return _run("backoff-schedule", history, p, rel_tol=rel_tol, abs_tol_s=abs_tol_s)
 
 
