@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -39,37 +38,6 @@ def write_history(path: str | os.PathLike, history: Iterable[Event]) -> Path:
 
 # events.dumps' encoding, built once (json.dumps with options builds an encoder per call)
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
-_float_repr, _int_repr = float.__repr__, int.__repr__
-
-
-def _finite(x: float) -> str:
-    return _float_repr(x) if x - x == 0 else _ENCODE(x)  # NaN and ±Infinity as json spells them
-
-
-# a value's JSON as _ENCODE writes it, by exact type (bool, None, subclasses, containers: _ENCODE)
-_VALUE = {str: encode_basestring_ascii, int: _int_repr, float: _finite}
-_LINES: dict[tuple[Any, ...], tuple[str, tuple[Any, ...]] | None] = {}  # record keys -> (format, sorted keys)
-
-
-def _line_format(keys: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]] | None:
-    if not all(type(k) is str for k in keys) or len(set(keys)) != len(keys):
-        return None
-    ordered = tuple(sorted(keys))
-    return "{" + ",".join(encode_basestring_ascii(k).replace("%", "%%") + ":%s" for k in ordered) + "}\n", ordered
-
-
-def dumps_line(record: Event) -> str:
-    """events.dumps(record) + "\n", the same bytes, faster for records of a shape seen before:
-    the line is a format of the record's keys, sorted, filled with each value's JSON."""
-    keys = tuple(record)
-    shape = _LINES.get(keys, False)
-    if shape is False:
-        shape = _LINES[keys] = _line_format(keys)
-    if shape is None:
-        return _ENCODE(record) + "\n"
-    fmt, ordered = shape
-    value, encode = _VALUE.get, _ENCODE
-    return fmt % tuple([(value(type(x)) or encode)(x) for x in map(record.__getitem__, ordered)])
 
 
 class HistoryFile:
@@ -84,7 +52,7 @@ class HistoryFile:
         put = self._fh.write
 
         def write(record: Event) -> None:
-            put(dumps_line(record))
+            put(_ENCODE(record) + "\n")
 
         self.write = write
 
