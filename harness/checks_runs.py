@@ -41,32 +41,37 @@ class LoopsTerminate(Check):
         self.runs: dict[Any, Any] = {}
         self.deferred: set[Any] = set()  # jobs whose last job.end was a slot deferral
         self.most_runs = 0
-        self.handlers = {"client.start": self.on_session, "client.request": self.on_session,
-                         "client.end": self.on_session, "job.start": self.on_start, "job.end": self.on_end}
+        self.handlers = {"client.start": self.on_client_start, "client.request": self.on_request,
+                         "client.end": self.on_client_end, "job.start": self.on_start, "job.end": self.on_end}
 
-    def on_session(self, e: Event) -> None:
+    def session(self, e: Event) -> tuple[tuple[Any, Any], list[Any]]:
         key = (e.get("client"), e.get("session"))
         s = self.open.get(key)
         if s is None:
             s = self.open[key] = [self.sessions, None, None, None, 0, 0, None]
             self.sessions += 1
-        kind = e["kind"]
-        if kind == "client.start":
-            s[1] = e
-        elif kind == "client.request":
-            if s[2] is None:
-                s[2] = e
-            s[3] = e
-            s[4] += 1
-            s[5] += float(e.get("latency_s") or 0.0)
-            if s[4] > self.most_requests:
-                self.most_requests = s[4]
-        elif self.ordered:  # the model's stream: nothing of a session follows its end
+        return key, s
+
+    def on_client_start(self, e: Event) -> None:
+        self.session(e)[1][1] = e
+
+    def on_request(self, e: Event) -> None:
+        s = self.session(e)[1]
+        if s[2] is None:
+            s[2] = e
+        s[3] = e
+        n = s[4] = s[4] + 1
+        s[5] += float(e.get("latency_s") or 0.0)
+        if n > self.most_requests:
+            self.most_requests = n
+
+    def on_client_end(self, e: Event) -> None:
+        key, s = self.session(e)
+        s[6] = e
+        if self.ordered:  # the model's stream: nothing of a session follows its end, judge it now
             del self.open[key]
-            s[6] = e
             self._judge(key, s)
-        else:  # any list: a session is judged once the whole history is read, on its last end
-            s[6] = e
+        # any list: a session is judged once the whole history is read, on its last end
 
     def _judge(self, key: tuple[Any, Any], s: list[Any]) -> None:
         seq, start, first_req, last_req, nreqs, latency, end = s

@@ -181,15 +181,20 @@ class Fanout:
         fail, also = self._fail, self._also
 
         def dispatch(e: Event) -> None:
-            if also is not None:
-                also(e)
             for i, h in hs:
                 try:
                     h(e)
                 except Exception as exc:  # noqa: BLE001 - reported as that check's verdict
                     fail(i, exc)
 
-        return dispatch
+        if also is None:
+            return dispatch
+
+        def write_and_dispatch(e: Event) -> None:
+            also(e)
+            dispatch(e)
+
+        return write_and_dispatch
 
     def append(self, e: Event) -> None:
         if self._routed:  # any event may come this way: keep its own keys
