@@ -25,8 +25,22 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from loopfix.reference_app.flows.effects import ClaimRun, Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
-from loopfix.reference_app.flows.recording import defer, retry_later, take_slot
+from loopfix.reference_app.flows.effects import (
+    ClaimRun,
+    Coord,
+    Emit,
+    FetchAudio,
+    Finish,
+    LookUpCall,
+    Park,
+    RetryByRQ,
+    Save,
+    Sleep,
+    StartRun,
+    Transcribe,
+    drive,
+)
+from loopfix.reference_app.flows.recording import Job, recording_job
 from loopfix.reference_app.flows.sweep import requeue_orphan as requeue_orphan_flow
 from loopfix.reference_app.flows.sweep import requeue_stuck
 from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun
@@ -36,7 +50,6 @@ from loopfix.reference_app.policy import (
     WAITING_RUN_STATUSES,
     enqueue_retry_is_int,
     media_host_allowed,
-    run_attempt,
     run_orphaned,
     stuck_reason,
 )
@@ -94,10 +107,12 @@ def process_recording(run_id: int) -> dict:
 
 
 class RecordingJob:
+    """The app's driver of flows.recording.recording_job: Redis, RQ, the run's row, the media
+    host and the history writer."""
+
     def __init__(self, svc: Services, session: Session, run_id: int):
         self.svc, self.s, self.run_id = svc, session, run_id
         self.p = svc.policy
-        self._ended: dict | None = None  # what _finish returned, when a flow finished the run
         self.emit = svc.history.emit
         from rq import get_current_job
 
@@ -109,38 +124,14 @@ class RecordingJob:
         if run is None or run.status in ("done", "failed") or run.rq_job_id not in (None, self.rq_id):
             return {"skipped": True}
         hang_once(self.svc, HANG_BEFORE_RUN_START)  # after RQ started the job, before its run began
-        now = time.time()
-        run.status, run.started_at, run.heartbeat_at, run.rq_job_id = "running", now, now, self.rq_id
-        self.s.commit()
-        self.emit("job.start", job_id=str(run.id), call_sid=run.call_sid,
-                  attempt=run_attempt(run.retry_count, run.fetch_retry_count),
-                  worker=os.environ.get("LOOPFIX_PROC", "worker"))
-        call_log = self.s.scalar(select(CallLog).where(CallLog.call_sid == run.call_sid))
-        if call_log is None:
-            return self._not_ready(run, "CallLog not found", "calllog")
-        if not run.recording_url and call_log.recording_url:
-            run.recording_sid, run.recording_url = call_log.recording_sid, call_log.recording_url
-        elif run.recording_url and not call_log.recording_url:
-            call_log.recording_sid, call_log.recording_url = run.recording_sid, run.recording_url
-        self.s.commit()
-        if not run.recording_url or not run.recording_sid:
-            return self._finish(run, "failed", "no recording URL for this call")
-        return self._download_with_slot(run)
-
-    # ---------------------------------------------------------------- retries (000)
-
-    def _not_ready(self, run: RecordingRun, why: str, phase: str) -> dict:
-        """No CallLog yet (`phase` 'calllog') or the audio fetch failed ('fetch'): retry after
-        the backoff against that phase's budget, or fail for good once it is spent
-        (flows.recording.retry_later)."""
-        d = self._drive(retry_later(str(run.id), run.call_sid, run.retry_count, run.fetch_retry_count, phase, why,
-                                    self.p), run)
-        return self._ended or {"retry": d.attempt, "delay": d.delay_s}
+        job = Job(str(run.id), run.call_sid, run.business_id, run.retry_count, run.fetch_retry_count,
+                  run.defer_count, self.rq_id, self.slot_owner(run), os.environ.get("LOOPFIX_PROC", "worker"))
+        return self._drive(recording_job(job, self.p), run)
 
     def _drive(self, flow, run: RecordingRun):
-        """Run one of the job's flows (flows/recording.py) on Redis, RQ, the run's row and the
-        history writer; returns the flow's value."""
-        coord, emit, p = self.svc.coord, self.emit, self.p
+        """Run the job's flow on Redis, RQ, the run's row and the history writer; returns the
+        flow's value."""
+        coord, emit, p, s = self.svc.coord, self.emit, self.p, self.s
 
         def handle(effect):
             kind = type(effect)
@@ -154,50 +145,47 @@ class RecordingJob:
                         run.next_attempt_at = time.time() + p.wall(value)
                     else:
                         setattr(run, name, value)
-                return self.s.commit()
+                return s.commit()
             if kind is Park:
-                return enqueue_run(self.svc, self.s, run, effect.delay_s)
+                return enqueue_run(self.svc, s, run, effect.delay_s)
+            if kind is FetchAudio:
+                return self._fetch(run)
+            if kind is StartRun:
+                now = time.time()
+                run.status, run.started_at, run.heartbeat_at, run.rq_job_id = "running", now, now, self.rq_id
+                return s.commit()
+            if kind is LookUpCall:
+                return self._look_up_call(run)
             if kind is Sleep:
                 return time.sleep(p.wall(effect.seconds))
             if kind is Finish:
-                self._ended = self._finish(run, effect.status, effect.error)
-                return self._ended
+                return self._finish(run, effect.status, effect.error)
             if kind is RetryByRQ:
                 raise RuntimeError(effect.error)  # seed: RQ's Retry(max=3) re-runs it at once
+            if kind is Transcribe:
+                return None  # the app has no transcription step
             raise TypeError(f"not a recording job effect: {effect!r}")
 
         return drive(flow, handle)
 
-    # ---------------------------------------------------------------- slots (004)
-
-    def _download_with_slot(self, run: RecordingRun) -> dict:
-        coord, job_id = self.svc.coord, str(run.id)
-        in_api = self.p.has("semaphore_in_api")
-        if not in_api and not self._take_slot(run):
-            return self._defer(run)
-        try:
-            if not coord.claim_inflight(run.recording_sid, self.rq_id):
-                return self._defer(run)  # another job is downloading this recording right now
-            try:
-                return self._download(run)
-            finally:
-                coord.release_inflight(run.recording_sid, self.rq_id)
-        finally:
-            freed = coord.release_slot(run.business_id, self.slot_owner(run))
-            self.emit("slot.release", job_id=job_id, business_id=run.business_id, freed=freed)
+    def _look_up_call(self, run: RecordingRun) -> str | None:
+        """The call's CallLog (None: not yet), its recording copied onto the run or back; the
+        RecordingSid ('' when neither has a recording URL)."""
+        call_log = self.s.scalar(select(CallLog).where(CallLog.call_sid == run.call_sid))
+        if call_log is None:
+            return None
+        if not run.recording_url and call_log.recording_url:
+            run.recording_sid, run.recording_url = call_log.recording_sid, call_log.recording_url
+        elif run.recording_url and not call_log.recording_url:
+            call_log.recording_sid, call_log.recording_url = run.recording_sid, run.recording_url
+        self.s.commit()
+        return run.recording_sid if run.recording_url and run.recording_sid else ""
 
     def slot_owner(self, run: RecordingRun) -> str:
         return self.rq_id if not self.p.has("semaphore_in_api") else api_slot_owner(run.id)
 
-    def _take_slot(self, run: RecordingRun) -> bool:
-        return self._drive(take_slot(str(run.id), run.business_id, self.rq_id, run.call_sid, self.p), run)
-
-    def _defer(self, run: RecordingRun) -> dict:
-        return {"deferred": self._drive(defer(str(run.id), run.call_sid, run.defer_count, self.p), run)}
-
-    # ---------------------------------------------------------------- download
-
-    def _download(self, run: RecordingRun) -> dict:
+    def _fetch(self, run: RecordingRun) -> tuple[str, str]:
+        """One download while a heartbeat keeps the run alive: (outcome, detail)."""
         beat = None if self.p.has("no_heartbeat") else Heartbeat(self.svc, run, self.rq_id, self.slot_owner(run))
         if beat:
             beat.start()
@@ -206,17 +194,12 @@ class RecordingJob:
         finally:
             if beat:
                 beat.stop()
-        if fetch.outcome in ("ok", "skipped"):
-            return self._finish(run, "done", None)
-        if fetch.outcome in ("missing", "transient"):
-            return self._not_ready(run, f"audio not available ({fetch.detail})", "fetch")
-        return self._finish(run, "failed", fetch.detail)
+        return fetch.outcome, fetch.detail
 
-    def _finish(self, run: RecordingRun, status: str, error: str | None) -> dict:
+    def _finish(self, run: RecordingRun, status: str, error: str | None) -> None:
         run.status, run.error, run.finished_at = status, error, time.time()
         self.s.commit()
         self.emit("job.end", job_id=str(run.id), call_sid=run.call_sid, outcome=status)
-        return {"status": status, "error": error, "permanent": status == "failed"}
 
 
 class Heartbeat:

@@ -2,7 +2,7 @@
 steps of the recording job, as the app's RQ job and the model's workers both take them."""
 from __future__ import annotations
 
-from loopfix.reference_app.flows.effects import Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive_with
+from loopfix.reference_app.flows.effects import Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive, drive_with
 from loopfix.reference_app.flows.recording import defer, retry_later, take_slot
 from loopfix.reference_app.policy import make_policy
 
@@ -63,3 +63,88 @@ def test_the_seed_raises_for_rq_to_retry_at_once():
     seed = make_policy("seed")
     effects, _d = drive_with(retry_later("7", "CA1", 0, 0, "calllog", "CallLog not found", seed), [None] * 5)
     assert [type(e) for e in effects] == [Save, Emit, Save, Emit, RetryByRQ]
+
+
+# --------------------------------------------------------------------------- the whole job
+
+from loopfix.reference_app.flows.effects import FetchAudio, LookUpCall, StartRun, Transcribe  # noqa: E402
+from loopfix.reference_app.flows.recording import Job, recording_job  # noqa: E402
+
+JOB = Job("7", "CA1", 1, 0, 0, 0, "rq7", "rq7", "worker-1")
+
+
+def kinds(effects):
+    return [e.op if isinstance(e, Coord) else e.kind if isinstance(e, Emit) else type(e).__name__ for e in effects]
+
+
+def test_a_job_that_fetches_finishes_then_releases_its_claim_and_then_its_slot():
+    effects, value = drive_with(recording_job(JOB, FIXED),
+                                [None, None, "RE1", True, None, True, ("ok", ""), None, None, True, None])
+    assert kinds(effects) == ["StartRun", "job.start", "LookUpCall", "acquire_slot", "slot.acquire", "claim_inflight",
+                              "FetchAudio", "Finish", "release_inflight", "release_slot", "slot.release"]
+    assert value == {"status": "done", "error": None, "permanent": False}
+
+
+def test_no_calllog_yet_retries_without_touching_a_slot():
+    effects, value = drive_with(recording_job(JOB, FIXED), [None, None, None, None, None, None, None, None])
+    assert "acquire_slot" not in kinds(effects) and value["retry"] == 1
+
+
+def test_a_recording_in_flight_elsewhere_defers_and_still_frees_the_slot_last():
+    effects, value = drive_with(recording_job(JOB, FIXED), [None, None, "RE1", True, None, False] + [None] * 3
+                                + [True, None])
+    assert kinds(effects)[-5:] == ["Save", "Park", "job.end", "release_slot", "slot.release"]
+    assert "release_inflight" not in kinds(effects) and "deferred" in value
+
+
+def test_a_failed_fetch_retries_on_the_fetch_budget_and_releases_both_claims():
+    effects, value = drive_with(recording_job(JOB, FIXED),
+                                [None, None, "RE1", True, None, True, ("missing", "404")] + [None] * 5
+                                + [None, True, None])
+    assert effects[7].fields["fetch_retry_count"] == 1
+    assert effects[7].fields["error"].startswith("audio not available (404) (fetch attempt 1/")
+    assert kinds(effects)[-3:] == ["release_inflight", "release_slot", "slot.release"] and value["retry"] == 1
+
+
+def test_the_seeds_retry_raises_for_rq_after_releasing_the_claim_and_the_slot():
+    seed = make_policy("seed")
+    done = []
+
+    def handle(effect):
+        done.append(effect)
+        if isinstance(effect, RetryByRQ):
+            raise RuntimeError(effect.error)
+        answers = {StartRun: None, LookUpCall: "RE1", FetchAudio: ("transient", "503")}
+        if type(effect) in answers:
+            return answers[type(effect)]
+        return True if isinstance(effect, Coord) else None
+
+    try:
+        drive(recording_job(JOB, seed), handle)
+        raised = False
+    except RuntimeError:
+        raised = True
+    assert raised is True
+    assert kinds(done)[-3:] == ["release_inflight", "release_slot", "slot.release"]
+
+
+def test_a_worker_dying_mid_download_releases_nothing():
+    flow = recording_job(JOB, FIXED)
+    effects = []
+    result = None
+    while True:
+        effect = flow.send(result)
+        effects.append(effect)
+        if isinstance(effect, FetchAudio):
+            break
+        result = {LookUpCall: "RE1"}.get(type(effect), True if isinstance(effect, Coord) else None)
+    flow.close()  # the model's worker crashed: its process (and the flow) is dropped
+    assert "release_slot" not in kinds(effects)
+
+
+def test_the_models_transcription_comes_after_the_claim_and_slot_are_freed():
+    job = JOB._replace(transcribe=True)
+    effects, value = drive_with(recording_job(job, FIXED),
+                                [None, None, "RE1", True, None, True, ("ok", ""), None, True, None, None, None])
+    assert kinds(effects)[-5:] == ["release_inflight", "release_slot", "slot.release", "Transcribe", "Finish"]
+    assert value["status"] == "done" and Transcribe() in effects

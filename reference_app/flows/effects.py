@@ -26,6 +26,13 @@ The recording job's steps (flows/recording.py) act on the run the driver holds:
 - `RetryByRQ(error)`: the seed's retry: raise, and let RQ's Retry re-run the job at once.
 - `ClaimRun(fields)`: compare-and-set the run as the sweep read it: set `fields` (with
   `created_now`, created_at = now) and commit; result False when another sweep changed it first.
+- `StartRun()`: mark the run running (started and beating now, owned by this job).
+- `LookUpCall()`: the call's CallLog and recording; result: None (no CallLog yet), '' (no
+  recording URL) or the RecordingSid.
+- `FetchAudio()`: download the recording once (the app keeps the run's heartbeat meanwhile);
+  result: 'ok' | 'skipped' | 'missing' | 'transient' | 'refused'.
+- `Transcribe()`: the model's transcription of a full job (no step of the reference app: its
+  driver answers at once).
 """
 from __future__ import annotations
 
@@ -91,21 +98,41 @@ class ClaimRun(NamedTuple):
     fields: dict
 
 
+class StartRun(NamedTuple):
+    pass
+
+
+class LookUpCall(NamedTuple):
+    pass
+
+
+class FetchAudio(NamedTuple):
+    pass
+
+
+class Transcribe(NamedTuple):
+    pass
+
+
 Effect = (Coord | Gap | Emit | Enqueue | FailStuck | CreateRun | ActiveRun | Save | Park | Sleep | Finish | RetryByRQ
-          | ClaimRun)
+          | ClaimRun | StartRun | LookUpCall | FetchAudio | Transcribe)
 Flow = Generator[Effect, Any, Any]
 
 
 def drive(flow: Flow, handle: Callable[[Effect], Any]) -> Any:
     """Run `flow` to its end, doing each effect with `handle(effect)` and sending back its result;
-    returns the flow's value. An exception from `handle` ends the flow and propagates."""
-    result = None
+    returns the flow's value. An exception from `handle` is thrown into the flow, so its
+    `finally` steps are done too, and propagates out of it."""
+    send, result = flow.send, None
     while True:
         try:
-            effect = flow.send(result)
+            effect = send(result)
         except StopIteration as stop:
             return stop.value
-        result = handle(effect)
+        try:
+            result, send = handle(effect), flow.send
+        except BaseException as exc:  # noqa: BLE001 - thrown into the flow, out of it again
+            result, send = exc, flow.throw
 
 
 def drive_with(flow: Flow, results: list) -> tuple[list[Effect], Any]:

@@ -1,14 +1,134 @@
-"""The recording job's steps that the app's RQ job (jobs.RecordingJob) and the model's workers
-(sim/actors/workers.py) both take, written once: take a download slot (seed 004; `before`'s
-60 x 1 s wait in the worker), defer when none is free, and retry when the CallLog or the audio
-is not there yet (seed 000's backoff, per phase budget). The run these act on is the driver's
-(a RecordingRun row, or the model's Run): the flows name what changes (`Save`), and the driver
-writes it.
+"""The recording job, written once for the app's RQ job (jobs.RecordingJob) and the model's
+workers (sim/actors/workers.py): `recording_job` is its whole order — start the run, wait
+(with backoff) for the CallLog, take a download slot (seed 004; `before`'s 60 x 1 s wait in
+the worker) or defer, claim the recording, fetch it, retry a failed fetch on its own budget
+(seed 000's backoff, per phase), finish, and release the claim and the slot in `finally`.
+The run these act on is the driver's (a RecordingRun row, or the model's Run): the flows name
+what changes (`Save`, `StartRun`, `Finish`), and the driver writes it.
 """
 from __future__ import annotations
 
-from loopfix.reference_app.flows.effects import Coord, Emit, Finish, Flow, Park, RetryByRQ, Save, Sleep
-from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, slot_defer_delay
+from typing import NamedTuple
+
+from loopfix.reference_app.flows.effects import (
+    Coord,
+    Emit,
+    FetchAudio,
+    Finish,
+    Flow,
+    LookUpCall,
+    Park,
+    RetryByRQ,
+    Save,
+    Sleep,
+    StartRun,
+    Transcribe,
+)
+from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, run_attempt, slot_defer_delay
+
+
+class Job(NamedTuple):
+    """The run one job acts on, as it was when the job started. `owner`: the job's token on its
+    slot and in-flight claim; `slot_owner`: whose slot it releases (the API's under
+    `semaphore_in_api`); `worker`: the process named in job.start; `transcribe`: a full job's
+    transcription follows the download (the model's scenarios only)."""
+
+    job_id: str
+    call_sid: str
+    business_id: int
+    retry_count: int
+    fetch_retry_count: int
+    defer_count: int
+    owner: str
+    slot_owner: str
+    worker: str
+    transcribe: bool = False
+
+
+START_RUN, LOOK_UP_CALL, FETCH_AUDIO, TRANSCRIBE = StartRun(), LookUpCall(), FetchAudio(), Transcribe()
+
+
+def ended(status: str, error: str | None) -> dict:
+    """What a job that finished its run returns (RQ keeps it as the job's result)."""
+    return {"status": status, "error": error, "permanent": status == "failed"}
+
+
+def recording_job(job: Job, p: Policy) -> Flow:
+    """The recording job's whole order; returns what the app's job returns ({'status': ...},
+    {'retry': attempt, 'delay': s}, {'deferred': s})."""
+    job_id, call_sid, owner = job.job_id, job.call_sid, job.owner
+    yield START_RUN
+    yield Emit("job.start", {"job_id": job_id, "call_sid": call_sid,
+                             "attempt": run_attempt(job.retry_count, job.fetch_retry_count), "worker": job.worker})
+    sid = yield LOOK_UP_CALL
+    if sid is None:
+        return (yield from _retry(job, "calllog", "CallLog not found", p))
+    if not sid:
+        return (yield from _end("failed", "no recording URL for this call"))
+    if "semaphore_in_api" not in p.faults and not (yield from take_slot(job_id, job.business_id, owner, call_sid, p)):
+        return {"deferred": (yield from defer(job_id, call_sid, job.defer_count, p))}
+    # The claim and the slot are released last, after the job's own end (a deferral included),
+    # and when a step raises; not when the worker dies mid-job (the generator is closed): its
+    # claims lapse with their TTLs.
+    claimed = False
+    try:
+        claimed = yield Coord("claim_inflight", (sid, owner))
+        if claimed:
+            result = yield from _fetch(job, sid, p)
+        else:  # another job is downloading this recording right now
+            result = {"deferred": (yield from defer(job_id, call_sid, job.defer_count, p))}
+    except GeneratorExit:
+        raise
+    except BaseException:
+        yield from _release(job, sid, claimed)
+        raise
+    yield from _release(job, sid, claimed)
+    if result is not None:
+        return result
+    yield TRANSCRIBE  # the model's transcription holds no claim or slot
+    return (yield from _end("done", None))
+
+
+def _fetch(job: Job, sid: str, p: Policy) -> Flow:
+    """Download the claimed recording once: finish, fail, or retry on the fetch budget; None when
+    the job's transcription comes next."""
+    fetched, detail = yield FETCH_AUDIO
+    if fetched == "refused":
+        return (yield from _end("failed", detail))
+    if fetched != "ok" and fetched != "skipped":
+        why = f"audio not available ({detail})" if detail else "audio not available"
+        return (yield from _retry(job, "fetch", why, p))
+    if job.transcribe:
+        return None
+    return (yield from _end("done", None))
+
+
+def _release(job: Job, sid: str, claimed: bool) -> Flow:
+    """Drop the in-flight claim if held, then the slot (the slot even when the first raised)."""
+    try:
+        if claimed:
+            yield Coord("release_inflight", (sid, job.owner))
+    finally:
+        yield from release_slot(job)
+
+
+def _end(status: str, error: str | None) -> Flow:
+    yield Finish(status, error)
+    return ended(status, error)
+
+
+def release_slot(job: Job) -> Flow:
+    """Free the job's slot (never another owner's) and record whether it still held one."""
+    freed = yield Coord("release_slot", (job.business_id, job.slot_owner))
+    yield Emit("slot.release", {"job_id": job.job_id, "business_id": job.business_id, "freed": freed})
+
+
+def _retry(job: Job, phase: str, why: str, p: Policy) -> Flow:
+    """retry_later on the job's counts; the job's result."""
+    d = yield from retry_later(job.job_id, job.call_sid, job.retry_count, job.fetch_retry_count, phase, why, p)
+    if d.action == "fail":
+        return ended("failed", f"{why} after {d.attempt} {d.phase} retries")
+    return {"retry": d.attempt, "delay": d.delay_s}
 
 
 def take_slot(job_id: str, business_id: int, owner: str, call_sid: str, p: Policy) -> Flow:

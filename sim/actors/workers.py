@@ -9,10 +9,27 @@ from typing import Any, Generator
 import simpy
 
 from loopfix.reference_app import policy as P
-from loopfix.reference_app.flows.effects import ClaimRun, Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
-from loopfix.reference_app.flows.recording import defer, retry_later, take_slot
+from loopfix.reference_app.flows.effects import (
+    ClaimRun,
+    Coord,
+    Emit,
+    FetchAudio,
+    Finish,
+    LookUpCall,
+    Park,
+    RetryByRQ,
+    Save,
+    Sleep,
+    StartRun,
+    Transcribe,
+    drive,
+)
+from loopfix.reference_app.flows.recording import Job, recording_job
 from loopfix.reference_app.flows.sweep import requeue_orphan, requeue_stuck
 from loopfix.sim.world import Entry, Run
+
+
+FETCHED_OK, FETCH_FAILED = ("ok", ""), ("transient", "")
 
 
 class Workers:
@@ -143,65 +160,37 @@ class Workers:
         return drive(flow, handle)
 
     def recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
+        """The app's job (flows.recording.recording_job) on `run` in simulated time."""
         run, env = entry.run, self.env
         assert run is not None
         if run.status in ("done", "failed") or run.token != entry.token:
             return  # superseded (re-queued as stuck) or finished: the app's job does nothing
         self.worker_job[w] = run
         yield env.timeout(self.job_overhead_s)
-        call, now = run.call, env._now
-        run.status, run.started_at, run.heartbeat_at = "running", now, now
-        run.alive_since = now if self.beats else None
-        coord, job_id, sid = self.coord, run.job_id, call.recording_sid
-        self.rec.job_start(proc, job_id=job_id, call_sid=call.call_sid,
-                           attempt=P.run_attempt(run.retry_count, run.fetch_retry_count), worker=proc)
-        if now < call.calllog_at:
-            yield from self.job_flow(retry_later(job_id, call.call_sid, run.retry_count, run.fetch_retry_count,
-                                                 "calllog", "CallLog not found", self.policy), run, proc)
-            return
-        if not self.semaphore_in_api:  # before: the API took the slot (download_only jobs), or none is taken
-            flow = take_slot(job_id, call.business_id, job_id, call.call_sid, self.policy)
-            done, ok = self.flow_now(flow, run, proc, None)
-            if not done:  # blocking_slot_loop: waits in the worker
-                ok = yield from self.job_flow(flow, run, proc, ok)
-            if not ok:
-                yield from self.defer_job(run, proc)
-                return
-        # As the app's _download_with_slot: the slot is released last (its `finally`), after
-        # the job's own end — a deferral for a recording in flight elsewhere included.
-        if not coord.claim_inflight(sid, job_id):
-            yield from self.defer_job(run, proc)
-            self.release_slot(run, proc)
-            return
-        ok = yield from self.fetch_audio(run, proc)
-        if ok and run.job_type == "full" and self.transcribe_s[1] > 0:
-            # the scenario's transcription (no step of the reference app) holds no claim or slot
-            coord.release_inflight(sid, job_id)
-            self.release_slot(run, proc)
-            yield env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
-            self.finish(run, "done", proc)
-            return
-        if ok:
-            self.finish(run, "done", proc)
-        else:
-            yield from self.job_flow(retry_later(job_id, call.call_sid, run.retry_count, run.fetch_retry_count,
-                                                 "fetch", "audio not available", self.policy), run, proc)
-        coord.release_inflight(sid, job_id)
-        self.release_slot(run, proc)
+        call, job_id = run.call, run.job_id
+        job = Job(job_id, call.call_sid, call.business_id, run.retry_count, run.fetch_retry_count, run.defer_count,
+                  job_id, job_id, proc, run.job_type == "full" and self.transcribe_s[1] > 0)
+        yield from self.job_flow(recording_job(job, self.policy), run, proc)
 
-    def job_flow(self, flow, run: Run, proc: str, pending: Any = None) -> Generator:
-        """Run one of the recording job's flows (flows/recording.py) on `run` in simulated time,
-        recording as `proc`; returns the flow's value. Effects are done at once (`flow_now`)
-        until one needs simulated time (a Sleep: the seeds' faults only); `pending`: the Sleep
-        a flow already started with flow_now waits on."""
-        done, value = self.flow_now(flow, run, proc, None) if pending is None else (False, pending)
-        while not done:  # value: the Sleep the flow waits on
-            done, value = self.flow_now(flow, run, proc, (yield self.env.timeout(value.seconds)))
+    def job_flow(self, flow, run: Run, proc: str) -> Generator:
+        """Run a recording job's flow on `run` in simulated time, recording as `proc`; returns
+        the flow's value. Effects are done at once (`flow_now`) until one needs simulated time:
+        the download, the transcription, or a Sleep (the seeds' faults only)."""
+        done, value = self.flow_now(flow, run, proc, None)
+        while not done:  # value: the effect that takes simulated time
+            kind = value.__class__
+            if kind is FetchAudio:
+                result = yield from self.fetch_audio(run, proc)
+            elif kind is Sleep:
+                result = yield self.env.timeout(value.seconds)
+            else:  # Transcribe
+                result = yield self.env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
+            done, value = self.flow_now(flow, run, proc, result)
         return value
 
     def flow_now(self, flow, run: Run, proc: str, result: Any) -> tuple[bool, Any]:
         """Send `result` into `flow` and do its effects until it ends, (True, its value), or
-        yields a Sleep, (False, the Sleep)."""
+        yields one that takes simulated time, (False, that effect)."""
         coord = self.coord
         while True:
             try:
@@ -224,10 +213,17 @@ class Workers:
                 result = None
             elif kind is Park:
                 result = self.push(run, effect.delay_s, via=effect.via)
-            elif kind is Sleep:
-                return False, effect
+            elif kind is StartRun:
+                now = self.env._now
+                run.status, run.started_at, run.heartbeat_at = "running", now, now
+                run.alive_since = now if self.beats else None
+                result = None
+            elif kind is LookUpCall:
+                result = None if self.env._now < run.call.calllog_at else run.call.recording_sid
             elif kind is Finish:
                 result = self.finish(run, effect.status, proc)
+            elif kind is FetchAudio or kind is Sleep or kind is Transcribe:
+                return False, effect
             elif kind is RetryByRQ:  # seed: RQ's Retry(max=3) re-runs it at once, or gives up
                 if run.rq_retries_left > 0:
                     run.rq_retries_left -= 1
@@ -242,26 +238,18 @@ class Workers:
         self.active_runs.pop(run.job_id, None)
         self.rec.job_end(proc, job_id=run.job_id, call_sid=run.call.call_sid, outcome=status)
 
-    def release_slot(self, run: Run, proc: str) -> None:
-        freed = self.coord.release_slot(run.call.business_id, run.job_id)
-        self.rec.slot_release(proc, job_id=run.job_id, business_id=run.call.business_id, freed=freed)
-
     def release_claims(self, run: Run) -> None:
         self.coord.release_inflight(run.call.recording_sid, run.job_id)
         self.coord.release_slot(run.call.business_id, run.job_id)
 
-    def defer_job(self, run: Run, proc: str) -> Generator:
-        """No free slot, or the recording in flight elsewhere (004): flows.recording.defer."""
-        yield from self.job_flow(defer(run.job_id, run.call.call_sid, run.defer_count, self.policy), run, proc)
-
     def fetch_audio(self, run: Run, proc: str) -> Generator:
-        """Fetch the recording once; True when the file is (now) complete."""
+        """Fetch the recording once: the FetchAudio result, (outcome, detail)."""
         p, env, call = self.policy, self.env, run.call
         sid = call.recording_sid
         if self.download_idempotent and call.file_ready:
             self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
                       ok=True, skipped=True, bytes=0)
-            return True
+            return FETCHED_OK
         self.rec.download_start(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid)
         served = call.served
         fails = self.fetch_fails()
@@ -270,18 +258,18 @@ class Workers:
         if fails or served == "missing":
             self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
                       ok=False, skipped=False, bytes=0)
-            return False
+            return FETCH_FAILED
         size = 960_000 if served == "audio" else 1_200
         if self.download_idempotent and call.file_ready:
             # two racing downloads: the unique RecordingSid row says the other one completed first,
             # but the bytes were fetched twice (as in the app, skipped means nothing was fetched)
             self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
                       ok=True, skipped=False, bytes=size)
-            return True
+            return FETCHED_OK
         call.file_ready, call.audio_ok = True, served == "audio"
         self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
                   ok=True, skipped=False, bytes=size)
-        return True
+        return FETCHED_OK
 
     def lose_in_crash(self, run: Run, w: int) -> None:
         """A crashed worker's job: its heartbeat stops, its claims expire with their TTLs, and
