@@ -478,3 +478,19 @@ def promote_due(queues: Iterable[Queue], now: float | None = None, batch: int = 
 def parked_count(queue: Queue) -> int:
     return int(queue.connection.zcard(DELAYED_KEY.format(queue=queue.name)))
 
+
+
+# --------------------------------------------------------------------------- the first click (issue 18)
+
+
+def enqueue_noting_queued(coord: Coordinator, queue: Queue, job: Job, business_id: int, call_sid: str) -> None:
+    """Put a new job on its queue now and note its download as waiting (`mark_queued`) in ONE
+    round trip: RQ's enqueue (the queues set, the job hash, the queue push) and the queued-set
+    script in one MULTI/EXEC pipeline, so both happen or neither. The script goes as EVAL (its
+    body, a few hundred bytes): EVALSHA in a pipeline makes redis-py ask SCRIPT EXISTS first,
+    a round trip of its own."""
+    ttl_ms = coord.p.wall_ms(coord.p.queued_ttl_s)
+    with queue.connection.pipeline() as pipe:
+        queue.enqueue_job(job, pipeline=pipe)
+        pipe.eval(_MARK_QUEUED, 1, QUEUED_KEY.format(business_id=business_id), call_sid, ttl_ms)
+        pipe.execute()

@@ -53,7 +53,7 @@ from loopfix.reference_app.policy import (
     run_orphaned,
     stuck_reason,
 )
-from loopfix.reference_app.coordination import crash_point_on, schedule_in
+from loopfix.reference_app.coordination import crash_point_on, enqueue_noting_queued, schedule_in
 from loopfix.reference_app.services import RECORDINGS_QUEUE, Services, get_services
 
 CONTENT_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".json": "application/json"}
@@ -63,7 +63,8 @@ JOB_FUNC = "loopfix.reference_app.jobs.process_recording"
 # --------------------------------------------------------------------------- enqueue
 
 
-def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: float = 0.0, via: str = "retry") -> str:
+def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: float = 0.0, via: str = "retry",
+                note_queued: bool = False) -> str:
     """Put `run` on the recordings queue, now or after `delay_policy_s`; returns the RQ job id.
 
     The new RQ job id is committed on the run first: a job that starts and finds another id
@@ -73,6 +74,9 @@ def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: fl
     never an int); waiting for a CallLog or audio is the job's own schedule, not RQ's.
     `retry_as_int` (before) passes `retry=3` on the enqueue API's path (`via`; see
     policy.enqueue_retry_is_int) and RQ raises at enqueue.
+
+    `note_queued` (a new run's first enqueue): the job goes on the queue now and its download is
+    noted as waiting (Coordinator.mark_queued) in the same pipeline, one Redis round trip.
     """
     p = svc.policy
     queue = svc.queue(RECORDINGS_QUEUE)
@@ -84,7 +88,10 @@ def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: fl
     job = queue.create_job(
         JOB_FUNC, args=(run.id,), job_id=rq_id, timeout=timeout, result_ttl=600, failure_ttl=3600, retry=retry
     )
-    schedule_in(queue, job, p.wall(delay_policy_s))
+    if note_queued and delay_policy_s <= 0:
+        enqueue_noting_queued(svc.coord, queue, job, run.business_id, run.call_sid)
+    else:
+        schedule_in(queue, job, p.wall(delay_policy_s))
     return rq_id
 
 

@@ -122,7 +122,7 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
             if p.has("semaphore_in_api") and job_type == "download_only":
                 if not svc.coord.acquire_slot(business_id, api_slot_owner(run.id), call_sid):
                     raise RuntimeError("no download slot free")
-            enqueue_run(svc, s, run, via=via)
+            enqueue_run(svc, s, run, via=via, note_queued=True)  # with mark_queued: one round trip
         except Exception as exc:
             if isinstance(exc, redis.exceptions.RedisError) and not p.has("orphan_runs_not_swept"):
                 redis_down.append(run)
@@ -130,7 +130,6 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
             run.status, run.error, run.finished_at = "failed", f"enqueue failed: {exc}"[:500], time.time()
             s.commit()
             raise
-        svc.coord.mark_queued(business_id, call_sid)
         svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=call_sid, job_type=job_type, via=via)
         return run
 
