@@ -147,4 +147,4 @@ def test_the_models_transcription_comes_after_the_claim_and_slot_are_freed():
     effects, value = drive_with(recording_job(job, FIXED),
                                 [None, None, "RE1", True, None, True, ("ok", ""), None, True, None, None, None])
     assert kinds(effects)[-5:] == ["release_inflight", "release_slot", "slot.release", "Transcribe", "Finish"]
-    assert value["status"] == "done" and Transcribe() in effects
+    assert value["status"] == "done" and any(type(e) is Transcribe for e in effects)

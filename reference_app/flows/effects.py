@@ -31,6 +31,21 @@ The recording job's steps (flows/recording.py) act on the run the driver holds:
   recording URL) or the RecordingSid.
 - `FetchAudio()`: download the recording once (the app keeps the run's heartbeat meanwhile);
   result: 'ok' | 'skipped' | 'missing' | 'transient' | 'refused'.
+- `ClaimJob()`: the delete run takes its job, queued → running (only the run the row names);
+  result: False when another run owns it now (superseded).
+- `DeleteBatch()`: one batch's transaction, uncommitted — stamp the heartbeat, delete the
+  batch's remaining leads of this business; result: ('superseded',) | ('done',) |
+  ('error', why) (the transaction failed, rolled back) | ('batch', asked, deleted ids, left after).
+- `Commit(keep)`: commit the open transaction (`keep` False: roll it back).
+- `EndJob(status, reason)`: set the delete job's end (completed | failed | paused) if this run
+  still owns it (paused: committed at once; else left open for the lock release before the
+  commit); result: the job's processed count, None when it no longer owns it.
+- `Clock()`: the driver's now, in policy seconds.
+- `ActiveLeadJob()` / `NewLeadJob(join)`: the business's active delete job (its id or None) /
+  insert a job (`join`: or, losing to the one-active-job constraint, join the winner);
+  result: (job id, existing) or None (the jobs changed too fast).
+- `OwnedLeads()`: which of the request's lead ids are the business's now, in request order.
+- `EnqueueLeadJob(job_id)`: put the delete job's first run on the leads queue.
 - `Transcribe()`: the model's transcription of a full job (no step of the reference app: its
   driver answers at once).
 """
@@ -114,8 +129,46 @@ class Transcribe(NamedTuple):
     pass
 
 
+class ClaimJob(NamedTuple):
+    pass
+
+
+class DeleteBatch(NamedTuple):
+    pass
+
+
+class Commit(NamedTuple):
+    keep: bool = True
+
+
+class EndJob(NamedTuple):
+    status: str
+    reason: str | None
+
+
+class Clock(NamedTuple):
+    pass
+
+
+class ActiveLeadJob(NamedTuple):
+    pass
+
+
+class NewLeadJob(NamedTuple):
+    join: bool
+
+
+class OwnedLeads(NamedTuple):
+    pass
+
+
+class EnqueueLeadJob(NamedTuple):
+    job_id: str
+
+
 Effect = (Coord | Gap | Emit | Enqueue | FailStuck | CreateRun | ActiveRun | Save | Park | Sleep | Finish | RetryByRQ
-          | ClaimRun | StartRun | LookUpCall | FetchAudio | Transcribe)
+          | ClaimRun | StartRun | LookUpCall | FetchAudio | Transcribe | ClaimJob | DeleteBatch | Commit | EndJob | Clock
+          | ActiveLeadJob | NewLeadJob | OwnedLeads | EnqueueLeadJob)
 Flow = Generator[Effect, Any, Any]
 
 
