@@ -41,18 +41,9 @@ from loopfix.reference_app.flows.effects import (
     drive,
 )
 from loopfix.reference_app.flows.recording import Job, recording_job
-from loopfix.reference_app.flows.sweep import requeue_orphan as requeue_orphan_flow
-from loopfix.reference_app.flows.sweep import requeue_stuck
+from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun
-from loopfix.reference_app.policy import (
-    ACTIVE_RUN_STATUSES,
-    RunState,
-    WAITING_RUN_STATUSES,
-    enqueue_retry_is_int,
-    media_host_allowed,
-    run_orphaned,
-    stuck_reason,
-)
+from loopfix.reference_app.policy import ACTIVE_RUN_STATUSES, RunState, enqueue_retry_is_int, media_host_allowed
 from loopfix.reference_app.coordination import crash_point_on, enqueue_noting_queued, schedule_in
 from loopfix.reference_app.services import RECORDINGS_QUEUE, Services, get_services
 
@@ -373,58 +364,53 @@ def run_state(svc: Services, run: RecordingRun) -> RunState:
 
 
 def cleanup_stuck_recording_jobs(svc: Services | None = None) -> int:
-    """Re-queue runs that policy.stuck_reason calls stuck; returns how many were re-queued.
+    """The workers' sweep (flows.sweep.sweep) over the active runs: re-queue the stuck, enqueue
+    the orphaned; returns how many were re-queued.
 
-    Each re-queue is a compare-and-set on (status, heartbeat_at), so concurrent sweeps in
-    several workers re-queue a run once. A re-queue spends one retry of the run's budget;
-    past the budget the run fails for good. The dead owner's Redis claims are released.
+    Each re-queue is a compare-and-set on the run as this sweep read it — (status, heartbeat_at)
+    for a stuck run, (status, RQ job id) for an orphan, which also gets a fresh job id — so
+    concurrent sweeps in several workers move a run once. A stuck re-queue spends one retry of
+    the run's budget; past the budget the run fails for good. The dead owner's Redis claims are
+    released.
     """
     svc = svc or get_services()
-    p, now, moved = svc.policy, svc.policy_now(), 0
-    alive = svc.coord.worker_alive()
+    p = svc.policy
     with svc.sessions() as s:
-        runs = s.scalars(select(RecordingRun).where(RecordingRun.status.in_(ACTIVE_RUN_STATUSES))).all()
-        for run in runs:
-            why = stuck_reason(run_state(svc, run), now, p, alive if run.status in WAITING_RUN_STATUSES else None)
-            if why is None:
-                if run.status in WAITING_RUN_STATUSES:
-                    status, started = svc.coord.job_status(run.rq_job_id)
-                    if run_orphaned(run_state(svc, run), status, now, p, svc.policy_time(started)):
-                        moved += requeue_orphan(svc, s, run)
-                continue
-            same_beat = (RecordingRun.heartbeat_at.is_(None) if run.heartbeat_at is None
-                         else RecordingRun.heartbeat_at == run.heartbeat_at)
-            flow = requeue_stuck(str(run.id), run.call_sid, run.job_type, run.retry_count, why, run.business_id,
-                                 run.recording_sid, run.rq_job_id, p)
-            moved += bool(_drive_sweep(svc, s, run, flow, (RecordingRun.status == run.status, same_beat), {}))
-    return moved
+        rows = s.scalars(select(RecordingRun).where(RecordingRun.status.in_(ACTIVE_RUN_STATUSES))).all()
+        runs = (SweptRun(run, str(run.id), run.call_sid, run.job_type, run.retry_count, run.business_id,
+                         run.recording_sid, run.rq_job_id, run_state(svc, run)) for run in rows)
+        return _drive_sweep(svc, s, sweep(runs, svc.policy_now(), p))
 
 
-def requeue_orphan(svc: Services, s: Session, run: RecordingRun) -> int:
-    """Enqueue a waiting run whose RQ job is gone (policy.run_orphaned; flows.sweep.requeue_orphan):
-    Redis restarted empty, or its enqueue never reached a paused Redis. Once however many
-    workers sweep: a compare-and-set on the run's job id. Returns 1 when this call re-enqueued it."""
-    old = run.rq_job_id
-    same_job = RecordingRun.rq_job_id.is_(None) if old is None else RecordingRun.rq_job_id == old
-    fresh_id = {"rq_job_id": f"orphan-{uuid.uuid4().hex[:8]}"}
-    return int(_drive_sweep(svc, s, run, requeue_orphan_flow(str(run.id), run.call_sid, run.job_type),
-                            (RecordingRun.status == run.status, same_job), fresh_id))
-
-
-def _drive_sweep(svc: Services, s: Session, run: RecordingRun, flow, unchanged: tuple, extra: dict):
-    """Run a sweep flow (flows/sweep.py) on `run`: ClaimRun is an UPDATE on the run's id and
-    `unchanged` (the row as this sweep read it) with `extra` columns beside the flow's."""
+def _drive_sweep(svc: Services, s: Session, flow) -> int:
+    """Run the sweep flow on the database, Redis, RQ and the history writer. ClaimRun is an
+    UPDATE on the focused run's id where it is as this sweep read it."""
+    focus: list[RecordingRun] = []
 
     def handle(effect):
         kind = type(effect)
+        if kind is Focus:
+            focus[:] = [effect.ref]
+            return None
+        run = focus[0] if focus else None
         if kind is ClaimRun:
             values = {k: v for k, v in effect.fields.items() if k != "created_now"}
             if effect.fields.get("created_now"):
                 values["created_at"] = time.time()
-            won = s.execute(update(RecordingRun).where(RecordingRun.id == run.id, *unchanged)
-                            .values(**values, **extra)).rowcount
+            if effect.fresh_job:  # an orphan: compare on its job id, and give it a new one
+                old = run.rq_job_id
+                same = RecordingRun.rq_job_id.is_(None) if old is None else RecordingRun.rq_job_id == old
+                values["rq_job_id"] = f"orphan-{uuid.uuid4().hex[:8]}"
+            else:
+                same = (RecordingRun.heartbeat_at.is_(None) if run.heartbeat_at is None
+                        else RecordingRun.heartbeat_at == run.heartbeat_at)
+            won = s.execute(update(RecordingRun).where(RecordingRun.id == run.id, RecordingRun.status == run.status,
+                                                       same).values(**values)).rowcount
             s.commit()
             return bool(won)
+        if kind is JobStatus:
+            status, started = svc.coord.job_status(run.rq_job_id)
+            return status, svc.policy_time(started)
         if kind is Emit:
             return svc.history.emit(effect.kind, **effect.fields)
         if kind is Coord:

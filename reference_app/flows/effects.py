@@ -24,8 +24,10 @@ The recording job's steps (flows/recording.py) act on the run the driver holds:
 - `Sleep(seconds)`: the worker itself sleeps (only the seeds' faults do).
 - `Finish(status, error)`: end the run done or failed (and record job.end).
 - `RetryByRQ(error)`: the seed's retry: raise, and let RQ's Retry re-run the job at once.
-- `ClaimRun(fields)`: compare-and-set the run as the sweep read it: set `fields` (with
+- `ClaimRun(fields, fresh_job)`: compare-and-set the run as the sweep read it: set `fields` (with
   `created_now`, created_at = now) and commit; result False when another sweep changed it first.
+  `fresh_job` (an orphan): the run gets a fresh job id, and the compare is on its old one (else
+  on its heartbeat).
 - `StartRun()`: mark the run running (started and beating now, owned by this job).
 - `LookUpCall()`: the call's CallLog and recording; result: None (no CallLog yet), '' (no
   recording URL) or the RecordingSid.
@@ -111,6 +113,7 @@ class RetryByRQ(NamedTuple):
 
 class ClaimRun(NamedTuple):
     fields: dict
+    fresh_job: bool = False
 
 
 class StartRun(NamedTuple):

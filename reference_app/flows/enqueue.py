@@ -1,4 +1,6 @@
-"""Enqueue with dedup (seeds 001, 004), once for the app's enqueue_recording and the model's:
+"""Enqueue with dedup (seeds 001, 004), once for the app's enqueue_recording and the model's,
+and the two requests that enqueue besides a playback poll: the recording callback (the
+webhook's full job) and the enqueue API. Enqueue with dedup:
 claim the dedup key first, create the run and its job, release the claim if that failed — so a
 failure never leaves a key that answers 'duplicate'.
 
@@ -9,8 +11,10 @@ back on the database, `pending_run` below, in both).
 """
 from __future__ import annotations
 
-from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Flow
-from loopfix.reference_app.policy import Policy
+from typing import NamedTuple
+
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, Flow
+from loopfix.reference_app.policy import Policy, enqueue_status, recording_callback_enqueues
 
 
 def dedup_enqueue(call_sid: str, job_type: str, via: str, dedup: bool, p: Policy) -> Flow:
@@ -48,3 +52,39 @@ def pending_run(committed: bool, job_type: str, via: str) -> Flow:
         return "duplicate"
     yield CreateRun(job_type, via)
     return "enqueued"
+
+
+class RecordingKnown(NamedTuple):
+    """Has this RecordingSid a run or a file already (a callback for it was handled before)?"""
+
+
+RECORDING_KNOWN = RecordingKnown()
+
+
+def recording_callback(business_id: int, call_sid: str, recording_sid: str, has_url: bool, p: Policy) -> Flow:
+    """A completed-recording callback, once validated (000/001): a replay of a known recording
+    answers 'duplicate' without a second run (policy.recording_callback_enqueues); else the
+    recording is recorded and its full job enqueued (with dedup). Returns the reported reason,
+    None when there is nothing to enqueue (no URL); the caller answers 204, or 500 on 'error'."""
+    if has_url and not recording_callback_enqueues((yield RECORDING_KNOWN), p):
+        yield Emit("enqueue.result", {"call_sid": call_sid, "reason": "duplicate", "status": 204})
+        return "duplicate"
+    yield Emit("recording.created", {"call_sid": call_sid, "recording_sid": recording_sid, "business_id": business_id,
+                                     "has_url": has_url})
+    if not has_url:
+        return None
+    reason = yield Enqueue("full", "webhook", True)
+    yield Emit("enqueue.result", {"call_sid": call_sid, "reason": reason, "status": 204 if reason != "error" else 500})
+    return reason
+
+
+def enqueue_request(call_sid: str, has_url: bool, file_ready: bool) -> Flow:
+    """POST /api/calls/<sid>/recording/enqueue for a call that exists (001): 404 without a
+    recording URL; 'cached' when the file is ready; else the download-only enqueue. Returns
+    (reason, status) by policy.enqueue_status, or None for the 404."""
+    if not has_url:
+        return None
+    reason = "cached" if file_ready else (yield Enqueue("download_only", "enqueue_api", True))
+    status = enqueue_status(reason)
+    yield Emit("enqueue.result", {"call_sid": call_sid, "reason": reason, "status": status})
+    return reason, status

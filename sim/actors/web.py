@@ -8,7 +8,7 @@ from typing import Generator
 
 from loopfix.reference_app import policy as P
 from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck
-from loopfix.reference_app.flows.enqueue import dedup_enqueue, pending_run
+from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request, pending_run, recording_callback
 from loopfix.reference_app.flows.playback import PollCall, poll
 from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run
 
@@ -17,19 +17,28 @@ class Web:
     """The app's request handlers in simulated time."""
 
     def webhook(self, call: Call) -> None:
-        """The recording status callback: record it and enqueue the full job (000). Handled
-        in the arrival process itself: one webhook per call, nothing to race with, so no
-        commit wait and no simulated time passes (drive_enqueue_now)."""
-        self.rec.recording_created("web", call_sid=call.call_sid, recording_sid=call.recording_sid,
-                  business_id=call.business_id, has_url=call.has_url)
-        if not call.has_url:
-            return
-        try:
-            reason = self.drive_enqueue_now(call, "full", "webhook")
-        except RedisUnavailable:
-            return  # 503: Twilio's callback is not retried in the model, the recording is lost
-        reason = P.reported_enqueue_reason(reason, self.policy)
-        self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=204 if reason != "error" else 500)
+        """The recording status callback (flows.enqueue.recording_callback): record it and
+        enqueue the full job (000). Handled in the arrival process itself: one webhook per call,
+        nothing to race with (never a replay), so no commit wait and no simulated time passes
+        (drive_enqueue_now). Redis unreachable: 503, Twilio's callback is not retried in the
+        model, the recording is lost."""
+        flow = recording_callback(call.business_id, call.call_sid, call.recording_sid, call.has_url, self.policy)
+        send, result = flow.send, None
+        while True:
+            try:
+                effect = send(result)
+            except StopIteration:
+                return
+            kind = effect.__class__
+            if kind is Emit:
+                result = self.recorder_of[effect.kind]("web", **effect.fields)
+            elif kind is Enqueue:
+                try:
+                    result = P.reported_enqueue_reason(self.drive_enqueue_now(call, "full", "webhook"), self.policy)
+                except RedisUnavailable:
+                    return flow.close()
+            else:  # RecordingKnown: one webhook per call
+                result = False
 
     def create_run(self, call: Call, job_type: str, via: str) -> Generator:
         """Create the run row and put its job on the queue (insert_run) after the commit's
@@ -189,14 +198,18 @@ class Web:
         self.coord.clear_dedup(run.call.call_sid, run.job_type)
 
     def post_enqueue(self, call: Call) -> Generator:
-        """POST .../recording/enqueue (001): reason → status by policy.enqueue_status."""
-        if not call.has_url:
-            return
-        if call.file_ready:
-            reason = "cached"
-        else:
+        """POST .../recording/enqueue (001; flows.enqueue.enqueue_request): reason → status by
+        policy.enqueue_status. Redis unreachable: 503 redis_unavailable, nothing recorded."""
+        flow, result = enqueue_request(call.call_sid, call.has_url, call.file_ready), None
+        while True:
             try:
-                reason = yield from self.request_enqueue(call, "download_only", "enqueue_api")
-            except RedisUnavailable:
-                return  # 503 redis_unavailable
-        self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=P.enqueue_status(reason))
+                effect = flow.send(result)
+            except StopIteration:
+                return
+            if effect.__class__ is Emit:
+                result = self.recorder_of[effect.kind]("web", **effect.fields)
+            else:  # Enqueue
+                try:
+                    result = yield from self.request_enqueue(call, effect.job_type, effect.via, effect.dedup)
+                except RedisUnavailable:
+                    return flow.close()

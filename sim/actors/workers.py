@@ -25,7 +25,7 @@ from loopfix.reference_app.flows.effects import (
     drive,
 )
 from loopfix.reference_app.flows.recording import Job, recording_job
-from loopfix.reference_app.flows.sweep import requeue_orphan, requeue_stuck
+from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.sim.world import Entry, Run
 
 
@@ -94,51 +94,47 @@ class Workers:
                     self.queue.put(entry)
 
     def sweeper(self) -> Generator:
-        """cleanup_stuck_recording_jobs every heartbeat interval: a stuck run is re-queued under
-        a new token, spending one retry, or failed when its retries are spent. The sweep runs in
-        the workers' tickers, so not while every worker is down (nor while Redis is paused)."""
-        p, env = self.policy, self.env
+        """cleanup_stuck_recording_jobs (flows.sweep.sweep) every heartbeat interval. The sweep
+        runs in the workers' tickers, so not while every worker is down (nor while Redis is
+        paused). Runs that can be neither stuck nor orphaned now are left out (the policy's
+        answer for them is known: world.waiting_never_stuck_while_alive, live_run_never_stuck)."""
+        p, env, active_runs, orphans = self.policy, self.env, self.active_runs, self.orphans
+        hb = p.heartbeat_interval_s
         while True:
-            yield env.timeout(p.heartbeat_interval_s)
+            yield env.timeout(hb)
             if self.redis_paused or all(self.worker_down):
                 continue
-            if self.orphans:
-                self.sweep_orphans()
-            now, alive = env._now, self.worker_alive()
-            skip_waiting, skip_live = alive and self.waiting_never_stuck_while_alive, self.live_run_never_stuck
-            for run in list(self.active_runs.values()):
-                waiting = run.status in P.WAITING_RUN_STATUSES
-                if waiting and skip_waiting:
-                    continue
-                if skip_live and run.alive_since is not None and run.status == "running":
-                    continue
-                why = P.stuck_reason(run.state(now, p.heartbeat_interval_s), now, p, alive if waiting else None)
-                if why is None:
-                    continue
-                self.sweep_flow(requeue_stuck(run.job_id, run.call.call_sid, run.job_type, run.retry_count, why,
-                                              run.call.business_id, run.call.recording_sid, run.job_id, p), run)
+            now = env._now
+            skip_waiting = self.waiting_never_stuck_while_alive and self.worker_alive()
+            skip_live = self.live_run_never_stuck
+            runs = (SweptRun(run, run.job_id, run.call.call_sid, run.job_type, run.retry_count, run.call.business_id,
+                             run.call.recording_sid, run.job_id, run.state(now, hb))
+                    for run in list(active_runs.values())
+                    if not (skip_waiting and run.status in P.WAITING_RUN_STATUSES and run.job_id not in orphans)
+                    and not (skip_live and run.alive_since is not None and run.status == "running"))
+            self.sweep_flow(sweep(runs, now, p))
 
-    def sweep_orphans(self) -> None:
-        """jobs.requeue_orphan: a waiting run no RQ job will run is enqueued again once
-        policy.run_orphaned says so (never with `orphan_runs_not_swept`)."""
-        p, now = self.policy, self.env._now
-        for job_id, (run, token, dequeued_at) in list(self.orphans.items()):
-            if run.token != token or run.status not in P.WAITING_RUN_STATUSES or job_id not in self.active_runs:
-                del self.orphans[job_id]  # re-queued since, or finished
-                continue
-            job_status = None if dequeued_at is None else "dequeued"
-            if not P.run_orphaned(run.state(now, p.heartbeat_interval_s), job_status, now, p, dequeued_at):
-                continue
-            del self.orphans[job_id]
-            self.sweep_flow(requeue_orphan(run.job_id, run.call.call_sid, run.job_type), run)
-
-    def sweep_flow(self, flow, run: Run) -> Any:
-        """Run a sweep flow (flows/sweep.py) on `run`, recording as the sweeper. One sweep at a
-        time in the model: its ClaimRun always wins."""
-        coord, record = self.coord, self.record
+    def sweep_flow(self, flow) -> Any:
+        """Run the sweep flow on the model's runs, recording as the sweeper. One sweep at a time
+        in the model: its ClaimRun always wins. RQ's status of a run's job: 'dequeued' for one a
+        worker popped and died before starting, none for one created while Redis was down (the
+        orphans), else a live one."""
+        coord, record, orphans = self.coord, self.record, self.orphans
+        run = None
 
         def handle(effect):
+            nonlocal run
             kind = effect.__class__
+            if kind is Focus:
+                run = effect.ref
+                return None
+            if kind is JobStatus:
+                orphan = orphans.get(run.job_id)
+                if orphan is None or orphan[0] is not run or orphan[1] != run.token:
+                    if orphan is not None:
+                        del orphans[run.job_id]  # re-queued since
+                    return "queued", None
+                return (None, None) if orphan[2] is None else ("dequeued", orphan[2])
             if kind is ClaimRun:
                 for name, value in effect.fields.items():
                     if name == "created_now":
@@ -146,6 +142,7 @@ class Workers:
                     elif name != "error":  # the model keeps no error text
                         setattr(run, name, value)
                 run.alive_since = None
+                orphans.pop(run.job_id, None)
                 if run.status == "failed":
                     self.active_runs.pop(run.job_id, None)
                 return True
