@@ -484,13 +484,11 @@ def parked_count(queue: Queue) -> int:
 
 
 def enqueue_noting_queued(coord: Coordinator, queue: Queue, job: Job, business_id: int, call_sid: str) -> None:
-    """Put a new job on its queue now and note its download as waiting (`mark_queued`) in ONE
-    round trip: RQ's enqueue (the queues set, the job hash, the queue push) and the queued-set
-    script in one MULTI/EXEC pipeline, so both happen or neither. The script goes as EVAL (its
-    body, a few hundred bytes): EVALSHA in a pipeline makes redis-py ask SCRIPT EXISTS first,
-    a round trip of its own."""
-    ttl_ms = coord.p.wall_ms(coord.p.queued_ttl_s)
+    """Enqueue a new job now and note its download as waiting (mark_queued) in ONE round trip:
+    RQ's enqueue and the queued-set script in one MULTI/EXEC pipeline. The script goes as EVAL:
+    EVALSHA in a pipeline makes redis-py ask SCRIPT EXISTS first, a round trip of its own."""
     with queue.connection.pipeline() as pipe:
         queue.enqueue_job(job, pipeline=pipe)
-        pipe.eval(_MARK_QUEUED, 1, QUEUED_KEY.format(business_id=business_id), call_sid, ttl_ms)
+        pipe.eval(_MARK_QUEUED, 1, QUEUED_KEY.format(business_id=business_id), call_sid,
+                  coord.p.wall_ms(coord.p.queued_ttl_s))
         pipe.execute()

@@ -10,32 +10,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from loopfix.reference_app.flows.effects import (
-    ActiveLeadJob,
-    ClaimJob,
-    Clock,
-    Commit,
-    Coord,
-    DeleteBatch,
-    Emit,
-    EndJob,
-    EnqueueLeadJob,
-    Flow,
-    Gap,
-    NewLeadJob,
-    OwnedLeads,
-    Sleep,
-)
+from loopfix.reference_app.flows.effects import (ActiveLeadJob, ClaimJob, Clock, Commit, Coord, DeleteBatch, Emit,
+    EndJob, EnqueueLeadJob, Flow, Gap, NewLeadJob, OwnedLeads, Sleep)
 from loopfix.reference_app.flows.locks import keep_lock, release_lock, take_lock
-from loopfix.reference_app.policy import (
-    BULK_DELETE_OP,
-    BulkDedupMode,
-    Policy,
-    bulk_batch_fails,
-    bulk_dedup_mode,
-    bulk_should_pause,
-    bulk_should_stop,
-)
+from loopfix.reference_app.policy import (BULK_DELETE_OP, BulkDedupMode, Policy, bulk_batch_fails, bulk_dedup_mode,
+    bulk_should_pause, bulk_should_stop)
 
 CLAIM_JOB, DELETE_BATCH, CLOCK, COMMIT, ROLLBACK = ClaimJob(), DeleteBatch(), Clock(), Commit(True), Commit(False)
 

@@ -10,20 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from loopfix.reference_app.flows.effects import (
-    Coord,
-    Emit,
-    FetchAudio,
-    Finish,
-    Flow,
-    LookUpCall,
-    Park,
-    RetryByRQ,
-    Save,
-    Sleep,
-    StartRun,
-    Transcribe,
-)
+from loopfix.reference_app.flows.effects import (Coord, Emit, FetchAudio, Finish, Flow, LookUpCall, Park, RetryByRQ,
+    Save, Sleep, StartRun, Transcribe)
 from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, run_attempt, slot_defer_delay
 
 

@@ -10,14 +10,8 @@ from __future__ import annotations
 from typing import Any, Iterable, NamedTuple
 
 from loopfix.reference_app.flows.effects import ClaimRun, Coord, Emit, Flow, Park
-from loopfix.reference_app.policy import (
-    WAITING_RUN_STATUSES,
-    Policy,
-    RunState,
-    run_orphaned,
-    stuck_reason,
-    stuck_run_over_budget,
-)
+from loopfix.reference_app.policy import (WAITING_RUN_STATUSES, Policy, RunState, run_orphaned, stuck_reason,
+    stuck_run_over_budget)
 
 
 class SweptRun(NamedTuple):

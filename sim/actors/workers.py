@@ -9,21 +9,8 @@ from typing import Any, Generator
 import simpy
 
 from loopfix.reference_app import policy as P
-from loopfix.reference_app.flows.effects import (
-    ClaimRun,
-    Coord,
-    Emit,
-    FetchAudio,
-    Finish,
-    LookUpCall,
-    Park,
-    RetryByRQ,
-    Save,
-    Sleep,
-    StartRun,
-    Transcribe,
-    drive,
-)
+from loopfix.reference_app.flows.effects import (ClaimRun, Coord, Emit, FetchAudio, Finish, LookUpCall, Park,
+    RetryByRQ, Save, Sleep, StartRun, Transcribe, drive)
 from loopfix.reference_app.flows.recording import Job, recording_job
 from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.sim.world import Entry, Run
