@@ -25,8 +25,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from loopfix.reference_app.flows.effects import (ClaimRun, Coord, Emit, FetchAudio, Finish, LookUpCall, Park,
-    RetryByRQ, Save, Sleep, StartRun, Transcribe, drive)
+from loopfix.reference_app.flows.effects import (ClaimRun, Coord, Emit, FetchAudio, Finish, Park, RetryByRQ, Save,
+    Sleep, StartRun, Transcribe, drive)
 from loopfix.reference_app.flows.recording import Job, recording_job
 from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun
@@ -138,8 +138,7 @@ class RecordingJob:
             if kind is StartRun:
                 now = time.time()
                 run.status, run.started_at, run.heartbeat_at, run.rq_job_id = "running", now, now, self.rq_id
-                return s.commit()
-            if kind is LookUpCall:
+                s.commit()
                 return self._look_up_call(run)
             if kind is Sleep:
                 return time.sleep(p.wall(effect.seconds))

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck, drive
-from loopfix.reference_app.flows.enqueue import RecordingKnown, dedup_enqueue, enqueue_request
+from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request
 from loopfix.reference_app.flows.enqueue import pending_run as pending_run_flow
 from loopfix.reference_app.flows.playback import PollCall, poll
 from loopfix.reference_app.jobs import api_slot_owner, enqueue_run, run_state
@@ -244,8 +244,8 @@ def enqueue_api(svc: Services, s: Session, business: Business, call_sid: str) ->
 
 def enqueuer(svc: Services, s: Session, business_id: int, call_sid: str, recording_sid: str | None,
              recording_url: str | None):
-    """The effects of flows.enqueue's request flows on the app: Enqueue (enqueue_recording),
-    Emit (the history writer), RecordingKnown (the database)."""
+    """The effects of flows.enqueue's request flows on the app: Enqueue (enqueue_recording) and
+    Emit (the history writer)."""
 
     def handle(effect):
         if isinstance(effect, Emit):
@@ -255,8 +255,6 @@ def enqueuer(svc: Services, s: Session, business_id: int, call_sid: str, recordi
                                              recording_sid=recording_sid, recording_url=recording_url,
                                              job_type=effect.job_type, via=effect.via, dedup=effect.dedup)
             return reason
-        if isinstance(effect, RecordingKnown):
-            return recording_known(s, recording_sid)
         raise TypeError(f"not an enqueue request effect: {effect!r}")
 
     return handle

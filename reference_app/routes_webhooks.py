@@ -21,7 +21,7 @@ from loopfix.reference_app.models import Business, CallLog
 from loopfix.reference_app.flows.effects import drive
 from loopfix.reference_app.flows.enqueue import recording_callback
 from loopfix.reference_app.policy import normalise_recording_url
-from loopfix.reference_app.recordings import enqueuer, latest_run
+from loopfix.reference_app.recordings import enqueuer, latest_run, recording_known
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
 
@@ -125,7 +125,8 @@ def recording():
     call = g.db.scalar(select(CallLog).where(CallLog.call_sid == call_sid))
     if call is not None:
         call = upsert_call(business, call_sid, recording_sid=recording_sid, recording_url=url)
-    reason = drive(recording_callback(business.id, call_sid, recording_sid, True, svc.policy),
+    known = recording_known(g.db, recording_sid)
+    reason = drive(recording_callback(business.id, call_sid, recording_sid, True, known, svc.policy),
                    enqueuer(svc, g.db, business.id, call_sid, recording_sid, url))
     if reason == "error":
         return jsonify(error="enqueue_failed"), 500

@@ -60,35 +60,34 @@ def test_with_redis_down_and_no_active_run_a_queued_run_is_created_for_the_sweep
 # --------------------------------------------------------------------------- the webhook and the enqueue API
 
 from loopfix.reference_app.flows.effects import Emit, Enqueue, drive  # noqa: E402
-from loopfix.reference_app.flows.enqueue import RecordingKnown, enqueue_request, recording_callback  # noqa: E402
+from loopfix.reference_app.flows.enqueue import enqueue_request, recording_callback  # noqa: E402
 
 
-def _run(flow, known=False, reason="enqueued"):
+def _run(flow, reason="enqueued"):
     done = []
 
     def handle(effect):
         done.append(effect)
-        return {RecordingKnown: known, Enqueue: reason}.get(type(effect))
+        return reason if type(effect) is Enqueue else None
 
     return drive(flow, handle), done
 
 
 def test_a_recording_callback_records_the_recording_then_enqueues_its_full_job():
-    value, done = _run(recording_callback(1, "CA1", "RE1", True, make_policy("fixed")))
-    assert value == "enqueued" and [type(e) for e in done] == [RecordingKnown, Emit, Enqueue, Emit]
-    assert done[2] == Enqueue("full", "webhook", True) and done[3].fields["status"] == 204
+    value, done = _run(recording_callback(1, "CA1", "RE1", True, False, make_policy("fixed")))
+    assert value == "enqueued" and [type(e) for e in done] == [Emit, Enqueue, Emit]
+    assert done[1] == Enqueue("full", "webhook", True) and done[2].fields["status"] == 204
 
 
 def test_a_replayed_callback_answers_duplicate_unless_the_fault_lets_it_enqueue_again():
-    value, done = _run(recording_callback(1, "CA1", "RE1", True, make_policy("fixed")), known=True)
+    value, done = _run(recording_callback(1, "CA1", "RE1", True, True, make_policy("fixed")))
     assert value == "duplicate" and not any(type(e) is Enqueue for e in done)
-    value, done = _run(recording_callback(1, "CA1", "RE1", True, make_policy("fixed", "webhook_replay_enqueues")),
-                       known=True)
+    value, done = _run(recording_callback(1, "CA1", "RE1", True, True, make_policy("fixed", "webhook_replay_enqueues")))
     assert value == "enqueued" and any(type(e) is Enqueue for e in done)
 
 
 def test_a_failed_webhook_enqueue_answers_500():
-    value, done = _run(recording_callback(1, "CA1", "RE1", True, make_policy("fixed")), reason="error")
+    value, done = _run(recording_callback(1, "CA1", "RE1", True, False, make_policy("fixed")), reason="error")
     assert value == "error" and done[-1].fields["status"] == 500
 
 

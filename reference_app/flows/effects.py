@@ -28,9 +28,9 @@ The recording job's steps (flows/recording.py) act on the run the driver holds:
   `created_now`, created_at = now) and commit; result False when another sweep changed it first.
   `fresh_job` (an orphan): the run gets a fresh job id, and the compare is on its old one (else
   on its heartbeat).
-- `StartRun()`: mark the run running (started and beating now, owned by this job).
-- `LookUpCall()`: the call's CallLog and recording; result: None (no CallLog yet), '' (no
-  recording URL) or the RecordingSid.
+- `StartRun()`: mark the run running (started and beating now, owned by this job), and look up
+  the call's CallLog and recording; result: None (no CallLog yet), '' (no recording URL) or
+  the RecordingSid.
 - `FetchAudio()`: download the recording once (the app keeps the run's heartbeat meanwhile);
   result: 'ok' | 'skipped' | 'missing' | 'transient' | 'refused'.
 - `ClaimJob()`: the delete run takes its job, queued → running (only the run the row names);
@@ -120,10 +120,6 @@ class StartRun(NamedTuple):
     pass
 
 
-class LookUpCall(NamedTuple):
-    pass
-
-
 class FetchAudio(NamedTuple):
     pass
 
@@ -170,7 +166,7 @@ class EnqueueLeadJob(NamedTuple):
 
 
 Effect = (Coord | Gap | Emit | Enqueue | FailStuck | CreateRun | ActiveRun | Save | Park | Sleep | Finish | RetryByRQ
-          | ClaimRun | StartRun | LookUpCall | FetchAudio | Transcribe | ClaimJob | DeleteBatch | Commit | EndJob | Clock
+          | ClaimRun | StartRun | FetchAudio | Transcribe | ClaimJob | DeleteBatch | Commit | EndJob | Clock
           | ActiveLeadJob | NewLeadJob | OwnedLeads | EnqueueLeadJob)
 Flow = Generator[Effect, Any, Any]
 

@@ -11,8 +11,6 @@ back on the database, `pending_run` below, in both).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, Flow
 from loopfix.reference_app.policy import Policy, enqueue_status, recording_callback_enqueues
 
@@ -54,19 +52,14 @@ def pending_run(committed: bool, job_type: str, via: str) -> Flow:
     return "enqueued"
 
 
-class RecordingKnown(NamedTuple):
-    """Has this RecordingSid a run or a file already (a callback for it was handled before)?"""
-
-
-RECORDING_KNOWN = RecordingKnown()
-
-
-def recording_callback(business_id: int, call_sid: str, recording_sid: str, has_url: bool, p: Policy) -> Flow:
-    """A completed-recording callback, once validated (000/001): a replay of a known recording
-    answers 'duplicate' without a second run (policy.recording_callback_enqueues); else the
-    recording is recorded and its full job enqueued (with dedup). Returns the reported reason,
-    None when there is nothing to enqueue (no URL); the caller answers 204, or 500 on 'error'."""
-    if has_url and not recording_callback_enqueues((yield RECORDING_KNOWN), p):
+def recording_callback(business_id: int, call_sid: str, recording_sid: str, has_url: bool, known: bool,
+                       p: Policy) -> Flow:
+    """A completed-recording callback, once validated (000/001): a replay of a `known` recording
+    (it has a run or a file already) answers 'duplicate' without a second run
+    (policy.recording_callback_enqueues); else the recording is recorded and its full job
+    enqueued (with dedup). Returns the reported reason, None when there is nothing to enqueue
+    (no URL); the caller answers 204, or 500 on 'error'."""
+    if has_url and not recording_callback_enqueues(known, p):
         yield Emit("enqueue.result", {"call_sid": call_sid, "reason": "duplicate", "status": 204})
         return "duplicate"
     yield Emit("recording.created", {"call_sid": call_sid, "recording_sid": recording_sid, "business_id": business_id,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from loopfix.reference_app.flows.effects import (Coord, Emit, FetchAudio, Finish, Flow, LookUpCall, Park, RetryByRQ,
-    Save, Sleep, StartRun, Transcribe)
+from loopfix.reference_app.flows.effects import (Coord, Emit, FetchAudio, Finish, Flow, Park, RetryByRQ, Save, Sleep,
+    StartRun, Transcribe)
 from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, run_attempt, slot_defer_delay
 
 
@@ -33,7 +33,7 @@ class Job(NamedTuple):
     transcribe: bool = False
 
 
-START_RUN, LOOK_UP_CALL, FETCH_AUDIO, TRANSCRIBE = StartRun(), LookUpCall(), FetchAudio(), Transcribe()
+START_RUN, FETCH_AUDIO, TRANSCRIBE, FINISH_DONE = StartRun(), FetchAudio(), Transcribe(), Finish("done", None)
 
 
 def ended(status: str, error: str | None) -> dict:
@@ -43,72 +43,59 @@ def ended(status: str, error: str | None) -> dict:
 
 def recording_job(job: Job, p: Policy) -> Flow:
     """The recording job's whole order; returns what the app's job returns ({'status': ...},
-    {'retry': attempt, 'delay': s}, {'deferred': s})."""
-    job_id, call_sid, owner = job.job_id, job.call_sid, job.owner
-    yield START_RUN
+    {'retry': attempt, 'delay': s}, {'deferred': s}). (Flat on the common path: the model runs
+    it for every job.)"""
+    job_id, call_sid, owner, business_id, faults = job.job_id, job.call_sid, job.owner, job.business_id, p.faults
+    sid = yield START_RUN
     yield Emit("job.start", {"job_id": job_id, "call_sid": call_sid,
                              "attempt": run_attempt(job.retry_count, job.fetch_retry_count), "worker": job.worker})
-    sid = yield LOOK_UP_CALL
     if sid is None:
         return (yield from _retry(job, "calllog", "CallLog not found", p))
     if not sid:
-        return (yield from _end("failed", "no recording URL for this call"))
-    if "semaphore_in_api" not in p.faults and not (yield from take_slot(job_id, job.business_id, owner, call_sid, p)):
-        return {"deferred": (yield from defer(job_id, call_sid, job.defer_count, p))}
+        yield Finish("failed", "no recording URL for this call")
+        return ended("failed", "no recording URL for this call")
+    if "semaphore_in_api" not in faults:  # before: the API took the slot
+        ok = yield Coord("acquire_slot", (business_id, owner, call_sid))
+        if not ok and "blocking_slot_loop" in faults:
+            ok = yield from wait_for_slot(job_id, business_id, owner, call_sid, p)
+        yield Emit("slot.acquire", {"job_id": job_id, "business_id": business_id, "ok": ok})
+        if not ok:
+            return {"deferred": (yield from defer(job_id, call_sid, job.defer_count, p))}
     # The claim and the slot are released last, after the job's own end (a deferral included),
     # and when a step raises; not when the worker dies mid-job (the generator is closed): its
     # claims lapse with their TTLs.
-    claimed = False
+    claimed = died = False
     try:
         claimed = yield Coord("claim_inflight", (sid, owner))
-        if claimed:
-            result = yield from _fetch(job, sid, p)
-        else:  # another job is downloading this recording right now
+        if not claimed:  # another job is downloading this recording right now
             result = {"deferred": (yield from defer(job_id, call_sid, job.defer_count, p))}
+        else:
+            fetched, detail = yield FETCH_AUDIO
+            if fetched == "ok" or fetched == "skipped":
+                result = None  # done, after the model's transcription if any
+                if not job.transcribe:
+                    yield FINISH_DONE
+                    result = ended("done", None)
+            elif fetched == "refused":
+                yield Finish("failed", detail)
+                result = ended("failed", detail)
+            else:
+                why = f"audio not available ({detail})" if detail else "audio not available"
+                result = yield from _retry(job, "fetch", why, p)
     except GeneratorExit:
+        died = True
         raise
-    except BaseException:
-        yield from _release(job, sid, claimed)
-        raise
-    yield from _release(job, sid, claimed)
+    finally:
+        if not died:
+            if claimed:
+                yield Coord("release_inflight", (sid, owner))
+            freed = yield Coord("release_slot", (business_id, job.slot_owner))
+            yield Emit("slot.release", {"job_id": job_id, "business_id": business_id, "freed": freed})
     if result is not None:
         return result
     yield TRANSCRIBE  # the model's transcription holds no claim or slot
-    return (yield from _end("done", None))
-
-
-def _fetch(job: Job, sid: str, p: Policy) -> Flow:
-    """Download the claimed recording once: finish, fail, or retry on the fetch budget; None when
-    the job's transcription comes next."""
-    fetched, detail = yield FETCH_AUDIO
-    if fetched == "refused":
-        return (yield from _end("failed", detail))
-    if fetched != "ok" and fetched != "skipped":
-        why = f"audio not available ({detail})" if detail else "audio not available"
-        return (yield from _retry(job, "fetch", why, p))
-    if job.transcribe:
-        return None
-    return (yield from _end("done", None))
-
-
-def _release(job: Job, sid: str, claimed: bool) -> Flow:
-    """Drop the in-flight claim if held, then the slot (the slot even when the first raised)."""
-    try:
-        if claimed:
-            yield Coord("release_inflight", (sid, job.owner))
-    finally:
-        yield from release_slot(job)
-
-
-def _end(status: str, error: str | None) -> Flow:
-    yield Finish(status, error)
-    return ended(status, error)
-
-
-def release_slot(job: Job) -> Flow:
-    """Free the job's slot (never another owner's) and record whether it still held one."""
-    freed = yield Coord("release_slot", (job.business_id, job.slot_owner))
-    yield Emit("slot.release", {"job_id": job.job_id, "business_id": job.business_id, "freed": freed})
+    yield FINISH_DONE
+    return ended("done", None)
 
 
 def _retry(job: Job, phase: str, why: str, p: Policy) -> Flow:
@@ -119,19 +106,15 @@ def _retry(job: Job, phase: str, why: str, p: Policy) -> Flow:
     return {"retry": d.attempt, "delay": d.delay_s}
 
 
-def take_slot(job_id: str, business_id: int, owner: str, call_sid: str, p: Policy) -> Flow:
-    """Take one of the business's download slots; with `blocking_slot_loop` (seed 004's first
-    fix) wait for one in the worker, 1 s at a time. True when taken (slot.acquire records it)."""
-    ok = yield Coord("acquire_slot", (business_id, owner, call_sid))
-    if not ok and "blocking_slot_loop" in p.faults:
-        for _ in range(int(p.before_slot_wait_s)):
-            yield Emit("worker.sleep", {"job_id": job_id, "seconds": 1.0, "reason": "slot"})
-            yield Sleep(1.0)
-            ok = yield Coord("acquire_slot", (business_id, owner, call_sid))
-            if ok:
-                break
-    yield Emit("slot.acquire", {"job_id": job_id, "business_id": business_id, "ok": ok})
-    return ok
+def wait_for_slot(job_id: str, business_id: int, owner: str, call_sid: str, p: Policy) -> Flow:
+    """`blocking_slot_loop` (seed 004's first fix): no slot was free, so the worker waits for
+    one, 1 s at a time, up to before_slot_wait_s. True when it took one."""
+    for _ in range(int(p.before_slot_wait_s)):
+        yield Emit("worker.sleep", {"job_id": job_id, "seconds": 1.0, "reason": "slot"})
+        yield Sleep(1.0)
+        if (yield Coord("acquire_slot", (business_id, owner, call_sid))):
+            return True
+    return False
 
 
 def defer(job_id: str, call_sid: str, defer_count: int, p: Policy) -> Flow:

@@ -22,23 +22,20 @@ class Web:
         nothing to race with (never a replay), so no commit wait and no simulated time passes
         (drive_enqueue_now). Redis unreachable: 503, Twilio's callback is not retried in the
         model, the recording is lost."""
-        flow = recording_callback(call.business_id, call.call_sid, call.recording_sid, call.has_url, self.policy)
-        send, result = flow.send, None
+        flow = recording_callback(call.business_id, call.call_sid, call.recording_sid, call.has_url, False, self.policy)
+        send, record, result = flow.send, self.recorder_of, None
         while True:
             try:
                 effect = send(result)
             except StopIteration:
                 return
-            kind = effect.__class__
-            if kind is Emit:
-                result = self.recorder_of[effect.kind]("web", **effect.fields)
-            elif kind is Enqueue:
+            if effect.__class__ is Emit:
+                result = record[effect.kind]("web", **effect.fields)
+            else:  # Enqueue
                 try:
                     result = P.reported_enqueue_reason(self.drive_enqueue_now(call, "full", "webhook"), self.policy)
                 except RedisUnavailable:
                     return flow.close()
-            else:  # RecordingKnown: one webhook per call
-                result = False
 
     def create_run(self, call: Call, job_type: str, via: str) -> Generator:
         """Create the run row and put its job on the queue (insert_run) after the commit's

@@ -9,8 +9,8 @@ from typing import Any, Generator
 import simpy
 
 from loopfix.reference_app import policy as P
-from loopfix.reference_app.flows.effects import (ClaimRun, Coord, Emit, FetchAudio, Finish, LookUpCall, Park,
-    RetryByRQ, Save, Sleep, StartRun, Transcribe, drive)
+from loopfix.reference_app.flows.effects import (ClaimRun, Coord, Emit, FetchAudio, Finish, Park, RetryByRQ, Save,
+    Sleep, StartRun, Transcribe, drive)
 from loopfix.reference_app.flows.recording import Job, recording_job
 from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.sim.world import Entry, Run
@@ -144,7 +144,9 @@ class Workers:
         return drive(flow, handle)
 
     def recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
-        """The app's job (flows.recording.recording_job) on `run` in simulated time."""
+        """The app's job (flows.recording.recording_job) on `run` in simulated time. Its effects
+        are done at once (`flow_now`) until one needs simulated time: the download, the
+        transcription, or a Sleep (the seeds' faults only)."""
         run, env = entry.run, self.env
         assert run is not None
         if run.status in ("done", "failed") or run.token != entry.token:
@@ -152,40 +154,49 @@ class Workers:
         self.worker_job[w] = run
         yield env.timeout(self.job_overhead_s)
         call, job_id = run.call, run.job_id
-        job = Job(job_id, call.call_sid, call.business_id, run.retry_count, run.fetch_retry_count, run.defer_count,
-                  job_id, job_id, proc, run.job_type == "full" and self.transcribe_s[1] > 0)
-        yield from self.job_flow(recording_job(job, self.policy), run, proc)
-
-    def job_flow(self, flow, run: Run, proc: str) -> Generator:
-        """Run a recording job's flow on `run` in simulated time, recording as `proc`; returns
-        the flow's value. Effects are done at once (`flow_now`) until one needs simulated time:
-        the download, the transcription, or a Sleep (the seeds' faults only)."""
-        done, value = self.flow_now(flow, run, proc, None)
-        while not done:  # value: the effect that takes simulated time
-            kind = value.__class__
+        flow = recording_job(Job(job_id, call.call_sid, call.business_id, run.retry_count, run.fetch_retry_count,
+                                 run.defer_count, job_id, job_id, proc,
+                                 run.job_type == "full" and self.transcribe_s[1] > 0), self.policy)
+        flow_now = self.flow_now
+        done, effect = flow_now(flow, run, proc, None)
+        while not done:  # an effect that takes simulated time
+            kind = effect.__class__
             if kind is FetchAudio:
-                result = yield from self.fetch_audio(run, proc)
+                took = self.fetch_begin(run, proc)
+                if took is None:
+                    result = FETCHED_OK
+                else:
+                    yield env.timeout(took[0])
+                    result = self.fetch_end(run, proc, took[1])
             elif kind is Sleep:
-                result = yield self.env.timeout(value.seconds)
+                result = yield env.timeout(effect.seconds)
             else:  # Transcribe
-                result = yield self.env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
-            done, value = self.flow_now(flow, run, proc, result)
-        return value
+                result = yield env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
+            done, effect = flow_now(flow, run, proc, result)
 
     def flow_now(self, flow, run: Run, proc: str, result: Any) -> tuple[bool, Any]:
         """Send `result` into `flow` and do its effects until it ends, (True, its value), or
-        yields one that takes simulated time, (False, that effect)."""
-        coord = self.coord
+        yields one that takes simulated time, (False, that effect). (Most frequent first.)"""
+        coord, recorder_of, send = self.coord, self.recorder_of, flow.send
         while True:
             try:
-                effect = flow.send(result)
+                effect = send(result)
             except StopIteration as stop:
                 return True, stop.value
             kind = effect.__class__
             if kind is Coord:
                 result = getattr(coord, effect.op)(*effect.args)
             elif kind is Emit:
-                result = self.recorder_of[effect.kind](proc, **effect.fields)
+                result = recorder_of[effect.kind](proc, **effect.fields)
+            elif kind is StartRun:
+                now = self.env._now
+                run.status, run.started_at, run.heartbeat_at = "running", now, now
+                run.alive_since = now if self.beats else None
+                result = None if now < run.call.calllog_at else run.call.recording_sid
+            elif kind is FetchAudio or kind is Sleep or kind is Transcribe:
+                return False, effect
+            elif kind is Finish:
+                result = self.finish(run, effect.status, proc)
             elif kind is Save:
                 for name, value in effect.fields.items():
                     if name == "next_attempt_in_s":
@@ -197,17 +208,6 @@ class Workers:
                 result = None
             elif kind is Park:
                 result = self.push(run, effect.delay_s, via=effect.via)
-            elif kind is StartRun:
-                now = self.env._now
-                run.status, run.started_at, run.heartbeat_at = "running", now, now
-                run.alive_since = now if self.beats else None
-                result = None
-            elif kind is LookUpCall:
-                result = None if self.env._now < run.call.calllog_at else run.call.recording_sid
-            elif kind is Finish:
-                result = self.finish(run, effect.status, proc)
-            elif kind is FetchAudio or kind is Sleep or kind is Transcribe:
-                return False, effect
             elif kind is RetryByRQ:  # seed: RQ's Retry(max=3) re-runs it at once, or gives up
                 if run.rq_retries_left > 0:
                     run.rq_retries_left -= 1
@@ -222,37 +222,37 @@ class Workers:
         self.active_runs.pop(run.job_id, None)
         self.rec.job_end(proc, job_id=run.job_id, call_sid=run.call.call_sid, outcome=status)
 
-    def release_claims(self, run: Run) -> None:
-        self.coord.release_inflight(run.call.recording_sid, run.job_id)
-        self.coord.release_slot(run.call.business_id, run.job_id)
-
-    def fetch_audio(self, run: Run, proc: str) -> Generator:
-        """Fetch the recording once: the FetchAudio result, (outcome, detail)."""
-        p, env, call = self.policy, self.env, run.call
-        sid = call.recording_sid
+    def fetch_begin(self, run: Run, proc: str) -> tuple[float, bool] | None:
+        """Start fetching the recording once: None when its file is complete already (skipped),
+        else (how long the fetch takes, whether it fails)."""
+        call = run.call
         if self.download_idempotent and call.file_ready:
-            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                      ok=True, skipped=True, bytes=0)
-            return FETCHED_OK
-        self.rec.download_start(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid)
-        served = call.served
-        fails = self.fetch_fails()
+            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=call.recording_sid,
+                                  ok=True, skipped=True, bytes=0)
+            return None
+        self.rec.download_start(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=call.recording_sid)
+        fails = self.fetch_fails() or call.served == "missing"
         took = call.download_s if self.twilio is self.scenario.twilio else self.download_time(self.twilio)
-        yield env.timeout(took if not fails and served != "missing" else min(took, 5.0))
-        if fails or served == "missing":
+        return (min(took, 5.0) if fails else took), fails
+
+    def fetch_end(self, run: Run, proc: str, fails: bool) -> tuple[str, str]:
+        """The fetch's end: the FetchAudio result, (outcome, detail)."""
+        call = run.call
+        sid, served = call.recording_sid, call.served
+        if fails:
             self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                      ok=False, skipped=False, bytes=0)
+                                  ok=False, skipped=False, bytes=0)
             return FETCH_FAILED
         size = 960_000 if served == "audio" else 1_200
         if self.download_idempotent and call.file_ready:
             # two racing downloads: the unique RecordingSid row says the other one completed first,
             # but the bytes were fetched twice (as in the app, skipped means nothing was fetched)
             self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                      ok=True, skipped=False, bytes=size)
+                                  ok=True, skipped=False, bytes=size)
             return FETCHED_OK
         call.file_ready, call.audio_ok = True, served == "audio"
         self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                  ok=True, skipped=False, bytes=size)
+                              ok=True, skipped=False, bytes=size)
         return FETCHED_OK
 
     def lose_in_crash(self, run: Run, w: int) -> None:
