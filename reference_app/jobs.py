@@ -172,7 +172,7 @@ class RecordingJob:
         """One download while a heartbeat keeps the run alive: (outcome, detail)."""
         beat = None if self.p.has("no_heartbeat") else Heartbeat(self.svc, run, self.rq_id, self.slot_owner(run))
         if beat:
-            beat.start()
+            beat.begin()
         try:
             fetch = fetch_recording(self.svc, self.s, run, self.rq_id)
         finally:
@@ -196,7 +196,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run.id}", daemon=True)
 
-    def start(self) -> None:
+    def begin(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:

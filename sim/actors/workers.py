@@ -40,7 +40,7 @@ class Workers:
                         self.worker_job[w] = entry.lead_job
                         yield from self.lead_job(entry.lead_job, name)
                     else:
-                        yield from self.recording_job(entry, w, name)
+                        yield from self.run_recording_job(entry, w, name)
                 finally:
                     self.busy -= 1
                     self.worker_job[w] = None
@@ -109,7 +109,7 @@ class Workers:
         coord, record, orphans = self.coord, self.record, self.orphans
         run = None
 
-        def handle(effect):
+        def answer(effect):
             nonlocal run
             kind = effect.__class__
             if kind is Focus:
@@ -141,9 +141,9 @@ class Workers:
                 return self.push(run, effect.delay_s, via=effect.via)
             raise TypeError(f"not a sweep effect: {effect!r}")
 
-        return drive(flow, handle)
+        return drive(flow, answer)
 
-    def recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
+    def run_recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
         """The app's job (flows.recording.recording_job) on `run` in simulated time. Its effects
         are done at once (`flow_now`) until one needs simulated time: the download, the
         transcription, or a Sleep (the seeds' faults only)."""
