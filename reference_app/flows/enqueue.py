@@ -15,24 +15,36 @@ from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emi
 from loopfix.reference_app.policy import Policy, enqueue_status, recording_callback_enqueues
 
 
+_CREATE_RUN: dict[tuple[str, str], CreateRun] = {}
+WEBHOOK_ENQUEUE = Enqueue("full", "webhook", True)
+
+
+def create_run(job_type: str, via: str) -> CreateRun:
+    """The CreateRun effect for (job type, path), built once (the model enqueues on every call)."""
+    effect = _CREATE_RUN.get((job_type, via))
+    if effect is None:
+        effect = _CREATE_RUN[(job_type, via)] = CreateRun(job_type, via)
+    return effect
+
+
 def dedup_enqueue(call_sid: str, job_type: str, via: str, dedup: bool, p: Policy) -> Flow:
     """Returns 'enqueued' | 'duplicate' | 'error' (before policy.reported_enqueue_reason).
     `dedup=False`: no dedup key at all (policy.playback_dedups: the `before` play route)."""
     if not dedup:
-        return "enqueued" if (yield CreateRun(job_type, via)) else "error"
+        return "enqueued" if (yield create_run(job_type, via)) else "error"
     faults = p.faults  # read on every enqueue: membership, without has()'s check of the name
     keep_failed_claim = "dedup_set_before_enqueue" in faults
     if "dedup_check_then_set" in faults and not keep_failed_claim:
         if (yield Coord("dedup_held", (call_sid, job_type))):
             return "duplicate"
-        if not (yield CreateRun(job_type, via)):
+        if not (yield create_run(job_type, via)):
             return "error"
         yield Coord("set_dedup", (call_sid, job_type))
         return "enqueued"
     token = yield Coord("claim_dedup", (call_sid, job_type))
     if token is None:
         return "duplicate"
-    if (yield CreateRun(job_type, via)):
+    if (yield create_run(job_type, via)):
         return "enqueued"
     if not keep_failed_claim:
         yield Coord("release_dedup", (call_sid, job_type, token))
@@ -48,7 +60,7 @@ def pending_run(committed: bool, job_type: str, via: str) -> Flow:
         return "enqueued"
     if (yield ActiveRun()):
         return "duplicate"
-    yield CreateRun(job_type, via)
+    yield create_run(job_type, via)
     return "enqueued"
 
 
@@ -66,7 +78,7 @@ def recording_callback(business_id: int, call_sid: str, recording_sid: str, has_
                                      "has_url": has_url})
     if not has_url:
         return None
-    reason = yield Enqueue("full", "webhook", True)
+    reason = yield WEBHOOK_ENQUEUE
     yield Emit("enqueue.result", {"call_sid": call_sid, "reason": reason, "status": 204 if reason != "error" else 500})
     return reason
 
