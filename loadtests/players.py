@@ -106,8 +106,8 @@ def play_session(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid:
 
     def handle(effect):
         kind = type(effect)
-        if kind is Emit:
-            return ctx.emit(effect.kind, **effect.fields)
+        if kind is tuple:  # (Emit, kind, fields)
+            return ctx.emit(effect[1], **effect[2])
         if kind is Play:
             status, retry_after, ok, took, extra = poll_once(business, call_sid)
             return status, retry_after, ok, {"latency_s": round(p.policy_seconds(took), 3), **extra}

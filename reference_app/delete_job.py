@@ -103,10 +103,10 @@ class DeleteRun:
 
         def handle(effect):
             kind = type(effect)
-            if kind is Coord:
-                return getattr(coord, effect.op)(*effect.args)
-            if kind is Emit:
-                return emit(effect.kind, **effect.fields)
+            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+                if effect[0] is Coord:
+                    return getattr(coord, effect[1])(*effect[2])
+                return emit(effect[1], **effect[2])
             if kind is DeleteBatch:
                 try:
                     return self._one_batch(business_id, ids)

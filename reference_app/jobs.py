@@ -120,10 +120,10 @@ class RecordingJob:
 
         def handle(effect):
             kind = type(effect)
-            if kind is Coord:
-                return getattr(coord, effect.op)(*effect.args)
-            if kind is Emit:
-                return emit(effect.kind, **effect.fields)
+            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+                if effect[0] is Coord:
+                    return getattr(coord, effect[1])(*effect[2])
+                return emit(effect[1], **effect[2])
             if kind is Save:
                 for name, value in effect.fields.items():
                     if name == "next_attempt_in_s":
@@ -397,10 +397,10 @@ def _drive_sweep(svc: Services, s: Session, flow) -> int:
         if kind is JobStatus:
             status, started = svc.coord.job_status(run.rq_job_id)
             return status, svc.policy_time(started)
-        if kind is Emit:
-            return svc.history.emit(effect.kind, **effect.fields)
-        if kind is Coord:
-            return getattr(svc.coord, effect.op)(*effect.args)
+        if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+            if effect[0] is Coord:
+                return getattr(svc.coord, effect[1])(*effect[2])
+            return svc.history.emit(effect[1], **effect[2])
         if kind is Park:
             s.refresh(run)
             return enqueue_run(svc, s, run, effect.delay_s, via=effect.via)

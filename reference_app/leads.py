@@ -73,8 +73,8 @@ def request_bulk_delete(svc: Services, s: Session, business: Business, body: obj
 
     def handle(effect):
         kind = type(effect)
-        if kind is Emit:
-            return svc.history.emit(effect.kind, **effect.fields)
+        if kind is tuple:  # (Emit, kind, fields)
+            return svc.history.emit(effect[1], **effect[2])
         if kind is NewLeadJob:
             job, existing = _insert_or_join(s, business.id, ids) if effect.join else (
                 _insert(s, business.id, ids, active=None), False)

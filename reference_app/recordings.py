@@ -142,7 +142,7 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
             except Exception:
                 return False
             return True
-        return getattr(svc.coord, effect.op)(*effect.args)
+        return getattr(svc.coord, effect[1])(*effect[2])  # (Coord, op, args)
 
     reason = "error"
     try:
@@ -202,9 +202,9 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
     enqueue_effects = enqueuer(svc, s, business.id, call_sid, call.recording_sid, call.recording_url)
 
     def handle(effect):
-        if isinstance(effect, Coord):
-            return getattr(svc.coord, effect.op)(*effect.args)
-        if isinstance(effect, (Enqueue, Emit)):
+        if type(effect) is tuple and effect[0] is Coord:
+            return getattr(svc.coord, effect[1])(*effect[2])
+        if type(effect) is tuple or isinstance(effect, Enqueue):  # an Emit, or the Enqueue
             return enqueue_effects(effect)
         if isinstance(effect, FailStuck):
             return _fail_stuck(svc, s, run, effect.reason)
@@ -248,8 +248,8 @@ def enqueuer(svc: Services, s: Session, business_id: int, call_sid: str, recordi
     Emit (the history writer)."""
 
     def handle(effect):
-        if isinstance(effect, Emit):
-            return svc.history.emit(effect.kind, **effect.fields)
+        if type(effect) is tuple:  # (Emit, kind, fields)
+            return svc.history.emit(effect[1], **effect[2])
         if isinstance(effect, Enqueue):
             reason, _run = enqueue_recording(svc, s, business_id=business_id, call_sid=call_sid,
                                              recording_sid=recording_sid, recording_url=recording_url,

@@ -23,7 +23,7 @@ FIXED = make_policy("fixed")
 
 
 def names(effects):
-    return [e.op if isinstance(e, Coord) else e.kind if isinstance(e, Emit) else type(e).__name__ for e in effects]
+    return [e[1] if type(e) is tuple else type(e).__name__ for e in effects]  # a Coord's op, an Emit's kind
 
 
 class Canned:
@@ -37,8 +37,8 @@ class Canned:
     def __call__(self, effect):
         self.done.append(effect)
         kind = type(effect).__name__
-        if kind == "Coord":
-            return self.coord[effect.op]
+        if type(effect) is tuple and effect[0] is Coord:
+            return self.coord[effect[1]]
         if kind == "DeleteBatch":
             return self.batches.pop(0)
         if kind == "Clock":

@@ -2,7 +2,7 @@
 each variant takes around creating the run, and what it answers."""
 from __future__ import annotations
 
-from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, drive_with
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, drive_with, effect_type
 from loopfix.reference_app.flows.enqueue import dedup_enqueue, pending_run
 from loopfix.reference_app.policy import make_policy
 
@@ -75,8 +75,8 @@ def _run(flow, reason="enqueued"):
 
 def test_a_recording_callback_records_the_recording_then_enqueues_its_full_job():
     value, done = _run(recording_callback(1, "CA1", "RE1", True, False, make_policy("fixed")))
-    assert value == "enqueued" and [type(e) for e in done] == [Emit, Enqueue, Emit]
-    assert done[1] == Enqueue("full", "webhook", True) and done[2].fields["status"] == 204
+    assert value == "enqueued" and [effect_type(e) for e in done] == [Emit, Enqueue, Emit]
+    assert done[1] == Enqueue("full", "webhook", True) and done[2][2]["status"] == 204
 
 
 def test_a_replayed_callback_answers_duplicate_unless_the_fault_lets_it_enqueue_again():
@@ -88,7 +88,7 @@ def test_a_replayed_callback_answers_duplicate_unless_the_fault_lets_it_enqueue_
 
 def test_a_failed_webhook_enqueue_answers_500():
     value, done = _run(recording_callback(1, "CA1", "RE1", True, False, make_policy("fixed")), reason="error")
-    assert value == "error" and done[-1].fields["status"] == 500
+    assert value == "error" and done[-1][2]["status"] == 500
 
 
 def test_the_enqueue_api_answers_cached_without_enqueueing_and_404_without_a_url():

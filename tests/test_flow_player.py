@@ -24,7 +24,7 @@ def test_a_202_then_a_200_waits_at_least_the_retry_after_and_ends_played():
     status, done = run([(202, 30.0, None, None), (200, None, True, {"latency_s": 0.1})])
     sleeps = [e.seconds for e in done if type(e) is Sleep]
     assert status == 200 and sleeps == [max(30.0, FIXED.player_base_s)]
-    requests = [e.fields for e in done if type(e) is Emit and e.kind == "client.request"]
+    requests = [e[2] for e in done if type(e) is tuple and e[0] is Emit and e[1] == "client.request"]
     assert [r["n"] for r in requests] == [1, 2] and requests[1]["latency_s"] == 0.1
     assert done[-1] == Emit("client.end", {"client": "u1", "session": 1, "call_sid": "CA1", "outcome": "played",
                                            "requests": 2})
@@ -33,14 +33,14 @@ def test_a_202_then_a_200_waits_at_least_the_retry_after_and_ends_played():
 def test_the_player_gives_up_after_its_retries():
     n = FIXED.player_max_retries
     status, done = run([(202, None, None, None)] * (n + 1))
-    assert status == 202 and done[-1].fields["outcome"] == "gave_up" and done[-1].fields["requests"] == n + 1
+    assert status == 202 and done[-1][2]["outcome"] == "gave_up" and done[-1][2]["requests"] == n + 1
     sleeps = [e.seconds for e in done if type(e) is Sleep]
     assert sleeps == [min(FIXED.player_base_s * 2**i, FIXED.player_cap_s) for i in range(n)]
 
 
 def test_a_500_stops_at_once_but_before_retries_it():
     status, done = run([(500, None, None, None)])
-    assert status == 500 and done[-1].fields["outcome"] == "worker_offline"
+    assert status == 500 and done[-1][2]["outcome"] == "worker_offline"
     before = make_policy("before")
     status, done = run([(500, None, None, None), (200, None, True, None)], before)
     assert status == 200 and sum(type(e) is Play for e in done) == 2

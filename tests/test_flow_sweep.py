@@ -2,7 +2,7 @@
 found stuck or orphaned, in the app and the model alike."""
 from __future__ import annotations
 
-from loopfix.reference_app.flows.effects import ClaimRun, Coord, Emit, Park, drive_with
+from loopfix.reference_app.flows.effects import ClaimRun, Coord, Emit, Park, drive_with, effect_type
 from loopfix.reference_app.flows.sweep import requeue_orphan, requeue_stuck
 from loopfix.reference_app.policy import make_policy
 
@@ -33,12 +33,12 @@ def test_a_stuck_run_past_its_budget_fails_for_good_and_is_not_requeued():
 
 def test_a_run_another_sweep_claimed_first_is_left_alone():
     effects, requeued = stuck(1, [False])
-    assert [type(e) for e in effects] == [ClaimRun] and requeued is False
+    assert [effect_type(e) for e in effects] == [ClaimRun] and requeued is False
 
 
 def test_a_run_that_never_had_an_owner_frees_no_claims():
     effects, _requeued = stuck(1, [True, None, None, None], owner=None)
-    assert not any(isinstance(e, Coord) for e in effects)
+    assert not any(type(e) is tuple and e[0] is Coord for e in effects)
 
 
 def test_an_orphaned_run_is_enqueued_again_once():
@@ -69,8 +69,8 @@ def sweep_once(runs, alive, job_status=("queued", None), p=FIXED):
     def handle(effect):
         done.append(effect)
         kind = type(effect)
-        if kind is Coord:
-            return alive if effect.op == "worker_alive" else True
+        if kind is tuple and effect[0] is Coord:
+            return alive if effect[1] == "worker_alive" else True
         if kind is JobStatus:
             return job_status
         return True if kind is ClaimRun else None

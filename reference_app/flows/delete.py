@@ -40,11 +40,11 @@ def request_bulk_delete(business_id: int, client: str | None, p: Policy) -> Flow
     if found is None:
         return None
     job_id, existing = found
-    yield Emit("lead_job.request", {"business_id": business_id, "job_id": job_id, "existing": existing,
+    yield (Emit, "lead_job.request", {"business_id": business_id, "job_id": job_id, "existing": existing,
                                     "client": client})
     if not existing:
         for lead_id in (yield OwnedLeads()):
-            yield Emit("lead.requested", {"business_id": business_id, "lead_id": lead_id, "job_id": job_id})
+            yield (Emit, "lead.requested", {"business_id": business_id, "lead_id": lead_id, "job_id": job_id})
         yield EnqueueLeadJob(job_id)
     return found
 
@@ -70,10 +70,10 @@ def _batches(b: int, owner: str, resumed: bool, p: Policy) -> Flow:
     """The lock, the claim and the batches; (outcome, reason), not yet recorded."""
     op = BULK_DELETE_OP
     if not (yield from take_lock(b, op, owner, resumed)):
-        return "failed", f"BulkGate lock {op} is held by job {(yield Coord('lock_holder', (b, op)))}"
+        return "failed", f"BulkGate lock {op} is held by job {(yield (Coord, 'lock_holder', (b, op)))}"
     if not (yield CLAIM_JOB):
         return "superseded", None
-    yield Emit("lead_job.start", {"business_id": b, "job_id": owner})
+    yield (Emit, "lead_job.start", {"business_id": b, "job_id": owner})
     started, failures = (yield CLOCK), 0
     while True:
         step = yield DELETE_BATCH
@@ -95,9 +95,9 @@ def _batches(b: int, owner: str, resumed: bool, p: Policy) -> Flow:
         yield COMMIT
         failures = 0
         for lead_id in deleted:  # leads already gone are skipped
-            yield Emit("lead.delete", {"business_id": b, "lead_id": lead_id, "job_id": owner})
+            yield (Emit, "lead.delete", {"business_id": b, "lead_id": lead_id, "job_id": owner})
         if not (yield from keep_lock(b, op, owner)):
-            return "failed", f"lost the BulkGate lock to {(yield Coord('lock_holder', (b, op)))}"
+            return "failed", f"lost the BulkGate lock to {(yield (Coord, 'lock_holder', (b, op)))}"
         if not left:
             continue  # the next pass finds nothing left and completes
         yield Sleep(p.bulk_throttle_s)
@@ -113,8 +113,9 @@ def end_job(business_id: int, owner: str, status: str, reason: str | None) -> Fl
     if processed is None:  # another run owns the job now
         return
     if status == "paused":
-        yield Emit("lead_job.pause", {"business_id": business_id, "job_id": owner, "processed": processed})
+        yield (Emit, "lead_job.pause", {"business_id": business_id, "job_id": owner, "processed": processed})
         return
     yield from release_lock(business_id, BULK_DELETE_OP, owner)
     yield COMMIT
-    yield Emit("lead_job.end", {"business_id": business_id, "job_id": owner, "status": status, "processed": processed})
+    yield (Emit, "lead_job.end", {"business_id": business_id, "job_id": owner, "status": status,
+                                  "processed": processed})

@@ -35,19 +35,19 @@ def dedup_enqueue(call_sid: str, job_type: str, via: str, dedup: bool, p: Policy
     faults = p.faults  # read on every enqueue: membership, without has()'s check of the name
     keep_failed_claim = "dedup_set_before_enqueue" in faults
     if "dedup_check_then_set" in faults and not keep_failed_claim:
-        if (yield Coord("dedup_held", (call_sid, job_type))):
+        if (yield (Coord, "dedup_held", (call_sid, job_type))):
             return "duplicate"
         if not (yield create_run(job_type, via)):
             return "error"
-        yield Coord("set_dedup", (call_sid, job_type))
+        yield (Coord, "set_dedup", (call_sid, job_type))
         return "enqueued"
-    token = yield Coord("claim_dedup", (call_sid, job_type))
+    token = yield (Coord, "claim_dedup", (call_sid, job_type))
     if token is None:
         return "duplicate"
     if (yield create_run(job_type, via)):
         return "enqueued"
     if not keep_failed_claim:
-        yield Coord("release_dedup", (call_sid, job_type, token))
+        yield (Coord, "release_dedup", (call_sid, job_type, token))
     return "error"
 
 
@@ -72,14 +72,15 @@ def recording_callback(business_id: int, call_sid: str, recording_sid: str, has_
     enqueued (with dedup). Returns the reported reason, None when there is nothing to enqueue
     (no URL); the caller answers 204, or 500 on 'error'."""
     if has_url and not recording_callback_enqueues(known, p):
-        yield Emit("enqueue.result", {"call_sid": call_sid, "reason": "duplicate", "status": 204})
+        yield (Emit, "enqueue.result", {"call_sid": call_sid, "reason": "duplicate", "status": 204})
         return "duplicate"
-    yield Emit("recording.created", {"call_sid": call_sid, "recording_sid": recording_sid, "business_id": business_id,
+    yield (Emit, "recording.created", {"call_sid": call_sid, "recording_sid": recording_sid, "business_id": business_id,
                                      "has_url": has_url})
     if not has_url:
         return None
     reason = yield WEBHOOK_ENQUEUE
-    yield Emit("enqueue.result", {"call_sid": call_sid, "reason": reason, "status": 204 if reason != "error" else 500})
+    yield (Emit, "enqueue.result", {"call_sid": call_sid, "reason": reason,
+                                    "status": 204 if reason != "error" else 500})
     return reason
 
 
@@ -91,5 +92,5 @@ def enqueue_request(call_sid: str, has_url: bool, file_ready: bool) -> Flow:
         return None
     reason = "cached" if file_ready else (yield Enqueue("download_only", "enqueue_api", True))
     status = enqueue_status(reason)
-    yield Emit("enqueue.result", {"call_sid": call_sid, "reason": reason, "status": status})
+    yield (Emit, "enqueue.result", {"call_sid": call_sid, "reason": reason, "status": status})
     return reason, status

@@ -25,7 +25,7 @@ PLAY = Play()
 
 def play_session(client: str, session: int, call_sid: str, role: str, p: Policy) -> Flow:
     """One player session on one recording; returns the status it stopped on."""
-    yield Emit("client.start", {"client": client, "session": session, "call_sid": call_sid, "role": role})
+    yield (Emit, "client.start", {"client": client, "session": session, "call_sid": call_sid, "role": role})
     retries = n = 0
     while True:
         status, retry_after, audio_ok, extra = yield PLAY
@@ -34,12 +34,12 @@ def play_session(client: str, session: int, call_sid: str, role: str, p: Policy)
                   "retry_after": retry_after, "n": n, "audio_ok": audio_ok}
         if extra:
             fields.update(extra)
-        yield Emit("client.request", fields)
+        yield (Emit, "client.request", fields)
         if not player_should_retry(status, retries, p):
             break
         delay = player_delay(retries, retry_after, p)
         retries += 1
         yield Sleep(delay)
-    yield Emit("client.end", {"client": client, "session": session, "call_sid": call_sid,
+    yield (Emit, "client.end", {"client": client, "session": session, "call_sid": call_sid,
                               "outcome": player_outcome(status), "requests": n})
     return status

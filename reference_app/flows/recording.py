@@ -47,7 +47,7 @@ def recording_job(job: Job, p: Policy) -> Flow:
     it for every job.)"""
     job_id, call_sid, owner, business_id, faults = job.job_id, job.call_sid, job.owner, job.business_id, p.faults
     sid = yield START_RUN
-    yield Emit("job.start", {"job_id": job_id, "call_sid": call_sid,
+    yield (Emit, "job.start", {"job_id": job_id, "call_sid": call_sid,
                              "attempt": run_attempt(job.retry_count, job.fetch_retry_count), "worker": job.worker})
     if sid is None:
         return (yield from _retry(job, "calllog", "CallLog not found", p))
@@ -55,10 +55,10 @@ def recording_job(job: Job, p: Policy) -> Flow:
         yield Finish("failed", "no recording URL for this call")
         return ended("failed", "no recording URL for this call")
     if "semaphore_in_api" not in faults:  # before: the API took the slot
-        ok = yield Coord("acquire_slot", (business_id, owner, call_sid))
+        ok = yield (Coord, "acquire_slot", (business_id, owner, call_sid))
         if not ok and "blocking_slot_loop" in faults:
             ok = yield from wait_for_slot(job_id, business_id, owner, call_sid, p)
-        yield Emit("slot.acquire", {"job_id": job_id, "business_id": business_id, "ok": ok})
+        yield (Emit, "slot.acquire", {"job_id": job_id, "business_id": business_id, "ok": ok})
         if not ok:
             return {"deferred": (yield from defer(job_id, call_sid, job.defer_count, p))}
     # The claim and the slot are released last, after the job's own end (a deferral included),
@@ -66,7 +66,7 @@ def recording_job(job: Job, p: Policy) -> Flow:
     # claims lapse with their TTLs.
     claimed = died = False
     try:
-        claimed = yield Coord("claim_inflight", (sid, owner))
+        claimed = yield (Coord, "claim_inflight", (sid, owner))
         if not claimed:  # another job is downloading this recording right now
             result = {"deferred": (yield from defer(job_id, call_sid, job.defer_count, p))}
         else:
@@ -88,9 +88,9 @@ def recording_job(job: Job, p: Policy) -> Flow:
     finally:
         if not died:
             if claimed:
-                yield Coord("release_inflight", (sid, owner))
-            freed = yield Coord("release_slot", (business_id, job.slot_owner))
-            yield Emit("slot.release", {"job_id": job_id, "business_id": business_id, "freed": freed})
+                yield (Coord, "release_inflight", (sid, owner))
+            freed = yield (Coord, "release_slot", (business_id, job.slot_owner))
+            yield (Emit, "slot.release", {"job_id": job_id, "business_id": business_id, "freed": freed})
     if result is not None:
         return result
     yield TRANSCRIBE  # the model's transcription holds no claim or slot
@@ -110,9 +110,9 @@ def wait_for_slot(job_id: str, business_id: int, owner: str, call_sid: str, p: P
     """`blocking_slot_loop` (seed 004's first fix): no slot was free, so the worker waits for
     one, 1 s at a time, up to before_slot_wait_s. True when it took one."""
     for _ in range(int(p.before_slot_wait_s)):
-        yield Emit("worker.sleep", {"job_id": job_id, "seconds": 1.0, "reason": "slot"})
+        yield (Emit, "worker.sleep", {"job_id": job_id, "seconds": 1.0, "reason": "slot"})
         yield Sleep(1.0)
-        if (yield Coord("acquire_slot", (business_id, owner, call_sid))):
+        if (yield (Coord, "acquire_slot", (business_id, owner, call_sid))):
             return True
     return False
 
@@ -124,12 +124,12 @@ def defer(job_id: str, call_sid: str, defer_count: int, p: Policy) -> Flow:
     delay = slot_defer_delay(defer_count, p)
     yield Save({"defer_count": defer_count + 1, "status": "queued", "next_attempt_in_s": delay})
     if "slot_defer_sleeps" in p.faults:
-        yield Emit("worker.sleep", {"job_id": job_id, "seconds": delay, "reason": "slot"})
+        yield (Emit, "worker.sleep", {"job_id": job_id, "seconds": delay, "reason": "slot"})
         yield Sleep(delay)
         yield Park(0.0, "defer")
     else:
         yield Park(delay, "defer")
-    yield Emit("job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "deferred"})
+    yield (Emit, "job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "deferred"})
     return delay
 
 
@@ -144,14 +144,14 @@ def retry_later(job_id: str, call_sid: str, retry_count: int, fetch_retry_count:
         return d
     error = f"{why} ({d.phase} attempt {d.attempt}/{retry_budget(phase, p)})"
     yield Save({"fetch_retry_count" if d.phase == "fetch" else "retry_count": d.attempt, "error": error})
-    yield Emit("job.retry", {"job_id": job_id, "call_sid": call_sid, "attempt": d.attempt, "delay": d.delay_s,
+    yield (Emit, "job.retry", {"job_id": job_id, "call_sid": call_sid, "attempt": d.attempt, "delay": d.delay_s,
                              "phase": d.phase})
     if d.action == "raise":
         yield Save({"status": "queued"})
-        yield Emit("job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "retry"})
+        yield (Emit, "job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "retry"})
         yield RetryByRQ(error)
         return d
     yield Save({"status": "retry_wait", "next_attempt_in_s": d.delay_s})
     yield Park(d.delay_s, "retry")
-    yield Emit("job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "retry"})
+    yield (Emit, "job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "retry"})
     return d

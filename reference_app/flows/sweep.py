@@ -47,7 +47,7 @@ JOB_STATUS = JobStatus()
 def sweep(runs: Iterable[SweptRun], now: float, p: Policy) -> Flow:
     """One sweep at `now` over `runs` (the active ones; the driver may leave out a run that can
     be neither stuck nor orphaned now). Returns how many runs it re-queued."""
-    alive = yield Coord("worker_alive")
+    alive = yield (Coord, "worker_alive", ())
     moved = 0
     for run in runs:
         state = run.state
@@ -76,14 +76,14 @@ def requeue_stuck(job_id: str, call_sid: str, job_type: str, retry_count: int, w
                           "created_now": True, "next_attempt_at": None, "error": f"stuck: {why}"})
     if not won:
         return False
-    yield Emit("job.stuck", {"job_id": job_id, "call_sid": call_sid, "reason": why})
+    yield (Emit, "job.stuck", {"job_id": job_id, "call_sid": call_sid, "reason": why})
     if owner and recording_sid:
-        yield Coord("release_inflight", (recording_sid, owner))
-        yield Coord("release_slot", (business_id, owner))
+        yield (Coord, "release_inflight", (recording_sid, owner))
+        yield (Coord, "release_slot", (business_id, owner))
     if over:
         return False
     yield Park(0.0, "requeue")
-    yield Emit("job.enqueue", {"job_id": job_id, "call_sid": call_sid, "job_type": job_type, "via": "requeue"})
+    yield (Emit, "job.enqueue", {"job_id": job_id, "call_sid": call_sid, "job_type": job_type, "via": "requeue"})
     return True
 
 
@@ -94,5 +94,5 @@ def requeue_orphan(job_id: str, call_sid: str, job_type: str) -> Flow:
     if not (yield ClaimRun({"status": "queued", "created_now": True, "next_attempt_at": None}, True)):
         return False
     yield Park(0.0, "orphan")
-    yield Emit("job.enqueue", {"job_id": job_id, "call_sid": call_sid, "job_type": job_type, "via": "orphan"})
+    yield (Emit, "job.enqueue", {"job_id": job_id, "call_sid": call_sid, "job_type": job_type, "via": "orphan"})
     return True

@@ -53,8 +53,8 @@ class Deleters:
             except StopIteration:
                 return
             kind = effect.__class__
-            if kind is Emit:
-                result = self.recorder_of[effect.kind]("web", **effect.fields)
+            if kind is tuple:  # (Emit, kind, fields)
+                result = self.recorder_of[effect[1]]("web", **effect[2])
             elif kind is ActiveLeadJob:
                 active = self.active_lead_job(business)
                 result = None if active is None else active.job_id
@@ -86,10 +86,11 @@ class Deleters:
             except StopIteration:
                 return
             kind = effect.__class__
-            if kind is Coord:
-                result = getattr(coord, effect.op)(*effect.args)
-            elif kind is Emit:
-                result = recorder_of[effect.kind](proc, **effect.fields)
+            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+                if effect[0] is Coord:
+                    result = getattr(coord, effect[1])(*effect[2])
+                else:
+                    result = recorder_of[effect[1]](proc, **effect[2])
             elif kind is DeleteBatch:
                 result = yield from self.delete_batch(job)
                 pending = result if result[0] == "batch" else None

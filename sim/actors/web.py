@@ -29,8 +29,8 @@ class Web:
                 effect = send(result)
             except StopIteration:
                 return
-            if effect.__class__ is Emit:
-                result = record[effect.kind]("web", **effect.fields)
+            if effect.__class__ is tuple:  # (Emit, kind, fields)
+                result = record[effect[1]]("web", **effect[2])
             else:  # Enqueue
                 try:
                     result = P.reported_enqueue_reason(self.drive_enqueue_now(call, "full", "webhook"), self.policy)
@@ -127,7 +127,7 @@ class Web:
                 return True, stop.value
             if effect.__class__ is CreateRun:
                 return False, None
-            result = getattr(coord, effect.op)(*effect.args)
+            result = getattr(coord, effect[1])(*effect[2])  # (Coord, op, args)
 
     def active_run_of(self, call: Call) -> bool:
         run = self.latest_run.get(call.call_sid)
@@ -166,20 +166,21 @@ class Web:
             except StopIteration as stop:
                 reply = stop.value
                 break
-            if effect.__class__ is Coord:
+            kind = effect.__class__
+            if kind is tuple and effect[0] is Coord:
                 if self.redis_paused:
                     flow.close()
                     return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
-                result = getattr(coord, effect.op)(*effect.args)
-            elif effect.__class__ is Enqueue:
+                result = getattr(coord, effect[1])(*effect[2])
+            elif kind is tuple:  # (Emit, kind, fields)
+                result = self.recorder_of[effect[1]]("web", **effect[2])
+            elif kind is Enqueue:
                 try:
                     result = yield from self.request_enqueue(call, effect.job_type, effect.via, effect.dedup)
                 except RedisUnavailable:  # Redis went away since the gate answered
                     flow.close()
                     return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
-            elif effect.__class__ is Emit:
-                result = self.recorder_of[effect.kind]("web", **effect.fields)
-            elif effect.__class__ is FailStuck:
+            elif kind is FailStuck:
                 result = self.fail_stuck(run, effect.reason)
             else:  # Gap: the round trip inside the seed's check-then-set
                 result = yield self.env.timeout(REDIS_RTT_S)
@@ -203,8 +204,8 @@ class Web:
                 effect = flow.send(result)
             except StopIteration:
                 return
-            if effect.__class__ is Emit:
-                result = self.recorder_of[effect.kind]("web", **effect.fields)
+            if effect.__class__ is tuple:  # (Emit, kind, fields)
+                result = self.recorder_of[effect[1]]("web", **effect[2])
             else:  # Enqueue
                 try:
                     result = yield from self.request_enqueue(call, effect.job_type, effect.via, effect.dedup)

@@ -133,10 +133,10 @@ class Workers:
                 if run.status == "failed":
                     self.active_runs.pop(run.job_id, None)
                 return True
-            if kind is Emit:
-                return record(effect.kind, "sweeper", effect.fields)
-            if kind is Coord:
-                return getattr(coord, effect.op)(*effect.args)
+            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+                if effect[0] is Coord:
+                    return getattr(coord, effect[1])(*effect[2])
+                return record(effect[1], "sweeper", effect[2])
             if kind is Park:
                 return self.push(run, effect.delay_s, via=effect.via)
             raise TypeError(f"not a sweep effect: {effect!r}")
@@ -184,10 +184,11 @@ class Workers:
             except StopIteration as stop:
                 return True, stop.value
             kind = effect.__class__
-            if kind is Coord:
-                result = getattr(coord, effect.op)(*effect.args)
-            elif kind is Emit:
-                result = recorder_of[effect.kind](proc, **effect.fields)
+            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+                if effect[0] is Coord:
+                    result = getattr(coord, effect[1])(*effect[2])
+                else:
+                    result = recorder_of[effect[1]](proc, **effect[2])
             elif kind is StartRun:
                 now = self.env._now
                 run.status, run.started_at, run.heartbeat_at = "running", now, now
