@@ -28,7 +28,7 @@ from locust import FastHttpUser, task
 
 from loopfix.loadtests.load_context import LoadContext, load_context
 from loopfix.reference_app.flows import player as player_flow
-from loopfix.reference_app.flows.effects import Emit, drive
+from loopfix.reference_app.flows.effects import drive
 from loopfix.reference_app.flows.player import Play
 
 PLAY_PATH = "/api/recordings/file/{call_sid}"

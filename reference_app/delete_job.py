@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from loopfix.reference_app.flows.delete import delete_run
-from loopfix.reference_app.flows.effects import ClaimJob, Clock, Commit, Coord, DeleteBatch, Emit, EndJob, Sleep, drive
+from loopfix.reference_app.flows.effects import ClaimJob, Clock, Commit, Coord, DeleteBatch, EndJob, Sleep, drive
 from loopfix.reference_app.models import BackgroundJob, Lead
 from loopfix.reference_app.policy import bulk_job_timeout_s
 from loopfix.reference_app.services import LEADS_QUEUE, Services, get_services

@@ -25,8 +25,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from loopfix.reference_app.flows.effects import (ClaimRun, Coord, Emit, FetchAudio, Finish, Park, RetryByRQ, Save,
-    Sleep, StartRun, Transcribe, drive)
+from loopfix.reference_app.flows.effects import (ClaimRun, Coord, FetchAudio, Finish, Park, RetryByRQ, Save, Sleep,
+    StartRun, Transcribe, drive)
 from loopfix.reference_app.flows.recording import Job, recording_job
 from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from loopfix.reference_app.delete_job import enqueue_run, new_rq_id
 from loopfix.reference_app.flows.delete import request_bulk_delete as request_bulk_delete_flow
-from loopfix.reference_app.flows.effects import ActiveLeadJob, Emit, EnqueueLeadJob, Gap, NewLeadJob, OwnedLeads, drive
+from loopfix.reference_app.flows.effects import ActiveLeadJob, EnqueueLeadJob, Gap, NewLeadJob, OwnedLeads, drive
 from loopfix.reference_app.models import BackgroundJob, Business, Lead
 from loopfix.reference_app.policy import (
     BULK_DELETE_JOB_TYPE,

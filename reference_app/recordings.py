@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck, drive
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Enqueue, FailStuck, drive
 from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request
 from loopfix.reference_app.flows.enqueue import pending_run as pending_run_flow
 from loopfix.reference_app.flows.playback import PollCall, poll

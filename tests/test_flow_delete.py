@@ -6,17 +6,7 @@ from __future__ import annotations
 import pytest
 
 from loopfix.reference_app.flows.delete import delete_run, request_bulk_delete
-from loopfix.reference_app.flows.effects import (
-    ActiveLeadJob,
-    Commit,
-    Coord,
-    Emit,
-    EndJob,
-    Gap,
-    NewLeadJob,
-    Sleep,
-    drive,
-)
+from loopfix.reference_app.flows.effects import ActiveLeadJob, Commit, Coord, EndJob, Gap, NewLeadJob, drive
 from loopfix.reference_app.policy import make_policy
 
 FIXED = make_policy("fixed")

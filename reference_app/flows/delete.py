@@ -8,7 +8,6 @@ transactions, are the drivers'.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
 
 from loopfix.reference_app.flows.effects import (ActiveLeadJob, ClaimJob, Clock, Commit, Coord, DeleteBatch, Emit,
     EndJob, EnqueueLeadJob, Flow, Gap, NewLeadJob, OwnedLeads, Sleep)

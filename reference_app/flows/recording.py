@@ -45,12 +45,16 @@ def recording_job(job: Job, p: Policy) -> Flow:
     """The recording job's whole order; returns what the app's job returns ({'status': ...},
     {'retry': attempt, 'delay': s}, {'deferred': s}). (Flat on the common path: the model runs
     it for every job.)"""
-    job_id, call_sid, owner, business_id, faults = job.job_id, job.call_sid, job.owner, job.business_id, p.faults
+    # unpacked, not read by name: the model passes a plain tuple in Job's order (cheaper to build)
+    (job_id, call_sid, business_id, retry_count, fetch_retry_count, defer_count, owner, slot_owner, worker,
+     transcribe) = job
+    faults = p.faults
     sid = yield START_RUN
     yield (Emit, "job.start", {"job_id": job_id, "call_sid": call_sid,
-                             "attempt": run_attempt(job.retry_count, job.fetch_retry_count), "worker": job.worker})
+                             "attempt": run_attempt(retry_count, fetch_retry_count), "worker": worker})
     if sid is None:
-        return (yield from _retry(job, "calllog", "CallLog not found", p))
+        return (yield from _retry(job_id, call_sid, retry_count, fetch_retry_count, "calllog", "CallLog not found",
+                                  p))
     if not sid:
         yield Finish("failed", "no recording URL for this call")
         return ended("failed", "no recording URL for this call")
@@ -60,7 +64,7 @@ def recording_job(job: Job, p: Policy) -> Flow:
             ok = yield from wait_for_slot(job_id, business_id, owner, call_sid, p)
         yield (Emit, "slot.acquire", {"job_id": job_id, "business_id": business_id, "ok": ok})
         if not ok:
-            return {"deferred": (yield from defer(job_id, call_sid, job.defer_count, p))}
+            return {"deferred": (yield from defer(job_id, call_sid, defer_count, p))}
     # The claim and the slot are released last, after the job's own end (a deferral included),
     # and when a step raises; not when the worker dies mid-job (the generator is closed): its
     # claims lapse with their TTLs.
@@ -68,12 +72,12 @@ def recording_job(job: Job, p: Policy) -> Flow:
     try:
         claimed = yield (Coord, "claim_inflight", (sid, owner))
         if not claimed:  # another job is downloading this recording right now
-            result = {"deferred": (yield from defer(job_id, call_sid, job.defer_count, p))}
+            result = {"deferred": (yield from defer(job_id, call_sid, defer_count, p))}
         else:
             fetched, detail = yield FETCH_AUDIO
             if fetched == "ok" or fetched == "skipped":
                 result = None  # done, after the model's transcription if any
-                if not job.transcribe:
+                if not transcribe:
                     yield FINISH_DONE
                     result = ended("done", None)
             elif fetched == "refused":
@@ -81,7 +85,7 @@ def recording_job(job: Job, p: Policy) -> Flow:
                 result = ended("failed", detail)
             else:
                 why = f"audio not available ({detail})" if detail else "audio not available"
-                result = yield from _retry(job, "fetch", why, p)
+                result = yield from _retry(job_id, call_sid, retry_count, fetch_retry_count, "fetch", why, p)
     except GeneratorExit:
         died = True
         raise
@@ -89,7 +93,7 @@ def recording_job(job: Job, p: Policy) -> Flow:
         if not died:
             if claimed:
                 yield (Coord, "release_inflight", (sid, owner))
-            freed = yield (Coord, "release_slot", (business_id, job.slot_owner))
+            freed = yield (Coord, "release_slot", (business_id, slot_owner))
             yield (Emit, "slot.release", {"job_id": job_id, "business_id": business_id, "freed": freed})
     if result is not None:
         return result
@@ -98,9 +102,10 @@ def recording_job(job: Job, p: Policy) -> Flow:
     return ended("done", None)
 
 
-def _retry(job: Job, phase: str, why: str, p: Policy) -> Flow:
+def _retry(job_id: str, call_sid: str, retry_count: int, fetch_retry_count: int, phase: str, why: str,
+           p: Policy) -> Flow:
     """retry_later on the job's counts; the job's result."""
-    d = yield from retry_later(job.job_id, job.call_sid, job.retry_count, job.fetch_retry_count, phase, why, p)
+    d = yield from retry_later(job_id, call_sid, retry_count, fetch_retry_count, phase, why, p)
     if d.action == "fail":
         return ended("failed", f"{why} after {d.attempt} {d.phase} retries")
     return {"retry": d.attempt, "delay": d.delay_s}

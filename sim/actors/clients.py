@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Generator
 
-from loopfix.reference_app.flows.effects import Emit
 from loopfix.reference_app.flows.player import Play, play_session
 from loopfix.sim.world import Call
 

@@ -7,8 +7,8 @@ from typing import Generator
 
 from loopfix.reference_app import policy as P
 from loopfix.reference_app.flows.delete import delete_run, request_bulk_delete
-from loopfix.reference_app.flows.effects import (ActiveLeadJob, ClaimJob, Clock, Commit, Coord, DeleteBatch, Emit,
-    EndJob, EnqueueLeadJob, NewLeadJob, OwnedLeads, Sleep)
+from loopfix.reference_app.flows.effects import (ActiveLeadJob, ClaimJob, Clock, Commit, Coord, DeleteBatch, EndJob,
+    EnqueueLeadJob, NewLeadJob, OwnedLeads, Sleep)
 from loopfix.sim.world import DB_COMMIT_S, LOCK_OP, Entry, LeadJob
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Generator
 
 from loopfix.reference_app import policy as P
-from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Enqueue, FailStuck
 from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request, pending_run, recording_callback
 from loopfix.reference_app.flows.playback import PollCall, poll
 from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run

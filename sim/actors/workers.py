@@ -9,9 +9,9 @@ from typing import Any, Generator
 import simpy
 
 from loopfix.reference_app import policy as P
-from loopfix.reference_app.flows.effects import (ClaimRun, Coord, Emit, FetchAudio, Finish, Park, RetryByRQ, Save,
-    Sleep, StartRun, Transcribe, drive)
-from loopfix.reference_app.flows.recording import Job, recording_job
+from loopfix.reference_app.flows.effects import (ClaimRun, Coord, FetchAudio, Finish, Park, RetryByRQ, Save, Sleep,
+    StartRun, Transcribe, drive)
+from loopfix.reference_app.flows.recording import recording_job
 from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.sim.world import Entry, Run
 
@@ -154,9 +154,9 @@ class Workers:
         self.worker_job[w] = run
         yield env.timeout(self.job_overhead_s)
         call, job_id = run.call, run.job_id
-        flow = recording_job(Job(job_id, call.call_sid, call.business_id, run.retry_count, run.fetch_retry_count,
-                                 run.defer_count, job_id, job_id, proc,
-                                 run.job_type == "full" and self.transcribe_s[1] > 0), self.policy)
+        transcribe = run.job_type == "full" and self.transcribe_s[1] > 0
+        flow = recording_job((job_id, call.call_sid, call.business_id, run.retry_count, run.fetch_retry_count,
+                              run.defer_count, job_id, job_id, proc, transcribe), self.policy)  # a Job, as a tuple
         flow_now = self.flow_now
         done, effect = flow_now(flow, run, proc, None)
         while not done:  # an effect that takes simulated time
