@@ -193,4 +193,64 @@ def figures(stack: Stack, seconds: float = 5.0, repeat: int = 3, progress=lambda
                  note=f"median of {repeat} runs ({', '.join(f'{v:,.0f}' for v in per_cpu[key])}); server: "
                       "gunicorn's processes + redis-server (bare: gunicorn's)", **cpu_common)
           for key in ("202", "200")),
+        first_click_figure(stack.config.redis_url, Path(stack.config.data_dir)),
     ]
+
+
+# --------------------------------------------------------------------------- the first click's round trips
+
+# The first click's baseline: the gate as one call per primitive (as before the gate script).
+FIRST_CLICK_UNFOLDED = "playback_check_then_mark,fail_fast_incr_then_expire"
+
+
+def first_click_round_trips(redis_url: str, work_dir: Path, faults: str = "", clicks: int = 10) -> list[int]:
+    """Redis round trips of each of `clicks` first clicks (a poll that creates the call's run,
+    its dedup claim and its RQ job), `fixed` + `faults`, app in-process (Flask test client)
+    against the Redis at `redis_url`. Counted by the app's own client: its connections are of a
+    class that counts each request it writes to the socket (a command, a script call, or a
+    whole pipeline: one round trip each), so the count is exact whatever is pipelined."""
+    import redis
+
+    from loopfix.reference_app import create_app
+    from loopfix.reference_app.policy import make_policy
+
+    class Counting(redis.Connection):
+        sent = 0
+
+        def send_packed_command(self, command, check_health=True):
+            Counting.sent += 1
+            return super().send_packed_command(command, check_health)
+
+    cfg = Config(redis_url=redis_url, data_dir=work_dir / f"first-click-{len(faults)}", run_epoch=time.time(),
+                 policy=make_policy("fixed", faults, 1.0, {}))
+    app = create_app(cfg)
+    svc = app.extensions["loopfix"]
+    pool = svc.redis.connection_pool
+    pool.disconnect()
+    pool.connection_class = Counting
+    business_id, token = poll_targets.add_business(svc)
+    headers = {"Authorization": f"Bearer {token}"}
+    client = app.test_client()
+    svc.coord.worker_beat()
+    client.get(f"/api/recordings/file/{poll_targets.add_call(svc, business_id, 'none')}", headers=headers)  # warm
+    counts = []
+    for _ in range(clicks):
+        call_sid = poll_targets.add_call(svc, business_id, "none")
+        before = Counting.sent
+        status = client.get(f"/api/recordings/file/{call_sid}", headers=headers).status_code
+        if status != 202:
+            raise RuntimeError(f"a first click answered {status}, expected 202")
+        counts.append(Counting.sent - before)
+    return counts
+
+
+def first_click_figure(redis_url: str, work_dir: Path, clicks: int = 10) -> Figure:
+    """Round trips of the first click (max over `clicks`), beside the same click with the gate
+    as one call per primitive."""
+    fixed = first_click_round_trips(redis_url, work_dir, clicks=clicks)
+    unfolded = first_click_round_trips(redis_url, work_dir, FIRST_CLICK_UNFOLDED, clicks=clicks)
+    return Figure("app", "first click (creates the job): Redis round trips", max(fixed), "round trips",
+                  baseline=max(unfolded), baseline_name=f"gate as one call per primitive (faults {FIRST_CLICK_UNFOLDED})",
+                  goal="value <= 3",
+                  note=f"max of {clicks} clicks, counted by the app's Redis connections (a pipeline or script "
+                       f"call is one); per click {fixed} (baseline {unfolded})")
