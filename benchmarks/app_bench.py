@@ -29,23 +29,20 @@ from loopfix.benchmarks import poll_targets
 from loopfix.benchmarks.figures import Figure
 from loopfix.loadtests.stack import Stack, free_port, http_ok, wait_until
 from loopfix.reference_app.config import Config
+from loopfix.reference_app.serving import gunicorn_argv
 from loopfix.reference_app.services import Services
 
-WORKERS, THREADS = 2, 8  # `loopfix serve`'s defaults
+WORKERS, THREADS = 2, 8  # `loopfix serve`'s defaults (THREADS: gthread's; wrk keeps this many connections)
+WORKER_CLASS = "gevent"  # `loopfix serve`'s default
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def gunicorn_argv(app: str, port: int, workers: int = WORKERS, threads: int = THREADS) -> list[str]:
-    """The one gunicorn command line both apps run under: `loopfix serve`'s flags."""
-    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-            "--threads", str(threads), "--worker-class", "gthread", "--graceful-timeout", "5",
-            "--access-logfile", "/dev/null", app]
-
-
-def serve(stack: Stack, name: str, app: str, health_path: str) -> tuple[str, int]:
-    """Start `app` under gunicorn in `stack` (stopped with it); returns (base URL, master pid)."""
+def serve(stack: Stack, name: str, app: str, health_path: str, worker_class: str = WORKER_CLASS) -> tuple[str, int]:
+    """Start `app` under gunicorn in `stack` (stopped with it), with `loopfix serve`'s command
+    line (serving.gunicorn_argv); returns (base URL, master pid)."""
     port = free_port()
-    proc = stack._spawn(name, gunicorn_argv(app, port), stack.env(name))
+    argv = gunicorn_argv(app, f"127.0.0.1:{port}", WORKERS, THREADS, worker_class)
+    proc = stack._spawn(name, argv, stack.env(name))
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: http_ok(url + health_path), 30, name, proc.popen, proc.log)
     return url, proc.pid

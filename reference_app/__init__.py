@@ -14,8 +14,8 @@ def create_app(config: Config | None = None) -> Flask:
     # Imported here, not at the top: importing any reference_app module (the policy core, which
     # harness/ and sim/ import) runs this file, and must not pull in Flask, Redis or SQLAlchemy.
     import redis
-    from flask import Flask, g, jsonify
-    from werkzeug.exceptions import HTTPException
+    from flask import Flask, g, jsonify, request
+    from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
     from loopfix.reference_app.config import Config
     from loopfix.reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S, retry_after_header
@@ -26,6 +26,10 @@ def create_app(config: Config | None = None) -> Flask:
     set_services(svc)
     app = Flask(__name__, static_folder=None)  # no static files: no /static route to document
     app.extensions["loopfix"] = svc
+    # Bodies past the cap: a declared Content-Length is refused before anything reads the body
+    # (the first before_request below); a chunked body is read up to the cap, then refused
+    # (werkzeug's stream limit, wherever a route reads it).
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     svc.engine  # create tables at start, not on the first request
     config.recordings_dir.mkdir(parents=True, exist_ok=True)
 
@@ -34,6 +38,12 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(routes_recordings.bp)
     app.register_blueprint(routes_webhooks.bp)
     app.register_blueprint(routes_leads.bp)
+
+    @app.before_request
+    def _refuse_large_body():
+        if (request.content_length or 0) > config.max_body_bytes:
+            raise RequestEntityTooLarge(f"request body over {config.max_body_bytes} bytes "
+                                        "(LOOPFIX_MAX_BODY_BYTES); nothing was read")
 
     @app.before_request
     def _open_session():
