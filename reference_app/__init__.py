@@ -15,9 +15,10 @@ def create_app(config: Config | None = None) -> Flask:
     # harness/ and sim/ import) runs this file, and must not pull in Flask, Redis or SQLAlchemy.
     import redis
     from flask import Flask, g, jsonify, request
-    from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+    from werkzeug.exceptions import HTTPException
 
     from loopfix.reference_app.config import Config
+    from loopfix.reference_app.request_limits import check_body
     from loopfix.reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S, retry_after_header
     from loopfix.reference_app.services import Services, set_services
 
@@ -26,10 +27,7 @@ def create_app(config: Config | None = None) -> Flask:
     set_services(svc)
     app = Flask(__name__, static_folder=None)  # no static files: no /static route to document
     app.extensions["loopfix"] = svc
-    # Bodies past the cap: a declared Content-Length is refused before anything reads the body
-    # (the first before_request below); a chunked body is read up to the cap, then refused
-    # (werkzeug's stream limit, wherever a route reads it).
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = None  # the cap is request_limits' (first before_request below)
     svc.engine  # create tables at start, not on the first request
     config.recordings_dir.mkdir(parents=True, exist_ok=True)
 
@@ -41,9 +39,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     @app.before_request
     def _refuse_large_body():
-        if (request.content_length or 0) > config.max_body_bytes:
-            raise RequestEntityTooLarge(f"request body over {config.max_body_bytes} bytes "
-                                        "(LOOPFIX_MAX_BODY_BYTES); nothing was read")
+        check_body(request.environ, config.max_body_bytes)  # 413 before a byte is read
 
     @app.before_request
     def _open_session():
