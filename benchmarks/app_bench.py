@@ -1,7 +1,12 @@
 """Requests per second of the poll endpoint under gunicorn, on the 202 path (a queued download,
 a worker alive) and the 200 path (64 kB of audio from disk), each divided by the req/s of a bare
 Flask JSON endpoint (`loopfix.benchmarks.bare_app`) served by the same gunicorn configuration in the
-same run.
+same run. Both run under `loopfix serve`'s gunicorn command line (reference_app.serving; gevent
+workers by default).
+
+Then the app under slow and oversized clients (slow_clients): `/healthz` and a 202 poll with
+256 half-open connections held, under gevent and under gthread, and the time to a 413 for a
+50 MB body.
 
 The load tool is wrk (Debian package `wrk`, one thread, keep-alive connections, one per
 gunicorn thread). Its CPU time (from `wait4`) and the servers' (from /proc) are reported beside
@@ -25,7 +30,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from loopfix.benchmarks import poll_targets
+from loopfix.benchmarks import poll_targets, slow_clients
 from loopfix.benchmarks.figures import Figure
 from loopfix.loadtests.stack import Stack, free_port, http_ok, wait_until
 from loopfix.reference_app.config import Config
@@ -177,6 +182,9 @@ def figures(stack: Stack, seconds: float = 5.0, repeat: int = 3, progress=lambda
             per_cpu[key].append(load.per_cpu_s)
             if key not in best or load.rps > best[key].rps:
                 best[key] = load
+    svc.coord.worker_beat()
+    poll_targets.refresh(svc, waiting)
+    slow = slow_clients.figures(stack, app_url, f"/api/recordings/file/{waiting}", auth, progress=progress)
     base = best["bare"]
     common = dict(baseline=base.rps, baseline_name="bare Flask JSON endpoint, same gunicorn", baseline_unit="req/s")
     cpu = {key: statistics.median(values) for key, values in per_cpu.items()}
@@ -190,4 +198,5 @@ def figures(stack: Stack, seconds: float = 5.0, repeat: int = 3, progress=lambda
                  note=f"median of {repeat} runs ({', '.join(f'{v:,.0f}' for v in per_cpu[key])}); server: "
                       "gunicorn's processes + redis-server (bare: gunicorn's)", **cpu_common)
           for key in ("202", "200")),
+        *slow,
     ]
