@@ -138,13 +138,20 @@ def latencies(url: str, path: str, headers: dict[str, str], expected: int, sampl
 
 
 def under_half_open(url: str, targets: dict[str, tuple[str, dict, int]], n: int, samples: int,
-                    timeout: float) -> tuple[dict[str, Latencies], dict[str, Latencies], HalfOpen]:
-    """Each target's latencies idle, then with `n` half-open connections held."""
+                    timeout: float, min_hold_s: float = 3.0) -> tuple[dict[str, Latencies], dict[str, Latencies], HalfOpen]:
+    """Each target's latencies idle, then with `n` half-open connections held for at least
+    `min_hold_s` (longer than gunicorn's 2 s keep-alive timeout, so a server that drops them
+    has dropped them and the holder has reopened them meanwhile)."""
     idle = {k: latencies(url, p, h, e, samples, timeout) for k, (p, h, e) in targets.items()}
     holder = HalfOpen(url, n)
     with holder.held():
+        start = time.perf_counter()
         time.sleep(0.2)  # let the server accept them all
         held = {k: latencies(url, p, h, e, samples, timeout) for k, (p, h, e) in targets.items()}
+        while time.perf_counter() - start < min_hold_s:
+            for k, (p, h, e) in targets.items():
+                more = latencies(url, p, h, e, 1, timeout, pause=0.2)
+                held[k] = Latencies(held[k].seconds + more.seconds, held[k].answered + more.answered)
     return idle, held, holder
 
 
