@@ -16,23 +16,26 @@ from gevent.socket import wait_write
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
 
-def cooperative_sendfile(sock, file, offset: int = 0, count: int | None = None) -> int:
+def cooperative_sendfile(sock, file, offset: int = 0, count: int | None = None, stall_s: float | None = None) -> int:
     """socket.sendfile for a gevent socket: os.sendfile until `count` bytes (or the file's end)
-    are sent, waiting for the socket to become writable (cooperatively) when it would block.
-    Falls back to gevent's send loop for what os.sendfile cannot send (not a regular file)."""
+    are sent, waiting for the socket to become writable (cooperatively) when it would block —
+    for at most the socket's timeout, or `stall_s` when it has none (a reader that stops reading
+    then gets socket.timeout, and gunicorn closes its connection). Falls back to gevent's send
+    loop for what os.sendfile cannot send (not a regular file)."""
     try:
         fileno = file.fileno()
         size = os.fstat(fileno).st_size
     except (AttributeError, OSError):
         return sock._sendfile_use_send(file, offset, count)
     left = (size - offset) if count is None else count
-    sockno, timeout, sent_total = sock.fileno(), sock.gettimeout(), 0
+    timeout = sock.gettimeout()
+    sockno, timeout, sent_total = sock.fileno(), stall_s if timeout is None else timeout, 0
     try:
         while left > 0:
             try:
                 sent = os.sendfile(sockno, fileno, offset + sent_total, min(left, 1 << 30))
             except BlockingIOError:
-                wait_write(sockno, timeout=timeout)
+                wait_write(sockno, timeout=timeout, timeout_exc=TimeoutError("sendfile: the reader stalled"))
                 continue
             if sent == 0:
                 break  # the file is shorter than asked
@@ -49,4 +52,9 @@ class GeventWorker(_GunicornGeventWorker):
 
     def patch(self) -> None:
         super().patch()  # monkey.patch_all(), the listening sockets made gevent's
-        gsocket.socket.sendfile = cooperative_sendfile
+        stall_s = float(self.cfg.timeout) or None  # gunicorn's --timeout (30 s): how long a reader may stall
+
+        def sendfile(sock, file, offset=0, count=None):
+            return cooperative_sendfile(sock, file, offset, count, stall_s)
+
+        gsocket.socket.sendfile = sendfile

@@ -1,8 +1,8 @@
 """`loopfix serve` under slow and oversized clients, through real gunicorn: 256 connections that
 each send half a request line and wait hold no worker under the gevent worker class (the
 default), while they stop a gthread app; a 50 MB body is refused 413 without being read,
-declared or chunked; the gevent worker's sendfile sends exactly the bytes asked for, also of a
-file larger than the socket's buffers to a slow reader.
+declared or chunked; sendfile (gthread's, and the gevent worker's own) sends exactly the bytes
+asked for, also of a file larger than the socket's buffers to a slow reader.
 
 Time bounds are not constants: each comes from latencies this test measured on the idle app
 first (BOUND_FACTOR × the slowest of them), and each positive check has a variant that must
@@ -82,8 +82,9 @@ def test_a_chunked_body_past_the_cap_is_refused_413_long_before_its_end(served):
     assert (status, sent < BIG_BODY_BYTES // 4) == (413, True), sent
 
 
-def test_the_gevent_worker_sends_whole_files_and_ranges_by_sendfile_exactly(served):
-    url, svc, _targets, auth, business_id = served()
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_each_worker_class_sends_whole_files_and_ranges_by_sendfile_exactly(served, worker_class):
+    url, svc, _targets, auth, business_id = served(worker_class)
     call_sid = poll_targets.add_call(svc, business_id, "ready")
     data = bytes(range(256)) * (12 * 1024 * 1024 // 256)  # 12 MB: more than the socket buffers hold
     with svc.sessions() as s:
