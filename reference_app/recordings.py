@@ -11,6 +11,7 @@ import redis
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from loopfix.reference_app.compiled_select import CompiledSelect
 from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Enqueue, FailStuck, drive
 from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request
 from loopfix.reference_app.flows.enqueue import pending_run as pending_run_flow
@@ -80,14 +81,14 @@ def _call_recording_select(scoped: bool):
     return stmt.where(CallLog.business_id == bindparam("business_id")) if scoped else stmt
 
 
-CALL_RECORDING = {True: _call_recording_select(True), False: _call_recording_select(False)}
+CALL_RECORDING = {True: CompiledSelect(_call_recording_select(True)), False: CompiledSelect(_call_recording_select(False))}
 
 
 def read_call(s: Session, business: Business, call_sid: str, p: Policy) -> CallRecording | None:
     """The business's call, or None — another business's call is indistinguishable from none
     (`tenant_unscoped_lookup`: anyone's call). Its file counts only while it is on disk."""
     scoped = not p.has("tenant_unscoped_lookup")
-    row = s.connection().execute(CALL_RECORDING[scoped], {"call_sid": call_sid, "business_id": business.id}).first()
+    row = CALL_RECORDING[scoped].first(s, call_sid=call_sid, business_id=business.id)
     if row is None:
         return None
     (rec_sid, url, path, sha256, content_type, run_id, job_type, status, created, started, beat, next_at) = row
