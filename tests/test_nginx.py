@@ -54,7 +54,7 @@ http {{
 
 
 def nginx_binary() -> str:
-    binary = os.environ.get("LOOPFIX_NGINX") or shutil.which("nginx")
+    binary = os.environ.get("LOOPFIX_NGINX") or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
     if binary is None:
         message = "nginx is not installed (apt-get install -y nginx-light, or set LOOPFIX_NGINX)"
         if os.environ.get("CI") == "true":
