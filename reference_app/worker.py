@@ -17,14 +17,19 @@ from rq import SimpleWorker, Worker
 from loopfix.reference_app.coordination import crash_point_on, promote_due
 from loopfix.reference_app.jobs import HANG_AFTER_DEQUEUE, JOB_FUNC, cleanup_stuck_recording_jobs, hang_once
 from loopfix.reference_app.models import RecordingRun
+from loopfix.reference_app.policy import Policy
 from loopfix.reference_app.services import QUEUES, Services, set_services
 
 log = logging.getLogger(__name__)
 
 
-def tick_seconds(svc: Services) -> float:
+def tick_seconds_for(policy: Policy) -> float:
     """Wall seconds between promotions: half a policy second, within [5 ms, 500 ms]."""
-    return min(0.5, max(0.005, svc.policy.wall(0.5)))
+    return min(0.5, max(0.005, policy.wall(0.5)))
+
+
+def tick_seconds(svc: Services) -> float:
+    return tick_seconds_for(svc.policy)
 
 
 class Ticker(threading.Thread):
