@@ -88,6 +88,8 @@ class Fetch:
 
 
 def process_recording(run_id: int) -> dict:
+    """The RQ entry point. Its return value says how the run ended; {"status": "failed"} (for
+    good) ends the RQ job FAILED without RQ's retries (worker.LoopfixJob, worker.job_outcome)."""
     svc = get_services()
     with svc.sessions() as s:
         return RecordingJob(svc, s, run_id).run()
