@@ -18,7 +18,8 @@ sim/coordination.py, and tests/contract/ runs the same cases against both).
 - delayed jobs: RQ's scheduled registry scores whole seconds, too coarse for a scaled clock
   (at time_scale 0.01 one second is 100 policy seconds), so jobs due later wait in a sorted set
   scored by float epoch seconds and `promote_due` moves them into their RQ queue atomically
-  (WATCH/MULTI: each due job is enqueued exactly once however many workers tick).
+  (WATCH/MULTI: each due job is enqueued exactly once however many workers tick); measured
+  against RQ's scheduler in reference_app/worker.py; `parked_jobs` lists them for `loopfix status`.
 
 Key names come only from the templates below. Durations arrive in policy seconds and are
 turned into wall milliseconds by `Policy.wall_ms`.
@@ -478,3 +479,10 @@ def promote_due(queues: Iterable[Queue], now: float | None = None, batch: int = 
 def parked_count(queue: Queue) -> int:
     return int(queue.connection.zcard(DELAYED_KEY.format(queue=queue.name)))
 
+
+
+def parked_jobs(queue: Queue, limit: int = 100) -> list[tuple[str, float]]:
+    """The jobs parked for `queue` (schedule_in), soonest first, up to `limit`: (job id, due
+    time in wall epoch seconds) — what `loopfix status` shows as scheduled work."""
+    rows = queue.connection.zrange(DELAYED_KEY.format(queue=queue.name), 0, limit - 1, withscores=True)
+    return [(_text(job_id), float(due)) for job_id, due in rows]

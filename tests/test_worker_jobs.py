@@ -5,11 +5,13 @@ the run's own status and history say what they said before; the worker logs one 
 (job id, call_sid, attempt, outcome, seconds) and not RQ's "Job OK"."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,34 @@ def test_a_job_that_raises_still_gets_rqs_crash_retries(app_factory):
     outcomes = [m.group(4) for m in map(LINE.search, lines) if m and m.group(1) == job.id]
     assert len(outcomes) == 3 and all(o.startswith("error:") for o in outcomes), lines
     assert Job.fetch(job.id, connection=svc.redis).get_status() == JobStatus.FAILED
+
+
+def test_status_shows_failed_jobs_and_the_parked_retry_with_its_due_time(app_factory):
+    """`loopfix status`: what `rq info` shows, plus the retry parked outside RQ's registries."""
+    from click.testing import CliRunner
+
+    from loopfix.cli import cli
+
+    _client, svc = app_factory(time_scale=0.01)
+    b = add_business(svc, calls=1, recording_url="https://evil.example/{sid}.mp3")
+    queued_run(svc, b["calls"][0]["call_sid"], "https://evil.example/x.mp3", business_id=b["id"])
+    waiting_for_calllog = sid("CA")
+    queued_run(svc, waiting_for_calllog, None, business_id=b["id"])
+    enqueued_at = time.time()
+    burst_worker(svc)
+    with svc.sessions() as s:
+        parked = s.query(RecordingRun).filter_by(call_sid=waiting_for_calllog).one()
+        parked_id, due_at = parked.rq_job_id, parked.next_attempt_at
+
+    url = svc.config.redis_url
+    out = CliRunner().invoke(cli, ["status", "--redis-url", url, "--json"])
+    assert out.exit_code == 0, out.output
+    rec = next(q for q in json.loads(out.output)["queues"] if q["name"] == RECORDINGS_QUEUE)
+    assert (rec["queued"], rec["failed"], rec["scheduled"]) == (0, 1, 1), rec
+    [job] = rec["scheduled_jobs"]
+    assert job["job_id"] == parked_id
+    due = datetime.fromisoformat(job["due"]).timestamp()
+    assert enqueued_at < due and abs(due - due_at) < 0.3, (due, due_at)  # the run's own next attempt time
+    text = CliRunner().invoke(cli, ["status", "--redis-url", url])
+    assert text.exit_code == 0 and f"scheduled {parked_id}" in text.output, text.output
+    assert "0 queued, 0 started, 1 failed" in text.output, text.output
