@@ -11,7 +11,9 @@ forking worker, private redis-server): RQ scores its ScheduledJobRegistry in who
 its scheduler polls once a second (RQScheduler interval 1, not settable through Worker), so a
 job started 0.21 s early to 0.74 s late (median 0.29 s late, 10 of 50 early); through
 promote_due every tick_seconds it started 12–31 ms after its due time (median 17 ms), the same as
-a job enqueued at once (median 19 ms: the worker's own pick-up). At time_scale 0.01 the
+a job enqueued at once (median 19 ms: the worker's own pick-up). A second run at load average
+7–8: RQ's scheduler 0.0–1.51 s late (median 0.69 s), the ticker 0.02–0.29 s (median 76 ms) and
+a job enqueued at once 0.04–0.19 s (median 73 ms) — the load delays the pick-up, not the promotion. At time_scale 0.01 the
 backoff checker allows 2 % + 1 policy s on the first 60 s retry: 2.2 policy s, 22 ms wall —
 RQ's scheduler would be 20–75 policy seconds off, both too soon and too late. `loopfix status`
 shows the parked jobs with their due times, as `rq info` shows queues.
