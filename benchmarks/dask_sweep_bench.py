@@ -9,6 +9,9 @@ process (Dask's scheduler and client run here) and of its reaped children (the p
 cluster's worker processes).
 
     python -m loopfix.benchmarks.dask_sweep_bench [--order pool,dask,dask,pool] [--jobs 2]
+
+`dask-unchunked` in --order sends one point per task (sweep_commands.CHUNKS_PER_SWEEP lifted)
+and `dask-spawn` spawns the cluster's workers (Dask's default), to weigh each change alone.
 """
 from __future__ import annotations
 
@@ -39,14 +42,22 @@ def one_run(kind: str, points: list[dict], jobs: int) -> tuple[dict, list[dict]]
     from loopfix.sweep_commands import run_sweep
     from loopfix.sweep_executors import placement
 
+    from loopfix import sweep_commands, sweep_executors
+
+    on_dask = kind.startswith("dask")
+    chunks, config = sweep_commands.CHUNKS_PER_SWEEP, sweep_executors.LOCAL_CLUSTER_CONFIG
+    if kind == "dask-unchunked":
+        sweep_commands.CHUNKS_PER_SWEEP = 10**9
+    if kind == "dask-spawn":
+        sweep_executors.LOCAL_CLUSTER_CONFIG = {**config, "distributed.worker.multiprocessing-method": "spawn"}
     cpu0, t0 = _cpu(), time.perf_counter()
-    with placement("dask" if kind == "dask" else "process", None, jobs) as where:
-        t_open = time.perf_counter()
-        if kind == "dask":
-            rows = run_sweep(points, jobs, executor=where.executor)
-        else:
-            rows = run_sweep(points, jobs)
-        t_run = time.perf_counter()
+    try:
+        with placement("dask" if on_dask else "process", None, jobs) as where:
+            t_open = time.perf_counter()
+            rows = run_sweep(points, jobs, executor=where.executor) if on_dask else run_sweep(points, jobs)
+            t_run = time.perf_counter()
+    finally:
+        sweep_commands.CHUNKS_PER_SWEEP, sweep_executors.LOCAL_CLUSTER_CONFIG = chunks, config
     t_close, cpu1 = time.perf_counter(), _cpu()
     return {"kind": kind, "total_s": round(t_close - t0, 2), "open_s": round(t_open - t0, 2),
             "run_s": round(t_run - t_open, 2), "close_s": round(t_close - t_run, 2),
@@ -68,11 +79,19 @@ def run(order=("pool", "dask", "dask", "pool"), jobs: int = 2) -> dict:
         figures, rows = one_run(kind, points, jobs)
         runs.append({**figures, "load_before": round(load, 1)})
         tables.append(_table(rows))
-    total = {k: [r["total_s"] for r in runs if r["kind"] == k] for k in set(order)}
-    ratio = (sum(total["dask"]) / len(total["dask"])) / (sum(total["pool"]) / len(total["pool"])) \
-        if total.get("dask") and total.get("pool") else None
+    def mean(kind: str, figure) -> float | None:
+        values = [figure(r) for r in runs if r["kind"] == kind]
+        return sum(values) / len(values) if values else None
+
+    ratios = {}
+    pool_wall, pool_cpu = mean("pool", lambda r: r["total_s"]), mean("pool", lambda r: r["cpu_parent_s"] + r["cpu_children_s"])
+    for kind in dict.fromkeys(k for k in order if k != "pool"):
+        if pool_wall:
+            ratios[kind] = {"wall_over_pool": round(mean(kind, lambda r: r["total_s"]) / pool_wall, 3),
+                            "cpu_over_pool": round(mean(kind, lambda r: r["cpu_parent_s"] + r["cpu_children_s"])
+                                                   / pool_cpu, 3)}
     return {"points": len(points), "jobs": jobs, "runs": runs, "same_table": all(t == tables[0] for t in tables),
-            "dask_over_pool": round(ratio, 3) if ratio else None}
+            "ratios": ratios}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -189,11 +189,11 @@ CHUNK_MAX_POINTS = 16  # the progress bar still moves in small steps
 
 
 def chunked(order: Sequence[int], points: Sequence[Mapping[str, Any]],
-            chunks: int = CHUNKS_PER_SWEEP, most: int = CHUNK_MAX_POINTS) -> list[list[int]]:
+            chunks: int | None = None, most: int = CHUNK_MAX_POINTS) -> list[list[int]]:
     """`order` (indices) cut into runs of consecutive indices, each closed once its expected
-    cost reaches 1/`chunks` of the total or it holds `most` points."""
+    cost reaches 1/`chunks` (default CHUNKS_PER_SWEEP) of the total or it holds `most` points."""
     costs = [_expected_cost(points[i]) for i in order]
-    share = sum(costs) / max(1, chunks)
+    share = sum(costs) / max(1, chunks or CHUNKS_PER_SWEEP)
     out: list[list[int]] = []
     cost = 0.0
     for i, c in zip(order, costs):
