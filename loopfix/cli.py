@@ -11,8 +11,8 @@ from importlib import metadata
 
 import click
 
-from loopfix import (app_commands, bench_commands, loadtest_commands, report_commands, sim_commands, status_commands,
-                     target_commands)
+from loopfix import app_commands, bench_commands, loadtest_commands, report_commands, sim_commands, target_commands
+from loopfix import status_commands
 from loopfix.exits import LoopfixGroup
 
 
