@@ -1,6 +1,7 @@
 """A 200-point sweep on this machine's process pool against a 2-worker Dask LocalCluster, in one
 run, interleaved (pool, dask, dask, pool by default) so a load change on a shared machine falls
-on both; issue 18 asks for dask <= 1.15x the pool's wall time, with the same table.
+on both; issue 18 asks for dask <= 1.15x the pool's wall time, with the same table. It lives
+beside the command line (not in benchmarks/) because it drives run_sweep and the executors.
 
 Each run is split where the time goes: `open_s` (the pool's or the cluster's start, until the
 executor is handed out), `run_s` (submit to last row), `close_s` (shutdown), the sum of the
@@ -8,7 +9,7 @@ points' own `wall_s` (time inside sweep_row, on whichever worker), and CPU secon
 process (Dask's scheduler and client run here) and of its reaped children (the pool's or the
 cluster's worker processes).
 
-    python -m loopfix.benchmarks.dask_sweep_bench [--order pool,dask,dask,pool] [--jobs 2]
+    python -m loopfix.dask_sweep_bench [--order pool,dask,dask,pool] [--jobs 2]
 
 `dask-unchunked` in --order sends one point per task (sweep_commands.CHUNKS_PER_SWEEP lifted)
 and `dask-spawn` spawns the cluster's workers (Dask's default), to weigh each change alone.
