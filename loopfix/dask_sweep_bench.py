@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import time
 
 GRID = dict(base="worker-outage", workers=(1, 2, 3, 4, 6, 8, 10, 12, 16, 20),
@@ -79,6 +80,7 @@ def run(order=("pool", "dask", "dask", "pool"), jobs: int = 2) -> dict:
         load = os.getloadavg()[0]
         figures, rows = one_run(kind, points, jobs)
         runs.append({**figures, "load_before": round(load, 1)})
+        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)  # each run as it ends
         tables.append(_table(rows))
     def mean(kind: str, figure) -> float | None:
         values = [figure(r) for r in runs if r["kind"] == kind]
