@@ -134,7 +134,13 @@ class Proc:
 
     def kill(self, timeout: float = 5.0) -> list[int]:
         """SIGKILL the process, its group and every descendant (RQ's work horse leads a group
-        of its own); reap it. Returns the descendants' pids that were killed."""
+        of its own); reap it. Returns the descendants' pids that were killed.
+
+        The process is frozen (SIGSTOP) before its descendants die: an RQ worker that outlived
+        its work horse by a moment would see the horse die and let RQ retry the job (what
+        killing only the horse does), so a whole-worker kill rescued the job or not by timing."""
+        if self.alive:
+            self.signal(signal.SIGSTOP)
         below = descendants(self.pid) if self.alive else []
         for pid in below:
             _kill(pid)

@@ -108,7 +108,11 @@ def serve(host, port, workers, worker_class, threads, worker_connections, sendfi
 @click.option("--name", default=None, help="RQ worker name (default: RQ's).")
 @service_options
 def worker(burst, simple, name, **opts):
-    """Run one RQ worker on the recordings and leads queues, with loopfix's fine-grained ticker."""
+    """Run one RQ worker on the recordings and leads queues, with loopfix's fine-grained ticker.
+
+    Logs one line per job on stderr (job id, call_sid, attempt, outcome, seconds); a run that
+    failed for good is a failed RQ job. See the queues and the scheduled retries with
+    `loopfix status`."""
     from loopfix.reference_app.services import Services
     from loopfix.reference_app.worker import run_worker
 

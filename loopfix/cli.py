@@ -12,6 +12,7 @@ from importlib import metadata
 import click
 
 from loopfix import app_commands, bench_commands, loadtest_commands, report_commands, sim_commands, target_commands
+from loopfix import status_commands
 from loopfix.exits import LoopfixGroup
 
 
@@ -47,6 +48,7 @@ loadtest_commands.register(cli)
 report_commands.register(cli)
 bench_commands.register(cli)
 target_commands.register(cli)
+status_commands.register(cli)
 
 
 def main() -> None:

@@ -177,25 +177,60 @@ def _row_or_failure(point: Mapping[str, Any]) -> tuple[dict[str, Any] | None, st
         return None, _error_text(exc)
 
 
+# ---------------------------------------------------------------- submission to an Executor
+# Points go to an executor in chunks (issue 18): each task a Dask cluster runs costs its
+# scheduler and client about 15 ms of CPU on this machine (3 s for 200 one-point tasks, CPU the
+# points' processes share), so consecutive points of the longest-first order travel together
+# until a chunk is worth 1/CHUNKS_PER_SWEEP of the grid's expected cost: the long points still
+# go alone and first, the many short ones in a few tasks at the end.
+
+CHUNKS_PER_SWEEP = 48
+CHUNK_MAX_POINTS = 16  # the progress bar still moves in small steps
+
+
+def chunked(order: Sequence[int], points: Sequence[Mapping[str, Any]],
+            chunks: int | None = None, most: int = CHUNK_MAX_POINTS) -> list[list[int]]:
+    """`order` (indices) cut into runs of consecutive indices, each closed once its expected
+    cost reaches 1/`chunks` (default CHUNKS_PER_SWEEP) of the total or it holds `most` points."""
+    costs = [_expected_cost(points[i]) for i in order]
+    share = sum(costs) / max(1, chunks or CHUNKS_PER_SWEEP)
+    out: list[list[int]] = []
+    cost = 0.0
+    for i, c in zip(order, costs):
+        if not out or cost >= share or len(out[-1]) >= most:
+            out.append([])
+            cost = 0.0
+        out[-1].append(i)
+        cost += c
+    return out
+
+
+def rows_or_failures(points: Sequence[Mapping[str, Any]]) -> list[tuple[dict[str, Any] | None, str | None]]:
+    """One chunk, where the executor runs it: each point's (row, None) or (None, its error)."""
+    return [_row_or_failure(p) for p in points]
+
+
 def _run_on(executor: Executor, points: Sequence[Mapping[str, Any]],
             on_done: Callable[[int], None] | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any] | None] = [None] * len(points)
     failed: dict[int, PointFailure] = {}
     # Longest first, so that no long point starts last and runs alone on one worker at the end.
     order = sorted(range(len(points)), key=lambda i: -_expected_cost(points[i]))
-    futures: dict[Future, int] = {}
+    futures: dict[Future, list[int]] = {}
     try:
-        for i in order:
-            futures[executor.submit(sweep_row, points[i])] = i
+        for chunk in chunked(order, points):
+            futures[executor.submit(rows_or_failures, [points[i] for i in chunk])] = chunk
         for f in as_completed(futures):
-            i = futures[f]
+            chunk = futures[f]
             exc = f.exception() if not f.cancelled() else CancelledError("cancelled by the executor")
-            if exc is None:
-                out[i] = f.result()
-            else:
-                failed[i] = PointFailure(points[i], _error_text(exc))
+            results = f.result() if exc is None else [(None, _error_text(exc))] * len(chunk)
+            for i, (row, error) in zip(chunk, results):
+                if error is None:
+                    out[i] = row
+                else:
+                    failed[i] = PointFailure(points[i], error)
             if on_done:
-                on_done(1)
+                on_done(len(chunk))
     except BaseException:
         for f in futures:
             f.cancel()

@@ -15,10 +15,7 @@ sim/coordination.py, and tests/contract/ runs the same cases against both).
   refreshed and released by owner token in scripts; a crashed owner's slot lapses by TTL;
 - BulkGate lock (003): SET NX PX with an owner token, refresh and release compare-and-act in
   one script; `seed` releases with a plain DEL and refreshes with EXISTS then EXPIRE;
-- delayed jobs: RQ's scheduled registry scores whole seconds, too coarse for a scaled clock
-  (at time_scale 0.01 one second is 100 policy seconds), so jobs due later wait in a sorted set
-  scored by float epoch seconds and `promote_due` moves them into their RQ queue atomically
-  (WATCH/MULTI: each due job is enqueued exactly once however many workers tick).
+- delayed jobs: parked in a sorted set and promoted by the workers' ticker (reference_app/parking.py).
 
 Key names come only from the templates below. Durations arrive in policy seconds and are
 turned into wall milliseconds by `Policy.wall_ms`.
@@ -29,12 +26,10 @@ import os
 import time
 import uuid
 from datetime import timezone
-from typing import Callable, Iterable
 
 import redis
 from rq import Queue
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.utils import utcparse
 
 from loopfix.reference_app.flows.coordination import PlaybackGate
@@ -47,7 +42,6 @@ SLOTS_KEY = "loopfix:slots:{business_id}:inflight"
 QUEUED_KEY = "loopfix:slots:{business_id}:queued"
 INFLIGHT_KEY = "loopfix:inflight:{recording_sid}"
 LOCK_KEY = "loopfix:bulk_gate:lock:{business_id}:{operation}"
-DELAYED_KEY = "loopfix:delayed:{queue}"
 WORKERS_ALIVE_KEY = "loopfix:workers:alive"
 ABSENT_KEY = "loopfix:absent:{job_id}"
 
@@ -60,6 +54,11 @@ def crashpoint(name: str) -> None:
     """Fault injection: die here, as a SIGKILL would, when LOOPFIX_CRASH_POINTS names `name`."""
     if crash_point_on(name):
         os._exit(137)
+
+
+def _server_ms(conn: redis.Redis) -> int:
+    seconds, micros = conn.time()
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -413,71 +412,6 @@ class Coordinator:
 
     def lock_holder(self, business_id: int, operation: str) -> str | None:
         return _text(self.r.get(LOCK_KEY.format(business_id=business_id, operation=operation)))
-
-
-# --------------------------------------------------------------------------- delayed jobs
-
-
-def _server_ms(conn: redis.Redis) -> int:
-    seconds, micros = conn.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
-def schedule_in(queue: Queue, job: Job, delay_wall_s: float) -> None:
-    """Park `job` (created with `queue.create_job`) until `delay_wall_s` from now; a later
-    `promote_due` enqueues it. A zero delay enqueues at once."""
-    if delay_wall_s <= 0:
-        queue.enqueue_job(job)
-        return
-    with queue.connection.pipeline() as pipe:
-        job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
-        job.save(pipeline=pipe)
-        pipe.zadd(DELAYED_KEY.format(queue=queue.name), {job.id: time.time() + delay_wall_s})
-        pipe.execute()
-
-
-def promote_due(queues: Iterable[Queue], now: float | None = None, batch: int = 100,
-                on_promote: Callable[[Job], None] | None = None) -> int:
-    """Enqueue every parked job whose time has come; returns how many this call moved.
-
-    Each move is WATCH key → check it is still parked → MULTI: ZREM + enqueue → EXEC, so when
-    several workers tick at once each job is enqueued by exactly one of them; `on_promote(job)`
-    runs once per job this call moved (the worker records it in the history).
-    """
-    moved = 0
-    for queue in queues:
-        conn = queue.connection
-        key = DELAYED_KEY.format(queue=queue.name)
-        due = conn.zrangebyscore(key, "-inf", time.time() if now is None else now, start=0, num=batch)
-        for raw in due:
-            job_id = _text(raw)
-            with conn.pipeline() as pipe:
-                try:
-                    pipe.watch(key)
-                    if pipe.zscore(key, job_id) is None:
-                        continue
-                    try:
-                        job = Job.fetch(job_id, connection=conn)
-                    except NoSuchJobError:
-                        pipe.multi()
-                        pipe.zrem(key, job_id)
-                        pipe.execute()
-                        continue
-                    pipe.multi()
-                    pipe.zrem(key, job_id)
-                    queue.enqueue_job(job, pipeline=pipe)
-                    pipe.execute()
-                    moved += 1
-                except redis.WatchError:
-                    continue
-            if on_promote is not None:
-                on_promote(job)
-    return moved
-
-
-def parked_count(queue: Queue) -> int:
-    return int(queue.connection.zcard(DELAYED_KEY.format(queue=queue.name)))
-
 
 
 # --------------------------------------------------------------------------- the first click (issue 18)

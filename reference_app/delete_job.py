@@ -71,6 +71,8 @@ def enqueue_run(svc: Services, job: BackgroundJob) -> str:
 
 
 def delete_leads(job_id: int) -> dict:
+    """The RQ entry point. Its return value says how the run ended; {"status": "failed"} ends
+    the RQ job FAILED with the reason (worker.LoopfixJob, worker.job_outcome)."""
     svc = get_services()
     current = get_current_job()
     with svc.sessions() as s:

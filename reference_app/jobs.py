@@ -31,7 +31,8 @@ from loopfix.reference_app.flows.recording import Job, recording_job
 from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun
 from loopfix.reference_app.policy import ACTIVE_RUN_STATUSES, RunState, enqueue_retry_is_int, media_host_allowed
-from loopfix.reference_app.coordination import crash_point_on, enqueue_noting_queued, schedule_in
+from loopfix.reference_app.coordination import crash_point_on, enqueue_noting_queued
+from loopfix.reference_app.parking import schedule_in
 from loopfix.reference_app.services import RECORDINGS_QUEUE, Services, get_services
 
 CONTENT_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".json": "application/json"}
@@ -86,6 +87,8 @@ class Fetch:
 
 
 def process_recording(run_id: int) -> dict:
+    """The RQ entry point. Its return value says how the run ended; {"status": "failed"} (for
+    good) ends the RQ job FAILED without RQ's retries (worker.LoopfixJob, worker.job_outcome)."""
     svc = get_services()
     with svc.sessions() as s:
         return RecordingJob(svc, s, run_id).run()

@@ -143,6 +143,9 @@ def test_a_worker_killed_between_dequeue_and_run_start_leaves_no_run_queued_for_
         for pid in horses:
             os.kill(pid, signal.SIGKILL)
     else:
+        # at once, as a dying machine: Proc.kill freezes the worker before its horse dies, or
+        # RQ in a worker that outlived its horse by a moment retried the job (the horse case),
+        # and orphan_runs_not_swept's run was found `done` by timing
         stack.kill_worker(first.name)
         stack.start_worker()
     if fetched:

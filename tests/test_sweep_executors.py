@@ -127,3 +127,27 @@ def test_without_dask_the_dask_executor_says_how_to_install_it(tmp_path, monkeyp
     result = CliRunner().invoke(cli, ["sweep", *TINY, "--executor", "dask", "--out", str(tmp_path / "s.jsonl")])
     assert result.exit_code == 2
     assert result.output.strip() == "error: a sweep on Dask needs the distributed extra: pip install 'loopfix[distributed]'"
+
+
+def test_many_short_points_travel_in_chunks_and_a_failing_one_is_still_named_alone():
+    """Points go to an executor in chunks (fewer tasks for a cluster's scheduler): the rows are
+    the same as one by one in this process, a point that fails inside a chunk is named with its
+    error while its chunk's other points are kept, and progress counts every point."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from loopfix.sweep_commands import _expected_cost, chunked
+
+    good = sweep.mmc_grid((1, 2, 3, 4, 5, 6), (0.3, 0.4, 0.5, 0.6, 0.7), hours=0.2, seeds=(1, 2))
+    bad = {**good[0], "mmc": False, "base": "no-such-scenario", "workers": 9}
+    points = good[:30] + [bad] + good[30:]
+    order = sorted(range(len(points)), key=lambda i: -_expected_cost(points[i]))
+    chunks = chunked(order, points)
+    assert sorted(i for c in chunks for i in c) == list(range(len(points)))
+    assert len(chunks) < len(points) and any(30 in c and len(c) > 1 for c in chunks)
+    done: list[int] = []
+    with ThreadPoolExecutor(2) as pool, pytest.raises(SweepFailed) as failed:
+        run_sweep(points, on_done=done.append, executor=pool)
+    (failure,) = failed.value.failures
+    assert failure.describe().startswith("point workers=9,") and "no-such-scenario" in failure.describe()
+    assert _without_wall_time(failed.value.rows) == _without_wall_time(run_sweep(good, jobs=1))
+    assert sum(done) == len(points) and len(done) == len(chunks)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from werkzeug.datastructures import MultiDict
 
-from loopfix.reference_app.coordination import DELAYED_KEY
+from loopfix.reference_app.parking import DELAYED_KEY
 from loopfix.reference_app.models import CallLog, RecordingFile, RecordingRun
 from loopfix.reference_app.services import RECORDINGS_QUEUE
 from tests.conftest import add_business, sid, sign, signed_post
