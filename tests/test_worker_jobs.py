@@ -19,7 +19,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 
 import loopfix
-from loopfix.reference_app.delete_job import BULK_DELETE_OP
+from loopfix.reference_app.policy import BULK_DELETE_OP
 from loopfix.reference_app.jobs import enqueue_run
 from loopfix.reference_app.models import RecordingRun
 from loopfix.reference_app.services import LEADS_QUEUE, RECORDINGS_QUEUE
