@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from loopfix.reference_app.flows.delete import delete_run
-from loopfix.reference_app.flows.effects import ClaimJob, Clock, Commit, Coord, DeleteBatch, EndJob, Sleep, drive
+from loopfix.reference_app.flows.effects import ClaimJob, Clock, Commit, DeleteBatch, EndJob, Sleep, drive, tagged
 from loopfix.reference_app.models import BackgroundJob, Lead
 from loopfix.reference_app.policy import bulk_job_timeout_s
 from loopfix.reference_app.services import LEADS_QUEUE, Services, get_services
@@ -106,9 +106,7 @@ class DeleteRun:
         def handle(effect):
             kind = type(effect)
             if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
-                if effect[0] is Coord:
-                    return getattr(coord, effect[1])(*effect[2])
-                return emit(effect[1], **effect[2])
+                return tagged(effect, coord, emit)
             if kind is DeleteBatch:
                 try:
                     return self._one_batch(business_id, ids)

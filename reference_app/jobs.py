@@ -25,8 +25,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from loopfix.reference_app.flows.effects import (ClaimRun, Coord, FetchAudio, Finish, Park, RetryByRQ, Save, Sleep,
-    StartRun, Transcribe, drive)
+from loopfix.reference_app.flows.effects import (ClaimRun, FetchAudio, Finish, Park, RetryByRQ, Save, Sleep,
+    StartRun, Transcribe, drive, tagged)
 from loopfix.reference_app.flows.recording import Job, recording_job
 from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun
@@ -124,9 +124,7 @@ class RecordingJob:
         def handle(effect):
             kind = type(effect)
             if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
-                if effect[0] is Coord:
-                    return getattr(coord, effect[1])(*effect[2])
-                return emit(effect[1], **effect[2])
+                return tagged(effect, coord, emit)
             if kind is Save:
                 for name, value in effect.fields.items():
                     if name == "next_attempt_in_s":
@@ -401,9 +399,7 @@ def _drive_sweep(svc: Services, s: Session, flow) -> int:
             status, started = svc.coord.job_status(run.rq_job_id)
             return status, svc.policy_time(started)
         if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
-            if effect[0] is Coord:
-                return getattr(svc.coord, effect[1])(*effect[2])
-            return svc.history.emit(effect[1], **effect[2])
+            return tagged(effect, svc.coord, svc.history.emit)
         if kind is Park:
             s.refresh(run)
             return enqueue_run(svc, s, run, effect.delay_s, via=effect.via)
