@@ -37,10 +37,18 @@ WARMUP_S = 3600.0  # M/M/c: queue waits of the first simulated hour are left out
 def sweep_row(point: Mapping[str, Any]) -> dict[str, Any]:
     """Run the model at one point and measure it: the point's settings plus its figures."""
     from loopfix.sim import sweep
-    from loopfix.sim.queueing import mmc_mean_wait
 
     started = time.perf_counter()
-    scenario, history = sweep.simulate_point(point)
+    row = measure_point(point, *sweep.simulate_point(point))
+    row["wall_s"] = round(time.perf_counter() - started, 3)
+    return row
+
+
+def measure_point(point: Mapping[str, Any], scenario: Any, history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The row of one point from its run (`sweep.simulate_point`): the point's settings plus its
+    figures, wall time aside."""
+    from loopfix.sim.queueing import mmc_mean_wait
+
     row: dict[str, Any] = dict(point)
     summary = measures.summary(history)
     row.update({k: v for k, v in summary.items() if k != "outcomes"})
@@ -76,7 +84,6 @@ def sweep_row(point: Mapping[str, Any]) -> dict[str, Any]:
             row["broken"] = ",".join(v.name for v in verdicts if v.valid is False)
             row["undecided"] = ",".join(v.name for v in verdicts if v.valid == inv.UNKNOWN)
     row["events"] = len(history)
-    row["wall_s"] = round(time.perf_counter() - started, 3)
     return row
 
 

@@ -132,6 +132,11 @@ def simulate_history(s: Scenario, cls: type[Model] = Model) -> list[dict[str, An
     return model.history
 
 
+def jobs_started(history: Sequence[Mapping[str, Any]]) -> int:
+    """Job runs started in a point's history: an M/M/c point's customers served."""
+    return sum(1 for e in history if e["kind"] == "job.start")
+
+
 def _exponential_downloads(mean_s: float) -> type[Model]:
     class ExponentialDownloads(Model):
         """The model with exponential Twilio download times (mean `mean_s`)."""

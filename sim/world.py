@@ -247,7 +247,7 @@ class World:
         return self.env._now - self.all_down_since < self.policy.heartbeat_timeout_s
 
     def push(self, run: Run, delay_s: float = 0.0, via: str = "retry") -> None:
-        """Queue a run now, or park it for the scheduler to promote after `delay_s`; while
+        """Queue a run now, or park it for the ticker to promote after `delay_s` (sim.ticker); while
         Redis restarts the job goes nowhere (the run is an orphan)."""
         run.token = token = run.token + 1
         if self.redis_gone:
@@ -256,6 +256,8 @@ class World:
         entry = Entry(run, token)
         if delay_s > 0:
             self._sched_seq += 1
-            heapq.heappush(self.scheduled, (self.env._now + delay_s, self._sched_seq, entry, via))
+            due = self.env._now + delay_s
+            heapq.heappush(self.scheduled, (due, self._sched_seq, entry, via))
+            self.plan_tick(due)
         else:
             self.queue.put(entry)

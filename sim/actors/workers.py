@@ -1,9 +1,8 @@
-"""The RQ workers, their scheduler ticker and stuck/orphan sweeper, and the recording job
-they run (seed 000's retries, seed 004's slots and deferral, the download) — with what a crash
-loses and what RQ re-runs."""
+"""The RQ workers, their stuck/orphan sweeper, and the recording job they run (seed 000's
+retries, seed 004's slots and deferral, the download) — with what a crash loses and what RQ
+re-runs. Parked jobs are promoted by the workers' ticker, sim/ticker.py."""
 from __future__ import annotations
 
-import heapq
 from typing import Any, Generator
 
 import simpy
@@ -57,24 +56,6 @@ class Workers:
             if not ev.triggered:
                 ev.succeed()
             self.worker_wake[i] = self.env.event()
-
-    def scheduler(self) -> Generator:
-        """The scheduler: every tick, move due parked jobs onto the queue. It is the workers' ticker
-        thread (reference_app/worker.py), so nothing is promoted while every worker is down."""
-        tick, env, scheduled, timeout = self.scenario.workers.scheduler_tick_s, self.env, self.scheduled, self.env.timeout
-        worker_down = self.worker_down
-        while True:
-            yield timeout(tick)
-            if self.scheduler_down or self.redis_paused or all(worker_down):
-                continue
-            while scheduled and scheduled[0][0] <= env._now:
-                _, _, entry, via = heapq.heappop(scheduled)
-                run = entry.run
-                if run is not None and run.token == entry.token and run.status not in ("done", "failed"):
-                    self.rec.job_enqueue("scheduler", job_id=run.job_id, call_sid=run.call.call_sid,
-                              job_type=run.job_type, via=via)
-                if entry.lead_job is not None or (run is not None and run.token == entry.token):
-                    self.queue.put(entry)
 
     def sweeper(self) -> Generator:
         """cleanup_stuck_recording_jobs every heartbeat interval: a stuck run is re-queued under
