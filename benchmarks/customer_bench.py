@@ -4,7 +4,7 @@ On one M/M/c (c = 4, utilisation 0.8, exponential service of mean 10 s, ~100 k c
 seeds 1-3), each measured as process CPU time per customer served:
 - Ciw (benchmarks/peers.py), the baseline every ratio is against;
 - textbook SimPy (a `simpy.Resource` with c servers, one process per customer);
-- loopfix's M/M/c point as `loopfix sweep --mmc` runs it: `sweep.simulate_point` then
+- loopfix's M/M/c point as `loopfix sweep --mmc` runs it: `sweep.run_point` then
   `sweep_commands.measure_point` — what `sweep_row` does, timed in its two parts;
 - loopfix's full model per call: `sim.simulate` (model, metrics) on bench's day scenario
   (benchmarks/bench_sim.day_scenario) cut to `full_hours`; its metrics re-timed alone for the
@@ -85,9 +85,9 @@ def mmc_point(hours: float, seed: int) -> dict[str, Any]:
 
 
 def run_point(tool: Tool, hours: float, seeds, first: bool) -> None:
-    """loopfix's M/M/c point: sweep_row's two parts (simulate_point, measure_point), timed."""
+    """loopfix's M/M/c point: sweep_row's two parts (run_point, measure_point), timed."""
     from loopfix.sim import sweep
-    from loopfix.sweep_commands import measure_point
+    from loopfix.sweep_commands import measure_point, row_kinds
 
     sim_s = measure_s = 0.0
     customers = 0
@@ -95,16 +95,16 @@ def run_point(tool: Tool, hours: float, seeds, first: bool) -> None:
         point = mmc_point(hours, seed)
         gc.collect()
         t0 = _cpu()
-        scenario, history = sweep.simulate_point(point)
+        run = sweep.run_point(point, keep=row_kinds(point))
         t1 = _cpu()
-        row = measure_point(point, scenario, history)
+        row = measure_point(point, run)
         t2 = _cpu()
         sim_s, measure_s = sim_s + t1 - t0, measure_s + t2 - t1
-        customers += sweep.jobs_started(history)
+        customers += sweep.jobs_started(run.history)
         if first:
             tool.waits.append((row["queue_wait_mean_s"], row["queue_wait_n"]))
             tool.erlang_c_s = row["erlang_c_wait_s"]
-        del history
+        del run
     tool.cpu.append(sim_s + measure_s)
     tool.parts.append({"simulate": sim_s, "measures": measure_s})
     tool.customers = customers

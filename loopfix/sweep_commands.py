@@ -29,6 +29,11 @@ from loopfix.sim_commands import BadInput, _progress
 from loopfix.reports import capacity, measures
 
 WARMUP_S = 3600.0  # M/M/c: queue waits of the first simulated hour are left out (empty start)
+# The record kinds a row's figures read (reports/measures.py's summary, queue_waits, backlog and
+# recovery_s, and _erlang_c_for below): a point run without the checker keeps only these (the
+# model's fast lane, sim.sweep.run_point). tests/test_sweep_fast_lane.py holds the rows equal.
+MMC_ROW_KINDS = frozenset({"client.request", "client.end", "job.enqueue", "job.start", "download.end"})
+ROW_KINDS = MMC_ROW_KINDS | {"job.end", "job.stuck", "outage.start", "outage.end"}
 
 
 # --------------------------------------------------------------------------- one sweep point
@@ -39,16 +44,24 @@ def sweep_row(point: Mapping[str, Any]) -> dict[str, Any]:
     from loopfix.sim import sweep
 
     started = time.perf_counter()
-    row = measure_point(point, *sweep.simulate_point(point))
+    row = measure_point(point, sweep.run_point(point, keep=row_kinds(point)))
     row["wall_s"] = round(time.perf_counter() - started, 3)
     return row
 
 
-def measure_point(point: Mapping[str, Any], scenario: Any, history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The row of one point from its run (`sweep.simulate_point`): the point's settings plus its
-    figures, wall time aside."""
+def row_kinds(point: Mapping[str, Any]) -> frozenset[str] | None:
+    """The record kinds `measure_point` reads at this point; None (all) when it runs the checker."""
+    if point.get("check"):
+        return None
+    return MMC_ROW_KINDS if point["mmc"] else ROW_KINDS
+
+
+def measure_point(point: Mapping[str, Any], run: Any) -> dict[str, Any]:
+    """The row of one point from its run (`sweep.run_point` with `row_kinds(point)`): the
+    point's settings plus its figures, wall time aside."""
     from loopfix.sim.queueing import mmc_mean_wait
 
+    scenario, history = run.scenario, run.history
     row: dict[str, Any] = dict(point)
     summary = measures.summary(history)
     row.update({k: v for k, v in summary.items() if k != "outcomes"})
@@ -83,7 +96,7 @@ def measure_point(point: Mapping[str, Any], scenario: Any, history: Sequence[Map
             row["invariants_hold"] = inv.overall(verdicts)
             row["broken"] = ",".join(v.name for v in verdicts if v.valid is False)
             row["undecided"] = ",".join(v.name for v in verdicts if v.valid == inv.UNKNOWN)
-    row["events"] = len(history)
+    row["events"] = run.events
     return row
 
 

@@ -11,7 +11,7 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Generator
+from typing import Any, Collection, Generator
 
 import simpy
 
@@ -199,6 +199,7 @@ class World:
         self.rec = recorders(self.env, self.history)  # rec.<kind>(proc, **fields) records one event
         # a flow's Emit(kind, fields) is recorded by recorder_of[kind](proc, **fields)
         self.recorder_of: dict[str, Any] = {kind: getattr(self.rec, recorder_name(kind)) for kind in EVENT_FIELDS}
+        self.unkept = [0]  # records made but not kept (record_only)
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
         # the shared state, through the Coordination contract (sim.coordination)
@@ -225,6 +226,23 @@ class World:
         beat_s = self.policy.heartbeat_interval_s
         self.live_run_never_stuck = self.beats and P.stuck_reason(
             P.RunState("running", -math.inf, -math.inf, -beat_s, None), 0.0, self.policy, None) is None
+
+    def record_only(self, kinds: Collection[str]) -> None:
+        """The fast lane of a run that only a few figures will read (a sweep point without the
+        checker): records of the other kinds are counted in `unkept[0]`, not built. Nothing else
+        changes — a recorder has no effect on the run but its record."""
+        unknown = sorted(set(kinds) - set(EVENT_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown event kinds {unknown}")
+        unkept = self.unkept
+
+        def skip(proc: str, **fields: Any) -> None:
+            unkept[0] += 1
+
+        for kind in EVENT_FIELDS:
+            if kind not in kinds:
+                setattr(self.rec, recorder_name(kind), skip)
+                self.recorder_of[kind] = skip
 
     def record(self, kind: str, proc: str, fields: dict) -> None:
         """Record a flow's Emit(kind, fields) as `proc`."""

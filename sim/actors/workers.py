@@ -70,17 +70,21 @@ class Workers:
                 self.sweep_orphans()
             now, alive = env._now, self.worker_alive()
             skip_waiting, skip_live = alive and self.waiting_never_stuck_while_alive, self.live_run_never_stuck
+            idle = skip_waiting and skip_live and not self.orphans  # every run skipped: nothing to find
             for run in list(self.active_runs.values()):
                 waiting = run.status in P.WAITING_RUN_STATUSES
                 if waiting and skip_waiting:
                     continue
                 if skip_live and run.alive_since is not None and run.status == "running":
                     continue
+                idle = False
                 why = P.stuck_reason(run.state(now, p.heartbeat_interval_s), now, p, alive if waiting else None)
                 if why is None:
                     continue
                 self.sweep_flow(requeue_stuck(run.job_id, run.call.call_sid, run.job_type, run.retry_count, why,
                                               run.call.business_id, run.call.recording_sid, run.job_id, p), run)
+            if idle:  # and it stays so until an outage: no tick until one is near (sim.ticker)
+                yield from self.sweeper_idle()
 
     def sweep_orphans(self) -> None:
         """jobs.requeue_orphan: a waiting run no RQ job will run is enqueued again once
