@@ -8,12 +8,15 @@ Nothing here acts: actors (sim/actors/) change the world as time passes, the eng
 from __future__ import annotations
 
 import heapq
+from heapq import heappush
 import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Collection, Generator
 
 import simpy
+from simpy.core import NORMAL
+from simpy.events import PENDING
 
 from loopfix.reference_app import policy as P
 from loopfix.reference_app.events import EVENT_FIELDS
@@ -61,10 +64,13 @@ class JobQueue:
         self.waiters: deque[simpy.Event] = deque()
 
     def put(self, item: Any) -> None:
-        while self.waiters:
-            ev = self.waiters.popleft()
-            if not ev.triggered:
-                ev.succeed(item)
+        waiters = self.waiters
+        while waiters:
+            ev = waiters.popleft()
+            if ev._value is PENDING:  # not triggered: ev.succeed(item), inline
+                ev._ok, ev._value = True, item
+                env = self.env
+                heappush(env._queue, (env._now, NORMAL, next(env._eid), ev))
                 return
         self.items.append(item)
 
