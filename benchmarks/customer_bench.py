@@ -14,6 +14,8 @@ the seeds. The mean queue waits pooled over the seeds are checked against Erlang
 10 %): a fast wrong model would not count.
 
 Run:  python -m loopfix.benchmarks.customer_bench [--customers 100000] [--repeat 3]
+(the full model runs the day scenario for customers / 10,000 hours: 10 h for 100 k). Also the
+model area of `loopfix bench` (`--customers`).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from typing import Any
 from loopfix.benchmarks import peers
 
 C, RHO, SERVICE_MEAN_S = 4, 0.8, 10.0
+DAY_CALLS_PER_HOUR = 10_000.0  # bench_sim.day_scenario's arrival rate
 WARMUP_S = 3600.0  # as the sweep's M/M/c point: waits of the first hour are left out
 ERLANG_TOLERANCE = 0.10
 
@@ -135,13 +138,19 @@ def run_full(tool: Tool, hours: float, seeds) -> None:
     tool.customers = customers
 
 
-def measure(customers: int = 100_000, repeat: int = 3, seeds=(1, 2, 3), full_hours: float = 10.0,
+def full_hours_for(customers: int) -> float:
+    """Hours of the day scenario with as many calls as an M/M/c run has customers (10 h: 100 k)."""
+    return customers / DAY_CALLS_PER_HOUR
+
+
+def measure(customers: int = 100_000, repeat: int = 3, seeds=(1, 2, 3), full_hours: float | None = None,
             progress=lambda label: None) -> dict[str, Tool]:
     """Every tool, `repeat` interleaved rounds; M/M/c runs long enough for ~`customers` each."""
     from loopfix.sim.queueing import mmc_mean_wait
 
     lam, mu = RHO * C / SERVICE_MEAN_S, 1.0 / SERVICE_MEAN_S
     horizon_s = customers / lam
+    full_hours = full_hours_for(customers) if full_hours is None else full_hours
     tools = {name: Tool(name) for name in ("ciw", "simpy", "point", "full")}
     for name in ("ciw", "simpy"):
         tools[name].erlang_c_s = mmc_mean_wait(C, lam, mu)
@@ -194,14 +203,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=100_000, help="customers per M/M/c run (about)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (best kept)")
-    ap.add_argument("--full-hours", type=float, default=10.0, help="hours of the day scenario for the full model")
     args = ap.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-    tools = measure(args.customers, args.repeat, full_hours=args.full_hours,
-                    progress=lambda text: print(text, flush=True))
+    full_hours = full_hours_for(args.customers)
+    tools = measure(args.customers, args.repeat, full_hours=full_hours, progress=lambda text: print(text, flush=True))
     print(f"{started} → {time.strftime('%H:%M:%S', time.gmtime())} UTC, "
           f"customers per run: " + ", ".join(f"{n} {t.customers // 3:,}" for n, t in tools.items()))
-    print(markdown(tools, args.full_hours))
+    print(markdown(tools, full_hours))
     bad = [n for n, t in tools.items() if erlang_ok(t) is False]
     if bad:
         print("mean wait NOT within 10 % of Erlang C: " + ", ".join(bad))
