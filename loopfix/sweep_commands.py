@@ -59,6 +59,13 @@ def row_kinds(point: Mapping[str, Any]) -> frozenset[str] | None:
 def measure_point(point: Mapping[str, Any], run: Any) -> dict[str, Any]:
     """The row of one point from its run (`sweep.run_point` with `row_kinds(point)`): the
     point's settings plus its figures, wall time aside."""
+    from loopfix.sim.process import gc_paused
+
+    with gc_paused():  # the figures' sets and dicts live to the end: nothing for the collector
+        return _measure(point, run)
+
+
+def _measure(point: Mapping[str, Any], run: Any) -> dict[str, Any]:
     from loopfix.sim.queueing import mmc_mean_wait
 
     scenario, history = run.scenario, run.history

@@ -8,6 +8,7 @@ from loopfix.harness.scenario import Scenario
 from loopfix.reference_app.policy import Policy
 from loopfix.sim.metrics import history_metrics, queue_metrics
 from loopfix.sim.model import simulate_model
+from loopfix.sim.process import gc_paused
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ def simulate(scenario: Scenario, on_progress: Callable[[float], None] | None = N
     """Simulate `scenario` to duration_s + drain_s (same seed → the same history, byte for byte)."""
     policy = scenario.make_policy()
     model = simulate_model(scenario, policy, on_progress)
-    metrics = history_metrics(model.history)
-    metrics.update(queue_metrics(model.samples, scenario.workers.count))
+    with gc_paused():  # the metrics' sets and dicts live to the end: nothing for the collector
+        metrics = history_metrics(model.history)
+        metrics.update(queue_metrics(model.samples, scenario.workers.count))
     return SimResult(scenario, policy, model.history, metrics)

@@ -20,7 +20,6 @@ microsecond, so a worker serves at rate 1 / service_mean_s and the queue is M/M/
 from __future__ import annotations
 
 import dataclasses
-import gc
 import hashlib
 import itertools
 import json
@@ -31,6 +30,7 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 from loopfix.harness.scenario import Outage, Scenario, load_scenario, with_settings
 from loopfix.reference_app import policy as policy_mod
 from loopfix.sim.model import Model
+from loopfix.sim.process import gc_paused
 
 MMC_OVERHEAD_S = 1e-6
 MMC_BUSINESSES = 1
@@ -146,13 +146,8 @@ def _run(s: Scenario, cls: type[Model], keep: Collection[str] | None) -> Model:
     if keep is not None:
         model.record_only(keep)
     model.start()
-    was_enabled = gc.isenabled()
-    gc.disable()  # as sim.model does: the history would be re-scanned for nothing
-    try:
+    with gc_paused():  # as sim.model does: the history would be re-scanned for nothing
         model.env.run(until=s.duration_s + s.drain_s)
-    finally:
-        if was_enabled:
-            gc.enable()
     return model
 
 
