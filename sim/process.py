@@ -76,10 +76,9 @@ class Proc:
 
     def __init__(self, env: simpy.Environment, gen: Generator[Event, Any, Any]):
         self.env, self.gen, self.target, self.alive = env, gen, None, True
-        start = Event(env)
-        start._ok, start._value = True, None
-        start.callbacks.append(self.resume)
-        env.schedule(start, URGENT)
+        start = _new(Event)  # Event(env) succeeded at once, built directly (one per process)
+        start.env, start.callbacks, start._ok, start._value = env, [self.resume], True, None
+        heappush(env._queue, (env._now, URGENT, next(env._eid), start))
 
     def resume(self, event: Event) -> None:
         gen = self.gen
