@@ -4,8 +4,8 @@ On one M/M/c (c = 4, utilisation 0.8, exponential service of mean 10 s, ~100 k c
 seeds 1-3), each measured as process CPU time per customer served:
 - Ciw (benchmarks/peers.py), the baseline every ratio is against;
 - textbook SimPy (a `simpy.Resource` with c servers, one process per customer);
-- loopfix's M/M/c point as `loopfix sweep --mmc` runs it: `sweep.run_point` then
-  `sweep_commands.measure_point` — what `sweep_row` does, timed in its two parts;
+- loopfix's M/M/c point as `loopfix sweep --mmc` runs it: `sweep_row`'s two parts, its run
+  and its measures, timed each (the command line passes them in: `PointRow`);
 - loopfix's full model per call: `sim.simulate` (model, metrics) on bench's day scenario
   (benchmarks/bench_sim.day_scenario) cut to `full_hours`; its metrics re-timed alone for the
   split.
@@ -13,17 +13,15 @@ Best of `repeat` rounds, interleaved (every tool once per round), each round sum
 the seeds. The mean queue waits pooled over the seeds are checked against Erlang C (within
 10 %): a fast wrong model would not count.
 
-Run:  python -m loopfix.benchmarks.customer_bench [--customers 100000] [--repeat 3]
-(the full model runs the day scenario for customers / 10,000 hours: 10 h for 100 k). Also the
-model area of `loopfix bench` (`--customers`).
+Run:  loopfix bench --only model --no-sweep [--customers 100000]
+(the full model runs the day scenario for customers / 10,000 hours: 10 h for 100 k).
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from loopfix.benchmarks import peers
 
@@ -31,6 +29,16 @@ C, RHO, SERVICE_MEAN_S = 4, 0.8, 10.0
 DAY_CALLS_PER_HOUR = 10_000.0  # bench_sim.day_scenario's arrival rate
 WARMUP_S = 3600.0  # as the sweep's M/M/c point: waits of the first hour are left out
 ERLANG_TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class PointRow:
+    """How `loopfix sweep` makes one point's row, in its two parts (the command line's:
+    sweep_commands.run_for_row and measure_point): `run(point)` -> its run, `measure(point, run)`
+    -> its row."""
+
+    run: Callable[[Mapping[str, Any]], Any]
+    measure: Callable[[Mapping[str, Any], Any], dict[str, Any]]
 
 
 @dataclass
@@ -67,7 +75,7 @@ def _cpu() -> float:
     return time.process_time()
 
 
-def run_ciw(tool: Tool, horizon_s: float, seeds, lam: float, mu: float, first: bool, peer) -> None:
+def run_peer(tool: Tool, horizon_s: float, seeds, lam: float, mu: float, first: bool, peer) -> None:
     cpu, customers = 0.0, 0
     for seed in seeds:
         gc.collect()
@@ -87,10 +95,9 @@ def mmc_point(hours: float, seed: int) -> dict[str, Any]:
     return sweep.mmc_grid([C], [RHO], SERVICE_MEAN_S, hours=hours, seeds=[seed])[0]
 
 
-def run_point(tool: Tool, hours: float, seeds, first: bool) -> None:
-    """loopfix's M/M/c point: sweep_row's two parts (run_point, measure_point), timed."""
+def run_point(tool: Tool, hours: float, seeds, first: bool, parts: PointRow) -> None:
+    """loopfix's M/M/c point: sweep_row's two parts (its run, its measures), timed."""
     from loopfix.sim import sweep
-    from loopfix.sweep_commands import measure_point, row_kinds
 
     sim_s = measure_s = 0.0
     customers = 0
@@ -98,9 +105,9 @@ def run_point(tool: Tool, hours: float, seeds, first: bool) -> None:
         point = mmc_point(hours, seed)
         gc.collect()
         t0 = _cpu()
-        run = sweep.run_point(point, keep=row_kinds(point))
+        run = parts.run(point)
         t1 = _cpu()
-        row = measure_point(point, run)
+        row = parts.measure(point, run)
         t2 = _cpu()
         sim_s, measure_s = sim_s + t1 - t0, measure_s + t2 - t1
         customers += sweep.jobs_started(run.history)
@@ -145,8 +152,8 @@ def full_hours_for(customers: int) -> float:
     return customers / DAY_CALLS_PER_HOUR
 
 
-def measure(customers: int = 100_000, repeat: int = 3, seeds=(1, 2, 3), full_hours: float | None = None,
-            progress=lambda label: None) -> dict[str, Tool]:
+def measure(point_row: PointRow, customers: int = 100_000, repeat: int = 3, seeds=(1, 2, 3),
+            full_hours: float | None = None, progress=lambda label: None) -> dict[str, Tool]:
     """Every tool, `repeat` interleaved rounds; M/M/c runs long enough for ~`customers` each."""
     from loopfix.sim.queueing import mmc_mean_wait
 
@@ -159,11 +166,11 @@ def measure(customers: int = 100_000, repeat: int = 3, seeds=(1, 2, 3), full_hou
     for i in range(repeat):
         first = i == 0
         progress(f"model: Ciw M/M/c, round {i + 1} of {repeat}")
-        run_ciw(tools["ciw"], horizon_s, seeds, lam, mu, first, peers.ciw_mmc)
+        run_peer(tools["ciw"], horizon_s, seeds, lam, mu, first, peers.ciw_mmc)
         progress(f"model: SimPy M/M/c, round {i + 1} of {repeat}")
-        run_ciw(tools["simpy"], horizon_s, seeds, lam, mu, first, peers.simpy_mmc)
+        run_peer(tools["simpy"], horizon_s, seeds, lam, mu, first, peers.simpy_mmc)
         progress(f"model: loopfix M/M/c point, round {i + 1} of {repeat}")
-        run_point(tools["point"], horizon_s / 3600.0, seeds, first)
+        run_point(tools["point"], horizon_s / 3600.0, seeds, first, point_row)
         progress(f"model: loopfix full model ({full_hours:g} h day), round {i + 1} of {repeat}")
         run_full(tools["full"], full_hours, seeds)
     return tools
@@ -187,35 +194,3 @@ def label(name: str, full_hours: float = 10.0) -> str:
 def erlang_ok(tool: Tool) -> bool | None:
     r = tool.wait_ratio
     return None if r is None else abs(r - 1.0) <= ERLANG_TOLERANCE
-
-
-def markdown(tools: dict[str, Tool], full_hours: float = 10.0) -> str:
-    ciw = tools["ciw"].us_per_customer
-    lines = ["| | µs/customer | vs Ciw | goal | mean wait ÷ Erlang C | split (µs) |", "|---|---|---|---|---|---|"]
-    for name, t in tools.items():
-        goal = f"≤ {GOALS[name]:.1f}×" if name in GOALS else ""
-        wait = "-" if t.wait_ratio is None else f"{t.wait_ratio:.3f}"
-        split = ", ".join(f"{p} {t.part_us(p):.1f}" for p in t.parts[0] if p != "all")
-        lines.append(f"| {label(name, full_hours)} | {t.us_per_customer:.1f} | {t.us_per_customer / ciw:.2f}× | "
-                     f"{goal} | {wait} | {split} |")
-    return "\n".join(lines)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--customers", type=int, default=100_000, help="customers per M/M/c run (about)")
-    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (best kept)")
-    args = ap.parse_args()
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-    full_hours = full_hours_for(args.customers)
-    tools = measure(args.customers, args.repeat, full_hours=full_hours, progress=lambda text: print(text, flush=True))
-    print(f"{started} → {time.strftime('%H:%M:%S', time.gmtime())} UTC, "
-          f"customers per run: " + ", ".join(f"{n} {t.customers // 3:,}" for n, t in tools.items()))
-    print(markdown(tools, full_hours))
-    bad = [n for n, t in tools.items() if erlang_ok(t) is False]
-    if bad:
-        print("mean wait NOT within 10 % of Erlang C: " + ", ".join(bad))
-
-
-if __name__ == "__main__":
-    main()

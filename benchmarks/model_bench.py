@@ -23,10 +23,11 @@ SWEEP_GRID = dict(workers=tuple(range(1, 11)), calls_per_hour=(240.0, 600.0),
                   latency_median_s=(2.0, 4.0, 8.0, 16.0, 32.0), outage_s=(0.0, 1200.0))
 
 
-def figures(day_hours: float = 24.0, repeat: int = 3, progress=lambda label: None,
-            customers: int = 100_000) -> list[Figure]:
+def figures(point_row: customer_bench.PointRow, day_hours: float = 24.0, repeat: int = 3,
+            progress=lambda label: None, customers: int = 100_000) -> list[Figure]:
+    """The model area's figures; `point_row`: how `loopfix sweep` makes a point's row (the CLI's)."""
     full_hours = customer_bench.full_hours_for(customers)
-    tools = customer_bench.measure(customers, repeat, full_hours=full_hours, progress=progress)
+    tools = customer_bench.measure(point_row, customers, repeat, full_hours=full_hours, progress=progress)
     out = per_customer_figures(tools, full_hours, repeat)
     progress(f"model: {day_hours:g} h at 10,000 calls/h")
     bare = max(bare_timeout_loop() for _ in range(repeat))

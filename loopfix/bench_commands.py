@@ -33,7 +33,11 @@ def measure(areas: tuple[str, ...], seconds: float, day_hours: float, sweep: boo
 
     figures = []
     if "model" in areas:
-        figures += model_bench.figures(day_hours, progress=label, customers=customers)
+        from loopfix.benchmarks.customer_bench import PointRow
+        from loopfix.sweep_commands import measure_point, run_for_row
+
+        figures += model_bench.figures(PointRow(run_for_row, measure_point), day_hours, progress=label,
+                                       customers=customers)
         if sweep:
             from loopfix.sweep_commands import run_sweep
 

@@ -41,12 +41,17 @@ ROW_KINDS = MMC_ROW_KINDS | {"job.end", "job.stuck", "outage.start", "outage.end
 
 def sweep_row(point: Mapping[str, Any]) -> dict[str, Any]:
     """Run the model at one point and measure it: the point's settings plus its figures."""
-    from loopfix.sim import sweep
-
     started = time.perf_counter()
-    row = measure_point(point, sweep.run_point(point, keep=row_kinds(point)))
+    row = measure_point(point, run_for_row(point))
     row["wall_s"] = round(time.perf_counter() - started, 3)
     return row
+
+
+def run_for_row(point: Mapping[str, Any]) -> Any:
+    """The model's run at one point, keeping only what its row reads (sim.sweep.run_point)."""
+    from loopfix.sim import sweep
+
+    return sweep.run_point(point, keep=row_kinds(point))
 
 
 def row_kinds(point: Mapping[str, Any]) -> frozenset[str] | None:

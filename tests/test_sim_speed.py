@@ -11,7 +11,7 @@ from loopfix.harness.scenario import load_scenario, with_settings
 from loopfix.reference_app.events import dumps
 from loopfix.sim import simulate, sweep
 from loopfix.sim.model import Model
-from loopfix.sweep_commands import MMC_ROW_KINDS, measure_point, row_kinds
+from loopfix.sweep_commands import MMC_ROW_KINDS, measure_point, row_kinds, run_for_row
 
 
 def _history(model_cls, s, **kw):
@@ -100,7 +100,8 @@ def test_a_fast_lane_without_a_kind_its_row_reads_gives_another_row():
 
 
 def test_bench_measures_cpu_per_customer_against_ciw_with_waits_against_erlang_c():
-    tools = customer_bench.measure(customers=2000, repeat=1, seeds=(1,))
+    tools = customer_bench.measure(customer_bench.PointRow(run_for_row, measure_point), customers=2000, repeat=1,
+                                   seeds=(1,))
     assert set(tools) == {"ciw", "simpy", "point", "full"}
     for name, t in tools.items():
         assert t.us_per_customer > 0 and 1500 < t.customers < 2500, name
