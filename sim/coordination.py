@@ -68,10 +68,13 @@ class ModelCoordination:
         # a claim kept after a failed enqueue (`dedup_set_before_enqueue`) needs no owner token
         token = "enqueued" if self.claims_kept else self.new_token()
         # SET NX PX, as KeyStore.set(..., nx=True) does it, inline: once per enqueue
-        data, key, now = self.keys._data, f"dedup:{call_sid}:{job_type}", self.clock._now
+        keys, key, now = self.keys, f"dedup:{call_sid}:{job_type}", self.clock._now
+        data = keys._data
         held = data.get(key)
         if held is not None and held[1] > now:
             return None
+        if len(data) >= keys.purge_at:
+            keys.purge(now)
         data[key] = (token, now + self.dedup_ttl_s)
         return token
 

@@ -110,3 +110,14 @@ def test_bench_measures_cpu_per_customer_against_ciw_with_waits_against_erlang_c
     by_goal = {f.goal: f for f in figures if f.goal}
     assert set(by_goal) == {"ratio <= 1.0", "ratio <= 1.3"}
     assert all(f.baseline == tools["ciw"].us_per_customer for f in by_goal.values())
+
+
+def test_expired_redis_keys_leave_the_models_store_so_a_long_run_holds_the_live_ones():
+    from loopfix.sim.keys import PURGE_FLOOR, KeyStore
+
+    k = KeyStore()
+    for i in range(10_000):  # a dedup mark per enqueue, one a second, each living 120 s
+        assert k.set(f"dedup:CA{i}:full", "t", now=float(i), ttl_s=120, nx=True)
+    assert k.get("dedup:CA9999:full", 9999.0) == "t" and k.get("dedup:CA0:full", 9999.0) is None
+    assert not k.set("dedup:CA9990:full", "u", now=9999.0, ttl_s=120, nx=True)  # still live: NX refuses
+    assert k.flush() <= 2 * PURGE_FLOOR  # held then, expired ones included: not one per key ever set
