@@ -8,7 +8,6 @@ Nothing here acts: actors (sim/actors/) change the world as time passes, the eng
 from __future__ import annotations
 
 import heapq
-from heapq import heappush
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -70,7 +69,7 @@ class JobQueue:
             if ev._value is PENDING:  # not triggered: ev.succeed(item), inline
                 ev._ok, ev._value = True, item
                 env = self.env
-                heappush(env._queue, (env._now, NORMAL, next(env._eid), ev))
+                heapq.heappush(env._queue, (env._now, NORMAL, next(env._eid), ev))
                 return
         self.items.append(item)
 
