@@ -131,24 +131,28 @@ def run_point(point: Mapping[str, Any], keep: Collection[str] | None = None) -> 
     None): the fast lane of a sweep whose figures read a few kinds (Model.record_only)."""
     s = scenario_for(point)
     cls = _exponential_downloads(float(point["service_mean_s"])) if point["mmc"] else Model
-    model = _run(s, cls, keep)
-    return PointRun(s, model.history, len(model.history) + model.unkept[0])
+    history, events = _run(s, cls, keep)
+    return PointRun(s, history, events)
 
 
 def simulate_history(s: Scenario, cls: type[Model] = Model) -> list[dict[str, Any]]:
     """Only the history of a model run: a sweep measures it itself (reports/measures.py), so the
     model's own metrics are not computed."""
-    return _run(s, cls, None).history
+    return _run(s, cls, None)[0]
 
 
-def _run(s: Scenario, cls: type[Model], keep: Collection[str] | None) -> Model:
+def _run(s: Scenario, cls: type[Model], keep: Collection[str] | None) -> tuple[list[dict[str, Any]], int]:
+    """(the kept history, every record made): the model is disposed of before the collector
+    runs again, so it is freed at once (Model.dispose)."""
     model = cls(s, s.make_policy())
     if keep is not None:
         model.record_only(keep)
     model.start()
     with gc_paused():  # as sim.model does: the history would be re-scanned for nothing
         model.env.run(until=s.duration_s + s.drain_s)
-    return model
+        history, events = model.history, len(model.history) + model.unkept[0]
+        model.dispose()
+    return history, events
 
 
 def jobs_started(history: Sequence[Mapping[str, Any]]) -> int:

@@ -184,6 +184,8 @@ class World:
         self.worker_down = [False] * s.workers.count
         self.worker_wake = [self.env.event() for _ in range(s.workers.count)]
         self.worker_procs: list[Proc] = []
+        self.procs: list[Proc] = []  # every process spawned that may still be alive (dispose)
+        self.procs_prune_at = 64
         self.worker_job: list[Run | LeadJob | None] = [None] * s.workers.count
         self.busy = 0
         self.redis_paused = False
@@ -254,7 +256,26 @@ class World:
         self.recorder_of[kind](proc, **fields)
 
     def spawn(self, gen: Generator) -> Proc:
-        return Proc(self.env, gen)
+        proc = Proc(self.env, gen)
+        procs = self.procs
+        procs.append(proc)
+        if len(procs) >= self.procs_prune_at:  # forget ended ones as the list doubles
+            self.procs = procs = [p for p in procs if p.alive]
+            self.procs_prune_at = max(64, 2 * len(procs))
+        return proc
+
+    def dispose(self) -> None:
+        """After the run, when only its history is kept: end every process (its generator
+        closed, its finally blocks run), drop the pending events and the model's state. The
+        processes' frames, the model and its events refer to one another; broken here, the run
+        is freed by reference counting at once rather than by the cyclic collector's passes over
+        every Run and Call it made. The model cannot run again."""
+        for proc in self.procs:
+            if proc.alive:
+                proc.alive = False
+                proc.gen.close()
+        self.env._queue.clear()
+        self.__dict__.clear()
 
     def next_id(self) -> str:
         self._ids += 1

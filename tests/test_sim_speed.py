@@ -121,3 +121,23 @@ def test_expired_redis_keys_leave_the_models_store_so_a_long_run_holds_the_live_
     assert k.get("dedup:CA9999:full", 9999.0) == "t" and k.get("dedup:CA0:full", 9999.0) is None
     assert not k.set("dedup:CA9990:full", "u", now=9999.0, ttl_s=120, nx=True)  # still live: NX refuses
     assert k.flush() <= 2 * PURGE_FLOOR  # held then, expired ones included: not one per key ever set
+
+
+def _garbage_after_a_point(monkeypatch=None) -> int:
+    import gc
+
+    point = next(iter(sweep.points(sweep.Grid(base="worker-crash", workers=(4,), calls_per_hour=(600.0,),
+                                              outage_s=(600.0,), variants=("seed",), observe_s=900.0))))
+    gc.collect()
+    run = sweep.run_point(point)
+    found = gc.collect()
+    assert run.events == len(run.history) > 1000
+    return found
+
+
+def test_a_sweep_points_model_is_freed_at_once_not_left_to_the_cyclic_collector(monkeypatch):
+    """Model.dispose breaks the run's reference cycles (processes' frames, the model, its
+    events): the collector finds next to nothing after a point, where it found the whole run."""
+    assert _garbage_after_a_point() < 100
+    monkeypatch.setattr(Model, "dispose", lambda self: None)
+    assert _garbage_after_a_point() > 1000
