@@ -66,7 +66,8 @@ class CpuSampler:
 
     def __init__(self, root: int):
         self.root = root
-        self.samples: list[tuple[float, float, dict[str, float]]] = []  # (wall, machine busy, role -> cpu)
+        # (wall, machine busy before the processes are read, role -> cpu, machine busy after)
+        self.samples: list[tuple[float, float, dict[str, float], float]] = []
         self._roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -88,17 +89,21 @@ class CpuSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.time(), app_bench.machine_busy_s(), self._sample()))
+            before = app_bench.machine_busy_s()
+            roles = self._sample()
+            self.samples.append((time.time(), before, roles, app_bench.machine_busy_s()))
             self._stop.wait(SAMPLE_S)
 
     def between(self, start: float, end: float) -> tuple[dict[str, float], float]:
-        """(CPU seconds per role, machine busy CPU seconds) from wall `start` to `end`."""
+        """(CPU seconds per role, machine busy CPU seconds) from wall `start` to `end`. The
+        machine's span runs from before the first sample's reads to after the last's, so it covers
+        every CPU second the processes were charged in between (to within the kernel's tick)."""
         if not self.samples:
             return {}, 0.0
         first = min(self.samples, key=lambda s: abs(s[0] - start))
         last = min(self.samples, key=lambda s: abs(s[0] - end))
         roles = {r: max(0.0, last[2].get(r, 0.0) - first[2].get(r, 0.0)) for r in last[2]}
-        return roles, last[1] - first[1]
+        return roles, last[3] - first[1]
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,40 @@ SOURCES = ("sim", "live", "target")
 
 def write_history(path: str | os.PathLike, history: Iterable[Event]) -> Path:
     """Write `history` as canonical JSON Lines (byte-identical for equal histories)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+    with HistoryFile(path) as out:
         for record in history:
-            fh.write(events_mod.dumps(record) + "\n")
-    return path
+            out.write(record)
+    return out.path
+
+
+# events.dumps' encoding, built once (json.dumps with options builds an encoder per call)
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
+class HistoryFile:
+    """A history written as it happens: `write(record)` appends one canonical JSON line (the
+    bytes write_history writes, events.dumps'), buffered; `close()` at the end (also a context
+    manager)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "w", encoding="utf-8", newline="\n", buffering=1 << 20)
+        put = self._fh.write
+
+        def write(record: Event) -> None:
+            put(_ENCODE(record) + "\n")
+
+        self.write = write
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "HistoryFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Event]:

@@ -1,9 +1,10 @@
 """The people who press play: seed 002's browser player, click-stormers and page refreshers.
 
-Every session is the AudioPlayer of seed 002 with the same decisions the SimPy model uses
-(`policy.player_should_retry`, `player_delay`, `player_outcome`): it retries only on 202,
-waits the larger of its exponential backoff and the server's Retry-After, gives up after
-`player_max_retries` retries, stops on 404/500, and checks that a 200 carries audio. Each
+Every session is the AudioPlayer of seed 002, the flow the SimPy model runs too
+(flows.player.play_session, with `policy.player_should_retry`, `player_delay` and
+`player_outcome` inside): it retries only on 202, waits the larger of its exponential backoff
+and the server's Retry-After, gives up after `player_max_retries` retries, stops on 404/500,
+and checks that a 200 carries audio. Each
 request and the session's end go into the history as client.* events, in the model's shape;
 a request also reports its response time (`latency_s`, policy seconds), which the model does
 not have and the loops-terminate bound allows for.
@@ -26,7 +27,9 @@ import gevent.pool
 from locust import FastHttpUser, task
 
 from loopfix.loadtests.load_context import LoadContext, load_context
-from loopfix.reference_app.policy import player_delay, player_outcome, player_should_retry
+from loopfix.reference_app.flows import player as player_flow
+from loopfix.reference_app.flows.effects import drive
+from loopfix.reference_app.flows.player import Play
 
 PLAY_PATH = "/api/recordings/file/{call_sid}"
 AUDIO_MAGIC = (b"\xff\xfb", b"RIFF", b"ID3")
@@ -96,25 +99,21 @@ def enqueue(user: FastHttpUser, business: dict, call_sid: str) -> int:
 
 def play_session(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid: str, client: str,
                  session: int, role: str) -> int:
-    """Seed 002's AudioPlayer on one recording; returns the status it stopped on."""
+    """Seed 002's AudioPlayer on one recording (flows.player.play_session, the model's too) over
+    HTTP; returns the status it stopped on. A request's record also carries its response time."""
     p = ctx.policy
-    ctx.emit("client.start", client=client, session=session, call_sid=call_sid, role=role)
     poll_once = getattr(user, "poll_once", None) or (lambda b, c: poll(user, b, c))
-    retries = n = 0
-    while True:
-        status, retry_after, ok, took, extra = poll_once(business, call_sid)
-        n += 1
-        ctx.emit("client.request", client=client, session=session, call_sid=call_sid, status=status,
-                 retry_after=retry_after, n=n, audio_ok=ok, latency_s=round(ctx.policy.policy_seconds(took), 3),
-                 **extra)
-        if not player_should_retry(status, retries, p):
-            break
-        delay = player_delay(retries, retry_after, p)
-        retries += 1
-        ctx.sleep(delay)
-    ctx.emit("client.end", client=client, session=session, call_sid=call_sid, outcome=player_outcome(status),
-             requests=n)
-    return status
+
+    def handle(effect):
+        kind = type(effect)
+        if kind is tuple:  # (Emit, kind, fields)
+            return ctx.emit(effect[1], **effect[2])
+        if kind is Play:
+            status, retry_after, ok, took, extra = poll_once(business, call_sid)
+            return status, retry_after, ok, {"latency_s": round(p.policy_seconds(took), 3), **extra}
+        return ctx.sleep(effect.seconds)  # Sleep: the backoff
+
+    return drive(player_flow.play_session(client, session, call_sid, role, p), handle)
 
 
 def session_greenlet(fn, *args):

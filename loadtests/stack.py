@@ -269,10 +269,12 @@ class Stack:
         self.config = replace(self.config, media_hosts=hosts)
         return self.stub_url
 
-    def start_app(self, workers: int = 2, threads: int = 8) -> str:
+    def start_app(self, workers: int = 2, threads: int = 8, worker_class: str = "gevent") -> str:
+        """`loopfix serve` on a free port (`worker_class` gevent or gthread, `threads` for gthread)."""
         port = free_port()
         proc = self._spawn("app", [sys.executable, "-m", "loopfix.cli", "serve", "--port", str(port),
-                                   "--workers", str(workers), "--threads", str(threads)], self.env("app"))
+                                   "--workers", str(workers), "--threads", str(threads),
+                                   "--worker-class", worker_class], self.env("app"))
         self.app_url = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_ok(self.app_url + "/healthz"), 30, "app", proc.popen, proc.log)
         return self.app_url

@@ -17,8 +17,9 @@ import click
 
 from loopfix.exits import BadInput
 from loopfix.redis_check import require_redis
-from loopfix.reference_app.config import Config
+from loopfix.reference_app.config import SENDFILE_HEADERS, Config
 from loopfix.reference_app.config import parse_assignments, split_assignments
+from loopfix.reference_app.serving import WORKER_CLASSES, gunicorn_argv
 from loopfix.reference_app.policy import FAULTS, VARIANTS, describe, make_policy
 
 
@@ -72,20 +73,32 @@ def _export(cfg: Config) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="gunicorn processes")
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256), help="threads per process")
+@click.option("--worker-class", default="gevent", show_default=True, type=click.Choice(WORKER_CLASSES),
+              help="gevent: a greenlet per connection (slow or idle clients hold no thread); "
+                   "gthread: --threads threads per process")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="threads per process (gthread)")
+@click.option("--worker-connections", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+              help="connections per process (gevent)")
+@click.option("--sendfile-header", type=click.Choice(SENDFILE_HEADERS[1:]), default=None,
+              help="Behind nginx (X-Accel-Redirect) or Apache/lighttpd (X-Sendfile): the proxy sends the "
+                   "recordings, the app only names them. Env LOOPFIX_SENDFILE.")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=None,
+              help="Refuse larger request bodies with 413, unread (default 1 MiB). Env LOOPFIX_MAX_BODY_BYTES.")
 @service_options
-def serve(host, port, workers, threads, **opts):
+def serve(host, port, workers, worker_class, threads, worker_connections, sendfile_header, max_body_bytes, **opts):
     """Run the reference app under gunicorn (real Flask, real Redis)."""
-    cfg = build_config(**opts)
+    try:
+        cfg = build_config(**opts, sendfile_header=sendfile_header, max_body_bytes=max_body_bytes)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     _export(cfg)
     from loopfix.reference_app.services import Services
 
     Services(cfg).engine  # create the tables once, before gunicorn's workers race to do it
     os.environ.setdefault("LOOPFIX_PROC", "app")
-    args = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--threads", str(threads), "--worker-class", "gthread", "--graceful-timeout", "5",
-            "--access-logfile", "-" if os.environ.get("LOOPFIX_ACCESS_LOG") else "/dev/null",
-            "loopfix.reference_app.wsgi:app"]
+    args = gunicorn_argv("loopfix.reference_app.wsgi:app", f"{host}:{port}", workers, threads, worker_class,
+                         worker_connections, access_log=bool(os.environ.get("LOOPFIX_ACCESS_LOG")))
     os.execv(sys.executable, args)
 
 

@@ -119,15 +119,29 @@ def _summary_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k != "timeline"}
 
 
-def _run(scenario: Scenario, progress: Progress | None = None, label: str = "", log: bool = True) -> Any:
-    from loopfix.sim import simulate  # the model is imported only by the commands that run it
+def _run(scenario: Scenario, progress: Progress, label: str = "", log: bool = True,
+         history_path: Path | None = None) -> Any:
+    """Simulate and check `scenario` as it runs (sim.simulate_checked: no history kept in
+    memory; written to `history_path` as it happens when given), with its progress: the bar's
+    task on a terminal, a line per tenth of the simulated time in a log (`log`)."""
+    from loopfix.sim import simulate_checked  # the model is imported only by the commands that run it
 
-    if progress is None:
-        return simulate(scenario)
-    task = progress.add_task(label or f"{scenario.name} [{scenario.variant}]", total=1.0)
+    label = label or f"{scenario.name} [{scenario.variant}]"
+    horizon = scenario.duration_s + scenario.drain_s
+    task = progress.add_task(escape(label), total=1.0)  # "[fixed]" is text, not a style
     if log:
-        log_step(f"sim: {label or f'{scenario.name} [{scenario.variant}]'}: {scenario.duration_s:g} s simulated")
-    result = simulate(scenario, on_progress=lambda f: progress.update(task, completed=f))
+        log_step(f"sim: {label}: {scenario.duration_s:g} s simulated")
+    tenths = [0]
+
+    def step(fraction: float, events: int) -> None:
+        progress.update(task, completed=fraction, description=escape(f"{label}: {events:,} events"))
+        tenth = int(fraction * 10 + 1e-9)
+        if log and tenth > tenths[0]:
+            tenths[0] = tenth
+            log_step(f"sim: {label}: {tenth * 10}% ({fraction * horizon:.0f} of {horizon:g} s simulated, "
+                     f"{events:,} events checked)")
+
+    result = simulate_checked(scenario, step, history_path)
     progress.remove_task(task)
     return result
 
@@ -153,17 +167,17 @@ def sim_command(scenario: str, variant: str | None, seed: int | None, out_dir: P
         s = with_settings(load_scenario(scenario), variant=variant, seed=seed, assignments=_assignments(sets))
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    with _progress() as progress:
-        result = _run(s, progress, log=fmt != "json")  # json: stdout for machines, stderr quiet
-    verdicts = inv.check_all(result.history, result.policy)
-    if out_dir is not None:
-        try:
-            history_mod.write_history(out_dir / history_mod.HISTORY_FILE, result.history)
+    history_path = out_dir / history_mod.HISTORY_FILE if out_dir is not None else None
+    try:
+        with _progress() as progress:  # json: stdout for machines, stderr quiet
+            result = _run(s, progress, log=fmt != "json", history_path=history_path)
+        verdicts = list(result.verdicts)
+        if out_dir is not None:
             history_mod.write_run_info(out_dir, result.run_info())
             (out_dir / "verdicts.json").write_text(json.dumps([v.to_dict() for v in verdicts], indent=1) + "\n")
             (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=1) + "\n")
-        except OSError as exc:
-            raise BadInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+    except OSError as exc:
+        raise BadInput(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
     write_junit_if_asked(junit_path, f"{s.name}[{s.variant}]", verdicts)
     if fmt == "json":
         click.echo(json.dumps({"scenario": s.name, "variant": s.variant, "seed": s.seed,
@@ -171,7 +185,7 @@ def sim_command(scenario: str, variant: str | None, seed: int | None, out_dir: P
                                "metrics": _summary_metrics(result.metrics)}, indent=1))
     else:
         console = output_console(fmt)
-        console.print(f"[bold]{s.name}[/] variant={s.variant} seed={s.seed}: {len(result.history)} events"
+        console.print(f"[bold]{s.name}[/] variant={s.variant} seed={s.seed}: {result.events} events"
                       + (f", written to {out_dir}" if out_dir else ""), highlight=False)
         _print_verdicts(console, verdicts, plain=fmt == "plain")
         m = result.metrics
@@ -255,7 +269,7 @@ SEED_CLAIMS: tuple[tuple[str, str, str], ...] = (
 def run_demo(scenarios: Sequence[str] = HEADLINE_SCENARIOS, variants: Sequence[str] = policy_mod.VARIANTS,
              on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every scenario under every variant and check every invariant: plain data."""
-    from loopfix.sim import simulate
+    from loopfix.sim import simulate_checked
 
     cells: list[dict[str, Any]] = []
     for name in scenarios:
@@ -263,10 +277,9 @@ def run_demo(scenarios: Sequence[str] = HEADLINE_SCENARIOS, variants: Sequence[s
         for variant in variants:
             if on_step:
                 on_step(f"{name} [{variant}]")
-            result = simulate(with_settings(base, variant=variant))
-            verdicts = inv.check_all(result.history, result.policy)
-            cells.append({"scenario": name, "variant": variant, "events": len(result.history),
-                          "verdicts": verdicts, "metrics": result.metrics})
+            result = simulate_checked(with_settings(base, variant=variant))
+            cells.append({"scenario": name, "variant": variant, "events": result.events,
+                          "verdicts": list(result.verdicts), "metrics": result.metrics})
     return {"cells": cells, "claims": _claims(cells)}
 
 

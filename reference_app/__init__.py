@@ -14,10 +14,11 @@ def create_app(config: Config | None = None) -> Flask:
     # Imported here, not at the top: importing any reference_app module (the policy core, which
     # harness/ and sim/ import) runs this file, and must not pull in Flask, Redis or SQLAlchemy.
     import redis
-    from flask import Flask, g, jsonify
+    from flask import Flask, g, jsonify, request
     from werkzeug.exceptions import HTTPException
 
     from loopfix.reference_app.config import Config
+    from loopfix.reference_app.request_limits import check_body
     from loopfix.reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S, retry_after_header
     from loopfix.reference_app.services import Services, set_services
 
@@ -26,6 +27,7 @@ def create_app(config: Config | None = None) -> Flask:
     set_services(svc)
     app = Flask(__name__, static_folder=None)  # no static files: no /static route to document
     app.extensions["loopfix"] = svc
+    app.config["MAX_CONTENT_LENGTH"] = None  # the cap is request_limits' (first before_request below)
     svc.engine  # create tables at start, not on the first request
     config.recordings_dir.mkdir(parents=True, exist_ok=True)
 
@@ -34,6 +36,10 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(routes_recordings.bp)
     app.register_blueprint(routes_webhooks.bp)
     app.register_blueprint(routes_leads.bp)
+
+    @app.before_request
+    def _refuse_large_body():
+        check_body(request.environ, config.max_body_bytes)  # 413 before a byte is read
 
     @app.before_request
     def _open_session():

@@ -1,13 +1,13 @@
 """The `Range` request header read as RFC 9110 (§14.1.2, §14.2) means it, pure.
 
-Werkzeug serves the recordings' Range requests (send_file, conditional) but departs from the
-RFC in ways a fuzzer finds at once: a suffix longer than the file (`bytes=-2000` of 1,024
-bytes) must give the whole file, not 416; a range unit it does not understand (`items=0-9`)
-MUST be ignored, not answered 416; empty list elements (`bytes=0-9,`) are to be skipped. So the
-routes put the header through `canonical_range` first and hand werkzeug only what it handles
-right: no header, one `first-last` range, or one range past the end (its 416). Multiple ranges
-are ignored (the RFC lets a server ignore Range; no player asks for multipart/byteranges)
-unless none of them is satisfiable, which is a 416.
+What a fuzzer finds at once in a server that reads it loosely (werkzeug's own parser did all
+of these): a suffix longer than the file (`bytes=-2000` of 1,024 bytes) must give the whole
+file, not 416; a range unit it does not understand (`items=0-9`) MUST be ignored, not answered
+416; empty list elements (`bytes=0-9,`) are to be skipped. `requested_range` gives one
+`first-last` range to send (206), None to ignore the header (200), or raises `Unsatisfiable`
+(416). Multiple ranges are ignored (the RFC lets a server ignore Range; no player asks for
+multipart/byteranges) unless none of them is satisfiable, which is a 416. conditional.select
+applies it after the preconditions (If-Range among them).
 """
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ _SUFFIX_RANGE = re.compile(r"-([0-9]+)")
 _DIGITS_MAX = 18  # longer numbers compare as "larger than any file", without int() on them
 
 
-class InvalidRange(ValueError):
+class Unsatisfiable(ValueError):
+    """No range of a bytes Range header can be sent: answered 416 with `Content-Range: bytes */len`."""
+
+
+class InvalidRange(Unsatisfiable):
     """A bytes Range whose syntax is not RFC 9110's: answered 416 (rejected as invalid)."""
 
 
@@ -58,22 +62,18 @@ def satisfiable_ranges(header: str, length: int) -> tuple[int, list[tuple[int, i
     return len(specs), out
 
 
-def canonical_range(header: str | None, length: int) -> str | None:
-    """What werkzeug should see instead of `header`: None (serve the whole file, 200),
-    `bytes=a-b` (206), or `bytes=<length>-` (416 with `Content-Range: bytes */<length>`)."""
+def requested_range(header: str | None, length: int) -> tuple[int, int] | None:
+    """The one range of `header` to send, as (first, last) inclusive, for a representation of
+    `length` bytes; None to ignore the header (absent, another unit, several ranges of which
+    some are satisfiable: the whole file). Raises Unsatisfiable (InvalidRange for bad syntax)."""
     if not header:
         return None
-    unsatisfiable = f"bytes={length}-"
-    try:
-        parsed = satisfiable_ranges(header, length)
-    except InvalidRange:
-        return unsatisfiable
+    parsed = satisfiable_ranges(header, length)
     if parsed is None:
         return None
     asked, ranges = parsed
     if not ranges:
-        return unsatisfiable
+        raise Unsatisfiable(f"no range of {header[:40]!r} within {length} bytes")
     if asked > 1:
-        return None  # several ranges, some satisfiable: ignored, the whole file
-    first, last = ranges[0]
-    return f"bytes={first}-{last}"
+        return None
+    return ranges[0]

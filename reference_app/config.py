@@ -4,8 +4,12 @@ Every setting is an environment variable (and a CLI flag where it fits): REDIS_U
 DATABASE_URL, LOOPFIX_MEDIA_HOSTS, LOOPFIX_TIME_SCALE, LOOPFIX_VARIANT, LOOPFIX_FAULTS,
 LOOPFIX_POLICY (comma-separated NAME=VALUE overrides; list values continue after commas,
 lock TTLs as `lock_ttl_s=delete_leads_bulk:2,default:5`), LOOPFIX_DATA_DIR, LOOPFIX_HISTORY_DIR,
-LOOPFIX_RUN_EPOCH (wall seconds that histories count from). Invalid values raise ValueError
-with what to fix; the CLI turns that into a one-line message.
+LOOPFIX_RUN_EPOCH (wall seconds that histories count from), LOOPFIX_MAX_BODY_BYTES (request
+bodies larger are refused 413 before they are read), LOOPFIX_SENDFILE (`X-Accel-Redirect` behind
+nginx, `X-Sendfile` behind Apache/lighttpd: the proxy sends recordings, the app only names them;
+empty: the app sends them with sendfile) and LOOPFIX_ACCEL_PREFIX (nginx's internal location
+for the recordings folder, default /_recordings/). Invalid values raise ValueError with what to
+fix; the CLI turns that into a one-line message.
 
 Paths (the data dir, the history dir, a SQLite DATABASE_URL's file) are made absolute against the
 working directory once, when the Config is built: the process that built it, every process it
@@ -23,6 +27,8 @@ from typing import Mapping, Sequence
 
 from loopfix.reference_app.policy import Policy, make_policy
 
+
+SENDFILE_HEADERS = ("", "X-Accel-Redirect", "X-Sendfile")  # "": the app sends recordings itself
 
 # LOOPFIX_POLICY's syntax: NAME=VALUE items separated by commas (the CLI's `--set` takes the same);
 # make_policy (reference_app.policy.settings) turns the values into a Policy.
@@ -89,6 +95,11 @@ class Config:
     history_dir: Path | None = None
     run_epoch: float = 0.0
     public_url: str = ""  # scheme://host[:port] Twilio calls us on, when behind a proxy
+    # The largest request body read: a bulk delete of BULK_DELETE_MAX_IDS (10,000) ten-digit ids
+    # is ~120 kB of JSON, a Twilio webhook ~1 kB; 1 MiB leaves room and refuses a 50 MB body.
+    max_body_bytes: int = 1 << 20
+    sendfile_header: str = ""  # "" | "X-Accel-Redirect" | "X-Sendfile": who sends the recordings
+    accel_prefix: str = "/_recordings/"  # X-Accel-Redirect: nginx's internal location of recordings_dir
     policy: Policy = field(default_factory=Policy)
 
     def __post_init__(self) -> None:
@@ -97,6 +108,13 @@ class Config:
         if self.history_dir is not None:
             object.__setattr__(self, "history_dir", absolute_path(self.history_dir))
         object.__setattr__(self, "database_url", absolute_database_url(self.database_url))
+        if self.sendfile_header not in SENDFILE_HEADERS:
+            raise ValueError(f"LOOPFIX_SENDFILE must be one of {', '.join(repr(h) for h in SENDFILE_HEADERS)}, "
+                             f"not {self.sendfile_header!r}")
+        if self.max_body_bytes < 1:
+            raise ValueError("LOOPFIX_MAX_BODY_BYTES must be a positive number of bytes")
+        if not self.accel_prefix.startswith("/"):
+            raise ValueError(f"LOOPFIX_ACCEL_PREFIX must be a path starting with /, not {self.accel_prefix!r}")
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -119,6 +137,10 @@ class Config:
             epoch = float(env.get("LOOPFIX_RUN_EPOCH", "0") or 0)
         except ValueError:
             raise ValueError("LOOPFIX_RUN_EPOCH must be a number of seconds") from None
+        try:
+            max_body = int(env.get("LOOPFIX_MAX_BODY_BYTES", "") or cls.max_body_bytes)
+        except ValueError:
+            raise ValueError("LOOPFIX_MAX_BODY_BYTES must be a whole number of bytes") from None
         hosts = tuple(h.strip() for h in env.get("LOOPFIX_MEDIA_HOSTS", "api.twilio.com").split(",") if h.strip())
         cfg = cls(
             redis_url=env.get("REDIS_URL", cls.redis_url) or cls.redis_url,
@@ -128,6 +150,9 @@ class Config:
             history_dir=Path(env["LOOPFIX_HISTORY_DIR"]) if env.get("LOOPFIX_HISTORY_DIR") else None,
             run_epoch=epoch,
             public_url=env.get("LOOPFIX_PUBLIC_URL", ""),
+            max_body_bytes=max_body,
+            sendfile_header=env.get("LOOPFIX_SENDFILE", ""),
+            accel_prefix=env.get("LOOPFIX_ACCEL_PREFIX", "") or cls.accel_prefix,
             policy=policy,
         )
         return replace(cfg, **overrides) if overrides else cfg
@@ -145,6 +170,9 @@ class Config:
             "LOOPFIX_VARIANT": p.variant,
             "LOOPFIX_FAULTS": ",".join(sorted(p.extra_faults)),
             "LOOPFIX_PUBLIC_URL": self.public_url,
+            "LOOPFIX_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "LOOPFIX_SENDFILE": self.sendfile_header,
+            "LOOPFIX_ACCEL_PREFIX": self.accel_prefix,
         }
         if self.history_dir:
             env["LOOPFIX_HISTORY_DIR"] = str(self.history_dir)

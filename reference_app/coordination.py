@@ -478,3 +478,17 @@ def promote_due(queues: Iterable[Queue], now: float | None = None, batch: int = 
 def parked_count(queue: Queue) -> int:
     return int(queue.connection.zcard(DELAYED_KEY.format(queue=queue.name)))
 
+
+
+# --------------------------------------------------------------------------- the first click (issue 18)
+
+
+def enqueue_noting_queued(coord: Coordinator, queue: Queue, job: Job, business_id: int, call_sid: str) -> None:
+    """Enqueue a new job now and note its download as waiting (mark_queued) in ONE round trip:
+    RQ's enqueue and the queued-set script in one MULTI/EXEC pipeline. The script goes as EVAL:
+    EVALSHA in a pipeline makes redis-py ask SCRIPT EXISTS first, a round trip of its own."""
+    with queue.connection.pipeline() as pipe:
+        queue.enqueue_job(job, pipeline=pipe)
+        pipe.eval(_MARK_QUEUED, 1, QUEUED_KEY.format(business_id=business_id), call_sid,
+                  coord.p.wall_ms(coord.p.queued_ttl_s))
+        pipe.execute()

@@ -1,4 +1,6 @@
 """The lead bulk-delete job (seeds 000 and 003), at module level so RQ workers import it by path.
+Its order is flows.delete.delete_run (shared with the model); this module drives it on the
+database, Redis and the history writer.
 
 `delete_leads(job_id)` runs one *run* of a BackgroundJob: it takes the business's BulkGate lock
 (owner = the job id; a resumed run first refreshes the lock its job kept), then deletes the job's
@@ -15,7 +17,7 @@ so no lead is deleted twice and none is skipped. Between batches the run refresh
 (owner-checked), throttles, and pauses once it has used its runtime budget — status paused,
 lock *kept*, resumable with POST /api/jobs/<id>/resume. A batch that raises is retried; after
 bulk_max_batch_failures failures in a row the job fails. Completion and failure release the
-lock (by its owner only, in `fixed`) and are recorded in `finally`.
+lock (by its owner only, in `fixed`) and are recorded once, an unexpected error's too.
 
 Variants: `before` fails the job when a batch's leads are already gone; `seed` and `before`
 use the Coordinator's plain-DEL release and EXISTS-then-EXPIRE refresh. A run that finds the
@@ -33,17 +35,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from loopfix.reference_app.flows.effects import Coord, drive
-from loopfix.reference_app.flows.locks import keep_lock, release_lock, take_lock
+from loopfix.reference_app.flows.delete import delete_run
+from loopfix.reference_app.flows.effects import ClaimJob, Clock, Commit, Coord, DeleteBatch, EndJob, Sleep, drive
 from loopfix.reference_app.models import BackgroundJob, Lead
-from loopfix.reference_app.policy import (
-    BULK_DELETE_OP,
-    BULK_JOB_FINISHED,
-    bulk_batch_fails,
-    bulk_job_timeout_s,
-    bulk_should_pause,
-    bulk_should_stop,
-)
+from loopfix.reference_app.policy import bulk_job_timeout_s
 from loopfix.reference_app.services import LEADS_QUEUE, Services, get_services
 
 JOB_FUNC = "loopfix.reference_app.delete_job.delete_leads"
@@ -82,194 +77,119 @@ def delete_leads(job_id: int) -> dict:
         return DeleteRun(svc, s, job_id, current.id if current else None).run()
 
 
-class LeadsAlreadyGone(Exception):
-    """`before`: a batch found fewer leads than it asked for, and the job fails (000)."""
-
-
 class DeleteRun:
-    """One run of a delete job. `outcome` is what `finally` records: completed | failed |
-    paused | superseded (another run owns the job now: record nothing) | None (not started)."""
+    """One run of a delete job: the app's driver of flows.delete.delete_run on the database,
+    Redis and the history writer."""
 
     def __init__(self, svc: Services, session: Session, job_id: int, rq_id: str | None):
         self.svc, self.s, self.job_id = svc, session, job_id
         self.p = svc.policy
         self.emit = svc.history.emit
         self.rq_id = rq_id
-        self.outcome: str | None = None
-        self.reason: str | None = None
-        self.business_id: int | None = None
-        self.owner = str(job_id)
-
-    # ---------------------------------------------------------------- run
 
     def run(self) -> dict:
         job = self.s.get(BackgroundJob, self.job_id)
         if job is None or job.status != "queued" or (self.rq_id is not None and job.rq_job_id != self.rq_id):
             return {"skipped": True}  # finished, or superseded by a later run
         self.rq_id = job.rq_job_id
-        self.business_id, self.owner = job.business_id, job.lock_owner or str(job.id)
+        self.mine = (BackgroundJob.id == self.job_id, BackgroundJob.rq_job_id == self.rq_id)
         ids: list[int] = json.loads(job.lead_ids)
-        resumed = job.started_at is not None
-        try:
-            if not self._take_lock(resumed):
-                holder = self.svc.coord.lock_holder(self.business_id, BULK_DELETE_OP)
-                self.outcome, self.reason = "failed", f"BulkGate lock {BULK_DELETE_OP} is held by job {holder}"
-                return {"status": "failed", "reason": self.reason}
-            if not self._claim():
-                self.outcome = "superseded"
-                return {"skipped": True}
-            self.emit("lead_job.start", business_id=self.business_id, job_id=self.owner)
-            self._batches(ids)
-            return {"status": self.outcome, "reason": self.reason}
-        except Exception as exc:
-            self.s.rollback()
-            self.outcome, self.reason = "failed", f"{type(exc).__name__}: {exc}"[:500]
-            raise
-        finally:
-            self._bookkeeping()
+        flow = delete_run(job.business_id, job.lock_owner or str(job.id), job.started_at is not None, self.p)
+        outcome, reason = self._drive(flow, job.business_id, ids)
+        return {"skipped": True} if outcome == "superseded" else {"status": outcome, "reason": reason}
 
-    def _take_lock(self, resumed: bool) -> bool:
-        """A resumed run first refreshes the lock its job kept through the pause (or still
-        holds after a crash); a fresh run, or one whose lock lapsed, takes it with SET NX."""
-        return self._drive(take_lock(self.business_id, BULK_DELETE_OP, self.owner, resumed))
+    def _drive(self, flow, business_id: int, ids: list[int]):
+        coord, emit, p, s = self.svc.coord, self.emit, self.p, self.s
 
-    def _drive(self, flow):
-        """Run a lock flow (flows/locks.py) on Redis and the history writer."""
-        coord, emit = self.svc.coord, self.emit
-        return drive(flow, lambda e: getattr(coord, e.op)(*e.args) if isinstance(e, Coord) else emit(e.kind, **e.fields))
+        def handle(effect):
+            kind = type(effect)
+            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+                if effect[0] is Coord:
+                    return getattr(coord, effect[1])(*effect[2])
+                return emit(effect[1], **effect[2])
+            if kind is DeleteBatch:
+                try:
+                    return self._one_batch(business_id, ids)
+                except SQLAlchemyError as exc:
+                    s.rollback()
+                    self._count_failure()
+                    return "error", f"{type(exc).__name__}: {exc}"
+            if kind is Commit:
+                return s.commit() if effect.keep else s.rollback()
+            if kind is Sleep:
+                return time.sleep(p.wall(effect.seconds))
+            if kind is Clock:
+                return p.policy_seconds(time.monotonic())
+            if kind is ClaimJob:
+                return self._claim()
+            if kind is EndJob:
+                return self._end(effect.status, effect.reason)
+            raise TypeError(f"not a delete run effect: {effect!r}")
+
+        return drive(flow, handle)
 
     def _claim(self) -> bool:
         """queued → running, only for the run the row names (one claim wins per run)."""
         now = time.time()
         won = self.s.execute(
-            update(BackgroundJob)
-            .where(BackgroundJob.id == self.job_id, BackgroundJob.rq_job_id == self.rq_id,
-                   BackgroundJob.status == "queued")
+            update(BackgroundJob).where(*self.mine, BackgroundJob.status == "queued")
             .values(status="running", heartbeat_at=now, started_at=func.coalesce(BackgroundJob.started_at, now))
         ).rowcount
         self.s.commit()
         return bool(won)
 
-    # ---------------------------------------------------------------- batches
-
-    def _batches(self, ids: list[int]) -> None:
-        p = self.p
-        started = time.monotonic()
-        failures = 0
-        while True:
-            try:
-                step, deleted, remaining = self._one_batch(ids)
-            except LeadsAlreadyGone as exc:
-                self.outcome, self.reason = "failed", str(exc)
-                return
-            except SQLAlchemyError as exc:
-                self.s.rollback()
-                failures += 1
-                self._count_failure()
-                if bulk_should_stop(failures, p):
-                    self.outcome = "failed"
-                    self.reason = f"{failures} batches failed in a row; last: {type(exc).__name__}: {exc}"[:500]
-                    return
-                time.sleep(p.wall(p.bulk_throttle_s))
-                continue
-            if step == "superseded":
-                self.outcome = "superseded"
-                return
-            if step == "done":
-                self.outcome = "completed"
-                return
-            failures = 0
-            for lead_id in deleted:
-                self.emit("lead.delete", business_id=self.business_id, lead_id=lead_id, job_id=self.owner)
-            if not self._keep_lock():
-                holder = self.svc.coord.lock_holder(self.business_id, BULK_DELETE_OP)
-                self.outcome, self.reason = "failed", f"lost the BulkGate lock to {holder}"
-                return
-            if not remaining:
-                continue  # the next pass finds the cursor at the end and completes
-            time.sleep(p.wall(p.bulk_throttle_s))
-            if bulk_should_pause(p.policy_seconds(time.monotonic() - started), p):
-                self.outcome = "paused"
-                return
-
-    def _one_batch(self, ids: list[int]) -> tuple[str, list[int], int]:
-        """One transaction: heartbeat (only while this run owns the job), delete the batch's
-        remaining leads of this business, advance the cursor. Returns (step, deleted ids,
-        ids left after this batch); step is batch | done | superseded."""
-        s, b, n = self.s, self.business_id, self.p.bulk_batch_size
+    def _one_batch(self, business_id: int, ids: list[int]) -> tuple:
+        """One transaction, left open for the flow to commit: heartbeat (only while this run owns
+        the job), delete the batch's remaining leads of this business, advance the cursor."""
+        s, n = self.s, self.p.bulk_batch_size
         owned = s.execute(
-            update(BackgroundJob)
-            .where(BackgroundJob.id == self.job_id, BackgroundJob.rq_job_id == self.rq_id,
-                   BackgroundJob.status == "running")
-            .values(heartbeat_at=time.time())
+            update(BackgroundJob).where(*self.mine, BackgroundJob.status == "running").values(heartbeat_at=time.time())
         ).rowcount
         if not owned:
             s.rollback()
-            return "superseded", [], 0
+            return ("superseded",)
         cursor = s.scalar(select(BackgroundJob.cursor).where(BackgroundJob.id == self.job_id))
         if cursor >= len(ids):
             s.commit()
-            return "done", [], 0
+            return ("done",)
         batch = ids[cursor : cursor + n]
         lead = Lead.__table__
         deleted = sorted(s.scalars(
-            delete(lead).where(lead.c.id.in_(batch), lead.c.business_id == b).returning(lead.c.id)
+            delete(lead).where(lead.c.id.in_(batch), lead.c.business_id == business_id).returning(lead.c.id)
         ).all())
-        if bulk_batch_fails(len(batch), len(deleted), self.p):
-            s.rollback()
-            raise LeadsAlreadyGone(f"{len(batch) - len(deleted)} of {len(batch)} leads in the batch not found")
         s.execute(
             update(BackgroundJob).where(BackgroundJob.id == self.job_id)
             .values(cursor=cursor + len(batch), processed=BackgroundJob.processed + len(batch),
                     succeeded=BackgroundJob.succeeded + len(deleted))
         )
-        s.commit()
-        return "batch", deleted, len(ids) - cursor - len(batch)
+        return "batch", len(batch), deleted, len(ids) - cursor - len(batch)
 
     def _count_failure(self) -> None:
         try:
-            self.s.execute(update(BackgroundJob).where(BackgroundJob.id == self.job_id,
-                                                       BackgroundJob.rq_job_id == self.rq_id)
-                           .values(failed_count=BackgroundJob.failed_count + 1))
+            self.s.execute(update(BackgroundJob).where(*self.mine).values(failed_count=BackgroundJob.failed_count + 1))
             self.s.commit()
         except SQLAlchemyError:
             self.s.rollback()  # the database is failing: the count is best effort
 
-    def _keep_lock(self) -> bool:
-        """Refresh the lock (owner-checked in `fixed`); if it lapsed and nobody took it, take
-        it back. False: another job holds it now, and this one must stop deleting."""
-        return self._drive(keep_lock(self.business_id, BULK_DELETE_OP, self.owner))
-
-    # ---------------------------------------------------------------- bookkeeping
-
-    def _bookkeeping(self) -> None:
-        """Record how this run ended. paused: status only, the lock stays. completed/failed:
-        in one transaction, mark the row (only if this run still owns it), release the lock,
-        then commit — the lock is free before the job stops counting as active, so a next job
-        can never find it still held; a crash in between leaves a running job with no lock,
-        which the resume rule treats as dead."""
-        s, b = self.s, self.business_id
-        if self.outcome not in ("paused", *BULK_JOB_FINISHED):
-            return
+    def _end(self, status: str, reason: str | None) -> int | None:
+        """The run's end on its row, if this run still owns it: paused (committed at once), or
+        completed/failed (left open: the flow releases the lock, then commits). The processed
+        count, or None."""
+        s = self.s
         s.rollback()
-        mine = (BackgroundJob.id == self.job_id, BackgroundJob.rq_job_id == self.rq_id)
-        if self.outcome == "paused":
-            won = s.execute(update(BackgroundJob).where(*mine, BackgroundJob.status == "running")
+        if status == "paused":
+            won = s.execute(update(BackgroundJob).where(*self.mine, BackgroundJob.status == "running")
                             .values(status="paused")).rowcount
             s.commit()
-            if won:
-                self.emit("lead_job.pause", business_id=b, job_id=self.owner, processed=self._processed())
-            return
+            return self._processed() if won else None
         won = s.execute(
-            update(BackgroundJob).where(*mine, BackgroundJob.status.in_(("queued", "running")))
-            .values(status=self.outcome, active=None, finished_at=time.time(), last_error=self.reason)
+            update(BackgroundJob).where(*self.mine, BackgroundJob.status.in_(("queued", "running")))
+            .values(status=status, active=None, finished_at=time.time(), last_error=reason)
         ).rowcount
         if not won:
             s.rollback()
-            return
-        self._drive(release_lock(b, BULK_DELETE_OP, self.owner))  # records lock.release just before the commit
-        s.commit()
-        self.emit("lead_job.end", business_id=b, job_id=self.owner, status=self.outcome, processed=self._processed())
+            return None
+        return self._processed()
 
     def _processed(self) -> int:
         return int(self.s.scalar(select(BackgroundJob.processed).where(BackgroundJob.id == self.job_id)) or 0)

@@ -2,7 +2,7 @@
 
 The schema — the event kinds (`EVENT_FIELDS`), the record function (`event`) and its canonical
 JSON (`dumps`) — lives in the dependency-free core, `reference_app/policy/events.py`, shared
-with the model and the checkers; it is re-exported here so `from reference_app.events import
+with the model and the checkers; it is re-exported here so `from loopfix.reference_app.events import
 EVENT_FIELDS, event, dumps` keeps working. This module adds only the I/O: one file per process.
 """
 from __future__ import annotations

@@ -25,22 +25,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from loopfix.reference_app.flows.effects import ClaimRun, Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
-from loopfix.reference_app.flows.recording import defer, retry_later, take_slot
-from loopfix.reference_app.flows.sweep import requeue_orphan as requeue_orphan_flow
-from loopfix.reference_app.flows.sweep import requeue_stuck
+from loopfix.reference_app.flows.effects import (ClaimRun, Coord, FetchAudio, Finish, Park, RetryByRQ, Save, Sleep,
+    StartRun, Transcribe, drive)
+from loopfix.reference_app.flows.recording import Job, recording_job
+from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun
-from loopfix.reference_app.policy import (
-    ACTIVE_RUN_STATUSES,
-    RunState,
-    WAITING_RUN_STATUSES,
-    enqueue_retry_is_int,
-    media_host_allowed,
-    run_attempt,
-    run_orphaned,
-    stuck_reason,
-)
-from loopfix.reference_app.coordination import crash_point_on, schedule_in
+from loopfix.reference_app.policy import ACTIVE_RUN_STATUSES, RunState, enqueue_retry_is_int, media_host_allowed
+from loopfix.reference_app.coordination import crash_point_on, enqueue_noting_queued, schedule_in
 from loopfix.reference_app.services import RECORDINGS_QUEUE, Services, get_services
 
 CONTENT_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".json": "application/json"}
@@ -50,7 +41,8 @@ JOB_FUNC = "loopfix.reference_app.jobs.process_recording"
 # --------------------------------------------------------------------------- enqueue
 
 
-def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: float = 0.0, via: str = "retry") -> str:
+def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: float = 0.0, via: str = "retry",
+                note_queued: bool = False) -> str:
     """Put `run` on the recordings queue, now or after `delay_policy_s`; returns the RQ job id.
 
     The new RQ job id is committed on the run first: a job that starts and finds another id
@@ -60,6 +52,9 @@ def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: fl
     never an int); waiting for a CallLog or audio is the job's own schedule, not RQ's.
     `retry_as_int` (before) passes `retry=3` on the enqueue API's path (`via`; see
     policy.enqueue_retry_is_int) and RQ raises at enqueue.
+
+    `note_queued` (a new run's first enqueue): the job goes on the queue now and its download is
+    noted as waiting (Coordinator.mark_queued) in the same pipeline, one Redis round trip.
     """
     p = svc.policy
     queue = svc.queue(RECORDINGS_QUEUE)
@@ -71,7 +66,10 @@ def enqueue_run(svc: Services, s: Session, run: RecordingRun, delay_policy_s: fl
     job = queue.create_job(
         JOB_FUNC, args=(run.id,), job_id=rq_id, timeout=timeout, result_ttl=600, failure_ttl=3600, retry=retry
     )
-    schedule_in(queue, job, p.wall(delay_policy_s))
+    if note_queued and delay_policy_s <= 0:
+        enqueue_noting_queued(svc.coord, queue, job, run.business_id, run.call_sid)
+    else:
+        schedule_in(queue, job, p.wall(delay_policy_s))
     return rq_id
 
 
@@ -94,10 +92,12 @@ def process_recording(run_id: int) -> dict:
 
 
 class RecordingJob:
+    """The app's driver of flows.recording.recording_job: Redis, RQ, the run's row, the media
+    host and the history writer."""
+
     def __init__(self, svc: Services, session: Session, run_id: int):
         self.svc, self.s, self.run_id = svc, session, run_id
         self.p = svc.policy
-        self._ended: dict | None = None  # what _finish returned, when a flow finished the run
         self.emit = svc.history.emit
         from rq import get_current_job
 
@@ -109,114 +109,81 @@ class RecordingJob:
         if run is None or run.status in ("done", "failed") or run.rq_job_id not in (None, self.rq_id):
             return {"skipped": True}
         hang_once(self.svc, HANG_BEFORE_RUN_START)  # after RQ started the job, before its run began
-        now = time.time()
-        run.status, run.started_at, run.heartbeat_at, run.rq_job_id = "running", now, now, self.rq_id
-        self.s.commit()
-        self.emit("job.start", job_id=str(run.id), call_sid=run.call_sid,
-                  attempt=run_attempt(run.retry_count, run.fetch_retry_count),
-                  worker=os.environ.get("LOOPFIX_PROC", "worker"))
-        call_log = self.s.scalar(select(CallLog).where(CallLog.call_sid == run.call_sid))
-        if call_log is None:
-            return self._not_ready(run, "CallLog not found", "calllog")
-        if not run.recording_url and call_log.recording_url:
-            run.recording_sid, run.recording_url = call_log.recording_sid, call_log.recording_url
-        elif run.recording_url and not call_log.recording_url:
-            call_log.recording_sid, call_log.recording_url = run.recording_sid, run.recording_url
-        self.s.commit()
-        if not run.recording_url or not run.recording_sid:
-            return self._finish(run, "failed", "no recording URL for this call")
-        return self._download_with_slot(run)
-
-    # ---------------------------------------------------------------- retries (000)
-
-    def _not_ready(self, run: RecordingRun, why: str, phase: str) -> dict:
-        """No CallLog yet (`phase` 'calllog') or the audio fetch failed ('fetch'): retry after
-        the backoff against that phase's budget, or fail for good once it is spent
-        (flows.recording.retry_later)."""
-        d = self._drive(retry_later(str(run.id), run.call_sid, run.retry_count, run.fetch_retry_count, phase, why,
-                                    self.p), run)
-        return self._ended or {"retry": d.attempt, "delay": d.delay_s}
+        job = Job(str(run.id), run.call_sid, run.business_id, run.retry_count, run.fetch_retry_count,
+                  run.defer_count, self.rq_id, self.slot_owner(run), os.environ.get("LOOPFIX_PROC", "worker"))
+        return self._drive(recording_job(job, self.p), run)
 
     def _drive(self, flow, run: RecordingRun):
-        """Run one of the job's flows (flows/recording.py) on Redis, RQ, the run's row and the
-        history writer; returns the flow's value."""
-        coord, emit, p = self.svc.coord, self.emit, self.p
+        """Run the job's flow on Redis, RQ, the run's row and the history writer; returns the
+        flow's value."""
+        coord, emit, p, s = self.svc.coord, self.emit, self.p, self.s
 
         def handle(effect):
             kind = type(effect)
-            if kind is Coord:
-                return getattr(coord, effect.op)(*effect.args)
-            if kind is Emit:
-                return emit(effect.kind, **effect.fields)
+            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+                if effect[0] is Coord:
+                    return getattr(coord, effect[1])(*effect[2])
+                return emit(effect[1], **effect[2])
             if kind is Save:
                 for name, value in effect.fields.items():
                     if name == "next_attempt_in_s":
                         run.next_attempt_at = time.time() + p.wall(value)
                     else:
                         setattr(run, name, value)
-                return self.s.commit()
+                return s.commit()
             if kind is Park:
-                return enqueue_run(self.svc, self.s, run, effect.delay_s)
+                return enqueue_run(self.svc, s, run, effect.delay_s)
+            if kind is FetchAudio:
+                return self._fetch(run)
+            if kind is StartRun:
+                now = time.time()
+                run.status, run.started_at, run.heartbeat_at, run.rq_job_id = "running", now, now, self.rq_id
+                s.commit()
+                return self._look_up_call(run)
             if kind is Sleep:
                 return time.sleep(p.wall(effect.seconds))
             if kind is Finish:
-                self._ended = self._finish(run, effect.status, effect.error)
-                return self._ended
+                return self._finish(run, effect.status, effect.error)
             if kind is RetryByRQ:
                 raise RuntimeError(effect.error)  # seed: RQ's Retry(max=3) re-runs it at once
+            if kind is Transcribe:
+                return None  # the app has no transcription step
             raise TypeError(f"not a recording job effect: {effect!r}")
 
         return drive(flow, handle)
 
-    # ---------------------------------------------------------------- slots (004)
-
-    def _download_with_slot(self, run: RecordingRun) -> dict:
-        coord, job_id = self.svc.coord, str(run.id)
-        in_api = self.p.has("semaphore_in_api")
-        if not in_api and not self._take_slot(run):
-            return self._defer(run)
-        try:
-            if not coord.claim_inflight(run.recording_sid, self.rq_id):
-                return self._defer(run)  # another job is downloading this recording right now
-            try:
-                return self._download(run)
-            finally:
-                coord.release_inflight(run.recording_sid, self.rq_id)
-        finally:
-            freed = coord.release_slot(run.business_id, self.slot_owner(run))
-            self.emit("slot.release", job_id=job_id, business_id=run.business_id, freed=freed)
+    def _look_up_call(self, run: RecordingRun) -> str | None:
+        """The call's CallLog (None: not yet), its recording copied onto the run or back; the
+        RecordingSid ('' when neither has a recording URL)."""
+        call_log = self.s.scalar(select(CallLog).where(CallLog.call_sid == run.call_sid))
+        if call_log is None:
+            return None
+        if not run.recording_url and call_log.recording_url:
+            run.recording_sid, run.recording_url = call_log.recording_sid, call_log.recording_url
+        elif run.recording_url and not call_log.recording_url:
+            call_log.recording_sid, call_log.recording_url = run.recording_sid, run.recording_url
+        self.s.commit()
+        return run.recording_sid if run.recording_url and run.recording_sid else ""
 
     def slot_owner(self, run: RecordingRun) -> str:
         return self.rq_id if not self.p.has("semaphore_in_api") else api_slot_owner(run.id)
 
-    def _take_slot(self, run: RecordingRun) -> bool:
-        return self._drive(take_slot(str(run.id), run.business_id, self.rq_id, run.call_sid, self.p), run)
-
-    def _defer(self, run: RecordingRun) -> dict:
-        return {"deferred": self._drive(defer(str(run.id), run.call_sid, run.defer_count, self.p), run)}
-
-    # ---------------------------------------------------------------- download
-
-    def _download(self, run: RecordingRun) -> dict:
+    def _fetch(self, run: RecordingRun) -> tuple[str, str]:
+        """One download while a heartbeat keeps the run alive: (outcome, detail)."""
         beat = None if self.p.has("no_heartbeat") else Heartbeat(self.svc, run, self.rq_id, self.slot_owner(run))
         if beat:
-            beat.start()
+            beat.begin()
         try:
             fetch = fetch_recording(self.svc, self.s, run, self.rq_id)
         finally:
             if beat:
                 beat.stop()
-        if fetch.outcome in ("ok", "skipped"):
-            return self._finish(run, "done", None)
-        if fetch.outcome in ("missing", "transient"):
-            return self._not_ready(run, f"audio not available ({fetch.detail})", "fetch")
-        return self._finish(run, "failed", fetch.detail)
+        return fetch.outcome, fetch.detail
 
-    def _finish(self, run: RecordingRun, status: str, error: str | None) -> dict:
+    def _finish(self, run: RecordingRun, status: str, error: str | None) -> None:
         run.status, run.error, run.finished_at = status, error, time.time()
         self.s.commit()
         self.emit("job.end", job_id=str(run.id), call_sid=run.call_sid, outcome=status)
-        return {"status": status, "error": error, "permanent": status == "failed"}
 
 
 class Heartbeat:
@@ -229,7 +196,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run.id}", daemon=True)
 
-    def start(self) -> None:
+    def begin(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
@@ -383,62 +350,57 @@ def run_state(svc: Services, run: RecordingRun) -> RunState:
 
 
 def cleanup_stuck_recording_jobs(svc: Services | None = None) -> int:
-    """Re-queue runs that policy.stuck_reason calls stuck; returns how many were re-queued.
+    """The workers' sweep (flows.sweep.sweep) over the active runs: re-queue the stuck, enqueue
+    the orphaned; returns how many were re-queued.
 
-    Each re-queue is a compare-and-set on (status, heartbeat_at), so concurrent sweeps in
-    several workers re-queue a run once. A re-queue spends one retry of the run's budget;
-    past the budget the run fails for good. The dead owner's Redis claims are released.
+    Each re-queue is a compare-and-set on the run as this sweep read it — (status, heartbeat_at)
+    for a stuck run, (status, RQ job id) for an orphan, which also gets a fresh job id — so
+    concurrent sweeps in several workers move a run once. A stuck re-queue spends one retry of
+    the run's budget; past the budget the run fails for good. The dead owner's Redis claims are
+    released.
     """
     svc = svc or get_services()
-    p, now, moved = svc.policy, svc.policy_now(), 0
-    alive = svc.coord.worker_alive()
+    p = svc.policy
     with svc.sessions() as s:
-        runs = s.scalars(select(RecordingRun).where(RecordingRun.status.in_(ACTIVE_RUN_STATUSES))).all()
-        for run in runs:
-            why = stuck_reason(run_state(svc, run), now, p, alive if run.status in WAITING_RUN_STATUSES else None)
-            if why is None:
-                if run.status in WAITING_RUN_STATUSES:
-                    status, started = svc.coord.job_status(run.rq_job_id)
-                    if run_orphaned(run_state(svc, run), status, now, p, svc.policy_time(started)):
-                        moved += requeue_orphan(svc, s, run)
-                continue
-            same_beat = (RecordingRun.heartbeat_at.is_(None) if run.heartbeat_at is None
-                         else RecordingRun.heartbeat_at == run.heartbeat_at)
-            flow = requeue_stuck(str(run.id), run.call_sid, run.job_type, run.retry_count, why, run.business_id,
-                                 run.recording_sid, run.rq_job_id, p)
-            moved += bool(_drive_sweep(svc, s, run, flow, (RecordingRun.status == run.status, same_beat), {}))
-    return moved
+        rows = s.scalars(select(RecordingRun).where(RecordingRun.status.in_(ACTIVE_RUN_STATUSES))).all()
+        runs = (SweptRun(run, str(run.id), run.call_sid, run.job_type, run.retry_count, run.business_id,
+                         run.recording_sid, run.rq_job_id, run_state(svc, run)) for run in rows)
+        return _drive_sweep(svc, s, sweep(runs, svc.policy_now(), p))
 
 
-def requeue_orphan(svc: Services, s: Session, run: RecordingRun) -> int:
-    """Enqueue a waiting run whose RQ job is gone (policy.run_orphaned; flows.sweep.requeue_orphan):
-    Redis restarted empty, or its enqueue never reached a paused Redis. Once however many
-    workers sweep: a compare-and-set on the run's job id. Returns 1 when this call re-enqueued it."""
-    old = run.rq_job_id
-    same_job = RecordingRun.rq_job_id.is_(None) if old is None else RecordingRun.rq_job_id == old
-    fresh_id = {"rq_job_id": f"orphan-{uuid.uuid4().hex[:8]}"}
-    return int(_drive_sweep(svc, s, run, requeue_orphan_flow(str(run.id), run.call_sid, run.job_type),
-                            (RecordingRun.status == run.status, same_job), fresh_id))
-
-
-def _drive_sweep(svc: Services, s: Session, run: RecordingRun, flow, unchanged: tuple, extra: dict):
-    """Run a sweep flow (flows/sweep.py) on `run`: ClaimRun is an UPDATE on the run's id and
-    `unchanged` (the row as this sweep read it) with `extra` columns beside the flow's."""
+def _drive_sweep(svc: Services, s: Session, flow) -> int:
+    """Run the sweep flow on the database, Redis, RQ and the history writer. ClaimRun is an
+    UPDATE on the focused run's id where it is as this sweep read it."""
+    focus: list[RecordingRun] = []
 
     def handle(effect):
         kind = type(effect)
+        if kind is Focus:
+            focus[:] = [effect.ref]
+            return None
+        run = focus[0] if focus else None
         if kind is ClaimRun:
             values = {k: v for k, v in effect.fields.items() if k != "created_now"}
             if effect.fields.get("created_now"):
                 values["created_at"] = time.time()
-            won = s.execute(update(RecordingRun).where(RecordingRun.id == run.id, *unchanged)
-                            .values(**values, **extra)).rowcount
+            if effect.fresh_job:  # an orphan: compare on its job id, and give it a new one
+                old = run.rq_job_id
+                same = RecordingRun.rq_job_id.is_(None) if old is None else RecordingRun.rq_job_id == old
+                values["rq_job_id"] = f"orphan-{uuid.uuid4().hex[:8]}"
+            else:
+                same = (RecordingRun.heartbeat_at.is_(None) if run.heartbeat_at is None
+                        else RecordingRun.heartbeat_at == run.heartbeat_at)
+            won = s.execute(update(RecordingRun).where(RecordingRun.id == run.id, RecordingRun.status == run.status,
+                                                       same).values(**values)).rowcount
             s.commit()
             return bool(won)
-        if kind is Emit:
-            return svc.history.emit(effect.kind, **effect.fields)
-        if kind is Coord:
-            return getattr(svc.coord, effect.op)(*effect.args)
+        if kind is JobStatus:
+            status, started = svc.coord.job_status(run.rq_job_id)
+            return status, svc.policy_time(started)
+        if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+            if effect[0] is Coord:
+                return getattr(svc.coord, effect[1])(*effect[2])
+            return svc.history.emit(effect[1], **effect[2])
         if kind is Park:
             s.refresh(run)
             return enqueue_run(svc, s, run, effect.delay_s, via=effect.via)

@@ -21,6 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from loopfix.reference_app.delete_job import enqueue_run, new_rq_id
+from loopfix.reference_app.flows.delete import request_bulk_delete as request_bulk_delete_flow
+from loopfix.reference_app.flows.effects import ActiveLeadJob, EnqueueLeadJob, Gap, NewLeadJob, OwnedLeads, drive
 from loopfix.reference_app.models import BackgroundJob, Business, Lead
 from loopfix.reference_app.policy import (
     BULK_DELETE_JOB_TYPE,
@@ -29,7 +31,6 @@ from loopfix.reference_app.policy import (
     LEAD_ID_MAX,
     BadLeadIds,
     Policy,
-    bulk_dedup_mode,
     bulk_resume_decision,
     parse_lead_ids,
 )
@@ -58,33 +59,43 @@ NOT_FOUND = Answer(404, {"error": "not_found", "message": "no such job"})
 
 
 def request_bulk_delete(svc: Services, s: Session, business: Business, body: object) -> Answer:
-    """POST /api/leads/bulk-delete {"lead_ids": [...]} → 202 {"job_id", "existing", "status"}."""
+    """POST /api/leads/bulk-delete {"lead_ids": [...]} → 202 {"job_id", "existing", "status"}
+    (flows.delete.request_bulk_delete on the database and Redis)."""
     if not isinstance(body, dict):
         return _bad("body_not_a_json_object", 'send a JSON object: {"lead_ids": [1, 2, 3]}')
     try:
         ids = parse_lead_ids(body.get("lead_ids"))
     except BadLeadIds as exc:
         return _bad(exc.code, str(exc))
-    mode = bulk_dedup_mode(svc.policy)
-    owned: list[int] | None = None
-    if mode == "constraint":
-        job, existing = _insert_or_join(s, business.id, ids)
-    else:
-        job = _active_job(s, business.id) if mode == "check_then_insert" else None
-        existing = job is not None
-        if job is None:
-            owned = _owned(s, business.id, ids)  # the seed's real work between its check and its insert
-            job = _insert(s, business.id, ids, active=None)
-    if job is None:
-        return _bad("busy", "the business's delete jobs changed too fast; retry", 503)
     client = body.get("client") if isinstance(body.get("client"), str) else None
-    svc.history.emit("lead_job.request", business_id=business.id, job_id=str(job.id), existing=existing,
-                     client=client)
-    if not existing:
-        for lead_id in owned if owned is not None else _owned(s, business.id, ids):
-            svc.history.emit("lead.requested", business_id=business.id, lead_id=lead_id, job_id=str(job.id))
-        _enqueue_or_fail(svc, s, job)
-    return Answer(202, {"job_id": job.id, "existing": existing, "status": job.status})
+    found: list[BackgroundJob | None] = [None]
+    owned: list[list[int]] = []
+
+    def handle(effect):
+        kind = type(effect)
+        if kind is tuple:  # (Emit, kind, fields)
+            return svc.history.emit(effect[1], **effect[2])
+        if kind is NewLeadJob:
+            job, existing = _insert_or_join(s, business.id, ids) if effect.join else (
+                _insert(s, business.id, ids, active=None), False)
+            found[0] = job
+            return None if job is None else (str(job.id), existing)
+        if kind is ActiveLeadJob:
+            found[0] = _active_job(s, business.id)
+            return None if found[0] is None else str(found[0].id)
+        if kind is Gap:  # the seed's real work between its check and its insert
+            return owned.append(_owned(s, business.id, ids))
+        if kind is OwnedLeads:
+            return owned[0] if owned else _owned(s, business.id, ids)
+        if kind is EnqueueLeadJob:
+            return _enqueue_or_fail(svc, s, found[0])
+        raise TypeError(f"not a bulk-delete request effect: {effect!r}")
+
+    answer = drive(request_bulk_delete_flow(business.id, client, svc.policy), handle)
+    if answer is None:
+        return _bad("busy", "the business's delete jobs changed too fast; retry", 503)
+    job = found[0]
+    return Answer(202, {"job_id": job.id, "existing": answer[1], "status": job.status})
 
 
 def _insert_or_join(s: Session, business_id: int, ids: list[int]) -> tuple[BackgroundJob | None, bool]:

@@ -11,13 +11,14 @@ import redis
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck, drive
-from loopfix.reference_app.flows.enqueue import dedup_enqueue
+from loopfix.reference_app.compiled_select import CompiledSelect
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Enqueue, FailStuck, drive
+from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request
 from loopfix.reference_app.flows.enqueue import pending_run as pending_run_flow
 from loopfix.reference_app.flows.playback import PollCall, poll
 from loopfix.reference_app.jobs import api_slot_owner, enqueue_run, run_state
 from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun
-from loopfix.reference_app.policy import ACTIVE_RUN_STATUSES, Policy, enqueue_status, reported_enqueue_reason
+from loopfix.reference_app.policy import ACTIVE_RUN_STATUSES, Policy, reported_enqueue_reason
 from loopfix.reference_app.services import Services
 
 
@@ -80,14 +81,14 @@ def _call_recording_select(scoped: bool):
     return stmt.where(CallLog.business_id == bindparam("business_id")) if scoped else stmt
 
 
-CALL_RECORDING = {True: _call_recording_select(True), False: _call_recording_select(False)}
+CALL_RECORDING = {True: CompiledSelect(_call_recording_select(True)), False: CompiledSelect(_call_recording_select(False))}
 
 
 def read_call(s: Session, business: Business, call_sid: str, p: Policy) -> CallRecording | None:
     """The business's call, or None — another business's call is indistinguishable from none
     (`tenant_unscoped_lookup`: anyone's call). Its file counts only while it is on disk."""
     scoped = not p.has("tenant_unscoped_lookup")
-    row = s.connection().execute(CALL_RECORDING[scoped], {"call_sid": call_sid, "business_id": business.id}).first()
+    row = CALL_RECORDING[scoped].first(s, call_sid=call_sid, business_id=business.id)
     if row is None:
         return None
     (rec_sid, url, path, sha256, content_type, run_id, job_type, status, created, started, beat, next_at) = row
@@ -107,7 +108,7 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
     Redis unreachable (paused, restarting): the run row is the record. A run committed before
     Redis failed stays queued, and with no dedup answer from Redis the database decides (an
     active run of the call is the duplicate, else a new queued run); the sweeper enqueues it
-    once Redis answers (jobs.requeue_orphan). `orphan_runs_not_swept` (seed): the error
+    once Redis answers (the workers' sweep, flows.sweep). `orphan_runs_not_swept` (seed): the error
     propagates and the run fails, a webhook's recording is lost.
     """
     p = svc.policy
@@ -122,7 +123,7 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
             if p.has("semaphore_in_api") and job_type == "download_only":
                 if not svc.coord.acquire_slot(business_id, api_slot_owner(run.id), call_sid):
                     raise RuntimeError("no download slot free")
-            enqueue_run(svc, s, run, via=via)
+            enqueue_run(svc, s, run, via=via, note_queued=True)  # with mark_queued: one round trip
         except Exception as exc:
             if isinstance(exc, redis.exceptions.RedisError) and not p.has("orphan_runs_not_swept"):
                 redis_down.append(run)
@@ -130,7 +131,6 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
             run.status, run.error, run.finished_at = "failed", f"enqueue failed: {exc}"[:500], time.time()
             s.commit()
             raise
-        svc.coord.mark_queued(business_id, call_sid)
         svc.history.emit("job.enqueue", job_id=str(run.id), call_sid=call_sid, job_type=job_type, via=via)
         return run
 
@@ -143,7 +143,7 @@ def enqueue_recording(svc: Services, s: Session, *, business_id: int, call_sid: 
             except Exception:
                 return False
             return True
-        return getattr(svc.coord, effect.op)(*effect.args)
+        return getattr(svc.coord, effect[1])(*effect[2])  # (Coord, op, args)
 
     reason = "error"
     try:
@@ -200,16 +200,13 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
     flow = poll(PollCall(business.id, call_sid, bool(call.recording_url), call.file is not None,
                          run_state(svc, run) if run else None), svc.policy_now(), svc.policy)
 
+    enqueue_effects = enqueuer(svc, s, business.id, call_sid, call.recording_sid, call.recording_url)
+
     def handle(effect):
-        if isinstance(effect, Coord):
-            return getattr(svc.coord, effect.op)(*effect.args)
-        if isinstance(effect, Enqueue):
-            reason, _run = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,
-                                             recording_sid=call.recording_sid, recording_url=call.recording_url,
-                                             job_type=effect.job_type, via=effect.via, dedup=effect.dedup)
-            return reason
-        if isinstance(effect, Emit):
-            return svc.history.emit(effect.kind, **effect.fields)
+        if type(effect) is tuple and effect[0] is Coord:
+            return getattr(svc.coord, effect[1])(*effect[2])
+        if type(effect) is tuple or isinstance(effect, Enqueue):  # an Emit, or the Enqueue
+            return enqueue_effects(effect)
         if isinstance(effect, FailStuck):
             return _fail_stuck(svc, s, run, effect.reason)
         return None  # Gap: the round trips themselves are the gap
@@ -233,18 +230,32 @@ def _fail_stuck(svc: Services, s: Session, run: RunRow, why: str) -> None:
 
 
 def enqueue_api(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
-    """POST /api/calls/<sid>/recording/enqueue: seed 001's (success, reason) → 202/200/200/500."""
+    """POST /api/calls/<sid>/recording/enqueue: seed 001's (success, reason) → 202/200/200/500
+    (flows.enqueue.enqueue_request)."""
     call = read_call(s, business, call_sid, svc.policy)
     if call is None:
         return Answer(404, {"error": "not_found"})
-    if not call.recording_url:
+    answered = drive(enqueue_request(call_sid, bool(call.recording_url), call.file is not None),
+                     enqueuer(svc, s, business.id, call_sid, call.recording_sid, call.recording_url))
+    if answered is None:
         return Answer(404, {"error": "no_recording_url"})
-    if call.file is not None:
-        reason = "cached"
-    else:
-        reason, _ = enqueue_recording(svc, s, business_id=business.id, call_sid=call_sid,
-                                      recording_sid=call.recording_sid, recording_url=call.recording_url,
-                                      job_type="download_only", via="enqueue_api")
-    status = enqueue_status(reason)
-    svc.history.emit("enqueue.result", call_sid=call_sid, reason=reason, status=status)
+    reason, status = answered
     return Answer(status, {"success": reason == "enqueued", "reason": reason})
+
+
+def enqueuer(svc: Services, s: Session, business_id: int, call_sid: str, recording_sid: str | None,
+             recording_url: str | None):
+    """The effects of flows.enqueue's request flows on the app: Enqueue (enqueue_recording) and
+    Emit (the history writer)."""
+
+    def handle(effect):
+        if type(effect) is tuple:  # (Emit, kind, fields)
+            return svc.history.emit(effect[1], **effect[2])
+        if isinstance(effect, Enqueue):
+            reason, _run = enqueue_recording(svc, s, business_id=business_id, call_sid=call_sid,
+                                             recording_sid=recording_sid, recording_url=recording_url,
+                                             job_type=effect.job_type, via=effect.via, dedup=effect.dedup)
+            return reason
+        raise TypeError(f"not an enqueue request effect: {effect!r}")
+
+    return handle

@@ -35,7 +35,7 @@ def job(job_id: int):
 
 @bp.post("/jobs/<int:job_id>/resume")
 @require_business
-def resume(job_id: int):
+def resume_route(job_id: int):
     return respond(resume_job(_svc(), g.db, g.business, job_id))
 
 

@@ -3,12 +3,10 @@
 Thin: parse, call one function in recordings.py, map its Answer to HTTP."""
 from __future__ import annotations
 
-import os
-
-from flask import Blueprint, current_app, g, jsonify, request, send_file
+from flask import Blueprint, current_app, g, jsonify, request
 
 from loopfix.reference_app.auth import require_business
-from loopfix.reference_app.byte_ranges import canonical_range
+from loopfix.reference_app.file_response import file_response, proxied_response
 from loopfix.reference_app.policy import retry_after_header
 from loopfix.reference_app.recordings import Answer, ReadyFile, enqueue_api, playback, read_call
 
@@ -29,18 +27,21 @@ def respond(answer: Answer):
     return resp
 
 
-def send_recording(file: ReadyFile, **kwargs):
-    """send_file with Range support, the Range header first made to mean what RFC 9110 says
-    (byte_ranges.canonical_range: werkzeug alone answers 416 where the RFC wants 200 or 206)."""
-    canonical = canonical_range(request.headers.get("Range"), os.path.getsize(file.path))
-    if canonical is None:
-        request.environ.pop("HTTP_RANGE", None)
-    else:
-        request.environ["HTTP_RANGE"] = canonical
-    resp = send_file(file.path, mimetype=file.content_type, conditional=True, etag=file.sha256[:32], max_age=0,
-                     **kwargs)
-    resp.headers["Accept-Ranges"] = "bytes"
-    return resp
+def send_recording(file: ReadyFile, download_name: str | None = None, as_attachment: bool = False):
+    """The file's bytes (sendfile; 206 / 304 / 412 / 416 as the request's headers ask:
+    file_response), or, with a proxy configured (LOOPFIX_SENDFILE), only the header that tells
+    the proxy to send it."""
+    name = download_name or file.path[file.path.rfind("/") + 1:]
+    cfg = _svc().config
+    if cfg.sendfile_header:
+        resp = proxied_response(file.path, file.content_type, name, as_attachment, cfg.sendfile_header,
+                                cfg.recordings_dir, cfg.accel_prefix)
+        if resp is not None:
+            return resp
+    try:
+        return file_response(request.environ, file.path, file.content_type, file.sha256[:32], name, as_attachment)
+    except FileNotFoundError:  # deleted since read_call saw it
+        return jsonify(error="not_ready", message="recording file is gone; GET /api/recordings/file again"), 404
 
 
 @bp.get("/recordings/file/<call_sid>")

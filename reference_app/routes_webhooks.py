@@ -18,8 +18,10 @@ from twilio.request_validator import RequestValidator
 
 from loopfix.reference_app.media import media_host_allowed
 from loopfix.reference_app.models import Business, CallLog
-from loopfix.reference_app.policy import normalise_recording_url, recording_callback_enqueues
-from loopfix.reference_app.recordings import enqueue_recording, latest_run, recording_known
+from loopfix.reference_app.flows.effects import drive
+from loopfix.reference_app.flows.enqueue import recording_callback
+from loopfix.reference_app.policy import normalise_recording_url
+from loopfix.reference_app.recordings import enqueuer, latest_run, recording_known
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
 
@@ -123,14 +125,9 @@ def recording():
     call = g.db.scalar(select(CallLog).where(CallLog.call_sid == call_sid))
     if call is not None:
         call = upsert_call(business, call_sid, recording_sid=recording_sid, recording_url=url)
-    if not recording_callback_enqueues(recording_known(g.db, recording_sid), svc.policy):
-        svc.history.emit("enqueue.result", call_sid=call_sid, reason="duplicate", status=204)
-        return "", 204  # a replay, or Twilio retrying: the first callback's run stands
-    svc.history.emit("recording.created", call_sid=call_sid, recording_sid=recording_sid, business_id=business.id,
-                     has_url=True)
-    reason, _ = enqueue_recording(svc, g.db, business_id=business.id, call_sid=call_sid, recording_sid=recording_sid,
-                                  recording_url=url, job_type="full", via="webhook")
-    svc.history.emit("enqueue.result", call_sid=call_sid, reason=reason, status=204 if reason != "error" else 500)
+    known = recording_known(g.db, recording_sid)
+    reason = drive(recording_callback(business.id, call_sid, recording_sid, True, known, svc.policy),
+                   enqueuer(svc, g.db, business.id, call_sid, recording_sid, url))
     if reason == "error":
         return jsonify(error="enqueue_failed"), 500
     return "", 204

@@ -147,9 +147,10 @@ class Model(World, Ticker, Draws, Web, Workers, Clients, Deleters):
 
 
 def simulate_model(scenario: Scenario, policy: P.Policy, on_progress: Callable[[float], None] | None = None,
-                   steps: int = 100) -> Model:
-    """Build, start and run a model to duration_s + drain_s; `on_progress(fraction)` per step."""
-    model = Model(scenario, policy)
+                   steps: int = 100, history: Any = None) -> Model:
+    """Build, start and run a model to duration_s + drain_s; `on_progress(fraction)` per step.
+    `history`: where the records go (sim.records.recorders; default a list of dicts)."""
+    model = Model(scenario, policy) if history is None else Model(scenario, policy, history=history)
     model.start()
     horizon = scenario.duration_s + scenario.drain_s
     # The history is millions of small dicts that live to the end: the cyclic collector

@@ -21,43 +21,86 @@ def quantiles(values: Sequence[float], qs: Iterable[float] = (0.5, 0.9, 0.99)) -
     return out
 
 
-def history_metrics(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    first: dict[tuple[Any, Any], float] = {}
-    played: dict[tuple[Any, Any], float] = {}
-    requests: dict[tuple[Any, Any], int] = defaultdict(int)
-    outcomes: dict[str, int] = defaultdict(int)
-    jobs: dict[Any, set[Any]] = defaultdict(set)
-    downloads: dict[Any, int] = defaultdict(int)
-    recordings: set[Any] = set()
-    runs = 0
+class HistoryMetrics:
+    """history_metrics as an online consumer (`handlers`, kind -> function of one event), fed in
+    the same pass as the invariants (harness.stream.Fanout); `result(events)` the figures, given
+    how many events the history held. It keeps per session its request count and, until it
+    plays, its first request's time; per call its job (a set once it has two); per recording
+    with a URL its downloads."""
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[Any, Any], float] = {}
+        self.played: dict[tuple[Any, Any], float] = {}
+        self.requests: dict[tuple[Any, Any], int] = defaultdict(int)
+        self.outcomes: dict[str, int] = defaultdict(int)
+        self.jobs: dict[Any, Any] = {}  # recording's call -> its job id, or the set of them once two
+        self.recordings: dict[Any, int] = {}  # recording with a URL -> its completed downloads
+        self.early: dict[Any, int] = {}  # completed downloads of a recording not (yet) created
+        self.runs = 0
+        self.handlers = {"client.request": self.on_request, "client.end": self.on_end, "job.enqueue": self.on_enqueue,
+                         "job.start": self.on_start, "download.end": self.on_download,
+                         "recording.created": self.on_created}
+
+    def on_request(self, e: Mapping[str, Any]) -> None:
+        key = (e["client"], e["session"])
+        n = self.requests[key] = self.requests[key] + 1
+        if n == 1:
+            self.first[key] = e["t"]
+        if e["status"] in (200, 206) and key not in self.played:
+            self.played[key] = e["t"] - self.first.pop(key)
+
+    def on_end(self, e: Mapping[str, Any]) -> None:
+        self.outcomes[e["outcome"]] += 1
+
+    def on_enqueue(self, e: Mapping[str, Any]) -> None:
+        call, job = e["call_sid"], e["job_id"]
+        had = self.jobs.get(call, self)
+        if had is self:
+            self.jobs[call] = job
+        elif isinstance(had, set):
+            had.add(job)
+        elif had != job:
+            self.jobs[call] = {had, job}
+
+    def on_start(self, e: Mapping[str, Any]) -> None:
+        self.runs += 1
+
+    def on_download(self, e: Mapping[str, Any]) -> None:
+        if e["ok"] and not e["skipped"]:
+            sid = e["recording_sid"]
+            if sid in self.recordings:
+                self.recordings[sid] += 1
+            else:
+                self.early[sid] = self.early.get(sid, 0) + 1
+
+    def on_created(self, e: Mapping[str, Any]) -> None:
+        if e["has_url"]:
+            sid = e["recording_sid"]
+            if sid not in self.recordings:
+                self.recordings[sid] = self.early.pop(sid, 0)
+
+    def result(self, events: int) -> dict[str, Any]:
+        return {
+            "events": events,
+            "time_to_playable_s": quantiles(list(self.played.values())),
+            "requests_per_playback": quantiles([self.requests[k] for k in self.played]),
+            "session_outcomes": dict(sorted(self.outcomes.items())),
+            "jobs_per_recording": quantiles([len(v) if isinstance(v, set) else 1 for v in self.jobs.values()]),
+            "downloads_per_recording": quantiles(list(self.recordings.values())),
+            "job_runs": self.runs,
+        }
+
+
+def history_metrics(history: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The capacity figures of a history, in one pass (HistoryMetrics)."""
+    m, events = HistoryMetrics(), 0
+    handlers = m.handlers
     for e in history:
-        k = e["kind"]
-        if k == "client.request":
-            key = (e["client"], e["session"])
-            first.setdefault(key, e["t"])
-            requests[key] += 1
-            if e["status"] in (200, 206) and key not in played:
-                played[key] = e["t"] - first[key]
-        elif k == "client.end":
-            outcomes[e["outcome"]] += 1
-        elif k == "job.enqueue":
-            jobs[e["call_sid"]].add(e["job_id"])
-        elif k == "job.start":
-            runs += 1
-        elif k == "download.end" and e["ok"] and not e["skipped"]:
-            downloads[e["recording_sid"]] += 1
-        elif k == "recording.created" and e["has_url"]:
-            recordings.add(e["recording_sid"])
-    per_recording_downloads = [downloads.get(r, 0) for r in recordings]
-    return {
-        "events": len(history),
-        "time_to_playable_s": quantiles(list(played.values())),
-        "requests_per_playback": quantiles([requests[k] for k in played]),
-        "session_outcomes": dict(sorted(outcomes.items())),
-        "jobs_per_recording": quantiles([len(v) for v in jobs.values()]),
-        "downloads_per_recording": quantiles(per_recording_downloads),
-        "job_runs": runs,
-    }
+        events += 1
+        h = handlers.get(e["kind"])
+        if h is not None:
+            h(e)
+    return m.result(events)
 
 
 def queue_metrics(samples: Sequence[Any], workers: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The model's event recorders: one function per event kind, generated from the schema.
+"""The model's event recorders: one function per event kind, generated from the schema, and
+the compact history they can write to.
 
 `recorders(env, history)` returns a namespace with, for every kind in
 `loopfix.reference_app.events.EVENT_FIELDS`, a function named after it (`job.start` → `job_start`)
@@ -12,12 +13,17 @@ clock rounded to 6 places by micro_round, the rounding reused while the clock st
 witness records in it) — as one dict display, so the dict is born with all its keys: no keyword dict
 to fill in and grow afterwards, which is what a generic `emit(kind, proc, **fields)` costs on
 every one of the model's events. A field missing or misspelt at a call site is a TypeError.
+
+Where the records go is `history`'s choice: anything with `append` gets each record as that dict
+(a list; a harness.stream.Fanout checking it as it happens; a writer), while a `CompactHistory`
+gets the record's values as one tuple — a third of the dict's memory — and gives the dicts back
+only when it is read (iterated or indexed), the same dicts in the same key order.
 """
 from __future__ import annotations
 
 import keyword
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from loopfix.reference_app.policy.events import EVENT_FIELDS
 
@@ -28,6 +34,69 @@ def {name}(proc, {params}):
         clock[0], clock[1] = now, micro_round(now)
     append({{{items}"t": clock[1], "kind": {kind!r}, "source": "sim", "proc": proc}})
 '''
+_ROUTED = '''
+def {name}(proc, {params}):
+    now = env._now
+    if now != clock[0]:
+        clock[0], clock[1] = now, micro_round(now)
+    tally[0] += 1
+    {name}_to({{{items}"t": clock[1], "kind": {kind!r}, "source": "sim", "proc": proc}})
+'''
+_COMPACT = '''
+def {name}(proc, {params}):
+    now = env._now
+    if now != clock[0]:
+        clock[0], clock[1] = now, micro_round(now)
+    append(({values}clock[1], {kind!r}, "sim", proc))
+'''
+# a kind a router sends nowhere: counted, no record built
+_SKIP = '''
+def {name}(proc, {params}):
+    now = env._now
+    if now != clock[0]:
+        clock[0], clock[1] = now, micro_round(now)
+    tally[0] += 1
+'''
+# every kind's record keys in the order its dict has them: the fields, then t, kind, source, proc
+KEYS: dict[str, tuple[str, ...]] = {kind: (*fields, "t", "kind", "source", "proc") for kind, fields in EVENT_FIELDS.items()}
+
+
+class CompactHistory(Sequence[dict[str, Any]]):
+    """The model's history as one tuple per record (its dict's values, in key order); read as
+    dicts. A record appended as a dict is kept as it is."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        keys = KEYS
+        for r in self.records:
+            yield dict(zip(keys[r[-3]], r)) if type(r) is tuple else r
+
+    def __getitem__(self, i: Any) -> Any:  # type: ignore[override]
+        if isinstance(i, slice):
+            return [_as_dict(r) for r in self.records[i]]
+        return _as_dict(self.records[i])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CompactHistory):
+            return list(self) == list(other)
+        if isinstance(other, list):
+            return list(self) == other
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"CompactHistory({len(self.records)} records)"
+
+
+def _as_dict(r: Any) -> dict[str, Any]:
+    return dict(zip(KEYS[r[-3]], r)) if type(r) is tuple else r
 
 
 def micro_round(t: float) -> float:
@@ -46,18 +115,30 @@ def recorder_name(kind: str) -> str:
     return kind.replace(".", "_")
 
 
-def recorders(env: Any, history: list[dict[str, Any]]) -> SimpleNamespace:
-    """One recorder per event kind, appending to `history` at `env`'s clock."""
+def recorders(env: Any, history: Any) -> SimpleNamespace:
+    """One recorder per event kind, appending to `history` at `env`'s clock: a tuple to a
+    CompactHistory, the record's dict to anything else with `append`."""
+    compact = isinstance(history, CompactHistory)
+    route = getattr(history, "route", None)
     # clock: the last raw time seen and its rounding (0.0 for both at the start, as before)
-    namespace: dict[str, Any] = {"env": env, "append": history.append, "clock": [0.0, 0.0],
-                                  "micro_round": micro_round}
+    namespace: dict[str, Any] = {"env": env, "clock": [0.0, 0.0], "micro_round": micro_round,
+                                  "append": history.records.append if compact else history.append}
+    if route is not None:  # a router (harness.stream.Fanout): per kind, where to or nowhere
+        namespace["tally"] = history.tally
+        history.clock = namespace["clock"]
     made: dict[str, Any] = {}
     for kind, fields in EVENT_FIELDS.items():
         for f in fields:
             if not f.isidentifier() or keyword.iskeyword(f) or f in ("proc", "now") or f in namespace:
                 raise ValueError(f"event field {f!r} of {kind!r} cannot be a recorder parameter")
         name = recorder_name(kind)
-        exec(_TEMPLATE.format(name=name, kind=kind, params=", ".join(fields),
-                              items="".join(f"{f!r}: {f}, " for f in fields)), namespace)
+        template = _COMPACT if compact else _TEMPLATE
+        if route is not None:
+            to = route(kind)
+            template = _ROUTED if to is not None else _SKIP
+            namespace[f"{name}_to"] = to
+        exec(template.format(
+            name=name, kind=kind, params=", ".join(fields), items="".join(f"{f!r}: {f}, " for f in fields),
+            values="".join(f"{f}, " for f in fields)), namespace)
         made[name] = namespace.pop(name)
     return SimpleNamespace(**made)

@@ -1,42 +1,91 @@
-"""Run one scenario through the model: scenario → (history, metrics, policy)."""
+"""Run one scenario through the model.
+
+`simulate(scenario)` → SimResult (the history, kept compact — sim.records.CompactHistory —
+its metrics and policy), for callers that read the history afterwards. `simulate_checked`
+keeps no history: each record goes, as it is made, to the invariants and the metrics in one
+pass (harness.invariants.online) and, when asked, to a history file; what stays in memory is
+what the invariants must keep. Both give the same verdicts and metrics for the same scenario.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
+from loopfix.harness import invariants as inv
+from loopfix.harness.history import HistoryFile
 from loopfix.harness.scenario import Scenario
 from loopfix.reference_app.policy import Policy
-from loopfix.sim.metrics import history_metrics, queue_metrics
+from loopfix.sim.metrics import HistoryMetrics, history_metrics, queue_metrics
 from loopfix.sim.model import simulate_model
 from loopfix.sim.process import gc_paused
+from loopfix.sim.records import CompactHistory
+
+
+def run_info(s: Scenario) -> dict[str, Any]:
+    """What `run.json` records: enough for the checker to rebuild the policy."""
+    return {
+        "source": "sim",
+        "scenario": s.name,
+        "seed": s.seed,
+        "variant": s.variant,
+        "faults": list(s.faults),
+        "policy": dict(s.policy),
+        "time_scale": s.time_scale,
+    }
 
 
 @dataclass(frozen=True)
 class SimResult:
     scenario: Scenario
     policy: Policy
-    history: list[dict[str, Any]]
+    history: CompactHistory
     metrics: dict[str, Any]
 
     def run_info(self) -> dict[str, Any]:
-        """What `run.json` records: enough for the checker to rebuild the policy."""
-        s = self.scenario
-        return {
-            "source": "sim",
-            "scenario": s.name,
-            "seed": s.seed,
-            "variant": s.variant,
-            "faults": list(s.faults),
-            "policy": dict(s.policy),
-            "time_scale": s.time_scale,
-        }
+        return run_info(self.scenario)
 
 
 def simulate(scenario: Scenario, on_progress: Callable[[float], None] | None = None) -> SimResult:
     """Simulate `scenario` to duration_s + drain_s (same seed → the same history, byte for byte)."""
     policy = scenario.make_policy()
-    model = simulate_model(scenario, policy, on_progress)
+    history = CompactHistory()
+    model = simulate_model(scenario, policy, on_progress, history=history)
     with gc_paused():  # the metrics' sets and dicts live to the end: nothing for the collector
-        metrics = history_metrics(model.history)
+        metrics = history_metrics(history)
         metrics.update(queue_metrics(model.samples, scenario.workers.count))
-    return SimResult(scenario, policy, model.history, metrics)
+    return SimResult(scenario, policy, history, metrics)
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """A model run checked as it ran: how many events it recorded, the verdicts, the metrics."""
+
+    scenario: Scenario
+    policy: Policy
+    events: int
+    verdicts: Sequence[inv.Verdict]
+    metrics: dict[str, Any]
+
+    def run_info(self) -> dict[str, Any]:
+        return run_info(self.scenario)
+
+
+def simulate_checked(scenario: Scenario, on_progress: Callable[[float, int], None] | None = None,
+                     history_path: str | Path | None = None) -> CheckedRun:
+    """Simulate `scenario`, checking every invariant and measuring as the records are made;
+    `history_path`: also write the history there (JSON Lines, as write_history would) as it
+    happens. `on_progress(fraction, events so far)` per step of simulated time."""
+    policy = scenario.make_policy()
+    metrics = HistoryMetrics()
+    out = HistoryFile(history_path) if history_path is not None else None
+    try:
+        fan = inv.online(policy, also=[metrics], each=out.write if out is not None else None, ordered=True)
+        step = None if on_progress is None else (lambda f: on_progress(f, fan.events))
+        model = simulate_model(scenario, policy, step, history=fan)
+    finally:
+        if out is not None:
+            out.close()
+    figures = metrics.result(fan.events)
+    figures.update(queue_metrics(model.samples, scenario.workers.count))
+    return CheckedRun(scenario, policy, fan.events, fan.verdicts(), figures)

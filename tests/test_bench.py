@@ -130,4 +130,7 @@ def test_storm_cpu_sampler_charges_each_process_to_its_role(tmp_path):
         root.wait(10)
     assert used.get("app", 0.0) >= 0.45, used
     assert 0.2 <= used.get("locust", 0.0) <= 0.4, used
-    assert machine >= used["app"] + used["locust"]
+    # each counter is kept in kernel ticks: the processes' two and the machine's cores' can each
+    # be a tick short of the time actually spent
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    assert machine >= used["app"] + used["locust"] - (2 + os.cpu_count()) * tick

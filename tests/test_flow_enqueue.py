@@ -2,7 +2,7 @@
 each variant takes around creating the run, and what it answers."""
 from __future__ import annotations
 
-from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, drive_with
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, drive_with, effect_type
 from loopfix.reference_app.flows.enqueue import dedup_enqueue, pending_run
 from loopfix.reference_app.policy import make_policy
 
@@ -55,3 +55,44 @@ def test_with_redis_down_the_calls_active_run_is_the_duplicate():
 
 def test_with_redis_down_and_no_active_run_a_queued_run_is_created_for_the_sweep():
     assert drive_with(pending_run(False, "full", "webhook"), [False, True]) == ([ActiveRun(), CREATE], "enqueued")
+
+
+# --------------------------------------------------------------------------- the webhook and the enqueue API
+
+from loopfix.reference_app.flows.effects import Emit, Enqueue, drive  # noqa: E402
+from loopfix.reference_app.flows.enqueue import enqueue_request, recording_callback  # noqa: E402
+
+
+def _run(flow, reason="enqueued"):
+    done = []
+
+    def handle(effect):
+        done.append(effect)
+        return reason if type(effect) is Enqueue else None
+
+    return drive(flow, handle), done
+
+
+def test_a_recording_callback_records_the_recording_then_enqueues_its_full_job():
+    value, done = _run(recording_callback(1, "CA1", "RE1", True, False, make_policy("fixed")))
+    assert value == "enqueued" and [effect_type(e) for e in done] == [Emit, Enqueue, Emit]
+    assert done[1] == Enqueue("full", "webhook", True) and done[2][2]["status"] == 204
+
+
+def test_a_replayed_callback_answers_duplicate_unless_the_fault_lets_it_enqueue_again():
+    value, done = _run(recording_callback(1, "CA1", "RE1", True, True, make_policy("fixed")))
+    assert value == "duplicate" and not any(type(e) is Enqueue for e in done)
+    value, done = _run(recording_callback(1, "CA1", "RE1", True, True, make_policy("fixed", "webhook_replay_enqueues")))
+    assert value == "enqueued" and any(type(e) is Enqueue for e in done)
+
+
+def test_a_failed_webhook_enqueue_answers_500():
+    value, done = _run(recording_callback(1, "CA1", "RE1", True, False, make_policy("fixed")), reason="error")
+    assert value == "error" and done[-1][2]["status"] == 500
+
+
+def test_the_enqueue_api_answers_cached_without_enqueueing_and_404_without_a_url():
+    assert _run(enqueue_request("CA1", True, True))[0] == ("cached", 200)
+    assert _run(enqueue_request("CA1", False, False)) == (None, [])
+    value, done = _run(enqueue_request("CA1", True, False), reason="error")
+    assert value == ("error", 500) and done[0] == Enqueue("download_only", "enqueue_api", True)

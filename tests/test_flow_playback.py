@@ -3,7 +3,7 @@ yields, in order, and the reply it ends with — no Redis, no SimPy, no Flask.""
 from __future__ import annotations
 
 from loopfix.reference_app.flows.coordination import PlaybackGate
-from loopfix.reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck, Gap, drive_with
+from loopfix.reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck, Gap, drive_with, effect_type
 from loopfix.reference_app.flows.playback import PollCall, Reply, poll
 from loopfix.reference_app.policy import PlaybackGateAsk, RunState, make_policy
 
@@ -70,7 +70,7 @@ def test_fixed_fails_a_stuck_run_only_when_a_new_job_replaces_it():
 def test_seed_fails_a_stuck_run_even_when_fail_fast_trips():
     seed = make_policy("fixed", "stuck_failed_before_fail_fast")
     effects, reply = drive_with(poll(call(queued(400)), NOW, seed), [PlaybackGate(False, True, 4), None, None])
-    assert [type(e) for e in effects[1:]] == [FailStuck, Emit] and reply.status == 500
+    assert [effect_type(e) for e in effects[1:]] == [FailStuck, Emit] and reply.status == 500
 
 
 def test_a_failed_enqueue_answers_500_enqueue_failed():

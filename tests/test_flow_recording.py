@@ -2,30 +2,33 @@
 steps of the recording job, as the app's RQ job and the model's workers both take them."""
 from __future__ import annotations
 
-from loopfix.reference_app.flows.effects import Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive_with
-from loopfix.reference_app.flows.recording import defer, retry_later, take_slot
+from loopfix.reference_app.flows.effects import (Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive, drive_with,
+                                                 effect_type)
+from loopfix.reference_app.flows.recording import defer, retry_later, wait_for_slot
 from loopfix.reference_app.policy import make_policy
 
 FIXED = make_policy("fixed")
 
 
 def test_a_free_slot_is_taken_and_recorded():
-    effects, ok = drive_with(take_slot("7", 1, "rq7", "CA1", FIXED), [True, None])
-    assert effects == [Coord("acquire_slot", (1, "rq7", "CA1")),
-                       Emit("slot.acquire", {"job_id": "7", "business_id": 1, "ok": True})]
-    assert ok is True
+    effects, _ = drive_with(recording_job(JOB, FIXED), ["RE1", None, True, None, False] + [None] * 3
+                            + [True, None])
+    assert effects[2:4] == [Coord("acquire_slot", (1, "rq7", "CA1")),
+                            Emit("slot.acquire", {"job_id": "7", "business_id": 1, "ok": True})]
 
 
-def test_fixed_never_waits_for_a_slot_in_the_worker():
-    effects, ok = drive_with(take_slot("7", 1, "rq7", "CA1", FIXED), [False, None])
-    assert not any(isinstance(e, Sleep) for e in effects) and ok is False
+def test_fixed_never_waits_for_a_slot_in_the_worker_and_defers_holding_none():
+    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", None, False, None] + [None] * 3)
+    assert not any(isinstance(e, Sleep) for e in effects) and "deferred" in value
+    assert "release_slot" not in kinds(effects)
 
 
 def test_the_blocking_slot_loop_sleeps_a_second_at_a_time_until_a_slot_frees():
     blocking = make_policy("fixed", "blocking_slot_loop")
-    results = [False, None, None, False, None, None, True, None]
-    effects, ok = drive_with(take_slot("7", 1, "rq7", "CA1", blocking), results)
-    assert [type(e) for e in effects] == [Coord, Emit, Sleep, Coord, Emit, Sleep, Coord, Emit] and ok is True
+    results = [None, None, False, None, None, True]
+    effects, ok = drive_with(wait_for_slot("7", 1, "rq7", "CA1", blocking), results)
+    assert kinds(effects) == ["worker.sleep", "Sleep", "acquire_slot", "worker.sleep", "Sleep", "acquire_slot"]
+    assert ok is True
 
 
 def test_a_deferral_reparks_the_job_after_the_policys_delay_without_sleeping():
@@ -37,7 +40,7 @@ def test_a_deferral_reparks_the_job_after_the_policys_delay_without_sleeping():
 
 def test_the_seeds_deferral_sleeps_in_the_worker_then_requeues_at_once():
     effects, delay = drive_with(defer("7", "CA1", 0, make_policy("fixed", "slot_defer_sleeps")), [None] * 5)
-    assert [type(e) for e in effects] == [Save, Emit, Sleep, Park, Emit]
+    assert [effect_type(e) for e in effects] == [Save, Emit, Sleep, Park, Emit]
     assert effects[2] == Sleep(delay) and effects[3] == Park(0.0, "defer")
 
 
@@ -62,4 +65,89 @@ def test_the_fetch_phase_spends_its_own_budget():
 def test_the_seed_raises_for_rq_to_retry_at_once():
     seed = make_policy("seed")
     effects, _d = drive_with(retry_later("7", "CA1", 0, 0, "calllog", "CallLog not found", seed), [None] * 5)
-    assert [type(e) for e in effects] == [Save, Emit, Save, Emit, RetryByRQ]
+    assert [effect_type(e) for e in effects] == [Save, Emit, Save, Emit, RetryByRQ]
+
+
+# --------------------------------------------------------------------------- the whole job
+
+from loopfix.reference_app.flows.effects import FetchAudio, StartRun, Transcribe  # noqa: E402
+from loopfix.reference_app.flows.recording import Job, recording_job  # noqa: E402
+
+JOB = Job("7", "CA1", 1, 0, 0, 0, "rq7", "rq7", "worker-1")
+
+
+def kinds(effects):
+    return [e[1] if type(e) is tuple else type(e).__name__ for e in effects]  # a Coord's op, an Emit's kind
+
+
+def test_a_job_that_fetches_finishes_then_releases_its_claim_and_then_its_slot():
+    effects, value = drive_with(recording_job(JOB, FIXED),
+                                ["RE1", None, True, None, True, ("ok", ""), None, None, True, None])
+    assert kinds(effects) == ["StartRun", "job.start", "acquire_slot", "slot.acquire", "claim_inflight",
+                              "FetchAudio", "Finish", "release_inflight", "release_slot", "slot.release"]
+    assert value == {"status": "done", "error": None, "permanent": False}
+
+
+def test_no_calllog_yet_retries_without_touching_a_slot():
+    effects, value = drive_with(recording_job(JOB, FIXED), [None, None, None, None, None, None, None])
+    assert "acquire_slot" not in kinds(effects) and value["retry"] == 1
+
+
+def test_a_recording_in_flight_elsewhere_defers_and_still_frees_the_slot_last():
+    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", None, True, None, False] + [None] * 3
+                                + [True, None])
+    assert kinds(effects)[-5:] == ["Save", "Park", "job.end", "release_slot", "slot.release"]
+    assert "release_inflight" not in kinds(effects) and "deferred" in value
+
+
+def test_a_failed_fetch_retries_on_the_fetch_budget_and_releases_both_claims():
+    effects, value = drive_with(recording_job(JOB, FIXED),
+                                ["RE1", None, True, None, True, ("missing", "404")] + [None] * 5
+                                + [None, True, None])
+    assert effects[6].fields["fetch_retry_count"] == 1
+    assert effects[6].fields["error"].startswith("audio not available (404) (fetch attempt 1/")
+    assert kinds(effects)[-3:] == ["release_inflight", "release_slot", "slot.release"] and value["retry"] == 1
+
+
+def test_the_seeds_retry_raises_for_rq_after_releasing_the_claim_and_the_slot():
+    seed = make_policy("seed")
+    done = []
+
+    def handle(effect):
+        done.append(effect)
+        if isinstance(effect, RetryByRQ):
+            raise RuntimeError(effect.error)
+        answers = {StartRun: "RE1", FetchAudio: ("transient", "503")}
+        if type(effect) in answers:
+            return answers[type(effect)]
+        return True if (type(effect) is tuple and effect[0] is Coord) else None
+
+    try:
+        drive(recording_job(JOB, seed), handle)
+        raised = False
+    except RuntimeError:
+        raised = True
+    assert raised is True
+    assert kinds(done)[-3:] == ["release_inflight", "release_slot", "slot.release"]
+
+
+def test_a_worker_dying_mid_download_releases_nothing():
+    flow = recording_job(JOB, FIXED)
+    effects = []
+    result = None
+    while True:
+        effect = flow.send(result)
+        effects.append(effect)
+        if isinstance(effect, FetchAudio):
+            break
+        result = {StartRun: "RE1"}.get(type(effect), True if (type(effect) is tuple and effect[0] is Coord) else None)
+    flow.close()  # the model's worker crashed: its process (and the flow) is dropped
+    assert "release_slot" not in kinds(effects)
+
+
+def test_the_models_transcription_comes_after_the_claim_and_slot_are_freed():
+    job = JOB._replace(transcribe=True)
+    effects, value = drive_with(recording_job(job, FIXED),
+                                ["RE1", None, True, None, True, ("ok", ""), None, True, None, None, None])
+    assert kinds(effects)[-5:] == ["release_inflight", "release_slot", "slot.release", "Transcribe", "Finish"]
+    assert value["status"] == "done" and any(type(e) is Transcribe for e in effects)

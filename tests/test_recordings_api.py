@@ -122,8 +122,8 @@ def test_fail_fast_counter_survives_a_crash_between_incr_and_expire_only_on_seed
 
     script = (
         "import sys, redis\n"
-        "from reference_app.coordination import Coordinator\n"
-        "from reference_app.policy import make_policy\n"
+        "from loopfix.reference_app.coordination import Coordinator\n"
+        "from loopfix.reference_app.policy import make_policy\n"
         "Coordinator(redis.Redis.from_url(sys.argv[1]), make_policy(sys.argv[2])).count_attempt('CAcrash')\n"
     )
     url = make_config().redis_url

@@ -217,7 +217,7 @@ def test_report_from_a_plain_sweep_file_draws_what_its_rows_answer(report, tmp_p
     plain.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "grid"}) + "\n"
                              for r in rows if not r["mmc"]))
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["report", str(report / "runs"), str(plain), "--out", str(out),
+    result = CliRunner().invoke(cli, ["report", "--quick", str(report / "runs"), str(plain), "--out", str(out),
                                       "--runs", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     markdown = (out / "report.md").read_text()

@@ -124,7 +124,7 @@ def test_workers_stop_without_workers_start_is_refused(tmp_path):
 
 def test_an_adapter_beside_the_target_file_imports(tmp_path):
     (tmp_path / "beside_adapter.py").write_text(
-        "from loadtests.target.adapter import OpenApiTarget\nclass Mine(OpenApiTarget):\n    pass\n"
+        "from loopfix.loadtests.target.adapter import OpenApiTarget\nclass Mine(OpenApiTarget):\n    pass\n"
         "class Half:\n    def play(self): ...\n")
     config = load_target(write(tmp_path, 'adapter = "beside_adapter:Mine"\n' + GOOD, {"businesses": [BUSINESS]}))
     assert config.adapter == "beside_adapter:Mine"

@@ -78,7 +78,11 @@ def download_once(stack, business, call, player: Player, timeout=60) -> dict:
 
 def test_5xx_burst_truncation_stall_and_a_ten_minute_download_each_end_in_one_complete_file(
         stack_factory, make_config):
-    stack, svc = start(stack_factory, make_config, workers=2, time_scale=SCALE, stub={"size_bytes": SIZE})
+    # heartbeat timeout 240 policy s (1.2 wall s; the default 60 is 0.3 wall s, which a busy
+    # machine's scheduler can starve a heartbeat thread of): still well under the 600 s download
+    # and the 300 s stuck timeout a judgement by age would apply
+    stack, svc = start(stack_factory, make_config, workers=2, time_scale=SCALE, stub={"size_bytes": SIZE},
+                       heartbeat_timeout_s=240)
     b = add_business(svc, calls=4, recording_url=stack.stub_url + "/2010-04-01/Accounts/{account}/Recordings/{sid}.mp3")
     burst, cut, stalled, slow = b["calls"]
     with Player(stack, b) as player:

@@ -1,4 +1,6 @@
-"""Enqueue with dedup (seeds 001, 004), once for the app's enqueue_recording and the model's:
+"""Enqueue with dedup (seeds 001, 004), once for the app's enqueue_recording and the model's,
+and the two requests that enqueue besides a playback poll: the recording callback (the
+webhook's full job) and the enqueue API. Enqueue with dedup:
 claim the dedup key first, create the run and its job, release the claim if that failed — so a
 failure never leaves a key that answers 'duplicate'.
 
@@ -9,31 +11,43 @@ back on the database, `pending_run` below, in both).
 """
 from __future__ import annotations
 
-from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Flow
-from loopfix.reference_app.policy import Policy
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, Flow
+from loopfix.reference_app.policy import Policy, enqueue_status, recording_callback_enqueues
+
+
+_CREATE_RUN: dict[tuple[str, str], CreateRun] = {}
+WEBHOOK_ENQUEUE = Enqueue("full", "webhook", True)
+
+
+def create_run(job_type: str, via: str) -> CreateRun:
+    """The CreateRun effect for (job type, path), built once (the model enqueues on every call)."""
+    effect = _CREATE_RUN.get((job_type, via))
+    if effect is None:
+        effect = _CREATE_RUN[(job_type, via)] = CreateRun(job_type, via)
+    return effect
 
 
 def dedup_enqueue(call_sid: str, job_type: str, via: str, dedup: bool, p: Policy) -> Flow:
     """Returns 'enqueued' | 'duplicate' | 'error' (before policy.reported_enqueue_reason).
     `dedup=False`: no dedup key at all (policy.playback_dedups: the `before` play route)."""
     if not dedup:
-        return "enqueued" if (yield CreateRun(job_type, via)) else "error"
+        return "enqueued" if (yield create_run(job_type, via)) else "error"
     faults = p.faults  # read on every enqueue: membership, without has()'s check of the name
     keep_failed_claim = "dedup_set_before_enqueue" in faults
     if "dedup_check_then_set" in faults and not keep_failed_claim:
-        if (yield Coord("dedup_held", (call_sid, job_type))):
+        if (yield (Coord, "dedup_held", (call_sid, job_type))):
             return "duplicate"
-        if not (yield CreateRun(job_type, via)):
+        if not (yield create_run(job_type, via)):
             return "error"
-        yield Coord("set_dedup", (call_sid, job_type))
+        yield (Coord, "set_dedup", (call_sid, job_type))
         return "enqueued"
-    token = yield Coord("claim_dedup", (call_sid, job_type))
+    token = yield (Coord, "claim_dedup", (call_sid, job_type))
     if token is None:
         return "duplicate"
-    if (yield CreateRun(job_type, via)):
+    if (yield create_run(job_type, via)):
         return "enqueued"
     if not keep_failed_claim:
-        yield Coord("release_dedup", (call_sid, job_type, token))
+        yield (Coord, "release_dedup", (call_sid, job_type, token))
     return "error"
 
 
@@ -46,5 +60,37 @@ def pending_run(committed: bool, job_type: str, via: str) -> Flow:
         return "enqueued"
     if (yield ActiveRun()):
         return "duplicate"
-    yield CreateRun(job_type, via)
+    yield create_run(job_type, via)
     return "enqueued"
+
+
+def recording_callback(business_id: int, call_sid: str, recording_sid: str, has_url: bool, known: bool,
+                       p: Policy) -> Flow:
+    """A completed-recording callback, once validated (000/001): a replay of a `known` recording
+    (it has a run or a file already) answers 'duplicate' without a second run
+    (policy.recording_callback_enqueues); else the recording is recorded and its full job
+    enqueued (with dedup). Returns the reported reason, None when there is nothing to enqueue
+    (no URL); the caller answers 204, or 500 on 'error'."""
+    if has_url and not recording_callback_enqueues(known, p):
+        yield (Emit, "enqueue.result", {"call_sid": call_sid, "reason": "duplicate", "status": 204})
+        return "duplicate"
+    yield (Emit, "recording.created", {"call_sid": call_sid, "recording_sid": recording_sid, "business_id": business_id,
+                                     "has_url": has_url})
+    if not has_url:
+        return None
+    reason = yield WEBHOOK_ENQUEUE
+    yield (Emit, "enqueue.result", {"call_sid": call_sid, "reason": reason,
+                                    "status": 204 if reason != "error" else 500})
+    return reason
+
+
+def enqueue_request(call_sid: str, has_url: bool, file_ready: bool) -> Flow:
+    """POST /api/calls/<sid>/recording/enqueue for a call that exists (001): 404 without a
+    recording URL; 'cached' when the file is ready; else the download-only enqueue. Returns
+    (reason, status) by policy.enqueue_status, or None for the 404."""
+    if not has_url:
+        return None
+    reason = "cached" if file_ready else (yield Enqueue("download_only", "enqueue_api", True))
+    status = enqueue_status(reason)
+    yield (Emit, "enqueue.result", {"call_sid": call_sid, "reason": reason, "status": status})
+    return reason, status

@@ -69,7 +69,7 @@ def poll(call: PollCall, now: float, p: Policy) -> Flow:
     elif p.has("playback_check_then_mark") or p.has("fail_fast_incr_then_expire"):
         gate = yield from racy_gate(call, ask, p)
     else:
-        gate = yield Coord("playback_gate", (call.business_id, call.call_sid, ask))
+        gate = yield (Coord, "playback_gate", (call.business_id, call.call_sid, ask))
     decision = if_alive if gate.alive else if_dead
     kind = decision.kind
     if kind == "serve":
@@ -84,7 +84,7 @@ def poll(call: PollCall, now: float, p: Policy) -> Flow:
     if act.fail_stuck:
         yield FailStuck(decision.reason)
     if act.trip:
-        yield Emit("fail_fast.trip", {"call_sid": call.call_sid, "count": attempts})
+        yield (Emit, "fail_fast.trip", {"call_sid": call.call_sid, "count": attempts})
     counted = {"attempt": attempts, "max_attempts": p.fail_fast_max_attempts}
     if not act.enqueue:
         if act.error:
@@ -92,7 +92,7 @@ def poll(call: PollCall, now: float, p: Policy) -> Flow:
             return Reply(act.status, {"error": act.error, "message": message})
         return Reply(act.status, {"status": "processing", **(counted if gate.marked else {})}, act.retry_after_s)
     reason = yield Enqueue("download_only", "playback", playback_dedups(p))
-    yield Emit("enqueue.result", {"call_sid": call.call_sid, "reason": reason,
+    yield (Emit, "enqueue.result", {"call_sid": call.call_sid, "reason": reason,
                                   "status": 202 if reason != "error" else 500})
     if reason == "error":
         return Reply(500, {"error": "enqueue_failed"})
@@ -104,15 +104,15 @@ def racy_gate(call: PollCall, ask, p: Policy) -> Flow:
     (`playback_check_then_mark`) or one SET NX, then the count (its own step, so
     `fail_fast_incr_then_expire`'s crash window stays reachable)."""
     b, cs = call.business_id, call.call_sid
-    alive = (yield Coord("worker_alive")) if ask.read_alive else None
+    alive = (yield (Coord, "worker_alive", ())) if ask.read_alive else None
     if not (ask.gate_if_alive if alive else ask.gate_if_dead):
         return PlaybackGate(alive, None, 0)
     if playback_dedups(p):
         if p.has("playback_check_then_mark"):
-            if (yield Coord("playback_marked", (b, cs))):
+            if (yield (Coord, "playback_marked", (b, cs))):
                 return PlaybackGate(alive, False, 0)
             yield Gap()
-            yield Coord("set_playback_mark", (b, cs))
-        elif not (yield Coord("mark_playback", (b, cs))):
+            yield (Coord, "set_playback_mark", (b, cs))
+        elif not (yield (Coord, "mark_playback", (b, cs))):
             return PlaybackGate(alive, False, 0)
-    return PlaybackGate(alive, True, (yield Coord("count_attempt", (cs,))))
+    return PlaybackGate(alive, True, (yield (Coord, "count_attempt", (cs,))))

@@ -1,29 +1,125 @@
-"""The recording job's steps that the app's RQ job (jobs.RecordingJob) and the model's workers
-(sim/actors/workers.py) both take, written once: take a download slot (seed 004; `before`'s
-60 x 1 s wait in the worker), defer when none is free, and retry when the CallLog or the audio
-is not there yet (seed 000's backoff, per phase budget). The run these act on is the driver's
-(a RecordingRun row, or the model's Run): the flows name what changes (`Save`), and the driver
-writes it.
+"""The recording job, written once for the app's RQ job (jobs.RecordingJob) and the model's
+workers (sim/actors/workers.py): `recording_job` is its whole order — start the run, wait
+(with backoff) for the CallLog, take a download slot (seed 004; `before`'s 60 x 1 s wait in
+the worker) or defer, claim the recording, fetch it, retry a failed fetch on its own budget
+(seed 000's backoff, per phase), finish, and release the claim and the slot in `finally`.
+The run these act on is the driver's (a RecordingRun row, or the model's Run): the flows name
+what changes (`Save`, `StartRun`, `Finish`), and the driver writes it.
 """
 from __future__ import annotations
 
-from loopfix.reference_app.flows.effects import Coord, Emit, Finish, Flow, Park, RetryByRQ, Save, Sleep
-from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, slot_defer_delay
+from typing import NamedTuple
+
+from loopfix.reference_app.flows.effects import (Coord, Emit, FetchAudio, Finish, Flow, Park, RetryByRQ, Save, Sleep,
+    StartRun, Transcribe)
+from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, run_attempt, slot_defer_delay
 
 
-def take_slot(job_id: str, business_id: int, owner: str, call_sid: str, p: Policy) -> Flow:
-    """Take one of the business's download slots; with `blocking_slot_loop` (seed 004's first
-    fix) wait for one in the worker, 1 s at a time. True when taken (slot.acquire records it)."""
-    ok = yield Coord("acquire_slot", (business_id, owner, call_sid))
-    if not ok and "blocking_slot_loop" in p.faults:
-        for _ in range(int(p.before_slot_wait_s)):
-            yield Emit("worker.sleep", {"job_id": job_id, "seconds": 1.0, "reason": "slot"})
-            yield Sleep(1.0)
-            ok = yield Coord("acquire_slot", (business_id, owner, call_sid))
-            if ok:
-                break
-    yield Emit("slot.acquire", {"job_id": job_id, "business_id": business_id, "ok": ok})
-    return ok
+class Job(NamedTuple):
+    """The run one job acts on, as it was when the job started. `owner`: the job's token on its
+    slot and in-flight claim; `slot_owner`: whose slot it releases (the API's under
+    `semaphore_in_api`); `worker`: the process named in job.start; `transcribe`: a full job's
+    transcription follows the download (the model's scenarios only)."""
+
+    job_id: str
+    call_sid: str
+    business_id: int
+    retry_count: int
+    fetch_retry_count: int
+    defer_count: int
+    owner: str
+    slot_owner: str
+    worker: str
+    transcribe: bool = False
+
+
+START_RUN, FETCH_AUDIO, TRANSCRIBE, FINISH_DONE = StartRun(), FetchAudio(), Transcribe(), Finish("done", None)
+
+
+def ended(status: str, error: str | None) -> dict:
+    """What a job that finished its run returns (RQ keeps it as the job's result)."""
+    return {"status": status, "error": error, "permanent": status == "failed"}
+
+
+def recording_job(job: Job, p: Policy) -> Flow:
+    """The recording job's whole order; returns what the app's job returns ({'status': ...},
+    {'retry': attempt, 'delay': s}, {'deferred': s}). (Flat on the common path: the model runs
+    it for every job.)"""
+    # unpacked, not read by name: the model passes a plain tuple in Job's order (cheaper to build)
+    (job_id, call_sid, business_id, retry_count, fetch_retry_count, defer_count, owner, slot_owner, worker,
+     transcribe) = job
+    faults = p.faults
+    sid = yield START_RUN
+    yield (Emit, "job.start", {"job_id": job_id, "call_sid": call_sid,
+                             "attempt": run_attempt(retry_count, fetch_retry_count), "worker": worker})
+    if sid is None:
+        return (yield from _retry(job_id, call_sid, retry_count, fetch_retry_count, "calllog", "CallLog not found",
+                                  p))
+    if not sid:
+        yield Finish("failed", "no recording URL for this call")
+        return ended("failed", "no recording URL for this call")
+    if "semaphore_in_api" not in faults:  # before: the API took the slot
+        ok = yield (Coord, "acquire_slot", (business_id, owner, call_sid))
+        if not ok and "blocking_slot_loop" in faults:
+            ok = yield from wait_for_slot(job_id, business_id, owner, call_sid, p)
+        yield (Emit, "slot.acquire", {"job_id": job_id, "business_id": business_id, "ok": ok})
+        if not ok:
+            return {"deferred": (yield from defer(job_id, call_sid, defer_count, p))}
+    # The claim and the slot are released last, after the job's own end (a deferral included),
+    # and when a step raises; not when the worker dies mid-job (the generator is closed): its
+    # claims lapse with their TTLs.
+    claimed = died = False
+    try:
+        claimed = yield (Coord, "claim_inflight", (sid, owner))
+        if not claimed:  # another job is downloading this recording right now
+            result = {"deferred": (yield from defer(job_id, call_sid, defer_count, p))}
+        else:
+            fetched, detail = yield FETCH_AUDIO
+            if fetched == "ok" or fetched == "skipped":
+                result = None  # done, after the model's transcription if any
+                if not transcribe:
+                    yield FINISH_DONE
+                    result = ended("done", None)
+            elif fetched == "refused":
+                yield Finish("failed", detail)
+                result = ended("failed", detail)
+            else:
+                why = f"audio not available ({detail})" if detail else "audio not available"
+                result = yield from _retry(job_id, call_sid, retry_count, fetch_retry_count, "fetch", why, p)
+    except GeneratorExit:
+        died = True
+        raise
+    finally:
+        if not died:
+            if claimed:
+                yield (Coord, "release_inflight", (sid, owner))
+            freed = yield (Coord, "release_slot", (business_id, slot_owner))
+            yield (Emit, "slot.release", {"job_id": job_id, "business_id": business_id, "freed": freed})
+    if result is not None:
+        return result
+    yield TRANSCRIBE  # the model's transcription holds no claim or slot
+    yield FINISH_DONE
+    return ended("done", None)
+
+
+def _retry(job_id: str, call_sid: str, retry_count: int, fetch_retry_count: int, phase: str, why: str,
+           p: Policy) -> Flow:
+    """retry_later on the job's counts; the job's result."""
+    d = yield from retry_later(job_id, call_sid, retry_count, fetch_retry_count, phase, why, p)
+    if d.action == "fail":
+        return ended("failed", f"{why} after {d.attempt} {d.phase} retries")
+    return {"retry": d.attempt, "delay": d.delay_s}
+
+
+def wait_for_slot(job_id: str, business_id: int, owner: str, call_sid: str, p: Policy) -> Flow:
+    """`blocking_slot_loop` (seed 004's first fix): no slot was free, so the worker waits for
+    one, 1 s at a time, up to before_slot_wait_s. True when it took one."""
+    for _ in range(int(p.before_slot_wait_s)):
+        yield (Emit, "worker.sleep", {"job_id": job_id, "seconds": 1.0, "reason": "slot"})
+        yield Sleep(1.0)
+        if (yield (Coord, "acquire_slot", (business_id, owner, call_sid))):
+            return True
+    return False
 
 
 def defer(job_id: str, call_sid: str, defer_count: int, p: Policy) -> Flow:
@@ -33,12 +129,12 @@ def defer(job_id: str, call_sid: str, defer_count: int, p: Policy) -> Flow:
     delay = slot_defer_delay(defer_count, p)
     yield Save({"defer_count": defer_count + 1, "status": "queued", "next_attempt_in_s": delay})
     if "slot_defer_sleeps" in p.faults:
-        yield Emit("worker.sleep", {"job_id": job_id, "seconds": delay, "reason": "slot"})
+        yield (Emit, "worker.sleep", {"job_id": job_id, "seconds": delay, "reason": "slot"})
         yield Sleep(delay)
         yield Park(0.0, "defer")
     else:
         yield Park(delay, "defer")
-    yield Emit("job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "deferred"})
+    yield (Emit, "job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "deferred"})
     return delay
 
 
@@ -53,14 +149,14 @@ def retry_later(job_id: str, call_sid: str, retry_count: int, fetch_retry_count:
         return d
     error = f"{why} ({d.phase} attempt {d.attempt}/{retry_budget(phase, p)})"
     yield Save({"fetch_retry_count" if d.phase == "fetch" else "retry_count": d.attempt, "error": error})
-    yield Emit("job.retry", {"job_id": job_id, "call_sid": call_sid, "attempt": d.attempt, "delay": d.delay_s,
+    yield (Emit, "job.retry", {"job_id": job_id, "call_sid": call_sid, "attempt": d.attempt, "delay": d.delay_s,
                              "phase": d.phase})
     if d.action == "raise":
         yield Save({"status": "queued"})
-        yield Emit("job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "retry"})
+        yield (Emit, "job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "retry"})
         yield RetryByRQ(error)
         return d
     yield Save({"status": "retry_wait", "next_attempt_in_s": d.delay_s})
     yield Park(d.delay_s, "retry")
-    yield Emit("job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "retry"})
+    yield (Emit, "job.end", {"job_id": job_id, "call_sid": call_sid, "outcome": "retry"})
     return d

@@ -21,7 +21,7 @@ One module per concept — read the one for the rule you want:
     describe.py  a Policy described as data, the '~52 min' claim checked
     events.py    the history's event schema (EVENT_FIELDS, event, dumps)
 
-Every public name is re-exported here, so `from reference_app.policy import X` works for any
+Every public name is re-exported here, so `from loopfix.reference_app.policy import X` works for any
 rule. Variants and faults: `before` is the system the seeds started from, `seed` is the seeds'
 final code as written (latent faults included), `fixed` is the reference fix; each behaviour
 that differs is one named fault in `FAULTS`, and `extra_faults` switches on any single one.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Generator
 
-from loopfix.reference_app import policy as P
+from loopfix.reference_app.flows.player import Play, play_session
 from loopfix.sim.world import Call
 
 
@@ -76,20 +76,20 @@ class Clients:
             yield from self.player(call, client, 1, "player")
 
     def player(self, call: Call, client: str, session: int, role: str) -> Generator:
-        """Seed 002's AudioPlayer: retry on 202 with backoff (policy.player_*), stop otherwise."""
-        p, env, cs = self.policy, self.env, call.call_sid
-        self.rec.client_start(client, client=client, session=session, call_sid=cs, role=role)
-        retries, n = 0, 0
+        """Seed 002's AudioPlayer (flows.player.play_session) in simulated time; returns the
+        status it stopped on."""
+        flow, result = play_session(client, session, call.call_sid, role, self.policy), None
+        send, recorder_of, timeout = flow.send, self.recorder_of, self.env.timeout
         while True:
-            status, retry_after, audio_ok = yield from self.request_playback(call)
-            n += 1
-            self.rec.client_request(client, client=client, session=session, call_sid=cs, status=status,
-                      retry_after=retry_after, n=n, audio_ok=audio_ok)
-            if not P.player_should_retry(status, retries, p):
-                break
-            delay = P.player_delay(retries, retry_after, p)
-            retries += 1
-            yield env.timeout(delay)
-        self.rec.client_end(client, client=client, session=session, call_sid=cs,
-                  outcome=P.player_outcome(status), requests=n)
-        return status
+            try:
+                effect = send(result)
+            except StopIteration as stop:
+                return stop.value
+            kind = effect.__class__
+            if kind is tuple:  # (Emit, kind, fields)
+                result = recorder_of[effect[1]](client, **effect[2])
+            elif kind is Play:
+                status, retry_after, audio_ok = yield from self.request_playback(call)
+                result = (status, retry_after, audio_ok, None)
+            else:  # Sleep: the backoff
+                result = yield timeout(effect.seconds)

@@ -1,13 +1,18 @@
-"""Bulk-deleters (seeds 000, 003): users who click delete (sometimes several times), the lead
-delete job with its BulkGate lock (flows.locks), batches, throttle, pause and resume."""
+"""Bulk-deleters (seeds 000, 003): users who click delete (sometimes several times), and the
+drivers of the app's request and delete run (flows.delete) in simulated time; the user's
+resume."""
 from __future__ import annotations
 
-from typing import Any, Generator
+from typing import Generator
 
 from loopfix.reference_app import policy as P
-from loopfix.reference_app.flows.effects import Coord, drive
-from loopfix.reference_app.flows.locks import keep_lock, release_lock, take_lock
+from loopfix.reference_app.flows.delete import delete_run, request_bulk_delete
+from loopfix.reference_app.flows.effects import (ActiveLeadJob, ClaimJob, Clock, Commit, Coord, DeleteBatch, EndJob,
+    EnqueueLeadJob, NewLeadJob, OwnedLeads, Sleep)
 from loopfix.sim.world import DB_COMMIT_S, LOCK_OP, Entry, LeadJob
+
+
+DONE, ROLLED_BACK = ("done",), ("error", "the batch's transaction rolled back")
 
 
 class Deleters:
@@ -39,87 +44,92 @@ class Deleters:
         return None
 
     def bulk_delete_request(self, business: int, client: str) -> Generator:
-        """POST /api/leads/bulk-delete: return the active job (fixed: one atomic step; seed:
-        check, then insert a commit later; before: always a new job)."""
-        mode = P.bulk_dedup_mode(self.policy)
-        existing = None
-        if mode != "new_job":
-            existing = self.active_lead_job(business)
-            if existing is None and mode == "check_then_insert":
-                yield self.env.timeout(DB_COMMIT_S)
-        if existing is not None:
-            self.rec.lead_job_request("web", business_id=business, job_id=existing.job_id, existing=True,
-                      client=client)
-            return
-        job = LeadJob(self.next_id(), business, sorted(self.leads[business]), self.env._now)
-        self.lead_jobs[business].append(job)
-        self.rec.lead_job_request("web", business_id=business, job_id=job.job_id, existing=False, client=client)
-        for lead in job.remaining:
-            self.rec.lead_requested("web", business_id=business, lead_id=lead, job_id=job.job_id)
-        self.queue.put(Entry(lead_job=job))
-
-    def lock_flow(self, flow, proc: str) -> Any:
-        """Run a lock flow (flows/locks.py) on the model's Coordination, recording as `proc`."""
-        coord, record = self.coord, self.record
-        return drive(flow, lambda e: getattr(coord, e.op)(*e.args) if e.__class__ is Coord
-                     else record(e.kind, proc, e.fields))
-
-    def end_lead_job(self, job: LeadJob, status: str, proc: str) -> None:
-        job.status = status
-        self.lock_flow(release_lock(job.business_id, LOCK_OP, job.job_id), proc)
-        self.rec.lead_job_end(proc, business_id=job.business_id, job_id=job.job_id, status=status,
-                  processed=job.processed)
+        """POST /api/leads/bulk-delete (flows.delete.request_bulk_delete): the active job, or a
+        new one; the seed's check and insert a commit apart (its Gap)."""
+        flow, result, job = request_bulk_delete(business, client, self.policy), None, None
+        while True:
+            try:
+                effect = flow.send(result)
+            except StopIteration:
+                return
+            kind = effect.__class__
+            if kind is tuple:  # (Emit, kind, fields)
+                result = self.recorder_of[effect[1]]("web", **effect[2])
+            elif kind is ActiveLeadJob:
+                active = self.active_lead_job(business)
+                result = None if active is None else active.job_id
+            elif kind is NewLeadJob:
+                active = self.active_lead_job(business) if effect.join else None
+                if active is not None:  # the one-active-job constraint: join the winner
+                    result = (active.job_id, True)
+                else:
+                    job = LeadJob(self.next_id(), business, sorted(self.leads[business]), self.env._now)
+                    self.lead_jobs[business].append(job)
+                    result = (job.job_id, False)
+            elif kind is OwnedLeads:
+                result = job.remaining
+            elif kind is EnqueueLeadJob:
+                result = self.queue.put(Entry(lead_job=job))
+            else:  # Gap: the seed's work between its check and its insert
+                result = yield self.env.timeout(DB_COMMIT_S)
 
     def lead_job(self, job: LeadJob, proc: str) -> Generator:
-        """One run of delete_leads_job: lock (a resumed run keeps its job's lock), batches with
-        throttle, skip gone leads, retry a failed batch and stop after consecutive failures,
-        pause keeping the lock after the runtime budget, release at the end."""
-        p, env, b = self.policy, self.env, self.scenario.bulk_delete
+        """One run of delete_leads_job (flows.delete.delete_run) in simulated time: a batch
+        takes its scenario's time and fails (rolls back) at its rate."""
         if job.status != "queued":
             return  # finished, or already picked up by another run
-        ok = self.lock_flow(take_lock(job.business_id, LOCK_OP, job.job_id, job.started), proc)
-        if not ok:
-            self.end_lead_job(job, "failed", proc)  # seed 003: release runs on every failure
-            return
-        job.status, job.started, job.heartbeat_at = "running", True, env._now
-        self.rec.lead_job_start(proc, business_id=job.business_id, job_id=job.job_id)
-        started, failures = env._now, 0
+        env, coord, recorder_of = self.env, self.coord, self.recorder_of
+        flow, result, pending = delete_run(job.business_id, job.job_id, job.started, self.policy), None, None
+        while True:
+            try:
+                effect = flow.send(result)
+            except StopIteration:
+                return
+            kind = effect.__class__
+            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+                if effect[0] is Coord:
+                    result = getattr(coord, effect[1])(*effect[2])
+                else:
+                    result = recorder_of[effect[1]](proc, **effect[2])
+            elif kind is DeleteBatch:
+                result = yield from self.delete_batch(job)
+                pending = result if result[0] == "batch" else None
+            elif kind is Commit:
+                if effect.keep and pending is not None:
+                    _, asked, deleted, _left = pending
+                    leads = self.leads[job.business_id]
+                    for lead in deleted:
+                        leads.discard(lead)
+                    job.processed += asked
+                    job.remaining = job.remaining[asked:]
+                result = pending = None
+            elif kind is Sleep:
+                result = yield env.timeout(effect.seconds)
+            elif kind is Clock:
+                result = env._now
+            elif kind is ClaimJob:
+                job.status, job.started, job.heartbeat_at = "running", True, env._now
+                result = True
+            elif kind is EndJob:
+                job.status = effect.status
+                if effect.status == "paused":
+                    self.spawn(self.resume_later(job))
+                result = job.processed
+            else:
+                raise TypeError(f"not a delete run effect: {effect!r}")
+
+    def delete_batch(self, job: LeadJob) -> Generator:
+        """One batch's transaction, uncommitted (the DeleteBatch result)."""
+        if not job.remaining:
+            return DONE
+        b, env = self.scenario.bulk_delete, self.env
+        job.heartbeat_at = env._now
+        batch = P.batches(job.remaining, self.policy)[0]
+        yield env.timeout(self.rng_leads.uniform(*b.batch_s))
+        if self.rng_leads.random() < b.batch_failure_rate:
+            return ROLLED_BACK
         leads = self.leads[job.business_id]
-        while job.remaining:
-            job.heartbeat_at = env._now
-            batch = P.batches(job.remaining, p)[0]
-            yield env.timeout(self.rng_leads.uniform(*b.batch_s))
-            if self.rng_leads.random() < b.batch_failure_rate:
-                # the batch's transaction rolled back: the same batch is tried again
-                failures += 1
-                if P.bulk_should_stop(failures, p):
-                    self.end_lead_job(job, "failed", proc)
-                    return
-                yield env.timeout(p.bulk_throttle_s)
-                continue
-            present = [lead for lead in batch if lead in leads]  # leads already gone are skipped
-            if P.bulk_batch_fails(len(batch), len(present), p):
-                self.end_lead_job(job, "failed", proc)
-                return
-            failures = 0
-            for lead in present:
-                leads.discard(lead)
-                self.rec.lead_delete(proc, business_id=job.business_id, lead_id=lead, job_id=job.job_id)
-            job.processed += len(batch)
-            job.remaining = job.remaining[len(batch):]
-            if not self.lock_flow(keep_lock(job.business_id, LOCK_OP, job.job_id), proc):
-                self.end_lead_job(job, "failed", proc)
-                return
-            if not job.remaining:
-                break
-            yield env.timeout(p.bulk_throttle_s)
-            if P.bulk_should_pause(env._now - started, p):
-                job.status = "paused"
-                self.rec.lead_job_pause(proc, business_id=job.business_id, job_id=job.job_id,
-                          processed=job.processed)
-                self.spawn(self.resume_later(job))
-                return
-        self.end_lead_job(job, "completed", proc)
+        return "batch", len(batch), [lead for lead in batch if lead in leads], len(job.remaining) - len(batch)
 
     def resume_later(self, job: LeadJob) -> Generator:
         """The user comes back every resume_after_s and POSTs resume until it is taken

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Generator
 
 from loopfix.reference_app import policy as P
-from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, FailStuck
-from loopfix.reference_app.flows.enqueue import dedup_enqueue, pending_run
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Enqueue, FailStuck
+from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request, pending_run, recording_callback
 from loopfix.reference_app.flows.playback import PollCall, poll
 from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run
 
@@ -17,19 +17,25 @@ class Web:
     """The app's request handlers in simulated time."""
 
     def webhook(self, call: Call) -> None:
-        """The recording status callback: record it and enqueue the full job (000). Handled
-        in the arrival process itself: one webhook per call, nothing to race with, so no
-        commit wait and no simulated time passes (drive_enqueue_now)."""
-        self.rec.recording_created("web", call_sid=call.call_sid, recording_sid=call.recording_sid,
-                  business_id=call.business_id, has_url=call.has_url)
-        if not call.has_url:
-            return
-        try:
-            reason = self.drive_enqueue_now(call, "full", "webhook")
-        except RedisUnavailable:
-            return  # 503: Twilio's callback is not retried in the model, the recording is lost
-        reason = P.reported_enqueue_reason(reason, self.policy)
-        self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=204 if reason != "error" else 500)
+        """The recording status callback (flows.enqueue.recording_callback): record it and
+        enqueue the full job (000). Handled in the arrival process itself: one webhook per call,
+        nothing to race with (never a replay), so no commit wait and no simulated time passes
+        (drive_enqueue_now). Redis unreachable: 503, Twilio's callback is not retried in the
+        model, the recording is lost."""
+        flow = recording_callback(call.business_id, call.call_sid, call.recording_sid, call.has_url, False, self.policy)
+        send, record, result = flow.send, self.recorder_of, None
+        while True:
+            try:
+                effect = send(result)
+            except StopIteration:
+                return
+            if effect.__class__ is tuple:  # (Emit, kind, fields)
+                result = record[effect[1]]("web", **effect[2])
+            else:  # Enqueue
+                try:
+                    result = P.reported_enqueue_reason(self.drive_enqueue_now(call, "full", "webhook"), self.policy)
+                except RedisUnavailable:
+                    return flow.close()
 
     def create_run(self, call: Call, job_type: str, via: str) -> Generator:
         """Create the run row and put its job on the queue (insert_run) after the commit's
@@ -121,7 +127,7 @@ class Web:
                 return True, stop.value
             if effect.__class__ is CreateRun:
                 return False, None
-            result = getattr(coord, effect.op)(*effect.args)
+            result = getattr(coord, effect[1])(*effect[2])  # (Coord, op, args)
 
     def active_run_of(self, call: Call) -> bool:
         run = self.latest_run.get(call.call_sid)
@@ -160,20 +166,21 @@ class Web:
             except StopIteration as stop:
                 reply = stop.value
                 break
-            if effect.__class__ is Coord:
+            kind = effect.__class__
+            if kind is tuple and effect[0] is Coord:
                 if self.redis_paused:
                     flow.close()
                     return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
-                result = getattr(coord, effect.op)(*effect.args)
-            elif effect.__class__ is Enqueue:
+                result = getattr(coord, effect[1])(*effect[2])
+            elif kind is tuple:  # (Emit, kind, fields)
+                result = self.recorder_of[effect[1]]("web", **effect[2])
+            elif kind is Enqueue:
                 try:
                     result = yield from self.request_enqueue(call, effect.job_type, effect.via, effect.dedup)
                 except RedisUnavailable:  # Redis went away since the gate answered
                     flow.close()
                     return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
-            elif effect.__class__ is Emit:
-                result = self.recorder_of[effect.kind]("web", **effect.fields)
-            elif effect.__class__ is FailStuck:
+            elif kind is FailStuck:
                 result = self.fail_stuck(run, effect.reason)
             else:  # Gap: the round trip inside the seed's check-then-set
                 result = yield self.env.timeout(REDIS_RTT_S)
@@ -189,14 +196,18 @@ class Web:
         self.coord.clear_dedup(run.call.call_sid, run.job_type)
 
     def post_enqueue(self, call: Call) -> Generator:
-        """POST .../recording/enqueue (001): reason → status by policy.enqueue_status."""
-        if not call.has_url:
-            return
-        if call.file_ready:
-            reason = "cached"
-        else:
+        """POST .../recording/enqueue (001; flows.enqueue.enqueue_request): reason → status by
+        policy.enqueue_status. Redis unreachable: 503 redis_unavailable, nothing recorded."""
+        flow, result = enqueue_request(call.call_sid, call.has_url, call.file_ready), None
+        while True:
             try:
-                reason = yield from self.request_enqueue(call, "download_only", "enqueue_api")
-            except RedisUnavailable:
-                return  # 503 redis_unavailable
-        self.rec.enqueue_result("web", call_sid=call.call_sid, reason=reason, status=P.enqueue_status(reason))
+                effect = flow.send(result)
+            except StopIteration:
+                return
+            if effect.__class__ is tuple:  # (Emit, kind, fields)
+                result = self.recorder_of[effect[1]]("web", **effect[2])
+            else:  # Enqueue
+                try:
+                    result = yield from self.request_enqueue(call, effect.job_type, effect.via, effect.dedup)
+                except RedisUnavailable:
+                    return flow.close()

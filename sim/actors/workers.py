@@ -8,10 +8,14 @@ from typing import Any, Generator
 import simpy
 
 from loopfix.reference_app import policy as P
-from loopfix.reference_app.flows.effects import ClaimRun, Coord, Emit, Finish, Park, RetryByRQ, Save, Sleep, drive
-from loopfix.reference_app.flows.recording import defer, retry_later, take_slot
-from loopfix.reference_app.flows.sweep import requeue_orphan, requeue_stuck
+from loopfix.reference_app.flows.effects import (ClaimRun, Coord, FetchAudio, Finish, Park, RetryByRQ, Save, Sleep,
+    StartRun, Transcribe, drive)
+from loopfix.reference_app.flows.recording import recording_job
+from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.sim.world import Entry, Run
+
+
+FETCHED_OK, FETCH_FAILED = ("ok", ""), ("transient", "")
 
 
 class Workers:
@@ -35,7 +39,7 @@ class Workers:
                         self.worker_job[w] = entry.lead_job
                         yield from self.lead_job(entry.lead_job, name)
                     else:
-                        yield from self.recording_job(entry, w, name)
+                        yield from self.run_recording_job(entry, w, name)
                 finally:
                     self.busy -= 1
                     self.worker_job[w] = None
@@ -58,55 +62,49 @@ class Workers:
             self.worker_wake[i] = self.env.event()
 
     def sweeper(self) -> Generator:
-        """cleanup_stuck_recording_jobs every heartbeat interval: a stuck run is re-queued under
-        a new token, spending one retry, or failed when its retries are spent. The sweep runs in
-        the workers' tickers, so not while every worker is down (nor while Redis is paused)."""
-        p, env = self.policy, self.env
+        """cleanup_stuck_recording_jobs (flows.sweep.sweep) every heartbeat interval. The sweep
+        runs in the workers' tickers, so not while every worker is down (nor while Redis is
+        paused). Runs that can be neither stuck nor orphaned now are left out (the policy's
+        answer for them is known: world.waiting_never_stuck_while_alive, live_run_never_stuck)."""
+        p, env, active_runs, orphans = self.policy, self.env, self.active_runs, self.orphans
+        hb = p.heartbeat_interval_s
         while True:
-            yield env.timeout(p.heartbeat_interval_s)
+            yield env.timeout(hb)
             if self.redis_paused or all(self.worker_down):
                 continue
-            if self.orphans:
-                self.sweep_orphans()
-            now, alive = env._now, self.worker_alive()
-            skip_waiting, skip_live = alive and self.waiting_never_stuck_while_alive, self.live_run_never_stuck
-            idle = skip_waiting and skip_live and not self.orphans  # every run skipped: nothing to find
-            for run in list(self.active_runs.values()):
-                waiting = run.status in P.WAITING_RUN_STATUSES
-                if waiting and skip_waiting:
-                    continue
-                if skip_live and run.alive_since is not None and run.status == "running":
-                    continue
-                idle = False
-                why = P.stuck_reason(run.state(now, p.heartbeat_interval_s), now, p, alive if waiting else None)
-                if why is None:
-                    continue
-                self.sweep_flow(requeue_stuck(run.job_id, run.call.call_sid, run.job_type, run.retry_count, why,
-                                              run.call.business_id, run.call.recording_sid, run.job_id, p), run)
-            if idle:  # and it stays so until an outage: no tick until one is near (sim.ticker)
-                yield from self.sweeper_idle()
+            now = env._now
+            skip_waiting = self.waiting_never_stuck_while_alive and self.worker_alive()
+            skip_live = self.live_run_never_stuck
+            runs = [SweptRun(run, run.job_id, run.call.call_sid, run.job_type, run.retry_count, run.call.business_id,
+                             run.call.recording_sid, run.job_id, run.state(now, hb))
+                    for run in list(active_runs.values())
+                    if not (skip_waiting and run.status in P.WAITING_RUN_STATUSES and run.job_id not in orphans)
+                    and not (skip_live and run.alive_since is not None and run.status == "running")]
+            self.sweep_flow(sweep(runs, now, p))
+            if not runs and skip_waiting and skip_live and not orphans:
+                yield from self.sweeper_idle()  # nothing to find until an outage (sim.ticker)
 
-    def sweep_orphans(self) -> None:
-        """jobs.requeue_orphan: a waiting run no RQ job will run is enqueued again once
-        policy.run_orphaned says so (never with `orphan_runs_not_swept`)."""
-        p, now = self.policy, self.env._now
-        for job_id, (run, token, dequeued_at) in list(self.orphans.items()):
-            if run.token != token or run.status not in P.WAITING_RUN_STATUSES or job_id not in self.active_runs:
-                del self.orphans[job_id]  # re-queued since, or finished
-                continue
-            job_status = None if dequeued_at is None else "dequeued"
-            if not P.run_orphaned(run.state(now, p.heartbeat_interval_s), job_status, now, p, dequeued_at):
-                continue
-            del self.orphans[job_id]
-            self.sweep_flow(requeue_orphan(run.job_id, run.call.call_sid, run.job_type), run)
+    def sweep_flow(self, flow) -> Any:
+        """Run the sweep flow on the model's runs, recording as the sweeper. One sweep at a time
+        in the model: its ClaimRun always wins. RQ's status of a run's job: 'dequeued' for one a
+        worker popped and died before starting, none for one created while Redis was down (the
+        orphans), else a live one."""
+        coord, record, orphans = self.coord, self.record, self.orphans
+        run = None
 
-    def sweep_flow(self, flow, run: Run) -> Any:
-        """Run a sweep flow (flows/sweep.py) on `run`, recording as the sweeper. One sweep at a
-        time in the model: its ClaimRun always wins."""
-        coord, record = self.coord, self.record
-
-        def handle(effect):
+        def answer(effect):
+            nonlocal run
             kind = effect.__class__
+            if kind is Focus:
+                run = effect.ref
+                return None
+            if kind is JobStatus:
+                orphan = orphans.get(run.job_id)
+                if orphan is None or orphan[0] is not run or orphan[1] != run.token:
+                    if orphan is not None:
+                        del orphans[run.job_id]  # re-queued since
+                    return "queued", None
+                return (None, None) if orphan[2] is None else ("dequeued", orphan[2])
             if kind is ClaimRun:
                 for name, value in effect.fields.items():
                     if name == "created_now":
@@ -114,90 +112,75 @@ class Workers:
                     elif name != "error":  # the model keeps no error text
                         setattr(run, name, value)
                 run.alive_since = None
+                orphans.pop(run.job_id, None)
                 if run.status == "failed":
                     self.active_runs.pop(run.job_id, None)
                 return True
-            if kind is Emit:
-                return record(effect.kind, "sweeper", effect.fields)
-            if kind is Coord:
-                return getattr(coord, effect.op)(*effect.args)
+            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+                if effect[0] is Coord:
+                    return getattr(coord, effect[1])(*effect[2])
+                return record(effect[1], "sweeper", effect[2])
             if kind is Park:
                 return self.push(run, effect.delay_s, via=effect.via)
             raise TypeError(f"not a sweep effect: {effect!r}")
 
-        return drive(flow, handle)
+        return drive(flow, answer)
 
-    def recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
+    def run_recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
+        """The app's job (flows.recording.recording_job) on `run` in simulated time. Its effects
+        are done at once (`flow_now`) until one needs simulated time: the download, the
+        transcription, or a Sleep (the seeds' faults only)."""
         run, env = entry.run, self.env
         assert run is not None
         if run.status in ("done", "failed") or run.token != entry.token:
             return  # superseded (re-queued as stuck) or finished: the app's job does nothing
         self.worker_job[w] = run
         yield env.timeout(self.job_overhead_s)
-        call, now = run.call, env._now
-        run.status, run.started_at, run.heartbeat_at = "running", now, now
-        run.alive_since = now if self.beats else None
-        coord, job_id, sid = self.coord, run.job_id, call.recording_sid
-        self.rec.job_start(proc, job_id=job_id, call_sid=call.call_sid,
-                           attempt=P.run_attempt(run.retry_count, run.fetch_retry_count), worker=proc)
-        if now < call.calllog_at:
-            yield from self.job_flow(retry_later(job_id, call.call_sid, run.retry_count, run.fetch_retry_count,
-                                                 "calllog", "CallLog not found", self.policy), run, proc)
-            return
-        if not self.semaphore_in_api:  # before: the API took the slot (download_only jobs), or none is taken
-            flow = take_slot(job_id, call.business_id, job_id, call.call_sid, self.policy)
-            done, ok = self.flow_now(flow, run, proc, None)
-            if not done:  # blocking_slot_loop: waits in the worker
-                ok = yield from self.job_flow(flow, run, proc, ok)
-            if not ok:
-                yield from self.defer_job(run, proc)
-                return
-        # As the app's _download_with_slot: the slot is released last (its `finally`), after
-        # the job's own end — a deferral for a recording in flight elsewhere included.
-        if not coord.claim_inflight(sid, job_id):
-            yield from self.defer_job(run, proc)
-            self.release_slot(run, proc)
-            return
-        ok = yield from self.fetch_audio(run, proc)
-        if ok and run.job_type == "full" and self.transcribe_s[1] > 0:
-            # the scenario's transcription (no step of the reference app) holds no claim or slot
-            coord.release_inflight(sid, job_id)
-            self.release_slot(run, proc)
-            yield env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
-            self.finish(run, "done", proc)
-            return
-        if ok:
-            self.finish(run, "done", proc)
-        else:
-            yield from self.job_flow(retry_later(job_id, call.call_sid, run.retry_count, run.fetch_retry_count,
-                                                 "fetch", "audio not available", self.policy), run, proc)
-        coord.release_inflight(sid, job_id)
-        self.release_slot(run, proc)
-
-    def job_flow(self, flow, run: Run, proc: str, pending: Any = None) -> Generator:
-        """Run one of the recording job's flows (flows/recording.py) on `run` in simulated time,
-        recording as `proc`; returns the flow's value. Effects are done at once (`flow_now`)
-        until one needs simulated time (a Sleep: the seeds' faults only); `pending`: the Sleep
-        a flow already started with flow_now waits on."""
-        done, value = self.flow_now(flow, run, proc, None) if pending is None else (False, pending)
-        while not done:  # value: the Sleep the flow waits on
-            done, value = self.flow_now(flow, run, proc, (yield self.env.timeout(value.seconds)))
-        return value
+        call, job_id = run.call, run.job_id
+        transcribe = run.job_type == "full" and self.transcribe_s[1] > 0
+        flow = recording_job((job_id, call.call_sid, call.business_id, run.retry_count, run.fetch_retry_count,
+                              run.defer_count, job_id, job_id, proc, transcribe), self.policy)  # a Job, as a tuple
+        flow_now = self.flow_now
+        done, effect = flow_now(flow, run, proc, None)
+        while not done:  # an effect that takes simulated time
+            kind = effect.__class__
+            if kind is FetchAudio:
+                took = self.fetch_begin(run, proc)
+                if took is None:
+                    result = FETCHED_OK
+                else:
+                    yield env.timeout(took[0])
+                    result = self.fetch_end(run, proc, took[1])
+            elif kind is Sleep:
+                result = yield env.timeout(effect.seconds)
+            else:  # Transcribe
+                result = yield env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
+            done, effect = flow_now(flow, run, proc, result)
 
     def flow_now(self, flow, run: Run, proc: str, result: Any) -> tuple[bool, Any]:
         """Send `result` into `flow` and do its effects until it ends, (True, its value), or
-        yields a Sleep, (False, the Sleep)."""
-        coord = self.coord
+        yields one that takes simulated time, (False, that effect). (Most frequent first.)"""
+        coord, recorder_of, send = self.coord, self.recorder_of, flow.send
         while True:
             try:
-                effect = flow.send(result)
+                effect = send(result)
             except StopIteration as stop:
                 return True, stop.value
             kind = effect.__class__
-            if kind is Coord:
-                result = getattr(coord, effect.op)(*effect.args)
-            elif kind is Emit:
-                result = self.recorder_of[effect.kind](proc, **effect.fields)
+            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+                if effect[0] is Coord:
+                    result = getattr(coord, effect[1])(*effect[2])
+                else:
+                    result = recorder_of[effect[1]](proc, **effect[2])
+            elif kind is StartRun:
+                now = self.env._now
+                run.status, run.started_at, run.heartbeat_at = "running", now, now
+                run.alive_since = now if self.beats else None
+                result = None if now < run.call.calllog_at else run.call.recording_sid
+            elif kind is FetchAudio or kind is Sleep or kind is Transcribe:
+                return False, effect
+            elif kind is Finish:
+                result = self.finish(run, effect.status, proc)
             elif kind is Save:
                 for name, value in effect.fields.items():
                     if name == "next_attempt_in_s":
@@ -209,10 +192,6 @@ class Workers:
                 result = None
             elif kind is Park:
                 result = self.push(run, effect.delay_s, via=effect.via)
-            elif kind is Sleep:
-                return False, effect
-            elif kind is Finish:
-                result = self.finish(run, effect.status, proc)
             elif kind is RetryByRQ:  # seed: RQ's Retry(max=3) re-runs it at once, or gives up
                 if run.rq_retries_left > 0:
                     run.rq_retries_left -= 1
@@ -227,46 +206,38 @@ class Workers:
         self.active_runs.pop(run.job_id, None)
         self.rec.job_end(proc, job_id=run.job_id, call_sid=run.call.call_sid, outcome=status)
 
-    def release_slot(self, run: Run, proc: str) -> None:
-        freed = self.coord.release_slot(run.call.business_id, run.job_id)
-        self.rec.slot_release(proc, job_id=run.job_id, business_id=run.call.business_id, freed=freed)
-
-    def release_claims(self, run: Run) -> None:
-        self.coord.release_inflight(run.call.recording_sid, run.job_id)
-        self.coord.release_slot(run.call.business_id, run.job_id)
-
-    def defer_job(self, run: Run, proc: str) -> Generator:
-        """No free slot, or the recording in flight elsewhere (004): flows.recording.defer."""
-        yield from self.job_flow(defer(run.job_id, run.call.call_sid, run.defer_count, self.policy), run, proc)
-
-    def fetch_audio(self, run: Run, proc: str) -> Generator:
-        """Fetch the recording once; True when the file is (now) complete."""
-        p, env, call = self.policy, self.env, run.call
-        sid = call.recording_sid
+    def fetch_begin(self, run: Run, proc: str) -> tuple[float, bool] | None:
+        """Start fetching the recording once: None when its file is complete already (skipped),
+        else (how long the fetch takes, whether it fails)."""
+        call = run.call
         if self.download_idempotent and call.file_ready:
-            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                      ok=True, skipped=True, bytes=0)
-            return True
-        self.rec.download_start(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid)
-        served = call.served
-        fails = self.fetch_fails()
+            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=call.recording_sid,
+                                  ok=True, skipped=True, bytes=0)
+            return None
+        self.rec.download_start(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=call.recording_sid)
+        fails = self.fetch_fails() or call.served == "missing"
         took = call.download_s if self.twilio is self.scenario.twilio else self.download_time(self.twilio)
-        yield env.timeout(took if not fails and served != "missing" else min(took, 5.0))
-        if fails or served == "missing":
+        return (min(took, 5.0) if fails else took), fails
+
+    def fetch_end(self, run: Run, proc: str, fails: bool) -> tuple[str, str]:
+        """The fetch's end: the FetchAudio result, (outcome, detail)."""
+        call = run.call
+        sid, served = call.recording_sid, call.served
+        if fails:
             self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                      ok=False, skipped=False, bytes=0)
-            return False
+                                  ok=False, skipped=False, bytes=0)
+            return FETCH_FAILED
         size = 960_000 if served == "audio" else 1_200
         if self.download_idempotent and call.file_ready:
             # two racing downloads: the unique RecordingSid row says the other one completed first,
             # but the bytes were fetched twice (as in the app, skipped means nothing was fetched)
             self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                      ok=True, skipped=False, bytes=size)
-            return True
+                                  ok=True, skipped=False, bytes=size)
+            return FETCHED_OK
         call.file_ready, call.audio_ok = True, served == "audio"
         self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                  ok=True, skipped=False, bytes=size)
-        return True
+                              ok=True, skipped=False, bytes=size)
+        return FETCHED_OK
 
     def lose_in_crash(self, run: Run, w: int) -> None:
         """A crashed worker's job: its heartbeat stops, its claims expire with their TTLs, and

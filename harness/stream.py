@@ -1,0 +1,263 @@
+"""Checking a history in one pass, as it happens: the online checker protocol and its fan-out.
+
+An online check is an object with `handlers` — a dict from event kind to a function taking one
+event (a mapping: a dict read from JSONL, or the model's record as it is made) — `feed(event)`
+and `verdict()`. `Fanout(checks)` hands every event to the handlers of its kind and nothing else
+(one dict lookup per event), keeps the history's count and its last time (`end_t`, the
+largest `t` seen), and turns an exception inside a check into that check's "unknown" verdict
+(a broken checker must never pass) without stopping the others. `check(check, history)` is
+feed-all-then-verdict: the same code judges a list of dicts and a stream.
+
+A check keeps what its invariant must (open sessions, pending retries, witnesses); a witness
+is kept compact (`keep`: the event's values in a tuple, its key names shared by every event of
+that shape) and becomes a dict again (`restore`) only when a verdict names it — the
+same keys in the same order, so verdicts print exactly what the history holds.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+from loopfix.harness.verdicts import UNKNOWN, Anomaly, Event, Verdict
+from loopfix.reference_app.policy.events import EVENT_FIELDS
+
+Handler = Callable[[Event], None]
+Kept = Any  # what keep() returns: restore() gives the dict back
+
+# every kind's record keys in the order the model's records have them: fields, t, kind, source, proc
+CANONICAL: dict[str, tuple[str, ...]] = {kind: (*fields, "t", "kind", "source", "proc")
+                                         for kind, fields in EVENT_FIELDS.items()}
+_INDEX: dict[str, dict[str, int]] = {kind: {k: i for i, k in enumerate(keys)} for kind, keys in CANONICAL.items()}
+_SHAPES: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}  # keys -> (shared keys, canonical?)
+_last: list[Any] = [None, None]  # the event kept last and its copy: checks keeping one event share it
+
+
+class Shaped:
+    """A kept event whose keys are not its kind's canonical ones (a live or target record)."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys: tuple[str, ...], values: tuple[Any, ...]):
+        self.keys, self.values = keys, values
+
+
+def keep(e: Event) -> Kept:
+    """A compact copy of `e` for a verdict that may name it later: its values in a tuple (its
+    keys are its kind's, in the model's order), or beside its own key names (shared by every
+    event of that shape)."""
+    if e is _last[0]:
+        return _last[1]
+    keys = tuple(e)
+    shape = _SHAPES.get(keys)
+    if shape is None:
+        shape = _SHAPES.setdefault(keys, (keys, keys == CANONICAL.get(e.get("kind"))))  # type: ignore[arg-type]
+    kept = tuple(e.values()) if shape[1] else Shaped(shape[0], tuple(e.values()))
+    _last[0], _last[1] = e, kept
+    return kept
+
+
+def keep_canonical(e: Event) -> Kept:
+    """keep() for an event whose keys are its kind's in the model's order (a sim.records record)."""
+    return tuple(e.values())
+
+
+def restore(kept: Kept) -> dict[str, Any]:
+    if type(kept) is tuple:
+        return dict(zip(CANONICAL[kept[-3]], kept))
+    return dict(zip(kept.keys, kept.values))
+
+
+def kept_get(kept: Kept, key: str, default: Any = None) -> Any:
+    """`restore(kept).get(key, default)` without building the dict."""
+    if type(kept) is tuple:
+        i = _INDEX[kept[-3]].get(key)
+        return default if i is None else kept[i]
+    try:
+        return kept.values[kept.keys.index(key)]
+    except ValueError:
+        return default
+
+
+class Check:
+    """Base of an online check: `name`, `handlers` (kind -> handler) and `verdict()`; the
+    fan-out sets `end_t` (the history's largest t) before asking for the verdict. Anomalies
+    found as events arrive are `note`d with an ordering key, so that a verdict lists them in
+    the order a pass over the whole history would have found them."""
+
+    name = ""
+    # the history comes in time order (the model's stream): a check may then forget what no
+    # later event can change; set by the fan-out, False for any list it is given
+    ordered = False
+    # how it keeps a witness: keep, or keep_canonical when the fan-out knows the events' shape
+    keep = staticmethod(keep)
+
+    def __init__(self) -> None:
+        self.end_t = 0.0
+        self.handlers: dict[str, Handler] = {}
+        self._noted: list[tuple[Any, int, Anomaly]] = []
+
+    def feed(self, e: Event) -> None:
+        """One event, by hand (a Fanout feeds many checks in one pass and turns an exception
+        into an unknown verdict; here it propagates)."""
+        t = float(e["t"])
+        if t > self.end_t:
+            self.end_t = t
+        h = self.handlers.get(e.get("kind"))  # type: ignore[arg-type]
+        if h is not None:
+            h(e)
+
+    def note(self, order: Any, anomaly: Anomaly) -> None:
+        self._noted.append((order, len(self._noted), anomaly))
+
+    def noted(self) -> list[Anomaly]:
+        """The anomalies noted so far, in their ordering keys' order (ties: as noted)."""
+        return [a for *_, a in sorted(self._noted, key=lambda x: (x[0], x[1]))]
+
+    def verdict(self) -> Verdict:
+        raise NotImplementedError
+
+
+def checker_error(name: str, exc: BaseException) -> Verdict:
+    """The verdict of a check that raised: unknown, naming the error."""
+    err = Anomaly("checker-error", {"error": f"{type(exc).__name__}: {exc}"})
+    return Verdict(name, UNKNOWN, {"checker-error": (err,)}, {})
+
+
+class Fanout:
+    """Feeds events to online checks (and any other consumer with `handlers`) in one pass.
+
+    `append(event)` takes any event, so a Fanout can stand where a history list stood and
+    `feed(history)` is a loop over it. A source that makes events of known kinds in time order
+    (sim.records' recorders) asks `route(kind)` instead, once per kind: the function to hand
+    such an event to (None when nothing reads that kind: the source then builds no event at
+    all), and counts its events in `tally[0]` and leaves its clock (`[raw, rounded]` of the
+    last event) in `clock`; `events` and the end time include them."""
+
+    def __init__(self, checks: Sequence[Any], also: Callable[[Event], None] | None = None, ordered: bool = False):
+        self.checks = list(checks)
+        for c in self.checks:
+            if isinstance(c, Check):
+                c.ordered = ordered
+        self.failed: dict[int, BaseException] = {}
+        self._n = 0
+        self.tally = [0]  # events a router-fed source made (route)
+        self.clock: list[float] | None = None  # and its clock: [raw, rounded] at its last event
+        self.end_t: float | None = None
+        self._t_error: BaseException | None = None
+        self._also = also
+        self._lists: dict[str, list[tuple[int, Handler]]] = {}  # kind -> handlers, updated in place
+        self._routed = False
+        self._build()
+
+    @property
+    def events(self) -> int:
+        return self._n + self.tally[0]
+
+    def _build(self) -> None:
+        table: dict[str, list[tuple[int, Handler]]] = {}
+        for i, c in enumerate(self.checks):
+            if i in self.failed:
+                continue
+            for kind, h in c.handlers.items():
+                table.setdefault(kind, []).append((i, h))
+        for kind, hs in self._lists.items():
+            hs[:] = table.get(kind, [])
+        self._table = {k: tuple(v) for k, v in table.items()}
+
+    def _fail(self, i: int, exc: BaseException) -> None:
+        if not isinstance(self.checks[i], Check):
+            raise exc  # a consumer with no verdict to carry its error (metrics) fails the run
+        self.failed[i] = exc
+        self._build()
+
+    def route(self, kind: str) -> Callable[[Event], None] | None:
+        """The function a source hands its `kind` events to, or None when nothing reads them."""
+        if kind not in self._table and self._also is None:
+            return None
+        for c in self.checks:  # a router's records have their kind's keys in the model's order
+            if isinstance(c, Check):
+                c.keep = keep_canonical  # type: ignore[assignment]
+        self._routed = True
+        hs = self._lists.setdefault(kind, list(self._table.get(kind, ())))
+        fail, also = self._fail, self._also
+
+        def dispatch(e: Event) -> None:
+            for i, h in hs:
+                try:
+                    h(e)
+                except Exception as exc:  # noqa: BLE001 - reported as that check's verdict
+                    fail(i, exc)
+
+        if also is None:
+            return dispatch
+
+        def write_and_dispatch(e: Event) -> None:
+            also(e)
+            dispatch(e)
+
+        return write_and_dispatch
+
+    def append(self, e: Event) -> None:
+        if self._routed:  # any event may come this way: keep its own keys
+            self._routed = False
+            for c in self.checks:
+                if isinstance(c, Check):
+                    c.keep = keep  # type: ignore[assignment]
+        self._n += 1
+        if self._also is not None:
+            self._also(e)
+        try:
+            t = float(e["t"])
+            if self.end_t is None or t > self.end_t:
+                self.end_t = t
+        except Exception as exc:  # noqa: BLE001 - a bad t decides no check that reads it
+            if self._t_error is None:
+                self._t_error = exc
+        try:
+            handlers = self._table.get(e.get("kind"), ())
+        except Exception as exc:  # noqa: BLE001 - not a mapping: every check that reads it is undecided
+            for i in range(len(self.checks)):
+                self.failed.setdefault(i, exc)
+            self._build()
+            return
+        for i, h in handlers:
+            try:
+                h(e)
+            except Exception as exc:  # noqa: BLE001 - reported as that check's verdict
+                self._fail(i, exc)
+
+    def last_t(self) -> float:
+        """The history's largest t so far (0.0 before any event)."""
+        ts = [t for t in (self.end_t, self.clock[1] if self.clock is not None and self.tally[0] else None)
+              if t is not None]
+        return max(ts) if ts else 0.0
+
+    def feed(self, history: Iterable[Event]) -> "Fanout":
+        append = self.append
+        for e in history:
+            append(e)
+        return self
+
+    def verdicts(self) -> list[Verdict]:
+        out = []
+        for i, c in enumerate(self.checks):
+            if not isinstance(c, Check):
+                continue
+            out.append(self.verdict_of(i))
+        return out
+
+    def verdict_of(self, i: int) -> Verdict:
+        c = self.checks[i]
+        if i in self.failed:
+            return checker_error(c.name, self.failed[i])
+        if self._t_error is not None and getattr(c, "needs_end_t", False):
+            return checker_error(c.name, self._t_error)
+        c.end_t = self.last_t()
+        try:
+            return c.verdict()
+        except Exception as exc:  # noqa: BLE001
+            return checker_error(c.name, exc)
+
+
+def check(c: Check, history: Iterable[Event]) -> Verdict:
+    """Feed every event of `history` to `c`, then its verdict (errors: unknown)."""
+    return Fanout([c]).feed(history).verdict_of(0)

@@ -1,0 +1,121 @@
+"""A stored recording as an HTTP response, the way file servers send one: the bytes go from the
+file to the socket by the WSGI server's `wsgi.file_wrapper` (gunicorn turns it into
+`sendfile(2)`: no copy through Python), or, behind a proxy that serves files itself, by a
+header naming the file (`X-Accel-Redirect` for nginx, `X-Sendfile` for Apache/lighttpd) and no
+body at all. Conditional requests and Range (conditional.select) are answered here: 304 with no
+body for a player that has the file, 206 for the range asked, 412 / 416 as RFC 9110 says.
+
+Cheap on purpose (it is the playback poll's 200 path): one open and one fstat, the headers as
+one list; werkzeug's send_file cost more than the poll's database work.
+"""
+from __future__ import annotations
+
+import os
+from email.utils import formatdate
+from pathlib import Path
+from urllib.parse import quote
+
+from flask import Response
+from werkzeug.exceptions import PreconditionFailed, RequestedRangeNotSatisfiable
+
+from loopfix.reference_app.conditional import Representation, select
+
+BLOCK = 64 * 1024  # read size where the server has no sendfile (the test client, werkzeug's server)
+CACHE_CONTROL = "no-cache"  # a player may keep it, but asks again (If-None-Match → 304)
+
+
+class BoundedFile:
+    """The part of an open file a response sends: from its current position, `count` bytes.
+    It has the file's `fileno()`, so gunicorn sends it with sendfile (from the position,
+    Content-Length bytes); any other server reads it, and reading stops at `count`."""
+
+    __slots__ = ("_raw", "_left")
+
+    def __init__(self, raw, count: int) -> None:
+        self._raw, self._left = raw, count
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def read(self, size: int = -1) -> bytes:
+        n = self._left if size is None or size < 0 else min(size, self._left)
+        if n <= 0:
+            return b""
+        data = self._raw.read(n)
+        self._left -= len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def disposition(as_attachment: bool, filename: str) -> str:
+    """Content-Disposition for an ASCII file name (a sid and an extension), RFC 6266."""
+    return f"{'attachment' if as_attachment else 'inline'}; filename={filename}"
+
+
+def proxied_response(path: str, content_type: str, download_name: str, as_attachment: bool,
+                     header: str, recordings_dir: Path, prefix: str) -> Response | None:
+    """Behind a proxy: an empty 200 whose `header` tells the proxy which file to send (the
+    proxy then answers Range and the conditional headers itself). None when the file is not
+    under `recordings_dir` (an X-Accel-Redirect URI can only name what the internal location
+    maps), so the app sends it itself."""
+    if header == "X-Sendfile":
+        target = path
+    else:
+        try:
+            relative = Path(path).relative_to(recordings_dir)
+        except ValueError:
+            return None
+        target = prefix.rstrip("/") + "/" + quote(relative.as_posix())
+    return Response(b"", 200, [("Content-Type", content_type),
+                               ("Content-Disposition", disposition(as_attachment, download_name)),
+                               ("Cache-Control", CACHE_CONTROL), (header, target)])
+
+
+def file_response(environ: dict, path: str, content_type: str, etag: str, download_name: str,
+                  as_attachment: bool = False) -> Response:
+    """The response to a GET or HEAD of the file at `path` (which must exist: the caller found
+    it), with `etag` (unquoted) as its strong validator. 412 and 416 are raised as werkzeug's
+    HTTPExceptions (the app's JSON error body; 416 with `Content-Range: bytes */len`). Raises
+    OSError when the file cannot be opened."""
+    method = environ["REQUEST_METHOD"]
+    raw = open(path, "rb", buffering=0)
+    try:
+        st = os.fstat(raw.fileno())
+        rep = Representation(st.st_size, f'"{etag}"', int(st.st_mtime))
+        chosen = select(method, lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")), rep)
+        if chosen.status == 412:
+            raise PreconditionFailed()
+        if chosen.status == 416:
+            raise RequestedRangeNotSatisfiable(length=rep.length)
+        headers = [("ETag", rep.etag), ("Last-Modified", formatdate(rep.last_modified, usegmt=True)),
+                   ("Cache-Control", CACHE_CONTROL), ("Accept-Ranges", "bytes")]
+        if chosen.status == 304:
+            raw.close()
+            return Response([], 304, headers)
+        headers += [("Content-Type", content_type), ("Content-Length", str(chosen.length)),
+                    ("Content-Disposition", disposition(as_attachment, download_name))]
+        if chosen.status == 206:
+            headers.append(("Content-Range", f"bytes {chosen.first}-{chosen.last}/{rep.length}"))
+        if method == "HEAD" or not chosen.length:
+            raw.close()
+            return Response([], chosen.status, headers)
+        if chosen.first:
+            raw.seek(chosen.first)
+        body = BoundedFile(raw, chosen.length)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None:
+            return Response(wrapper(body, BLOCK), chosen.status, headers, direct_passthrough=True)
+        resp = Response(iter(lambda: body.read(BLOCK), b""), chosen.status, headers, direct_passthrough=True)
+        resp.call_on_close(body.close)
+        return resp
+    except BaseException:
+        raw.close()
+        raise
