@@ -31,7 +31,7 @@ from loopfix.reports import capacity, measures
 WARMUP_S = 3600.0  # M/M/c: queue waits of the first simulated hour are left out (empty start)
 # The record kinds a row's figures read (reports/measures.py's summary, queue_waits, backlog and
 # recovery_s, and _erlang_c_for below): a point run without the checker keeps only these (the
-# model's fast lane, sim.sweep.run_point). tests/test_sweep_fast_lane.py holds the rows equal.
+# model's fast lane, sim.sweep.run_point). tests/test_sim_speed.py holds the rows equal.
 MMC_ROW_KINDS = frozenset({"client.request", "client.end", "job.enqueue", "job.start", "download.end"})
 ROW_KINDS = MMC_ROW_KINDS | {"job.end", "job.stuck", "outage.start", "outage.end"}
 
