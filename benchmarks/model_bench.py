@@ -1,17 +1,21 @@
-"""The model's speed, each against a baseline measured in the same run: history events per
-second ÷ a bare SimPy timeout loop's timeouts per second; one simulated day at 10,000 calls/hour
-with players ÷ the bare loop's time for as many SimPy events; a 200-point sweep on every core ÷
-the same points' serial time (the sum of their own wall times).
+"""The model's speed, each against a baseline measured in the same run: CPU µs per simulated
+customer of textbook SimPy, loopfix's M/M/c sweep point and its full model ÷ Ciw's on the same
+M/M/c (benchmarks/customer_bench.py, issue 18; it replaced issue 4's events/s ratio, which
+rewarded bookkeeping events); one simulated day at 10,000 calls/hour with players ÷ a bare SimPy
+loop's time for as many SimPy events; a 200-point sweep on every core ÷ the same points' serial
+time (the sum of their own wall times).
 
-The measuring functions are `benchmarks/bench_sim.py`'s (another area owns them); this module
-only calls them and shapes figures. The sweep runner is passed in by the CLI (`loopfix sweep`'s).
+The measuring functions are `benchmarks/customer_bench.py`'s and `benchmarks/bench_sim.py`'s;
+this module only calls them and shapes figures. The sweep runner is passed in by the CLI
+(`loopfix sweep`'s).
 """
 from __future__ import annotations
 
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from loopfix.benchmarks.bench_sim import run_model, speed_ratio
+from loopfix.benchmarks import customer_bench
+from loopfix.benchmarks.bench_sim import bare_timeout_loop, run_model
 from loopfix.benchmarks.figures import Figure
 
 # 10 worker counts x 2 arrival rates x 5 Twilio latencies x 2 outage lengths = 200 points.
@@ -19,24 +23,42 @@ SWEEP_GRID = dict(workers=tuple(range(1, 11)), calls_per_hour=(240.0, 600.0),
                   latency_median_s=(2.0, 4.0, 8.0, 16.0, 32.0), outage_s=(0.0, 1200.0))
 
 
-def figures(day_hours: float = 24.0, repeat: int = 2, progress=lambda label: None) -> list[Figure]:
-    progress(f"model: bare SimPy loop and 1 h at 10,000 calls/h, best of {repeat}")
-    r = speed_ratio(repeat)
+def figures(point_row: customer_bench.PointRow, day_hours: float = 24.0, repeat: int = 3,
+            progress=lambda label: None, customers: int = 100_000) -> list[Figure]:
+    """The model area's figures; `point_row`: how `loopfix sweep` makes a point's row (the CLI's)."""
+    full_hours = customer_bench.full_hours_for(customers)
+    tools = customer_bench.measure(point_row, customers, repeat, full_hours=full_hours, progress=progress)
+    out = per_customer_figures(tools, full_hours, repeat)
     progress(f"model: {day_hours:g} h at 10,000 calls/h")
+    bare = max(bare_timeout_loop() for _ in range(repeat))
     day = run_model(day_hours)
-    return [
-        Figure("model", "history events/s (1 h at 10,000 calls/h)", r["model_events_per_s"], "events/s",
-               baseline=r["bare_timeouts_per_s"], baseline_name="bare SimPy timeout loop", baseline_unit="timeouts/s",
-               goal="ratio >= 0.5", note=f"SimPy events/s {r['model_simpy_events_per_s']:,.0f} "
-                                         f"(ratio {r['simpy_ratio']:.2f}); best of {repeat}; "
-                                         f"benchmarks/skeleton.py (no decisions, a bound for any model): "
-                                         f"ratio {r['skeleton_ratio']:.2f}"),
+    out.append(
         Figure("model", f"one simulated day ({day_hours:g} h at 10,000 calls/h, players)", day.wall_s, "s",
-               baseline=day.simpy_events / r["bare_timeouts_per_s"], baseline_name="bare SimPy loop, as many SimPy events",
+               baseline=day.simpy_events / bare, baseline_name="bare SimPy loop, as many SimPy events",
                baseline_unit="s", goal="value <= 20",
                note=f"{day.history_events:,} history events, {day.simpy_events:,} SimPy events; "
-                    f"{day.cpu_s:.1f} s CPU (single-threaded; the wall time includes waiting for a shared core)"),
-    ]
+                    f"{day.cpu_s:.1f} s CPU (single-threaded; the wall time includes waiting for a shared core)"))
+    return out
+
+
+def per_customer_figures(tools: dict[str, customer_bench.Tool], full_hours: float, repeat: int) -> list[Figure]:
+    """One figure per contender: CPU µs per customer beside Ciw's (same run), the goal for
+    loopfix's two, and the note: split, customers, mean wait against Erlang C."""
+    ciw = tools["ciw"].us_per_customer
+    out = []
+    for name, t in tools.items():
+        wait = "" if t.wait_ratio is None else (
+            f"; mean queue wait ÷ Erlang C {t.wait_ratio:.3f} "
+            f"({'within' if customer_bench.erlang_ok(t) else 'NOT within'} 10 %)")
+        split = ", ".join(f"{p} {t.part_us(p):.1f} µs" for p in t.parts[0] if p != "all")
+        goal = f"ratio <= {customer_bench.GOALS[name]}" if name in customer_bench.GOALS else ""
+        out.append(Figure(
+            "model", f"CPU per customer: {customer_bench.label(name, full_hours)}", t.us_per_customer, "µs",
+            baseline=None if name == "ciw" else ciw, baseline_name="Ciw, same M/M/c, same run", goal=goal,
+            holds=customer_bench.erlang_ok(t) is not False,
+            note=f"{t.customers:,} customers over seeds 1-3, best of {repeat} interleaved rounds"
+                 + (f"; {split}" if split else "") + wait))
+    return out
 
 
 def sweep_figure(run_sweep: Callable[[Sequence[Mapping[str, Any]]], list[dict]], jobs: int,

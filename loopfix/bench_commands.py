@@ -25,7 +25,7 @@ MET = {True: "met", False: "NOT met", None: ""}
 
 
 def measure(areas: tuple[str, ...], seconds: float, day_hours: float, sweep: bool, storm_users: int,
-            label) -> list:
+            label, customers: int = 100_000) -> list:
     """Every figure of `areas`, in AREAS order; `label(text)` reports progress."""
     from loopfix.benchmarks import app_bench, model_bench, redis_bench, storm_bench  # heavy: only when benching
     from loopfix.loadtests.stack import Stack
@@ -33,7 +33,11 @@ def measure(areas: tuple[str, ...], seconds: float, day_hours: float, sweep: boo
 
     figures = []
     if "model" in areas:
-        figures += model_bench.figures(day_hours, progress=label)
+        from loopfix.benchmarks.customer_bench import PointRow
+        from loopfix.sweep_commands import measure_point, run_for_row
+
+        figures += model_bench.figures(PointRow(run_for_row, measure_point), day_hours, progress=label,
+                                       customers=customers)
         if sweep:
             from loopfix.sweep_commands import run_sweep
 
@@ -91,14 +95,19 @@ def table(figures: list) -> Table:
 @click.option("--day-hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True,
               help="simulated hours of the model's 'one day' run")
 @click.option("--no-sweep", is_flag=True, help="skip the 200-point sweep (minutes) in the model area")
+@click.option("--customers", type=click.IntRange(1000, 10_000_000), default=100_000, show_default=True,
+              help="customers per M/M/c run of the model area's CPU-per-customer figures (seeds 1-3, 3 rounds)")
 @click.option("--storm-users", type=click.IntRange(1, 100_000), default=100, show_default=True,
               help="Locust users of the first storm; each next storm doubles them")
-def bench_command(as_json, only, seconds, day_hours, no_sweep, storm_users):
+def bench_command(as_json, only, seconds, day_hours, no_sweep, storm_users, customers):
     """Measure loopfix and the app against baselines taken in the same run.
 
     \b
-    model  history events/s / bare SimPy timeout loop (goal >= 0.5); one simulated day at
-           10,000 calls/h with players (goal <= 20 s); a 200-point sweep (goal <= 120 s)
+    model  CPU µs per simulated customer on one M/M/c (c = 4, utilisation 0.8, seeds 1-3) of
+           textbook SimPy, a `loopfix sweep --mmc` point (goal <= 1.0x) and the full model
+           per call (day scenario cut to 10 h, goal <= 1.3x), each / Ciw's in the same run,
+           mean waits checked against Erlang C; one simulated day at 10,000 calls/h with
+           players (goal <= 20 s); a 200-point sweep (goal <= 120 s)
     app    GET /api/recordings/file/<sid> req/s on the 202 and 200 paths / a bare Flask JSON
            endpoint under the same gunicorn configuration, load from wrk (goal >= 0.5 on 202)
     redis  Redis round trips per poll, from INFO commandstats + MONITOR (goal <= 1 on 202)
@@ -117,7 +126,7 @@ def bench_command(as_json, only, seconds, day_hours, no_sweep, storm_users):
                 log_step(f"bench: {text}")
 
         try:
-            figures = measure(areas, seconds, day_hours, not no_sweep, storm_users, label)
+            figures = measure(areas, seconds, day_hours, not no_sweep, storm_users, label, customers)
         except (RuntimeError, TimeoutError, OSError) as exc:  # a tool or a process of the stack failed
             raise BadInput(str(exc).splitlines()[0]) from None
     if as_json:

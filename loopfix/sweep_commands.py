@@ -29,6 +29,11 @@ from loopfix.sim_commands import BadInput, _progress
 from loopfix.reports import capacity, measures
 
 WARMUP_S = 3600.0  # M/M/c: queue waits of the first simulated hour are left out (empty start)
+# The record kinds a row's figures read (reports/measures.py's summary, queue_waits, backlog and
+# recovery_s, and _erlang_c_for below): a point run without the checker keeps only these (the
+# model's fast lane, sim.sweep.run_point). tests/test_sim_speed.py holds the rows equal.
+MMC_ROW_KINDS = frozenset({"client.request", "client.end", "job.enqueue", "job.start", "download.end"})
+ROW_KINDS = MMC_ROW_KINDS | {"job.end", "job.stuck", "outage.start", "outage.end"}
 
 
 # --------------------------------------------------------------------------- one sweep point
@@ -36,11 +41,39 @@ WARMUP_S = 3600.0  # M/M/c: queue waits of the first simulated hour are left out
 
 def sweep_row(point: Mapping[str, Any]) -> dict[str, Any]:
     """Run the model at one point and measure it: the point's settings plus its figures."""
+    started = time.perf_counter()
+    row = measure_point(point, run_for_row(point))
+    row["wall_s"] = round(time.perf_counter() - started, 3)
+    return row
+
+
+def run_for_row(point: Mapping[str, Any]) -> Any:
+    """The model's run at one point, keeping only what its row reads (sim.sweep.run_point)."""
     from loopfix.sim import sweep
+
+    return sweep.run_point(point, keep=row_kinds(point))
+
+
+def row_kinds(point: Mapping[str, Any]) -> frozenset[str] | None:
+    """The record kinds `measure_point` reads at this point; None (all) when it runs the checker."""
+    if point.get("check"):
+        return None
+    return MMC_ROW_KINDS if point["mmc"] else ROW_KINDS
+
+
+def measure_point(point: Mapping[str, Any], run: Any) -> dict[str, Any]:
+    """The row of one point from its run (`sweep.run_point` with `row_kinds(point)`): the
+    point's settings plus its figures, wall time aside."""
+    from loopfix.sim.process import gc_paused
+
+    with gc_paused():  # the figures' sets and dicts live to the end: nothing for the collector
+        return _measure(point, run)
+
+
+def _measure(point: Mapping[str, Any], run: Any) -> dict[str, Any]:
     from loopfix.sim.queueing import mmc_mean_wait
 
-    started = time.perf_counter()
-    scenario, history = sweep.simulate_point(point)
+    scenario, history = run.scenario, run.history
     row: dict[str, Any] = dict(point)
     summary = measures.summary(history)
     row.update({k: v for k, v in summary.items() if k != "outcomes"})
@@ -75,8 +108,7 @@ def sweep_row(point: Mapping[str, Any]) -> dict[str, Any]:
             row["invariants_hold"] = inv.overall(verdicts)
             row["broken"] = ",".join(v.name for v in verdicts if v.valid is False)
             row["undecided"] = ",".join(v.name for v in verdicts if v.valid == inv.UNKNOWN)
-    row["events"] = len(history)
-    row["wall_s"] = round(time.perf_counter() - started, 3)
+    row["events"] = run.events
     return row
 
 

@@ -51,6 +51,9 @@ class ModelCoordination:
         self.every_click = policy.has("enqueue_every_click")
         self.window_s = policy.fail_fast_window_s
         self.inflight_ttl_s = inflight_ttl(policy)
+        self.slots_per_business = policy.slots_per_business
+        # a slot can lapse: held with a TTL (claims not refreshed), or lapsed by lapse_claims
+        self.slots_lapse = not claims_refreshed
 
     def flush(self) -> None:
         """Redis restarted with nothing on disk: every key, slot, claim and window is gone."""
@@ -64,8 +67,16 @@ class ModelCoordination:
     def claim_dedup(self, call_sid: str, job_type: str) -> str | None:
         # a claim kept after a failed enqueue (`dedup_set_before_enqueue`) needs no owner token
         token = "enqueued" if self.claims_kept else self.new_token()
-        return token if self.keys.set(f"dedup:{call_sid}:{job_type}", token, self.clock._now, self.dedup_ttl_s,
-                                      nx=True) else None
+        # SET NX PX, as KeyStore.set(..., nx=True) does it, inline: once per enqueue
+        keys, key, now = self.keys, f"dedup:{call_sid}:{job_type}", self.clock._now
+        data = keys._data
+        held = data.get(key)
+        if held is not None and held[1] > now:
+            return None
+        if len(data) >= keys.purge_at:
+            keys.purge(now)
+        data[key] = (token, now + self.dedup_ttl_s)
+        return token
 
     def release_dedup(self, call_sid: str, job_type: str, token: str) -> bool:
         key, now = f"dedup:{call_sid}:{job_type}", self.clock._now
@@ -132,9 +143,10 @@ class ModelCoordination:
         if held is None:
             held = self.slots[business_id] = {}
         now = self.clock._now
-        for lapsed in [o for o, exp in held.items() if exp <= now]:
-            del held[lapsed]
-        if owner in held or len(held) < self.p.slots_per_business:
+        if self.slots_lapse:  # some slot has an expiry (else every one is held until released)
+            for lapsed in [o for o, exp in held.items() if exp <= now]:
+                del held[lapsed]
+        if owner in held or len(held) < self.slots_per_business:
             held[owner] = math.inf if self.claims_refreshed else now + self.inflight_ttl_s
             return True
         return False
@@ -181,6 +193,7 @@ class ModelCoordination:
         held = self.slots.get(business_id, {})
         if owner in held:
             held[owner] = min(held[owner], until)
+            self.slots_lapse = True
         holder = self.inflight.get(recording_sid)
         if holder is not None and holder[0] == owner:
             self.inflight[recording_sid] = (owner, min(holder[1], until))

@@ -19,6 +19,8 @@ class Draws:
         self.rng_twilio = random.Random(f"{seed}:twilio")
         self.rng_clients = random.Random(f"{seed}:clients")
         self.rng_leads = random.Random(f"{seed}:leads")
+        # randrange(n) for n >= 1 is _randbelow(n): the same draw without randrange's checks
+        self.randbelow = getattr(self.rng_calls, "_randbelow", self.rng_calls.randrange)
 
     def download_time(self, t: Any = None) -> float:
         """How long Twilio takes to serve one recording: lognormal, or the slow tail."""
@@ -30,21 +32,23 @@ class Draws:
     def fetch_fails(self) -> bool:
         return self.rng_twilio.random() < self.twilio.fault_rate
 
-    def calllog_delay(self) -> float:
-        c = self.scenario.calllog
-        if self.rng_calls.random() < c.late_fraction:
-            return self.rng_calls.uniform(*c.late_delay_s)
-        return self.rng_calls.uniform(*c.commit_delay_s)
-
     def new_call(self, archive: bool = False) -> Call:
+        """A call and its recording, drawn from the calls stream in a fixed order: has a URL, an
+        odd URL, its business, when its CallLog commits (late or not), then Twilio's time."""
         s, now, n, rng = self.scenario, self.env._now, self._ids + 1, self.rng_calls
         self._ids = n
-        has_url = archive or rng.random() < s.recordings.url_fraction
-        odd = rng.random() < s.recordings.odd_url_fraction
+        draw = rng.random
+        has_url = archive or draw() < s.recordings.url_fraction
+        odd = draw() < s.recordings.odd_url_fraction
+        business = 1 + self.randbelow(s.businesses)
+        if archive:
+            calllog_at = now
+        else:  # late or not, then a uniform delay: a + (b - a) * random(), as Random.uniform
+            c = s.calllog
+            lo, hi = c.late_delay_s if draw() < c.late_fraction else c.commit_delay_s
+            calllog_at = now + (lo + (hi - lo) * draw())
         num = f"{n:06d}"
         # positional, in Call's field order: call_sid, recording_sid, business_id, has_url,
         # calllog_at, download_s, archive, served (draws in the same order as ever)
-        call = Call("CA" + num, "RE" + num, 1 + rng.randrange(s.businesses), has_url,
-                    now if archive else now + self.calllog_delay(), self.download_time(), archive,
+        return Call("CA" + num, "RE" + num, business, has_url, calllog_at, self.download_time(), archive,
                     self.served_by_shape[odd] if has_url else "")
-        return call

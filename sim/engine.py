@@ -39,27 +39,29 @@ from loopfix.sim.actors.deleters import Deleters
 from loopfix.sim.actors.web import Web
 from loopfix.sim.actors.workers import Workers
 from loopfix.sim.draws import Draws
+from loopfix.sim.process import Env
+from loopfix.sim.ticker import Ticker
 from loopfix.sim.world import SAMPLE_INTERVAL_S, Sample, World
 
 
 @dataclass
-class Model(World, Draws, Web, Workers, Clients, Deleters):
+class Model(World, Ticker, Draws, Web, Workers, Clients, Deleters):
     """One simulation: build with a scenario and policy, `start()`, then run the env."""
 
     scenario: Scenario
     policy: P.Policy
-    env: simpy.Environment = field(default_factory=simpy.Environment)
+    env: simpy.Environment = field(default_factory=Env)
     history: list[dict[str, Any]] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.init_world()
+        self.init_ticker()
 
     def start(self) -> None:
         s, env = self.scenario, self.env
         for i in range(s.workers.count):
             self.worker_procs.append(self.spawn(self.worker(i)))
-        self.spawn(self.scheduler())
         self.spawn(self.sweeper())
         self.spawn(self.sampler())
         self.spawn(self.call_arrivals())
@@ -85,6 +87,7 @@ class Model(World, Draws, Web, Workers, Clients, Deleters):
     def outage(self, o: Outage) -> Generator:
         env = self.env
         yield env.timeout(o.at_s)
+        self.outages_on += 1
         targets = list(range(o.workers or self.scenario.workers.count))
         down = o.workers_down(self.scenario.workers.count)
         self.rec.outage_start("env", target=o.target, how=o.how, workers=down)
@@ -117,6 +120,8 @@ class Model(World, Draws, Web, Workers, Clients, Deleters):
             self.twilio = self.scenario.twilio
         else:
             self.scheduler_down = False
+        self.outages_on -= 1
+        self.kick_ticker()  # before the workers wake, as the tick of this instant ran before them
         self.wake_workers()
         self.rec.outage_end("env", target=o.target, how=o.how, workers=down)
         if o.how == "crash":

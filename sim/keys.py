@@ -12,11 +12,26 @@ import math
 from typing import Any
 
 
+PURGE_FLOOR = 1024  # keys held before the first purge of expired ones
+
+
 class KeyStore:
-    """A dict of key -> (value, expires_at); expires_at = inf keeps a key forever."""
+    """A dict of key -> (value, expires_at); expires_at = inf keeps a key forever.
+
+    A key whose TTL ran out is gone for every operation, as in Redis; it is also dropped from
+    memory whenever the store has doubled since the last purge (`purge`), so a long run holds
+    the keys that live, not one per call it ever saw (a dedup mark per enqueue)."""
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[Any, float]] = {}
+        self.purge_at = PURGE_FLOOR
+
+    def purge(self, now: float) -> None:
+        """Drop every expired key (what Redis's expiry does in the background)."""
+        data = self._data
+        for key in [k for k, (_, exp) in data.items() if exp <= now]:
+            del data[key]
+        self.purge_at = max(PURGE_FLOOR, 2 * len(data))
 
     def get(self, key: str, now: float) -> Any:
         item = self._data.get(key)
@@ -36,6 +51,8 @@ class KeyStore:
             held = self._data.get(key)
             if held is not None and held[1] > now:  # exists (an expired key is overwritten below)
                 return False
+        if len(self._data) >= self.purge_at:
+            self.purge(now)
         self._data[key] = (value, now + ttl_s if ttl_s is not None else math.inf)
         return True
 

@@ -9,14 +9,64 @@ and SimPy's Process paid one extra event per process and a heavier resume per st
 `Proc.interrupt(cause)` throws `simpy.Interrupt(cause)` into the generator at the current time,
 before anything else scheduled then (SimPy's Interruption, urgent priority). An exception the
 generator does not handle propagates out of `env.run()`.
+
+`Env` is the model's simpy.Environment with a leaner event loop: `timeout` builds its Timeout
+without the two calls SimPy's constructor makes (Timeout.__init__, schedule), and `run(until=t)`
+pops and dispatches events in one loop instead of a `step()` call per event. The queue, the
+event order (time, priority, creation order) and what `until` means are SimPy's, so a run is
+the same event for event; an event that failed with nobody to defuse it still crashes the run.
+
+`gc_paused()`: the cyclic collector off for a run or the measuring of its history.
 """
 from __future__ import annotations
 
-from typing import Any, Generator
+import contextlib
+import gc
+from heapq import heappop, heappush
+from typing import Any, Generator, Iterator
 
 import simpy
-from simpy.core import URGENT
-from simpy.events import Event
+from simpy.core import NORMAL, URGENT
+from simpy.events import Event, Timeout
+
+_new = object.__new__
+
+
+class Env(simpy.Environment):
+    """simpy.Environment, leaner: same queue, same order, fewer Python calls per event."""
+
+    def timeout(self, delay: float, value: Any = None) -> Timeout:  # type: ignore[override]
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        ev = _new(Timeout)
+        ev.env, ev.callbacks, ev._value, ev._delay, ev._ok = self, [], value, delay, True
+        heappush(self._queue, (self._now + delay, NORMAL, next(self._eid), ev))
+        return ev
+
+    def run(self, until: Any = None) -> Any:
+        """As simpy's run; a numeric `until` runs in one loop (events before `until`, and urgent
+        ones at it scheduled before this call), other forms go to simpy's."""
+        if until is None or isinstance(until, Event):
+            return super().run(until)
+        at = float(until)
+        if at <= self._now:
+            raise ValueError(f"until ({at}) must be greater than the current simulation time")
+        stop = Event(self)
+        stop._ok, stop._value = True, None
+        queue = self._queue
+        heappush(queue, (at, URGENT, next(self._eid), stop))
+        while True:
+            now, _, _, event = heappop(queue)  # never empty: `stop` is in it
+            self._now = now
+            if event is stop:
+                return None
+            callbacks, event.callbacks = event.callbacks, None
+            for callback in callbacks:
+                callback(event)
+            if not event._ok and not hasattr(event, "_defused"):
+                exc = type(event._value)(*event._value.args)
+                exc.__cause__ = event._value
+                raise exc
 
 
 class Proc:
@@ -26,10 +76,9 @@ class Proc:
 
     def __init__(self, env: simpy.Environment, gen: Generator[Event, Any, Any]):
         self.env, self.gen, self.target, self.alive = env, gen, None, True
-        start = Event(env)
-        start._ok, start._value = True, None
-        start.callbacks.append(self.resume)
-        env.schedule(start, URGENT)
+        start = _new(Event)  # Event(env) succeeded at once, built directly (one per process)
+        start.env, start.callbacks, start._ok, start._value = env, [self.resume], True, None
+        heappush(env._queue, (env._now, URGENT, next(env._eid), start))
 
     def resume(self, event: Event) -> None:
         gen = self.gen
@@ -61,3 +110,16 @@ class Proc:
         self.target.callbacks.remove(self.resume)
         self.resume(event)
 
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic collector paused: a run, or the measuring of its history, makes many small
+    containers that live to the end, which the collector would re-scan over and over for nothing
+    (reference counting still frees what dies)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -18,6 +18,7 @@ from loopfix.harness.scenario import Scenario
 from loopfix.reference_app.policy import Policy
 from loopfix.sim.metrics import HistoryMetrics, history_metrics, queue_metrics
 from loopfix.sim.model import simulate_model
+from loopfix.sim.process import gc_paused
 from loopfix.sim.records import CompactHistory
 
 
@@ -50,8 +51,9 @@ def simulate(scenario: Scenario, on_progress: Callable[[float], None] | None = N
     policy = scenario.make_policy()
     history = CompactHistory()
     model = simulate_model(scenario, policy, on_progress, history=history)
-    metrics = history_metrics(history)
-    metrics.update(queue_metrics(model.samples, scenario.workers.count))
+    with gc_paused():  # the metrics' sets and dicts live to the end: nothing for the collector
+        metrics = history_metrics(history)
+        metrics.update(queue_metrics(model.samples, scenario.workers.count))
     return SimResult(scenario, policy, history, metrics)
 
 

@@ -20,17 +20,17 @@ microsecond, so a worker serves at rate 1 / service_mean_s and the queue is M/M/
 from __future__ import annotations
 
 import dataclasses
-import gc
 import hashlib
 import itertools
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 from loopfix.harness.scenario import Outage, Scenario, load_scenario, with_settings
 from loopfix.reference_app import policy as policy_mod
 from loopfix.sim.model import Model
+from loopfix.sim.process import gc_paused
 
 MMC_OVERHEAD_S = 1e-6
 MMC_BUSINESSES = 1
@@ -110,26 +110,54 @@ def load_end_s(point: Mapping[str, Any]) -> float:
     return scenario_for(point).duration_s
 
 
+@dataclass(frozen=True)
+class PointRun:
+    """One point's run: its scenario, its history (only the records of the kinds asked for,
+    in order) and how many records the run made in all."""
+
+    scenario: Scenario
+    history: list[dict[str, Any]]
+    events: int
+
+
 def simulate_point(point: Mapping[str, Any]) -> tuple[Scenario, list[dict[str, Any]]]:
-    """Run the model at one point: (its scenario, its history)."""
+    """Run the model at one point: (its scenario, its whole history)."""
+    run = run_point(point)
+    return run.scenario, run.history
+
+
+def run_point(point: Mapping[str, Any], keep: Collection[str] | None = None) -> PointRun:
+    """Run the model at one point, keeping only the records of the kinds in `keep` (all when
+    None): the fast lane of a sweep whose figures read a few kinds (Model.record_only)."""
     s = scenario_for(point)
     cls = _exponential_downloads(float(point["service_mean_s"])) if point["mmc"] else Model
-    return s, simulate_history(s, cls)
+    history, events = _run(s, cls, keep)
+    return PointRun(s, history, events)
 
 
 def simulate_history(s: Scenario, cls: type[Model] = Model) -> list[dict[str, Any]]:
     """Only the history of a model run: a sweep measures it itself (reports/measures.py), so the
     model's own metrics are not computed."""
+    return _run(s, cls, None)[0]
+
+
+def _run(s: Scenario, cls: type[Model], keep: Collection[str] | None) -> tuple[list[dict[str, Any]], int]:
+    """(the kept history, every record made): the model is disposed of before the collector
+    runs again, so it is freed at once (Model.dispose)."""
     model = cls(s, s.make_policy())
+    if keep is not None:
+        model.record_only(keep)
     model.start()
-    was_enabled = gc.isenabled()
-    gc.disable()  # as sim.model does: the history would be re-scanned for nothing
-    try:
+    with gc_paused():  # as sim.model does: the history would be re-scanned for nothing
         model.env.run(until=s.duration_s + s.drain_s)
-    finally:
-        if was_enabled:
-            gc.enable()
-    return model.history
+        history, events = model.history, len(model.history) + model.unkept[0]
+        model.dispose()
+    return history, events
+
+
+def jobs_started(history: Sequence[Mapping[str, Any]]) -> int:
+    """Job runs started in a point's history: an M/M/c point's customers served."""
+    return sum(1 for e in history if e["kind"] == "job.start")
 
 
 def _exponential_downloads(mean_s: float) -> type[Model]:

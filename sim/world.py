@@ -11,9 +11,11 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Generator
+from typing import Any, Collection, Generator
 
 import simpy
+from simpy.core import NORMAL
+from simpy.events import PENDING
 
 from loopfix.reference_app import policy as P
 from loopfix.reference_app.events import EVENT_FIELDS
@@ -61,10 +63,13 @@ class JobQueue:
         self.waiters: deque[simpy.Event] = deque()
 
     def put(self, item: Any) -> None:
-        while self.waiters:
-            ev = self.waiters.popleft()
-            if not ev.triggered:
-                ev.succeed(item)
+        waiters = self.waiters
+        while waiters:
+            ev = waiters.popleft()
+            if ev._value is PENDING:  # not triggered: ev.succeed(item), inline
+                ev._ok, ev._value = True, item
+                env = self.env
+                heapq.heappush(env._queue, (env._now, NORMAL, next(env._eid), ev))
                 return
         self.items.append(item)
 
@@ -179,6 +184,8 @@ class World:
         self.worker_down = [False] * s.workers.count
         self.worker_wake = [self.env.event() for _ in range(s.workers.count)]
         self.worker_procs: list[Proc] = []
+        self.procs: list[Proc] = []  # every process spawned that may still be alive (dispose)
+        self.procs_prune_at = 64
         self.worker_job: list[Run | LeadJob | None] = [None] * s.workers.count
         self.busy = 0
         self.redis_paused = False
@@ -199,6 +206,7 @@ class World:
         self.rec = recorders(self.env, self.history)  # rec.<kind>(proc, **fields) records one event
         # a flow's Emit(kind, fields) is recorded by recorder_of[kind](proc, **fields)
         self.recorder_of: dict[str, Any] = {kind: getattr(self.rec, recorder_name(kind)) for kind in EVENT_FIELDS}
+        self.unkept = [0]  # records made but not kept (record_only)
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
         # the shared state, through the Coordination contract (sim.coordination)
@@ -226,12 +234,48 @@ class World:
         self.live_run_never_stuck = self.beats and P.stuck_reason(
             P.RunState("running", -math.inf, -math.inf, -beat_s, None), 0.0, self.policy, None) is None
 
+    def record_only(self, kinds: Collection[str]) -> None:
+        """The fast lane of a run that only a few figures will read (a sweep point without the
+        checker): records of the other kinds are counted in `unkept[0]`, not built. Nothing else
+        changes — a recorder has no effect on the run but its record."""
+        unknown = sorted(set(kinds) - set(EVENT_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown event kinds {unknown}")
+        unkept = self.unkept
+
+        def skip(proc: str, **fields: Any) -> None:
+            unkept[0] += 1
+
+        for kind in EVENT_FIELDS:
+            if kind not in kinds:
+                setattr(self.rec, recorder_name(kind), skip)
+                self.recorder_of[kind] = skip
+
     def record(self, kind: str, proc: str, fields: dict) -> None:
         """Record a flow's Emit(kind, fields) as `proc`."""
         self.recorder_of[kind](proc, **fields)
 
     def spawn(self, gen: Generator) -> Proc:
-        return Proc(self.env, gen)
+        proc = Proc(self.env, gen)
+        procs = self.procs
+        procs.append(proc)
+        if len(procs) >= self.procs_prune_at:  # forget ended ones as the list doubles
+            self.procs = procs = [p for p in procs if p.alive]
+            self.procs_prune_at = max(64, 2 * len(procs))
+        return proc
+
+    def dispose(self) -> None:
+        """After the run, when only its history is kept: end every process (its generator
+        closed, its finally blocks run), drop the pending events and the model's state. The
+        processes' frames, the model and its events refer to one another; broken here, the run
+        is freed by reference counting at once rather than by the cyclic collector's passes over
+        every Run and Call it made. The model cannot run again."""
+        for proc in self.procs:
+            if proc.alive:
+                proc.alive = False
+                proc.gen.close()
+        self.env._queue.clear()
+        self.__dict__.clear()
 
     def next_id(self) -> str:
         self._ids += 1
@@ -247,7 +291,7 @@ class World:
         return self.env._now - self.all_down_since < self.policy.heartbeat_timeout_s
 
     def push(self, run: Run, delay_s: float = 0.0, via: str = "retry") -> None:
-        """Queue a run now, or park it for the scheduler to promote after `delay_s`; while
+        """Queue a run now, or park it for the ticker to promote after `delay_s` (sim.ticker); while
         Redis restarts the job goes nowhere (the run is an orphan)."""
         run.token = token = run.token + 1
         if self.redis_gone:
@@ -256,6 +300,8 @@ class World:
         entry = Entry(run, token)
         if delay_s > 0:
             self._sched_seq += 1
-            heapq.heappush(self.scheduled, (self.env._now + delay_s, self._sched_seq, entry, via))
+            due = self.env._now + delay_s
+            heapq.heappush(self.scheduled, (due, self._sched_seq, entry, via))
+            self.plan_tick(due)
         else:
             self.queue.put(entry)

@@ -1,9 +1,8 @@
-"""The RQ workers, their scheduler ticker and stuck/orphan sweeper, and the recording job
-they run (seed 000's retries, seed 004's slots and deferral, the download) — with what a crash
-loses and what RQ re-runs."""
+"""The RQ workers, their stuck/orphan sweeper, and the recording job they run (seed 000's
+retries, seed 004's slots and deferral, the download) — with what a crash loses and what RQ
+re-runs. Parked jobs are promoted by the workers' ticker, sim/ticker.py."""
 from __future__ import annotations
 
-import heapq
 from typing import Any, Generator
 
 import simpy
@@ -62,24 +61,6 @@ class Workers:
                 ev.succeed()
             self.worker_wake[i] = self.env.event()
 
-    def scheduler(self) -> Generator:
-        """The scheduler: every tick, move due parked jobs onto the queue. It is the workers' ticker
-        thread (reference_app/worker.py), so nothing is promoted while every worker is down."""
-        tick, env, scheduled, timeout = self.scenario.workers.scheduler_tick_s, self.env, self.scheduled, self.env.timeout
-        worker_down = self.worker_down
-        while True:
-            yield timeout(tick)
-            if self.scheduler_down or self.redis_paused or all(worker_down):
-                continue
-            while scheduled and scheduled[0][0] <= env._now:
-                _, _, entry, via = heapq.heappop(scheduled)
-                run = entry.run
-                if run is not None and run.token == entry.token and run.status not in ("done", "failed"):
-                    self.rec.job_enqueue("scheduler", job_id=run.job_id, call_sid=run.call.call_sid,
-                              job_type=run.job_type, via=via)
-                if entry.lead_job is not None or (run is not None and run.token == entry.token):
-                    self.queue.put(entry)
-
     def sweeper(self) -> Generator:
         """cleanup_stuck_recording_jobs (flows.sweep.sweep) every heartbeat interval. The sweep
         runs in the workers' tickers, so not while every worker is down (nor while Redis is
@@ -94,12 +75,14 @@ class Workers:
             now = env._now
             skip_waiting = self.waiting_never_stuck_while_alive and self.worker_alive()
             skip_live = self.live_run_never_stuck
-            runs = (SweptRun(run, run.job_id, run.call.call_sid, run.job_type, run.retry_count, run.call.business_id,
+            runs = [SweptRun(run, run.job_id, run.call.call_sid, run.job_type, run.retry_count, run.call.business_id,
                              run.call.recording_sid, run.job_id, run.state(now, hb))
                     for run in list(active_runs.values())
                     if not (skip_waiting and run.status in P.WAITING_RUN_STATUSES and run.job_id not in orphans)
-                    and not (skip_live and run.alive_since is not None and run.status == "running"))
+                    and not (skip_live and run.alive_since is not None and run.status == "running")]
             self.sweep_flow(sweep(runs, now, p))
+            if not runs and skip_waiting and skip_live and not orphans:
+                yield from self.sweeper_idle()  # nothing to find until an outage (sim.ticker)
 
     def sweep_flow(self, flow) -> Any:
         """Run the sweep flow on the model's runs, recording as the sweeper. One sweep at a time

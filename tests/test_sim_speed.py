@@ -1,0 +1,143 @@
+"""The model's speed work (issue 18) changes no behaviour: the ticker promotes at the ticks it
+always did without an event per tick, the stuck sweep's sleep and the leaner SimPy loop leave
+every history as it was, and a sweep point's fast lane gives the row the whole history gives.
+No test here times anything: `loopfix bench --only model` measures."""
+from __future__ import annotations
+
+import simpy
+
+from loopfix.benchmarks import customer_bench, model_bench
+from loopfix.harness.scenario import load_scenario, with_settings
+from loopfix.reference_app.events import dumps
+from loopfix.sim import simulate, sweep
+from loopfix.sim.model import Model
+from loopfix.sweep_commands import MMC_ROW_KINDS, measure_point, row_kinds, run_for_row
+
+
+def _history(model_cls, s, **kw):
+    model = model_cls(s, s.make_policy(), **kw)
+    model.start()
+    model.env.run(until=s.duration_s + s.drain_s)
+    return model, [dumps(e) for e in model.history]
+
+
+def _promotions_against_due(tick: float):
+    """(due, promoted at) for every backoff retry of missing-calllog with `tick`."""
+    s = with_settings(load_scenario("missing-calllog"), assignments={"workers.scheduler_tick_s": str(tick)})
+    h = simulate(s).history
+    due: dict[str, float] = {}
+    pairs = []
+    for e in h:
+        if e["kind"] == "job.retry":
+            due[e["job_id"]] = e["t"] + e["delay"]
+        elif e["kind"] == "job.enqueue" and e["via"] == "retry":
+            pairs.append((due.pop(e["job_id"]), e["t"]))
+    return pairs
+
+
+def test_a_parked_retry_is_promoted_at_the_first_tick_at_or_after_its_due_time():
+    """As the app's ticker (reference_app/worker.py): promote_due runs on every tick, so a retry
+    waits for the first tick at or after it is due — never longer, never earlier."""
+    for tick in (1.0, 0.5):
+        pairs = _promotions_against_due(tick)
+        assert len(pairs) > 20
+        for due, at in pairs:
+            first_tick = -(-round(due * 1e6) // round(tick * 1e6)) * tick  # ceil on the µs the history keeps
+            assert abs(at - first_tick) < 1e-5, (tick, due, at)
+    # the tick is the scenario's: at 1 s some retries wait longer than at 0.5 s
+    assert any(at - due > 0.5 + 1e-5 for due, at in _promotions_against_due(1.0))
+
+
+def test_the_leaner_simpy_loop_runs_every_event_as_simpy_does():
+    """sim.process.Env against simpy.Environment on a run with crashes (interrupts), outages and
+    players: the same history, record for record."""
+    s = with_settings(load_scenario("worker-crash"), variant="before")
+    assert _history(Model, s)[1] == _history(Model, s, env=simpy.Environment())[1]
+
+
+class SweepsAlways(Model):
+    """The model with a stuck sweep that never sleeps (a sweep every interval)."""
+
+    def sweeper_idle(self):
+        return
+        yield
+
+
+def test_the_stuck_sweep_sleeps_only_where_a_sweep_would_find_nothing():
+    """Sleeping between outages changes no history (crashes, a Redis restart, stuck runs of
+    the seed variant), and it does sleep: fewer SimPy events."""
+    for name, variant in (("worker-crash", "fixed"), ("redis-restart", "fixed"), ("worker-outage", "seed"),
+                          ("steady", "fixed")):
+        s = with_settings(load_scenario(name), variant=variant)
+        lean, history = _history(Model, s)
+        ticking, reference = _history(SweepsAlways, s)
+        assert history == reference, (name, variant)
+        if name == "steady":
+            assert next(lean.env._eid) < next(ticking.env._eid)
+
+
+def _fast_lane_points():
+    grid = sweep.Grid(workers=(2, 4), calls_per_hour=(600.0,), outage_s=(0.0, 900.0),
+                      variants=("fixed", "seed", "before"), observe_s=900.0)
+    return list(sweep.points(grid)) + sweep.mmc_grid([2], [0.7], hours=2.0)
+
+
+def test_a_sweep_points_fast_lane_gives_the_row_of_its_whole_history():
+    for point in _fast_lane_points():
+        fast = sweep.run_point(point, keep=row_kinds(point))
+        whole = sweep.run_point(point)
+        assert fast.events == whole.events == len(whole.history) > len(fast.history)
+        assert measure_point(point, fast) == measure_point(point, whole), point
+
+
+def test_a_fast_lane_without_a_kind_its_row_reads_gives_another_row():
+    """The equality above can fail: keeping one kind too few changes the row."""
+    point = sweep.mmc_grid([2], [0.7], hours=2.0)[0]
+    short = sweep.run_point(point, keep=MMC_ROW_KINDS - {"job.start"})
+    row = measure_point(point, sweep.run_point(point, keep=MMC_ROW_KINDS))
+    assert row["queue_wait_n"] > 0
+    assert measure_point(point, short) != row
+
+
+def test_bench_measures_cpu_per_customer_against_ciw_with_waits_against_erlang_c():
+    tools = customer_bench.measure(customer_bench.PointRow(run_for_row, measure_point), customers=2000, repeat=1,
+                                   seeds=(1,))
+    assert set(tools) == {"ciw", "simpy", "point", "full"}
+    for name, t in tools.items():
+        assert t.us_per_customer > 0 and 1500 < t.customers < 2500, name
+    assert tools["point"].wait_ratio is not None and tools["full"].wait_ratio is None
+    figures = model_bench.per_customer_figures(tools, customer_bench.full_hours_for(2000), 1)
+    by_goal = {f.goal: f for f in figures if f.goal}
+    assert set(by_goal) == {"ratio <= 1.0", "ratio <= 1.3"}
+    assert all(f.baseline == tools["ciw"].us_per_customer for f in by_goal.values())
+
+
+def test_expired_redis_keys_leave_the_models_store_so_a_long_run_holds_the_live_ones():
+    from loopfix.sim.keys import PURGE_FLOOR, KeyStore
+
+    k = KeyStore()
+    for i in range(10_000):  # a dedup mark per enqueue, one a second, each living 120 s
+        assert k.set(f"dedup:CA{i}:full", "t", now=float(i), ttl_s=120, nx=True)
+    assert k.get("dedup:CA9999:full", 9999.0) == "t" and k.get("dedup:CA0:full", 9999.0) is None
+    assert not k.set("dedup:CA9990:full", "u", now=9999.0, ttl_s=120, nx=True)  # still live: NX refuses
+    assert k.flush() <= 2 * PURGE_FLOOR  # held then, expired ones included: not one per key ever set
+
+
+def _garbage_after_a_point(monkeypatch=None) -> int:
+    import gc
+
+    point = next(iter(sweep.points(sweep.Grid(base="worker-crash", workers=(4,), calls_per_hour=(600.0,),
+                                              outage_s=(600.0,), variants=("seed",), observe_s=900.0))))
+    gc.collect()
+    run = sweep.run_point(point)
+    found = gc.collect()
+    assert run.events == len(run.history) > 1000
+    return found
+
+
+def test_a_sweep_points_model_is_freed_at_once_not_left_to_the_cyclic_collector(monkeypatch):
+    """Model.dispose breaks the run's reference cycles (processes' frames, the model, its
+    events): the collector finds next to nothing after a point, where it found the whole run."""
+    assert _garbage_after_a_point() < 100
+    monkeypatch.setattr(Model, "dispose", lambda self: None)
+    assert _garbage_after_a_point() > 1000
