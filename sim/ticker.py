@@ -4,7 +4,7 @@ promoted onto the queue at the ticker's ticks, without an event per tick; and th
 anything.
 
 The app's ticker thread (reference_app/worker.py) wakes every `tick` and promotes whatever is
-due (coordination.promote_due); the model's ticks are at k x `workers.scheduler_tick_s` (k >= 1)
+due (parking.promote_due); the model's ticks are at k x `workers.scheduler_tick_s` (k >= 1)
 from the start. A parked job is therefore promoted at the first tick at or after its due time
 at which the ticker runs — not while every worker is down, Redis is paused or the scheduler is
 stopped. Ticks where nothing is due do nothing, so the model schedules only the ticks that
@@ -76,14 +76,14 @@ class Ticker:
 
     def _wake(self, event: Event) -> None:
         self._wakes.discard(event._value)
-        self.promote_due()
+        self.tick()
 
     def ticker_runs(self) -> bool:
         """The ticker runs in the workers' processes: not while all are down, nor while Redis
         is paused or the scheduler is stopped."""
         return not (self.scheduler_down or self.redis_paused or all(self.worker_down))
 
-    def promote_due(self) -> None:
+    def tick(self) -> None:
         """A tick: every parked job due by now goes onto the queue (recorded as job.enqueue by
         the scheduler while its run still expects it); then plan the tick of the next one."""
         if not self.ticker_runs():

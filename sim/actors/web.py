@@ -37,7 +37,7 @@ class Web:
                 except RedisUnavailable:
                     return flow.close()
 
-    def create_run(self, call: Call, job_type: str, via: str) -> Generator:
+    def commit_new_run(self, call: Call, job_type: str, via: str) -> Generator:
         """Create the run row and put its job on the queue (insert_run) after the commit's
         DB_COMMIT_S, where a concurrent request could slip in (clicks)."""
         yield self.env.timeout(DB_COMMIT_S)
@@ -78,7 +78,7 @@ class Web:
         """Seed 001's enqueue (flows.enqueue.dedup_enqueue, as recordings.enqueue_recording drives it):
         'enqueued' | 'duplicate' | 'error'; RedisUnavailable when Redis cannot answer the dedup
         claim and nothing falls back on the database. The run is created after the commit's
-        DB_COMMIT_S (create_run), where a concurrent request can slip in."""
+        DB_COMMIT_S (commit_new_run), where a concurrent request can slip in."""
         if dedup and self.redis_paused:  # Redis unreachable: paused, or restarting
             if self.orphans_swept:
                 return (yield from self.drive_pending_run(call, job_type, via))
@@ -87,7 +87,7 @@ class Web:
         done, value = self.enqueue_steps(flow, None)
         while not done:  # a CreateRun
             try:
-                yield from self.create_run(call, job_type, via)
+                yield from self.commit_new_run(call, job_type, via)
                 created = True
             except EnqueueError:
                 created = False
@@ -145,7 +145,7 @@ class Web:
             if effect.__class__ is ActiveRun:
                 result = self.active_run_of(call)
             elif wait:
-                result = yield from self.create_run(call, job_type, via)
+                result = yield from self.commit_new_run(call, job_type, via)
             else:
                 result = self.insert_run(call, job_type, via)
 
