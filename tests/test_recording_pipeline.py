@@ -152,7 +152,8 @@ def test_missing_calllog_retries_five_times_on_schedule_then_fails(stack_factory
     assert len(starts) == 6 and stack.ledger() == {}
 
 
-@pytest.mark.parametrize("faults,outcome", [("", "done"), ("shared_retry_budget", "failed")])
+@pytest.mark.parametrize("faults,outcome", [("", "done"), pytest.param("shared_retry_budget", "failed",
+                                                                         marks=pytest.mark.slow)])
 def test_a_calllog_after_the_fifth_retry_then_a_failed_fetch_is_downloaded_on_the_fetch_budget(
         stack_factory, make_config, faults, outcome):
     """fixed: the fetch failure spends the fetch budget (retry 1 after 60 s) and the recording

@@ -183,6 +183,7 @@ def _live_format_dir(directory: Path, scenario, described=None) -> None:
                                            "scenario_data": (described or scenario).to_dict()})
 
 
+@pytest.mark.slow  # CI time: a live run first (the report's other tests read the model's runs)
 def test_live_run_directory_adds_the_calibration_section_and_measures_the_worker_time(report, drawn, tmp_path):
     """A "live" run whose workers spend 20 s per job besides the download (the model run with
     job_overhead_s 20, in the live layout): the scenario's own twin (0.5 s) disagrees and the
