@@ -35,6 +35,21 @@ import shutil
 BASE_REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+def required_program(names: tuple[str, ...], install: str, env_var: str | None = None) -> str:
+    """The path of a program a test drives: `env_var`'s value, else the first of `names` on PATH
+    (or in /usr/sbin, /sbin). .ci/run installs each one, so in CI (CI=true) a missing program fails
+    the test; elsewhere the test is skipped, saying how to install it."""
+    found = os.environ.get(env_var) if env_var else None
+    for name in names:
+        found = found or shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if found is None:
+        message = f"{names[0]} is not installed ({install}; .ci/run does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
 @pytest.fixture(scope="session")
 def private_redis(tmp_path_factory):
     """URL of this test session's own Redis (see the module docstring)."""

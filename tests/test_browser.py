@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -29,7 +28,7 @@ from werkzeug.serving import make_server
 from loopfix.loadtests.stack import free_port
 from loopfix.loadtests.twilio_stub import wav_bytes
 from loopfix.reference_app.models import RecordingFile
-from tests.conftest import add_business
+from tests.conftest import add_business, required_program
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser]
 
@@ -52,13 +51,7 @@ for (const id of ["player", "anonymous"]) {{
 
 
 def chromium() -> str:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        message = "chromium is not installed (apt-get install -y chromium; .ci/run does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
+    return required_program(("chromium", "chromium-browser"), "apt-get install -y chromium")
 
 
 class LoggedInFrontEnd:

@@ -8,8 +8,6 @@ without it, failed without it when CI=true.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -21,6 +19,7 @@ from loopfix.benchmarks import poll_targets
 from loopfix.benchmarks.slow_clients import oversized_body
 from loopfix.loadtests.stack import free_port, http_ok, wait_until
 from loopfix.reference_app.services import Services
+from tests.conftest import required_program
 
 pytestmark = [pytest.mark.redis, pytest.mark.stack]
 
@@ -54,13 +53,7 @@ http {{
 
 
 def nginx_binary() -> str:
-    binary = os.environ.get("LOOPFIX_NGINX") or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-    if binary is None:
-        message = "nginx is not installed (apt-get install -y nginx-light, or set LOOPFIX_NGINX)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
+    return required_program(("nginx",), "apt-get install -y nginx-light, or set LOOPFIX_NGINX", "LOOPFIX_NGINX")
 
 
 def get(url: str, headers: dict[str, str]) -> tuple[int, dict, bytes]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from loopfix.reports.claims import CLAIMS
 from loopfix.reports import capacity
 from loopfix.reports.page import recommendation_line, recovery_sentence
 from loopfix.sim import simulate
+from tests.conftest import required_program
 
 ARTEFACTS = Path(__file__).resolve().parent.parent / "runs" / "test-artefacts"
 FIGURES = ("ttp_cdf.png", "requests.png", "queue.png", "backoff.png", "capacity.png", "queue_wait.png", "mmc.png",
@@ -291,12 +291,7 @@ def test_recovery_sentence_is_worded_from_the_measured_figures():
 
 
 def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed: .ci/run installs Debian's chromium package")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    return path
+    return required_program(("chromium", "chromium-browser"), "apt-get install -y chromium")
 
 
 PROBE = """<script>
