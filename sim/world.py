@@ -167,14 +167,19 @@ class Sample:
 
 def _unreachable(latest: dict[str, Run]) -> list[Run]:
     """The runs of `latest` (call_sid -> run) that only `latest` holds, with calls only their run
-    holds (reference counts: nothing else could reach them)."""
-    refs = sys.getrefcount
+    holds (reference counts: nothing else could reach them). None where the interpreter keeps
+    no reference counts."""
+    refs = getattr(sys, "getrefcount", None)
+    if refs is None:
+        return []
     return [run for run in latest.values() if refs(run) <= _RUN_REFS and refs(run.call) <= _CALL_REFS]
 
 
 def _probe_refs() -> tuple[int, int]:
     """The reference counts _unreachable sees for a run held by its dict alone and its call
     held by that run alone (this interpreter's own counting: the loop variable, the argument)."""
+    if not hasattr(sys, "getrefcount"):
+        return 0, 0
     call = Call("CA", "RE", 0, False, 0.0, 0.0)
     latest = {"CA": Run("1", call, "full", "done", 0.0, 0)}
     del call
