@@ -1,7 +1,8 @@
 """Run one scenario through the model.
 
 `simulate(scenario)` → SimResult (the history, kept compact — sim.records.CompactHistory —
-its metrics and policy), for callers that read the history afterwards. `simulate_checked`
+its metrics, measured as the records are made, and policy), for callers that read the history
+afterwards. `simulate_checked`
 keeps no history: each record goes, as it is made, to the invariants and the metrics in one
 pass (harness.invariants.online) and, when asked, to a history file; what stays in memory is
 what the invariants must keep. Both give the same verdicts and metrics for the same scenario.
