@@ -7,8 +7,8 @@ seeds 1-3), each measured as process CPU time per customer served:
 - loopfix's M/M/c point as `loopfix sweep --mmc` runs it: `sweep_row`'s two parts, its run
   and its measures, timed each (the command line passes them in: `PointRow`);
 - loopfix's full model per call: `sim.simulate` (model, metrics) on bench's day scenario
-  (benchmarks/bench_sim.day_scenario) cut to `full_hours`; its metrics re-timed alone for the
-  split.
+  (benchmarks/bench_sim.day_scenario) cut to `full_hours`, timed whole: its metrics are
+  measured as the model makes its records, inside the run (no pass after it to time alone).
 Best of `repeat` rounds, interleaved (every tool once per round), each round summing CPU over
 the seeds. The mean queue waits pooled over the seeds are checked against Erlang C (within
 10 %): a fast wrong model would not count.
@@ -125,25 +125,19 @@ def run_full(tool: Tool, hours: float, seeds) -> None:
     from loopfix.benchmarks.bench_sim import day_scenario
     from loopfix.harness.scenario import with_settings
     from loopfix.sim import simulate
-    from loopfix.sim.metrics import history_metrics
-    from loopfix.sim.process import gc_paused
 
-    total = metrics_s = 0.0
+    total = 0.0
     customers = 0
     for seed in seeds:
         s = with_settings(day_scenario(hours), seed=seed)
         gc.collect()
         t0 = _cpu()
         result = simulate(s)
-        t1 = _cpu()
-        with gc_paused():  # as sim.simulate computes them
-            history_metrics(result.history)  # the metrics' share, timed again on their own
-        t2 = _cpu()
-        total, metrics_s = total + t1 - t0, metrics_s + t2 - t1
+        total += _cpu() - t0
         customers += sum(1 for e in result.history if e["kind"] == "recording.created")
         del result
     tool.cpu.append(total)
-    tool.parts.append({"simulate": total - metrics_s, "metrics": metrics_s})
+    tool.parts.append({"simulate, metrics online": total})
     tool.customers = customers
 
 

@@ -298,17 +298,11 @@ class BackoffSchedule(Check):
         if e.get("outcome") in ("retry", "failed"):
             j = self.job(e)
             j.last_fail, j.failed = e, j.failed + 1
-        else:
-            self.seen(e)
-
-    def seen(self, e: Event) -> Any:
-        """Count `e` and give its job a place, without state: for an event that changes none."""
-        self.n += 1
-        jid = e.get("job_id")
-        j = self.jobs.get(jid)
-        if j is None:
-            j = self.jobs[jid] = len(self.jobs)
-        return j
+        else:  # count it and give its job a place, without state
+            self.n += 1
+            jid = e.get("job_id")
+            if jid not in self.jobs:
+                self.jobs[jid] = len(self.jobs)
 
     def on_enqueue(self, e: Event) -> None:
         if e.get("via") == "retry":
@@ -332,10 +326,15 @@ class BackoffSchedule(Check):
         j.pending, j.requeued, j.last_fail = e, None, None
 
     def on_start(self, e: Event) -> None:
-        if type(self.seen(e)) is int:
+        jid = e.get("job_id")
+        self.n += 1
+        j = self.jobs.get(jid)
+        if j is None:
+            self.jobs[jid] = len(self.jobs)
+            return  # a job's first start: nothing pending
+        if type(j) is int:
             return  # nothing pending, nothing to reset
-        self.n -= 1
-        j, p, jid = self.job(e), self.p, e.get("job_id")
+        p = self.p
         pending, last_fail = j.pending, j.last_fail
         if pending is not None:
             attempt, phase = int(pending.get("attempt") or 0), retry_phase_of(pending)

@@ -49,6 +49,16 @@ def {name}(proc, {params}):
         clock[0], clock[1] = now, micro_round(now)
     append(({values}clock[1], {kind!r}, "sim", proc))
 '''
+# a compact history's record that a consumer also reads as it is made (CompactHistory(feed=...))
+_COMPACT_FED = '''
+def {name}(proc, {params}):
+    now = env._now
+    if now != clock[0]:
+        clock[0], clock[1] = now, micro_round(now)
+    t = clock[1]
+    append(({values}t, {kind!r}, "sim", proc))
+    {name}_to({{{items}"t": t, "kind": {kind!r}, "source": "sim", "proc": proc}})
+'''
 # a kind a router sends nowhere: counted, no record built
 _SKIP = '''
 def {name}(proc, {params}):
@@ -63,10 +73,14 @@ KEYS: dict[str, tuple[str, ...]] = {kind: (*fields, "t", "kind", "source", "proc
 
 class CompactHistory(Sequence[dict[str, Any]]):
     """The model's history as one tuple per record (its dict's values, in key order); read as
-    dicts. A record appended as a dict is kept as it is."""
+    dicts. A record appended as a dict is kept as it is. `feed`: kind -> a function the
+    model's recorders also hand each record of that kind to, as its dict, when they make it (a
+    consumer's `handlers`, e.g. sim.metrics.HistoryMetrics: measured in the same pass, no dict
+    rebuilt from the tuples afterwards)."""
 
-    def __init__(self) -> None:
+    def __init__(self, feed: dict[str, Any] | None = None) -> None:
         self.records: list[Any] = []
+        self.feed = dict(feed or {})
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -117,8 +131,10 @@ def recorder_name(kind: str) -> str:
 
 def recorders(env: Any, history: Any) -> SimpleNamespace:
     """One recorder per event kind, appending to `history` at `env`'s clock: a tuple to a
-    CompactHistory, the record's dict to anything else with `append`."""
+    CompactHistory (and the dict to its `feed` of that kind), the record's dict to anything else
+    with `append`."""
     compact = isinstance(history, CompactHistory)
+    feed = history.feed if compact else {}
     route = getattr(history, "route", None)
     # clock: the last raw time seen and its rounding (0.0 for both at the start, as before)
     namespace: dict[str, Any] = {"env": env, "clock": [0.0, 0.0], "micro_round": micro_round,
@@ -133,6 +149,9 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
                 raise ValueError(f"event field {f!r} of {kind!r} cannot be a recorder parameter")
         name = recorder_name(kind)
         template = _COMPACT if compact else _TEMPLATE
+        if kind in feed:
+            template = _COMPACT_FED
+            namespace[f"{name}_to"] = feed[kind]
         if route is not None:
             to = route(kind)
             template = _ROUTED if to is not None else _SKIP

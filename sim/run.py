@@ -1,7 +1,8 @@
 """Run one scenario through the model.
 
 `simulate(scenario)` → SimResult (the history, kept compact — sim.records.CompactHistory —
-its metrics and policy), for callers that read the history afterwards. `simulate_checked`
+its metrics, measured as the records are made, and policy), for callers that read the history
+afterwards. `simulate_checked`
 keeps no history: each record goes, as it is made, to the invariants and the metrics in one
 pass (harness.invariants.online) and, when asked, to a history file; what stays in memory is
 what the invariants must keep. Both give the same verdicts and metrics for the same scenario.
@@ -16,9 +17,8 @@ from loopfix.harness import invariants as inv
 from loopfix.harness.history import HistoryFile
 from loopfix.harness.scenario import Scenario
 from loopfix.reference_app.policy import Policy
-from loopfix.sim.metrics import HistoryMetrics, history_metrics, queue_metrics
+from loopfix.sim.metrics import HistoryMetrics, queue_metrics
 from loopfix.sim.model import simulate_model
-from loopfix.sim.process import gc_paused
 from loopfix.sim.records import CompactHistory
 
 
@@ -49,11 +49,12 @@ class SimResult:
 def simulate(scenario: Scenario, on_progress: Callable[[float], None] | None = None) -> SimResult:
     """Simulate `scenario` to duration_s + drain_s (same seed → the same history, byte for byte)."""
     policy = scenario.make_policy()
-    history = CompactHistory()
+    measure = HistoryMetrics()  # fed as the records are made: no pass over the history after
+    history = CompactHistory(feed=measure.handlers)
     model = simulate_model(scenario, policy, on_progress, history=history)
-    with gc_paused():  # the metrics' sets and dicts live to the end: nothing for the collector
-        metrics = history_metrics(history)
-        metrics.update(queue_metrics(model.samples, scenario.workers.count))
+    metrics = measure.result(len(history))
+    history.feed.clear()  # the result keeps the history, not the metrics' tables
+    metrics.update(queue_metrics(model.samples, scenario.workers.count))
     return SimResult(scenario, policy, history, metrics)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Collection, Generator
@@ -164,6 +165,32 @@ class Sample:
     workers_up: int
 
 
+def _unreachable(latest: dict[str, Run]) -> list[Run]:
+    """The runs of `latest` (call_sid -> run) that only `latest` holds, with calls only their run
+    holds (reference counts: nothing else could reach them). None where the interpreter keeps
+    no reference counts."""
+    refs = getattr(sys, "getrefcount", None)
+    if refs is None:
+        return []
+    return [run for run in latest.values() if refs(run) <= _RUN_REFS and refs(run.call) <= _CALL_REFS]
+
+
+def _probe_refs() -> tuple[int, int]:
+    """The reference counts _unreachable sees for a run held by its dict alone and its call
+    held by that run alone (this interpreter's own counting: the loop variable, the argument)."""
+    if not hasattr(sys, "getrefcount"):
+        return 0, 0
+    call = Call("CA", "RE", 0, False, 0.0, 0.0)
+    latest = {"CA": Run("1", call, "full", "done", 0.0, 0)}
+    del call
+    refs = sys.getrefcount
+    counts = [(refs(run), refs(run.call)) for run in latest.values()]
+    return counts[0]
+
+
+_RUN_REFS, _CALL_REFS = _probe_refs()
+
+
 class World:
     """The state of one simulation (the engine's Model is a World with its actors)."""
 
@@ -175,7 +202,8 @@ class World:
         self.scheduled: list[tuple[float, int, Entry, str]] = []
         self._sched_seq = 0
         self.archive: list[Call] = []
-        self.latest_run: dict[str, Run] = {}
+        self.latest_run: dict[str, Run] = {}  # call_sid -> its latest run, while anything can ask
+        self.latest_prune_at = 1024
         self.active_runs: dict[str, Run] = {}
         self.leads: dict[int, set[int]] = {}
         self.lead_jobs: dict[int, list[LeadJob]] = {}
@@ -305,3 +333,16 @@ class World:
             self.plan_tick(due)
         else:
             self.queue.put(entry)
+        if len(self.latest_run) >= self.latest_prune_at:
+            self.forget_unreachable_runs()
+
+    def forget_unreachable_runs(self) -> None:
+        """Drop from latest_run the runs nothing can ask about again, as it doubles: a run is read
+        there only by a request about its call (latest_run[call.call_sid]), so a run that nothing
+        else holds (no queue, parking, registry, orphan or worker) whose call nothing else holds
+        (no player, no archive) is never read again; kept, every call and run of a day would
+        stay in memory to the end. Exact: which runs go changes nothing the model does."""
+        latest = self.latest_run
+        for run in _unreachable(latest):
+            del latest[run.call.call_sid]
+        self.latest_prune_at = max(1024, 2 * len(latest))

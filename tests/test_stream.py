@@ -162,3 +162,30 @@ def test_a_list_out_of_time_order_is_judged_as_a_whole_history():
               ev("client.request", 4.0, status=200, retry_after=None, n=1, audio_ok=True, **session)]
     v = inv.check_loops_terminate(listed, p)
     assert v.valid is True and v.figure["sessions"] == 1
+
+
+def test_a_check_that_fails_on_the_models_stream_is_unknown_no_longer_fed_and_the_others_still_decide(monkeypatch):
+    from loopfix.harness.checks_runs import NoDuplicateDownload
+
+    calls = []
+
+    def broken(self, e):
+        calls.append(e["t"])
+        raise KeyError("recording_sid")
+
+    monkeypatch.setattr(NoDuplicateDownload, "on_end", broken)
+    s = with_settings(load_scenario("steady"), variant="fixed")
+    verdicts = {v.name: v for v in simulate_checked(s).verdicts}
+    assert verdicts["no-duplicate-download"].valid == inv.UNKNOWN
+    assert "KeyError" in verdicts["no-duplicate-download"].anomalies["checker-error"][0].facts["error"]
+    assert len(calls) == 1  # its first event failed it: it is not fed again
+    assert all(v.valid is True for name, v in verdicts.items() if name != "no-duplicate-download")
+
+
+def test_simulate_measures_as_the_model_runs_what_a_pass_over_its_history_measures():
+    from loopfix.sim.metrics import history_metrics
+
+    for name, variant in CASES:
+        result = simulate(with_settings(load_scenario(name), variant=variant))
+        after = history_metrics(list(result.history))
+        assert {k: v for k, v in result.metrics.items() if k in after} == after

@@ -1,0 +1,53 @@
+"""What a long model run holds (issue 18): the world forgets the runs nothing can ask about again
+(sim.world.World.forget_unreachable_runs) and the history is the same with or without it. No
+test here measures memory: `python benchmarks/bench_stream.py` does."""
+from __future__ import annotations
+
+from loopfix.harness.scenario import load_scenario, with_settings
+from loopfix.reference_app.events import dumps
+from loopfix.sim import world
+from loopfix.sim.model import Call, Run, simulate_model
+from loopfix.sim.records import CompactHistory
+
+
+def _busy_day(hours: float = 0.5):
+    """bench's day scenario, cut short: 10,000 calls/h, a third of them played."""
+    return with_settings(load_scenario("steady"), assignments={
+        "duration_s": str(hours * 3600), "drain_s": "1800", "arrivals.calls_per_hour": "10000",
+        "workers.count": "24", "businesses": "40", "clients.play_fraction": "0.3"})
+
+
+def _run(s):
+    history = CompactHistory()
+    model = simulate_model(s, s.make_policy(), history=history)
+    return model, [dumps(e) for e in history]
+
+
+def test_a_long_run_keeps_only_the_runs_something_can_still_ask_about_and_its_history_is_unchanged(monkeypatch):
+    s = _busy_day()
+    model, history = _run(s)
+    calls = sum(1 for line in history if '"kind":"recording.created"' in line)
+    assert calls > 4000
+    assert len(model.latest_run) < calls / 2  # every call's run would be there, kept to the end
+    monkeypatch.setattr(world.World, "forget_unreachable_runs", lambda self: None)
+    kept, history_kept = _run(s)
+    assert len(kept.latest_run) >= calls * s.recordings.url_fraction * 0.9
+    assert history_kept == history
+
+
+def _latest(call_sid: str = "CA1") -> tuple[dict[str, Run], Call]:
+    call = Call(call_sid, "RE1", 1, True, 0.0, 1.0)
+    return {call_sid: Run("1", call, "full", "done", 0.0, 3)}, call
+
+
+def test_a_run_is_forgotten_only_when_neither_it_nor_its_call_is_held_elsewhere():
+    latest, call = _latest()
+    assert world._unreachable(latest) == []  # a player still holds the call: it may poll
+    del call
+    assert [r.job_id for r in world._unreachable(latest)] == ["1"]
+    run = latest["CA1"]
+    active = {run.job_id: run}  # queued, parked, running, orphaned: held by the world
+    del run
+    assert world._unreachable(latest) == []
+    active.clear()
+    assert len(world._unreachable(latest)) == 1
