@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from email.utils import formatdate
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
@@ -55,6 +56,12 @@ class BoundedFile:
         self._raw.close()
 
 
+@lru_cache(maxsize=4096)
+def http_date(epoch_s: int) -> str:
+    """An HTTP date (Last-Modified); cached: files are few and their times do not change."""
+    return formatdate(epoch_s, usegmt=True)
+
+
 def disposition(as_attachment: bool, filename: str) -> str:
     """Content-Disposition for an ASCII file name (a sid and an extension), RFC 6266."""
     return f"{'attachment' if as_attachment else 'inline'}; filename={filename}"
@@ -95,7 +102,7 @@ def file_response(environ: dict, path: str, content_type: str, etag: str, downlo
             raise PreconditionFailed()
         if chosen.status == 416:
             raise RequestedRangeNotSatisfiable(length=rep.length)
-        headers = [("ETag", rep.etag), ("Last-Modified", formatdate(rep.last_modified, usegmt=True)),
+        headers = [("ETag", rep.etag), ("Last-Modified", http_date(rep.last_modified)),
                    ("Cache-Control", CACHE_CONTROL), ("Accept-Ranges", "bytes")]
         if chosen.status == 304:
             raw.close()
