@@ -38,10 +38,6 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(routes_webhooks.bp)
     app.register_blueprint(routes_leads.bp)
 
-    @app.before_request
-    def _refuse_large_body():
-        check_body(request.environ, config.max_body_bytes)  # 413 before a byte is read
-
     class RequestGlobals(app.app_ctx_globals_class):
         """Flask's `g`; `g.db`, the request's ORM session, is opened on first use (RequestDb)."""
 
@@ -53,7 +49,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.app_ctx_globals_class = RequestGlobals
 
     @app.before_request
-    def _open_db():
+    def _before():  # one hook, not two: each costs every request
+        check_body(request.environ, config.max_body_bytes)  # 413 before a byte is read
         g.request_db = RequestDb(svc.engine, svc.sessions)
 
     @app.teardown_request

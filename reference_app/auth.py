@@ -38,7 +38,7 @@ def require_business(view):
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        header = request.headers.get("Authorization", "")
+        header = request.environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return jsonify(error="unauthorized", message="Authorization: Bearer <token> required"), 401

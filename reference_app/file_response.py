@@ -20,8 +20,9 @@ from flask import Response
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import PreconditionFailed, RequestedRangeNotSatisfiable
 
-from loopfix.reference_app.conditional import Representation, select
+from loopfix.reference_app.conditional import CONDITIONAL_HEADERS, Representation, select
 
+_ENVIRON_KEY = {name: "HTTP_" + name.upper().replace("-", "_") for name in CONDITIONAL_HEADERS}
 BLOCK = 64 * 1024  # read size where the server has no sendfile (the test client, werkzeug's server)
 CACHE_CONTROL = "no-cache"  # a player may keep it, but asks again (If-None-Match → 304)
 
@@ -133,7 +134,7 @@ def file_response(environ: dict, path: str, content_type: str, etag: str, downlo
     try:
         st = os.fstat(raw.fileno())
         rep = Representation(st.st_size, f'"{etag}"', int(st.st_mtime))
-        chosen = select(method, lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")), rep)
+        chosen = select(method, lambda name: environ.get(_ENVIRON_KEY[name]), rep)
         if chosen.status == 412:
             raise PreconditionFailed()
         if chosen.status == 416:

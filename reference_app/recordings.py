@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 import redis
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
@@ -22,17 +23,16 @@ from loopfix.reference_app.policy import ACTIVE_RUN_STATUSES, Policy, reported_e
 from loopfix.reference_app.services import Services
 
 
-@dataclass(frozen=True)
-class ReadyFile:
-    """A downloaded recording, as serving it needs it (a RecordingFile's columns)."""
+class ReadyFile(NamedTuple):
+    """A downloaded recording, as serving it needs it (a RecordingFile's columns). (This and the
+    two below are NamedTuples: built on every poll, a frozen dataclass costs twice as much.)"""
 
     path: str
     sha256: str
     content_type: str
 
 
-@dataclass(frozen=True)
-class RunRow:
+class RunRow(NamedTuple):
     """A call's latest RecordingRun, as the playback decision and the stuck-run fail need it."""
 
     id: int
@@ -45,8 +45,7 @@ class RunRow:
     next_attempt_at: float | None
 
 
-@dataclass(frozen=True)
-class CallRecording:
+class CallRecording(NamedTuple):
     """What the recording routes know of one call: its recording, the file if it is on disk,
     and the call's latest run."""
 
