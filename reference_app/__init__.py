@@ -51,7 +51,7 @@ def create_app(config: Config | None = None) -> Flask:
     @app.before_request
     def _before():  # one hook, not two: each costs every request
         check_body(request.environ, config.max_body_bytes)  # 413 before a byte is read
-        g.request_db = RequestDb(svc.engine, svc.sessions)
+        g.request_db = RequestDb(svc.reads, svc.sessions)
 
     @app.teardown_request
     def _close_db(_exc):
