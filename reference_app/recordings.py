@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
 import redis
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
