@@ -18,6 +18,7 @@ def create_app(config: Config | None = None) -> Flask:
     from werkzeug.exceptions import HTTPException
 
     from loopfix.reference_app.config import Config
+    from loopfix.reference_app.db import RequestDb
     from loopfix.reference_app.request_limits import check_body
     from loopfix.reference_app.policy import REDIS_UNAVAILABLE_RETRY_AFTER_S, retry_after_header
     from loopfix.reference_app.services import Services, set_services
@@ -37,17 +38,24 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(routes_webhooks.bp)
     app.register_blueprint(routes_leads.bp)
 
-    @app.before_request
-    def _refuse_large_body():
-        check_body(request.environ, config.max_body_bytes)  # 413 before a byte is read
+    class RequestGlobals(app.app_ctx_globals_class):
+        """Flask's `g`; `g.db`, the request's ORM session, is opened on first use (RequestDb)."""
+
+        def __getattr__(self, name: str):
+            if name == "db" and "request_db" in self.__dict__:
+                return self.request_db.session
+            return super().__getattr__(name)
+
+    app.app_ctx_globals_class = RequestGlobals
 
     @app.before_request
-    def _open_session():
-        g.db = svc.sessions()
+    def _before():  # one hook, not two: each costs every request
+        check_body(request.environ, config.max_body_bytes)  # 413 before a byte is read
+        g.request_db = RequestDb(svc.reads, svc.sessions)
 
     @app.teardown_request
-    def _close_session(_exc):
-        db = g.pop("db", None)
+    def _close_db(_exc):
+        db = g.pop("request_db", None)
         if db is not None:
             db.close()
 

@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from loopfix.reference_app.compiled_select import CompiledSelect
+from loopfix.reference_app.db import RequestDb
 from loopfix.reference_app.models import Business
 
 # Every /api/ request runs this: one indexed SELECT of two columns, no ORM object (the ORM select
@@ -26,8 +27,8 @@ class BusinessRow(NamedTuple):
 _BY_TOKEN = CompiledSelect(BY_TOKEN)
 
 
-def business_for_token(session: Session, token: str) -> BusinessRow | None:
-    row = _BY_TOKEN.first(session, token=token)
+def business_for_token(db: Session | RequestDb, token: str) -> BusinessRow | None:
+    row = _BY_TOKEN.first(db, token=token)
     return None if row is None else BusinessRow(*row)
 
 
@@ -37,11 +38,11 @@ def require_business(view):
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        header = request.headers.get("Authorization", "")
+        header = request.environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return jsonify(error="unauthorized", message="Authorization: Bearer <token> required"), 401
-        business = business_for_token(g.db, token.strip())
+        business = business_for_token(g.request_db, token.strip())
         if business is None or not hmac.compare_digest(business.api_token, token.strip()):
             return jsonify(error="unauthorized", message="unknown token"), 401
         g.business = business

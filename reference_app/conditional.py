@@ -16,6 +16,7 @@ from typing import Callable
 
 from loopfix.reference_app.byte_ranges import Unsatisfiable, requested_range
 
+CONDITIONAL_HEADERS = ("If-Match", "If-Unmodified-Since", "If-None-Match", "If-Modified-Since", "Range", "If-Range")
 _ENTITY_TAG = re.compile(r'\s*(W/)?("[^"]*")\s*(?:,|$)')
 
 
@@ -98,7 +99,8 @@ def _if_range_holds(value: str, rep: Representation) -> bool:
 
 
 def select(method: str, header: Callable[[str], str | None], rep: Representation) -> Selected:
-    """The answer to `method` (GET or HEAD) with request headers read through `header(name)`."""
+    """The answer to `method` (GET or HEAD) with request headers read through `header(name)`
+    (`name` one of CONDITIONAL_HEADERS)."""
     if_match = header("If-Match")
     if if_match is not None:
         if not _strong_match(if_match, rep.etag):

@@ -3,15 +3,17 @@ with stuck detection, playback dedup and fail-fast (002/003). Routes call these 
 `Answer` to HTTP; the rules themselves are policy.py's."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import NamedTuple
 
 import redis
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from loopfix.reference_app.compiled_select import CompiledSelect
+from loopfix.reference_app.db import RequestDb, session_of
 from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Enqueue, FailStuck, drive
 from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request
 from loopfix.reference_app.flows.enqueue import pending_run as pending_run_flow
@@ -22,17 +24,16 @@ from loopfix.reference_app.policy import ACTIVE_RUN_STATUSES, Policy, reported_e
 from loopfix.reference_app.services import Services
 
 
-@dataclass(frozen=True)
-class ReadyFile:
-    """A downloaded recording, as serving it needs it (a RecordingFile's columns)."""
+class ReadyFile(NamedTuple):
+    """A downloaded recording, as serving it needs it (a RecordingFile's columns). (This and the
+    two below are NamedTuples: built on every poll, a frozen dataclass costs twice as much.)"""
 
     path: str
     sha256: str
     content_type: str
 
 
-@dataclass(frozen=True)
-class RunRow:
+class RunRow(NamedTuple):
     """A call's latest RecordingRun, as the playback decision and the stuck-run fail need it."""
 
     id: int
@@ -45,8 +46,7 @@ class RunRow:
     next_attempt_at: float | None
 
 
-@dataclass(frozen=True)
-class CallRecording:
+class CallRecording(NamedTuple):
     """What the recording routes know of one call: its recording, the file if it is on disk,
     and the call's latest run."""
 
@@ -84,15 +84,15 @@ def _call_recording_select(scoped: bool):
 CALL_RECORDING = {True: CompiledSelect(_call_recording_select(True)), False: CompiledSelect(_call_recording_select(False))}
 
 
-def read_call(s: Session, business: Business, call_sid: str, p: Policy) -> CallRecording | None:
+def read_call(db: Session | RequestDb, business: Business, call_sid: str, p: Policy) -> CallRecording | None:
     """The business's call, or None — another business's call is indistinguishable from none
     (`tenant_unscoped_lookup`: anyone's call). Its file counts only while it is on disk."""
     scoped = not p.has("tenant_unscoped_lookup")
-    row = CALL_RECORDING[scoped].first(s, call_sid=call_sid, business_id=business.id)
+    row = CALL_RECORDING[scoped].first(db, call_sid=call_sid, business_id=business.id)
     if row is None:
         return None
     (rec_sid, url, path, sha256, content_type, run_id, job_type, status, created, started, beat, next_at) = row
-    file = ReadyFile(path, sha256, content_type) if path is not None and Path(path).is_file() else None
+    file = ReadyFile(path, sha256, content_type) if path is not None and os.path.isfile(path) else None
     run = RunRow(run_id, call_sid, job_type, status, created, started, beat, next_at) if run_id is not None else None
     return CallRecording(call_sid, rec_sid, url, file, run)
 
@@ -190,17 +190,18 @@ def latest_run(s: Session, call_sid: str) -> RecordingRun | None:
     return s.scalar(select(RecordingRun).where(RecordingRun.call_sid == call_sid).order_by(RecordingRun.id.desc()))
 
 
-def playback(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
+def playback(svc: Services, db: Session | RequestDb, business: Business, call_sid: str) -> Answer:
     """GET /api/recordings/file/<call_sid>: 200 ready, 202 processing, 404 never, 500 fail-fast
-    (flows.playback.poll, driven with Redis, the database and the history writer)."""
-    call = read_call(s, business, call_sid, svc.policy)
+    (flows.playback.poll, driven with Redis, the database and the history writer). The ORM
+    session is opened only for a write (a stuck run failed, a run enqueued)."""
+    call = read_call(db, business, call_sid, svc.policy)
     if call is None:
         return Answer(404, {"error": "not_found"})
     run = call.run
     flow = poll(PollCall(business.id, call_sid, bool(call.recording_url), call.file is not None,
                          run_state(svc, run) if run else None), svc.policy_now(), svc.policy)
 
-    enqueue_effects = enqueuer(svc, s, business.id, call_sid, call.recording_sid, call.recording_url)
+    enqueue_effects = enqueuer(svc, db, business.id, call_sid, call.recording_sid, call.recording_url)
 
     def handle(effect):
         if type(effect) is tuple and effect[0] is Coord:
@@ -208,7 +209,7 @@ def playback(svc: Services, s: Session, business: Business, call_sid: str) -> An
         if type(effect) is tuple or isinstance(effect, Enqueue):  # an Emit, or the Enqueue
             return enqueue_effects(effect)
         if isinstance(effect, FailStuck):
-            return _fail_stuck(svc, s, run, effect.reason)
+            return _fail_stuck(svc, session_of(db), run, effect.reason)
         return None  # Gap: the round trips themselves are the gap
 
     reply = drive(flow, handle)
@@ -229,21 +230,21 @@ def _fail_stuck(svc: Services, s: Session, run: RunRow, why: str) -> None:
         svc.coord.clear_dedup(run.call_sid, run.job_type)
 
 
-def enqueue_api(svc: Services, s: Session, business: Business, call_sid: str) -> Answer:
+def enqueue_api(svc: Services, db: Session | RequestDb, business: Business, call_sid: str) -> Answer:
     """POST /api/calls/<sid>/recording/enqueue: seed 001's (success, reason) → 202/200/200/500
     (flows.enqueue.enqueue_request)."""
-    call = read_call(s, business, call_sid, svc.policy)
+    call = read_call(db, business, call_sid, svc.policy)
     if call is None:
         return Answer(404, {"error": "not_found"})
     answered = drive(enqueue_request(call_sid, bool(call.recording_url), call.file is not None),
-                     enqueuer(svc, s, business.id, call_sid, call.recording_sid, call.recording_url))
+                     enqueuer(svc, db, business.id, call_sid, call.recording_sid, call.recording_url))
     if answered is None:
         return Answer(404, {"error": "no_recording_url"})
     reason, status = answered
     return Answer(status, {"success": reason == "enqueued", "reason": reason})
 
 
-def enqueuer(svc: Services, s: Session, business_id: int, call_sid: str, recording_sid: str | None,
+def enqueuer(svc: Services, db: Session | RequestDb, business_id: int, call_sid: str, recording_sid: str | None,
              recording_url: str | None):
     """The effects of flows.enqueue's request flows on the app: Enqueue (enqueue_recording) and
     Emit (the history writer)."""
@@ -252,7 +253,7 @@ def enqueuer(svc: Services, s: Session, business_id: int, call_sid: str, recordi
         if type(effect) is tuple:  # (Emit, kind, fields)
             return svc.history.emit(effect[1], **effect[2])
         if isinstance(effect, Enqueue):
-            reason, _run = enqueue_recording(svc, s, business_id=business_id, call_sid=call_sid,
+            reason, _run = enqueue_recording(svc, session_of(db), business_id=business_id, call_sid=call_sid,
                                              recording_sid=recording_sid, recording_url=recording_url,
                                              job_type=effect.job_type, via=effect.via, dedup=effect.dedup)
             return reason

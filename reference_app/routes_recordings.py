@@ -47,11 +47,11 @@ def send_recording(file: ReadyFile, download_name: str | None = None, as_attachm
 @bp.get("/recordings/file/<call_sid>")
 @require_business
 def recording_file(call_sid: str):
-    return respond(playback(_svc(), g.db, g.business, call_sid))
+    return respond(playback(_svc(), g.request_db, g.business, call_sid))
 
 
 def _serve_ready(call_sid: str, as_attachment: bool):
-    call = read_call(g.db, g.business, call_sid, _svc().policy)
+    call = read_call(g.request_db, g.business, call_sid, _svc().policy)
     if call is None:
         return jsonify(error="not_found"), 404
     file = call.file
@@ -76,4 +76,4 @@ def download(call_sid: str):
 @bp.post("/calls/<call_sid>/recording/enqueue")
 @require_business
 def enqueue(call_sid: str):
-    return respond(enqueue_api(_svc(), g.db, g.business, call_sid))
+    return respond(enqueue_api(_svc(), g.request_db, g.business, call_sid))

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from loopfix.reference_app.config import Config
 from loopfix.reference_app.coordination import Coordinator
-from loopfix.reference_app.db import init_db, make_engine, make_sessionmaker
+from loopfix.reference_app.db import ReadConnections, init_db, make_engine, make_sessionmaker
 from loopfix.reference_app.events import HistoryWriter
 from loopfix.reference_app.policy import Policy
 
@@ -62,6 +62,11 @@ class Services:
         engine = make_engine(self.config.sqlalchemy_url)
         init_db(engine)
         return engine
+
+    @cached_property
+    def reads(self) -> ReadConnections:
+        """The web requests' read connections (db.RequestDb)."""
+        return ReadConnections(self.engine)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

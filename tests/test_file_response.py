@@ -138,3 +138,18 @@ def test_a_chunked_body_is_read_up_to_the_cap_then_refused_413(recording, size, 
                     content_type="application/json", environ_overrides={"wsgi.input_terminated": True})
     assert r.status_code == status, r.data
     assert stream.tell() <= 1001  # never read past the cap
+
+
+def test_a_file_response_sends_its_header_list_as_is_and_a_later_header_change_too():
+    from loopfix.reference_app.file_response import FileResponse
+
+    environ = {"REQUEST_METHOD": "GET", "SERVER_NAME": "h", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    listed = [("Content-Type", "audio/mpeg"), ("Content-Length", "3")]
+    body, status, headers = FileResponse([b"abc"], 206, list(listed)).get_wsgi_response(environ)
+    assert (list(body), status, headers) == ([b"abc"], "206 PARTIAL CONTENT", listed)
+    changed = FileResponse([b"abc"], 200, list(listed))
+    changed.headers["X-Extra"] = "1"  # as an after_request hook would
+    _body, _status, headers = changed.get_wsgi_response(environ)
+    assert headers == [*listed, ("X-Extra", "1")]
+    head = FileResponse([b"abc"], 200, list(listed))
+    assert list(head.get_wsgi_response({**environ, "REQUEST_METHOD": "HEAD"})[0]) == []
