@@ -4,6 +4,7 @@ every history as it was, and a sweep point's fast lane gives the row the whole h
 No test here times anything: `loopfix bench --only model` measures."""
 from __future__ import annotations
 
+import pytest
 import simpy
 
 from loopfix.benchmarks import customer_bench, model_bench
@@ -97,6 +98,11 @@ def test_a_fast_lane_without_a_kind_its_row_reads_gives_another_row():
     row = measure_point(point, sweep.run_point(point, keep=MMC_ROW_KINDS))
     assert row["queue_wait_n"] > 0
     assert measure_point(point, short) != row
+
+
+def test_a_fast_lane_asked_for_a_kind_the_schema_lacks_says_which():
+    with pytest.raises(ValueError, match="job.begin"):
+        sweep.KeptKinds({"job.start", "job.begin"})
 
 
 def test_bench_measures_cpu_per_customer_against_ciw_with_waits_against_erlang_c():

@@ -96,7 +96,8 @@ class Web:
 
     def drive_enqueue_now(self, call: Call, job_type: str, via: str) -> str:
         """drive_enqueue for a request with nothing to race with (the webhook): the run created
-        with no commit wait (insert_run), so no simulated time passes."""
+        with no commit wait (insert_run), so no simulated time passes. (enqueue_steps, inline:
+        once per call.)"""
         if self.redis_paused:  # Redis unreachable: paused, or restarting
             if not self.orphans_swept:
                 raise RedisUnavailable
@@ -106,15 +107,20 @@ class Web:
             except StopIteration as stop:
                 return stop.value
         flow = dedup_enqueue(call.call_sid, job_type, via, True, self.policy)
-        done, value = self.enqueue_steps(flow, None)
-        while not done:  # a CreateRun
+        send, coord, result = flow.send, self.coord, None
+        while True:
             try:
-                self.insert_run(call, job_type, via)
-                created = True
-            except EnqueueError:
-                created = False
-            done, value = self.enqueue_steps(flow, created)
-        return value
+                effect = send(result)
+            except StopIteration as stop:
+                return stop.value
+            if effect.__class__ is CreateRun:
+                try:
+                    self.insert_run(call, job_type, via)
+                    result = True
+                except EnqueueError:
+                    result = False
+            else:  # (Coord, op, args)
+                result = getattr(coord, effect[1])(*effect[2])
 
     def enqueue_steps(self, flow, result) -> tuple[bool, str | None]:
         """Send `result` into the enqueue flow and do its Coordination effects until it ends,
