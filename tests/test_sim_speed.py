@@ -105,6 +105,13 @@ def test_a_fast_lane_asked_for_a_kind_the_schema_lacks_says_which():
         sweep.KeptKinds({"job.start", "job.begin"})
 
 
+def test_a_fast_lane_counts_a_record_appended_without_a_recorder_and_keeps_it_by_its_kind():
+    kept = sweep.KeptKinds({"job.start"})
+    kept.append({"kind": "job.start", "job_id": "1"})
+    kept.append({"kind": "job.end", "job_id": "1"})
+    assert kept.events == 2 and kept.records == [{"kind": "job.start", "job_id": "1"}]
+
+
 def test_bench_measures_cpu_per_customer_against_ciw_with_waits_against_erlang_c():
     tools = customer_bench.measure(customer_bench.PointRow(run_for_row, measure_point), customers=2000, repeat=1,
                                    seeds=(1,))
