@@ -35,9 +35,10 @@ class Clients:
             if env._now >= duration:
                 return
             call = new_call()
-            if plays() < play_fraction:  # is this call's recording opened?
+            opened = plays() < play_fraction  # is this call's recording opened?
+            if opened:
                 play_later(call)
-            webhook(call)
+            webhook(call, opened)
 
     def play_later(self, call: Call) -> None:
         """Someone opens the call's recording a uniform delay after the call (play_delay_s), not
