@@ -75,12 +75,11 @@ def _measure(point: Mapping[str, Any], run: Any) -> dict[str, Any]:
 
     scenario, history = run.scenario, run.history
     row: dict[str, Any] = dict(point)
-    summary = measures.summary(history)
+    summary, waits = measures.summary_and_queue_waits(history, after_t=WARMUP_S if point["mmc"] else 0.0)
     row.update({k: v for k, v in summary.items() if k != "outcomes"})
     # every ending a column, 0 when none ended so: rows of one grid have the same columns (CSV too)
     row.update({f"sessions_{k}": 0 for k in inv.TERMINAL_OUTCOMES})
     row.update({f"sessions_{k}": v for k, v in summary["outcomes"].items()})
-    waits = measures.queue_waits(history, after_t=WARMUP_S if point["mmc"] else 0.0)
     overhead = scenario.workers.job_overhead_s
     row["queue_wait_n"] = len(waits)
     row["queue_wait_mean_s"] = (measures.mean(waits) - overhead) if waits else None

@@ -59,14 +59,66 @@ class Session:
 
 
 def sessions(history: Iterable[Event]) -> list[Session]:
+    return _scan(history)[0]
+
+
+def times_to_playable(history: Iterable[Event]) -> list[float]:
+    return [s.time_to_playable_s for s in sessions(history) if s.time_to_playable_s is not None]
+
+
+def summary(history: Iterable[Event]) -> dict[str, Any]:
+    """The calibration figures of one run (see the module docstring for each definition)."""
+    return _summarise(*_scan(history)[:3])
+
+
+def summary_and_queue_waits(history: Iterable[Event], after_t: float = 0.0) -> tuple[dict[str, Any], list[float]]:
+    """(summary(history), queue_waits(history, after_t)) in one pass over the history (a sweep
+    row reads both)."""
+    ss, jobs, downloads, waits = _scan(history, after_t)
+    return _summarise(ss, jobs, downloads), waits
+
+
+def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
+    """Per job run started after `after_t`: time from its latest enqueue to its start."""
+    return _scan(history, after_t)[3]
+
+
+def _scan(history: Iterable[Event], after_t: float = 0.0) -> tuple[list[Session], dict[Any, Any], dict[Any, int],
+                                                                 list[float]]:
+    """One pass: the client sessions, the job ids enqueued per call_sid (one id, or the set of
+    them when there are several: a set per call costs more than the pass), the completed
+    downloads per recording_sid, and the queue waits of job runs enqueued at or after
+    `after_t`. (The kinds a sweep's M/M/c point has most of are tested first.)"""
     first: dict[tuple[Any, Any], float] = {}
     calls: dict[tuple[Any, Any], str] = {}
     count: dict[tuple[Any, Any], int] = defaultdict(int)
     played: dict[tuple[Any, Any], float] = {}
     outcome: dict[tuple[Any, Any], str] = {}
+    jobs: dict[Any, Any] = {}
+    downloads: dict[Any, int] = {}
+    enqueued: dict[Any, float] = {}
+    waits: list[float] = []
     for e in history:
         kind = e.get("kind")
-        if kind == "client.request":
+        if kind == "job.enqueue":
+            job_id, call_sid = e["job_id"], e["call_sid"]
+            ids = jobs.get(call_sid)  # its one job id, or a set once it has two
+            if ids is None:
+                jobs[call_sid] = job_id
+            elif ids.__class__ is set:
+                ids.add(job_id)
+            elif ids != job_id:
+                jobs[call_sid] = {ids, job_id}
+            enqueued[job_id] = float(e["t"])
+        elif kind == "job.start":
+            t0 = enqueued.pop(e["job_id"], None)
+            if t0 is not None and t0 >= after_t:
+                waits.append(float(e["t"]) - t0)
+        elif kind == "download.end":
+            if e.get("ok") and not e.get("skipped"):
+                sid = e["recording_sid"]
+                downloads[sid] = downloads.get(sid, 0) + 1
+        elif kind == "client.request":
             key = (e["client"], e["session"])
             first.setdefault(key, float(e["t"]))
             calls.setdefault(key, str(e.get("call_sid")))
@@ -75,26 +127,13 @@ def sessions(history: Iterable[Event]) -> list[Session]:
                 played[key] = float(e["t"]) - first[key]
         elif kind == "client.end":
             outcome[(e["client"], e["session"])] = str(e.get("outcome"))
-    return [Session(calls[k], first[k], count[k], played.get(k), outcome.get(k)) for k in first]
+    ss = [Session(calls[k], first[k], count[k], played.get(k), outcome.get(k)) for k in first]
+    return ss, jobs, downloads, waits
 
 
-def times_to_playable(history: Iterable[Event]) -> list[float]:
-    return [s.time_to_playable_s for s in sessions(history) if s.time_to_playable_s is not None]
-
-
-def summary(history: Sequence[Event]) -> dict[str, Any]:
-    """The calibration figures of one run (see the module docstring for each definition)."""
-    ss = sessions(history)
+def _summarise(ss: list[Session], jobs: Mapping[Any, Any], downloads: Mapping[Any, int]) -> dict[str, Any]:
     ttp = [s.time_to_playable_s for s in ss if s.time_to_playable_s is not None]
     reqs = [float(s.requests) for s in ss if s.time_to_playable_s is not None]
-    jobs: dict[Any, set[Any]] = defaultdict(set)
-    downloads: dict[Any, int] = {}
-    for e in history:
-        kind = e.get("kind")
-        if kind == "job.enqueue":
-            jobs[e["call_sid"]].add(e["job_id"])
-        elif kind == "download.end" and e.get("ok") and not e.get("skipped"):
-            downloads[e["recording_sid"]] = downloads.get(e["recording_sid"], 0) + 1
     outcomes: dict[str, int] = defaultdict(int)
     for s in ss:
         outcomes[s.outcome or "open"] += 1
@@ -104,7 +143,7 @@ def summary(history: Sequence[Event]) -> dict[str, Any]:
         "ttp_p50_s": percentile(ttp, 0.5),
         "ttp_p95_s": percentile(ttp, 0.95),
         "requests_per_playback": mean(reqs),
-        "jobs_per_recording": mean([float(len(v)) for v in jobs.values()]),
+        "jobs_per_recording": mean([float(len(v)) if v.__class__ is set else 1.0 for v in jobs.values()]),
         "downloads_per_recording": mean([float(v) for v in downloads.values()]),
         "outcomes": dict(sorted(outcomes.items())),
     }
@@ -263,21 +302,6 @@ def calls_with_pending_jobs(history: Iterable[Event]) -> set[Any]:
     settled = ("done", "failed", "skipped", "crashed")
     return {e.get("call_sid") for e in last.values()
             if not (e["kind"] == "job.stuck" or (e["kind"] == "job.end" and e.get("outcome") in settled))}
-
-
-def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
-    """Per job run started after `after_t`: time from its latest enqueue to its start."""
-    enqueued: dict[Any, float] = {}
-    out: list[float] = []
-    for e in history:
-        kind = e.get("kind")
-        if kind == "job.enqueue":
-            enqueued[e["job_id"]] = float(e["t"])
-        elif kind == "job.start" and e["job_id"] in enqueued:
-            t0 = enqueued.pop(e["job_id"])
-            if t0 >= after_t:
-                out.append(float(e["t"]) - t0)
-    return out
 
 
 def worker_time_per_job(history: Sequence[Event]) -> dict[str, Any]:

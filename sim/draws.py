@@ -19,8 +19,11 @@ class Draws:
         self.rng_twilio = random.Random(f"{seed}:twilio")
         self.rng_clients = random.Random(f"{seed}:clients")
         self.rng_leads = random.Random(f"{seed}:leads")
-        # randrange(n) for n >= 1 is _randbelow(n): the same draw without randrange's checks
-        self.randbelow = getattr(self.rng_calls, "_randbelow", self.rng_calls.randrange)
+        # what new_call reads on every call, read once (the scenario is frozen)
+        s = self.scenario
+        r, c = s.recordings, s.calllog
+        self.call_shape = (r.url_fraction, r.odd_url_fraction, s.businesses, s.businesses.bit_length(),
+                           c.late_fraction, c.late_delay_s, c.commit_delay_s)
 
     def download_time(self, t: Any = None) -> float:
         """How long Twilio takes to serve one recording: lognormal, or the slow tail."""
@@ -35,20 +38,24 @@ class Draws:
     def new_call(self, archive: bool = False) -> Call:
         """A call and its recording, drawn from the calls stream in a fixed order: has a URL, an
         odd URL, its business, when its CallLog commits (late or not), then Twilio's time."""
-        s, now, n, rng = self.scenario, self.env._now, self._ids + 1, self.rng_calls
-        self._ids = n
+        self._ids = n = self._ids + 1
+        now, rng = self.env._now, self.rng_calls
         draw = rng.random
-        has_url = archive or draw() < s.recordings.url_fraction
-        odd = draw() < s.recordings.odd_url_fraction
-        business = 1 + self.randbelow(s.businesses)
+        url_fraction, odd_fraction, businesses, bits, late_fraction, late_s, commit_s = self.call_shape
+        has_url = archive or draw() < url_fraction
+        odd = draw() < odd_fraction
+        # the business: 1 + rng.randrange(businesses), inline — Random._randbelow's own loop
+        # (getrandbits of the bit length until below businesses), the same draws
+        business = rng.getrandbits(bits)
+        while business >= businesses:
+            business = rng.getrandbits(bits)
         if archive:
             calllog_at = now
         else:  # late or not, then a uniform delay: a + (b - a) * random(), as Random.uniform
-            c = s.calllog
-            lo, hi = c.late_delay_s if draw() < c.late_fraction else c.commit_delay_s
+            lo, hi = late_s if draw() < late_fraction else commit_s
             calllog_at = now + (lo + (hi - lo) * draw())
         num = f"{n:06d}"
         # positional, in Call's field order: call_sid, recording_sid, business_id, has_url,
         # calllog_at, download_s, archive, served (draws in the same order as ever)
-        return Call("CA" + num, "RE" + num, business, has_url, calllog_at, self.download_time(), archive,
+        return Call("CA" + num, "RE" + num, 1 + business, has_url, calllog_at, self.download_time(), archive,
                     self.served_by_shape[odd] if has_url else "")

@@ -25,10 +25,11 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Collection, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 from loopfix.harness.scenario import Outage, Scenario, load_scenario, with_settings
 from loopfix.reference_app import policy as policy_mod
+from loopfix.reference_app.events import EVENT_FIELDS
 from loopfix.sim.model import Model
 from loopfix.sim.process import gc_paused
 
@@ -128,7 +129,7 @@ def simulate_point(point: Mapping[str, Any]) -> tuple[Scenario, list[dict[str, A
 
 def run_point(point: Mapping[str, Any], keep: Collection[str] | None = None) -> PointRun:
     """Run the model at one point, keeping only the records of the kinds in `keep` (all when
-    None): the fast lane of a sweep whose figures read a few kinds (Model.record_only)."""
+    None): the fast lane of a sweep whose figures read a few kinds (KeptKinds)."""
     s = scenario_for(point)
     cls = _exponential_downloads(float(point["service_mean_s"])) if point["mmc"] else Model
     history, events = _run(s, cls, keep)
@@ -141,16 +142,46 @@ def simulate_history(s: Scenario, cls: type[Model] = Model) -> list[dict[str, An
     return _run(s, cls, None)[0]
 
 
+class KeptKinds:
+    """The history of a fast-lane run: the records of the kinds in `kinds` kept in `records`, in
+    order, the others only counted. It speaks sim.records' router protocol (as
+    harness.stream.Fanout does): `route(kind)` says once per kind where its records go, None for
+    nowhere, and the recorders of a kind routed nowhere take the kind's own fields and build no
+    record — where a recorder taking any fields (`**fields`) would build a dict of them on every
+    call. `tally[0]` counts every record the recorders made."""
+
+    def __init__(self, kinds: Collection[str]):
+        unknown = sorted(set(kinds) - set(EVENT_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown event kinds {unknown}")
+        self.kinds = frozenset(kinds)
+        self.records: list[dict[str, Any]] = []
+        self.tally = [0]
+        self.clock: list[float] | None = None  # the recorders' clock (sim.records)
+
+    def route(self, kind: str) -> Callable[[dict[str, Any]], None] | None:
+        return self.records.append if kind in self.kinds else None
+
+    def append(self, record: dict[str, Any]) -> None:
+        """A record made without a recorder: kept or counted as its kind says."""
+        self.tally[0] += 1
+        if record["kind"] in self.kinds:
+            self.records.append(record)
+
+    @property
+    def events(self) -> int:
+        return self.tally[0]
+
+
 def _run(s: Scenario, cls: type[Model], keep: Collection[str] | None) -> tuple[list[dict[str, Any]], int]:
     """(the kept history, every record made): the model is disposed of before the collector
     runs again, so it is freed at once (Model.dispose)."""
-    model = cls(s, s.make_policy())
-    if keep is not None:
-        model.record_only(keep)
+    kept = KeptKinds(keep) if keep is not None else None
+    model = cls(s, s.make_policy()) if kept is None else cls(s, s.make_policy(), history=kept)
     model.start()
     with gc_paused():  # as sim.model does: the history would be re-scanned for nothing
         model.env.run(until=s.duration_s + s.drain_s)
-        history, events = model.history, len(model.history) + model.unkept[0]
+        history, events = (model.history, len(model.history)) if kept is None else (kept.records, kept.events)
         model.dispose()
     return history, events
 
@@ -161,11 +192,14 @@ def jobs_started(history: Sequence[Mapping[str, Any]]) -> int:
 
 
 def _exponential_downloads(mean_s: float) -> type[Model]:
+    lambd = 1.0 / mean_s
+
     class ExponentialDownloads(Model):
         """The model with exponential Twilio download times (mean `mean_s`)."""
 
-        def download_time(self) -> float:
-            return self.rng_twilio.expovariate(1.0 / mean_s)
+        def download_time(self, t: Any = None) -> float:
+            # rng_twilio.expovariate(lambd), inline (Random.expovariate's own formula): once a call
+            return -math.log(1.0 - self.rng_twilio.random()) / lambd
 
     return ExponentialDownloads
 

@@ -46,3 +46,21 @@ def test_unplayed_share_leaves_out_sessions_for_calls_without_a_recording():
     assert measures.unplayed_share({"not_found": 3}) is None
     assert measures.row_outcomes({"sessions_played": 4, "sessions_gave_up": None, "workers": 2}) == \
         {"played": 4, "gave_up": 0}
+
+
+def test_jobs_per_recording_counts_distinct_job_ids_and_waits_run_from_the_latest_enqueue():
+    """One pass gives a sweep row both: call 1 had job a (enqueued twice: one id) and job b, call 2
+    job c; a's wait runs from its re-enqueue; a job enqueued before `after_t` has no wait."""
+    history = [
+        _e(1, "job.enqueue", job_id="a", call_sid="CA1"), _e(2, "job.enqueue", job_id="c", call_sid="CA2"),
+        _e(5, "job.enqueue", job_id="a", call_sid="CA1"), _e(6, "job.start", job_id="a"),
+        _e(7, "job.start", job_id="c"), _e(8, "job.enqueue", job_id="b", call_sid="CA1"),
+        _e(11, "job.start", job_id="b"),
+        _e(12, "download.end", job_id="b", recording_sid="RE1", ok=True, skipped=False),
+        _e(13, "download.end", job_id="a", recording_sid="RE1", ok=True, skipped=True),
+        _e(14, "download.end", job_id="c", recording_sid="RE2", ok=False, skipped=False),
+    ]
+    summary, waits = measures.summary_and_queue_waits(history, after_t=3)
+    assert summary["jobs_per_recording"] == 1.5 and summary["downloads_per_recording"] == 1.0
+    assert summary["sessions"] == 0 and waits == [1.0, 3.0]
+    assert (summary, waits) == (measures.summary(history), measures.queue_waits(history, after_t=3))

@@ -3,6 +3,7 @@ the people who open a recording — one player, a double-click, a click storm or
 each a seed 002 AudioPlayer that retries on 202 (policy.player_*)."""
 from __future__ import annotations
 
+from math import log
 from typing import Generator
 
 from loopfix.reference_app.flows.player import Play, play_session
@@ -13,27 +14,36 @@ class Clients:
     """Arrivals and players."""
 
     def call_arrivals(self) -> Generator:
-        s, env, timeout, draw = self.scenario, self.env, self.env.timeout, self.rng_calls.expovariate
-        new_call, maybe_play, webhook, duration = self.new_call, self.maybe_play, self.webhook, s.duration_s
+        s, env, timeout = self.scenario, self.env, self.env.timeout
+        new_call, webhook, duration = self.new_call, self.webhook, s.duration_s
+        plays, play_fraction, play_later = self.rng_clients.random, s.clients.play_fraction, self.play_later
+        draw = self.rng_calls.random
+        arrivals = s.arrivals
+        steady = not arrivals.profile
+        lambd = arrivals.calls_per_hour / 3600.0
         while True:
-            rate = s.arrivals.rate_at(env._now)
-            if rate <= 0:
-                nxt = [a for a, _ in s.arrivals.profile if a > env._now]
+            if not steady:
+                lambd = arrivals.rate_at(env._now) / 3600.0
+            if lambd <= 0:
+                nxt = [a for a, _ in arrivals.profile if a > env._now]
                 if not nxt:
                     return
                 yield env.timeout(nxt[0] - env._now)
                 continue
-            yield timeout(draw(rate / 3600.0))
+            # the gap: rng_calls.expovariate(lambd), inline (Random.expovariate's own formula)
+            yield timeout(-log(1.0 - draw()) / lambd)
             if env._now >= duration:
                 return
             call = new_call()
-            maybe_play(call)
-            webhook(call)
+            opened = plays() < play_fraction  # is this call's recording opened?
+            if opened:
+                play_later(call)
+            webhook(call, opened)
 
-    def maybe_play(self, call: Call) -> None:
+    def play_later(self, call: Call) -> None:
+        """Someone opens the call's recording a uniform delay after the call (play_delay_s), not
+        before its CallLog exists."""
         c = self.scenario.clients
-        if self.rng_clients.random() >= c.play_fraction:
-            return
         at = max(call.calllog_at, self.env._now + self.rng_clients.uniform(*c.play_delay_s))
         self.spawn(self.open_recording(call, at - self.env._now))
 

@@ -16,12 +16,13 @@ from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, Redi
 class Web:
     """The app's request handlers in simulated time."""
 
-    def webhook(self, call: Call) -> None:
+    def webhook(self, call: Call, opened: bool = True) -> None:
         """The recording status callback (flows.enqueue.recording_callback): record it and
         enqueue the full job (000). Handled in the arrival process itself: one webhook per call,
         nothing to race with (never a replay), so no commit wait and no simulated time passes
         (drive_enqueue_now). Redis unreachable: 503, Twilio's callback is not retried in the
-        model, the recording is lost."""
+        model, the recording is lost. `opened`: whether anyone will open the call's recording
+        (decided at its arrival; insert_run's `remember`)."""
         flow = recording_callback(call.business_id, call.call_sid, call.recording_sid, call.has_url, False, self.policy)
         send, record, result = flow.send, self.recorder_of, None
         while True:
@@ -33,7 +34,8 @@ class Web:
                 result = record[effect[1]]("web", **effect[2])
             else:  # Enqueue
                 try:
-                    result = P.reported_enqueue_reason(self.drive_enqueue_now(call, "full", "webhook"), self.policy)
+                    result = P.reported_enqueue_reason(self.drive_enqueue_now(call, "full", "webhook", opened),
+                                                       self.policy)
                 except RedisUnavailable:
                     return flow.close()
 
@@ -43,12 +45,17 @@ class Web:
         yield self.env.timeout(DB_COMMIT_S)
         return self.insert_run(call, job_type, via)
 
-    def insert_run(self, call: Call, job_type: str, via: str) -> Run:
-        """Create the run row and put its job on the queue; EnqueueError when enqueue raises."""
+    def insert_run(self, call: Call, job_type: str, via: str, remember: bool = True) -> Run:
+        """Create the run row and put its job on the queue; EnqueueError when enqueue raises.
+        `latest_run` is what a later request about the call reads (a poll, an enqueue with Redis
+        unreachable): `remember=False` for a call no request will be about (nobody opens its
+        recording), so that its run and call are freed once the job is done instead of being
+        held to the end of the run (a sweep point's 100 k calls)."""
         self._ids = n = self._ids + 1  # next_id()
         job_id = str(n)
         run = Run(job_id, call, job_type, "queued", self.env._now, self.policy.enqueue_retry_max)
-        self.latest_run[call.call_sid] = run
+        if remember:
+            self.latest_run[call.call_sid] = run
         if self.redis_paused and self.orphans_swept:  # Redis unreachable: paused, or restarting
             self.active_runs[job_id] = run  # the row is the record; the sweeper enqueues it
             self.orphans[job_id] = (run, run.token, None)
@@ -94,27 +101,33 @@ class Web:
             done, value = self.enqueue_steps(flow, created)
         return value
 
-    def drive_enqueue_now(self, call: Call, job_type: str, via: str) -> str:
+    def drive_enqueue_now(self, call: Call, job_type: str, via: str, remember: bool = True) -> str:
         """drive_enqueue for a request with nothing to race with (the webhook): the run created
-        with no commit wait (insert_run), so no simulated time passes."""
+        with no commit wait (insert_run, `remember` passed on), so no simulated time passes.
+        (enqueue_steps, inline: once per call.)"""
         if self.redis_paused:  # Redis unreachable: paused, or restarting
             if not self.orphans_swept:
                 raise RedisUnavailable
-            steps = self.drive_pending_run(call, job_type, via, wait=False)
+            steps = self.drive_pending_run(call, job_type, via, wait=False, remember=remember)
             try:
                 steps.send(None)
             except StopIteration as stop:
                 return stop.value
         flow = dedup_enqueue(call.call_sid, job_type, via, True, self.policy)
-        done, value = self.enqueue_steps(flow, None)
-        while not done:  # a CreateRun
+        send, coord, result = flow.send, self.coord, None
+        while True:
             try:
-                self.insert_run(call, job_type, via)
-                created = True
-            except EnqueueError:
-                created = False
-            done, value = self.enqueue_steps(flow, created)
-        return value
+                effect = send(result)
+            except StopIteration as stop:
+                return stop.value
+            if effect.__class__ is CreateRun:
+                try:
+                    self.insert_run(call, job_type, via, remember)
+                    result = True
+                except EnqueueError:
+                    result = False
+            else:  # (Coord, op, args)
+                result = getattr(coord, effect[1])(*effect[2])
 
     def enqueue_steps(self, flow, result) -> tuple[bool, str | None]:
         """Send `result` into the enqueue flow and do its Coordination effects until it ends,
@@ -133,7 +146,8 @@ class Web:
         run = self.latest_run.get(call.call_sid)
         return run is not None and run.job_id in self.active_runs
 
-    def drive_pending_run(self, call: Call, job_type: str, via: str, wait: bool = True) -> Generator:
+    def drive_pending_run(self, call: Call, job_type: str, via: str, wait: bool = True,
+                          remember: bool = True) -> Generator:
         """Redis unreachable with no dedup answer: flows.enqueue.pending_run on the model's runs
         (a run created now, while Redis is unreachable, is an orphan for the sweep)."""
         flow, result = pending_run(False, job_type, via), None
@@ -147,7 +161,7 @@ class Web:
             elif wait:
                 result = yield from self.commit_new_run(call, job_type, via)
             else:
-                result = self.insert_run(call, job_type, via)
+                result = self.insert_run(call, job_type, via, remember)
 
     def request_playback(self, call: Call) -> Generator:
         """GET /api/recordings/file/<call_sid> → (status, retry_after_s, audio_ok): the app's
