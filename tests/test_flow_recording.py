@@ -11,14 +11,14 @@ FIXED = make_policy("fixed")
 
 
 def test_a_free_slot_is_taken_and_recorded():
-    effects, _ = drive_with(recording_job(JOB, FIXED), ["RE1", None, True, None, False] + [None] * 3
+    effects, _ = drive_with(recording_job(JOB, FIXED), ["RE1", True, None, False] + [None] * 3
                             + [True, None])
-    assert effects[2:4] == [Coord("acquire_slot", (1, "rq7", "CA1")),
+    assert effects[1:3] == [Coord("acquire_slot", (1, "rq7", "CA1")),
                             Emit("slot.acquire", {"job_id": "7", "business_id": 1, "ok": True})]
 
 
 def test_fixed_never_waits_for_a_slot_in_the_worker_and_defers_holding_none():
-    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", None, False, None] + [None] * 3)
+    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", False, None] + [None] * 3)
     assert not any(isinstance(e, Sleep) for e in effects) and "deferred" in value
     assert "release_slot" not in kinds(effects)
 
@@ -73,7 +73,7 @@ def test_the_seed_raises_for_rq_to_retry_at_once():
 from loopfix.reference_app.flows.effects import FetchAudio, StartRun, Transcribe  # noqa: E402
 from loopfix.reference_app.flows.recording import Job, recording_job  # noqa: E402
 
-JOB = Job("7", "CA1", 1, 0, 0, 0, "rq7", "rq7", "worker-1")
+JOB = Job("7", "CA1", 1, 0, 0, 0, "rq7", "rq7")
 
 
 def kinds(effects):
@@ -82,19 +82,19 @@ def kinds(effects):
 
 def test_a_job_that_fetches_finishes_then_releases_its_claim_and_then_its_slot():
     effects, value = drive_with(recording_job(JOB, FIXED),
-                                ["RE1", None, True, None, True, ("ok", ""), None, None, True, None])
-    assert kinds(effects) == ["StartRun", "job.start", "acquire_slot", "slot.acquire", "claim_inflight",
+                                ["RE1", True, None, True, ("ok", ""), None, None, True, None])
+    assert kinds(effects) == ["StartRun", "acquire_slot", "slot.acquire", "claim_inflight",
                               "FetchAudio", "Finish", "release_inflight", "release_slot", "slot.release"]
     assert value == {"status": "done", "error": None, "permanent": False}
 
 
 def test_no_calllog_yet_retries_without_touching_a_slot():
-    effects, value = drive_with(recording_job(JOB, FIXED), [None, None, None, None, None, None, None])
+    effects, value = drive_with(recording_job(JOB, FIXED), [None, None, None, None, None, None])
     assert "acquire_slot" not in kinds(effects) and value["retry"] == 1
 
 
 def test_a_recording_in_flight_elsewhere_defers_and_still_frees_the_slot_last():
-    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", None, True, None, False] + [None] * 3
+    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", True, None, False] + [None] * 3
                                 + [True, None])
     assert kinds(effects)[-5:] == ["Save", "Park", "job.end", "release_slot", "slot.release"]
     assert "release_inflight" not in kinds(effects) and "deferred" in value
@@ -102,10 +102,10 @@ def test_a_recording_in_flight_elsewhere_defers_and_still_frees_the_slot_last():
 
 def test_a_failed_fetch_retries_on_the_fetch_budget_and_releases_both_claims():
     effects, value = drive_with(recording_job(JOB, FIXED),
-                                ["RE1", None, True, None, True, ("missing", "404")] + [None] * 5
+                                ["RE1", True, None, True, ("missing", "404")] + [None] * 5
                                 + [None, True, None])
-    assert effects[6].fields["fetch_retry_count"] == 1
-    assert effects[6].fields["error"].startswith("audio not available (404) (fetch attempt 1/")
+    assert effects[5].fields["fetch_retry_count"] == 1
+    assert effects[5].fields["error"].startswith("audio not available (404) (fetch attempt 1/")
     assert kinds(effects)[-3:] == ["release_inflight", "release_slot", "slot.release"] and value["retry"] == 1
 
 
@@ -148,6 +148,6 @@ def test_a_worker_dying_mid_download_releases_nothing():
 def test_the_models_transcription_comes_after_the_claim_and_slot_are_freed():
     job = JOB._replace(transcribe=True)
     effects, value = drive_with(recording_job(job, FIXED),
-                                ["RE1", None, True, None, True, ("ok", ""), None, True, None, None, None])
+                                ["RE1", True, None, True, ("ok", ""), None, True, None, None, None])
     assert kinds(effects)[-5:] == ["release_inflight", "release_slot", "slot.release", "Transcribe", "Finish"]
     assert value["status"] == "done" and any(type(e) is Transcribe for e in effects)

@@ -36,9 +36,12 @@ The recording job's steps (flows/recording.py) act on the run the driver holds:
   `created_now`, created_at = now) and commit; result False when another sweep changed it first.
   `fresh_job` (an orphan): the run gets a fresh job id, and the compare is on its old one (else
   on its heartbeat).
-- `StartRun()`: mark the run running (started and beating now, owned by this job), and look up
-  the call's CallLog and recording; result: None (no CallLog yet), '' (no recording URL) or
-  the RecordingSid.
+- `StartRun()`: mark the run running (started and beating now, owned by this job), look up the
+  call's CallLog and recording, and record job.start (`attempt`: policy.run_attempt of the run's
+  retry counts; `worker`: the job's process) — as `Finish` records job.end: one effect on every
+  job, not a second one for the record (measured: a flow's Emit costs the model about five times
+  a recorder called directly); result: None (no CallLog yet), '' (no recording URL) or the
+  RecordingSid.
 - `FetchAudio()`: download the recording once (the app keeps the run's heartbeat meanwhile);
   result: 'ok' | 'skipped' | 'missing' | 'transient' | 'refused'.
 - `ClaimJob()`: the delete run takes its job, queued → running (only the run the row names);

@@ -12,14 +12,15 @@ from typing import NamedTuple
 
 from loopfix.reference_app.flows.effects import (Coord, Emit, FetchAudio, Finish, Flow, Park, RetryByRQ, Save, Sleep,
     StartRun, Transcribe)
-from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, run_attempt, slot_defer_delay
+from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, slot_defer_delay
 
 
 class Job(NamedTuple):
     """The run one job acts on, as it was when the job started. `owner`: the job's token on its
     slot and in-flight claim; `slot_owner`: whose slot it releases (the API's under
-    `semaphore_in_api`); `worker`: the process named in job.start; `transcribe`: a full job's
-    transcription follows the download (the model's scenarios only)."""
+    `semaphore_in_api`); `transcribe`: a full job's transcription follows the download (the
+    model's scenarios only). (job.start, with the process that runs the job, is the driver's
+    record of StartRun.)"""
 
     job_id: str
     call_sid: str
@@ -29,7 +30,6 @@ class Job(NamedTuple):
     defer_count: int
     owner: str
     slot_owner: str
-    worker: str
     transcribe: bool = False
 
 
@@ -46,12 +46,9 @@ def recording_job(job: Job, p: Policy) -> Flow:
     {'retry': attempt, 'delay': s}, {'deferred': s}). (Flat on the common path: the model runs
     it for every job.)"""
     # unpacked, not read by name: the model passes a plain tuple in Job's order (cheaper to build)
-    (job_id, call_sid, business_id, retry_count, fetch_retry_count, defer_count, owner, slot_owner, worker,
-     transcribe) = job
+    (job_id, call_sid, business_id, retry_count, fetch_retry_count, defer_count, owner, slot_owner, transcribe) = job
     faults = p.faults
-    sid = yield START_RUN
-    yield (Emit, "job.start", {"job_id": job_id, "call_sid": call_sid,
-                             "attempt": run_attempt(retry_count, fetch_retry_count), "worker": worker})
+    sid = yield START_RUN  # the driver records job.start
     if sid is None:
         return (yield from _retry(job_id, call_sid, retry_count, fetch_retry_count, "calllog", "CallLog not found",
                                   p))

@@ -8,6 +8,7 @@ from typing import Any, Generator
 import simpy
 
 from loopfix.reference_app import policy as P
+from loopfix.reference_app.policy import run_attempt
 from loopfix.reference_app.flows.effects import (ClaimRun, Coord, FetchAudio, Finish, Park, RetryByRQ, Save, Sleep,
     StartRun, Transcribe, drive)
 from loopfix.reference_app.flows.recording import recording_job
@@ -24,6 +25,7 @@ class Workers:
     def worker(self, w: int) -> Generator:
         name, queue, down = f"worker-{w}", self.queue, self.worker_down
         items = queue.items
+        timeout, job_overhead_s, flow_now, policy = self.env.timeout, self.job_overhead_s, self.flow_now, self.policy
         while True:
             entry = None
             try:
@@ -35,11 +37,39 @@ class Workers:
                     continue
                 self.busy += 1
                 try:
+                    run = entry.run
                     if entry.lead_job is not None:
                         self.worker_job[w] = entry.lead_job
                         yield from self.lead_job(entry.lead_job, name)
+                    elif run.status in ("done", "failed") or run.token != entry.token:
+                        pass  # superseded (re-queued as stuck) or finished: the app's job does nothing
                     else:
-                        yield from self.run_recording_job(entry, w, name)
+                        # The app's job (flows.recording.recording_job) on the run in simulated
+                        # time, inline (a generator less per job). Its effects are done at once
+                        # (flow_now) until one needs simulated time: the download, the
+                        # transcription, or a Sleep (the seeds' faults only).
+                        self.worker_job[w] = run
+                        yield timeout(job_overhead_s)
+                        call, job_id = run.call, run.job_id
+                        transcribe = run.job_type == "full" and self.transcribe_s[1] > 0
+                        flow = recording_job((job_id, call.call_sid, call.business_id, run.retry_count,
+                                              run.fetch_retry_count, run.defer_count, job_id, job_id, transcribe),
+                                             policy)  # a Job, as a tuple
+                        done, effect = flow_now(flow, run, name, None)
+                        while not done:  # an effect that takes simulated time
+                            kind = effect.__class__
+                            if kind is FetchAudio:
+                                took = self.fetch_begin(run, name)
+                                if took is None:
+                                    result = FETCHED_OK
+                                else:
+                                    yield timeout(took[0])
+                                    result = self.fetch_end(run, name, took[1])
+                            elif kind is Sleep:
+                                result = yield timeout(effect.seconds)
+                            else:  # Transcribe
+                                result = yield timeout(self.rng_twilio.uniform(*self.transcribe_s))
+                            done, effect = flow_now(flow, run, name, result)
                 finally:
                     self.busy -= 1
                     self.worker_job[w] = None
@@ -126,41 +156,10 @@ class Workers:
 
         return drive(flow, answer)
 
-    def run_recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
-        """The app's job (flows.recording.recording_job) on `run` in simulated time. Its effects
-        are done at once (`flow_now`) until one needs simulated time: the download, the
-        transcription, or a Sleep (the seeds' faults only)."""
-        run, env = entry.run, self.env
-        assert run is not None
-        if run.status in ("done", "failed") or run.token != entry.token:
-            return  # superseded (re-queued as stuck) or finished: the app's job does nothing
-        self.worker_job[w] = run
-        yield env.timeout(self.job_overhead_s)
-        call, job_id = run.call, run.job_id
-        transcribe = run.job_type == "full" and self.transcribe_s[1] > 0
-        flow = recording_job((job_id, call.call_sid, call.business_id, run.retry_count, run.fetch_retry_count,
-                              run.defer_count, job_id, job_id, proc, transcribe), self.policy)  # a Job, as a tuple
-        flow_now = self.flow_now
-        done, effect = flow_now(flow, run, proc, None)
-        while not done:  # an effect that takes simulated time
-            kind = effect.__class__
-            if kind is FetchAudio:
-                took = self.fetch_begin(run, proc)
-                if took is None:
-                    result = FETCHED_OK
-                else:
-                    yield env.timeout(took[0])
-                    result = self.fetch_end(run, proc, took[1])
-            elif kind is Sleep:
-                result = yield env.timeout(effect.seconds)
-            else:  # Transcribe
-                result = yield env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
-            done, effect = flow_now(flow, run, proc, result)
-
     def flow_now(self, flow, run: Run, proc: str, result: Any) -> tuple[bool, Any]:
         """Send `result` into `flow` and do its effects until it ends, (True, its value), or
         yields one that takes simulated time, (False, that effect). (Most frequent first.)"""
-        coord, recorder_of, send = self.coord, self.recorder_of, flow.send
+        coord, recorder_of, send, job_start = self.coord, self.recorder_of, flow.send, self.rec.job_start
         while True:
             try:
                 effect = send(result)
@@ -168,15 +167,19 @@ class Workers:
                 return True, stop.value
             kind = effect.__class__
             if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
-                if effect[0] is Coord:
-                    result = getattr(coord, effect[1])(*effect[2])
+                tag, what, data = effect
+                if tag is Coord:
+                    result = getattr(coord, what)(*data)
                 else:
-                    result = recorder_of[effect[1]](proc, **effect[2])
+                    result = recorder_of[what](proc, **data)
             elif kind is StartRun:
                 now = self.env._now
                 run.status, run.started_at, run.heartbeat_at = "running", now, now
                 run.alive_since = now if self.beats else None
-                result = None if now < run.call.calllog_at else run.call.recording_sid
+                call = run.call
+                job_start(proc, job_id=run.job_id, call_sid=call.call_sid,
+                          attempt=run_attempt(run.retry_count, run.fetch_retry_count), worker=proc)
+                result = None if now < call.calllog_at else call.recording_sid
             elif kind is FetchAudio or kind is Sleep or kind is Transcribe:
                 return False, effect
             elif kind is Finish:
