@@ -76,6 +76,14 @@ class JobQueue:
     def push_front(self, item: Any) -> None:
         self.items.appendleft(item)
 
+    def wait(self) -> simpy.Event:
+        """What a process waits on when no entry is queued: the next `put` succeeds it with its
+        entry. For a waiter nothing interrupts (an idle worker: a crash interrupts only a worker
+        with a job), so `take` without its generator and its clean-up."""
+        ev = self.env.event()
+        self.waiters.append(ev)
+        return ev
+
     def take(self) -> Generator[simpy.Event, Any, Any]:
         if self.items:
             return self.items.popleft()

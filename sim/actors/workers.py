@@ -31,7 +31,7 @@ class Workers:
             try:
                 while down[w] or self.redis_paused:
                     yield self.worker_wake[w]
-                entry = items.popleft() if items else (yield from queue.take())
+                entry = items.popleft() if items else (yield queue.wait())  # idle: nothing interrupts it
                 if down[w] or self.redis_paused:
                     queue.push_front(entry)
                     continue
