@@ -251,7 +251,7 @@ class World:
             raise ValueError(f"unknown event kinds {unknown}")
         unkept = self.unkept
 
-        def skip(proc: str, **fields: Any) -> None:
+        def skip(proc: str, *values: Any, **fields: Any) -> None:
             unkept[0] += 1
 
         for kind in EVENT_FIELDS:

@@ -56,10 +56,13 @@ def recording_job(job: Job, p: Policy) -> Flow:
         yield Finish("failed", "no recording URL for this call")
         return ended("failed", "no recording URL for this call")
     if "semaphore_in_api" not in faults:  # before: the API took the slot
-        ok = yield (Coord, "acquire_slot", (business_id, owner, call_sid))
-        if not ok and "blocking_slot_loop" in faults:
-            ok = yield from wait_for_slot(job_id, business_id, owner, call_sid, p)
-        yield (Emit, "slot.acquire", {"job_id": job_id, "business_id": business_id, "ok": ok})
+        if "blocking_slot_loop" not in faults:  # take one or defer: slot.acquire records the answer
+            ok = yield (Coord, "acquire_slot", (business_id, owner, call_sid), "slot.acquire", (job_id, business_id))
+        else:  # before: no free slot, wait for one in the worker, then record
+            ok = yield (Coord, "acquire_slot", (business_id, owner, call_sid))
+            if not ok:
+                ok = yield from wait_for_slot(job_id, business_id, owner, call_sid, p)
+            yield (Emit, "slot.acquire", {"job_id": job_id, "business_id": business_id, "ok": ok})
         if not ok:
             return {"deferred": (yield from defer(job_id, call_sid, defer_count, p))}
     # The claim and the slot are released last, after the job's own end (a deferral included),
@@ -90,8 +93,7 @@ def recording_job(job: Job, p: Policy) -> Flow:
         if not died:
             if claimed:
                 yield (Coord, "release_inflight", (sid, owner))
-            freed = yield (Coord, "release_slot", (business_id, slot_owner))
-            yield (Emit, "slot.release", {"job_id": job_id, "business_id": business_id, "freed": freed})
+            yield (Coord, "release_slot", (business_id, slot_owner), "slot.release", (job_id, business_id))
     if result is not None:
         return result
     yield TRANSCRIBE  # the model's transcription holds no claim or slot

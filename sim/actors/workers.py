@@ -62,12 +62,13 @@ class Workers:
                             except StopIteration:
                                 break
                             kind = effect.__class__
-                            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
-                                tag, what, data = effect
-                                if tag is Coord:
-                                    result = getattr(coord, what)(*data)
+                            if kind is tuple:  # (Coord, op, args[, kind, values]) or (Emit, kind, fields)
+                                if effect[0] is Coord:
+                                    result = getattr(coord, effect[1])(*effect[2])
+                                    if len(effect) > 3:  # recorded: values, then the answer
+                                        recorder_of[effect[3]](name, *effect[4], result)
                                 else:
-                                    result = recorder_of[what](name, **data)
+                                    result = recorder_of[effect[1]](name, **effect[2])
                             elif kind is FetchAudio:
                                 took = self.fetch_begin(run, name)
                                 if took is None:
