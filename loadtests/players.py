@@ -214,7 +214,7 @@ class RefresherUser(LoadUser):
 
 
 class ScenarioArrivalsUser(FastHttpUser):
-    """Open-loop clients, the model's (sim/model.py archive_plays, maybe_play, open_recording):
+    """Open-loop clients, the model's (sim/actors/clients.py archive_plays, play_later, open_recording):
     recordings are opened at the scenario's rates — archive calls Poisson at
     `archive_plays_per_hour` until the duration ends, the `play_fraction` of new calls once their
     play delay is over (also while draining) — however long earlier sessions take, each opening

@@ -30,7 +30,8 @@ from loopfix.reference_app.flows.effects import (ClaimRun, FetchAudio, Finish, P
 from loopfix.reference_app.flows.recording import Job, recording_job
 from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.reference_app.models import Business, CallLog, RecordingFile, RecordingRun
-from loopfix.reference_app.policy import ACTIVE_RUN_STATUSES, RunState, enqueue_retry_is_int, media_host_allowed
+from loopfix.reference_app.policy import (ACTIVE_RUN_STATUSES, RunState, enqueue_retry_is_int, media_host_allowed,
+    run_attempt)
 from loopfix.reference_app.coordination import crash_point_on, enqueue_noting_queued
 from loopfix.reference_app.parking import schedule_in
 from loopfix.reference_app.services import RECORDINGS_QUEUE, Services, get_services
@@ -112,8 +113,9 @@ class RecordingJob:
         if run is None or run.status in ("done", "failed") or run.rq_job_id not in (None, self.rq_id):
             return {"skipped": True}
         hang_once(self.svc, HANG_BEFORE_RUN_START)  # after RQ started the job, before its run began
+        self.worker = os.environ.get("LOOPFIX_PROC", "worker")
         job = Job(str(run.id), run.call_sid, run.business_id, run.retry_count, run.fetch_retry_count,
-                  run.defer_count, self.rq_id, self.slot_owner(run), os.environ.get("LOOPFIX_PROC", "worker"))
+                  run.defer_count, self.rq_id, self.slot_owner(run))
         return self._drive(recording_job(job, self.p), run)
 
     def _drive(self, flow, run: RecordingRun):
@@ -140,7 +142,10 @@ class RecordingJob:
                 now = time.time()
                 run.status, run.started_at, run.heartbeat_at, run.rq_job_id = "running", now, now, self.rq_id
                 s.commit()
-                return self._look_up_call(run)
+                sid = self._look_up_call(run)
+                self.emit("job.start", job_id=str(run.id), call_sid=run.call_sid,
+                          attempt=run_attempt(run.retry_count, run.fetch_retry_count), worker=self.worker)
+                return sid
             if kind is Sleep:
                 return time.sleep(p.wall(effect.seconds))
             if kind is Finish:

@@ -59,7 +59,7 @@ class Model(World, Ticker, Draws, Web, Workers, Clients, Deleters):
         self.init_ticker()
 
     def start(self) -> None:
-        s, env = self.scenario, self.env
+        s = self.scenario
         for i in range(s.workers.count):
             self.worker_procs.append(self.spawn(self.worker(i)))
         self.spawn(self.sweeper())

@@ -10,8 +10,9 @@ and SimPy's Process paid one extra event per process and a heavier resume per st
 before anything else scheduled then (SimPy's Interruption, urgent priority). An exception the
 generator does not handle propagates out of `env.run()`.
 
-`Env` is the model's simpy.Environment with a leaner event loop: `timeout` builds its Timeout
-without the two calls SimPy's constructor makes (Timeout.__init__, schedule), and `run(until=t)`
+`Env` is the model's simpy.Environment with a leaner event loop: `timeout` builds its timeout
+(a slotted stand-in for SimPy's Timeout) without the two calls SimPy's constructor makes
+(Timeout.__init__, schedule), and `run(until=t)`
 pops and dispatches events in one loop instead of a `step()` call per event. The queue, the
 event order (time, priority, creation order) and what `until` means are SimPy's, so a run is
 the same event for event; an event that failed with nobody to defuse it still crashes the run.
@@ -27,18 +28,27 @@ from typing import Any, Generator, Iterator
 
 import simpy
 from simpy.core import NORMAL, URGENT
-from simpy.events import Event, Timeout
+from simpy.events import Event
 
 _new = object.__new__
+
+
+class _Timeout:
+    """What Env.run and Proc read of a SimPy Timeout (env, callbacks, _ok, _value, _delay), in
+    slots: no instance dict to make per timeout (measured: 0.3 % of the day's instructions). Not
+    a simpy.Event: only the model's processes wait on it; nothing in the model combines a
+    timeout into a condition or hands it to simpy.Process."""
+
+    __slots__ = ("env", "callbacks", "_value", "_delay", "_ok", "_defused")
 
 
 class Env(simpy.Environment):
     """simpy.Environment, leaner: same queue, same order, fewer Python calls per event."""
 
-    def timeout(self, delay: float, value: Any = None) -> Timeout:  # type: ignore[override]
+    def timeout(self, delay: float, value: Any = None) -> _Timeout:  # type: ignore[override]
         if delay < 0:
             raise ValueError(f"Negative delay {delay}")
-        ev = _new(Timeout)
+        ev = _new(_Timeout)
         ev.env, ev.callbacks, ev._value, ev._delay, ev._ok = self, [], value, delay, True
         heappush(self._queue, (self._now + delay, NORMAL, next(self._eid), ev))
         return ev

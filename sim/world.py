@@ -12,7 +12,7 @@ import math
 import sys
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Collection, Generator
+from typing import Any, Generator
 
 import simpy
 from simpy.core import NORMAL
@@ -76,6 +76,14 @@ class JobQueue:
 
     def push_front(self, item: Any) -> None:
         self.items.appendleft(item)
+
+    def wait(self) -> simpy.Event:
+        """What a process waits on when no entry is queued: the next `put` succeeds it with its
+        entry. For a waiter nothing interrupts (an idle worker: a crash interrupts only a worker
+        with a job), so `take` without its generator and its clean-up."""
+        ev = self.env.event()
+        self.waiters.append(ev)
+        return ev
 
     def take(self) -> Generator[simpy.Event, Any, Any]:
         if self.items:
@@ -234,7 +242,6 @@ class World:
         self.rec = recorders(self.env, self.history)  # rec.<kind>(proc, **fields) records one event
         # a flow's Emit(kind, fields) is recorded by recorder_of[kind](proc, **fields)
         self.recorder_of: dict[str, Any] = {kind: getattr(self.rec, recorder_name(kind)) for kind in EVENT_FIELDS}
-        self.unkept = [0]  # records made but not kept (record_only)
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
         # the shared state, through the Coordination contract (sim.coordination)
@@ -261,23 +268,6 @@ class World:
         beat_s = self.policy.heartbeat_interval_s
         self.live_run_never_stuck = self.beats and P.stuck_reason(
             P.RunState("running", -math.inf, -math.inf, -beat_s, None), 0.0, self.policy, None) is None
-
-    def record_only(self, kinds: Collection[str]) -> None:
-        """The fast lane of a run that only a few figures will read (a sweep point without the
-        checker): records of the other kinds are counted in `unkept[0]`, not built. Nothing else
-        changes — a recorder has no effect on the run but its record."""
-        unknown = sorted(set(kinds) - set(EVENT_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown event kinds {unknown}")
-        unkept = self.unkept
-
-        def skip(proc: str, **fields: Any) -> None:
-            unkept[0] += 1
-
-        for kind in EVENT_FIELDS:
-            if kind not in kinds:
-                setattr(self.rec, recorder_name(kind), skip)
-                self.recorder_of[kind] = skip
 
     def record(self, kind: str, proc: str, fields: dict) -> None:
         """Record a flow's Emit(kind, fields) as `proc`."""

@@ -11,14 +11,13 @@ FIXED = make_policy("fixed")
 
 
 def test_a_free_slot_is_taken_and_recorded():
-    effects, _ = drive_with(recording_job(JOB, FIXED), ["RE1", None, True, None, False] + [None] * 3
-                            + [True, None])
-    assert effects[2:4] == [Coord("acquire_slot", (1, "rq7", "CA1")),
-                            Emit("slot.acquire", {"job_id": "7", "business_id": 1, "ok": True})]
+    effects, _ = drive_with(recording_job(JOB, FIXED), ["RE1", True, False] + [None] * 3 + [True])
+    # one effect: the call, then slot.acquire with its answer as the last field (ok)
+    assert effects[1] == (Coord, "acquire_slot", (1, "rq7", "CA1"), "slot.acquire", ("7", 1))
 
 
 def test_fixed_never_waits_for_a_slot_in_the_worker_and_defers_holding_none():
-    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", None, False, None] + [None] * 3)
+    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", False] + [None] * 3)
     assert not any(isinstance(e, Sleep) for e in effects) and "deferred" in value
     assert "release_slot" not in kinds(effects)
 
@@ -73,39 +72,42 @@ def test_the_seed_raises_for_rq_to_retry_at_once():
 from loopfix.reference_app.flows.effects import FetchAudio, StartRun, Transcribe  # noqa: E402
 from loopfix.reference_app.flows.recording import Job, recording_job  # noqa: E402
 
-JOB = Job("7", "CA1", 1, 0, 0, 0, "rq7", "rq7", "worker-1")
+JOB = Job("7", "CA1", 1, 0, 0, 0, "rq7", "rq7")
 
 
 def kinds(effects):
-    return [e[1] if type(e) is tuple else type(e).__name__ for e in effects]  # a Coord's op, an Emit's kind
+    """Each effect's name: a Coord's op (then its record's kind, when it records its answer), an
+    Emit's kind, else the effect's class."""
+    names = []
+    for e in effects:
+        names += ([e[1]] + ([e[3]] if len(e) > 3 else [])) if type(e) is tuple else [type(e).__name__]
+    return names
 
 
 def test_a_job_that_fetches_finishes_then_releases_its_claim_and_then_its_slot():
     effects, value = drive_with(recording_job(JOB, FIXED),
-                                ["RE1", None, True, None, True, ("ok", ""), None, None, True, None])
-    assert kinds(effects) == ["StartRun", "job.start", "acquire_slot", "slot.acquire", "claim_inflight",
+                                ["RE1", True, True, ("ok", ""), None, None, True])
+    assert kinds(effects) == ["StartRun", "acquire_slot", "slot.acquire", "claim_inflight",
                               "FetchAudio", "Finish", "release_inflight", "release_slot", "slot.release"]
     assert value == {"status": "done", "error": None, "permanent": False}
 
 
 def test_no_calllog_yet_retries_without_touching_a_slot():
-    effects, value = drive_with(recording_job(JOB, FIXED), [None, None, None, None, None, None, None])
+    effects, value = drive_with(recording_job(JOB, FIXED), [None, None, None, None, None, None])
     assert "acquire_slot" not in kinds(effects) and value["retry"] == 1
 
 
 def test_a_recording_in_flight_elsewhere_defers_and_still_frees_the_slot_last():
-    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", None, True, None, False] + [None] * 3
-                                + [True, None])
+    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", True, False] + [None] * 3 + [True])
     assert kinds(effects)[-5:] == ["Save", "Park", "job.end", "release_slot", "slot.release"]
     assert "release_inflight" not in kinds(effects) and "deferred" in value
 
 
 def test_a_failed_fetch_retries_on_the_fetch_budget_and_releases_both_claims():
     effects, value = drive_with(recording_job(JOB, FIXED),
-                                ["RE1", None, True, None, True, ("missing", "404")] + [None] * 5
-                                + [None, True, None])
-    assert effects[6].fields["fetch_retry_count"] == 1
-    assert effects[6].fields["error"].startswith("audio not available (404) (fetch attempt 1/")
+                                ["RE1", True, True, ("missing", "404")] + [None] * 5 + [None, True])
+    assert effects[4].fields["fetch_retry_count"] == 1
+    assert effects[4].fields["error"].startswith("audio not available (404) (fetch attempt 1/")
     assert kinds(effects)[-3:] == ["release_inflight", "release_slot", "slot.release"] and value["retry"] == 1
 
 
@@ -148,6 +150,19 @@ def test_a_worker_dying_mid_download_releases_nothing():
 def test_the_models_transcription_comes_after_the_claim_and_slot_are_freed():
     job = JOB._replace(transcribe=True)
     effects, value = drive_with(recording_job(job, FIXED),
-                                ["RE1", None, True, None, True, ("ok", ""), None, True, None, None, None])
+                                ["RE1", True, True, ("ok", ""), None, True, None, None])
     assert kinds(effects)[-5:] == ["release_inflight", "release_slot", "slot.release", "Transcribe", "Finish"]
     assert value["status"] == "done" and any(type(e) is Transcribe for e in effects)
+
+
+def test_a_recorded_coordination_call_records_its_answer_as_the_last_field():
+    from loopfix.reference_app.flows.effects import tagged
+
+    class Slots:
+        def release_slot(self, business_id, owner):
+            return (business_id, owner) == (1, "rq7")
+
+    records = []
+    effect = (Coord, "release_slot", (1, "rq7"), "slot.release", ("7", 1))
+    assert tagged(effect, Slots(), lambda kind, **fields: records.append((kind, fields))) is True
+    assert records == [("slot.release", {"job_id": "7", "business_id": 1, "freed": True})]

@@ -14,6 +14,10 @@ apart by their class.
 
 - `(Coord, op, args)`: call `op` on the Coordination adapter (flows/coordination.py); result: its
   answer. An unreachable store raises out of the driver, not into the flow.
+- `(Coord, op, args, kind, values)`: the same call, then record `kind` with `values` (a tuple, in
+  the schema's field order) and the answer as its last field: one effect where a call's answer
+  is always recorded at once (the recording job's slot take and release, on every job: a
+  separate Emit costs the model about five times the record itself, measured).
 - `Gap()`: a round trip passes here, where a concurrent request can slip in (the seed's
   check-then-set races). The app's own round trip is the gap; the model lets REDIS_RTT_S pass.
 - `(Emit, kind, fields)`: record one history event (reference_app/events.py's schema).
@@ -36,9 +40,12 @@ The recording job's steps (flows/recording.py) act on the run the driver holds:
   `created_now`, created_at = now) and commit; result False when another sweep changed it first.
   `fresh_job` (an orphan): the run gets a fresh job id, and the compare is on its old one (else
   on its heartbeat).
-- `StartRun()`: mark the run running (started and beating now, owned by this job), and look up
-  the call's CallLog and recording; result: None (no CallLog yet), '' (no recording URL) or
-  the RecordingSid.
+- `StartRun()`: mark the run running (started and beating now, owned by this job), look up the
+  call's CallLog and recording, and record job.start (`attempt`: policy.run_attempt of the run's
+  retry counts; `worker`: the job's process) — as `Finish` records job.end: one effect on every
+  job, not a second one for the record (measured: a flow's Emit costs the model about five times
+  a recorder called directly); result: None (no CallLog yet), '' (no recording URL) or the
+  RecordingSid.
 - `FetchAudio()`: download the recording once (the app keeps the run's heartbeat meanwhile);
   result: 'ok' | 'skipped' | 'missing' | 'transient' | 'refused'.
 - `ClaimJob()`: the delete run takes its job, queued → running (only the run the row names);
@@ -63,6 +70,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generator, NamedTuple
 
+from loopfix.reference_app.policy.events import EVENT_FIELDS
+
 
 class _Tag:
     """The first item of a tagged-tuple effect; calling it builds one: Coord(op, args) is
@@ -85,11 +94,16 @@ Emit = _Tag("Emit")  # (Emit, kind, fields): record one history event
 
 
 def tagged(effect: tuple, coord: Any, emit: Callable[..., Any]) -> Any:
-    """A tagged-tuple effect carried out: (Coord, op, args) calls `op` on the adapter `coord`,
-    (Emit, kind, fields) records through `emit(kind, **fields)`. The app's drivers share it; the
-    model's hot loops inline the same two lines (a call per effect is a measurable share there)."""
+    """A tagged-tuple effect carried out: (Coord, op, args) calls `op` on the adapter `coord`
+    (and with `kind, values` records its answer), (Emit, kind, fields) records through
+    `emit(kind, **fields)`. The app's drivers share it; the model's hot loops inline the same
+    lines (a call per effect is a measurable share there)."""
     if effect[0] is Coord:
-        return getattr(coord, effect[1])(*effect[2])
+        answer = getattr(coord, effect[1])(*effect[2])
+        if len(effect) > 3:
+            kind = effect[3]
+            emit(kind, **dict(zip(EVENT_FIELDS[kind], (*effect[4], answer), strict=True)))
+        return answer
     return emit(effect[1], **effect[2])
 
 

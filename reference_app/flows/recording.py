@@ -12,14 +12,15 @@ from typing import NamedTuple
 
 from loopfix.reference_app.flows.effects import (Coord, Emit, FetchAudio, Finish, Flow, Park, RetryByRQ, Save, Sleep,
     StartRun, Transcribe)
-from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, run_attempt, slot_defer_delay
+from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, slot_defer_delay
 
 
 class Job(NamedTuple):
     """The run one job acts on, as it was when the job started. `owner`: the job's token on its
     slot and in-flight claim; `slot_owner`: whose slot it releases (the API's under
-    `semaphore_in_api`); `worker`: the process named in job.start; `transcribe`: a full job's
-    transcription follows the download (the model's scenarios only)."""
+    `semaphore_in_api`); `transcribe`: a full job's transcription follows the download (the
+    model's scenarios only). (job.start, with the process that runs the job, is the driver's
+    record of StartRun.)"""
 
     job_id: str
     call_sid: str
@@ -29,7 +30,6 @@ class Job(NamedTuple):
     defer_count: int
     owner: str
     slot_owner: str
-    worker: str
     transcribe: bool = False
 
 
@@ -46,12 +46,9 @@ def recording_job(job: Job, p: Policy) -> Flow:
     {'retry': attempt, 'delay': s}, {'deferred': s}). (Flat on the common path: the model runs
     it for every job.)"""
     # unpacked, not read by name: the model passes a plain tuple in Job's order (cheaper to build)
-    (job_id, call_sid, business_id, retry_count, fetch_retry_count, defer_count, owner, slot_owner, worker,
-     transcribe) = job
+    (job_id, call_sid, business_id, retry_count, fetch_retry_count, defer_count, owner, slot_owner, transcribe) = job
     faults = p.faults
-    sid = yield START_RUN
-    yield (Emit, "job.start", {"job_id": job_id, "call_sid": call_sid,
-                             "attempt": run_attempt(retry_count, fetch_retry_count), "worker": worker})
+    sid = yield START_RUN  # the driver records job.start
     if sid is None:
         return (yield from _retry(job_id, call_sid, retry_count, fetch_retry_count, "calllog", "CallLog not found",
                                   p))
@@ -59,10 +56,13 @@ def recording_job(job: Job, p: Policy) -> Flow:
         yield Finish("failed", "no recording URL for this call")
         return ended("failed", "no recording URL for this call")
     if "semaphore_in_api" not in faults:  # before: the API took the slot
-        ok = yield (Coord, "acquire_slot", (business_id, owner, call_sid))
-        if not ok and "blocking_slot_loop" in faults:
-            ok = yield from wait_for_slot(job_id, business_id, owner, call_sid, p)
-        yield (Emit, "slot.acquire", {"job_id": job_id, "business_id": business_id, "ok": ok})
+        if "blocking_slot_loop" not in faults:  # take one or defer: slot.acquire records the answer
+            ok = yield (Coord, "acquire_slot", (business_id, owner, call_sid), "slot.acquire", (job_id, business_id))
+        else:  # before: no free slot, wait for one in the worker, then record
+            ok = yield (Coord, "acquire_slot", (business_id, owner, call_sid))
+            if not ok:
+                ok = yield from wait_for_slot(job_id, business_id, owner, call_sid, p)
+            yield (Emit, "slot.acquire", {"job_id": job_id, "business_id": business_id, "ok": ok})
         if not ok:
             return {"deferred": (yield from defer(job_id, call_sid, defer_count, p))}
     # The claim and the slot are released last, after the job's own end (a deferral included),
@@ -93,8 +93,7 @@ def recording_job(job: Job, p: Policy) -> Flow:
         if not died:
             if claimed:
                 yield (Coord, "release_inflight", (sid, owner))
-            freed = yield (Coord, "release_slot", (business_id, slot_owner))
-            yield (Emit, "slot.release", {"job_id": job_id, "business_id": business_id, "freed": freed})
+            yield (Coord, "release_slot", (business_id, slot_owner), "slot.release", (job_id, business_id))
     if result is not None:
         return result
     yield TRANSCRIBE  # the model's transcription holds no claim or slot

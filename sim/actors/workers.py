@@ -23,27 +23,72 @@ class Workers:
 
     def worker(self, w: int) -> Generator:
         name, queue, down = f"worker-{w}", self.queue, self.worker_down
-        items = queue.items
+        items, send = queue.items, None
+        timeout, job_overhead_s, policy = self.env.timeout, self.job_overhead_s, self.policy
+        coord, recorder_of = self.coord, self.recorder_of
         while True:
             entry = None
             try:
                 while down[w] or self.redis_paused:
                     yield self.worker_wake[w]
-                entry = items.popleft() if items else (yield from queue.take())
+                entry = items.popleft() if items else (yield queue.wait())  # idle: nothing interrupts it
                 if down[w] or self.redis_paused:
                     queue.push_front(entry)
                     continue
                 self.busy += 1
                 try:
+                    run = entry.run
                     if entry.lead_job is not None:
                         self.worker_job[w] = entry.lead_job
                         yield from self.lead_job(entry.lead_job, name)
+                    elif run.status in ("done", "failed") or run.token != entry.token:
+                        pass  # superseded (re-queued as stuck) or finished: the app's job does nothing
                     else:
-                        yield from self.run_recording_job(entry, w, name)
+                        # The app's job (flows.recording.recording_job) on the run in simulated
+                        # time, inline: a generator and two calls less per job. The common
+                        # effects are done here, the rest by job_effect; the download, the
+                        # transcription and a Sleep (the seeds' faults only) take simulated time.
+                        self.worker_job[w] = run
+                        yield timeout(job_overhead_s)
+                        call, job_id = run.call, run.job_id
+                        transcribe = run.job_type == "full" and self.transcribe_s[1] > 0
+                        send = recording_job((job_id, call.call_sid, call.business_id, run.retry_count,
+                                              run.fetch_retry_count, run.defer_count, job_id, job_id, transcribe),
+                                             policy).send  # a Job, as a tuple
+                        result = None
+                        while True:
+                            try:
+                                effect = send(result)
+                            except StopIteration:
+                                break
+                            kind = effect.__class__
+                            if kind is tuple:  # (Coord, op, args[, kind, values]) or (Emit, kind, fields)
+                                if effect[0] is Coord:
+                                    result = getattr(coord, effect[1])(*effect[2])
+                                    if len(effect) > 3:  # recorded: values, then the answer
+                                        recorder_of[effect[3]](name, *effect[4], result)
+                                else:
+                                    result = recorder_of[effect[1]](name, **effect[2])
+                            elif kind is FetchAudio:
+                                took = self.fetch_begin(run, name)
+                                if took is None:
+                                    result = FETCHED_OK
+                                else:
+                                    yield timeout(took[0])
+                                    result = self.fetch_end(run, name, took[1])
+                            elif kind is Finish:
+                                result = self.finish(run, effect.status, name)
+                            elif kind is Sleep:
+                                result = yield timeout(effect.seconds)
+                            elif kind is Transcribe:
+                                result = yield timeout(self.rng_twilio.uniform(*self.transcribe_s))
+                            else:
+                                result = self.job_effect(effect, run, name)
                 finally:
                     self.busy -= 1
                     self.worker_job[w] = None
             except simpy.Interrupt:
+                send = None  # the job's flow is dropped (closed now, as its worker dies: it releases nothing)
                 if entry is not None and entry.run is not None and entry.run.status == "running":
                     self.lose_in_crash(entry.run, w)
                 elif entry is not None and entry.run is not None and entry.run.token == entry.token:
@@ -126,80 +171,35 @@ class Workers:
 
         return drive(flow, answer)
 
-    def run_recording_job(self, entry: Entry, w: int, proc: str) -> Generator:
-        """The app's job (flows.recording.recording_job) on `run` in simulated time. Its effects
-        are done at once (`flow_now`) until one needs simulated time: the download, the
-        transcription, or a Sleep (the seeds' faults only)."""
-        run, env = entry.run, self.env
-        assert run is not None
-        if run.status in ("done", "failed") or run.token != entry.token:
-            return  # superseded (re-queued as stuck) or finished: the app's job does nothing
-        self.worker_job[w] = run
-        yield env.timeout(self.job_overhead_s)
-        call, job_id = run.call, run.job_id
-        transcribe = run.job_type == "full" and self.transcribe_s[1] > 0
-        flow = recording_job((job_id, call.call_sid, call.business_id, run.retry_count, run.fetch_retry_count,
-                              run.defer_count, job_id, job_id, proc, transcribe), self.policy)  # a Job, as a tuple
-        flow_now = self.flow_now
-        done, effect = flow_now(flow, run, proc, None)
-        while not done:  # an effect that takes simulated time
-            kind = effect.__class__
-            if kind is FetchAudio:
-                took = self.fetch_begin(run, proc)
-                if took is None:
-                    result = FETCHED_OK
-                else:
-                    yield env.timeout(took[0])
-                    result = self.fetch_end(run, proc, took[1])
-            elif kind is Sleep:
-                result = yield env.timeout(effect.seconds)
-            else:  # Transcribe
-                result = yield env.timeout(self.rng_twilio.uniform(*self.transcribe_s))
-            done, effect = flow_now(flow, run, proc, result)
-
-    def flow_now(self, flow, run: Run, proc: str, result: Any) -> tuple[bool, Any]:
-        """Send `result` into `flow` and do its effects until it ends, (True, its value), or
-        yields one that takes simulated time, (False, that effect). (Most frequent first.)"""
-        coord, recorder_of, send = self.coord, self.recorder_of, flow.send
-        while True:
-            try:
-                effect = send(result)
-            except StopIteration as stop:
-                return True, stop.value
-            kind = effect.__class__
-            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
-                if effect[0] is Coord:
-                    result = getattr(coord, effect[1])(*effect[2])
-                else:
-                    result = recorder_of[effect[1]](proc, **effect[2])
-            elif kind is StartRun:
-                now = self.env._now
-                run.status, run.started_at, run.heartbeat_at = "running", now, now
-                run.alive_since = now if self.beats else None
-                result = None if now < run.call.calllog_at else run.call.recording_sid
-            elif kind is FetchAudio or kind is Sleep or kind is Transcribe:
-                return False, effect
-            elif kind is Finish:
-                result = self.finish(run, effect.status, proc)
-            elif kind is Save:
-                for name, value in effect.fields.items():
-                    if name == "next_attempt_in_s":
-                        run.next_attempt_at = self.env._now + value
-                    elif name != "error":  # the model keeps no error text
-                        setattr(run, name, value)
-                if "status" in effect.fields:
-                    run.alive_since = None
-                result = None
-            elif kind is Park:
-                result = self.push(run, effect.delay_s, via=effect.via)
-            elif kind is RetryByRQ:  # seed: RQ's Retry(max=3) re-runs it at once, or gives up
-                if run.rq_retries_left > 0:
-                    run.rq_retries_left -= 1
-                    result = self.push(run)
-                else:
-                    result = self.active_runs.pop(run.job_id, None)  # RQ's failed registry; the row stays 'queued'
-            else:
-                raise TypeError(f"not a recording job effect: {effect!r}")
+    def job_effect(self, effect: Any, run: Run, proc: str) -> Any:
+        """The recording job's effects that take no simulated time, but for the Coordination
+        calls, records and Finish (done in the worker's loop): their result."""
+        kind = effect.__class__
+        if kind is StartRun:
+            now = self.env._now
+            run.status, run.started_at, run.heartbeat_at = "running", now, now
+            run.alive_since = now if self.beats else None
+            call = run.call
+            self.rec.job_start(proc, job_id=run.job_id, call_sid=call.call_sid,
+                               attempt=P.run_attempt(run.retry_count, run.fetch_retry_count), worker=proc)
+            return None if now < call.calllog_at else call.recording_sid
+        if kind is Save:
+            for name, value in effect.fields.items():
+                if name == "next_attempt_in_s":
+                    run.next_attempt_at = self.env._now + value
+                elif name != "error":  # the model keeps no error text
+                    setattr(run, name, value)
+            if "status" in effect.fields:
+                run.alive_since = None
+            return None
+        if kind is Park:
+            return self.push(run, effect.delay_s, via=effect.via)
+        if kind is RetryByRQ:  # seed: RQ's Retry(max=3) re-runs it at once, or gives up
+            if run.rq_retries_left > 0:
+                run.rq_retries_left -= 1
+                return self.push(run)
+            return self.active_runs.pop(run.job_id, None)  # RQ's failed registry; the row stays 'queued'
+        raise TypeError(f"not a recording job effect: {effect!r}")
 
     def finish(self, run: Run, status: str, proc: str) -> None:
         run.status, run.alive_since = status, None
