@@ -32,20 +32,31 @@ def business_for_token(db: Session | RequestDb, token: str) -> BusinessRow | Non
     return None if row is None else BusinessRow(*row)
 
 
-def require_business(view):
+def require_business(view=None, *, lookup=None):
     """Resolve `Authorization: Bearer <token>` to `g.business` (a row with the business's `id`
-    and `api_token`); 401 when missing or unknown."""
+    and `api_token`); 401 when missing or unknown.
+
+    `lookup(db, token, **view_kwargs)`, for a route that reads its object in the same SELECT
+    (`@require_business(lookup=...)`): a row whose first two items are the business's id and
+    token (None: unknown token) and whose third is given to the view as `found`."""
+    if view is None:
+        return lambda view: require_business(view, lookup=lookup)
 
     @wraps(view)
     def wrapper(*args, **kwargs):
         header = request.environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if not token or scheme.lower() != "bearer":
             return jsonify(error="unauthorized", message="Authorization: Bearer <token> required"), 401
-        business = business_for_token(g.request_db, token.strip())
-        if business is None or not hmac.compare_digest(business.api_token, token.strip()):
+        gg = g._get_current_object()  # one context lookup, not one per attribute
+        row = business_for_token(gg.request_db, token) if lookup is None else lookup(gg.request_db, token, **kwargs)
+        if row is None or not hmac.compare_digest(row[1], token):
             return jsonify(error="unauthorized", message="unknown token"), 401
-        g.business = business
+        if lookup is None:
+            gg.business = row
+        else:
+            gg.business, kwargs["found"] = BusinessRow(row[0], row[1]), row[2]
         return view(*args, **kwargs)
 
     return wrapper

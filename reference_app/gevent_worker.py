@@ -24,10 +24,9 @@ def cooperative_sendfile(sock, file, offset: int = 0, count: int | None = None, 
     loop for what os.sendfile cannot send (not a regular file)."""
     try:
         fileno = file.fileno()
-        size = os.fstat(fileno).st_size
+        left = (os.fstat(fileno).st_size - offset) if count is None else count  # gunicorn gives count
     except (AttributeError, OSError):
         return sock._sendfile_use_send(file, offset, count)
-    left = (size - offset) if count is None else count
     timeout = sock.gettimeout()
     sockno, timeout, sent_total = sock.fileno(), stall_s if timeout is None else timeout, 0
     try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import redis
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from loopfix.reference_app.compiled_select import CompiledSelect
@@ -68,29 +68,39 @@ class Answer:
 
 
 def _call_recording_select(scoped: bool):
-    """One SELECT for call + file + latest run (the poll's hot path: three ORM queries cost more
-    than the whole bare endpoint). Built once; executed on the session's connection as Core."""
+    """One SELECT for the business whose API token is `:token` and its call `:call_sid` with the
+    call's file and latest run (the poll's hot path: the token's lookup and three ORM queries cost
+    more than the whole bare endpoint): the business's id and token, then the call's id (None: no
+    such call; `scoped`: none of this business's) and its columns. Built once; executed as Core
+    (compiled_select)."""
     latest = select(func.max(RecordingRun.id)).where(RecordingRun.call_sid == bindparam("call_sid")).scalar_subquery()
-    stmt = (select(CallLog.recording_sid, CallLog.recording_url,
+    call_of = CallLog.call_sid == bindparam("call_sid")
+    return (select(Business.id, Business.api_token, CallLog.id, CallLog.recording_sid, CallLog.recording_url,
                    RecordingFile.path, RecordingFile.sha256, RecordingFile.content_type,
                    RecordingRun.id, RecordingRun.job_type, RecordingRun.status, RecordingRun.created_at,
                    RecordingRun.started_at, RecordingRun.heartbeat_at, RecordingRun.next_attempt_at)
+            .select_from(Business)
+            .outerjoin(CallLog, and_(call_of, CallLog.business_id == Business.id) if scoped else call_of)
             .outerjoin(RecordingFile, RecordingFile.recording_sid == CallLog.recording_sid)
             .outerjoin(RecordingRun, RecordingRun.id == latest)
-            .where(CallLog.call_sid == bindparam("call_sid")))
-    return stmt.where(CallLog.business_id == bindparam("business_id")) if scoped else stmt
+            .where(Business.api_token == bindparam("token")))
 
 
-CALL_RECORDING = {True: CompiledSelect(_call_recording_select(True)), False: CompiledSelect(_call_recording_select(False))}
+TOKEN_AND_CALL = {scoped: CompiledSelect(_call_recording_select(scoped)) for scoped in (True, False)}
 
 
-def read_call(db: Session | RequestDb, business: Business, call_sid: str, p: Policy) -> CallRecording | None:
-    """The business's call, or None — another business's call is indistinguishable from none
+def token_and_call(db: Session | RequestDb, token: str, call_sid: str, p: Policy) -> tuple | None:
+    """auth.require_business's lookup for the routes of one call: (business id, its API token,
+    the call or None) for the business whose token is `token`, or None; one SELECT for both.
+    The call is the business's, or None — another business's call is indistinguishable from none
     (`tenant_unscoped_lookup`: anyone's call). Its file counts only while it is on disk."""
-    scoped = not p.has("tenant_unscoped_lookup")
-    row = CALL_RECORDING[scoped].first(db, call_sid=call_sid, business_id=business.id)
+    row = TOKEN_AND_CALL[not p.has("tenant_unscoped_lookup")].first(db, token=token, call_sid=call_sid)
     if row is None:
         return None
+    return row[0], row[1], None if row[2] is None else _call_recording(call_sid, row[3:])
+
+
+def _call_recording(call_sid: str, row: tuple) -> CallRecording:
     (rec_sid, url, path, sha256, content_type, run_id, job_type, status, created, started, beat, next_at) = row
     file = ReadyFile(path, sha256, content_type) if path is not None and os.path.isfile(path) else None
     run = RunRow(run_id, call_sid, job_type, status, created, started, beat, next_at) if run_id is not None else None
@@ -190,11 +200,12 @@ def latest_run(s: Session, call_sid: str) -> RecordingRun | None:
     return s.scalar(select(RecordingRun).where(RecordingRun.call_sid == call_sid).order_by(RecordingRun.id.desc()))
 
 
-def playback(svc: Services, db: Session | RequestDb, business: Business, call_sid: str) -> Answer:
-    """GET /api/recordings/file/<call_sid>: 200 ready, 202 processing, 404 never, 500 fail-fast
-    (flows.playback.poll, driven with Redis, the database and the history writer). The ORM
-    session is opened only for a write (a stuck run failed, a run enqueued)."""
-    call = read_call(db, business, call_sid, svc.policy)
+def playback(svc: Services, db: Session | RequestDb, business: Business, call_sid: str,
+             call: CallRecording | None) -> Answer:
+    """GET /api/recordings/file/<call_sid>, `call` as token_and_call found it: 200 ready, 202
+    processing, 404 never, 500 fail-fast (flows.playback.poll, driven with Redis, the database and
+    the history writer). The ORM session is opened only for a write (a stuck run failed, a run
+    enqueued)."""
     if call is None:
         return Answer(404, {"error": "not_found"})
     run = call.run
@@ -230,10 +241,10 @@ def _fail_stuck(svc: Services, s: Session, run: RunRow, why: str) -> None:
         svc.coord.clear_dedup(run.call_sid, run.job_type)
 
 
-def enqueue_api(svc: Services, db: Session | RequestDb, business: Business, call_sid: str) -> Answer:
-    """POST /api/calls/<sid>/recording/enqueue: seed 001's (success, reason) → 202/200/200/500
-    (flows.enqueue.enqueue_request)."""
-    call = read_call(db, business, call_sid, svc.policy)
+def enqueue_api(svc: Services, db: Session | RequestDb, business: Business, call_sid: str,
+                call: CallRecording | None) -> Answer:
+    """POST /api/calls/<sid>/recording/enqueue, `call` as token_and_call found it: seed 001's
+    (success, reason) → 202/200/200/500 (flows.enqueue.enqueue_request)."""
     if call is None:
         return Answer(404, {"error": "not_found"})
     answered = drive(enqueue_request(call_sid, bool(call.recording_url), call.file is not None),

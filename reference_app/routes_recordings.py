@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from loopfix.reference_app.auth import require_business
 from loopfix.reference_app.file_response import file_response, proxied_response
 from loopfix.reference_app.policy import retry_after_header
-from loopfix.reference_app.recordings import Answer, ReadyFile, enqueue_api, playback, read_call
+from loopfix.reference_app.recordings import Answer, CallRecording, ReadyFile, enqueue_api, playback, token_and_call
 
 bp = Blueprint("recordings", __name__, url_prefix="/api")
 
@@ -40,18 +40,23 @@ def send_recording(file: ReadyFile, download_name: str | None = None, as_attachm
             return resp
     try:
         return file_response(request.environ, file.path, file.content_type, file.sha256[:32], name, as_attachment)
-    except FileNotFoundError:  # deleted since read_call saw it
+    except FileNotFoundError:  # deleted since token_and_call saw it
         return jsonify(error="not_ready", message="recording file is gone; GET /api/recordings/file again"), 404
 
 
+def _call(db, token: str, call_sid: str):
+    """The recording routes' lookup (auth.require_business): the business and the call, one SELECT."""
+    return token_and_call(db, token, call_sid, _svc().policy)
+
+
 @bp.get("/recordings/file/<call_sid>")
-@require_business
-def recording_file(call_sid: str):
-    return respond(playback(_svc(), g.request_db, g.business, call_sid))
+@require_business(lookup=_call)
+def recording_file(call_sid: str, found: CallRecording | None):
+    gg = g._get_current_object()
+    return respond(playback(_svc(), gg.request_db, gg.business, call_sid, found))
 
 
-def _serve_ready(call_sid: str, as_attachment: bool):
-    call = read_call(g.request_db, g.business, call_sid, _svc().policy)
+def _serve_ready(call_sid: str, call: CallRecording | None, as_attachment: bool):
     if call is None:
         return jsonify(error="not_found"), 404
     file = call.file
@@ -62,18 +67,18 @@ def _serve_ready(call_sid: str, as_attachment: bool):
 
 
 @bp.get("/calls/<call_sid>/recording/stream")
-@require_business
-def stream(call_sid: str):
-    return _serve_ready(call_sid, as_attachment=False)
+@require_business(lookup=_call)
+def stream(call_sid: str, found: CallRecording | None):
+    return _serve_ready(call_sid, found, as_attachment=False)
 
 
 @bp.get("/calls/<call_sid>/recording/download")
-@require_business
-def download(call_sid: str):
-    return _serve_ready(call_sid, as_attachment=True)
+@require_business(lookup=_call)
+def download(call_sid: str, found: CallRecording | None):
+    return _serve_ready(call_sid, found, as_attachment=True)
 
 
 @bp.post("/calls/<call_sid>/recording/enqueue")
-@require_business
-def enqueue(call_sid: str):
-    return respond(enqueue_api(_svc(), g.request_db, g.business, call_sid))
+@require_business(lookup=_call)
+def enqueue(call_sid: str, found: CallRecording | None):
+    return respond(enqueue_api(_svc(), g.request_db, g.business, call_sid, found))
