@@ -5,8 +5,8 @@ header naming the file (`X-Accel-Redirect` for nginx, `X-Sendfile` for Apache/li
 body at all. Conditional requests and Range (conditional.select) are answered here: 304 with no
 body for a player that has the file, 206 for the range asked, 412 / 416 as RFC 9110 says.
 
-Cheap on purpose (it is the playback poll's 200 path): one open and one fstat, the headers as
-one list; werkzeug's send_file cost more than the poll's database work.
+Cheap on purpose (it is the playback poll's 200 path): one open and one fstat (of a bare
+descriptor), the headers as one list; werkzeug's send_file cost more than the poll's database work.
 """
 from __future__ import annotations
 
@@ -24,38 +24,45 @@ from loopfix.reference_app.conditional import CONDITIONAL_HEADERS, Representatio
 
 _ENVIRON_KEY = {name: "HTTP_" + name.upper().replace("-", "_") for name in CONDITIONAL_HEADERS}
 BLOCK = 64 * 1024  # read size where the server has no sendfile (the test client, werkzeug's server)
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 CACHE_CONTROL = "no-cache"  # a player may keep it, but asks again (If-None-Match → 304)
 
 
 class BoundedFile:
-    """The part of an open file a response sends: from its current position, `count` bytes.
-    It has the file's `fileno()`, so gunicorn sends it with sendfile (from the position,
-    Content-Length bytes); any other server reads it, and reading stops at `count`."""
+    """The part of an open file (a descriptor, this object's to close) that a response sends:
+    from its current position, `count` bytes. It has the file's `fileno()`, so gunicorn sends it
+    with sendfile (from the position, Content-Length bytes); any other server reads it, and
+    reading stops at `count`. A bare descriptor, not a Python file: opening one costs an fstat
+    and an object more on every 200 poll."""
 
-    __slots__ = ("_raw", "_left")
+    __slots__ = ("_fd", "_left")
 
-    def __init__(self, raw, count: int) -> None:
-        self._raw, self._left = raw, count
+    def __init__(self, fd: int, count: int) -> None:
+        self._fd, self._left = fd, count
 
     def fileno(self) -> int:
-        return self._raw.fileno()
+        if self._fd < 0:
+            raise ValueError("I/O operation on closed file")
+        return self._fd
 
     def read(self, size: int = -1) -> bytes:
         n = self._left if size is None or size < 0 else min(size, self._left)
         if n <= 0:
             return b""
-        data = self._raw.read(n)
+        data = os.read(self.fileno(), n)
         self._left -= len(data)
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._raw.seek(offset, whence)
+        return os.lseek(self.fileno(), offset, whence)
 
     def tell(self) -> int:
-        return self._raw.tell()
+        return os.lseek(self.fileno(), 0, os.SEEK_CUR)
 
-    def close(self) -> None:
-        self._raw.close()
+    def close(self) -> None:  # once: a descriptor closed twice may be another file's by then
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class FileResponse(Response):
@@ -130,9 +137,9 @@ def file_response(environ: dict, path: str, content_type: str, etag: str, downlo
     HTTPExceptions (the app's JSON error body; 416 with `Content-Range: bytes */len`). Raises
     OSError when the file cannot be opened."""
     method = environ["REQUEST_METHOD"]
-    raw = open(path, "rb", buffering=0)
+    fd = os.open(path, _OPEN_FLAGS)
     try:
-        st = os.fstat(raw.fileno())
+        st = os.fstat(fd)
         rep = Representation(st.st_size, f'"{etag}"', int(st.st_mtime))
         chosen = select(method, lambda name: environ.get(_ENVIRON_KEY[name]), rep)
         if chosen.status == 412:
@@ -142,18 +149,18 @@ def file_response(environ: dict, path: str, content_type: str, etag: str, downlo
         headers = [("ETag", rep.etag), ("Last-Modified", http_date(rep.last_modified)),
                    ("Cache-Control", CACHE_CONTROL), ("Accept-Ranges", "bytes")]
         if chosen.status == 304:
-            raw.close()
+            os.close(fd)
             return FileResponse([], 304, headers)
         headers += [("Content-Type", content_type), ("Content-Length", str(chosen.length)),
                     ("Content-Disposition", disposition(as_attachment, download_name))]
         if chosen.status == 206:
             headers.append(("Content-Range", f"bytes {chosen.first}-{chosen.last}/{rep.length}"))
         if method == "HEAD" or not chosen.length:
-            raw.close()
+            os.close(fd)
             return FileResponse([], chosen.status, headers)
         if chosen.first:
-            raw.seek(chosen.first)
-        body = BoundedFile(raw, chosen.length)
+            os.lseek(fd, chosen.first, os.SEEK_SET)
+        body = BoundedFile(fd, chosen.length)
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is not None:
             return FileResponse(wrapper(body, BLOCK), chosen.status, headers)
@@ -161,5 +168,5 @@ def file_response(environ: dict, path: str, content_type: str, etag: str, downlo
         resp.call_on_close(body.close)
         return resp
     except BaseException:
-        raw.close()
+        os.close(fd)
         raise

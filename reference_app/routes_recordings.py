@@ -17,22 +17,22 @@ def _svc():
     return current_app.extensions["loopfix"]
 
 
-def respond(answer: Answer):
+def respond(svc, answer: Answer):
     if answer.file is not None:
-        return send_recording(answer.file)
+        return send_recording(svc, answer.file)
     resp = jsonify(answer.body)
     resp.status_code = answer.status
     if answer.retry_after_s is not None:  # policy seconds; the header says wall seconds, as HTTP means
-        resp.headers["Retry-After"] = retry_after_header(_svc().policy.wall(answer.retry_after_s))
+        resp.headers["Retry-After"] = retry_after_header(svc.policy.wall(answer.retry_after_s))
     return resp
 
 
-def send_recording(file: ReadyFile, download_name: str | None = None, as_attachment: bool = False):
+def send_recording(svc, file: ReadyFile, download_name: str | None = None, as_attachment: bool = False):
     """The file's bytes (sendfile; 206 / 304 / 412 / 416 as the request's headers ask:
     file_response), or, with a proxy configured (LOOPFIX_SENDFILE), only the header that tells
     the proxy to send it."""
     name = download_name or file.path[file.path.rfind("/") + 1:]
-    cfg = _svc().config
+    cfg = svc.config
     if cfg.sendfile_header:
         resp = proxied_response(file.path, file.content_type, name, as_attachment, cfg.sendfile_header,
                                 cfg.recordings_dir, cfg.accel_prefix)
@@ -52,8 +52,8 @@ def _call(db, token: str, call_sid: str):
 @bp.get("/recordings/file/<call_sid>")
 @require_business(lookup=_call)
 def recording_file(call_sid: str, found: CallRecording | None):
-    gg = g._get_current_object()
-    return respond(playback(_svc(), gg.request_db, gg.business, call_sid, found))
+    gg, svc = g._get_current_object(), _svc()
+    return respond(svc, playback(svc, gg.request_db, gg.business, call_sid, found))
 
 
 def _serve_ready(call_sid: str, call: CallRecording | None, as_attachment: bool):
@@ -62,7 +62,7 @@ def _serve_ready(call_sid: str, call: CallRecording | None, as_attachment: bool)
     file = call.file
     if file is None:
         return jsonify(error="not_ready", message="recording not downloaded yet; GET /api/recordings/file first"), 404
-    return send_recording(file, as_attachment=as_attachment,
+    return send_recording(_svc(), file, as_attachment=as_attachment,
                           download_name=f"{call_sid}{file.path[file.path.rfind('.'):]}")
 
 
@@ -81,4 +81,5 @@ def download(call_sid: str, found: CallRecording | None):
 @bp.post("/calls/<call_sid>/recording/enqueue")
 @require_business(lookup=_call)
 def enqueue(call_sid: str, found: CallRecording | None):
-    return respond(enqueue_api(_svc(), g.request_db, g.business, call_sid, found))
+    svc = _svc()
+    return respond(svc, enqueue_api(svc, g.request_db, g.business, call_sid, found))

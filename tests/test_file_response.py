@@ -153,3 +153,27 @@ def test_a_file_response_sends_its_header_list_as_is_and_a_later_header_change_t
     assert headers == [*listed, ("X-Extra", "1")]
     head = FileResponse([b"abc"], 200, list(listed))
     assert list(head.get_wsgi_response({**environ, "REQUEST_METHOD": "HEAD"})[0]) == []
+
+
+def test_a_bounded_file_reads_its_count_and_closes_its_descriptor_once(tmp_path):
+    """BoundedFile owns a bare descriptor: a second close (a server's wrapper and the response's
+    call_on_close) must not close whatever file got that number since."""
+    import os
+
+    from loopfix.reference_app.file_response import BoundedFile
+
+    path = tmp_path / "f"
+    path.write_bytes(b"0123456789")
+    fd = os.open(path, os.O_RDONLY)
+    os.lseek(fd, 2, os.SEEK_SET)
+    body = BoundedFile(fd, 5)
+    assert body.read(3) + body.read() + body.read() == b"23456"
+    body.close()
+    other = os.open(path, os.O_RDONLY)  # likely the number just freed
+    try:
+        body.close()
+        assert os.read(other, 2) == b"01"  # still open
+    finally:
+        os.close(other)
+    with pytest.raises(ValueError):
+        body.fileno()
