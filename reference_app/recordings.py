@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import redis
@@ -57,12 +56,12 @@ class CallRecording(NamedTuple):
     run: RunRow | None
 
 
-@dataclass(frozen=True)
-class Answer:
-    """What a route sends: a status, a JSON body or a file, and a Retry-After in policy seconds."""
+class Answer(NamedTuple):
+    """What a route sends: a status, a JSON body or a file, and a Retry-After in policy seconds.
+    (A NamedTuple, as the rows above: one per poll.)"""
 
     status: int
-    body: dict = field(default_factory=dict)
+    body: dict
     file: ReadyFile | None = None
     retry_after_s: float | None = None
 
