@@ -26,6 +26,7 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     svc = Services(config)
     set_services(svc)
+
     class App(Flask):
         """Flask, with `ensure_sync`'s answer kept per function: Flask asks it for every hook and
         view of every request (inspect.iscoroutinefunction each time, ~1 µs apiece); an async
