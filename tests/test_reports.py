@@ -209,6 +209,7 @@ def test_live_run_directory_adds_the_calibration_section_and_measures_the_worker
     assert "live: 1 runs of retry-storm" in markdown
 
 
+@pytest.mark.slow  # CI time: test_cli draws the report of a `loopfix sweep` file's default output
 def test_report_from_a_plain_sweep_file_draws_what_its_rows_answer(report, tmp_path):
     """A `loopfix sweep` file (rows without the report's grid tags, no M/M/c rows): the capacity
     figures and the metastability map from its rows; the M/M/c grid it lacks the report sweeps
