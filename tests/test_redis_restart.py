@@ -133,6 +133,7 @@ def live(tmp_path: Path, variant: str, sets: tuple[str, ...] = (), drain_s: floa
     return result, {v.name: v for v in verdicts}, history
 
 
+@pytest.mark.slow  # CI time: test_redis_faults restarts Redis under a storm on the live stack, and its break case
 @pytest.mark.redis
 @pytest.mark.stack
 @pytest.mark.live
