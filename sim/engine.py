@@ -82,11 +82,11 @@ class Model(World, Ticker, Draws, Web, Workers, Clients, Deleters):
         while True:
             up = sum(1 for d in self.worker_down if not d) if not self.redis_paused else 0
             self.samples.append(Sample(self.env._now, len(self.queue), self.busy, up))
-            yield self.env.timeout(SAMPLE_INTERVAL_S)
+            yield SAMPLE_INTERVAL_S
 
     def outage(self, o: Outage) -> Generator:
         env = self.env
-        yield env.timeout(o.at_s)
+        yield o.at_s
         self.outages_on += 1
         targets = list(range(o.workers or self.scenario.workers.count))
         down = o.workers_down(self.scenario.workers.count)
@@ -108,7 +108,7 @@ class Model(World, Ticker, Draws, Web, Workers, Clients, Deleters):
                 k: v for k in ("latency_median_s", "fault_rate") if (v := getattr(o, k)) is not None})
         else:
             self.scheduler_down = True
-        yield env.timeout(o.duration_s)
+        yield o.duration_s
         if o.target == "workers":
             for w in targets:
                 self.worker_down[w] = False
@@ -126,7 +126,7 @@ class Model(World, Ticker, Draws, Web, Workers, Clients, Deleters):
         self.rec.outage_end("env", target=o.target, how=o.how, workers=down)
         if o.how == "crash":
             # RQ notices the dead worker's abandoned jobs a little after the restart
-            yield env.timeout(self.scenario.workers.crash_detect_s)
+            yield self.scenario.workers.crash_detect_s
             self.rq_requeue_crashed()
 
     def lose_redis(self) -> None:

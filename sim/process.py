@@ -1,21 +1,37 @@
-"""Model processes without simpy.Process: a generator driven by its events' callbacks.
+"""Model processes without simpy.Process: a generator driven by the queue and its events.
 
-`Proc(env, generator)` runs a generator that yields SimPy events, as `env.process` does — it
-starts at the current time with the same urgency (so every history keeps its order), resumes
-with each event's value, receives a failed event's exception — but it is not itself an event:
-nothing can wait for it, and its end schedules nothing. The model never waits for a process,
-and SimPy's Process paid one extra event per process and a heavier resume per step for that.
+`Proc(env, generator)` runs a generator as `env.process` does — it starts at the current time
+with the same urgency (so every history keeps its order), resumes with each event's value,
+receives a failed event's exception — but it is not itself an event: nothing can wait for it,
+and its end schedules nothing. The model never waits for a process, and SimPy's Process paid
+one extra event per process and a heavier resume per step for that.
+
+What a process yields:
+- a delay, a float or an int (`yield 2.5`): it sleeps that long and is sent None, exactly as
+  `yield env.timeout(2.5)` — but no event is made. Its queue entry is the process itself,
+  `(now + delay, NORMAL, eid, proc)`, with the eid the timeout would have drawn, so the queue's
+  order (time, priority, creation order) and every history stay what they were; the process
+  keeps that eid as its `ticket`. Most of the model's steps are sleeps (an arrival gap, a job's
+  overhead, a download), and a timeout cost an object, its callback list, a callback append
+  and a callback call each (measured: 5 % of an M/M/c point's instructions). A negative delay
+  is thrown into the generator as ValueError, where env.timeout would have raised it.
+- an event (SimPy's, or the model's own: JobQueue.wait, the ticker's): it waits for it as
+  SimPy's Process does; an event already processed answers at once.
+A process's start is a queue entry of the same kind (URGENT, as SimPy's Initialize).
 
 `Proc.interrupt(cause)` throws `simpy.Interrupt(cause)` into the generator at the current time,
-before anything else scheduled then (SimPy's Interruption, urgent priority). An exception the
-generator does not handle propagates out of `env.run()`.
+before anything else scheduled then (SimPy's Interruption, urgent priority). A sleeping process
+is woken by it at once; its ticket is voided, so the wake-up it had scheduled stays in the queue
+(taking its place in the order as an interrupted timeout does) and is skipped when it comes up.
+An exception the generator does not handle propagates out of `env.run()`.
 
 `Env` is the model's simpy.Environment with a leaner event loop: `timeout` builds its timeout
 (a slotted stand-in for SimPy's Timeout) without the two calls SimPy's constructor makes
-(Timeout.__init__, schedule), and `run(until=t)`
-pops and dispatches events in one loop instead of a `step()` call per event. The queue, the
-event order (time, priority, creation order) and what `until` means are SimPy's, so a run is
-the same event for event; an event that failed with nobody to defuse it still crashes the run.
+(Timeout.__init__, schedule), and `run(until=t)` pops and dispatches events and wake-ups in one
+loop instead of a `step()` call per event (`step` handles both too, for `run()` without a
+number). The queue, the event order and what `until` means are SimPy's, so a run is the same
+event for event; an event that failed with nobody to defuse it still crashes the run. On a plain
+simpy.Environment (tests compare the two) a Proc turns each delay into `env.timeout(delay)`.
 
 `gc_paused()`: the cyclic collector off for a run or the measuring of its history.
 """
@@ -27,7 +43,7 @@ from heapq import heappop, heappush
 from typing import Any, Generator, Iterator
 
 import simpy
-from simpy.core import NORMAL, URGENT
+from simpy.core import NORMAL, URGENT, EmptySchedule
 from simpy.events import Event
 
 _new = object.__new__
@@ -43,7 +59,8 @@ class _Timeout:
 
 
 class Env(simpy.Environment):
-    """simpy.Environment, leaner: same queue, same order, fewer Python calls per event."""
+    """simpy.Environment, leaner: same queue, same order, fewer Python calls per event, and a
+    process's sleep or start is its own queue entry (no event object)."""
 
     def timeout(self, delay: float, value: Any = None) -> _Timeout:  # type: ignore[override]
         if delay < 0:
@@ -55,7 +72,7 @@ class Env(simpy.Environment):
 
     def run(self, until: Any = None) -> Any:
         """As simpy's run; a numeric `until` runs in one loop (events before `until`, and urgent
-        ones at it scheduled before this call), other forms go to simpy's."""
+        ones at it scheduled before this call), other forms go to simpy's (through `step`)."""
         if until is None or isinstance(until, Event):
             return super().run(until)
         at = float(until)
@@ -66,8 +83,12 @@ class Env(simpy.Environment):
         queue = self._queue
         heappush(queue, (at, URGENT, next(self._eid), stop))
         while True:
-            now, _, _, event = heappop(queue)  # never empty: `stop` is in it
+            now, _, eid, event = heappop(queue)  # never empty: `stop` is in it
             self._now = now
+            if event.__class__ is Proc:  # a process's wake-up: its own, unless interrupted since
+                if event.ticket == eid:
+                    event.advance(True, event.sent)
+                continue
             if event is stop:
                 return None
             callbacks, event.callbacks = event.callbacks, None
@@ -78,32 +99,86 @@ class Env(simpy.Environment):
                 exc.__cause__ = event._value
                 raise exc
 
+    def step(self) -> None:
+        """One entry of the queue, as simpy's step (which `run` without a number uses)."""
+        try:
+            now, _, eid, event = heappop(self._queue)
+        except IndexError:
+            raise EmptySchedule() from None
+        self._now = now
+        if event.__class__ is Proc:
+            if event.ticket == eid:
+                event.advance(True, event.sent)
+            return
+        callbacks, event.callbacks = event.callbacks, None
+        for callback in callbacks:
+            callback(event)
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc
+
 
 class Proc:
-    """A running model process: `gen` waits on `target`."""
+    """A running model process: `gen` waits on `target` (an event), or sleeps (target None) until
+    its queue entry with eid `ticket` comes up, to be sent `sent`."""
 
-    __slots__ = ("env", "gen", "target", "alive")
+    __slots__ = ("env", "gen", "target", "alive", "ticket", "sent", "queue")
 
-    def __init__(self, env: simpy.Environment, gen: Generator[Event, Any, Any]):
-        self.env, self.gen, self.target, self.alive = env, gen, None, True
-        start = _new(Event)  # Event(env) succeeded at once, built directly (one per process)
-        start.env, start.callbacks, start._ok, start._value = env, [self.resume], True, None
-        heappush(env._queue, (env._now, URGENT, next(env._eid), start))
+    def __init__(self, env: simpy.Environment, gen: Generator[Any, Any, Any]):
+        self.env, self.gen, self.target, self.alive, self.sent = env, gen, None, True, None
+        if isinstance(env, Env):  # starts as its own queue entry
+            self.queue = queue = env._queue
+            self.ticket = eid = next(env._eid)
+            heappush(queue, (env._now, URGENT, eid, self))
+        else:  # plain SimPy: Event(env) succeeded at once, built directly
+            self.queue, self.ticket = None, None
+            start = _new(Event)
+            start.env, start.callbacks, start._ok, start._value = env, [self.resume], True, None
+            self.target = start
+            heappush(env._queue, (env._now, URGENT, next(env._eid), start))
 
     def resume(self, event: Event) -> None:
+        """The callback of the event the process waits on."""
+        if event._ok:
+            self.advance(True, event._value)
+        else:
+            event._defused = True
+            self.advance(False, event._value)
+
+    def advance(self, ok: bool, value: Any) -> None:
+        """Send `value` into the generator (throw it, when not `ok`) and follow what it yields
+        until it has to wait: a delay (float or int) sleeps, an event not yet processed is
+        waited on, a processed one answers at once."""
         gen = self.gen
         try:
             while True:
-                if event._ok:
-                    event = gen.send(event._value)
-                else:
-                    event._defused = True
-                    event = gen.throw(event._value)
-                callbacks = event.callbacks
+                event = gen.send(value) if ok else gen.throw(value)
+                cls = event.__class__
+                if cls is float or cls is int:
+                    if event < 0:  # thrown in where env.timeout would have raised it
+                        ok, value = False, ValueError(f"Negative delay {event}")
+                        continue
+                    queue = self.queue
+                    if queue is not None:
+                        env = self.env
+                        self.ticket = eid = next(env._eid)
+                        self.target = self.sent = None
+                        heappush(queue, (env._now + event, NORMAL, eid, self))
+                        return
+                    event = self.env.timeout(event)  # plain SimPy: a Timeout
+                try:
+                    callbacks = event.callbacks
+                except AttributeError:
+                    raise TypeError(f"a model process yielded {event!r}: neither a delay (float or int) "
+                                    "nor an event") from None
                 if callbacks is not None:  # not yet processed: wait for it
                     callbacks.append(self.resume)
                     self.target = event
                     return
+                ok, value = event._ok, event._value
+                if not ok:
+                    event._defused = True
         except StopIteration:
             self.alive, self.target = False, None
 
@@ -117,8 +192,12 @@ class Proc:
     def _interrupted(self, event: Event) -> None:
         if not self.alive:
             return
-        self.target.callbacks.remove(self.resume)
-        self.resume(event)
+        target = self.target
+        if target is None:  # asleep (or not started): its queue entry is left to go stale
+            self.ticket = None
+        else:
+            target.callbacks.remove(self.resume)
+        self.advance(False, event._value)
 
 
 @contextlib.contextmanager

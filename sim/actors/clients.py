@@ -14,7 +14,7 @@ class Clients:
     """Arrivals and players."""
 
     def call_arrivals(self) -> Generator:
-        s, env, timeout = self.scenario, self.env, self.env.timeout
+        s, env = self.scenario, self.env
         new_call, webhook, duration = self.new_call, self.webhook, s.duration_s
         plays, play_fraction, play_later = self.rng_clients.random, s.clients.play_fraction, self.play_later
         draw = self.rng_calls.random
@@ -28,10 +28,10 @@ class Clients:
                 nxt = [a for a, _ in arrivals.profile if a > env._now]
                 if not nxt:
                     return
-                yield env.timeout(nxt[0] - env._now)
+                yield nxt[0] - env._now
                 continue
             # the gap: rng_calls.expovariate(lambd), inline (Random.expovariate's own formula)
-            yield timeout(-log(1.0 - draw()) / lambd)
+            yield -log(1.0 - draw()) / lambd
             if env._now >= duration:
                 return
             call = new_call()
@@ -50,7 +50,7 @@ class Clients:
     def archive_plays(self) -> Generator:
         rate = self.scenario.clients.archive_plays_per_hour / 3600.0
         while True:
-            yield self.env.timeout(self.rng_clients.expovariate(rate))
+            yield self.rng_clients.expovariate(rate)
             if self.env._now >= self.scenario.duration_s:
                 return
             call = self.archive[self.rng_clients.randrange(len(self.archive))]
@@ -58,21 +58,21 @@ class Clients:
 
     def open_recording(self, call: Call, after_s: float) -> Generator:
         """A user opens a recording: one player, a double-click, a storm, or a refresher."""
-        c, rng, env = self.scenario.clients, self.rng_clients, self.env
-        yield env.timeout(after_s)
+        c, rng = self.scenario.clients, self.rng_clients
+        yield after_s
         self._clients += 1
         client = f"u{self._clients}"
         r = rng.random()
         if r < c.double_click_fraction:
             gap = rng.uniform(0.0, 0.25)
             self.spawn(self.player(call, client, 1, "double_clicker"))
-            yield env.timeout(gap)
+            yield gap
             self.spawn(self.player(call, client, 2, "double_clicker"))
         elif r < c.double_click_fraction + c.storm_fraction:
             offsets = sorted(rng.uniform(0.0, c.storm_spread_s) for _ in range(c.storm_clicks))
             last = 0.0
             for i, at in enumerate(offsets, 1):
-                yield env.timeout(at - last)
+                yield at - last
                 last = at
                 self.spawn(self.player(call, client, i, "storm"))
         elif r < c.double_click_fraction + c.storm_fraction + c.refresh_fraction:
@@ -81,7 +81,7 @@ class Clients:
                 status = yield from self.player(call, client, i, "refresher")
                 if status == 200:
                     return
-                yield env.timeout(c.refresh_after_s)
+                yield c.refresh_after_s
         else:
             yield from self.player(call, client, 1, "player")
 
@@ -89,7 +89,7 @@ class Clients:
         """Seed 002's AudioPlayer (flows.player.play_session) in simulated time; returns the
         status it stopped on."""
         flow, result = play_session(client, session, call.call_sid, role, self.policy), None
-        send, recorder_of, timeout = flow.send, self.recorder_of, self.env.timeout
+        send, recorder_of = flow.send, self.recorder_of
         while True:
             try:
                 effect = send(result)
@@ -102,4 +102,4 @@ class Clients:
                 status, retry_after, audio_ok = yield from self.request_playback(call)
                 result = (status, retry_after, audio_ok, None)
             else:  # Sleep: the backoff
-                result = yield timeout(effect.seconds)
+                result = yield effect.seconds

@@ -22,7 +22,7 @@ class Deleters:
         b = self.scenario.bulk_delete
         rate = b.requests_per_hour / 3600.0
         while True:
-            yield self.env.timeout(self.rng_leads.expovariate(rate))
+            yield self.rng_leads.expovariate(rate)
             if self.env._now >= self.scenario.duration_s:
                 return
             business = 1 + self.rng_leads.randrange(self.scenario.businesses)
@@ -33,7 +33,7 @@ class Deleters:
             offsets = sorted(self.rng_leads.uniform(0.0, b.click_spread_s) for _ in range(b.clicks_per_request))
             last = 0.0
             for at in offsets:
-                yield self.env.timeout(at - last)
+                yield at - last
                 last = at
                 self.spawn(self.bulk_delete_request(business, client))
 
@@ -71,7 +71,7 @@ class Deleters:
             elif kind is EnqueueLeadJob:
                 result = self.queue.put(Entry(lead_job=job))
             else:  # Gap: the seed's work between its check and its insert
-                result = yield self.env.timeout(DB_COMMIT_S)
+                result = yield DB_COMMIT_S
 
     def lead_job(self, job: LeadJob, proc: str) -> Generator:
         """One run of delete_leads_job (flows.delete.delete_run) in simulated time: a batch
@@ -104,7 +104,7 @@ class Deleters:
                     job.remaining = job.remaining[asked:]
                 result = pending = None
             elif kind is Sleep:
-                result = yield env.timeout(effect.seconds)
+                result = yield effect.seconds
             elif kind is Clock:
                 result = env._now
             elif kind is ClaimJob:
@@ -125,7 +125,7 @@ class Deleters:
         b, env = self.scenario.bulk_delete, self.env
         job.heartbeat_at = env._now
         batch = P.batches(job.remaining, self.policy)[0]
-        yield env.timeout(self.rng_leads.uniform(*b.batch_s))
+        yield self.rng_leads.uniform(*b.batch_s)
         if self.rng_leads.random() < b.batch_failure_rate:
             return ROLLED_BACK
         leads = self.leads[job.business_id]
@@ -136,7 +136,7 @@ class Deleters:
         (policy.bulk_resume_decision: a paused job at once, a crashed one once it looks dead)."""
         p, env = self.policy, self.env
         while True:
-            yield env.timeout(self.scenario.bulk_delete.resume_after_s)
+            yield self.scenario.bulk_delete.resume_after_s
             lock_held = self.coord.lock_holder(job.business_id, LOCK_OP) == job.job_id
             d = P.bulk_resume_decision(job.status, env._now, job.heartbeat_at, job.queued_at, lock_held, p)
             if d.kind == "finished":

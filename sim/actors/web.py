@@ -42,7 +42,7 @@ class Web:
     def commit_new_run(self, call: Call, job_type: str, via: str) -> Generator:
         """Create the run row and put its job on the queue (insert_run) after the commit's
         DB_COMMIT_S, where a concurrent request could slip in (clicks)."""
-        yield self.env.timeout(DB_COMMIT_S)
+        yield DB_COMMIT_S
         return self.insert_run(call, job_type, via)
 
     def insert_run(self, call: Call, job_type: str, via: str, remember: bool = True) -> Run:
@@ -197,7 +197,7 @@ class Web:
             elif kind is FailStuck:
                 result = self.fail_stuck(run, effect.reason)
             else:  # Gap: the round trip inside the seed's check-then-set
-                result = yield self.env.timeout(REDIS_RTT_S)
+                result = yield REDIS_RTT_S
         return reply.status, reply.retry_after_s, reply.serve and call.audio_ok
 
     def fail_stuck(self, run: Run, why: str) -> None:

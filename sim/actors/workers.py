@@ -24,7 +24,7 @@ class Workers:
     def worker(self, w: int) -> Generator:
         name, queue, down = f"worker-{w}", self.queue, self.worker_down
         items, send = queue.items, None
-        timeout, job_overhead_s, policy = self.env.timeout, self.job_overhead_s, self.policy
+        job_overhead_s, policy = self.job_overhead_s, self.policy
         coord, recorder_of = self.coord, self.recorder_of
         while True:
             entry = None
@@ -49,7 +49,7 @@ class Workers:
                         # effects are done here, the rest by job_effect; the download, the
                         # transcription and a Sleep (the seeds' faults only) take simulated time.
                         self.worker_job[w] = run
-                        yield timeout(job_overhead_s)
+                        yield job_overhead_s
                         call, job_id = run.call, run.job_id
                         transcribe = run.job_type == "full" and self.transcribe_s[1] > 0
                         send = recording_job((job_id, call.call_sid, call.business_id, run.retry_count,
@@ -74,14 +74,14 @@ class Workers:
                                 if took is None:
                                     result = FETCHED_OK
                                 else:
-                                    yield timeout(took[0])
+                                    yield took[0]
                                     result = self.fetch_end(run, name, took[1])
                             elif kind is Finish:
                                 result = self.finish(run, effect.status, name)
                             elif kind is Sleep:
-                                result = yield timeout(effect.seconds)
+                                result = yield effect.seconds
                             elif kind is Transcribe:
-                                result = yield timeout(self.rng_twilio.uniform(*self.transcribe_s))
+                                result = yield self.rng_twilio.uniform(*self.transcribe_s)
                             else:
                                 result = self.job_effect(effect, run, name)
                 finally:
@@ -114,7 +114,7 @@ class Workers:
         p, env, active_runs, orphans = self.policy, self.env, self.active_runs, self.orphans
         hb = p.heartbeat_interval_s
         while True:
-            yield env.timeout(hb)
+            yield hb
             if self.redis_paused or all(self.worker_down):
                 continue
             now = env._now

@@ -1,0 +1,144 @@
+"""sim.process: a model process that yields a delay sleeps without an event, in the order a SimPy
+timeout of that delay would have had; an interrupt reaches it at once, and the wake-up it had
+scheduled is then ignored."""
+from __future__ import annotations
+
+import pytest
+import simpy
+
+from loopfix.sim.process import Env, Proc
+
+
+def _sleeper(env, log, name, delays, as_timeout=False):
+    for d in delays:
+        yield env.timeout(d) if as_timeout else d
+        log.append((env.now, name))
+
+
+def _ties(env, log, procs_as_simpy=False):
+    """Processes whose wake-ups tie: sleeps and timeouts at the same instants, created in an
+    order that only the event ids break, and a process started at a tie."""
+    start = env.process if procs_as_simpy else (lambda gen: Proc(env, gen))
+    as_timeout = procs_as_simpy
+    start(_sleeper(env, log, "a", [1.0, 1.0, 0.5], as_timeout))
+    start(_sleeper(env, log, "b", [2, 0.5, 0.0], as_timeout))  # an int delay, a zero one
+    start(_sleeper(env, log, "c", [1.0, 1, 1.5], True))  # SimPy timeouts among the sleeps
+
+    def late_starter():
+        yield 2.0 if not as_timeout else env.timeout(2.0)
+        log.append((env.now, "d starts e"))
+        start(_sleeper(env, log, "e", [0.0, 0.5], as_timeout))
+        log.append((env.now, "d"))
+
+    start(late_starter())
+
+
+@pytest.mark.parametrize("until", [None, 10.0])
+def test_sleeps_wake_in_the_order_simpy_timeouts_do_ties_included(until):
+    ours, simpys = [], []
+    env = Env()
+    _ties(env, ours)
+    env.run(until)  # run(None) goes through Env.step, a number through Env.run's own loop
+    reference = simpy.Environment()
+    _ties(reference, simpys, procs_as_simpy=True)
+    reference.run(until)
+    assert ours == simpys
+    assert len(ours) == 13 and [t for t, _ in ours] == sorted(t for t, _ in ours)
+
+
+def test_on_plain_simpy_a_sleep_is_a_timeout_with_the_same_order():
+    ours, on_simpy = [], []
+    env = Env()
+    _ties(env, ours)
+    env.run(10.0)
+    reference = simpy.Environment()
+    _ties(reference, on_simpy)  # Proc on simpy.Environment: delays become env.timeout
+    reference.run(10.0)
+    assert ours == on_simpy
+
+
+def test_an_interrupted_sleep_gets_the_interrupt_at_once_and_its_wake_up_is_ignored():
+    env, log = Env(), []
+
+    def sleeper():
+        try:
+            yield 10.0
+            log.append((env.now, "woke"))
+        except simpy.Interrupt as e:
+            log.append((env.now, f"interrupted: {e.cause}"))
+        yield gate  # waiting on an event at 10.0, when the stale wake-up comes up
+        log.append((env.now, "gate opened"))
+        yield 5.0
+        log.append((env.now, "slept again"))
+
+    def other():
+        yield 4.0
+        log.append((env.now, "other at 4"))  # scheduled before the interrupt: the interrupt is urgent
+        proc.interrupt("crash")
+
+    def bystander():
+        yield 4.0
+        log.append((env.now, "bystander at 4"))
+
+    def opener():
+        yield 12.0
+        gate.succeed()
+
+    gate = env.event()
+    proc = Proc(env, sleeper())
+    Proc(env, other())
+    Proc(env, bystander())
+    Proc(env, opener())
+    env.run(30.0)
+    assert log == [(4.0, "other at 4"), (4.0, "interrupted: crash"), (4.0, "bystander at 4"), (12.0, "gate opened"),
+                   (17.0, "slept again")]
+    assert not proc.alive
+
+
+def test_an_interrupt_while_waiting_on_an_event_unhooks_the_process():
+    env, log = Env(), []
+    never = env.event()
+
+    def waiter():
+        try:
+            yield never
+        except simpy.Interrupt:
+            log.append(env.now)
+        yield 1.0
+        log.append(env.now)
+
+    proc = Proc(env, waiter())
+
+    def crasher():
+        yield 2.0
+        proc.interrupt()
+
+    Proc(env, crasher())
+    env.run(5.0)
+    assert log == [2.0, 3.0] and never.callbacks == []
+
+
+def test_a_negative_delay_is_thrown_into_the_process_as_a_timeout_would_raise_it():
+    env, seen = Env(), []
+
+    def proc():
+        try:
+            yield -1.0
+        except ValueError as e:
+            seen.append(str(e))
+        yield 1.0
+
+    Proc(env, proc())
+    env.run(2.0)
+    assert seen == ["Negative delay -1.0"]
+
+
+def test_yielding_neither_a_delay_nor_an_event_says_so():
+    env = Env()
+
+    def proc():
+        yield "soon"
+
+    Proc(env, proc())
+    with pytest.raises(TypeError, match="neither a delay"):
+        env.run(1.0)
