@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+from collections import deque
 from heapq import heappop, heappush
 from typing import Any, Generator, Iterator
 
@@ -167,6 +168,10 @@ class Proc:
                         heappush(queue, (env._now + event, NORMAL, eid, self))
                         return
                     event = self.env.timeout(event)  # plain SimPy: a Timeout
+                elif cls is Waiters:  # in line for a hand-off: `wake` ends the wait
+                    event.append(self)
+                    self.target = event
+                    return
                 try:
                     callbacks = event.callbacks
                 except AttributeError:
@@ -182,6 +187,20 @@ class Proc:
         except StopIteration:
             self.alive, self.target = False, None
 
+    def wake(self, value: Any) -> None:
+        """End the process's wait now with `value`, as an event succeeded now with it would: its
+        queue entry (now, NORMAL, the next eid), without the event."""
+        env = self.env
+        queue = self.queue
+        if queue is None:  # plain SimPy: the event
+            self.target = ev = Event(env)
+            ev.callbacks.append(self.resume)
+            ev.succeed(value)
+            return
+        self.ticket = eid = next(env._eid)
+        self.target, self.sent = None, value
+        heappush(queue, (env._now, NORMAL, eid, self))
+
     def interrupt(self, cause: Any = None) -> None:
         """Throw simpy.Interrupt(cause) into the process now (ignored once it has ended)."""
         hit = Event(self.env)
@@ -193,11 +212,21 @@ class Proc:
         if not self.alive:
             return
         target = self.target
-        if target is None:  # asleep (or not started): its queue entry is left to go stale
+        if target is None:  # asleep, woken or not started: its queue entry is left to go stale
             self.ticket = None
+        elif target.__class__ is Waiters:
+            target.remove(self)
         else:
             target.callbacks.remove(self.resume)
         self.advance(False, event._value)
+
+
+class Waiters(deque):
+    """A line of processes waiting to be handed something (JobQueue's idle workers): a Proc
+    yields the line to join it, and whoever hands a value takes the first and `wake`s it. A
+    line may also hold SimPy events of others' waits (JobQueue.take, for simpy.Process)."""
+
+    __slots__ = ()
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from simpy.events import PENDING
 from loopfix.reference_app import policy as P
 from loopfix.reference_app.events import EVENT_FIELDS
 from loopfix.sim.coordination import ModelCoordination
-from loopfix.sim.process import Proc
+from loopfix.sim.process import Proc, Waiters
 from loopfix.sim.records import recorder_name, recorders
 
 REDIS_RTT_S = 0.001  # one Redis round trip: the gap inside a check-then-set
@@ -61,12 +61,15 @@ class JobQueue:
     def __init__(self, env: simpy.Environment):
         self.env = env
         self.items: deque[Any] = deque()
-        self.waiters: deque[simpy.Event] = deque()
+        self.waiters = Waiters()  # idle workers (Procs), or events of take()
 
     def put(self, item: Any) -> None:
         waiters = self.waiters
         while waiters:
             ev = waiters.popleft()
+            if ev.__class__ is Proc:
+                ev.wake(item)
+                return
             if ev._value is PENDING:  # not triggered: ev.succeed(item), inline
                 ev._ok, ev._value = True, item
                 env = self.env
@@ -77,13 +80,11 @@ class JobQueue:
     def push_front(self, item: Any) -> None:
         self.items.appendleft(item)
 
-    def wait(self) -> simpy.Event:
-        """What a process waits on when no entry is queued: the next `put` succeeds it with its
-        entry. For a waiter nothing interrupts (an idle worker: a crash interrupts only a worker
-        with a job), so `take` without its generator and its clean-up."""
-        ev = self.env.event()
-        self.waiters.append(ev)
-        return ev
+    def wait(self) -> Waiters:
+        """What a model process (sim.process.Proc) yields when no entry is queued: the line of
+        waiters, to join by yielding it; the next `put` wakes the first with its entry, without an
+        event."""
+        return self.waiters
 
     def take(self) -> Generator[simpy.Event, Any, Any]:
         if self.items:

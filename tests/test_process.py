@@ -1,12 +1,13 @@
 """sim.process: a model process that yields a delay sleeps without an event, in the order a SimPy
 timeout of that delay would have had; an interrupt reaches it at once, and the wake-up it had
-scheduled is then ignored."""
+scheduled is then ignored. A process in a line of Waiters is woken by a hand-off in the order
+an event succeeded then would have had."""
 from __future__ import annotations
 
 import pytest
 import simpy
 
-from loopfix.sim.process import Env, Proc
+from loopfix.sim.process import Env, Proc, Waiters
 
 
 def _sleeper(env, log, name, delays, as_timeout=False):
@@ -142,3 +143,67 @@ def test_yielding_neither_a_delay_nor_an_event_says_so():
     Proc(env, proc())
     with pytest.raises(TypeError, match="neither a delay"):
         env.run(1.0)
+
+
+def _hand_offs(env, log):
+    """Two waiters in a line, handed values at an instant where sleeps also end, before and after."""
+    line = Waiters()
+
+    def waiter(name):
+        while True:
+            value = yield line
+            log.append((env.now, name, value))
+            yield 0.0
+
+    def handler():
+        yield 1.0
+        for v in ("x", "y", "z"):
+            for w in list(line)[:1]:
+                line.popleft()
+                w.wake(v)
+            log.append((env.now, "handed", v))
+            yield 0.0
+
+    def sleeper():
+        yield 1.0
+        log.append((env.now, "sleeper"))
+        yield 0.0
+        log.append((env.now, "sleeper again"))
+
+    Proc(env, waiter("w1"))
+    Proc(env, waiter("w2"))
+    Proc(env, handler())
+    Proc(env, sleeper())
+
+
+def test_a_hand_off_wakes_a_waiter_in_the_order_an_event_succeeded_then_would():
+    ours, on_simpy = [], []
+    env = Env()
+    _hand_offs(env, ours)
+    env.run(5.0)
+    reference = simpy.Environment()
+    _hand_offs(reference, on_simpy)  # Proc on simpy.Environment: wake succeeds an event
+    reference.run(5.0)
+    assert ours == on_simpy
+    assert [(n, v) for _, n, *v in ours if n.startswith("w")] == [("w1", ["x"]), ("w2", ["y"]), ("w1", ["z"])]
+
+
+def test_an_interrupted_waiter_leaves_the_line():
+    env, log = Env(), []
+    line = Waiters()
+
+    def waiter():
+        try:
+            yield line
+        except simpy.Interrupt:
+            log.append((env.now, "interrupted", len(line)))
+
+    proc = Proc(env, waiter())
+
+    def crasher():
+        yield 1.0
+        proc.interrupt()
+
+    Proc(env, crasher())
+    env.run(2.0)
+    assert log == [(1.0, "interrupted", 0)] and not proc.alive
