@@ -29,9 +29,11 @@ An exception the generator does not handle propagates out of `env.run()`.
 (a slotted stand-in for SimPy's Timeout) without the two calls SimPy's constructor makes
 (Timeout.__init__, schedule), and `run(until=t)` pops and dispatches events and wake-ups in one
 loop instead of a `step()` call per event (`step` handles both too, for `run()` without a
-number). The queue, the event order and what `until` means are SimPy's, so a run is the same
-event for event; an event that failed with nobody to defuse it still crashes the run. On a plain
-simpy.Environment (tests compare the two) a Proc turns each delay into `env.timeout(delay)`.
+number). It resumes a woken process itself and, when the process sleeps again (most steps of
+the model), queues that sleep as `Proc.follow` would (measured: 1.6 % of an M/M/c point's
+instructions). The queue, the event order and what `until` means are SimPy's, so a run is the
+same event for event; an event that failed with nobody to defuse it still crashes the run. On a
+plain simpy.Environment (tests compare the two) a Proc turns each delay into `env.timeout(delay)`.
 
 `gc_paused()`: the cyclic collector off for a run or the measuring of its history.
 """
@@ -81,14 +83,24 @@ class Env(simpy.Environment):
             raise ValueError(f"until ({at}) must be greater than the current simulation time")
         stop = Event(self)
         stop._ok, stop._value = True, None
-        queue = self._queue
-        heappush(queue, (at, URGENT, next(self._eid), stop))
+        queue, eids = self._queue, self._eid
+        heappush(queue, (at, URGENT, next(eids), stop))
         while True:
             now, _, eid, event = heappop(queue)  # never empty: `stop` is in it
             self._now = now
             if event.__class__ is Proc:  # a process's wake-up: its own, unless interrupted since
                 if event.ticket == eid:
-                    event.advance(True, event.sent)
+                    try:
+                        nxt = event.gen.send(event.sent)
+                    except StopIteration:
+                        event.alive = False
+                        continue
+                    if nxt.__class__ is float and nxt >= 0:  # sleeps again: Proc.follow's sleep, inline
+                        event.ticket = eid = next(eids)
+                        event.sent = None
+                        heappush(queue, (now + nxt, NORMAL, eid, event))
+                    else:
+                        event.follow(nxt)
                 continue
             if event is stop:
                 return None
@@ -148,17 +160,25 @@ class Proc:
             self.advance(False, event._value)
 
     def advance(self, ok: bool, value: Any) -> None:
-        """Send `value` into the generator (throw it, when not `ok`) and follow what it yields
-        until it has to wait: a delay (float or int) sleeps, an event not yet processed is
-        waited on, a processed one answers at once."""
+        """Send `value` into the generator (throw it, when not `ok`) and `follow` what it yields."""
+        try:
+            event = self.gen.send(value) if ok else self.gen.throw(value)
+        except StopIteration:
+            self.alive, self.target = False, None
+            return
+        self.follow(event)
+
+    def follow(self, event: Any) -> None:
+        """Wait as the generator's yield `event` says: a delay (float or int) sleeps, a Waiters
+        line is joined, an event not yet processed is waited on; a processed event answers at
+        once, and the generator's next yield is followed."""
         gen = self.gen
         try:
             while True:
-                event = gen.send(value) if ok else gen.throw(value)
                 cls = event.__class__
                 if cls is float or cls is int:
                     if event < 0:  # thrown in where env.timeout would have raised it
-                        ok, value = False, ValueError(f"Negative delay {event}")
+                        event = gen.throw(ValueError(f"Negative delay {event}"))
                         continue
                     queue = self.queue
                     if queue is not None:
@@ -181,9 +201,11 @@ class Proc:
                     callbacks.append(self.resume)
                     self.target = event
                     return
-                ok, value = event._ok, event._value
-                if not ok:
+                if event._ok:
+                    event = gen.send(event._value)
+                else:
                     event._defused = True
+                    event = gen.throw(event._value)
         except StopIteration:
             self.alive, self.target = False, None
 
