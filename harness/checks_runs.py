@@ -186,10 +186,9 @@ class OneJobPerStorm(Check):
         self.sweep_at = self.SWEEP_MIN
         self.enqueues = 0
         self.handlers = {"job.enqueue": self.on_enqueue}
+        self.filters = {"job.enqueue": ("via", ("playback", "enqueue_api"))}  # click-driven enqueues
 
     def on_enqueue(self, e: Event) -> None:
-        if e.get("via") not in ("playback", "enqueue_api"):
-            return
         self.enqueues += 1
         call_sid = e.get("call_sid")
         b = self.bursts.get(call_sid)
@@ -266,6 +265,7 @@ class BackoffSchedule(Check):
         self.late: list[tuple[Any, ...]] = []  # re-queues that may be late, judged at the end (any list)
         self.handlers = {"job.retry": self.on_retry, "job.start": self.on_start, "job.end": self.on_end,
                          "job.enqueue": self.on_enqueue, "outage.start": self.on_outage, "outage.end": self.on_outage}
+        self.filters = {"job.enqueue": ("via", ("retry",))}  # a delayed retry re-queued
 
     def tol(self, expected: float) -> float:
         return self.rel_tol * expected + self.abs_tol_s
@@ -305,8 +305,7 @@ class BackoffSchedule(Check):
                 self.jobs[jid] = len(self.jobs)
 
     def on_enqueue(self, e: Event) -> None:
-        if e.get("via") == "retry":
-            self.job(e).requeued = e
+        self.job(e).requeued = e
 
     def on_retry(self, e: Event) -> None:
         j, p, jid = self.job(e), self.p, e.get("job_id")
@@ -430,13 +429,12 @@ class FailFast(Check):
         self.worst = 0
         self.trips = 0
         self.handlers = {"job.enqueue": self.on_enqueue, "fail_fast.trip": self.on_trip}
+        self.filters = {"job.enqueue": ("via", ("playback",))}
 
     def on_trip(self, e: Event) -> None:
         self.trips += 1
 
     def on_enqueue(self, e: Event) -> None:
-        if e.get("via") != "playback":
-            return
         call_sid = e.get("call_sid")
         if call_sid not in self.by_call:
             c = self.by_call[call_sid] = [len(self.by_call), []]
