@@ -77,27 +77,29 @@ class LoopsTerminate(Check):
         seq, start, first_req, last_req, nreqs, latency, end = s
         first = start or (first_req if nreqs else end)
         n = max(nreqs, int((end or {}).get("requests") or 0))
-        client, session = key
-        facts = {"client": client, "session": session, "call_sid": first.get("call_sid"), "requests": n}
-        witnesses = tuple(w for w in (start, first_req, last_req, end) if w)
         bound_s = self.time_bound + latency
         if n > self.max_requests:
             kind = "unbounded-session" if end else "looping-session"
-            self.note(seq, Anomaly(kind, {**facts, "bound": self.max_requests, "ended": end is not None}, witnesses))
+            found = (kind, {"bound": self.max_requests, "ended": end is not None})
         elif end is None:
             age = self.end_t - float(first["t"])
-            if age > bound_s:
-                self.note(seq, Anomaly("unterminated-session", {**facts, "age_s": age, "bound_s": bound_s}, witnesses))
+            if age <= bound_s:
+                return
+            found = ("unterminated-session", {"age_s": age, "bound_s": bound_s})
         elif end.get("outcome") not in TERMINAL_OUTCOMES:
-            self.note(seq, Anomaly("non-terminal-outcome", {**facts, "outcome": end.get("outcome")}, witnesses))
+            found = ("non-terminal-outcome", {"outcome": end.get("outcome")})
         elif float(end["t"]) - float(first["t"]) > bound_s:
-            dur = float(end["t"]) - float(first["t"])
-            self.note(seq, Anomaly("session-too-long", {**facts, "duration_s": dur, "bound_s": bound_s}, witnesses))
+            found = ("session-too-long", {"duration_s": float(end["t"]) - float(first["t"]), "bound_s": bound_s})
+        else:
+            return  # a session that ended in time: the common case, nothing built
+        client, session = key
+        facts = {"client": client, "session": session, "call_sid": first.get("call_sid"), "requests": n, **found[1]}
+        self.note(seq, Anomaly(found[0], facts, tuple(w for w in (start, first_req, last_req, end) if w)))
 
     def on_end(self, e: Event) -> None:
         if e.get("outcome") == "deferred":
             self.deferred.add(e.get("job_id"))
-        else:
+        elif self.deferred:
             self.deferred.discard(e.get("job_id"))
 
     def on_start(self, e: Event) -> None:
