@@ -249,6 +249,17 @@ class Fanout:
             out.append(self.verdict_of(i))
         return out
 
+    def close(self) -> None:
+        """Let go of the checks and consumers once their verdicts and figures are out: their
+        handlers (bound methods: each a cycle back to its check) and the dispatchers' lists, so
+        that what they kept is freed there and then, by reference counting, instead of waiting
+        for the cyclic garbage collector to scan it all (0.5 CPU s after a 24 h day)."""
+        for c in self.checks:
+            c.handlers = {}
+        for _, hs in self._lists.values():
+            hs[:] = [_ignore] * len(hs)
+        self.checks, self._table, self._lists = [], {}, {}
+
     def verdict_of(self, i: int) -> Verdict:
         c = self.checks[i]
         if i in self.failed:
