@@ -25,12 +25,13 @@ class StatusSemantics(Check):
         self.found: list[Anomaly] = []
         self.handlers = {"recording.created": self.on_created, "client.request": self.on_request,
                          "enqueue.result": self.on_result}
+        self.filters = {"enqueue.result": ("reason", ("error",))}
 
     def on_created(self, e: Event) -> None:
         self.created[e.get("call_sid")] = self.keep(e)
 
     def on_result(self, e: Event) -> None:
-        if e.get("reason") == "error" and e.get("status") != 500:
+        if e.get("status") != 500:
             self.found.append(Anomaly("error-not-500", {"call_sid": e.get("call_sid"), "status": e.get("status")}, (e,)))
 
     def on_request(self, e: Event) -> None:

@@ -77,7 +77,7 @@ class HistoryMetrics:
         if e["has_url"]:
             sid = e["recording_sid"]
             if sid not in self.recordings:
-                self.recordings[sid] = self.early.pop(sid, 0)
+                self.recordings[sid] = self.early.pop(sid, 0) if self.early else 0
 
     def result(self, events: int) -> dict[str, Any]:
         return {

@@ -9,6 +9,7 @@ what the invariants must keep. Both give the same verdicts and metrics for the s
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -80,13 +81,21 @@ def simulate_checked(scenario: Scenario, on_progress: Callable[[float, int], Non
     policy = scenario.make_policy()
     metrics = HistoryMetrics()
     out = HistoryFile(history_path) if history_path is not None else None
+    # The collector stays paused (as simulate_model pauses it) until the checks have given their
+    # verdicts and let go of what they kept: then that is freed at once, not scanned first.
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         fan = inv.online(policy, also=[metrics], each=out.write if out is not None else None, ordered=True)
         step = None if on_progress is None else (lambda f: on_progress(f, fan.events))
         model = simulate_model(scenario, policy, step, history=fan)
+        figures = metrics.result(fan.events)
+        figures.update(queue_metrics(model.samples, scenario.workers.count))
+        run = CheckedRun(scenario, policy, fan.events, fan.verdicts(), figures)
+        fan.close()
+        return run
     finally:
         if out is not None:
             out.close()
-    figures = metrics.result(fan.events)
-    figures.update(queue_metrics(model.samples, scenario.workers.count))
-    return CheckedRun(scenario, policy, fan.events, fan.verdicts(), figures)
+        if was_enabled:
+            gc.enable()

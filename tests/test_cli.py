@@ -30,6 +30,21 @@ def test_help_documents_every_exit_code():
         assert line in result.output
 
 
+def test_every_command_is_listed_beside_the_module_that_registers_it():
+    import importlib
+
+    import click
+
+    from loopfix.cli import COMMANDS
+
+    registered = {}
+    for module in sorted(set(COMMANDS.values())):
+        group = click.Group()
+        importlib.import_module(f"loopfix.{module}").register(group)
+        registered.update({name: module for name in group.commands})
+    assert registered == COMMANDS
+
+
 def test_plain_policy_lists_every_known_fault_with_its_description():
     result = run("policy", "--variant", "seed")
     assert result.exit_code == 0

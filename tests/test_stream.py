@@ -189,3 +189,26 @@ def test_simulate_measures_as_the_model_runs_what_a_pass_over_its_history_measur
         result = simulate(with_settings(load_scenario(name), variant=variant))
         after = history_metrics(list(result.history))
         assert {k: v for k, v in result.metrics.items() if k in after} == after
+
+
+def test_a_checked_run_lets_go_of_its_checks_without_the_garbage_collector(monkeypatch):
+    import gc
+    import weakref
+
+    from loopfix.harness.stream import Fanout
+
+    refs, close = [], Fanout.close
+
+    def watched(self):
+        refs.extend(weakref.ref(c) for c in self.checks)
+        close(self)
+
+    monkeypatch.setattr(Fanout, "close", watched)
+    gc.disable()
+    try:
+        run = simulate_checked(with_settings(load_scenario("steady"), variant="fixed"))
+        assert len(refs) == len(inv.INVARIANTS) + 1  # and the metrics
+        assert all(r() is None for r in refs)  # freed by reference counting as it returned
+    finally:
+        gc.enable()
+    assert all(v.valid is True for v in run.verdicts)
