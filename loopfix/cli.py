@@ -2,8 +2,9 @@
 
 Each area registers its commands from its own module (`loopfix/app_commands.py` for the
 reference app, `loopfix/sim_commands.py` for the model and the checker), imported when one of
-its commands is asked for (COMMANDS); this module only builds the group, turns user mistakes into exit code 2 with a message, never a traceback, and
-Ctrl-C into exit code 130 (loopfix/exits.py).
+its commands is asked for (COMMANDS); this module only builds the group, turns user mistakes
+into exit code 2 with a message, never a traceback, and Ctrl-C into exit code 130
+(loopfix/exits.py).
 """
 from __future__ import annotations
 
