@@ -62,6 +62,15 @@ def cooperative_sendfile(sock, file, offset: int = 0, count: int | None = None, 
             file.seek(offset + sent)
 
 
+def send_all(sock, data: bytes, flags: int = 0) -> None:
+    """All of `data` on the gevent socket `sock` (its `send` waits, cooperatively, while the socket
+    would block). gevent's own `sendall` asks the socket's buffer size first (a getsockopt) to
+    send large data in chunks; a response's headers are one small send."""
+    view = memoryview(data)
+    while view:
+        view = view[sock.send(view, flags):]
+
+
 def file_sender(gunicorn_sendfile, stall_s: float | None):
     """gunicorn's `Response.sendfile(respiter)` for this worker (module docstring): a file body of
     a known length on plain TCP goes as headers (gunicorn's, sent with MSG_MORE) then send_from
@@ -80,7 +89,7 @@ def file_sender(gunicorn_sendfile, stall_s: float | None):
             return gunicorn_sendfile(resp, respiter)
         head = resp.default_headers()  # as gunicorn's send_headers, but held for the file's bytes
         head.extend(["%s: %s\r\n" % (k, v) for k, v in resp.headers])
-        resp.sock.sendall(("%s\r\n" % "".join(head)).encode("latin-1"), socket.MSG_MORE)
+        send_all(resp.sock, ("%s\r\n" % "".join(head)).encode("latin-1"), socket.MSG_MORE)
         resp.headers_sent = True
         send_from(resp.sock, fileno, offset, resp.response_length, stall_s)
         return True
