@@ -1,6 +1,6 @@
 """`loopfix serve`'s gevent worker (reference_app/gevent_worker.py) sends a recording whole and
-exactly: os.sendfile on gevent's sockets, the headers held with the file's first bytes (the
-socket corked while gunicorn sends a file) — a whole body, a Range, a 304 and a HEAD, one after
+exactly: os.sendfile on gevent's sockets from the file's position, the headers sent with
+MSG_MORE (held for the file's first bytes) — a whole body, a Range, a 304 and a HEAD, one after
 another on one keep-alive connection, so a byte held back or sent twice would show in the next
 answer."""
 from __future__ import annotations
