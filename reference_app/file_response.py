@@ -25,6 +25,11 @@ from loopfix.reference_app.conditional import CONDITIONAL_HEADERS, Representatio
 _ENVIRON_KEY = {name: "HTTP_" + name.upper().replace("-", "_") for name in CONDITIONAL_HEADERS}
 BLOCK = 64 * 1024  # read size where the server has no sendfile (the test client, werkzeug's server)
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+try:  # close(2) itself: under gevent (`loopfix serve`) os.close is gevent's, which first checks
+    # the descriptor with fcntl and fstat (is it a socket a greenlet waits on? a file never is)
+    from posix import close as close_fd
+except ImportError:  # not a POSIX system
+    close_fd = os.close
 CACHE_CONTROL = "no-cache"  # a player may keep it, but asks again (If-None-Match → 304)
 
 
@@ -62,7 +67,7 @@ class BoundedFile:
     def close(self) -> None:  # once: a descriptor closed twice may be another file's by then
         fd, self._fd = self._fd, -1
         if fd >= 0:
-            os.close(fd)
+            close_fd(fd)
 
 
 class FileResponse(Response):
@@ -149,14 +154,14 @@ def file_response(environ: dict, path: str, content_type: str, etag: str, downlo
         headers = [("ETag", rep.etag), ("Last-Modified", http_date(rep.last_modified)),
                    ("Cache-Control", CACHE_CONTROL), ("Accept-Ranges", "bytes")]
         if chosen.status == 304:
-            os.close(fd)
+            close_fd(fd)
             return FileResponse([], 304, headers)
         headers += [("Content-Type", content_type), ("Content-Length", str(chosen.length)),
                     ("Content-Disposition", disposition(as_attachment, download_name))]
         if chosen.status == 206:
             headers.append(("Content-Range", f"bytes {chosen.first}-{chosen.last}/{rep.length}"))
         if method == "HEAD" or not chosen.length:
-            os.close(fd)
+            close_fd(fd)
             return FileResponse([], chosen.status, headers)
         if chosen.first:
             os.lseek(fd, chosen.first, os.SEEK_SET)
@@ -168,5 +173,5 @@ def file_response(environ: dict, path: str, content_type: str, etag: str, downlo
         resp.call_on_close(body.close)
         return resp
     except BaseException:
-        os.close(fd)
+        close_fd(fd)
         raise
