@@ -27,6 +27,20 @@ from loopfix.sim.keys import KeyStore
 LIVENESS_KEY = "workers:alive"
 
 
+class Operations(dict):
+    """op name -> the adapter's bound method, each looked up once on first use: what a model
+    driver calls for a `(Coord, op, args)` effect (`ops[op](*args)`), without a getattr and a
+    bound method made on every effect."""
+
+    def __init__(self, adapter: Any):
+        super().__init__()
+        self.adapter = adapter
+
+    def __missing__(self, op: str) -> Callable[..., Any]:
+        method = self[op] = getattr(self.adapter, op)
+        return method
+
+
 class ModelCoordination:
     """Slots, dedup claims, the playback mark and fail-fast window, locks and liveness of one
     model run (or one contract test)."""
@@ -40,6 +54,7 @@ class ModelCoordination:
         if alive is not None:
             self.worker_alive = alive  # the model's liveness, asked directly
         self.keys = KeyStore()
+        self.ops = Operations(self)
         self.attempts: dict[str, deque[float]] = {}
         self.slots: dict[int, dict[str, float]] = {}
         self.inflight: dict[str, tuple[str, float]] = {}

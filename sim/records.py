@@ -117,10 +117,13 @@ def micro_round(t: float) -> float:
     """round(t, 6), bit for bit, without its decimal conversion: round(t * 1e6) / 1e6 is the same
     float whenever t * 1e6 is not within its own rounding error of a half (round(t, 6) rounds
     t's exact decimal value; k / 1e6 is the float nearest k / 10**6 either way); near a half,
-    or past 10**12 µs (about 11 days) where that error grows, round(t, 6) itself."""
+    below 0, or past 10**12 µs (about 11 days) where that error grows, round(t, 6) itself.
+    (round(x) as floor(x + 0.5) in floats, (x + 0.5) // 1.0: off a half by more than x + 0.5's
+    own rounding error (< 2**-13 below 10**12) they agree, and k stays a float, exact below
+    2**53, so k / 1e6 divides two floats rather than an int by a float.)"""
     x = t * 1e6
-    k = round(x)
-    if x < 1e12 and abs(abs(x - k) - 0.5) > 1e-3:
+    k = (x + 0.5) // 1.0
+    if -0.499 < x - k < 0.499 and 0.0 <= x < 1e12:
         return k / 1e6
     return round(t, 6)
 

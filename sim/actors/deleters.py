@@ -78,7 +78,7 @@ class Deleters:
         takes its scenario's time and fails (rolls back) at its rate."""
         if job.status != "queued":
             return  # finished, or already picked up by another run
-        env, coord, recorder_of = self.env, self.coord, self.recorder_of
+        env, ops, recorder_of = self.env, self.coord.ops, self.recorder_of
         flow, result, pending = delete_run(job.business_id, job.job_id, job.started, self.policy), None, None
         while True:
             try:
@@ -88,7 +88,7 @@ class Deleters:
             kind = effect.__class__
             if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
                 if effect[0] is Coord:
-                    result = getattr(coord, effect[1])(*effect[2])
+                    result = ops[effect[1]](*effect[2])
                 else:
                     result = recorder_of[effect[1]](proc, **effect[2])
             elif kind is DeleteBatch:

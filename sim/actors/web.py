@@ -114,7 +114,7 @@ class Web:
             except StopIteration as stop:
                 return stop.value
         flow = dedup_enqueue(call.call_sid, job_type, via, True, self.policy)
-        send, coord, result = flow.send, self.coord, None
+        send, ops, result = flow.send, self.coord.ops, None
         while True:
             try:
                 effect = send(result)
@@ -127,12 +127,12 @@ class Web:
                 except EnqueueError:
                     result = False
             else:  # (Coord, op, args)
-                result = getattr(coord, effect[1])(*effect[2])
+                result = ops[effect[1]](*effect[2])
 
     def enqueue_steps(self, flow, result) -> tuple[bool, str | None]:
         """Send `result` into the enqueue flow and do its Coordination effects until it ends,
         (True, its reason), or asks for the run to be created, (False, None)."""
-        coord = self.coord
+        ops = self.coord.ops
         while True:
             try:
                 effect = flow.send(result)
@@ -140,7 +140,7 @@ class Web:
                 return True, stop.value
             if effect.__class__ is CreateRun:
                 return False, None
-            result = getattr(coord, effect[1])(*effect[2])  # (Coord, op, args)
+            result = ops[effect[1]](*effect[2])  # (Coord, op, args)
 
     def active_run_of(self, call: Call) -> bool:
         run = self.latest_run.get(call.call_sid)
@@ -173,7 +173,7 @@ class Web:
         run = self.latest_run.get(call.call_sid)
         flow = poll(PollCall(call.business_id, call.call_sid, call.has_url, call.file_ready,
                              run.state(now, p.heartbeat_interval_s) if run else None), now, p)
-        coord, send, result = self.coord, flow.send, None
+        ops, send, result = self.coord.ops, flow.send, None
         while True:
             try:
                 effect = send(result)
@@ -185,7 +185,7 @@ class Web:
                 if self.redis_paused:
                     flow.close()
                     return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
-                result = getattr(coord, effect[1])(*effect[2])
+                result = ops[effect[1]](*effect[2])
             elif kind is tuple:  # (Emit, kind, fields)
                 result = self.recorder_of[effect[1]]("web", **effect[2])
             elif kind is Enqueue:

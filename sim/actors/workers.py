@@ -25,7 +25,7 @@ class Workers:
         name, queue, down = f"worker-{w}", self.queue, self.worker_down
         items, send = queue.items, None
         job_overhead_s, policy = self.job_overhead_s, self.policy
-        coord, recorder_of = self.coord, self.recorder_of
+        ops, recorder_of = self.coord.ops, self.recorder_of
         while True:
             entry = None
             try:
@@ -64,7 +64,7 @@ class Workers:
                             kind = effect.__class__
                             if kind is tuple:  # (Coord, op, args[, kind, values]) or (Emit, kind, fields)
                                 if effect[0] is Coord:
-                                    result = getattr(coord, effect[1])(*effect[2])
+                                    result = ops[effect[1]](*effect[2])
                                     if len(effect) > 3:  # recorded: values, then the answer
                                         recorder_of[effect[3]](name, *effect[4], result)
                                 else:
@@ -78,6 +78,8 @@ class Workers:
                                     result = self.fetch_end(run, name, took[1])
                             elif kind is Finish:
                                 result = self.finish(run, effect.status, name)
+                            elif kind is StartRun:
+                                result = self.start_run(run, name)
                             elif kind is Sleep:
                                 result = yield effect.seconds
                             elif kind is Transcribe:
@@ -163,7 +165,7 @@ class Workers:
                 return True
             if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
                 if effect[0] is Coord:
-                    return getattr(coord, effect[1])(*effect[2])
+                    return coord.ops[effect[1]](*effect[2])
                 return record(effect[1], "sweeper", effect[2])
             if kind is Park:
                 return self.push(run, effect.delay_s, via=effect.via)
@@ -173,16 +175,8 @@ class Workers:
 
     def job_effect(self, effect: Any, run: Run, proc: str) -> Any:
         """The recording job's effects that take no simulated time, but for the Coordination
-        calls, records and Finish (done in the worker's loop): their result."""
+        calls, records, StartRun and Finish (done in the worker's loop): their result."""
         kind = effect.__class__
-        if kind is StartRun:
-            now = self.env._now
-            run.status, run.started_at, run.heartbeat_at = "running", now, now
-            run.alive_since = now if self.beats else None
-            call = run.call
-            self.rec.job_start(proc, job_id=run.job_id, call_sid=call.call_sid,
-                               attempt=P.run_attempt(run.retry_count, run.fetch_retry_count), worker=proc)
-            return None if now < call.calllog_at else call.recording_sid
         if kind is Save:
             for name, value in effect.fields.items():
                 if name == "next_attempt_in_s":
@@ -200,6 +194,17 @@ class Workers:
                 return self.push(run)
             return self.active_runs.pop(run.job_id, None)  # RQ's failed registry; the row stays 'queued'
         raise TypeError(f"not a recording job effect: {effect!r}")
+
+    def start_run(self, run: Run, proc: str) -> str | None:
+        """StartRun: the run is running, started and beating now; job.start recorded. The
+        CallLog's RecordingSid, None while the CallLog is not there yet."""
+        now = self.env._now
+        run.status, run.started_at, run.heartbeat_at = "running", now, now
+        run.alive_since = now if self.beats else None
+        call = run.call
+        self.rec.job_start(proc, job_id=run.job_id, call_sid=call.call_sid,
+                           attempt=P.run_attempt(run.retry_count, run.fetch_retry_count), worker=proc)
+        return None if now < call.calllog_at else call.recording_sid
 
     def finish(self, run: Run, status: str, proc: str) -> None:
         run.status, run.alive_since = status, None
