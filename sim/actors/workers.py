@@ -26,6 +26,7 @@ class Workers:
         items, send = queue.items, None
         job_overhead_s, policy = self.job_overhead_s, self.policy
         ops, recorder_of = self.coord.ops, self.recorder_of
+        transcribes = self.transcribe_s[1] > 0  # a full job's transcription takes time
         while True:
             entry = None
             try:
@@ -51,7 +52,7 @@ class Workers:
                         self.worker_job[w] = run
                         yield job_overhead_s
                         call, job_id = run.call, run.job_id
-                        transcribe = run.job_type == "full" and self.transcribe_s[1] > 0
+                        transcribe = transcribes and run.job_type == "full"
                         send = recording_job((job_id, call.call_sid, call.business_id, run.retry_count,
                                               run.fetch_retry_count, run.defer_count, job_id, job_id, transcribe),
                                              policy).send  # a Job, as a tuple
