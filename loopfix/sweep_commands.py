@@ -31,8 +31,10 @@ from loopfix.reports import capacity, measures
 WARMUP_S = 3600.0  # M/M/c: queue waits of the first simulated hour are left out (empty start)
 # The record kinds a row's figures read (reports/measures.py's summary, queue_waits, backlog and
 # recovery_s, and _erlang_c_for below): a point run without the checker keeps only these (the
-# model's fast lane, sim.sweep.run_point). tests/test_sim_speed.py holds the rows equal.
-MMC_ROW_KINDS = frozenset({"client.request", "client.end", "job.enqueue", "job.start", "download.end"})
+# model's fast lane, sim.sweep.run_point). An M/M/c row reads only summary and queue_waits
+# (measures.Scan's kinds): its run feeds them to a Scan as they are made and keeps none.
+# tests/test_sim_speed.py holds the rows equal.
+MMC_ROW_KINDS = frozenset(measures.Scan.KINDS)
 ROW_KINDS = MMC_ROW_KINDS | {"job.end", "job.stuck", "outage.start", "outage.end"}
 
 
@@ -48,9 +50,12 @@ def sweep_row(point: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_for_row(point: Mapping[str, Any]) -> Any:
-    """The model's run at one point, keeping only what its row reads (sim.sweep.run_point)."""
+    """The model's run at one point, keeping only what its row reads (sim.sweep.run_point); an
+    M/M/c point without the checker measures its records online (a measures.Scan) and keeps none."""
     from loopfix.sim import sweep
 
+    if row_kinds(point) is MMC_ROW_KINDS:
+        return sweep.run_point(point, keep=(), fed=measures.Scan(after_t=WARMUP_S))
     return sweep.run_point(point, keep=row_kinds(point))
 
 
@@ -75,7 +80,10 @@ def _measure(point: Mapping[str, Any], run: Any) -> dict[str, Any]:
 
     scenario, history = run.scenario, run.history
     row: dict[str, Any] = dict(point)
-    summary, waits = measures.summary_and_queue_waits(history, after_t=WARMUP_S if point["mmc"] else 0.0)
+    if run.fed is not None:  # measured as the run made its records (run_for_row)
+        summary, waits = run.fed.summary_and_queue_waits()
+    else:
+        summary, waits = measures.summary_and_queue_waits(history, after_t=WARMUP_S if point["mmc"] else 0.0)
     row.update({k: v for k, v in summary.items() if k != "outcomes"})
     # every ending a column, 0 when none ended so: rows of one grid have the same columns (CSV too)
     row.update({f"sessions_{k}": 0 for k in inv.TERMINAL_OUTCOMES})
