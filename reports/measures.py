@@ -74,7 +74,7 @@ def summary(history: Iterable[Event]) -> dict[str, Any]:
 def summary_and_queue_waits(history: Iterable[Event], after_t: float = 0.0) -> tuple[dict[str, Any], list[float]]:
     """(summary(history), queue_waits(history, after_t)) in one pass over the history (a sweep
     row reads both)."""
-    return _scan_of(history, after_t).summary_and_queue_waits()
+    return scan(history, after_t).summary_and_queue_waits()
 
 
 def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
@@ -104,7 +104,7 @@ class Scan:
         downloads: dict[Any, int] = {}
         enqueued: dict[Any, float] = {}
         waits: list[float] = []
-        runs = [0]
+        unwaited = [0]  # job runs started without a wait counted (enqueued before after_t, or never)
         pop, wait = enqueued.pop, waits.append
 
         def job_enqueue(e: Event) -> None:
@@ -119,10 +119,11 @@ class Scan:
             enqueued[job_id] = float(e["t"])
 
         def job_start(e: Event) -> None:
-            runs[0] += 1
             t0 = pop(e["job_id"], None)
             if t0 is not None and t0 >= after_t:
                 wait(float(e["t"]) - t0)
+            else:
+                unwaited[0] += 1
 
         def download_end(e: Event) -> None:
             if e.get("ok") and not e.get("skipped"):
@@ -142,7 +143,7 @@ class Scan:
 
         self.handlers: dict[str, Any] = dict(zip(self.KINDS, (job_enqueue, job_start, download_end,
                                                               client_request, client_end)))
-        self._state = (first, calls, count, played, outcome, jobs, downloads, waits, runs)
+        self._state = (first, calls, count, played, outcome, jobs, downloads, waits, unwaited)
 
     def gathered(self) -> tuple[list[Session], dict[Any, Any], dict[Any, int], list[float]]:
         """(the sessions, job ids per call_sid, completed downloads per recording_sid, queue waits)."""
@@ -156,12 +157,12 @@ class Scan:
         return _summarise(ss, jobs, downloads), waits
 
     def job_runs(self) -> int:
-        """Job runs started (job.start records fed so far)."""
-        return self._state[-1][0]
+        """Job runs started (job.start records fed so far): those with a queue wait and the others."""
+        return len(self._state[-2]) + self._state[-1][0]
 
 
-def _scan_of(history: Iterable[Event], after_t: float = 0.0) -> Scan:
-    """A Scan fed every record of `history`, in order."""
+def scan(history: Iterable[Event], after_t: float = 0.0) -> Scan:
+    """A Scan fed every record of `history`, in order: its figures are those of one pass."""
     scan = Scan(after_t)
     steps = scan.handlers.get
     for e in history:
@@ -174,7 +175,7 @@ def _scan_of(history: Iterable[Event], after_t: float = 0.0) -> Scan:
 def _scan(history: Iterable[Event], after_t: float = 0.0) -> tuple[list[Session], dict[Any, Any], dict[Any, int],
                                                                  list[float]]:
     """One pass (Scan): the sessions, job ids per call_sid, downloads per recording, queue waits."""
-    return _scan_of(history, after_t).gathered()
+    return scan(history, after_t).gathered()
 
 
 def _summarise(ss: list[Session], jobs: Mapping[Any, Any], downloads: Mapping[Any, int]) -> dict[str, Any]:

@@ -151,12 +151,12 @@ def simulate_history(s: Scenario, cls: type[Model] = Model) -> list[dict[str, An
 
 class KeptKinds:
     """The history of a fast-lane run: the records of the kinds in `kinds` kept in `records`, in
-    order, those of the kinds in `feed` handed to its step for the kind as they are made (a
-    consumer's `handlers`: measured online, not kept), the others only counted. It speaks sim.records' router protocol (as
-    harness.stream.Fanout does): `route(kind)` says once per kind where its records go, None for
-    nowhere, and the recorders of a kind routed nowhere take the kind's own fields and build no
-    record — where a recorder taking any fields (`**fields`) would build a dict of them on every
-    call. `tally[0]` counts every record the recorders made."""
+    order, those of the kinds in `feed` handed to the kind's step as they are made (a consumer's
+    `handlers`: measured online, not kept), the others only counted. It speaks sim.records'
+    router protocol (as harness.stream.Fanout does): `route(kind)` says once per kind where its
+    records go, None for nowhere, and the recorders of a kind routed nowhere take the kind's own
+    fields and build no record — where a recorder taking any fields (`**fields`) would build a
+    dict of them on every call. `tally[0]` counts every record the recorders made."""
 
     def __init__(self, kinds: Collection[str], feed: Mapping[str, Callable[[dict[str, Any]], None]] | None = None):
         self.feed = dict(feed or {})
