@@ -110,7 +110,7 @@ def run_point(tool: Tool, hours: float, seeds, first: bool, parts: PointRow) -> 
         row = parts.measure(point, run)
         t2 = _cpu()
         sim_s, measure_s = sim_s + t1 - t0, measure_s + t2 - t1
-        customers += sweep.jobs_started(run.history)
+        customers += sweep.jobs_started(run)
         if first:
             tool.waits.append((row["queue_wait_mean_s"], row["queue_wait_n"]))
             tool.erlang_c_s = row["erlang_c_wait_s"]

@@ -30,9 +30,9 @@ from loopfix.reports import capacity, measures
 
 WARMUP_S = 3600.0  # M/M/c: queue waits of the first simulated hour are left out (empty start)
 # The record kinds a row's figures read (reports/measures.py's summary, queue_waits, backlog and
-# recovery_s, and _erlang_c_for below): a point run without the checker keeps only these (the
-# model's fast lane, sim.sweep.run_point). tests/test_sim_speed.py holds the rows equal.
-MMC_ROW_KINDS = frozenset({"client.request", "client.end", "job.enqueue", "job.start", "download.end"})
+# recovery_s, and _erlang_c_for below): a point run without the checker keeps only these (the model's
+# fast lane, sim.sweep.run_point) or, an M/M/c one, measures them online. tests/test_sim_speed.py: rows equal.
+MMC_ROW_KINDS = frozenset(measures.Scan.KINDS)
 ROW_KINDS = MMC_ROW_KINDS | {"job.end", "job.stuck", "outage.start", "outage.end"}
 
 
@@ -51,6 +51,8 @@ def run_for_row(point: Mapping[str, Any]) -> Any:
     """The model's run at one point, keeping only what its row reads (sim.sweep.run_point)."""
     from loopfix.sim import sweep
 
+    if row_kinds(point) is MMC_ROW_KINDS:  # measured as the model makes its records (a Scan), none kept
+        return sweep.run_point(point, keep=(), fed=measures.Scan(after_t=WARMUP_S))
     return sweep.run_point(point, keep=row_kinds(point))
 
 
@@ -62,8 +64,7 @@ def row_kinds(point: Mapping[str, Any]) -> frozenset[str] | None:
 
 
 def measure_point(point: Mapping[str, Any], run: Any) -> dict[str, Any]:
-    """The row of one point from its run (`sweep.run_point` with `row_kinds(point)`): the
-    point's settings plus its figures, wall time aside."""
+    """The row of one point from its run (`run_for_row`'s): its settings and figures, wall time aside."""
     from loopfix.sim.process import gc_paused
 
     with gc_paused():  # the figures' sets and dicts live to the end: nothing for the collector
@@ -75,7 +76,7 @@ def _measure(point: Mapping[str, Any], run: Any) -> dict[str, Any]:
 
     scenario, history = run.scenario, run.history
     row: dict[str, Any] = dict(point)
-    summary, waits = measures.summary_and_queue_waits(history, after_t=WARMUP_S if point["mmc"] else 0.0)
+    summary, waits = (run.fed or measures.scan(history, WARMUP_S if point["mmc"] else 0.0)).summary_and_queue_waits()
     row.update({k: v for k, v in summary.items() if k != "outcomes"})
     # every ending a column, 0 when none ended so: rows of one grid have the same columns (CSV too)
     row.update({f"sessions_{k}": 0 for k in inv.TERMINAL_OUTCOMES})

@@ -74,8 +74,7 @@ def summary(history: Iterable[Event]) -> dict[str, Any]:
 def summary_and_queue_waits(history: Iterable[Event], after_t: float = 0.0) -> tuple[dict[str, Any], list[float]]:
     """(summary(history), queue_waits(history, after_t)) in one pass over the history (a sweep
     row reads both)."""
-    ss, jobs, downloads, waits = _scan(history, after_t)
-    return _summarise(ss, jobs, downloads), waits
+    return scan(history, after_t).summary_and_queue_waits()
 
 
 def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
@@ -83,24 +82,32 @@ def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
     return _scan(history, after_t)[3]
 
 
-def _scan(history: Iterable[Event], after_t: float = 0.0) -> tuple[list[Session], dict[Any, Any], dict[Any, int],
-                                                                 list[float]]:
-    """One pass: the client sessions, the job ids enqueued per call_sid (one id, or the set of
-    them when there are several: a set per call costs more than the pass), the completed
-    downloads per recording_sid, and the queue waits of job runs enqueued at or after
-    `after_t`. (The kinds a sweep's M/M/c point has most of are tested first.)"""
-    first: dict[tuple[Any, Any], float] = {}
-    calls: dict[tuple[Any, Any], str] = {}
-    count: dict[tuple[Any, Any], int] = defaultdict(int)
-    played: dict[tuple[Any, Any], float] = {}
-    outcome: dict[tuple[Any, Any], str] = {}
-    jobs: dict[Any, Any] = {}
-    downloads: dict[Any, int] = {}
-    enqueued: dict[Any, float] = {}
-    waits: list[float] = []
-    for e in history:
-        kind = e.get("kind")
-        if kind == "job.enqueue":
+class Scan:
+    """The fold behind `summary` and `queue_waits`: `handlers` maps each kind it reads to its
+    step, which takes one record of that kind. A pass over a history feeds every record to its
+    kind's step (`_scan`); a model run can feed its records to the same steps as it makes them
+    (sim.sweep.KeptKinds' `feed`) and keep none. What it gathers: the client sessions, the job
+    ids enqueued per call_sid (one id, or the set of them when there are several: a set per call
+    costs more than the pass), the completed downloads per recording_sid, the queue waits of job
+    runs enqueued at or after `after_t`, and `job_runs()`, every job run started."""
+
+    KINDS = ("job.enqueue", "job.start", "download.end", "client.request", "client.end")
+
+    def __init__(self, after_t: float = 0.0) -> None:
+        # the steps are closures over plain dicts and lists: a model run calls them per record
+        first: dict[tuple[Any, Any], float] = {}
+        calls: dict[tuple[Any, Any], str] = {}
+        count: dict[tuple[Any, Any], int] = defaultdict(int)
+        played: dict[tuple[Any, Any], float] = {}
+        outcome: dict[tuple[Any, Any], str] = {}
+        jobs: dict[Any, Any] = {}
+        downloads: dict[Any, int] = {}
+        enqueued: dict[Any, float] = {}
+        waits: list[float] = []
+        unwaited = [0]  # job runs started without a wait counted (enqueued before after_t, or never)
+        pop, wait = enqueued.pop, waits.append
+
+        def job_enqueue(e: Event) -> None:
             job_id, call_sid = e["job_id"], e["call_sid"]
             ids = jobs.get(call_sid)  # its one job id, or a set once it has two
             if ids is None:
@@ -110,25 +117,65 @@ def _scan(history: Iterable[Event], after_t: float = 0.0) -> tuple[list[Session]
             elif ids != job_id:
                 jobs[call_sid] = {ids, job_id}
             enqueued[job_id] = float(e["t"])
-        elif kind == "job.start":
-            t0 = enqueued.pop(e["job_id"], None)
+
+        def job_start(e: Event) -> None:
+            t0 = pop(e["job_id"], None)
             if t0 is not None and t0 >= after_t:
-                waits.append(float(e["t"]) - t0)
-        elif kind == "download.end":
+                wait(float(e["t"]) - t0)
+            else:
+                unwaited[0] += 1
+
+        def download_end(e: Event) -> None:
             if e.get("ok") and not e.get("skipped"):
                 sid = e["recording_sid"]
                 downloads[sid] = downloads.get(sid, 0) + 1
-        elif kind == "client.request":
+
+        def client_request(e: Event) -> None:
             key = (e["client"], e["session"])
             first.setdefault(key, float(e["t"]))
             calls.setdefault(key, str(e.get("call_sid")))
             count[key] += 1
             if e.get("status") in (200, 206) and key not in played:
                 played[key] = float(e["t"]) - first[key]
-        elif kind == "client.end":
+
+        def client_end(e: Event) -> None:
             outcome[(e["client"], e["session"])] = str(e.get("outcome"))
-    ss = [Session(calls[k], first[k], count[k], played.get(k), outcome.get(k)) for k in first]
-    return ss, jobs, downloads, waits
+
+        self.handlers: dict[str, Any] = dict(zip(self.KINDS, (job_enqueue, job_start, download_end,
+                                                              client_request, client_end)))
+        self._state = (first, calls, count, played, outcome, jobs, downloads, waits, unwaited)
+
+    def gathered(self) -> tuple[list[Session], dict[Any, Any], dict[Any, int], list[float]]:
+        """(the sessions, job ids per call_sid, completed downloads per recording_sid, queue waits)."""
+        first, calls, count, played, outcome, jobs, downloads, waits, _ = self._state
+        ss = [Session(calls[k], first[k], count[k], played.get(k), outcome.get(k)) for k in first]
+        return ss, jobs, downloads, waits
+
+    def summary_and_queue_waits(self) -> tuple[dict[str, Any], list[float]]:
+        """(summary, queue_waits) of the records fed so far."""
+        ss, jobs, downloads, waits = self.gathered()
+        return _summarise(ss, jobs, downloads), waits
+
+    def job_runs(self) -> int:
+        """Job runs started (job.start records fed so far): those with a queue wait and the others."""
+        return len(self._state[-2]) + self._state[-1][0]
+
+
+def scan(history: Iterable[Event], after_t: float = 0.0) -> Scan:
+    """A Scan fed every record of `history`, in order: its figures are those of one pass."""
+    scan = Scan(after_t)
+    steps = scan.handlers.get
+    for e in history:
+        step = steps(e.get("kind"))
+        if step is not None:
+            step(e)
+    return scan
+
+
+def _scan(history: Iterable[Event], after_t: float = 0.0) -> tuple[list[Session], dict[Any, Any], dict[Any, int],
+                                                                 list[float]]:
+    """One pass (Scan): the sessions, job ids per call_sid, downloads per recording, queue waits."""
+    return scan(history, after_t).gathered()
 
 
 def _summarise(ss: list[Session], jobs: Mapping[Any, Any], downloads: Mapping[Any, int]) -> dict[str, Any]:

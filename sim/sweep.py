@@ -114,11 +114,13 @@ def load_end_s(point: Mapping[str, Any]) -> float:
 @dataclass(frozen=True)
 class PointRun:
     """One point's run: its scenario, its history (only the records of the kinds asked for,
-    in order) and how many records the run made in all."""
+    in order), how many records the run made in all, and the consumer the records of the kinds
+    it reads were fed to as they were made (`run_point`'s `fed`; None: none were)."""
 
     scenario: Scenario
     history: list[dict[str, Any]]
     events: int
+    fed: Any = None
 
 
 def simulate_point(point: Mapping[str, Any]) -> tuple[Scenario, list[dict[str, Any]]]:
@@ -127,13 +129,18 @@ def simulate_point(point: Mapping[str, Any]) -> tuple[Scenario, list[dict[str, A
     return run.scenario, run.history
 
 
-def run_point(point: Mapping[str, Any], keep: Collection[str] | None = None) -> PointRun:
+def run_point(point: Mapping[str, Any], keep: Collection[str] | None = None, fed: Any = None) -> PointRun:
     """Run the model at one point, keeping only the records of the kinds in `keep` (all when
-    None): the fast lane of a sweep whose figures read a few kinds (KeptKinds)."""
+    None): the fast lane of a sweep whose figures read a few kinds (KeptKinds). `fed`: a
+    consumer with `handlers` (kind -> step, as reports.measures.Scan) that the records of those
+    kinds go to as they are made, instead of being kept."""
     s = scenario_for(point)
     cls = _exponential_downloads(float(point["service_mean_s"])) if point["mmc"] else Model
-    history, events = _run(s, cls, keep)
-    return PointRun(s, history, events)
+    feed = fed.handlers if fed is not None else None
+    if feed is not None:  # each kind's records go one way: fed, else kept or counted
+        keep = frozenset(EVENT_FIELDS if keep is None else keep) - set(feed)
+    history, events = _run(s, cls, keep, feed)
+    return PointRun(s, history, events, fed)
 
 
 def simulate_history(s: Scenario, cls: type[Model] = Model) -> list[dict[str, Any]]:
@@ -144,39 +151,48 @@ def simulate_history(s: Scenario, cls: type[Model] = Model) -> list[dict[str, An
 
 class KeptKinds:
     """The history of a fast-lane run: the records of the kinds in `kinds` kept in `records`, in
-    order, the others only counted. It speaks sim.records' router protocol (as
-    harness.stream.Fanout does): `route(kind)` says once per kind where its records go, None for
-    nowhere, and the recorders of a kind routed nowhere take the kind's own fields and build no
-    record — where a recorder taking any fields (`**fields`) would build a dict of them on every
-    call. `tally[0]` counts every record the recorders made."""
+    order, those of the kinds in `feed` handed to the kind's step as they are made (a consumer's
+    `handlers`: measured online, not kept), the others only counted. It speaks sim.records'
+    router protocol (as harness.stream.Fanout does): `route(kind)` says once per kind where its
+    records go, None for nowhere, and the recorders of a kind routed nowhere take the kind's own
+    fields and build no record — where a recorder taking any fields (`**fields`) would build a
+    dict of them on every call. `tally[0]` counts every record the recorders made."""
 
-    def __init__(self, kinds: Collection[str]):
-        unknown = sorted(set(kinds) - set(EVENT_FIELDS))
+    def __init__(self, kinds: Collection[str], feed: Mapping[str, Callable[[dict[str, Any]], None]] | None = None):
+        self.feed = dict(feed or {})
+        unknown = sorted((set(kinds) | set(self.feed)) - set(EVENT_FIELDS))
         if unknown:
             raise ValueError(f"unknown event kinds {unknown}")
+        both = sorted(set(kinds) & set(self.feed))
+        if both:
+            raise ValueError(f"event kinds {both} both kept and fed: a kind's records go one way")
         self.kinds = frozenset(kinds)
         self.records: list[dict[str, Any]] = []
         self.tally = [0]
         self.clock: list[float] | None = None  # the recorders' clock (sim.records)
 
     def route(self, kind: str) -> Callable[[dict[str, Any]], None] | None:
+        if kind in self.feed:
+            return self.feed[kind]
         return self.records.append if kind in self.kinds else None
 
     def append(self, record: dict[str, Any]) -> None:
-        """A record made without a recorder: kept or counted as its kind says."""
+        """A record made without a recorder: kept, fed or counted as its kind says."""
         self.tally[0] += 1
-        if record["kind"] in self.kinds:
-            self.records.append(record)
+        to = self.route(record["kind"])
+        if to is not None:
+            to(record)
 
     @property
     def events(self) -> int:
         return self.tally[0]
 
 
-def _run(s: Scenario, cls: type[Model], keep: Collection[str] | None) -> tuple[list[dict[str, Any]], int]:
+def _run(s: Scenario, cls: type[Model], keep: Collection[str] | None,
+         feed: Mapping[str, Callable[[dict[str, Any]], None]] | None = None) -> tuple[list[dict[str, Any]], int]:
     """(the kept history, every record made): the model is disposed of before the collector
     runs again, so it is freed at once (Model.dispose)."""
-    kept = KeptKinds(keep) if keep is not None else None
+    kept = KeptKinds(keep, feed) if keep is not None else None
     model = cls(s, s.make_policy()) if kept is None else cls(s, s.make_policy(), history=kept)
     model.start()
     with gc_paused():  # as sim.model does: the history would be re-scanned for nothing
@@ -186,9 +202,12 @@ def _run(s: Scenario, cls: type[Model], keep: Collection[str] | None) -> tuple[l
     return history, events
 
 
-def jobs_started(history: Sequence[Mapping[str, Any]]) -> int:
-    """Job runs started in a point's history: an M/M/c point's customers served."""
-    return sum(1 for e in history if e["kind"] == "job.start")
+def jobs_started(run: PointRun) -> int:
+    """Job runs started in a point's run: an M/M/c point's customers served. Its job.start
+    records were kept in its history, or fed to its consumer (which counts them: `job_runs()`)."""
+    if run.fed is not None and "job.start" in run.fed.handlers:
+        return run.fed.job_runs()
+    return sum(1 for e in run.history if e["kind"] == "job.start")
 
 
 def _exponential_downloads(mean_s: float) -> type[Model]:

@@ -64,3 +64,23 @@ def test_jobs_per_recording_counts_distinct_job_ids_and_waits_run_from_the_lates
     assert summary["jobs_per_recording"] == 1.5 and summary["downloads_per_recording"] == 1.0
     assert summary["sessions"] == 0 and waits == [1.0, 3.0]
     assert (summary, waits) == (measures.summary(history), measures.queue_waits(history, after_t=3))
+
+
+def test_a_scan_fed_record_by_record_gives_the_figures_of_the_pass_and_counts_job_runs():
+    """A model run feeds its records to a Scan's steps as it makes them (sweep_commands.run_for_row):
+    the same figures as the pass over the history; the kinds it does not read go nowhere."""
+    history = [
+        _e(1, "job.enqueue", job_id="a", call_sid="CA1"), _e(2, "client.request", client="k", session=1,
+                                                               call_sid="CA1", status=404),
+        _e(3, "job.start", job_id="a"), _e(4, "job.end", job_id="a", outcome="done"),
+        _e(5, "download.end", job_id="a", recording_sid="RE1", ok=True, skipped=False),
+        _e(6, "client.request", client="k", session=1, call_sid="CA1", status=200),
+        _e(7, "client.end", client="k", session=1, outcome="played"), _e(8, "job.start", job_id="z"),
+    ]
+    scan = measures.Scan(after_t=0.5)
+    for e in history:
+        if e["kind"] in scan.handlers:
+            scan.handlers[e["kind"]](e)
+    assert set(scan.handlers) == set(measures.Scan.KINDS)
+    assert scan.summary_and_queue_waits() == measures.summary_and_queue_waits(history, after_t=0.5)
+    assert scan.summary_and_queue_waits()[0]["playbacks"] == 1 and scan.job_runs() == 2

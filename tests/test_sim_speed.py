@@ -84,11 +84,16 @@ def _fast_lane_points():
 
 
 def test_a_sweep_points_fast_lane_gives_the_row_of_its_whole_history():
+    """Kept kinds, and an M/M/c point's kinds measured online (fed to a Scan, none kept)."""
     for point in _fast_lane_points():
-        fast = sweep.run_point(point, keep=row_kinds(point))
+        fast = run_for_row(point)
         whole = sweep.run_point(point)
         assert fast.events == whole.events == len(whole.history) > len(fast.history)
+        assert (fast.fed is not None) == point["mmc"] and (fast.history == []) == point["mmc"]
+        assert sweep.jobs_started(fast) == sweep.jobs_started(whole) > 0
         assert measure_point(point, fast) == measure_point(point, whole), point
+        if point["mmc"]:
+            assert measure_point(point, sweep.run_point(point, keep=row_kinds(point))) == measure_point(point, whole)
 
 
 def test_a_fast_lane_without_a_kind_its_row_reads_gives_another_row():
@@ -106,10 +111,20 @@ def test_a_fast_lane_asked_for_a_kind_the_schema_lacks_says_which():
 
 
 def test_a_fast_lane_counts_a_record_appended_without_a_recorder_and_keeps_it_by_its_kind():
-    kept = sweep.KeptKinds({"job.start"})
+    fed = []
+    kept = sweep.KeptKinds({"job.start"}, feed={"job.enqueue": fed.append})
     kept.append({"kind": "job.start", "job_id": "1"})
     kept.append({"kind": "job.end", "job_id": "1"})
-    assert kept.events == 2 and kept.records == [{"kind": "job.start", "job_id": "1"}]
+    kept.append({"kind": "job.enqueue", "job_id": "2"})
+    assert kept.events == 3 and kept.records == [{"kind": "job.start", "job_id": "1"}]
+    assert fed == [{"kind": "job.enqueue", "job_id": "2"}]
+
+
+def test_a_fast_lane_feeds_a_kind_or_keeps_it_never_both():
+    with pytest.raises(ValueError, match="job.start"):
+        sweep.KeptKinds({"job.start"}, feed={"job.start": print})
+    with pytest.raises(ValueError, match="job.begin"):
+        sweep.KeptKinds((), feed={"job.begin": print})
 
 
 def test_bench_measures_cpu_per_customer_against_ciw_with_waits_against_erlang_c():
