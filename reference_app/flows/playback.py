@@ -50,19 +50,18 @@ class Reply(NamedTuple):
     serve: bool = False
 
 
+SERVED = Reply(200, serve=True)  # the file is ready (most polls' answer; a Reply is immutable)
+
+
 def poll(call: PollCall, now: float, p: Policy) -> Flow:
     """One poll of `call` at `now` (policy seconds); returns its Reply."""
-    run = call.run
-
-    def decide(alive: bool | None):
-        return playback_decision(PlaybackState(call.has_recording_url, call.file_ready, run, alive), now, p)
-
+    run, url, ready = call.run, call.has_recording_url, call.file_ready
     # Liveness matters only for a waiting run, and only when it changes the answer.
-    waiting = run is not None and run.status in WAITING_RUN_STATUSES
-    if waiting:
-        if_alive, if_dead = decide(True), decide(False)
+    if run is not None and run.status in WAITING_RUN_STATUSES:
+        if_alive = playback_decision(PlaybackState(url, ready, run, True), now, p)
+        if_dead = playback_decision(PlaybackState(url, ready, run, False), now, p)
     else:
-        if_alive = if_dead = decide(None)
+        if_alive = if_dead = playback_decision(PlaybackState(url, ready, run, None), now, p)
     ask = playback_gate_ask(if_alive, if_dead)
     if not ask.round_trip:
         gate = NO_GATE
@@ -73,7 +72,7 @@ def poll(call: PollCall, now: float, p: Policy) -> Flow:
     decision = if_alive if gate.alive else if_dead
     kind = decision.kind
     if kind == "serve":
-        return Reply(200, serve=True)
+        return SERVED
     if kind == "not_found":
         return Reply(404, {"error": "no_recording_url", "message": decision.reason})
     if kind == "wait":
