@@ -110,13 +110,7 @@ class Env(simpy.Environment):
                 continue
             if event is stop:
                 return None
-            callbacks, event.callbacks = event.callbacks, None
-            for callback in callbacks:
-                callback(event)
-            if not event._ok and not hasattr(event, "_defused"):
-                exc = type(event._value)(*event._value.args)
-                exc.__cause__ = event._value
-                raise exc
+            _fire(event)
 
     def step(self) -> None:
         """One entry of the queue, as simpy's step (which `run` without a number uses)."""
@@ -129,13 +123,19 @@ class Env(simpy.Environment):
             if event.ticket == eid:
                 event.advance(True, event.sent)
             return
-        callbacks, event.callbacks = event.callbacks, None
-        for callback in callbacks:
-            callback(event)
-        if not event._ok and not hasattr(event, "_defused"):
-            exc = type(event._value)(*event._value.args)
-            exc.__cause__ = event._value
-            raise exc
+        _fire(event)
+
+
+def _fire(event: Event) -> None:
+    """Call a processed event's callbacks, as simpy's step does; an event that failed with
+    nobody to defuse it crashes the run."""
+    callbacks, event.callbacks = event.callbacks, None
+    for callback in callbacks:
+        callback(event)
+    if not event._ok and not hasattr(event, "_defused"):
+        exc = type(event._value)(*event._value.args)
+        exc.__cause__ = event._value
+        raise exc
 
 
 class Proc:
