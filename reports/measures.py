@@ -84,9 +84,11 @@ def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
 
 class Scan:
     """The fold behind `summary` and `queue_waits`: `handlers` maps each kind it reads to its
-    step, which takes one record of that kind. A pass over a history feeds every record to its
-    kind's step (`_scan`); a model run can feed its records to the same steps as it makes them
-    (sim.sweep.KeptKinds' `feed`) and keep none. What it gathers: the client sessions, the job
+    step, which takes one record of that kind's fields by keyword — `step(**record)`, the rest
+    of the record going to `**_` — and says so (`takes_fields`). A pass over a history calls
+    every record's kind's step so (`scan`); a model run can call the same steps as it makes its
+    records, with only the fields each names and no record built (sim.sweep.KeptKinds' `feed`,
+    sim.records' recorders), and keep none. What it gathers: the client sessions, the job
     ids enqueued per call_sid (one id, or the set of them when there are several: a set per call
     costs more than the pass), the completed downloads per recording_sid, the queue waits of job
     runs enqueued at or after `after_t`, and `job_runs()`, every job run started."""
@@ -99,7 +101,7 @@ class Scan:
         calls: dict[tuple[Any, Any], str] = {}
         count: dict[tuple[Any, Any], int] = defaultdict(int)
         played: dict[tuple[Any, Any], float] = {}
-        outcome: dict[tuple[Any, Any], str] = {}
+        ended: dict[tuple[Any, Any], str] = {}  # a session's outcome
         jobs: dict[Any, Any] = {}
         downloads: dict[Any, int] = {}
         enqueued: dict[Any, float] = {}
@@ -107,8 +109,7 @@ class Scan:
         unwaited = [0]  # job runs started without a wait counted (enqueued before after_t, or never)
         pop, wait = enqueued.pop, waits.append
 
-        def job_enqueue(e: Event) -> None:
-            job_id, call_sid = e["job_id"], e["call_sid"]
+        def job_enqueue(job_id: Any, call_sid: Any, t: float, **_: Any) -> None:
             ids = jobs.get(call_sid)  # its one job id, or a set once it has two
             if ids is None:
                 jobs[call_sid] = job_id
@@ -116,34 +117,36 @@ class Scan:
                 ids.add(job_id)
             elif ids != job_id:
                 jobs[call_sid] = {ids, job_id}
-            enqueued[job_id] = float(e["t"])
+            enqueued[job_id] = float(t)
 
-        def job_start(e: Event) -> None:
-            t0 = pop(e["job_id"], None)
+        def job_start(job_id: Any, t: float, **_: Any) -> None:
+            t0 = pop(job_id, None)
             if t0 is not None and t0 >= after_t:
-                wait(float(e["t"]) - t0)
+                wait(float(t) - t0)
             else:
                 unwaited[0] += 1
 
-        def download_end(e: Event) -> None:
-            if e.get("ok") and not e.get("skipped"):
-                sid = e["recording_sid"]
-                downloads[sid] = downloads.get(sid, 0) + 1
+        def download_end(recording_sid: Any, ok: Any = None, skipped: Any = None, **_: Any) -> None:
+            if ok and not skipped:
+                downloads[recording_sid] = downloads.get(recording_sid, 0) + 1
 
-        def client_request(e: Event) -> None:
-            key = (e["client"], e["session"])
-            first.setdefault(key, float(e["t"]))
-            calls.setdefault(key, str(e.get("call_sid")))
+        def client_request(client: Any, session: Any, t: float, call_sid: Any = None, status: Any = None,
+                           **_: Any) -> None:
+            key = (client, session)
+            first.setdefault(key, float(t))
+            calls.setdefault(key, str(call_sid))
             count[key] += 1
-            if e.get("status") in (200, 206) and key not in played:
-                played[key] = float(e["t"]) - first[key]
+            if status in (200, 206) and key not in played:
+                played[key] = float(t) - first[key]
 
-        def client_end(e: Event) -> None:
-            outcome[(e["client"], e["session"])] = str(e.get("outcome"))
+        def client_end(client: Any, session: Any, outcome: Any = None, **_: Any) -> None:
+            ended[(client, session)] = str(outcome)
 
         self.handlers: dict[str, Any] = dict(zip(self.KINDS, (job_enqueue, job_start, download_end,
                                                               client_request, client_end)))
-        self._state = (first, calls, count, played, outcome, jobs, downloads, waits, unwaited)
+        for step in self.handlers.values():
+            step.takes_fields = True
+        self._state = (first, calls, count, played, ended, jobs, downloads, waits, unwaited)
 
     def gathered(self) -> tuple[list[Session], dict[Any, Any], dict[Any, int], list[float]]:
         """(the sessions, job ids per call_sid, completed downloads per recording_sid, queue waits)."""
@@ -168,7 +171,7 @@ def scan(history: Iterable[Event], after_t: float = 0.0) -> Scan:
     for e in history:
         step = steps(e.get("kind"))
         if step is not None:
-            step(e)
+            step(**e)
     return scan
 
 

@@ -21,6 +21,7 @@ indexed), the same dicts in the same key order.
 """
 from __future__ import annotations
 
+import inspect
 import keyword
 from array import array
 from itertools import accumulate
@@ -63,6 +64,15 @@ def {name}(proc, {params}):
     extend(({values}t, proc))
     {name}_to({{{items}"t": t, "kind": {kind!r}, "source": "sim", "proc": proc}})
 '''
+# a router's kind whose step takes the record's fields by keyword (`takes_fields`): those it names
+_ROUTED_FIELDS = '''
+def {name}(proc, {params}):
+    now = env._now
+    if now != clock[0]:
+        clock[0], clock[1] = now, micro_round(now)
+    tally[0] += 1
+    {name}_to({arguments})
+'''
 # a kind a router sends nowhere: counted, no record built
 _SKIP = '''
 def {name}(proc, {params}):
@@ -71,15 +81,13 @@ def {name}(proc, {params}):
         clock[0], clock[1] = now, micro_round(now)
     tally[0] += 1
 '''
-# every kind's record keys in the order its dict has them: the fields, then t, kind, source, proc
-KEYS: dict[str, tuple[str, ...]] = {kind: (*fields, "t", "kind", "source", "proc") for kind, fields in EVENT_FIELDS.items()}
-
-
 # kind index (a CompactHistory's order) -> the kind; one past the last: a record appended as a dict
 KINDS: tuple[str, ...] = tuple(EVENT_FIELDS)
 _INDEX = {kind: i for i, kind in enumerate(KINDS)}
 _DICT = len(KINDS)
-# how a record of each kind reads back: (its dict built from the values from i on, how many values)
+assert _DICT < 256, "a kind index is one byte"
+# how a record of each kind reads back — (its dict from the values from i on, how many values) —
+# in the key order the recorders give it: the fields, then t, kind, source, proc
 _READ = '''
 def read(v, i):
     return {{{items}"t": v[i + {n}], "kind": {kind!r}, "source": "sim", "proc": v[i + {n} + 1]}}
@@ -110,7 +118,7 @@ class CompactHistory(Sequence[dict[str, Any]]):
 
     def __init__(self, feed: dict[str, Any] | None = None) -> None:
         self.values: list[Any] = []
-        self.order = array("B")
+        self.order = bytearray()  # (an array("B")'s append costs more: it parses its argument)
         self.feed = dict(feed or {})
         self._starts = array("q")  # where each record's values start, made when first indexed
 
@@ -133,7 +141,7 @@ class CompactHistory(Sequence[dict[str, Any]]):
             return [self[j] for j in range(len(self))[i]]
         k = self.order[i]  # IndexError as a list's
         starts = self._starts
-        if len(starts) != len(self.order):
+        if len(starts) != len(self.order) + 1:  # made, or more records appended since
             starts = self._starts = array("q", accumulate((_READERS[k][1] for k in self.order), initial=0))
         return _READERS[k][0](self.values, starts[i if i >= 0 else i + len(self.order)])
 
@@ -170,7 +178,9 @@ def recorder_name(kind: str) -> str:
 def recorders(env: Any, history: Any) -> SimpleNamespace:
     """One recorder per event kind, appending to `history` at `env`'s clock: its values to a
     CompactHistory (and the dict to its `feed` of that kind), the record's dict to anything else
-    with `append`."""
+    with `append`. A router (`route(kind)`: where a kind's records go, None for nowhere) gets
+    them as dicts, or, where the function it gives has `takes_fields` set, as that function's
+    keyword arguments: the fields it names, no record built."""
     compact = isinstance(history, CompactHistory)
     feed = history.feed if compact else {}
     route = getattr(history, "route", None)
@@ -194,12 +204,32 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
         if kind in feed:
             template = _COMPACT_FED
             namespace[f"{name}_to"] = feed[kind]
+        arguments = ""
         if route is not None:
             to = route(kind)
             template = _ROUTED if to is not None else _SKIP
+            if getattr(to, "takes_fields", False):
+                template, arguments = _ROUTED_FIELDS, _arguments(kind, to)
             namespace[f"{name}_to"] = to
         exec(template.format(
-            name=name, kind=kind, index=_INDEX[kind], params=", ".join(fields), items="".join(f"{f!r}: {f}, " for f in fields),
-            values="".join(f"{f}, " for f in fields)), namespace)
+            name=name, kind=kind, index=_INDEX[kind], arguments=arguments, params=", ".join(fields),
+            items="".join(f"{f!r}: {f}, " for f in fields), values="".join(f"{f}, " for f in fields)), namespace)
         made[name] = namespace.pop(name)
     return SimpleNamespace(**made)
+
+
+def _arguments(kind: str, step: Any) -> str:
+    """The call of `step` with the fields of a `kind` record that it names, by keyword, as
+    `step(**record)` would give them (the record's other keys to its `**`); a field it names
+    that the record lacks keeps the step's default."""
+    value = {f: f for f in EVENT_FIELDS[kind]}
+    value.update(t="clock[1]", kind=repr(kind), source='"sim"', proc="proc")
+    named = []
+    for p in inspect.signature(step).parameters.values():
+        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        if p.name in value:
+            named.append(f"{p.name}={value[p.name]}")
+        elif p.default is p.empty:
+            raise ValueError(f"{kind!r} records have no {p.name!r} for {step.__qualname__}")
+    return ", ".join(named)
