@@ -64,7 +64,7 @@ def {name}(proc, {params}):
     extend(({values}t, proc))
     {name}_to({{{items}"t": t, "kind": {kind!r}, "source": "sim", "proc": proc}})
 '''
-# a router's kind whose step takes the record's fields by keyword (`takes_fields`): those it names
+# a router's kind whose handler has a step taking the record's fields by keyword: those it names
 _ROUTED_FIELDS = '''
 def {name}(proc, {params}):
     now = env._now
@@ -179,8 +179,8 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
     """One recorder per event kind, appending to `history` at `env`'s clock: its values to a
     CompactHistory (and the dict to its `feed` of that kind), the record's dict to anything else
     with `append`. A router (`route(kind)`: where a kind's records go, None for nowhere) gets
-    them as dicts, or, where the function it gives has `takes_fields` set, as that function's
-    keyword arguments: the fields it names, no record built."""
+    them as dicts, or, where the function it gives has a `step` (reports.measures.from_record),
+    as that step's keyword arguments: the fields it names, no record built."""
     compact = isinstance(history, CompactHistory)
     feed = history.feed if compact else {}
     route = getattr(history, "route", None)
@@ -208,8 +208,9 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
         if route is not None:
             to = route(kind)
             template = _ROUTED if to is not None else _SKIP
-            if getattr(to, "takes_fields", False):
-                template, arguments = _ROUTED_FIELDS, _arguments(kind, to)
+            step = getattr(to, "step", None)
+            if step is not None:  # a handler of records whose step takes their fields
+                template, arguments, to = _ROUTED_FIELDS, _arguments(kind, step), step
             namespace[f"{name}_to"] = to
         exec(template.format(
             name=name, kind=kind, index=_INDEX[kind], arguments=arguments, params=", ".join(fields),
@@ -219,15 +220,12 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
 
 
 def _arguments(kind: str, step: Any) -> str:
-    """The call of `step` with the fields of a `kind` record that it names, by keyword, as
-    `step(**record)` would give them (the record's other keys to its `**`); a field it names
-    that the record lacks keeps the step's default."""
+    """The call of `step` with the fields of a `kind` record that it names, by keyword; a field it
+    names that the record lacks keeps the step's default."""
     value = {f: f for f in EVENT_FIELDS[kind]}
     value.update(t="clock[1]", kind=repr(kind), source='"sim"', proc="proc")
     named = []
     for p in inspect.signature(step).parameters.values():
-        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            continue
         if p.name in value:
             named.append(f"{p.name}={value[p.name]}")
         elif p.default is p.empty:

@@ -67,7 +67,7 @@ def test_jobs_per_recording_counts_distinct_job_ids_and_waits_run_from_the_lates
 
 
 def test_a_scan_fed_record_by_record_gives_the_figures_of_the_pass_and_counts_job_runs():
-    """A model run feeds its records' fields to a Scan's steps as it makes them (sweep_commands.run_for_row):
+    """A model run feeds its records to a Scan's steps as it makes them (sweep_commands.run_for_row):
     the same figures as the pass over the history; the kinds it does not read go nowhere."""
     history = [
         _e(1, "job.enqueue", job_id="a", call_sid="CA1"), _e(2, "client.request", client="k", session=1,
@@ -80,7 +80,7 @@ def test_a_scan_fed_record_by_record_gives_the_figures_of_the_pass_and_counts_jo
     scan = measures.Scan(after_t=0.5)
     for e in history:
         if e["kind"] in scan.handlers:
-            scan.handlers[e["kind"]](**e)
+            scan.handlers[e["kind"]](e)
     assert set(scan.handlers) == set(measures.Scan.KINDS)
     assert scan.summary_and_queue_waits() == measures.summary_and_queue_waits(history, after_t=0.5)
     assert scan.summary_and_queue_waits()[0]["playbacks"] == 1 and scan.job_runs() == 2

@@ -7,6 +7,7 @@ import pytest
 import simpy
 
 from loopfix.reference_app import events
+from loopfix.reports import measures
 from loopfix.sim.records import recorder_name, recorders
 
 
@@ -71,25 +72,27 @@ def test_micro_round_is_round_to_six_places_bit_for_bit_near_halves_and_far_out(
     assert [t for t in times if micro_round(t) != round(t, 6)] == []
 
 
-def test_a_router_step_that_takes_fields_gets_those_it_names_and_no_record():
-    """A step with `takes_fields` (reports.measures.Scan's) is called with the fields it names,
-    by keyword, as step(**record) would name them; one naming a field its kind lacks is refused."""
+def test_a_routed_kind_whose_handler_has_a_step_calls_the_step_with_the_fields_it_names():
+    """A handler with a `step` (reports.measures.from_record, as Scan's) is skipped: its step is
+    called with the fields it names, by keyword, and no record is built; a step naming a field
+    its kind lacks is refused."""
     got = []
 
-    def job_start(job_id, t, kind, missing="default", **rest):
-        got.append((job_id, t, kind, missing, rest))
+    def job_start(job_id, t, kind, missing="default"):
+        got.append((job_id, t, kind, missing))
 
-    job_start.takes_fields = True
-    router = SimpleNamespace(tally=[0], append=print, route=lambda kind: job_start if kind == "job.start" else None)
+    handler = measures.from_record(job_start)
+    router = SimpleNamespace(tally=[0], append=print, route=lambda kind: handler if kind == "job.start" else None)
     env = simpy.Environment()
     env.run(until=1.23456789)
     recorders(env, router).job_start("worker-1", job_id="7", call_sid="CA7", attempt=1, worker="worker-1")
-    assert got == [("7", 1.234568, "job.start", "default", {})] and router.tally == [1]
+    assert got == [("7", 1.234568, "job.start", "default")] and router.tally == [1]
+    handler({"job_id": "8", "t": 2.0, "kind": "job.start", "source": "sim", "proc": "w"})
+    assert got[-1] == ("8", 2.0, "job.start", "default")
 
-    def needs(job_id, lead, **rest):
+    def needs(job_id, lead):
         pass
 
-    needs.takes_fields = True
-    router.route = lambda kind: needs if kind == "job.start" else None
+    router.route = lambda kind: measures.from_record(needs) if kind == "job.start" else None
     with pytest.raises(ValueError, match="'lead'"):
         recorders(env, router)
