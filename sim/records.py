@@ -103,6 +103,7 @@ def _reader(kind: str) -> tuple[Any, int]:
 
 
 _READERS: tuple[tuple[Any, int], ...] = (*map(_reader, KINDS), (lambda v, i: v[i], 1))
+_SIZES = tuple(n for _, n in _READERS)
 
 
 class CompactHistory(Sequence[dict[str, Any]]):
@@ -120,7 +121,7 @@ class CompactHistory(Sequence[dict[str, Any]]):
         self.values: list[Any] = []
         self.order = bytearray()  # (an array("B")'s append costs more: it parses its argument)
         self.feed = dict(feed or {})
-        self._starts = array("q")  # where each record's values start, made when first indexed
+        self._starts = array("q", [0])  # where records start in values, as far as indexing needed
 
     def append(self, record: dict[str, Any]) -> None:
         self.order.append(_DICT)
@@ -139,11 +140,13 @@ class CompactHistory(Sequence[dict[str, Any]]):
     def __getitem__(self, i: Any) -> Any:  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(len(self))[i]]
-        k = self.order[i]  # IndexError as a list's
+        order = self.order
+        k = order[i]  # IndexError as a list's
+        i = i if i >= 0 else i + len(order)
         starts = self._starts
-        if len(starts) != len(self.order) + 1:  # made, or more records appended since
-            starts = self._starts = array("q", accumulate((_READERS[k][1] for k in self.order), initial=0))
-        return _READERS[k][0](self.values, starts[i if i >= 0 else i + len(self.order)])
+        if i >= len(starts):  # extended to every record appended so far
+            starts.extend(accumulate(map(_SIZES.__getitem__, order[len(starts) - 1:-1]), initial=starts.pop()))
+        return _READERS[k][0](self.values, starts[i])
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, CompactHistory):

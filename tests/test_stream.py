@@ -117,6 +117,11 @@ def test_the_compact_history_reads_back_the_records_a_list_gets():
     assert compact[-7] == plain[0] and len(compact) == 7
     with pytest.raises(IndexError):
         compact[7]
+    compact.append(odd)  # appended after it was indexed
+    plain.append(odd)
+    assert [compact[i] for i in (7, 2, -1, 0, 5)] == [plain[i] for i in (7, 2, -1, 0, 5)]
+    with pytest.raises(IndexError):
+        compact[-9]
     assert plain[0] == events.event("job.start", 0.0, "sim", "worker-1", job_id="0", call_sid="CA0", attempt=1,
                                     worker="worker-1")
 
