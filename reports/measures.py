@@ -23,10 +23,11 @@ Definitions (all times in policy seconds):
 from __future__ import annotations
 
 import bisect
+import inspect
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 Event = Mapping[str, Any]
 BACKLOG_STEP_S = 60.0
@@ -82,14 +83,41 @@ def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
     return _scan(history, after_t)[3]
 
 
+_FROM_RECORD = '''
+def handler(e):
+    step({arguments})
+'''
+
+
+def from_record(step: Callable[..., None]) -> Callable[[Event], None]:
+    """A function of one record calling `step` with the record's fields that `step`'s parameters
+    name, in their order (`e[name]`; `e.get(name, default)` where it has a default); `handler.step`
+    is `step`, for a caller that has the fields without a record to read them from."""
+    space: dict[str, Any] = {"step": step}
+    arguments = []
+    for p in inspect.signature(step).parameters.values():
+        if p.default is p.empty:
+            arguments.append(f"e[{p.name!r}]")
+        else:
+            space[f"default_{p.name}"] = p.default
+            arguments.append(f"e.get({p.name!r}, default_{p.name})")
+    exec(_FROM_RECORD.format(arguments=", ".join(arguments)), space)
+    handler = space["handler"]
+    handler.step = step
+    return handler
+
+
 class Scan:
-    """The fold behind `summary` and `queue_waits`: `handlers` maps each kind it reads to its
-    step, which takes one record of that kind. A pass over a history feeds every record to its
-    kind's step (`_scan`); a model run can feed its records to the same steps as it makes them
-    (sim.sweep.KeptKinds' `feed`) and keep none. What it gathers: the client sessions, the job
-    ids enqueued per call_sid (one id, or the set of them when there are several: a set per call
-    costs more than the pass), the completed downloads per recording_sid, the queue waits of job
-    runs enqueued at or after `after_t`, and `job_runs()`, every job run started."""
+    """The fold behind `summary` and `queue_waits`: `handlers` maps each kind it reads to a
+    function of one record of that kind (harness.stream's consumer protocol), which hands the
+    fields its step names to the step, by keyword (`from_record`). A pass over a history feeds
+    every record to its kind's handler (`scan`); a model run can call the same steps with the
+    same fields as it makes its records, no record built (`handler.step`: sim.records' routed
+    recorders, sim.sweep.KeptKinds' `feed`), and keep none. What it gathers: the client
+    sessions, the job ids enqueued per call_sid (one id, or the set of them when there are
+    several: a set per call costs more than the pass), the completed downloads per
+    recording_sid, the queue waits of job runs enqueued at or after `after_t`, and `job_runs()`,
+    every job run started."""
 
     KINDS = ("job.enqueue", "job.start", "download.end", "client.request", "client.end")
 
@@ -99,7 +127,7 @@ class Scan:
         calls: dict[tuple[Any, Any], str] = {}
         count: dict[tuple[Any, Any], int] = defaultdict(int)
         played: dict[tuple[Any, Any], float] = {}
-        outcome: dict[tuple[Any, Any], str] = {}
+        ended: dict[tuple[Any, Any], str] = {}  # a session's outcome
         jobs: dict[Any, Any] = {}
         downloads: dict[Any, int] = {}
         enqueued: dict[Any, float] = {}
@@ -107,8 +135,7 @@ class Scan:
         unwaited = [0]  # job runs started without a wait counted (enqueued before after_t, or never)
         pop, wait = enqueued.pop, waits.append
 
-        def job_enqueue(e: Event) -> None:
-            job_id, call_sid = e["job_id"], e["call_sid"]
+        def job_enqueue(job_id: Any, call_sid: Any, t: float) -> None:
             ids = jobs.get(call_sid)  # its one job id, or a set once it has two
             if ids is None:
                 jobs[call_sid] = job_id
@@ -116,34 +143,33 @@ class Scan:
                 ids.add(job_id)
             elif ids != job_id:
                 jobs[call_sid] = {ids, job_id}
-            enqueued[job_id] = float(e["t"])
+            enqueued[job_id] = float(t)
 
-        def job_start(e: Event) -> None:
-            t0 = pop(e["job_id"], None)
+        def job_start(job_id: Any, t: float) -> None:
+            t0 = pop(job_id, None)
             if t0 is not None and t0 >= after_t:
-                wait(float(e["t"]) - t0)
+                wait(float(t) - t0)
             else:
                 unwaited[0] += 1
 
-        def download_end(e: Event) -> None:
-            if e.get("ok") and not e.get("skipped"):
-                sid = e["recording_sid"]
-                downloads[sid] = downloads.get(sid, 0) + 1
+        def download_end(recording_sid: Any, ok: Any = None, skipped: Any = None) -> None:
+            if ok and not skipped:
+                downloads[recording_sid] = downloads.get(recording_sid, 0) + 1
 
-        def client_request(e: Event) -> None:
-            key = (e["client"], e["session"])
-            first.setdefault(key, float(e["t"]))
-            calls.setdefault(key, str(e.get("call_sid")))
+        def client_request(client: Any, session: Any, t: float, call_sid: Any = None, status: Any = None) -> None:
+            key = (client, session)
+            first.setdefault(key, float(t))
+            calls.setdefault(key, str(call_sid))
             count[key] += 1
-            if e.get("status") in (200, 206) and key not in played:
-                played[key] = float(e["t"]) - first[key]
+            if status in (200, 206) and key not in played:
+                played[key] = float(t) - first[key]
 
-        def client_end(e: Event) -> None:
-            outcome[(e["client"], e["session"])] = str(e.get("outcome"))
+        def client_end(client: Any, session: Any, outcome: Any = None) -> None:
+            ended[(client, session)] = str(outcome)
 
-        self.handlers: dict[str, Any] = dict(zip(self.KINDS, (job_enqueue, job_start, download_end,
-                                                              client_request, client_end)))
-        self._state = (first, calls, count, played, outcome, jobs, downloads, waits, unwaited)
+        self.handlers: dict[str, Any] = dict(zip(self.KINDS, map(from_record, (
+            job_enqueue, job_start, download_end, client_request, client_end))))
+        self._state = (first, calls, count, played, ended, jobs, downloads, waits, unwaited)
 
     def gathered(self) -> tuple[list[Session], dict[Any, Any], dict[Any, int], list[float]]:
         """(the sessions, job ids per call_sid, completed downloads per recording_sid, queue waits)."""

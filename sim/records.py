@@ -16,12 +16,15 @@ every one of the model's events. A field missing or misspelt at a call site is a
 
 Where the records go is `history`'s choice: anything with `append` gets each record as that dict
 (a list; a harness.stream.Fanout checking it as it happens; a writer), while a `CompactHistory`
-gets the record's values as one tuple — a third of the dict's memory — and gives the dicts back
-only when it is read (iterated or indexed), the same dicts in the same key order.
+keeps only the record's values, flat, and gives the dicts back only when it is read (iterated or
+indexed), the same dicts in the same key order.
 """
 from __future__ import annotations
 
+import inspect
 import keyword
+from array import array
+from itertools import accumulate
 from types import SimpleNamespace
 from typing import Any, Iterator, Sequence
 
@@ -47,7 +50,8 @@ def {name}(proc, {params}):
     now = env._now
     if now != clock[0]:
         clock[0], clock[1] = now, micro_round(now)
-    append(({values}clock[1], {kind!r}, "sim", proc))
+    order({index})
+    extend(({values}clock[1], proc))
 '''
 # a compact history's record that a consumer also reads as it is made (CompactHistory(feed=...))
 _COMPACT_FED = '''
@@ -56,8 +60,18 @@ def {name}(proc, {params}):
     if now != clock[0]:
         clock[0], clock[1] = now, micro_round(now)
     t = clock[1]
-    append(({values}t, {kind!r}, "sim", proc))
+    order({index})
+    extend(({values}t, proc))
     {name}_to({{{items}"t": t, "kind": {kind!r}, "source": "sim", "proc": proc}})
+'''
+# a router's kind whose handler has a step taking the record's fields by keyword: those it names
+_ROUTED_FIELDS = '''
+def {name}(proc, {params}):
+    now = env._now
+    if now != clock[0]:
+        clock[0], clock[1] = now, micro_round(now)
+    tally[0] += 1
+    {name}_to({arguments})
 '''
 # a kind a router sends nowhere: counted, no record built
 _SKIP = '''
@@ -67,36 +81,72 @@ def {name}(proc, {params}):
         clock[0], clock[1] = now, micro_round(now)
     tally[0] += 1
 '''
-# every kind's record keys in the order its dict has them: the fields, then t, kind, source, proc
-KEYS: dict[str, tuple[str, ...]] = {kind: (*fields, "t", "kind", "source", "proc") for kind, fields in EVENT_FIELDS.items()}
+# kind index (a CompactHistory's order) -> the kind; one past the last: a record appended as a dict
+KINDS: tuple[str, ...] = tuple(EVENT_FIELDS)
+_INDEX = {kind: i for i, kind in enumerate(KINDS)}
+_DICT = len(KINDS)
+assert _DICT < 256, "a kind index is one byte"
+# how a record of each kind reads back — (its dict from the values from i on, how many values) —
+# in the key order the recorders give it: the fields, then t, kind, source, proc
+_READ = '''
+def read(v, i):
+    return {{{items}"t": v[i + {n}], "kind": {kind!r}, "source": "sim", "proc": v[i + {n} + 1]}}
+'''
+
+
+def _reader(kind: str) -> tuple[Any, int]:
+    fields = EVENT_FIELDS[kind]
+    space: dict[str, Any] = {}
+    exec(_READ.format(items="".join(f"{f!r}: v[i + {j}], " for j, f in enumerate(fields)), n=len(fields),
+                      kind=kind), space)
+    return space["read"], len(fields) + 2
+
+
+_READERS: tuple[tuple[Any, int], ...] = (*map(_reader, KINDS), (lambda v, i: v[i], 1))
+_SIZES = tuple(n for _, n in _READERS)
 
 
 class CompactHistory(Sequence[dict[str, Any]]):
-    """The model's history as one tuple per record (its dict's values, in key order); read as
-    dicts. A record appended as a dict is kept as it is. `feed`: kind -> a function the
-    model's recorders also hand each record of that kind to, as its dict, when they make it (a
-    consumer's `handlers`, e.g. sim.metrics.HistoryMetrics: measured in the same pass, no dict
-    rebuilt from the tuples afterwards)."""
+    """The model's history, read as dicts, kept as the records' values in one flat list (`values`:
+    a record's fields, then t and proc — its kind and source are known) and, per record, its
+    kind's index (`order`, one byte a record). Nothing it keeps per record is a container the
+    cyclic collector tracks: a run's million records are not scanned when the collector resumes,
+    and each costs its values' references and a byte (a tuple per record: ~100 bytes). A record
+    appended as a dict is kept as it is (one value, kind index `_DICT`). `feed`: kind -> a
+    function the model's recorders also hand each record of that kind to, as its dict, when they
+    make it (a consumer's `handlers`, e.g. sim.metrics.HistoryMetrics: measured in the same
+    pass, no dict rebuilt afterwards)."""
 
     def __init__(self, feed: dict[str, Any] | None = None) -> None:
-        self.records: list[Any] = []
+        self.values: list[Any] = []
+        self.order = bytearray()  # (an array("B")'s append costs more: it parses its argument)
         self.feed = dict(feed or {})
+        self._starts = array("q", [0])  # where records start in values, as far as indexing needed
 
     def append(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+        self.order.append(_DICT)
+        self.values.append(record)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.order)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        keys = KEYS
-        for r in self.records:
-            yield dict(zip(keys[r[-3]], r)) if type(r) is tuple else r
+        v, readers, i = self.values, _READERS, 0
+        for k in self.order:
+            read, n = readers[k]
+            yield read(v, i)
+            i += n
 
     def __getitem__(self, i: Any) -> Any:  # type: ignore[override]
         if isinstance(i, slice):
-            return [_as_dict(r) for r in self.records[i]]
-        return _as_dict(self.records[i])
+            return [self[j] for j in range(len(self))[i]]
+        order = self.order
+        k = order[i]  # IndexError as a list's
+        i = i if i >= 0 else i + len(order)
+        starts = self._starts
+        if i >= len(starts):  # extended to every record appended so far
+            starts.extend(accumulate(map(_SIZES.__getitem__, order[len(starts) - 1:-1]), initial=starts.pop()))
+        return _READERS[k][0](self.values, starts[i])
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, CompactHistory):
@@ -106,11 +156,7 @@ class CompactHistory(Sequence[dict[str, Any]]):
         return NotImplemented
 
     def __repr__(self) -> str:
-        return f"CompactHistory({len(self.records)} records)"
-
-
-def _as_dict(r: Any) -> dict[str, Any]:
-    return dict(zip(KEYS[r[-3]], r)) if type(r) is tuple else r
+        return f"CompactHistory({len(self.order)} records)"
 
 
 def micro_round(t: float) -> float:
@@ -133,34 +179,58 @@ def recorder_name(kind: str) -> str:
 
 
 def recorders(env: Any, history: Any) -> SimpleNamespace:
-    """One recorder per event kind, appending to `history` at `env`'s clock: a tuple to a
+    """One recorder per event kind, appending to `history` at `env`'s clock: its values to a
     CompactHistory (and the dict to its `feed` of that kind), the record's dict to anything else
-    with `append`."""
+    with `append`. A router (`route(kind)`: where a kind's records go, None for nowhere) gets
+    them as dicts, or, where the function it gives has a `step` (reports.measures.from_record),
+    as that step's keyword arguments: the fields it names, no record built."""
     compact = isinstance(history, CompactHistory)
     feed = history.feed if compact else {}
     route = getattr(history, "route", None)
     # clock: the last raw time seen and its rounding (0.0 for both at the start, as before)
-    namespace: dict[str, Any] = {"env": env, "clock": [0.0, 0.0], "micro_round": micro_round,
-                                  "append": history.records.append if compact else history.append}
+    namespace: dict[str, Any] = {"env": env, "clock": [0.0, 0.0], "micro_round": micro_round}
+    if compact:
+        namespace.update(order=history.order.append, extend=history.values.extend)
+    else:
+        namespace["append"] = history.append
     if route is not None:  # a router (harness.stream.Fanout): per kind, where to or nowhere
         namespace["tally"] = history.tally
         history.clock = namespace["clock"]
     made: dict[str, Any] = {}
     for kind, fields in EVENT_FIELDS.items():
         for f in fields:
-            if not f.isidentifier() or keyword.iskeyword(f) or f in ("proc", "now") or f in namespace:
+            if (not f.isidentifier() or keyword.iskeyword(f) or f in ("proc", "now", "t", "kind", "source")
+                    or f in namespace):
                 raise ValueError(f"event field {f!r} of {kind!r} cannot be a recorder parameter")
         name = recorder_name(kind)
         template = _COMPACT if compact else _TEMPLATE
         if kind in feed:
             template = _COMPACT_FED
             namespace[f"{name}_to"] = feed[kind]
+        arguments = ""
         if route is not None:
             to = route(kind)
             template = _ROUTED if to is not None else _SKIP
+            step = getattr(to, "step", None)
+            if step is not None:  # a handler of records whose step takes their fields
+                template, arguments, to = _ROUTED_FIELDS, _arguments(kind, step), step
             namespace[f"{name}_to"] = to
         exec(template.format(
-            name=name, kind=kind, params=", ".join(fields), items="".join(f"{f!r}: {f}, " for f in fields),
-            values="".join(f"{f}, " for f in fields)), namespace)
+            name=name, kind=kind, index=_INDEX[kind], arguments=arguments, params=", ".join(fields),
+            items="".join(f"{f!r}: {f}, " for f in fields), values="".join(f"{f}, " for f in fields)), namespace)
         made[name] = namespace.pop(name)
     return SimpleNamespace(**made)
+
+
+def _arguments(kind: str, step: Any) -> str:
+    """The call of `step` with the fields of a `kind` record that it names, by keyword; a field it
+    names that the record lacks keeps the step's default."""
+    value = {f: f for f in EVENT_FIELDS[kind]}
+    value.update(t="clock[1]", kind=repr(kind), source='"sim"', proc="proc")
+    named = []
+    for p in inspect.signature(step).parameters.values():
+        if p.name in value:
+            named.append(f"{p.name}={value[p.name]}")
+        elif p.default is p.empty:
+            raise ValueError(f"{kind!r} records have no {p.name!r} for {step.__qualname__}")
+    return ", ".join(named)

@@ -156,7 +156,9 @@ class KeptKinds:
     router protocol (as harness.stream.Fanout does): `route(kind)` says once per kind where its
     records go, None for nowhere, and the recorders of a kind routed nowhere take the kind's own
     fields and build no record — where a recorder taking any fields (`**fields`) would build a
-    dict of them on every call. `tally[0]` counts every record the recorders made."""
+    dict of them on every call —, and those of a kind whose handler has a `step` (as
+    reports.measures.Scan's) call the step with the fields it names, no record built either.
+    `tally[0]` counts every record the recorders made."""
 
     def __init__(self, kinds: Collection[str], feed: Mapping[str, Callable[[dict[str, Any]], None]] | None = None):
         self.feed = dict(feed or {})

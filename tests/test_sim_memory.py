@@ -54,3 +54,16 @@ def test_a_run_is_forgotten_only_when_neither_it_nor_its_call_is_held_elsewhere(
     assert world._unreachable(latest) == []
     active.clear()
     assert len(world._unreachable(latest)) == 1
+
+
+def test_simulate_keeps_its_history_where_young_collections_do_not_scan_it():
+    """sim.run.simulate: the history's values, one untracked-by-content list, is in the oldest
+    generation, not among the young objects the next collections go through."""
+    import gc
+
+    from loopfix.sim import simulate
+
+    r = simulate(_busy_day(0.05))
+    assert len(r.history.values) > 10_000 and not any(gc.is_tracked(v) for v in r.history.values[:1000])
+    assert any(o is r.history.values for o in gc.get_objects(2))
+    assert not any(o is r.history.values for o in gc.get_objects(0))

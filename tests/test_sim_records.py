@@ -1,10 +1,13 @@
 """loopfix.sim.records: the model's per-kind recorders build exactly reference_app.events.event's record."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import simpy
 
 from loopfix.reference_app import events
+from loopfix.reports import measures
 from loopfix.sim.records import recorder_name, recorders
 
 
@@ -67,3 +70,29 @@ def test_micro_round_is_round_to_six_places_bit_for_bit_near_halves_and_far_out(
     times += [k / 1e6 + 5e-7 + nudge for k in range(0, 10**6, 97) for nudge in (-1e-13, 0.0, 1e-13)]  # halves
     times += [sum([0.1] * n) for n in range(3000)] + [1e7 + 0.1234565, 3e7 + 1e-7, 0.0, 5e-7, 1.5e-6]
     assert [t for t in times if micro_round(t) != round(t, 6)] == []
+
+
+def test_a_routed_kind_whose_handler_has_a_step_calls_the_step_with_the_fields_it_names():
+    """A handler with a `step` (reports.measures.from_record, as Scan's) is skipped: its step is
+    called with the fields it names, by keyword, and no record is built; a step naming a field
+    its kind lacks is refused."""
+    got = []
+
+    def job_start(job_id, t, kind, missing="default"):
+        got.append((job_id, t, kind, missing))
+
+    handler = measures.from_record(job_start)
+    router = SimpleNamespace(tally=[0], append=print, route=lambda kind: handler if kind == "job.start" else None)
+    env = simpy.Environment()
+    env.run(until=1.23456789)
+    recorders(env, router).job_start("worker-1", job_id="7", call_sid="CA7", attempt=1, worker="worker-1")
+    assert got == [("7", 1.234568, "job.start", "default")] and router.tally == [1]
+    handler({"job_id": "8", "t": 2.0, "kind": "job.start", "source": "sim", "proc": "w"})
+    assert got[-1] == ("8", 2.0, "job.start", "default")
+
+    def needs(job_id, lead):
+        pass
+
+    router.route = lambda kind: measures.from_record(needs) if kind == "job.start" else None
+    with pytest.raises(ValueError, match="'lead'"):
+        recorders(env, router)

@@ -10,6 +10,7 @@ import simpy
 from loopfix.benchmarks import customer_bench, model_bench
 from loopfix.harness.scenario import load_scenario, with_settings
 from loopfix.reference_app.events import dumps
+from loopfix.reports import measures
 from loopfix.sim import simulate, sweep
 from loopfix.sim.model import Model
 from loopfix.sweep_commands import MMC_ROW_KINDS, measure_point, row_kinds, run_for_row
@@ -118,6 +119,15 @@ def test_a_fast_lane_counts_a_record_appended_without_a_recorder_and_keeps_it_by
     kept.append({"kind": "job.enqueue", "job_id": "2"})
     assert kept.events == 3 and kept.records == [{"kind": "job.start", "job_id": "1"}]
     assert fed == [{"kind": "job.enqueue", "job_id": "2"}]
+
+
+def test_a_fast_lane_hands_a_record_appended_without_a_recorder_to_a_step_that_takes_fields():
+    scan = measures.Scan()
+    kept = sweep.KeptKinds((), feed=scan.handlers)
+    kept.append({"job_id": "1", "call_sid": "CA1", "t": 1.0, "kind": "job.enqueue", "source": "sim", "proc": "web"})
+    kept.append({"job_id": "1", "call_sid": "CA1", "attempt": 1, "worker": "w", "t": 3.0, "kind": "job.start",
+                 "source": "sim", "proc": "w"})
+    assert kept.events == 2 and scan.job_runs() == 1 and scan.summary_and_queue_waits()[1] == [2.0]
 
 
 def test_a_fast_lane_feeds_a_kind_or_keeps_it_never_both():
