@@ -64,6 +64,16 @@ def {name}(proc, {params}):
     extend(({values}t, proc))
     {name}_to({{{items}"t": t, "kind": {kind!r}, "source": "sim", "proc": proc}})
 '''
+# ... whose handler has a step taking the record's fields by keyword: those it names, no dict built
+_COMPACT_FED_FIELDS = '''
+def {name}(proc, {params}):
+    now = env._now
+    if now != clock[0]:
+        clock[0], clock[1] = now, micro_round(now)
+    order({index})
+    extend(({values}clock[1], proc))
+    {name}_to({arguments})
+'''
 # a router's kind whose handler has a step taking the record's fields by keyword: those it names
 _ROUTED_FIELDS = '''
 def {name}(proc, {params}):
@@ -115,7 +125,8 @@ class CompactHistory(Sequence[dict[str, Any]]):
     appended as a dict is kept as it is (one value, kind index `_DICT`). `feed`: kind -> a
     function the model's recorders also hand each record of that kind to, as its dict, when they
     make it (a consumer's `handlers`, e.g. sim.metrics.HistoryMetrics: measured in the same
-    pass, no dict rebuilt afterwards)."""
+    pass, no dict rebuilt afterwards), or, where that function has a `step`, the fields the
+    step names, by keyword, no dict built (as a router's)."""
 
     def __init__(self, feed: dict[str, Any] | None = None) -> None:
         self.values: list[Any] = []
@@ -180,8 +191,8 @@ def recorder_name(kind: str) -> str:
 
 def recorders(env: Any, history: Any) -> SimpleNamespace:
     """One recorder per event kind, appending to `history` at `env`'s clock: its values to a
-    CompactHistory (and the dict to its `feed` of that kind), the record's dict to anything else
-    with `append`. A router (`route(kind)`: where a kind's records go, None for nowhere) gets
+    CompactHistory (and the dict, or its step's fields, to its `feed` of that kind), the
+    record's dict to anything else with `append`. A router (`route(kind)`: where a kind's records go, None for nowhere) gets
     them as dicts, or, where the function it gives has a `step` (reports.measures.from_record),
     as that step's keyword arguments: the fields it names, no record built."""
     compact = isinstance(history, CompactHistory)
@@ -204,10 +215,14 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
                 raise ValueError(f"event field {f!r} of {kind!r} cannot be a recorder parameter")
         name = recorder_name(kind)
         template = _COMPACT if compact else _TEMPLATE
-        if kind in feed:
-            template = _COMPACT_FED
-            namespace[f"{name}_to"] = feed[kind]
         arguments = ""
+        if kind in feed:
+            to = feed[kind]
+            template = _COMPACT_FED
+            step = getattr(to, "step", None)
+            if step is not None:  # as a router's: the step, with the fields it names
+                template, arguments, to = _COMPACT_FED_FIELDS, _arguments(kind, step), step
+            namespace[f"{name}_to"] = to
         if route is not None:
             to = route(kind)
             template = _ROUTED if to is not None else _SKIP
