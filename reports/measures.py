@@ -23,11 +23,12 @@ Definitions (all times in policy seconds):
 from __future__ import annotations
 
 import bisect
-import inspect
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
+
+from loopfix.reference_app.policy.events import from_record
 
 Event = Mapping[str, Any]
 BACKLOG_STEP_S = 60.0
@@ -81,30 +82,6 @@ def summary_and_queue_waits(history: Iterable[Event], after_t: float = 0.0) -> t
 def queue_waits(history: Iterable[Event], after_t: float = 0.0) -> list[float]:
     """Per job run started after `after_t`: time from its latest enqueue to its start."""
     return _scan(history, after_t)[3]
-
-
-_FROM_RECORD = '''
-def handler(e):
-    step({arguments})
-'''
-
-
-def from_record(step: Callable[..., None]) -> Callable[[Event], None]:
-    """A function of one record calling `step` with the record's fields that `step`'s parameters
-    name, in their order (`e[name]`; `e.get(name, default)` where it has a default); `handler.step`
-    is `step`, for a caller that has the fields without a record to read them from."""
-    space: dict[str, Any] = {"step": step}
-    arguments = []
-    for p in inspect.signature(step).parameters.values():
-        if p.default is p.empty:
-            arguments.append(f"e[{p.name!r}]")
-        else:
-            space[f"default_{p.name}"] = p.default
-            arguments.append(f"e.get({p.name!r}, default_{p.name})")
-    exec(_FROM_RECORD.format(arguments=", ".join(arguments)), space)
-    handler = space["handler"]
-    handler.step = step
-    return handler
 
 
 class Scan:

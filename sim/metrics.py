@@ -6,7 +6,9 @@ downloads per recording, and queue depth / worker utilisation over time.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
+
+from loopfix.reference_app.policy.events import from_record
 
 
 def quantiles(values: Sequence[float], qs: Iterable[float] = (0.5, 0.9, 0.99)) -> dict[str, float | None]:
@@ -19,15 +21,6 @@ def quantiles(values: Sequence[float], qs: Iterable[float] = (0.5, 0.9, 0.99)) -
     out["max"] = xs[-1] if xs else None
     out["n"] = len(xs)
     return out
-
-
-def _counting(step: Callable[[], None]) -> Callable[[Mapping[str, Any]], None]:
-    """A handler of records that reads none of their fields: `step()` per record; `handler.step`
-    is `step`, which the model's recorders (sim.records) call instead, no record built."""
-    def handler(e: Mapping[str, Any]) -> None:
-        step()
-    handler.step = step  # type: ignore[attr-defined]
-    return handler
 
 
 class HistoryMetrics:
@@ -46,47 +39,47 @@ class HistoryMetrics:
         self.recordings: dict[Any, int] = {}  # recording with a URL -> its completed downloads
         self.early: dict[Any, int] = {}  # completed downloads of a recording not (yet) created
         self.runs = 0
-        self.handlers = {"client.request": self.on_request, "client.end": self.on_end, "job.enqueue": self.on_enqueue,
-                         "job.start": _counting(self.count_run), "download.end": self.on_download,
-                         "recording.created": self.on_created}
+        # each a step taking the fields it reads: the model's recorders call it with them and
+        # build no record (sim.records); a pass over a history reads them from each record
+        self.handlers = {kind: from_record(step) for kind, step in (
+            ("client.request", self.on_request), ("client.end", self.on_end), ("job.enqueue", self.on_enqueue),
+            ("job.start", self.on_start), ("download.end", self.on_download),
+            ("recording.created", self.on_created))}
 
-    def on_request(self, e: Mapping[str, Any]) -> None:
-        key = (e["client"], e["session"])
+    def on_request(self, client: Any, session: Any, status: int, t: float) -> None:
+        key = (client, session)
         n = self.requests[key] = self.requests[key] + 1
         if n == 1:
-            self.first[key] = e["t"]
-        if e["status"] in (200, 206) and key not in self.played:
-            self.played[key] = e["t"] - self.first.pop(key)
+            self.first[key] = t
+        if status in (200, 206) and key not in self.played:
+            self.played[key] = t - self.first.pop(key)
 
-    def on_end(self, e: Mapping[str, Any]) -> None:
-        self.outcomes[e["outcome"]] += 1
+    def on_end(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
 
-    def on_enqueue(self, e: Mapping[str, Any]) -> None:
-        call, job = e["call_sid"], e["job_id"]
-        had = self.jobs.get(call, self)
+    def on_enqueue(self, call_sid: Any, job_id: Any) -> None:
+        had = self.jobs.get(call_sid, self)
         if had is self:
-            self.jobs[call] = job
+            self.jobs[call_sid] = job_id
         elif isinstance(had, set):
-            had.add(job)
-        elif had != job:
-            self.jobs[call] = {had, job}
+            had.add(job_id)
+        elif had != job_id:
+            self.jobs[call_sid] = {had, job_id}
 
-    def count_run(self) -> None:  # job.start: no field read, so no record built (_counting)
+    def on_start(self) -> None:
         self.runs += 1
 
-    def on_download(self, e: Mapping[str, Any]) -> None:
-        if e["ok"] and not e["skipped"]:
-            sid = e["recording_sid"]
-            if sid in self.recordings:
-                self.recordings[sid] += 1
+    def on_download(self, ok: bool, skipped: bool, recording_sid: Any) -> None:
+        if ok and not skipped:
+            if recording_sid in self.recordings:
+                self.recordings[recording_sid] += 1
             else:
-                self.early[sid] = self.early.get(sid, 0) + 1
+                self.early[recording_sid] = self.early.get(recording_sid, 0) + 1
 
-    def on_created(self, e: Mapping[str, Any]) -> None:
-        if e["has_url"]:
-            sid = e["recording_sid"]
-            if sid not in self.recordings:
-                self.recordings[sid] = self.early.pop(sid, 0) if self.early else 0
+    def on_created(self, has_url: bool, recording_sid: Any) -> None:
+        if has_url:
+            if recording_sid not in self.recordings:
+                self.recordings[recording_sid] = self.early.pop(recording_sid, 0) if self.early else 0
 
     def result(self, events: int) -> dict[str, Any]:
         return {

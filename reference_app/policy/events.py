@@ -17,8 +17,9 @@ names one simulated or Locust user and `session` one playback session of it.
 """
 from __future__ import annotations
 
+import inspect
 import json
-from typing import Any
+from typing import Any, Callable, Mapping
 
 # kind -> fields it carries besides t/kind/source/proc (documentation and validation).
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -76,3 +77,29 @@ def event(kind: str, t: float, source: str, proc: str, **fields: Any) -> dict[st
 def dumps(record: dict[str, Any]) -> str:
     """Canonical JSON for one record: sorted keys, no spaces (byte-identical across runs)."""
     return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+_FROM_RECORD = '''
+def handler(e):
+    step({arguments})
+'''
+
+
+def from_record(step: Callable[..., None]) -> Callable[[Mapping[str, Any]], None]:
+    """A consumer's handler of one kind's records (harness.stream's protocol) from its `step`,
+    here where the consumers of every layer can reach it (reports.measures.Scan,
+    sim.metrics.HistoryMetrics): a function of one record calling `step` with the record's fields that `step`'s parameters
+    name, in their order (`e[name]`; `e.get(name, default)` where it has a default); `handler.step`
+    is `step`, for a caller that has the fields without a record to read them from."""
+    space: dict[str, Any] = {"step": step}
+    arguments = []
+    for p in inspect.signature(step).parameters.values():
+        if p.default is p.empty:
+            arguments.append(f"e[{p.name!r}]")
+        else:
+            space[f"default_{p.name}"] = p.default
+            arguments.append(f"e.get({p.name!r}, default_{p.name})")
+    exec(_FROM_RECORD.format(arguments=", ".join(arguments)), space)
+    handler = space.pop("handler")  # its globals are `space`: no cycle keeping `step` alive
+    handler.step = step
+    return handler
