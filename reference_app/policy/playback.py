@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from loopfix.reference_app.policy.core import Policy
 from loopfix.reference_app.policy.failfast import fail_fast_tripped
 from loopfix.reference_app.policy.runs import ACTIVE_RUN_STATUSES, RunState, stuck_reason
 
 
-@dataclass(frozen=True)
-class PlaybackState:
-    """What GET /api/recordings/file/<call_sid> knows before it decides."""
+class PlaybackState(NamedTuple):
+    """What GET /api/recordings/file/<call_sid> knows before it decides. (This, the decision
+    and the gate's question are NamedTuples: immutable, and cheap to build on every poll —
+    a frozen dataclass sets each field through object.__setattr__.)"""
 
     has_recording_url: bool
     file_ready: bool
@@ -25,8 +27,7 @@ class PlaybackState:
     worker_alive: bool | None = None  # for a waiting run (WAITING_RUN_STATUSES); None: unknown
 
 
-@dataclass(frozen=True)
-class PlaybackDecision:
+class PlaybackDecision(NamedTuple):
     """kind: serve (200) | not_found (404) | wait (202) | start (create a job; `reason` says why) |
     no_worker (a job waits but no worker is alive: count a fail-fast attempt, 202 or 500)."""
 
@@ -62,8 +63,7 @@ REDIS_UNAVAILABLE_RETRY_AFTER_S = 1  # a poll that needed Redis while it was unr
 GATED_DECISIONS = ("start", "no_worker")  # the decisions that take the playback mark and count a fail-fast attempt
 
 
-@dataclass(frozen=True)
-class PlaybackGateAsk:
+class PlaybackGateAsk(NamedTuple):
     """What a poll asks Redis before it answers (the app's Coordinator.playback_gate): read
     worker liveness when the answer depends on it (`read_alive`), and take the playback mark
     and count a fail-fast attempt when the decision for that liveness is gated."""

@@ -21,6 +21,9 @@ def player_delay(retries_so_far: int, retry_after_s: float | None, p: Policy) ->
     return max(backoff, retry_after_s or 0.0)
 
 
+OUTCOMES = {200: "played", 206: "played", 404: "not_found", 500: "worker_offline"}  # by the last status
+
+
 def player_outcome(status: int) -> str:
     """Terminal outcome of a session that stopped on `status`."""
-    return {200: "played", 206: "played", 404: "not_found", 500: "worker_offline"}.get(status, "gave_up")
+    return OUTCOMES.get(status, "gave_up")

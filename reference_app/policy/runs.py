@@ -6,14 +6,14 @@ run it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from loopfix.reference_app.policy.core import Policy
 
 
-@dataclass(frozen=True)
-class RunState:
-    """A recording run as the playback decision sees it; times are policy seconds, None = unset."""
+class RunState(NamedTuple):
+    """A recording run as the playback decision sees it; times are policy seconds, None = unset.
+    (A NamedTuple: immutable, and cheap to build on every poll and sweep.)"""
 
     status: str  # queued | running | retry_wait | done | failed
     created_at: float
