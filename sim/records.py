@@ -192,8 +192,9 @@ def recorder_name(kind: str) -> str:
 def recorders(env: Any, history: Any) -> SimpleNamespace:
     """One recorder per event kind, appending to `history` at `env`'s clock: its values to a
     CompactHistory (and the dict, or its step's fields, to its `feed` of that kind), the
-    record's dict to anything else with `append`. A router (`route(kind)`: where a kind's records go, None for nowhere) gets
-    them as dicts, or, where the function it gives has a `step` (reports.measures.from_record),
+    record's dict to anything else with `append`. A router (`route(kind)`: where a kind's
+    records go, None for nowhere) gets them as dicts, or, where the function it gives has a
+    `step` (policy.events.from_record),
     as that step's keyword arguments: the fields it names, no record built."""
     compact = isinstance(history, CompactHistory)
     feed = history.feed if compact else {}

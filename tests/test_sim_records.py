@@ -96,3 +96,31 @@ def test_a_routed_kind_whose_handler_has_a_step_calls_the_step_with_the_fields_i
     router.route = lambda kind: measures.from_record(needs) if kind == "job.start" else None
     with pytest.raises(ValueError, match="'lead'"):
         recorders(env, router)
+
+
+def test_a_compact_historys_fed_kind_whose_handler_has_a_step_gets_the_fields_and_keeps_the_record():
+    """A CompactHistory's feed handler with a `step` (as policy.events.from_record's, as
+    HistoryMetrics') has its step called with the fields it names, no dict built; the record is
+    kept all the same, and a handler without a step still gets the record's dict."""
+    from loopfix.sim.records import CompactHistory
+
+    got, dicts = [], []
+
+    def job_start(job_id, t, proc):
+        got.append((job_id, t, proc))
+
+    def as_record(e):  # what the recorder must not call: it has the fields
+        got.append(("as a record", e))
+
+    as_record.step = job_start
+    history = CompactHistory(feed={"job.start": as_record, "job.end": dicts.append})
+    env = simpy.Environment()
+    env.run(until=1.23456789)
+    rec = recorders(env, history)
+    rec.job_start("worker-1", job_id="7", call_sid="CA7", attempt=1, worker="worker-1")
+    rec.job_end("worker-1", **sample_fields("job.end"))
+    assert got == [("7", 1.234568, "worker-1")]
+    assert list(history) == [events.event("job.start", 1.23456789, "sim", "worker-1", job_id="7", call_sid="CA7",
+                                          attempt=1, worker="worker-1"),
+                             events.event("job.end", 1.23456789, "sim", "worker-1", **sample_fields("job.end"))]
+    assert dicts == list(history)[1:]

@@ -88,9 +88,10 @@ def handler(e):
 def from_record(step: Callable[..., None]) -> Callable[[Mapping[str, Any]], None]:
     """A consumer's handler of one kind's records (harness.stream's protocol) from its `step`,
     here where the consumers of every layer can reach it (reports.measures.Scan,
-    sim.metrics.HistoryMetrics): a function of one record calling `step` with the record's fields that `step`'s parameters
-    name, in their order (`e[name]`; `e.get(name, default)` where it has a default); `handler.step`
-    is `step`, for a caller that has the fields without a record to read them from."""
+    sim.metrics.HistoryMetrics): a function of one record calling `step` with the record's
+    fields that `step`'s parameters name, in their order (`e[name]`; `e.get(name, default)`
+    where it has a default); `handler.step` is `step`, for a caller that has the fields without
+    a record to read them from (sim.records' recorders)."""
     space: dict[str, Any] = {"step": step}
     arguments = []
     for p in inspect.signature(step).parameters.values():
