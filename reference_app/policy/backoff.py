@@ -7,7 +7,7 @@ each phase with its own budget (`shared_retry_budget`: one budget, as in the see
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from loopfix.reference_app.policy.core import Policy
 
@@ -73,8 +73,7 @@ def run_attempt(retry_count: int, fetch_retry_count: int) -> int:
     return 1 + retry_count + fetch_retry_count
 
 
-@dataclass(frozen=True)
-class RetryDecision:
+class RetryDecision(NamedTuple):
     """What a recording job does when its CallLog or audio is not there yet.
 
     action: 'retry' (schedule attempt `attempt` after `delay_s`), 'raise' (raise and let RQ's

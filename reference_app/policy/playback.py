@@ -8,7 +8,6 @@ Retry-After values come from here too.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from loopfix.reference_app.policy.core import Policy
@@ -19,7 +18,7 @@ from loopfix.reference_app.policy.runs import ACTIVE_RUN_STATUSES, RunState, stu
 class PlaybackState(NamedTuple):
     """What GET /api/recordings/file/<call_sid> knows before it decides. (This, the decision
     and the gate's question are NamedTuples: immutable, and cheap to build on every poll —
-    a frozen dataclass sets each field through object.__setattr__.)"""
+    a frozen dataclass sets each field through object.__setattr__; so is PlaybackAction.)"""
 
     has_recording_url: bool
     file_ready: bool
@@ -105,8 +104,7 @@ def fails_stuck_run(stage: str, p: Policy) -> bool:
     return stage == ("found" if p.has("stuck_failed_before_fail_fast") else "replacing")
 
 
-@dataclass(frozen=True)
-class PlaybackAction:
+class PlaybackAction(NamedTuple):
     """What a poll whose decision is 'start' or 'no_worker' does once the gate has answered
     (the playback mark, 003; the fail-fast count, 002), in this order: mark the stuck run it
     found failed (`fail_stuck`), record a fail-fast trip (`trip`), then either answer `status`
