@@ -30,67 +30,29 @@ from typing import Any, Iterator, Sequence
 
 from loopfix.reference_app.policy.events import EVENT_FIELDS
 
-_TEMPLATE = '''
+# Every recorder starts the same way: the clock read, its rounding reused while it stands still.
+_HEAD = '''
 def {name}(proc, {params}):
     now = env._now
     if now != clock[0]:
         clock[0], clock[1] = now, micro_round(now)
-    append({{{items}"t": clock[1], "kind": {kind!r}, "source": "sim", "proc": proc}})
 '''
-_ROUTED = '''
-def {name}(proc, {params}):
-    now = env._now
-    if now != clock[0]:
-        clock[0], clock[1] = now, micro_round(now)
-    tally[0] += 1
-    {name}_to({{{items}"t": clock[1], "kind": {kind!r}, "source": "sim", "proc": proc}})
-'''
-_COMPACT = '''
-def {name}(proc, {params}):
-    now = env._now
-    if now != clock[0]:
-        clock[0], clock[1] = now, micro_round(now)
-    order({index})
-    extend(({values}clock[1], proc))
-'''
-# a compact history's record that a consumer also reads as it is made (CompactHistory(feed=...))
-_COMPACT_FED = '''
-def {name}(proc, {params}):
-    now = env._now
-    if now != clock[0]:
-        clock[0], clock[1] = now, micro_round(now)
-    t = clock[1]
-    order({index})
-    extend(({values}t, proc))
-    {name}_to({{{items}"t": t, "kind": {kind!r}, "source": "sim", "proc": proc}})
-'''
+_RECORD = '{{{items}"t": clock[1], "kind": {kind!r}, "source": "sim", "proc": proc}}'  # the dict display
+# a record to anything with `append`
+_TEMPLATE = _HEAD + "    append(" + _RECORD + ")\n"
+# a compact history's record: its kind's index, then its values
+_COMPACT = _HEAD + "    order({index})\n    extend(({values}clock[1], proc))\n"
+# ... that a consumer also reads as it is made (CompactHistory(feed=...)), as a dict
+_COMPACT_FED = _COMPACT + "    {name}_to(" + _RECORD + ")\n"
 # ... whose handler has a step taking the record's fields by keyword: those it names, no dict built
-_COMPACT_FED_FIELDS = '''
-def {name}(proc, {params}):
-    now = env._now
-    if now != clock[0]:
-        clock[0], clock[1] = now, micro_round(now)
-    order({index})
-    extend(({values}clock[1], proc))
-    {name}_to({arguments})
-'''
-# a router's kind whose handler has a step taking the record's fields by keyword: those it names
-_ROUTED_FIELDS = '''
-def {name}(proc, {params}):
-    now = env._now
-    if now != clock[0]:
-        clock[0], clock[1] = now, micro_round(now)
-    tally[0] += 1
-    {name}_to({arguments})
-'''
+_COMPACT_FED_FIELDS = _COMPACT + "    {name}_to({arguments})\n"
 # a kind a router sends nowhere: counted, no record built
-_SKIP = '''
-def {name}(proc, {params}):
-    now = env._now
-    if now != clock[0]:
-        clock[0], clock[1] = now, micro_round(now)
-    tally[0] += 1
-'''
+_SKIP = _HEAD + "    tally[0] += 1\n"
+# a router's kind, as a dict
+_ROUTED = _SKIP + "    {name}_to(" + _RECORD + ")\n"
+# a router's kind whose handler has a step taking the record's fields by keyword: those it names
+_ROUTED_FIELDS = _SKIP + "    {name}_to({arguments})\n"
+
 # kind index (a CompactHistory's order) -> the kind; one past the last: a record appended as a dict
 KINDS: tuple[str, ...] = tuple(EVENT_FIELDS)
 _INDEX = {kind: i for i, kind in enumerate(KINDS)}
