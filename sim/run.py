@@ -20,6 +20,7 @@ from loopfix.harness.scenario import Scenario
 from loopfix.reference_app.policy import Policy
 from loopfix.sim.metrics import HistoryMetrics, queue_metrics
 from loopfix.sim.model import simulate_model
+from loopfix.sim.process import gc_paused
 from loopfix.sim.records import CompactHistory
 
 
@@ -90,19 +91,16 @@ def simulate_checked(scenario: Scenario, on_progress: Callable[[float, int], Non
     out = HistoryFile(history_path) if history_path is not None else None
     # The collector stays paused (as simulate_model pauses it) until the checks have given their
     # verdicts and let go of what they kept: then that is freed at once, not scanned first.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        fan = inv.online(policy, also=[metrics], each=out.write if out is not None else None, ordered=True)
-        step = None if on_progress is None else (lambda f: on_progress(f, fan.events))
-        model = simulate_model(scenario, policy, step, history=fan)
-        figures = metrics.result(fan.events)
-        figures.update(queue_metrics(model.samples, scenario.workers.count))
-        run = CheckedRun(scenario, policy, fan.events, fan.verdicts(), figures)
-        fan.close()
-        return run
-    finally:
-        if out is not None:
-            out.close()
-        if was_enabled:
-            gc.enable()
+    with gc_paused():
+        try:
+            fan = inv.online(policy, also=[metrics], each=out.write if out is not None else None, ordered=True)
+            step = None if on_progress is None else (lambda f: on_progress(f, fan.events))
+            model = simulate_model(scenario, policy, step, history=fan)
+            figures = metrics.result(fan.events)
+            figures.update(queue_metrics(model.samples, scenario.workers.count))
+            run = CheckedRun(scenario, policy, fan.events, fan.verdicts(), figures)
+            fan.close()
+            return run
+        finally:
+            if out is not None:
+                out.close()
