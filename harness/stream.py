@@ -114,7 +114,7 @@ class Check:
         h = self.handlers.get(kind)  # type: ignore[arg-type]
         if h is not None:
             f = self.filters.get(kind)  # type: ignore[arg-type]
-            if f is None or e.get(f[0]) in f[1]:
+            if passes(f, e):
                 h(e)
 
     def note(self, order: Any, anomaly: Anomaly) -> None:
@@ -224,7 +224,7 @@ class Fanout:
             return
         for i, h, f in handlers:
             try:
-                if f is None or e.get(f[0]) in f[1]:
+                if passes(f, e):
                     h(e)
             except Exception as exc:  # noqa: BLE001 - reported as that check's verdict
                 self._fail(i, exc)
@@ -272,6 +272,11 @@ class Fanout:
         except Exception as exc:  # noqa: BLE001
             return checker_error(c.name, exc)
 
+
+def passes(f: tuple[str, tuple[Any, ...]] | None, e: Event) -> bool:
+    """Whether a handler with filter `f` (field, values; None: none) reads event `e` (the
+    dispatcher `_dispatcher` generates tests the same, inline)."""
+    return f is None or e.get(f[0]) in f[1]
 
 def _ignore(e: Event) -> None:
     """What a failed check's handler becomes in a dispatcher: its verdict is the error."""
