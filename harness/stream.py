@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Sequence
 
 from loopfix.harness.verdicts import UNKNOWN, Anomaly, Event, Verdict
-from loopfix.reference_app.policy.events import EVENT_FIELDS
+from loopfix.reference_app.policy.events import EVENT_FIELDS, define
 
 Handler = Callable[[Event], None]
 Entry = tuple[int, Handler, "tuple[str, tuple[Any, ...]] | None"]  # a check's index, its handler, its filter
@@ -305,7 +305,7 @@ def _dispatcher(entries: Sequence[Entry], fail: Callable[[int, BaseException], N
         lines += ["    " + line for line in call]
     if len(lines) == 1:
         lines.append("    pass")
-    exec("\n".join(lines), namespace)
+    define("\n".join(lines), namespace, "dispatcher")
     return namespace["dispatch"], hs
 
 

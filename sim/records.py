@@ -28,7 +28,7 @@ from itertools import accumulate
 from types import SimpleNamespace
 from typing import Any, Iterator, Sequence
 
-from loopfix.reference_app.policy.events import EVENT_FIELDS
+from loopfix.reference_app.policy.events import EVENT_FIELDS, define
 
 # Every recorder starts the same way: the clock read, its rounding reused while it stands still.
 _HEAD = '''
@@ -69,8 +69,8 @@ def read(v, i):
 def _reader(kind: str) -> tuple[Any, int]:
     fields = EVENT_FIELDS[kind]
     space: dict[str, Any] = {}
-    exec(_READ.format(items="".join(f"{f!r}: v[i + {j}], " for j, f in enumerate(fields)), n=len(fields),
-                      kind=kind), space)
+    define(_READ.format(items="".join(f"{f!r}: v[i + {j}], " for j, f in enumerate(fields)), n=len(fields),
+                        kind=kind), space, f"reader of {kind}")
     return space["read"], len(fields) + 2
 
 
@@ -193,9 +193,10 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
             if step is not None:  # a handler of records whose step takes their fields
                 template, arguments, to = _ROUTED_FIELDS, _arguments(kind, step), step
             namespace[f"{name}_to"] = to
-        exec(template.format(
+        define(template.format(
             name=name, kind=kind, index=_INDEX[kind], arguments=arguments, params=", ".join(fields),
-            items="".join(f"{f!r}: {f}, " for f in fields), values="".join(f"{f}, " for f in fields)), namespace)
+            items="".join(f"{f!r}: {f}, " for f in fields), values="".join(f"{f}, " for f in fields)), namespace,
+            f"recorder of {kind}")
         made[name] = namespace.pop(name)
     return SimpleNamespace(**made)
 

@@ -100,3 +100,19 @@ def test_ctrl_c_stops_a_load_test_and_every_process_it_started_and_names_the_run
     assert err.strip() == f"interrupted: the partial run stays in {Path('runs') / run_dir.name}"
     assert any(run_dir.glob("*.jsonl"))  # what the processes wrote stays
     assert marked_pids(read_run_info(run_dir)["stack_marker"]) == []  # redis, app, workers, locust: all gone
+
+
+def test_ctrl_c_while_generated_code_is_defined_still_exits_130(tmp_path):
+    """A run defines its recorders and dispatchers from generated source as it starts, where a
+    Ctrl-C often lands; CPython marks a KeyboardInterrupt raised inside exec() of a string as
+    unhandled, and a `python -m` program (as `loopfix` runs) then dies by SIGINT at exit,
+    whatever the code caught (-2, not 130). `define` must not: here the generated source itself
+    raises the interrupt, the program catches it and exits 130."""
+    def exit_code(definition: str) -> int:
+        (tmp_path / "ctrl_c.py").write_text(
+            "import sys\nfrom loopfix.reference_app.policy.events import define\n"
+            f"try:\n    {definition}\nexcept KeyboardInterrupt:\n    sys.exit(130)\n")
+        return subprocess.run([sys.executable, "-m", "ctrl_c"], cwd=tmp_path).returncode
+
+    assert exit_code("define('raise KeyboardInterrupt', {}, 'test')") == 130
+    assert exit_code("exec('raise KeyboardInterrupt', {})") == -signal.SIGINT  # what `define` avoids

@@ -79,6 +79,15 @@ def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
 
+def define(source: str, space: dict[str, Any], what: str) -> None:
+    """Run generated `source` (functions over the record schema: readers, recorders, handlers,
+    dispatchers) in `space`, compiled first. Not `exec(source)`: exec of a string runs through
+    CPython's PyRun_String, which marks a KeyboardInterrupt raised there (Ctrl-C landing while
+    a run builds its code) as unhandled, and the interpreter then dies by SIGINT at exit even
+    though `loopfix` caught it and exited 130."""
+    exec(compile(source, f"<loopfix generated {what}>", "exec"), space)
+
+
 _FROM_RECORD = '''
 def handler(e):
     step({arguments})
@@ -100,7 +109,7 @@ def from_record(step: Callable[..., None]) -> Callable[[Mapping[str, Any]], None
         else:
             space[f"default_{p.name}"] = p.default
             arguments.append(f"e.get({p.name!r}, default_{p.name})")
-    exec(_FROM_RECORD.format(arguments=", ".join(arguments)), space)
+    define(_FROM_RECORD.format(arguments=", ".join(arguments)), space, "handler")
     handler = space.pop("handler")  # its globals are `space`: no cycle keeping `step` alive
     handler.step = step
     return handler
