@@ -57,10 +57,16 @@ def tick_seconds(svc: Services) -> float:
 
 
 class Ticker(threading.Thread):
+    """The ticker thread. Each pass holds `passing`, and the forking worker forks only while
+    holding it too: a work horse forked mid-pass would inherit, held for good, whatever lock
+    the pass held (SQLAlchemy's mapper configuration, SQLite's allocator) and hang on its first
+    query (seen under load: the burst worker stuck in wait_for_horse)."""
+
     def __init__(self, svc: Services, queue_names=QUEUES):
         super().__init__(name="loopfix-ticker", daemon=True)
         self.svc, self.queue_names = svc, queue_names
         self.stop_event = threading.Event()
+        self.passing = threading.Lock()
 
     def run(self) -> None:
         queues = [self.svc.queue(name) for name in self.queue_names]
@@ -69,12 +75,13 @@ class Ticker(threading.Thread):
         since_sweep = sweep_every
         while not self.stop_event.wait(tick):
             try:
-                promote_due(queues, on_promote=self.record_promotion)
-                since_sweep += tick
-                if since_sweep >= sweep_every:
-                    self.svc.coord.worker_beat()
-                    since_sweep = 0.0
-                    cleanup_stuck_recording_jobs(self.svc)
+                with self.passing:
+                    promote_due(queues, on_promote=self.record_promotion)
+                    since_sweep += tick
+                    if since_sweep >= sweep_every:
+                        self.svc.coord.worker_beat()
+                        since_sweep = 0.0
+                        cleanup_stuck_recording_jobs(self.svc)
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 continue  # Redis paused or restarting: try again next tick
             except Exception:
@@ -176,7 +183,15 @@ class LoopfixWorkerMixin:
 
 
 class LoopfixWorker(LoopfixWorkerMixin, Worker):
-    pass
+    """The forking worker: forks its work horse between two ticker passes (Ticker.passing)."""
+
+    fork_guard: threading.Lock | None = None
+
+    def fork_work_horse(self, job, queue):
+        if self.fork_guard is None:
+            return super().fork_work_horse(job, queue)
+        with self.fork_guard:  # the horse never comes back here: RQ's child ends in os._exit
+            return super().fork_work_horse(job, queue)
 
 
 class LoopfixSimpleWorker(LoopfixWorkerMixin, SimpleWorker):
@@ -223,6 +238,7 @@ def run_worker(svc: Services, *, burst: bool = False, simple: bool = False, name
             # work again under a fresh name (the old one may still look registered) until
             # asked to stop, so a Redis restart never leaves the queue without workers.
             worker = worker_class(list(QUEUES), connection=conn, name=f"{name}-r{round_}" if name and round_ else name)
+            worker.fork_guard = ticker.passing
             try:
                 worker.work(burst=burst, with_scheduler=False, logging_level="WARNING")
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):

@@ -5,9 +5,11 @@ the run's own status and history say what they said before; the worker logs one 
 (job id, call_sid, attempt, outcome, seconds) and not RQ's "Job OK"."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 
 import loopfix
+from loopfix.loadtests.stack import descendants
 from loopfix.reference_app.policy import BULK_DELETE_OP
 from loopfix.reference_app.jobs import enqueue_run
 from loopfix.reference_app.models import RecordingRun
@@ -54,9 +57,12 @@ def burst_worker(svc) -> list[str]:
         try:
             rc = proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.send_signal(__import__("signal").SIGABRT)
+            horses = descendants(proc.pid)  # in groups of their own: the worker's end leaves them
+            proc.send_signal(signal.SIGABRT)
             time.sleep(1)
-            proc.kill()
+            for pid in [proc.pid, *horses]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.wait()
             raise AssertionError("the burst worker did not exit:\n" + log.read_text()) from None
     text = log.read_text()
