@@ -54,6 +54,19 @@ class RedisUnavailable(Exception):
     request records no enqueue.result."""
 
 
+class AskedOnce(dict):
+    """key -> ask(key), asked once per key on first use: a policy rule's answer for one of a few
+    values (a path, a reason) that the Policy, being frozen, never changes."""
+
+    def __init__(self, ask: Any):
+        super().__init__()
+        self.ask = ask
+
+    def __missing__(self, key: Any) -> Any:
+        value = self[key] = self.ask(key)
+        return value
+
+
 class JobQueue:
     """FIFO of queue entries with waiting workers: `put` hands an entry to the longest-waiting
     worker or queues it; `take` (a generator) returns the next entry."""
@@ -253,7 +266,10 @@ class World:
         self.download_idempotent = not has("download_not_idempotent")
         self.semaphore_in_api = has("semaphore_in_api")
         self.orphans_swept = not has("orphan_runs_not_swept")
-        self.retry_is_int: dict[str, bool] = {}
+        policy = self.policy
+        self.retry_is_int = AskedOnce(lambda via: P.enqueue_retry_is_int(via, policy))  # via -> retry=3 as an int?
+        # an enqueue's reason -> the one its caller reports
+        self.reported_reason = AskedOnce(lambda reason: P.reported_enqueue_reason(reason, policy))
         self.job_overhead_s = s.workers.job_overhead_s
         self.transcribe_s = s.workers.transcribe_s
         # The sweep asks policy.stuck_reason about every active run every 10 s; most are waiting

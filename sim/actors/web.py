@@ -18,26 +18,50 @@ class Web:
 
     def webhook(self, call: Call, opened: bool = True) -> None:
         """The recording status callback (flows.enqueue.recording_callback): record it and
-        enqueue the full job (000). Handled in the arrival process itself: one webhook per call,
-        nothing to race with (never a replay), so no commit wait and no simulated time passes
-        (drive_enqueue_now). Redis unreachable: 503, Twilio's callback is not retried in the
-        model, the recording is lost. `opened`: whether anyone will open the call's recording
-        (decided at its arrival; insert_run's `remember`)."""
-        flow = recording_callback(call.business_id, call.call_sid, call.recording_sid, call.has_url, False, self.policy)
-        send, record, result = flow.send, self.recorder_of, None
+        enqueue the full job (000) by flows.enqueue.dedup_enqueue. Handled in the arrival
+        process itself: one webhook per call, nothing to race with (never a replay), so no commit
+        wait and no simulated time passes: the run is created at once (insert_run, `remember`:
+        `opened`). Both flows are driven here, in one frame (once per call). Redis unreachable:
+        the database fallback (drive_pending_run), or 503 (RedisUnavailable): Twilio's callback
+        is not retried in the model, the recording is lost. `opened`: whether anyone will open
+        the call's recording (decided at its arrival)."""
+        call_sid = call.call_sid
+        flow = recording_callback(call.business_id, call_sid, call.recording_sid, call.has_url, False, self.policy)
+        send, result = flow.send, None
         while True:
             try:
                 effect = send(result)
             except StopIteration:
                 return
             if effect.__class__ is tuple:  # (Emit, kind, fields)
-                result = record[effect[1]]("web", **effect[2])
-            else:  # Enqueue
+                result = self.recorder_of[effect[1]]("web", **effect[2])
+                continue
+            # Enqueue: the full job via the webhook (WEBHOOK_ENQUEUE)
+            if self.redis_paused:  # Redis unreachable: paused, or restarting
+                if not self.orphans_swept:
+                    return flow.close()  # RedisUnavailable: 503
+                steps = self.drive_pending_run(call, "full", "webhook", wait=False, remember=opened)
                 try:
-                    result = P.reported_enqueue_reason(self.drive_enqueue_now(call, "full", "webhook", opened),
-                                                       self.policy)
-                except RedisUnavailable:
-                    return flow.close()
+                    steps.send(None)
+                except StopIteration as stop:
+                    result = self.reported_reason[stop.value]
+                continue
+            enqueue = dedup_enqueue(call_sid, "full", "webhook", True, self.policy)
+            step, ops, reason = enqueue.send, self.coord.ops, None
+            while True:
+                try:
+                    effect = step(reason)
+                except StopIteration as stop:
+                    result = self.reported_reason[stop.value]
+                    break
+                if effect.__class__ is CreateRun:
+                    try:
+                        self.insert_run(call, "full", "webhook", opened)
+                        reason = True
+                    except EnqueueError:
+                        reason = False
+                else:  # (Coord, op, args)
+                    reason = ops[effect[1]](*effect[2])
 
     def commit_new_run(self, call: Call, job_type: str, via: str) -> Generator:
         """Create the run row and put its job on the queue (insert_run) after the commit's
@@ -60,9 +84,7 @@ class Web:
             self.active_runs[job_id] = run  # the row is the record; the sweeper enqueues it
             self.orphans[job_id] = (run, run.token, None)
             return run
-        retry_is_int = self.retry_is_int.get(via)
-        if retry_is_int is None:  # policy.enqueue_retry_is_int, asked once per path
-            retry_is_int = self.retry_is_int[via] = P.enqueue_retry_is_int(via, self.policy)
+        retry_is_int = self.retry_is_int[via]  # policy.enqueue_retry_is_int, asked once per path
         if self.semaphore_in_api and job_type == "download_only" and not self.redis_paused \
                 and not self.coord.acquire_slot(call.business_id, run.job_id):
             run.status = "failed"  # before: the API takes the download slot, and none was free
@@ -79,7 +101,7 @@ class Web:
         """Seed 001's enqueue with its dedup key; returns 'enqueued' | 'duplicate' | 'error', as
         the caller sees it (policy.reported_enqueue_reason)."""
         reason = yield from self.drive_enqueue(call, job_type, via, dedup)
-        return P.reported_enqueue_reason(reason, self.policy)
+        return self.reported_reason[reason]
 
     def drive_enqueue(self, call: Call, job_type: str, via: str, dedup: bool) -> Generator:
         """Seed 001's enqueue (flows.enqueue.dedup_enqueue, as recordings.enqueue_recording drives it):
@@ -100,34 +122,6 @@ class Web:
                 created = False
             done, value = self.enqueue_steps(flow, created)
         return value
-
-    def drive_enqueue_now(self, call: Call, job_type: str, via: str, remember: bool = True) -> str:
-        """drive_enqueue for a request with nothing to race with (the webhook): the run created
-        with no commit wait (insert_run, `remember` passed on), so no simulated time passes.
-        (enqueue_steps, inline: once per call.)"""
-        if self.redis_paused:  # Redis unreachable: paused, or restarting
-            if not self.orphans_swept:
-                raise RedisUnavailable
-            steps = self.drive_pending_run(call, job_type, via, wait=False, remember=remember)
-            try:
-                steps.send(None)
-            except StopIteration as stop:
-                return stop.value
-        flow = dedup_enqueue(call.call_sid, job_type, via, True, self.policy)
-        send, ops, result = flow.send, self.coord.ops, None
-        while True:
-            try:
-                effect = send(result)
-            except StopIteration as stop:
-                return stop.value
-            if effect.__class__ is CreateRun:
-                try:
-                    self.insert_run(call, job_type, via, remember)
-                    result = True
-                except EnqueueError:
-                    result = False
-            else:  # (Coord, op, args)
-                result = ops[effect[1]](*effect[2])
 
     def enqueue_steps(self, flow, result) -> tuple[bool, str | None]:
         """Send `result` into the enqueue flow and do its Coordination effects until it ends,
