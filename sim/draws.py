@@ -4,8 +4,8 @@ the stream's name, so a change in one concern's draws never shifts another's (sa
 same history)."""
 from __future__ import annotations
 
-import math
 import random
+from math import cos, exp, log, sin, sqrt, tau as TWOPI
 from typing import Any
 
 from loopfix.sim.world import Call
@@ -24,13 +24,31 @@ class Draws:
         r, c = s.recordings, s.calllog
         self.call_shape = (r.url_fraction, r.odd_url_fraction, s.businesses, s.businesses.bit_length(),
                            c.late_fraction, c.late_delay_s, c.commit_delay_s)
+        t = s.twilio
+        self.twilio_shape = (t.slow_fraction, t.slow_range_s, t.latency_median_s, t.latency_sigma)
 
     def download_time(self, t: Any = None) -> float:
-        """How long Twilio takes to serve one recording: lognormal, or the slow tail."""
-        t = t or self.scenario.twilio
-        if self.rng_twilio.random() < t.slow_fraction:
-            return self.rng_twilio.uniform(*t.slow_range_s)
-        return t.latency_median_s * math.exp(t.latency_sigma * self.rng_twilio.gauss(0.0, 1.0))
+        """How long Twilio takes to serve one recording under `t` (default: the scenario's
+        [twilio], read once): lognormal, or the slow tail. Random.uniform and Random.gauss
+        inline (their own formulas, the same draws, gauss's spare value kept on the stream)."""
+        if t is None:
+            slow_fraction, slow_range_s, median_s, sigma = self.twilio_shape
+        else:
+            slow_fraction, slow_range_s, median_s, sigma = (t.slow_fraction, t.slow_range_s, t.latency_median_s,
+                                                            t.latency_sigma)
+        rng = self.rng_twilio
+        draw = rng.random
+        if draw() < slow_fraction:
+            lo, hi = slow_range_s
+            return lo + (hi - lo) * draw()
+        z = rng.gauss_next  # gauss(0.0, 1.0): z itself (0.0 + z * 1.0 is z but for -0.0, and exp(±0) is 1)
+        rng.gauss_next = None
+        if z is None:
+            x2pi = draw() * TWOPI
+            g2rad = sqrt(-2.0 * log(1.0 - draw()))
+            z = cos(x2pi) * g2rad
+            rng.gauss_next = sin(x2pi) * g2rad
+        return median_s * exp(sigma * z)
 
     def fetch_fails(self) -> bool:
         return self.rng_twilio.random() < self.twilio.fault_rate
@@ -54,7 +72,7 @@ class Draws:
         else:  # late or not, then a uniform delay: a + (b - a) * random(), as Random.uniform
             lo, hi = late_s if draw() < late_fraction else commit_s
             calllog_at = now + (lo + (hi - lo) * draw())
-        num = f"{n:06d}"
+        num = str(n).zfill(6)  # f"{n:06d}" (n > 0), for less
         # positional, in Call's field order: call_sid, recording_sid, business_id, has_url,
         # calllog_at, download_s, archive, served (draws in the same order as ever)
         return Call("CA" + num, "RE" + num, 1 + business, has_url, calllog_at, self.download_time(), archive,
