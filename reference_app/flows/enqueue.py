@@ -11,20 +11,16 @@ back on the database, `pending_run` below, in both).
 """
 from __future__ import annotations
 
+from functools import cache
+
 from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, Flow
 from loopfix.reference_app.policy import Policy, enqueue_status, recording_callback_enqueues
 
 
-_CREATE_RUN: dict[tuple[str, str], CreateRun] = {}
 WEBHOOK_ENQUEUE = Enqueue("full", "webhook", True)
-
-
-def create_run(job_type: str, via: str) -> CreateRun:
-    """The CreateRun effect for (job type, path), built once (the model enqueues on every call)."""
-    effect = _CREATE_RUN.get((job_type, via))
-    if effect is None:
-        effect = _CREATE_RUN[(job_type, via)] = CreateRun(job_type, via)
-    return effect
+# create_run(job_type, via): the CreateRun effect for (job type, path), built once (the model
+# enqueues on every call), and looked up without a Python call
+create_run = cache(CreateRun)
 
 
 def dedup_enqueue(call_sid: str, job_type: str, via: str, dedup: bool, p: Policy) -> Flow:
