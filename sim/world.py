@@ -270,6 +270,7 @@ class World:
         self.retry_is_int = AskedOnce(lambda via: P.enqueue_retry_is_int(via, policy))  # via -> retry=3 as an int?
         # an enqueue's reason -> the one its caller reports
         self.reported_reason = AskedOnce(lambda reason: P.reported_enqueue_reason(reason, policy))
+        self.enqueue_retry_max = policy.enqueue_retry_max
         self.job_overhead_s = s.workers.job_overhead_s
         self.transcribe_s = s.workers.transcribe_s
         # The sweep asks policy.stuck_reason about every active run every 10 s; most are waiting

@@ -77,19 +77,21 @@ class Web:
         held to the end of the run (a sweep point's 100 k calls)."""
         self._ids = n = self._ids + 1  # next_id()
         job_id = str(n)
-        run = Run(job_id, call, job_type, "queued", self.env._now, self.policy.enqueue_retry_max)
+        run = Run(job_id, call, job_type, "queued", self.env._now, self.enqueue_retry_max)
         if remember:
             self.latest_run[call.call_sid] = run
-        if self.redis_paused and self.orphans_swept:  # Redis unreachable: paused, or restarting
-            self.active_runs[job_id] = run  # the row is the record; the sweeper enqueues it
-            self.orphans[job_id] = (run, run.token, None)
-            return run
-        retry_is_int = self.retry_is_int[via]  # policy.enqueue_retry_is_int, asked once per path
-        if self.semaphore_in_api and job_type == "download_only" and not self.redis_paused \
+        if self.redis_paused:  # Redis unreachable: paused, or restarting
+            if self.orphans_swept:
+                self.active_runs[job_id] = run  # the row is the record; the sweeper enqueues it
+                self.orphans[job_id] = (run, run.token, None)
+                return run
+            run.status = "failed"
+            raise EnqueueError("enqueue raised")
+        if self.semaphore_in_api and job_type == "download_only" \
                 and not self.coord.acquire_slot(call.business_id, run.job_id):
             run.status = "failed"  # before: the API takes the download slot, and none was free
             raise EnqueueError("no download slot free")
-        if self.redis_paused or retry_is_int:
+        if self.retry_is_int[via]:  # policy.enqueue_retry_is_int, asked once per path
             run.status = "failed"
             raise EnqueueError("enqueue raised")
         self.active_runs[job_id] = run
