@@ -12,6 +12,8 @@ from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request, 
 from loopfix.reference_app.flows.playback import PollCall, poll
 from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run
 
+_END = object()  # next(flow, _END): the flow has ended
+
 
 class Web:
     """The app's request handlers in simulated time."""
@@ -29,10 +31,17 @@ class Web:
         flow = recording_callback(call.business_id, call_sid, call.recording_sid, call.has_url, False, self.policy)
         send, result = flow.send, None
         while True:
-            try:
-                effect = send(result)
-            except StopIteration:
-                return
+            # flow.send(result); for None (a record's answer), next(flow, _END): the same step,
+            # and the flow's end without a StopIteration to catch (its value is not needed)
+            if result is None:
+                effect = next(flow, _END)
+                if effect is _END:
+                    return
+            else:
+                try:
+                    effect = send(result)
+                except StopIteration:
+                    return
             if effect.__class__ is tuple:  # (Emit, kind, fields)
                 result = self.recorder_of[effect[1]]("web", **effect[2])
                 continue
