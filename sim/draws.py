@@ -56,7 +56,7 @@ class Draws:
     def new_call(self, archive: bool = False) -> Call:
         """A call and its recording, drawn from the calls stream in a fixed order: has a URL, an
         odd URL, its business, when its CallLog commits (late or not), then Twilio's time."""
-        self._ids = n = self._ids + 1
+        n = next(self.ids)
         now, rng = self.env._now, self.rng_calls
         draw = rng.random
         url_fraction, odd_fraction, businesses, bits, late_fraction, late_s, commit_s = self.call_shape

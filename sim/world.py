@@ -12,6 +12,7 @@ import math
 import sys
 from collections import deque
 from dataclasses import dataclass
+from itertools import count
 from typing import Any, Generator
 
 import simpy
@@ -229,7 +230,7 @@ class World:
         self.active_runs: dict[str, Run] = {}
         self.leads: dict[int, set[int]] = {}
         self.lead_jobs: dict[int, list[LeadJob]] = {}
-        self._ids = 0
+        self.ids = count(1)  # the model's ids, one counter: calls, dedup tokens, runs, lead jobs
         self._clients = 0
         self.worker_down = [False] * s.workers.count
         self.worker_wake = [self.env.event() for _ in range(s.workers.count)]
@@ -259,8 +260,9 @@ class World:
         self.all_down_since = 0.0
         self.beats = not self.policy.has("no_heartbeat")
         # the shared state, through the Coordination contract (sim.coordination)
-        self.coord = ModelCoordination(self.policy, self.env, new_token=self.next_id, claims_refreshed=self.beats,
-                                       alive=self.worker_alive)
+        # (a dedup token: next_id's, from a C callable on the same counter: no Python frame per claim)
+        self.coord = ModelCoordination(self.policy, self.env, new_token=map(repr, self.ids).__next__,
+                                       claims_refreshed=self.beats, alive=self.worker_alive)
         # Faults asked about on every job or request, read once (the Policy is frozen).
         has = self.policy.has
         self.download_idempotent = not has("download_not_idempotent")
@@ -314,8 +316,7 @@ class World:
         self.__dict__.clear()
 
     def next_id(self) -> str:
-        self._ids += 1
-        return str(self._ids)
+        return str(next(self.ids))
 
     def worker_alive(self) -> bool:
         """The workers' liveness key: set by any live worker, lapsing heartbeat_timeout_s after

@@ -84,8 +84,7 @@ class Web:
         unreachable): `remember=False` for a call no request will be about (nobody opens its
         recording), so that its run and call are freed once the job is done instead of being
         held to the end of the run (a sweep point's 100 k calls)."""
-        self._ids = n = self._ids + 1  # next_id()
-        job_id = str(n)
+        job_id = str(next(self.ids))  # next_id()
         run = Run(job_id, call, job_type, "queued", self.env._now, self.enqueue_retry_max)
         if remember:
             self.latest_run[call.call_sid] = run
