@@ -78,12 +78,14 @@ class ModelCoordination:
         self.inflight.clear()
 
     # ----------------------------------------------------------------- enqueue dedup (001, 004)
+    # The key "dedup:<call_sid>:<job_type>" is held as the tuple ("dedup", call_sid, job_type):
+    # the same key, no string to build and hash on every enqueue.
 
     def claim_dedup(self, call_sid: str, job_type: str) -> str | None:
         # a claim kept after a failed enqueue (`dedup_set_before_enqueue`) needs no owner token
         token = "enqueued" if self.claims_kept else self.new_token()
         # SET NX PX, as KeyStore.set(..., nx=True) does it, inline: once per enqueue
-        keys, key, now = self.keys, f"dedup:{call_sid}:{job_type}", self.clock._now
+        keys, key, now = self.keys, ("dedup", call_sid, job_type), self.clock._now
         data = keys._data
         held = data.get(key)
         if held is not None and held[1] > now:
@@ -94,17 +96,17 @@ class ModelCoordination:
         return token
 
     def release_dedup(self, call_sid: str, job_type: str, token: str) -> bool:
-        key, now = f"dedup:{call_sid}:{job_type}", self.clock._now
+        key, now = ("dedup", call_sid, job_type), self.clock._now
         return self.keys.get(key, now) == token and self.keys.delete(key, now)
 
     def dedup_held(self, call_sid: str, job_type: str) -> bool:
-        return self.keys.exists(f"dedup:{call_sid}:{job_type}", self.clock._now)
+        return self.keys.exists(("dedup", call_sid, job_type), self.clock._now)
 
     def set_dedup(self, call_sid: str, job_type: str) -> None:
-        self.keys.set(f"dedup:{call_sid}:{job_type}", "enqueued", self.clock._now, self.dedup_ttl_s)
+        self.keys.set(("dedup", call_sid, job_type), "enqueued", self.clock._now, self.dedup_ttl_s)
 
     def clear_dedup(self, call_sid: str, job_type: str) -> None:
-        self.keys.delete(f"dedup:{call_sid}:{job_type}", self.clock._now)
+        self.keys.delete(("dedup", call_sid, job_type), self.clock._now)
 
     # ----------------------------------------------------------------- playback mark, fail-fast
 

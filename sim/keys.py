@@ -16,14 +16,15 @@ PURGE_FLOOR = 1024  # keys held before the first purge of expired ones
 
 
 class KeyStore:
-    """A dict of key -> (value, expires_at); expires_at = inf keeps a key forever.
+    """A dict of key -> (value, expires_at); expires_at = inf keeps a key forever. A key is a
+    string, or a tuple of its parts standing for one (sim.coordination's dedup keys).
 
     A key whose TTL ran out is gone for every operation, as in Redis; it is also dropped from
     memory whenever the store has doubled since the last purge (`purge`), so a long run holds
     the keys that live, not one per call it ever saw (a dedup mark per enqueue)."""
 
     def __init__(self) -> None:
-        self._data: dict[str, tuple[Any, float]] = {}
+        self._data: dict[Any, tuple[Any, float]] = {}
         self.purge_at = PURGE_FLOOR
 
     def purge(self, now: float) -> None:
