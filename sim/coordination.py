@@ -79,7 +79,7 @@ class ModelCoordination:
 
     # ----------------------------------------------------------------- enqueue dedup (001, 004)
     # The key "dedup:<call_sid>:<job_type>" is held as the tuple ("dedup", call_sid, job_type):
-    # the same key, no string to build and hash on every enqueue.
+    # the same key, no string to build and hash on every enqueue (sim.keys).
 
     def claim_dedup(self, call_sid: str, job_type: str) -> str | None:
         # a claim kept after a failed enqueue (`dedup_set_before_enqueue`) needs no owner token
@@ -109,11 +109,12 @@ class ModelCoordination:
         self.keys.delete(("dedup", call_sid, job_type), self.clock._now)
 
     # ----------------------------------------------------------------- playback mark, fail-fast
+    # The mark "playback:<business_id>:<call_sid>" is held as ("playback", business_id, call_sid).
 
     def mark_playback(self, business_id: int, call_sid: str) -> bool:
         if self.every_click:
             return True
-        key, now, ttl = f"playback:{business_id}:{call_sid}", self.clock._now, self.p.playback_mark_ttl_s
+        key, now, ttl = ("playback", business_id, call_sid), self.clock._now, self.p.playback_mark_ttl_s
         if self.check_then_mark:
             if self.keys.exists(key, now):
                 return False
@@ -121,10 +122,10 @@ class ModelCoordination:
         return self.keys.set(key, "1", now, ttl, nx=True)
 
     def playback_marked(self, business_id: int, call_sid: str) -> bool:
-        return self.keys.exists(f"playback:{business_id}:{call_sid}", self.clock._now)
+        return self.keys.exists(("playback", business_id, call_sid), self.clock._now)
 
     def set_playback_mark(self, business_id: int, call_sid: str) -> None:
-        self.keys.set(f"playback:{business_id}:{call_sid}", "1", self.clock._now, self.p.playback_mark_ttl_s)
+        self.keys.set(("playback", business_id, call_sid), "1", self.clock._now, self.p.playback_mark_ttl_s)
 
     def count_attempt(self, call_sid: str) -> int:
         now = self.clock._now
