@@ -25,6 +25,9 @@ from loopfix.sim.coordination import ModelCoordination
 from loopfix.sim.process import Proc, Waiters
 from loopfix.sim.records import recorder_name, recorders
 
+new_tuple = tuple.__new__  # a NamedTuple built from its values, as its _make does, without a Python frame
+RunState = P.RunState
+assert RunState._fields == ("status", "created_at", "started_at", "heartbeat_at", "next_attempt_at")
 REDIS_RTT_S = 0.001  # one Redis round trip: the gap inside a check-then-set
 DB_COMMIT_S = 0.01  # one database commit (create a run row, insert a job row)
 SAMPLE_INTERVAL_S = 60.0  # queue depth / utilisation sampling
@@ -154,7 +157,8 @@ class Run:
         hb = self.heartbeat_at
         if self.alive_since is not None and self.status == "running":
             hb = now - ((now - self.alive_since) % beat_s)
-        return P.RunState(self.status, self.created_at, self.started_at, hb, self.next_attempt_at)
+        # P.RunState(...), by new_tuple: once per poll and per run swept
+        return new_tuple(RunState, (self.status, self.created_at, self.started_at, hb, self.next_attempt_at))
 
 
 @dataclass(slots=True)

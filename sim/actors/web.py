@@ -10,9 +10,10 @@ from loopfix.reference_app import policy as P
 from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Enqueue, FailStuck
 from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request, pending_run, recording_callback
 from loopfix.reference_app.flows.playback import PollCall, poll
-from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run
+from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run, new_tuple
 
 _END = object()  # next(flow, _END): the flow has ended
+assert PollCall._fields == ("business_id", "call_sid", "has_recording_url", "file_ready", "run")  # new_tuple
 
 
 class Web:
@@ -175,8 +176,8 @@ class Web:
         if call.archive is False and now < call.calllog_at:
             return 404, None, False
         run = self.latest_run.get(call.call_sid)
-        flow = poll(PollCall(call.business_id, call.call_sid, call.has_url, call.file_ready,
-                             run.state(now, p.heartbeat_interval_s) if run else None), now, p)
+        flow = poll(new_tuple(PollCall, (call.business_id, call.call_sid, call.has_url, call.file_ready,
+                                          run.state(now, p.heartbeat_interval_s) if run else None)), now, p)
         ops, send, result = self.coord.ops, flow.send, None
         while True:
             try:
