@@ -17,6 +17,7 @@ same keys in the same order, so verdicts print exactly what the history holds.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Iterable, Sequence
 
 from loopfix.harness.verdicts import UNKNOWN, Anomaly, Event, Verdict
@@ -196,7 +197,10 @@ class Fanout:
         self._routed = True
         entries = self._table.get(kind, ())
         dispatch, hs = _dispatcher(entries, self._fail, self._also)
-        self._lists[kind] = ([i for i, _, _ in entries], hs)
+        dispatch.step, steps = _fields_dispatcher(kind, entries, self._fail, self._also)  # type: ignore[attr-defined]
+        indices = [i for i, _, _ in entries]
+        self._lists[kind] = (indices, hs)
+        self._lists[kind + " fields"] = (indices, steps)
         return dispatch
 
     def append(self, e: Event) -> None:
@@ -278,8 +282,8 @@ def passes(f: tuple[str, tuple[Any, ...]] | None, e: Event) -> bool:
     dispatcher `_dispatcher` generates tests the same, inline)."""
     return f is None or e.get(f[0]) in f[1]
 
-def _ignore(e: Event) -> None:
-    """What a failed check's handler becomes in a dispatcher: its verdict is the error."""
+def _ignore(*args: Any, **fields: Any) -> None:
+    """What a failed check's handler (or step) becomes in a dispatcher: its verdict is the error."""
 
 
 def _dispatcher(entries: Sequence[Entry], fail: Callable[[int, BaseException], None],
@@ -307,6 +311,78 @@ def _dispatcher(entries: Sequence[Entry], fail: Callable[[int, BaseException], N
         lines.append("    pass")
     define("\n".join(lines), namespace, "dispatcher")
     return namespace["dispatch"], hs
+
+
+def _fields_dispatcher(kind: str, entries: Sequence[Entry], fail: Callable[[int, BaseException], None],
+                       also: Callable[[Event], None] | None) -> tuple[Callable[..., None], list[Any]]:
+    """_dispatcher's twin for a source that has a `kind` record's fields rather than the record
+    (sim.records' recorders: `dispatch(<fields>, t, proc)`, its `source` "sim"): a handler with
+    a `step` (policy.events.from_record) is called with the fields its step names, any other
+    with the record, built only then — once, and only if a filter lets such a handler read it.
+    A step's parameter `record` is given the record's values as a tuple in its kind's key order
+    (what keep_canonical keeps). Filters are tested on the fields as _dispatcher tests them."""
+    keys = CANONICAL[kind]
+    value = {k: k for k in EVENT_FIELDS[kind]}
+    value.update(t="t", kind=repr(kind), source='"sim"', proc="proc")
+    assert not any(k.startswith("_") for k in value), "a dispatcher's own names start with _"
+    display = "{" + ", ".join(f"{k!r}: {value[k]}" for k in keys) + "}"
+    make = {"_e": display, "_r": "(" + ", ".join(value[k] for k in keys) + ",)"}
+    steps: list[Any] = []
+    namespace: dict[str, Any] = {"_ss": steps, "_fail": fail, "_also": also}
+    lines = [f"def dispatch({', '.join((*EVENT_FIELDS[kind], 't', 'proc'))}, _ss=_ss, _fail=_fail, _also=_also):"]
+    state = {"_e": "no", "_r": "no"}  # the record as a dict, as a tuple: not built, maybe built, built
+
+    def need(name: str, indent: str) -> None:
+        if state[name] == "yes":
+            return
+        if indent or state[name] == "maybe":
+            lines.extend([f"    {indent}if {name} is None:", f"    {indent}    {name} = {make[name]}"])
+            state[name] = "maybe" if indent else "yes"
+        else:
+            lines.append(f"    {name} = {make[name]}")
+            state[name] = "yes"
+
+    if also is not None:
+        need("_e", "")
+        lines.append("    _also(_e)")
+    for j, (i, h, f) in enumerate(entries):
+        indent = ""
+        if f is not None:
+            namespace[f"_w{j}"] = tuple(f[1])
+            if f[0] in EVENT_FIELDS[kind] or f[0] in ("t", "proc"):
+                lines.append(f"    if {f[0]} in _w{j}:")
+                indent = "    "
+            elif {"kind": kind, "source": "sim"}.get(f[0]) not in f[1]:
+                steps.append(h)
+                continue  # no record of this kind passes
+        step, args, uses = getattr(h, "step", None), [], "_e"
+        if step is not None:
+            uses, keyword_only = "", False
+            for p in inspect.signature(step).parameters.values():
+                if p.name == "record":
+                    arg, uses = "_r", "_r"
+                elif p.name in value:
+                    arg = value[p.name]
+                elif p.default is not p.empty:
+                    keyword_only = True
+                    continue
+                else:  # a field the record lacks: the handler reads the record itself
+                    step, uses = None, "_e"
+                    break
+                args.append(f"{p.name}={arg}" if keyword_only else arg)
+        steps.append(h if step is None else step)
+        if uses:
+            need(uses, indent)
+        call = f"_ss[{j}]({', '.join(args) if step is not None else '_e'})"
+        lines += [f"    {indent}try:", f"    {indent}    {call}", f"    {indent}except Exception as exc:",
+                  f"    {indent}    _fail({i}, exc)"]
+    for name in ("_e", "_r"):
+        if any(line.endswith(f"if {name} is None:") for line in lines):
+            lines.insert(1, f"    {name} = None")
+    if len(lines) == 1:
+        lines.append("    pass")
+    define("\n".join(lines), namespace, f"dispatcher of {kind} fields")
+    return namespace["dispatch"], steps
 
 
 def check(c: Check, history: Iterable[Event]) -> Verdict:
