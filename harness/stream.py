@@ -21,7 +21,7 @@ import inspect
 from typing import Any, Callable, Iterable, Sequence
 
 from loopfix.harness.verdicts import UNKNOWN, Anomaly, Event, Verdict
-from loopfix.reference_app.policy.events import EVENT_FIELDS, define
+from loopfix.reference_app.policy.events import EVENT_FIELDS, define, from_record
 
 Handler = Callable[[Event], None]
 Entry = tuple[int, Handler, "tuple[str, tuple[Any, ...]] | None"]  # a check's index, its handler, its filter
@@ -47,7 +47,10 @@ class Shaped:
 def keep(e: Event) -> Kept:
     """A compact copy of `e` for a verdict that may name it later: its values in a tuple (its
     keys are its kind's, in the model's order), or beside its own key names (shared by every
-    event of that shape)."""
+    event of that shape); a record given as its values (a tuple: harness.stream's dispatchers
+    hand a step's `record` so) is kept as it is."""
+    if type(e) is tuple:
+        return e
     if e is _last[0]:
         return _last[1]
     keys = tuple(e)
@@ -61,6 +64,8 @@ def keep(e: Event) -> Kept:
 
 def keep_canonical(e: Event) -> Kept:
     """keep() for an event whose keys are its kind's in the model's order (a sim.records record)."""
+    if type(e) is tuple:
+        return e
     if e is _last[0]:
         return _last[1]
     kept = _last[1] = tuple(e.values())
@@ -72,6 +77,20 @@ def restore(kept: Kept) -> dict[str, Any]:
     if type(kept) is tuple:
         return dict(zip(CANONICAL[kept[-3]], kept))
     return dict(zip(kept.keys, kept.values))
+
+
+def event_of(record: Any) -> Event:
+    """A step's `record` as an event (a dict): a dispatcher's tuple of values restored, a dict as it is."""
+    return restore(record) if type(record) is tuple else record
+
+
+def handler_of(f: Callable[..., None]) -> Handler:
+    """A check's handler from `f`: `f` itself when it reads whole events (its one parameter is
+    `e`), else a step of the fields it names (policy.events.from_record: a dispatcher of the
+    model's records then calls it with those fields, and `record` for one it may keep)."""
+    if list(inspect.signature(f).parameters) == ["e"]:
+        return f
+    return from_record(f)
 
 
 def kept_get(kept: Kept, key: str, default: Any = None) -> Any:
