@@ -202,14 +202,18 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
 
 
 def _arguments(kind: str, step: Any) -> str:
-    """The call of `step` with the fields of a `kind` record that it names, by keyword; a field it
-    names that the record lacks keeps the step's default."""
+    """The call of `step` with the fields of a `kind` record that it names (by position up to the
+    first parameter the record has no value for, by keyword after); a parameter the record
+    lacks keeps the step's default."""
     value = {f: f for f in EVENT_FIELDS[kind]}
     value.update(t="clock[1]", kind=repr(kind), source='"sim"', proc="proc")
-    named = []
+    named, by_position = [], True  # positional until a parameter is left to its default
     for p in inspect.signature(step).parameters.values():
         if p.name in value:
-            named.append(f"{p.name}={value[p.name]}")
+            positional = by_position and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            named.append(value[p.name] if positional else f"{p.name}={value[p.name]}")
         elif p.default is p.empty:
             raise ValueError(f"{kind!r} records have no {p.name!r} for {step.__qualname__}")
+        else:
+            by_position = False
     return ", ".join(named)
