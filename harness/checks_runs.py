@@ -16,7 +16,7 @@ from typing import Any
 
 from loopfix.harness.bounds import expected_delay, player_time_bound, retry_phase_of
 from loopfix.harness.query import promotable_at
-from loopfix.harness.stream import Check, event_of, handler_of, restore
+from loopfix.harness.stream import Check, event_of, handler_of, kept_get, restore
 from loopfix.harness.verdicts import Anomaly, Event, Verdict, verdict
 from loopfix.reference_app import policy as policy_mod
 from loopfix.reference_app.policy import Policy
@@ -41,34 +41,35 @@ class LoopsTerminate(Check):
         self.runs: dict[Any, Any] = {}
         self.deferred: set[Any] = set()  # jobs whose last job.end was a slot deferral
         self.most_runs = 0
-        self.handlers = {"client.start": self.on_client_start, "client.request": self.on_request,
-                         "client.end": self.on_client_end, "job.start": handler_of(self.on_start),
+        self.handlers = {"client.start": handler_of(self.on_client_start), "client.request": handler_of(self.on_request),
+                         "client.end": handler_of(self.on_client_end), "job.start": handler_of(self.on_start),
                          "job.end": handler_of(self.on_end)}
 
-    def session(self, e: Event) -> tuple[tuple[Any, Any], list[Any]]:
-        key = (e.get("client"), e.get("session"))
+    def session(self, key: tuple[Any, Any]) -> list[Any]:
         s = self.open.get(key)
         if s is None:
             s = self.open[key] = [self.sessions, None, None, None, 0, 0, None]
             self.sessions += 1
-        return key, s
+        return s
 
-    def on_client_start(self, e: Event) -> None:
-        self.session(e)[1][1] = e
+    def on_client_start(self, client: Any = None, session: Any = None, record: Any = None) -> None:
+        self.session((client, session))[1] = self.keep(record)
 
-    def on_request(self, e: Event) -> None:
-        s = self.session(e)[1]
+    def on_request(self, client: Any = None, session: Any = None, latency_s: Any = None, record: Any = None) -> None:
+        s = self.session((client, session))
+        kept = self.keep(record)
         if s[2] is None:
-            s[2] = e
-        s[3] = e
+            s[2] = kept
+        s[3] = kept
         n = s[4] = s[4] + 1
-        s[5] += float(e.get("latency_s") or 0.0)
+        s[5] += float(latency_s or 0.0)
         if n > self.most_requests:
             self.most_requests = n
 
-    def on_client_end(self, e: Event) -> None:
-        key, s = self.session(e)
-        s[6] = e
+    def on_client_end(self, client: Any = None, session: Any = None, record: Any = None) -> None:
+        key = (client, session)
+        s = self.session(key)
+        s[6] = self.keep(record)
         if self.ordered:  # the model's stream: nothing of a session follows its end, judge it now
             del self.open[key]
             self._judge(key, s)
@@ -77,25 +78,27 @@ class LoopsTerminate(Check):
     def _judge(self, key: tuple[Any, Any], s: list[Any]) -> None:
         seq, start, first_req, last_req, nreqs, latency, end = s
         first = start or (first_req if nreqs else end)
-        n = max(nreqs, int((end or {}).get("requests") or 0))
+        n = max(nreqs, int((kept_get(end, "requests") if end is not None else None) or 0))
         bound_s = self.time_bound + latency
         if n > self.max_requests:
             kind = "unbounded-session" if end else "looping-session"
             found = (kind, {"bound": self.max_requests, "ended": end is not None})
         elif end is None:
-            age = self.end_t - float(first["t"])
+            age = self.end_t - float(kept_get(first, "t"))
             if age <= bound_s:
                 return
             found = ("unterminated-session", {"age_s": age, "bound_s": bound_s})
-        elif end.get("outcome") not in TERMINAL_OUTCOMES:
-            found = ("non-terminal-outcome", {"outcome": end.get("outcome")})
-        elif float(end["t"]) - float(first["t"]) > bound_s:
-            found = ("session-too-long", {"duration_s": float(end["t"]) - float(first["t"]), "bound_s": bound_s})
+        elif kept_get(end, "outcome") not in TERMINAL_OUTCOMES:
+            found = ("non-terminal-outcome", {"outcome": kept_get(end, "outcome")})
+        elif float(kept_get(end, "t")) - float(kept_get(first, "t")) > bound_s:
+            duration = float(kept_get(end, "t")) - float(kept_get(first, "t"))
+            found = ("session-too-long", {"duration_s": duration, "bound_s": bound_s})
         else:
             return  # a session that ended in time: the common case, nothing built
         client, session = key
-        facts = {"client": client, "session": session, "call_sid": first.get("call_sid"), "requests": n, **found[1]}
-        self.note(seq, Anomaly(found[0], facts, tuple(w for w in (start, first_req, last_req, end) if w)))
+        facts = {"client": client, "session": session, "call_sid": kept_get(first, "call_sid"), "requests": n,
+                 **found[1]}
+        self.note(seq, Anomaly(found[0], facts, tuple(restore(w) for w in (start, first_req, last_req, end) if w)))
 
     def on_end(self, outcome: Any = None, job_id: Any = None) -> None:
         if outcome == "deferred":
