@@ -178,7 +178,8 @@ class Fanout:
         self._also = also
         # routed kinds -> (their checks' indices, the handlers their dispatcher calls): a failed
         # check's handlers become _ignore there
-        self._lists: dict[str, tuple[list[int], list[Handler]]] = {}
+        # (and a fields dispatcher's refresh, to call after)
+        self._lists: dict[str, tuple[list[int], list[Any], Callable[[], None] | None]] = {}
         self._routed = False
         self._build()
 
@@ -194,10 +195,12 @@ class Fanout:
             filters = getattr(c, "filters", None) or {}
             for kind, h in c.handlers.items():
                 table.setdefault(kind, []).append((i, h, filters.get(kind)))
-        for idx, hs in self._lists.values():
+        for idx, hs, refresh in self._lists.values():
             for j, i in enumerate(idx):
                 if i in self.failed:
                     hs[j] = _ignore
+            if refresh is not None:
+                refresh()
         self._table = {k: tuple(v) for k, v in table.items()}
 
     def _fail(self, i: int, exc: BaseException) -> None:
@@ -216,10 +219,10 @@ class Fanout:
         self._routed = True
         entries = self._table.get(kind, ())
         dispatch, hs = _dispatcher(entries, self._fail, self._also)
-        dispatch.step, steps = _fields_dispatcher(kind, entries, self._fail, self._also)  # type: ignore[attr-defined]
+        dispatch.step, steps, refresh = _fields_dispatcher(kind, entries, self._fail, self._also)  # type: ignore[attr-defined]
         indices = [i for i, _, _ in entries]
-        self._lists[kind] = (indices, hs)
-        self._lists[kind + " fields"] = (indices, steps)
+        self._lists[kind] = (indices, hs, None)
+        self._lists[kind + " fields"] = (indices, steps, refresh)
         return dispatch
 
     def append(self, e: Event) -> None:
@@ -279,8 +282,10 @@ class Fanout:
         for the cyclic garbage collector to scan it all (0.5 CPU s after a 24 h day)."""
         for c in self.checks:
             c.handlers = {}
-        for _, hs in self._lists.values():
+        for _, hs, refresh in self._lists.values():
             hs[:] = [_ignore] * len(hs)
+            if refresh is not None:
+                refresh()
         self.checks, self._table, self._lists = [], {}, {}
 
     def verdict_of(self, i: int) -> Verdict:
@@ -333,13 +338,15 @@ def _dispatcher(entries: Sequence[Entry], fail: Callable[[int, BaseException], N
 
 
 def _fields_dispatcher(kind: str, entries: Sequence[Entry], fail: Callable[[int, BaseException], None],
-                       also: Callable[[Event], None] | None) -> tuple[Callable[..., None], list[Any]]:
+                       also: Callable[[Event], None] | None) -> tuple[Callable[..., None], list[Any], Callable[[], None]]:
     """_dispatcher's twin for a source that has a `kind` record's fields rather than the record
     (sim.records' recorders: `dispatch(<fields>, t, proc)`, its `source` "sim"): a handler with
     a `step` (policy.events.from_record) is called with the fields its step names, any other
     with the record, built only then — once, and only if a filter lets such a handler read it.
     A step's parameter `record` is given the record's values as a tuple in its kind's key order
-    (what keep_canonical keeps). Filters are tested on the fields as _dispatcher tests them."""
+    (what keep_canonical keeps). Filters are tested on the fields as _dispatcher tests them.
+    Its steps are its defaults (fast locals): after replacing one in the list it returns,
+    `refresh()` makes the dispatcher call the list's."""
     keys = CANONICAL[kind]
     value = {k: k for k in EVENT_FIELDS[kind]}
     value.update(t="t", kind=repr(kind), source='"sim"', proc="proc")
@@ -347,8 +354,9 @@ def _fields_dispatcher(kind: str, entries: Sequence[Entry], fail: Callable[[int,
     display = "{" + ", ".join(f"{k!r}: {value[k]}" for k in keys) + "}"
     make = {"_e": display, "_r": "(" + ", ".join(value[k] for k in keys) + ",)"}
     steps: list[Any] = []
-    namespace: dict[str, Any] = {"_ss": steps, "_fail": fail, "_also": also}
-    lines = [f"def dispatch({', '.join((*EVENT_FIELDS[kind], 't', 'proc'))}, _ss=_ss, _fail=_fail, _also=_also):"]
+    namespace: dict[str, Any] = {"_fail": fail, "_also": also}
+    own = "".join(f", _s{j}=_s{j}" for j in range(len(entries)))  # the steps: fast locals, set by `refresh`
+    lines = [f"def dispatch({', '.join((*EVENT_FIELDS[kind], 't', 'proc'))}{own}, _fail=_fail, _also=_also):"]
     state = {"_e": "no", "_r": "no"}  # the record as a dict, as a tuple: not built, maybe built, built
 
     def need(name: str, indent: str) -> None:
@@ -373,26 +381,30 @@ def _fields_dispatcher(kind: str, entries: Sequence[Entry], fail: Callable[[int,
                 indent = "    "
             elif {"kind": kind, "source": "sim"}.get(f[0]) not in f[1]:
                 steps.append(h)
+                namespace[f"_s{j}"] = h
                 continue  # no record of this kind passes
         step, args, uses = getattr(h, "step", None), [], "_e"
         if step is not None:
-            uses, keyword_only = "", False
+            uses = ""
             for p in inspect.signature(step).parameters.values():
+                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    continue
                 if p.name == "record":
                     arg, uses = "_r", "_r"
                 elif p.name in value:
                     arg = value[p.name]
-                elif p.default is not p.empty:
-                    keyword_only = True
-                    continue
+                elif p.default is not p.empty:  # passed all the same: a call with every argument is the fast one
+                    arg = f"_d{j}_{p.name}"
+                    namespace[arg] = p.default
                 else:  # a field the record lacks: the handler reads the record itself
                     step, uses = None, "_e"
                     break
-                args.append(f"{p.name}={arg}" if keyword_only else arg)
+                args.append(f"{p.name}={arg}" if p.kind == p.KEYWORD_ONLY else arg)
         steps.append(h if step is None else step)
+        namespace[f"_s{j}"] = steps[-1]
         if uses:
             need(uses, indent)
-        call = f"_ss[{j}]({', '.join(args) if step is not None else '_e'})"
+        call = f"_s{j}({', '.join(args) if step is not None else '_e'})"
         lines += [f"    {indent}try:", f"    {indent}    {call}", f"    {indent}except Exception as exc:",
                   f"    {indent}    _fail({i}, exc)"]
     for name in ("_e", "_r"):
@@ -401,7 +413,14 @@ def _fields_dispatcher(kind: str, entries: Sequence[Entry], fail: Callable[[int,
     if len(lines) == 1:
         lines.append("    pass")
     define("\n".join(lines), namespace, f"dispatcher of {kind} fields")
-    return namespace["dispatch"], steps
+    dispatch = namespace["dispatch"]
+    for j in range(len(entries)):  # its defaults now: not its globals too, which close() would not clear
+        del namespace[f"_s{j}"]
+
+    def refresh() -> None:
+        dispatch.__defaults__ = (*steps, fail, also)
+
+    return dispatch, steps, refresh
 
 
 def check(c: Check, history: Iterable[Event]) -> Verdict:
