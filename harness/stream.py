@@ -161,8 +161,10 @@ class Fanout:
     `feed(history)` is a loop over it. A source that makes events of known kinds in time order
     (sim.records' recorders) asks `route(kind)` instead, once per kind: the function to hand
     such an event to (None when nothing reads that kind: the source then builds no event at
-    all), and counts its events in `tally[0]` and leaves its clock (`[raw, rounded]` of the
-    last event) in `clock`; `events` and the end time include them."""
+    all), whose `step` takes the event's fields instead (a handler that is a step is called
+    with them: the event is built only for the handlers that read it whole), and counts its
+    events in `tally[0]` and leaves its clock (`[raw, rounded]` of the last event) in `clock`;
+    `events` and the end time include them."""
 
     def __init__(self, checks: Sequence[Any], also: Callable[[Event], None] | None = None, ordered: bool = False):
         self.checks = list(checks)
@@ -176,9 +178,8 @@ class Fanout:
         self.end_t: float | None = None
         self._t_error: BaseException | None = None
         self._also = also
-        # routed kinds -> (their checks' indices, the handlers their dispatcher calls): a failed
-        # check's handlers become _ignore there
-        # (and a fields dispatcher's refresh, to call after)
+        # routed kinds -> (their checks' indices, the handlers their dispatcher calls, and for a
+        # fields dispatcher its refresh): a failed check's handlers become _ignore there
         self._lists: dict[str, tuple[list[int], list[Any], Callable[[], None] | None]] = {}
         self._routed = False
         self._build()
