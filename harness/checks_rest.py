@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from loopfix.harness.stream import Check, kept_get, restore
+from loopfix.harness.stream import Check, event_of, handler_of, kept_get, restore
 from loopfix.harness.verdicts import Anomaly, Event, Verdict, verdict
 from loopfix.reference_app.policy import Policy
 
@@ -23,30 +23,32 @@ class StatusSemantics(Check):
         self.created: dict[Any, Any] = {}  # call -> its last recording.created (kept)
         self.counts: dict[Any, int] = defaultdict(int)
         self.found: list[Anomaly] = []
-        self.handlers = {"recording.created": self.on_created, "client.request": self.on_request,
+        self.handlers = {"recording.created": handler_of(self.on_created),
+                         "client.request": handler_of(self.on_request),
                          "enqueue.result": self.on_result}
         self.filters = {"enqueue.result": ("reason", ("error",))}
 
-    def on_created(self, e: Event) -> None:
-        self.created[e.get("call_sid")] = self.keep(e)
+    def on_created(self, call_sid: Any = None, record: Any = None) -> None:
+        self.created[call_sid] = self.keep(record)
 
     def on_result(self, e: Event) -> None:
         if e.get("status") != 500:
             self.found.append(Anomaly("error-not-500", {"call_sid": e.get("call_sid"), "status": e.get("status")}, (e,)))
 
-    def on_request(self, e: Event) -> None:
-        status = e.get("status")
+    def on_request(self, status: Any = None, retry_after: Any = None, call_sid: Any = None, audio_ok: Any = None,
+                   record: Any = None) -> None:
         self.counts[status] += 1
         if status == 202:
-            if e.get("retry_after") is None:
-                self.found.append(Anomaly("202-without-retry-after", {"call_sid": e.get("call_sid")}, (e,)))
+            if retry_after is None:
+                self.found.append(Anomaly("202-without-retry-after", {"call_sid": call_sid}, (event_of(record),)))
         elif status == 404:
-            created = self.created.get(e.get("call_sid"))
+            created = self.created.get(call_sid)
             if created is not None and bool(kept_get(created, "has_url")) is True:
-                self.found.append(Anomaly("404-with-recording-url", {"call_sid": e.get("call_sid")},
-                                          (restore(created), e)))
-        elif status in (200, 206) and e.get("audio_ok") is not True:
-            self.found.append(Anomaly("200-without-audio", {"call_sid": e.get("call_sid"), "status": status}, (e,)))
+                self.found.append(Anomaly("404-with-recording-url", {"call_sid": call_sid},
+                                          (restore(created), event_of(record))))
+        elif status in (200, 206) and audio_ok is not True:
+            self.found.append(Anomaly("200-without-audio", {"call_sid": call_sid, "status": status},
+                                      (event_of(record),)))
 
     def verdict(self) -> Verdict:
         figure = {"responses": {str(k): v for k, v in sorted(self.counts.items(), key=lambda kv: str(kv[0]))}}
@@ -137,8 +139,9 @@ class NothingLost(Check):
         self.requested: dict[tuple[Any, Any], Event] = {}
         self.owner: dict[Any, Any] = {}
         self.deletes: dict[tuple[Any, Any], list[Event]] = defaultdict(list)
-        self.handlers = {"outage.start": self.on_outage, "outage.end": self.on_outage, "download.end": self.on_download,
-                         "recording.created": self.on_created, "lead.requested": self.on_requested,
+        self.handlers = {"outage.start": self.on_outage, "outage.end": self.on_outage,
+                         "download.end": handler_of(self.on_download), "recording.created": handler_of(self.on_created),
+                         "lead.requested": self.on_requested,
                          "lead.delete": self.on_delete}
 
     def on_outage(self, e: Event) -> None:
@@ -148,15 +151,15 @@ class NothingLost(Check):
         else:
             self.opened.pop(key, None)
 
-    def on_download(self, e: Event) -> None:
-        if e.get("ok") and not e.get("skipped"):
-            self.completed.add(e.get("recording_sid"))
+    def on_download(self, ok: Any = None, skipped: Any = None, recording_sid: Any = None) -> None:
+        if ok and not skipped:
+            self.completed.add(recording_sid)
 
-    def on_created(self, e: Event) -> None:
-        if not e.get("has_url"):
+    def on_created(self, has_url: Any = None, recording_sid: Any = None, record: Any = None) -> None:
+        if not has_url:
             return
         self.recordings += 1
-        self.waiting.append((e.get("recording_sid"), self.keep(e)))
+        self.waiting.append((recording_sid, self.keep(record)))
         if len(self.waiting) >= self.purge_at:  # drop the downloaded ones, amortised
             self.waiting = [w for w in self.waiting if w[0] not in self.completed]
             self.purge_at = max(1024, 2 * len(self.waiting))

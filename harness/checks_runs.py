@@ -16,7 +16,7 @@ from typing import Any
 
 from loopfix.harness.bounds import expected_delay, player_time_bound, retry_phase_of
 from loopfix.harness.query import promotable_at
-from loopfix.harness.stream import Check, restore
+from loopfix.harness.stream import Check, event_of, handler_of, kept_get, restore
 from loopfix.harness.verdicts import Anomaly, Event, Verdict, verdict
 from loopfix.reference_app import policy as policy_mod
 from loopfix.reference_app.policy import Policy
@@ -41,33 +41,35 @@ class LoopsTerminate(Check):
         self.runs: dict[Any, Any] = {}
         self.deferred: set[Any] = set()  # jobs whose last job.end was a slot deferral
         self.most_runs = 0
-        self.handlers = {"client.start": self.on_client_start, "client.request": self.on_request,
-                         "client.end": self.on_client_end, "job.start": self.on_start, "job.end": self.on_end}
+        self.handlers = {"client.start": handler_of(self.on_client_start), "client.request": handler_of(self.on_request),
+                         "client.end": handler_of(self.on_client_end), "job.start": handler_of(self.on_start),
+                         "job.end": handler_of(self.on_end)}
 
-    def session(self, e: Event) -> tuple[tuple[Any, Any], list[Any]]:
-        key = (e.get("client"), e.get("session"))
+    def session(self, key: tuple[Any, Any]) -> list[Any]:
         s = self.open.get(key)
         if s is None:
             s = self.open[key] = [self.sessions, None, None, None, 0, 0, None]
             self.sessions += 1
-        return key, s
+        return s
 
-    def on_client_start(self, e: Event) -> None:
-        self.session(e)[1][1] = e
+    def on_client_start(self, client: Any = None, session: Any = None, record: Any = None) -> None:
+        self.session((client, session))[1] = self.keep(record)
 
-    def on_request(self, e: Event) -> None:
-        s = self.session(e)[1]
+    def on_request(self, client: Any = None, session: Any = None, latency_s: Any = None, record: Any = None) -> None:
+        s = self.session((client, session))
+        kept = self.keep(record)
         if s[2] is None:
-            s[2] = e
-        s[3] = e
+            s[2] = kept
+        s[3] = kept
         n = s[4] = s[4] + 1
-        s[5] += float(e.get("latency_s") or 0.0)
+        s[5] += float(latency_s or 0.0)
         if n > self.most_requests:
             self.most_requests = n
 
-    def on_client_end(self, e: Event) -> None:
-        key, s = self.session(e)
-        s[6] = e
+    def on_client_end(self, client: Any = None, session: Any = None, record: Any = None) -> None:
+        key = (client, session)
+        s = self.session(key)
+        s[6] = self.keep(record)
         if self.ordered:  # the model's stream: nothing of a session follows its end, judge it now
             del self.open[key]
             self._judge(key, s)
@@ -76,39 +78,41 @@ class LoopsTerminate(Check):
     def _judge(self, key: tuple[Any, Any], s: list[Any]) -> None:
         seq, start, first_req, last_req, nreqs, latency, end = s
         first = start or (first_req if nreqs else end)
-        n = max(nreqs, int((end or {}).get("requests") or 0))
+        n = max(nreqs, int((kept_get(end, "requests") if end is not None else None) or 0))
         bound_s = self.time_bound + latency
         if n > self.max_requests:
             kind = "unbounded-session" if end else "looping-session"
             found = (kind, {"bound": self.max_requests, "ended": end is not None})
         elif end is None:
-            age = self.end_t - float(first["t"])
+            age = self.end_t - float(kept_get(first, "t"))
             if age <= bound_s:
                 return
             found = ("unterminated-session", {"age_s": age, "bound_s": bound_s})
-        elif end.get("outcome") not in TERMINAL_OUTCOMES:
-            found = ("non-terminal-outcome", {"outcome": end.get("outcome")})
-        elif float(end["t"]) - float(first["t"]) > bound_s:
-            found = ("session-too-long", {"duration_s": float(end["t"]) - float(first["t"]), "bound_s": bound_s})
+        elif kept_get(end, "outcome") not in TERMINAL_OUTCOMES:
+            found = ("non-terminal-outcome", {"outcome": kept_get(end, "outcome")})
+        elif float(kept_get(end, "t")) - float(kept_get(first, "t")) > bound_s:
+            duration = float(kept_get(end, "t")) - float(kept_get(first, "t"))
+            found = ("session-too-long", {"duration_s": duration, "bound_s": bound_s})
         else:
             return  # a session that ended in time: the common case, nothing built
         client, session = key
-        facts = {"client": client, "session": session, "call_sid": first.get("call_sid"), "requests": n, **found[1]}
-        self.note(seq, Anomaly(found[0], facts, tuple(w for w in (start, first_req, last_req, end) if w)))
+        facts = {"client": client, "session": session, "call_sid": kept_get(first, "call_sid"), "requests": n,
+                 **found[1]}
+        self.note(seq, Anomaly(found[0], facts, tuple(restore(w) for w in (start, first_req, last_req, end) if w)))
 
-    def on_end(self, e: Event) -> None:
-        if e.get("outcome") == "deferred":
-            self.deferred.add(e.get("job_id"))
+    def on_end(self, outcome: Any = None, job_id: Any = None) -> None:
+        if outcome == "deferred":
+            self.deferred.add(job_id)
         elif self.deferred:
-            self.deferred.discard(e.get("job_id"))
+            self.deferred.discard(job_id)
 
-    def on_start(self, e: Event) -> None:
-        jid = e.get("job_id")
+    def on_start(self, job_id: Any = None, record: Any = None) -> None:
+        jid = job_id
         if jid in self.deferred:
             return
         r = self.runs.get(jid)
         if r is None:  # one run: its start kept alone; a list once it runs again
-            self.runs[jid] = self.keep(e)
+            self.runs[jid] = self.keep(record)
             if self.most_runs < 1:
                 self.most_runs = 1
             return
@@ -118,10 +122,10 @@ class LoopsTerminate(Check):
         if r[0] > self.most_runs:
             self.most_runs = r[0]
         if r[0] == self.max_runs + 1:
-            r.append(self.keep(e))
+            r.append(self.keep(record))
             r.append(r[-1])
         elif r[0] > self.max_runs + 1:
-            r[3] = self.keep(e)
+            r[3] = self.keep(record)
 
     def verdict(self) -> Verdict:
         for key, s in list(self.open.items()):
@@ -148,23 +152,24 @@ class NoDuplicateDownload(Check):
         # recording -> its completed download (kept) while one, then [count, first 5 (kept), job ids]
         self.done: dict[Any, Any] = {}
         self.completed = 0
-        self.handlers = {"download.end": self.on_end}
+        self.handlers = {"download.end": handler_of(self.on_end)}
 
-    def on_end(self, e: Event) -> None:
-        if not e.get("ok") or e.get("skipped"):
+    def on_end(self, ok: Any = None, skipped: Any = None, recording_sid: Any = None, call_sid: Any = None,
+               job_id: Any = None, record: Any = None) -> None:
+        if not ok or skipped:
             return
         self.completed += 1
-        key = e.get("recording_sid") or e.get("call_sid")
+        key = recording_sid or call_sid
         d = self.done.get(key)
         if d is None:
-            self.done[key] = self.keep(e)
+            self.done[key] = self.keep(record)
             return
         if type(d) is not list:
             d = self.done[key] = [1, [d], {str(restore(d).get("job_id"))}]
         d[0] += 1
         if len(d[1]) < 5:
-            d[1].append(self.keep(e))
-        d[2].add(str(e.get("job_id")))
+            d[1].append(self.keep(record))
+        d[2].add(str(job_id))
 
     def verdict(self) -> Verdict:
         found = [Anomaly("duplicate-download", {"recording_sid": sid, "count": d[0], "job_ids": sorted(d[2])},
@@ -266,15 +271,15 @@ class BackoffSchedule(Check):
         self.opened: dict[tuple[Any, Any], Event] = {}  # outages: open ones by (target, how)
         self.windows: list[tuple[Event, float]] = []  # and closed ones with their end
         self.late: list[tuple[Any, ...]] = []  # re-queues that may be late, judged at the end (any list)
-        self.handlers = {"job.retry": self.on_retry, "job.start": self.on_start, "job.end": self.on_end,
+        self.handlers = {"job.retry": self.on_retry, "job.start": handler_of(self.on_start),
+                         "job.end": handler_of(self.on_end),
                          "job.enqueue": self.on_enqueue, "outage.start": self.on_outage, "outage.end": self.on_outage}
         self.filters = {"job.enqueue": ("via", ("retry",))}  # a delayed retry re-queued
 
     def tol(self, expected: float) -> float:
         return self.rel_tol * expected + self.abs_tol_s
 
-    def job(self, e: Event) -> _Job:
-        jid = e.get("job_id")
+    def job(self, jid: Any) -> _Job:
         j = self.jobs.get(jid)
         if j is None:
             j = self.jobs[jid] = _Job(len(self.jobs))
@@ -297,21 +302,21 @@ class BackoffSchedule(Check):
         return sorted((float(s["t"]), end) for s, end in windows
                       if s.get("target") != "twilio" and not (s.get("target") == "workers" and s.get("workers", 0) != 0))
 
-    def on_end(self, e: Event) -> None:
-        if e.get("outcome") in ("retry", "failed"):
-            j = self.job(e)
-            j.last_fail, j.failed = e, j.failed + 1
+    def on_end(self, outcome: Any = None, job_id: Any = None, record: Any = None) -> None:
+        if outcome in ("retry", "failed"):
+            j = self.job(job_id)
+            j.last_fail, j.failed = event_of(record), j.failed + 1
         else:  # count it and give its job a place, without state
             self.n += 1
-            jid = e.get("job_id")
-            if jid not in self.jobs:
-                self.jobs[jid] = len(self.jobs)
+            if job_id not in self.jobs:
+                self.jobs[job_id] = len(self.jobs)
 
     def on_enqueue(self, e: Event) -> None:
-        self.job(e).requeued = e
+        self.job(e.get("job_id")).requeued = e
 
     def on_retry(self, e: Event) -> None:
-        j, p, jid = self.job(e), self.p, e.get("job_id")
+        jid = e.get("job_id")
+        j, p = self.job(jid), self.p
         attempt, phase = int(e.get("attempt") or 0), retry_phase_of(e)
         if j.most is None:
             j.most = defaultdict(int)
@@ -327,8 +332,8 @@ class BackoffSchedule(Check):
                                                                     "delay_s": recorded, "expected_s": expected}, (e,)))
         j.pending, j.requeued, j.last_fail = e, None, None
 
-    def on_start(self, e: Event) -> None:
-        jid = e.get("job_id")
+    def on_start(self, job_id: Any = None, record: Any = None) -> None:
+        jid = job_id
         self.n += 1
         j = self.jobs.get(jid)
         if j is None:
@@ -336,7 +341,7 @@ class BackoffSchedule(Check):
             return  # a job's first start: nothing pending
         if type(j) is int:
             return  # nothing pending, nothing to reset
-        p = self.p
+        p, e = self.p, event_of(record)
         pending, last_fail = j.pending, j.last_fail
         if pending is not None:
             attempt, phase = int(pending.get("attempt") or 0), retry_phase_of(pending)

@@ -17,10 +17,11 @@ same keys in the same order, so verdicts print exactly what the history holds.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Iterable, Sequence
 
 from loopfix.harness.verdicts import UNKNOWN, Anomaly, Event, Verdict
-from loopfix.reference_app.policy.events import EVENT_FIELDS, define
+from loopfix.reference_app.policy.events import EVENT_FIELDS, define, from_record
 
 Handler = Callable[[Event], None]
 Entry = tuple[int, Handler, "tuple[str, tuple[Any, ...]] | None"]  # a check's index, its handler, its filter
@@ -46,7 +47,10 @@ class Shaped:
 def keep(e: Event) -> Kept:
     """A compact copy of `e` for a verdict that may name it later: its values in a tuple (its
     keys are its kind's, in the model's order), or beside its own key names (shared by every
-    event of that shape)."""
+    event of that shape); a record given as its values (a tuple: harness.stream's dispatchers
+    hand a step's `record` so) is kept as it is."""
+    if type(e) is tuple:
+        return e
     if e is _last[0]:
         return _last[1]
     keys = tuple(e)
@@ -60,6 +64,8 @@ def keep(e: Event) -> Kept:
 
 def keep_canonical(e: Event) -> Kept:
     """keep() for an event whose keys are its kind's in the model's order (a sim.records record)."""
+    if type(e) is tuple:
+        return e
     if e is _last[0]:
         return _last[1]
     kept = _last[1] = tuple(e.values())
@@ -71,6 +77,20 @@ def restore(kept: Kept) -> dict[str, Any]:
     if type(kept) is tuple:
         return dict(zip(CANONICAL[kept[-3]], kept))
     return dict(zip(kept.keys, kept.values))
+
+
+def event_of(record: Any) -> Event:
+    """A step's `record` as an event (a dict): a dispatcher's tuple of values restored, a dict as it is."""
+    return restore(record) if type(record) is tuple else record
+
+
+def handler_of(f: Callable[..., None]) -> Handler:
+    """A check's handler from `f`: `f` itself when it reads whole events (its one parameter is
+    `e`), else a step of the fields it names (policy.events.from_record: a dispatcher of the
+    model's records then calls it with those fields, and `record` for one it may keep)."""
+    if list(inspect.signature(f).parameters) == ["e"]:
+        return f
+    return from_record(f)
 
 
 def kept_get(kept: Kept, key: str, default: Any = None) -> Any:
@@ -141,8 +161,10 @@ class Fanout:
     `feed(history)` is a loop over it. A source that makes events of known kinds in time order
     (sim.records' recorders) asks `route(kind)` instead, once per kind: the function to hand
     such an event to (None when nothing reads that kind: the source then builds no event at
-    all), and counts its events in `tally[0]` and leaves its clock (`[raw, rounded]` of the
-    last event) in `clock`; `events` and the end time include them."""
+    all), whose `step` takes the event's fields instead (a handler that is a step is called
+    with them: the event is built only for the handlers that read it whole), and counts its
+    events in `tally[0]` and leaves its clock (`[raw, rounded]` of the last event) in `clock`;
+    `events` and the end time include them."""
 
     def __init__(self, checks: Sequence[Any], also: Callable[[Event], None] | None = None, ordered: bool = False):
         self.checks = list(checks)
@@ -156,9 +178,9 @@ class Fanout:
         self.end_t: float | None = None
         self._t_error: BaseException | None = None
         self._also = also
-        # routed kinds -> (their checks' indices, the handlers their dispatcher calls): a failed
-        # check's handlers become _ignore there
-        self._lists: dict[str, tuple[list[int], list[Handler]]] = {}
+        # routed kinds -> (their checks' indices, the handlers their dispatcher calls, and for a
+        # fields dispatcher its refresh): a failed check's handlers become _ignore there
+        self._lists: dict[str, tuple[list[int], list[Any], Callable[[], None] | None]] = {}
         self._routed = False
         self._build()
 
@@ -174,10 +196,12 @@ class Fanout:
             filters = getattr(c, "filters", None) or {}
             for kind, h in c.handlers.items():
                 table.setdefault(kind, []).append((i, h, filters.get(kind)))
-        for idx, hs in self._lists.values():
+        for idx, hs, refresh in self._lists.values():
             for j, i in enumerate(idx):
                 if i in self.failed:
                     hs[j] = _ignore
+            if refresh is not None:
+                refresh()
         self._table = {k: tuple(v) for k, v in table.items()}
 
     def _fail(self, i: int, exc: BaseException) -> None:
@@ -196,7 +220,10 @@ class Fanout:
         self._routed = True
         entries = self._table.get(kind, ())
         dispatch, hs = _dispatcher(entries, self._fail, self._also)
-        self._lists[kind] = ([i for i, _, _ in entries], hs)
+        dispatch.step, steps, refresh = _fields_dispatcher(kind, entries, self._fail, self._also)  # type: ignore[attr-defined]
+        indices = [i for i, _, _ in entries]
+        self._lists[kind] = (indices, hs, None)
+        self._lists[kind + " fields"] = (indices, steps, refresh)
         return dispatch
 
     def append(self, e: Event) -> None:
@@ -256,8 +283,10 @@ class Fanout:
         for the cyclic garbage collector to scan it all (0.5 CPU s after a 24 h day)."""
         for c in self.checks:
             c.handlers = {}
-        for _, hs in self._lists.values():
+        for _, hs, refresh in self._lists.values():
             hs[:] = [_ignore] * len(hs)
+            if refresh is not None:
+                refresh()
         self.checks, self._table, self._lists = [], {}, {}
 
     def verdict_of(self, i: int) -> Verdict:
@@ -278,8 +307,8 @@ def passes(f: tuple[str, tuple[Any, ...]] | None, e: Event) -> bool:
     dispatcher `_dispatcher` generates tests the same, inline)."""
     return f is None or e.get(f[0]) in f[1]
 
-def _ignore(e: Event) -> None:
-    """What a failed check's handler becomes in a dispatcher: its verdict is the error."""
+def _ignore(*args: Any, **fields: Any) -> None:
+    """What a failed check's handler (or step) becomes in a dispatcher: its verdict is the error."""
 
 
 def _dispatcher(entries: Sequence[Entry], fail: Callable[[int, BaseException], None],
@@ -307,6 +336,92 @@ def _dispatcher(entries: Sequence[Entry], fail: Callable[[int, BaseException], N
         lines.append("    pass")
     define("\n".join(lines), namespace, "dispatcher")
     return namespace["dispatch"], hs
+
+
+def _fields_dispatcher(kind: str, entries: Sequence[Entry], fail: Callable[[int, BaseException], None],
+                       also: Callable[[Event], None] | None) -> tuple[Callable[..., None], list[Any], Callable[[], None]]:
+    """_dispatcher's twin for a source that has a `kind` record's fields rather than the record
+    (sim.records' recorders: `dispatch(<fields>, t, proc)`, its `source` "sim"): a handler with
+    a `step` (policy.events.from_record) is called with the fields its step names, any other
+    with the record, built only then — once, and only if a filter lets such a handler read it.
+    A step's parameter `record` is given the record's values as a tuple in its kind's key order
+    (what keep_canonical keeps). Filters are tested on the fields as _dispatcher tests them.
+    Its steps are its defaults (fast locals): after replacing one in the list it returns,
+    `refresh()` makes the dispatcher call the list's."""
+    keys = CANONICAL[kind]
+    value = {k: k for k in EVENT_FIELDS[kind]}
+    value.update(t="t", kind=repr(kind), source='"sim"', proc="proc")
+    assert not any(k.startswith("_") for k in value), "a dispatcher's own names start with _"
+    display = "{" + ", ".join(f"{k!r}: {value[k]}" for k in keys) + "}"
+    make = {"_e": display, "_r": "(" + ", ".join(value[k] for k in keys) + ",)"}
+    steps: list[Any] = []
+    namespace: dict[str, Any] = {"_fail": fail, "_also": also}
+    own = "".join(f", _s{j}=_s{j}" for j in range(len(entries)))  # the steps: fast locals, set by `refresh`
+    lines = [f"def dispatch({', '.join((*EVENT_FIELDS[kind], 't', 'proc'))}{own}, _fail=_fail, _also=_also):"]
+    state = {"_e": "no", "_r": "no"}  # the record as a dict, as a tuple: not built, maybe built, built
+
+    def need(name: str, indent: str) -> None:
+        if state[name] == "yes":
+            return
+        if indent or state[name] == "maybe":
+            lines.extend([f"    {indent}if {name} is None:", f"    {indent}    {name} = {make[name]}"])
+            state[name] = "maybe" if indent else "yes"
+        else:
+            lines.append(f"    {name} = {make[name]}")
+            state[name] = "yes"
+
+    if also is not None:
+        need("_e", "")
+        lines.append("    _also(_e)")
+    for j, (i, h, f) in enumerate(entries):
+        indent = ""
+        if f is not None:
+            namespace[f"_w{j}"] = tuple(f[1])
+            if f[0] in EVENT_FIELDS[kind] or f[0] in ("t", "proc"):
+                lines.append(f"    if {f[0]} in _w{j}:")
+                indent = "    "
+            elif {"kind": kind, "source": "sim"}.get(f[0]) not in f[1]:
+                steps.append(h)
+                namespace[f"_s{j}"] = h
+                continue  # no record of this kind passes
+        step, args, uses = getattr(h, "step", None), [], "_e"
+        if step is not None:
+            uses = ""
+            for p in inspect.signature(step).parameters.values():
+                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    continue
+                if p.name == "record":
+                    arg, uses = "_r", "_r"
+                elif p.name in value:
+                    arg = value[p.name]
+                elif p.default is not p.empty:  # passed all the same: a call with every argument is the fast one
+                    arg = f"_d{j}_{p.name}"
+                    namespace[arg] = p.default
+                else:  # a field the record lacks: the handler reads the record itself
+                    step, uses = None, "_e"
+                    break
+                args.append(f"{p.name}={arg}" if p.kind == p.KEYWORD_ONLY else arg)
+        steps.append(h if step is None else step)
+        namespace[f"_s{j}"] = steps[-1]
+        if uses:
+            need(uses, indent)
+        call = f"_s{j}({', '.join(args) if step is not None else '_e'})"
+        lines += [f"    {indent}try:", f"    {indent}    {call}", f"    {indent}except Exception as exc:",
+                  f"    {indent}    _fail({i}, exc)"]
+    for name in ("_e", "_r"):
+        if any(line.endswith(f"if {name} is None:") for line in lines):
+            lines.insert(1, f"    {name} = None")
+    if len(lines) == 1:
+        lines.append("    pass")
+    define("\n".join(lines), namespace, f"dispatcher of {kind} fields")
+    dispatch = namespace["dispatch"]
+    for j in range(len(entries)):  # its defaults now: not its globals too, which close() would not clear
+        del namespace[f"_s{j}"]
+
+    def refresh() -> None:
+        dispatch.__defaults__ = (*steps, fail, also)
+
+    return dispatch, steps, refresh
 
 
 def check(c: Check, history: Iterable[Event]) -> Verdict:

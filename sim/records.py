@@ -44,13 +44,13 @@ _TEMPLATE = _HEAD + "    append(" + _RECORD + ")\n"
 _COMPACT = _HEAD + "    order({index})\n    extend(({values}clock[1], proc))\n"
 # ... that a consumer also reads as it is made (CompactHistory(feed=...)), as a dict
 _COMPACT_FED = _COMPACT + "    {name}_to(" + _RECORD + ")\n"
-# ... whose handler has a step taking the record's fields by keyword: those it names, no dict built
+# ... whose handler has a step taking the record's fields: those it names, no dict built
 _COMPACT_FED_FIELDS = _COMPACT + "    {name}_to({arguments})\n"
 # a kind a router sends nowhere: counted, no record built
 _SKIP = _HEAD + "    tally[0] += 1\n"
 # a router's kind, as a dict
 _ROUTED = _SKIP + "    {name}_to(" + _RECORD + ")\n"
-# a router's kind whose handler has a step taking the record's fields by keyword: those it names
+# a router's kind whose handler has a step taking the record's fields: those it names
 _ROUTED_FIELDS = _SKIP + "    {name}_to({arguments})\n"
 
 # kind index (a CompactHistory's order) -> the kind; one past the last: a record appended as a dict
@@ -88,7 +88,7 @@ class CompactHistory(Sequence[dict[str, Any]]):
     function the model's recorders also hand each record of that kind to, as its dict, when they
     make it (a consumer's `handlers`, e.g. sim.metrics.HistoryMetrics: measured in the same
     pass, no dict rebuilt afterwards), or, where that function has a `step`, the fields the
-    step names, by keyword, no dict built (as a router's)."""
+    step names, no dict built (as a router's)."""
 
     def __init__(self, feed: dict[str, Any] | None = None) -> None:
         self.values: list[Any] = []
@@ -156,8 +156,8 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
     CompactHistory (and the dict, or its step's fields, to its `feed` of that kind), the
     record's dict to anything else with `append`. A router (`route(kind)`: where a kind's
     records go, None for nowhere) gets them as dicts, or, where the function it gives has a
-    `step` (policy.events.from_record),
-    as that step's keyword arguments: the fields it names, no record built."""
+    `step` (policy.events.from_record; harness.stream.Fanout's dispatchers have one),
+    as that step's arguments: the fields it names, no record built."""
     compact = isinstance(history, CompactHistory)
     feed = history.feed if compact else {}
     route = getattr(history, "route", None)
@@ -202,14 +202,18 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
 
 
 def _arguments(kind: str, step: Any) -> str:
-    """The call of `step` with the fields of a `kind` record that it names, by keyword; a field it
-    names that the record lacks keeps the step's default."""
+    """The call of `step` with the fields of a `kind` record that it names (by position up to the
+    first parameter the record has no value for, by keyword after); a parameter the record
+    lacks keeps the step's default."""
     value = {f: f for f in EVENT_FIELDS[kind]}
     value.update(t="clock[1]", kind=repr(kind), source='"sim"', proc="proc")
-    named = []
+    named, by_position = [], True  # positional until a parameter is left to its default
     for p in inspect.signature(step).parameters.values():
         if p.name in value:
-            named.append(f"{p.name}={value[p.name]}")
+            positional = by_position and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            named.append(value[p.name] if positional else f"{p.name}={value[p.name]}")
         elif p.default is p.empty:
             raise ValueError(f"{kind!r} records have no {p.name!r} for {step.__qualname__}")
+        else:
+            by_position = False
     return ", ".join(named)

@@ -99,12 +99,15 @@ def from_record(step: Callable[..., None]) -> Callable[[Mapping[str, Any]], None
     here where the consumers of every layer can reach it (reports.measures.Scan,
     sim.metrics.HistoryMetrics): a function of one record calling `step` with the record's
     fields that `step`'s parameters name, in their order (`e[name]`; `e.get(name, default)`
-    where it has a default); `handler.step` is `step`, for a caller that has the fields without
-    a record to read them from (sim.records' recorders)."""
+    where it has a default; a parameter named `record` is given the record itself, e.g. to keep
+    it as a witness); `handler.step` is `step`, for a caller that has the fields without a
+    record to read them from (sim.records' recorders, harness.stream's dispatchers)."""
     space: dict[str, Any] = {"step": step}
     arguments = []
     for p in inspect.signature(step).parameters.values():
-        if p.default is p.empty:
+        if p.name == "record":
+            arguments.append("e")
+        elif p.default is p.empty:
             arguments.append(f"e[{p.name!r}]")
         else:
             space[f"default_{p.name}"] = p.default
