@@ -16,7 +16,9 @@ class Clients:
     def call_arrivals(self) -> Generator:
         s, env = self.scenario, self.env
         new_call, webhook, duration = self.new_call, self.webhook, s.duration_s
-        plays, play_fraction, play_later = self.rng_clients.random, s.clients.play_fraction, self.play_later
+        plays, play_fraction = self.rng_clients.random, s.clients.play_fraction
+        delay_lo, delay_hi = s.clients.play_delay_s
+        spawn, open_recording = self.spawn, self.open_recording
         draw = self.rng_calls.random
         arrivals = s.arrivals
         steady = not arrivals.profile
@@ -37,15 +39,14 @@ class Clients:
             call = new_call()
             opened = plays() < play_fraction  # is this call's recording opened?
             if opened:
-                play_later(call)
+                # Someone opens it a uniform delay after the call (play_delay_s; rng_clients.uniform,
+                # inline: Random.uniform's own formula), not before its CallLog exists.
+                now = env._now
+                at = now + (delay_lo + (delay_hi - delay_lo) * plays())
+                if not at > call.calllog_at:  # max(call.calllog_at, at), inline
+                    at = call.calllog_at
+                spawn(open_recording(call, at - now))
             webhook(call, opened)
-
-    def play_later(self, call: Call) -> None:
-        """Someone opens the call's recording a uniform delay after the call (play_delay_s), not
-        before its CallLog exists."""
-        c = self.scenario.clients
-        at = max(call.calllog_at, self.env._now + self.rng_clients.uniform(*c.play_delay_s))
-        self.spawn(self.open_recording(call, at - self.env._now))
 
     def archive_plays(self) -> Generator:
         rate = self.scenario.clients.archive_plays_per_hour / 3600.0
