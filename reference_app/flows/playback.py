@@ -10,6 +10,7 @@ serving the file are the drivers'.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 from loopfix.reference_app.flows.coordination import PlaybackGate
@@ -17,6 +18,8 @@ from loopfix.reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck,
 from loopfix.reference_app.policy import (
     ACTIVE_RUN_STATUSES,
     WAITING_RUN_STATUSES,
+    PlaybackDecision,
+    PlaybackGateAsk,
     PlaybackState,
     Policy,
     RunState,
@@ -62,8 +65,8 @@ def poll(call: PollCall, now: float, p: Policy) -> Flow:
         if_dead = playback_decision(PlaybackState(url, ready, run, False), now, p)
     else:
         if_alive = if_dead = playback_decision(PlaybackState(url, ready, run, None), now, p)
-    ask = playback_gate_ask(if_alive, if_dead)
-    if not ask.round_trip:
+    ask, round_trip = gate_question(if_alive, if_dead)
+    if not round_trip:
         gate = NO_GATE
     elif p.has("playback_check_then_mark") or p.has("fail_fast_incr_then_expire"):
         gate = yield from racy_gate(call, ask, p)
@@ -96,6 +99,15 @@ def poll(call: PollCall, now: float, p: Policy) -> Flow:
     if reason == "error":
         return Reply(500, {"error": "enqueue_failed"})
     return Reply(202, {"status": "processing", **counted}, act.retry_after_s)
+
+
+@lru_cache(maxsize=64)
+def gate_question(if_alive: PlaybackDecision, if_dead: PlaybackDecision) -> tuple[PlaybackGateAsk, bool]:
+    """playback_gate_ask's question and whether it needs Redis at all (its round_trip),
+    remembered: the policy's answer is a pure function of the two decisions and most polls
+    bring the same few (a file ready: 'serve' twice)."""
+    ask = playback_gate_ask(if_alive, if_dead)
+    return ask, ask.round_trip
 
 
 def racy_gate(call: PollCall, ask, p: Policy) -> Flow:
