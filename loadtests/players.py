@@ -214,8 +214,8 @@ class RefresherUser(LoadUser):
 
 
 class ScenarioArrivalsUser(FastHttpUser):
-    """Open-loop clients, the model's (sim/actors/clients.py archive_plays, play_later, open_recording):
-    recordings are opened at the scenario's rates — archive calls Poisson at
+    """Open-loop clients, the model's (sim/actors/clients.py archive_plays, call_arrivals and its
+    Openings, open_recording): recordings are opened at the scenario's rates — archive calls Poisson at
     `archive_plays_per_hour` until the duration ends, the `play_fraction` of new calls once their
     play delay is over (also while draining) — however long earlier sessions take, each opening
     in its own greenlet; who opens it (double-click, storm, refresher, player) follows the
