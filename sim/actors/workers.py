@@ -35,6 +35,9 @@ class Workers:
         job_overhead_s, policy = self.job_overhead_s, self.policy
         ops, recorder_of = self.coord.ops, self.recorder_of
         transcribes = self.transcribe_s[1] > 0  # a full job's transcription takes time
+        env, active_runs, beats, run_attempt = self.env, self.active_runs, self.beats, P.run_attempt
+        rec, idempotent, twilio = self.rec, self.download_idempotent, self.scenario.twilio
+        job_start, job_end, download_start, download_end = rec.job_start, rec.job_end, rec.download_start, rec.download_end
         while True:
             entry = None
             try:
@@ -55,8 +58,10 @@ class Workers:
                     else:
                         # The app's job (flows.recording.recording_job) on the run in simulated
                         # time, inline: a generator and two calls less per job. The common
-                        # effects are done here, the rest by job_effect; the download, the
-                        # transcription and a Sleep (the seeds' faults only) take simulated time.
+                        # effects (StartRun, the Coordination calls, FetchAudio, Finish) are done
+                        # here, inline too (a method call each cost more than its body, measured),
+                        # the rest by job_effect; the download, the transcription and a Sleep (the
+                        # seeds' faults only) take simulated time. A run's job_id and call never change.
                         self.worker_job[w] = run
                         yield job_overhead_s
                         call, job_id = run.call, run.job_id
@@ -78,17 +83,41 @@ class Workers:
                                         recorder_of[effect[3]](name, *effect[4], result)
                                 else:
                                     result = recorder_of[effect[1]](name, **effect[2])
-                            elif kind is FetchAudio:
-                                took = self.fetch_begin(run, name)
-                                if took is None:
+                            elif kind is FetchAudio:  # the download, once: skipped when the file is complete
+                                if idempotent and call.file_ready:
+                                    download_end(name, job_id, call.call_sid, call.recording_sid, True, True, 0)
                                     result = FETCHED_OK
-                                else:
-                                    yield took[0]
-                                    result = self.fetch_end(run, name, took[1])
+                                    continue
+                                download_start(name, job_id, call.call_sid, call.recording_sid)
+                                fails = self.fetch_fails() or call.served == "missing"
+                                took = call.download_s if self.twilio is twilio else self.download_time(self.twilio)
+                                yield min(took, 5.0) if fails else took
+                                if fails:
+                                    download_end(name, job_id, call.call_sid, call.recording_sid, False, False, 0)
+                                    result = FETCH_FAILED
+                                    continue
+                                served = call.served
+                                # two racing downloads, when the file is complete now: the unique
+                                # RecordingSid row says the other one completed first, but the bytes
+                                # were fetched twice (as in the app, skipped means nothing was fetched)
+                                if not (idempotent and call.file_ready):
+                                    call.file_ready, call.audio_ok = True, served == "audio"
+                                download_end(name, job_id, call.call_sid, call.recording_sid, True, False,
+                                             960_000 if served == "audio" else 1_200)
+                                result = FETCHED_OK
                             elif kind is Finish:
-                                result = self.finish(run, effect.status, name)
+                                status = effect.status
+                                run.status, run.alive_since = status, None
+                                active_runs.pop(job_id, None)
+                                job_end(name, job_id, call.call_sid, status)
+                                result = None
                             elif kind is StartRun:
-                                result = self.start_run(run, name)
+                                now = env._now
+                                run.status, run.started_at, run.heartbeat_at = "running", now, now
+                                run.alive_since = now if beats else None
+                                job_start(name, job_id, call.call_sid, run_attempt(run.retry_count, run.fetch_retry_count),
+                                          name)
+                                result = None if now < call.calllog_at else call.recording_sid
                             elif kind is Sleep:
                                 result = yield effect.seconds
                             elif kind is Transcribe:
@@ -203,51 +232,6 @@ class Workers:
                 return self.push(run)
             return self.active_runs.pop(run.job_id, None)  # RQ's failed registry; the row stays 'queued'
         raise TypeError(f"not a recording job effect: {effect!r}")
-
-    def start_run(self, run: Run, proc: str) -> str | None:
-        """StartRun: the run is running, started and beating now; job.start recorded. The
-        CallLog's RecordingSid, None while the CallLog is not there yet."""
-        now = self.env._now
-        run.status, run.started_at, run.heartbeat_at = "running", now, now
-        run.alive_since = now if self.beats else None
-        call = run.call
-        self.rec.job_start(proc, run.job_id, call.call_sid, P.run_attempt(run.retry_count, run.fetch_retry_count),
-                           proc)  # job_id, call_sid, attempt, worker: positional, in the schema's order
-        return None if now < call.calllog_at else call.recording_sid
-
-    def finish(self, run: Run, status: str, proc: str) -> None:
-        run.status, run.alive_since = status, None
-        self.active_runs.pop(run.job_id, None)
-        self.rec.job_end(proc, run.job_id, run.call.call_sid, status)  # job_id, call_sid, outcome
-
-    def fetch_begin(self, run: Run, proc: str) -> tuple[float, bool] | None:
-        """Start fetching the recording once: None when its file is complete already (skipped),
-        else (how long the fetch takes, whether it fails)."""
-        call = run.call
-        if self.download_idempotent and call.file_ready:
-            self.rec.download_end(proc, run.job_id, call.call_sid, call.recording_sid, True, True, 0)
-            return None
-        self.rec.download_start(proc, run.job_id, call.call_sid, call.recording_sid)
-        fails = self.fetch_fails() or call.served == "missing"
-        took = call.download_s if self.twilio is self.scenario.twilio else self.download_time(self.twilio)
-        return (min(took, 5.0) if fails else took), fails
-
-    def fetch_end(self, run: Run, proc: str, fails: bool) -> tuple[str, str]:
-        """The fetch's end: the FetchAudio result, (outcome, detail)."""
-        call = run.call
-        sid, served = call.recording_sid, call.served
-        if fails:
-            self.rec.download_end(proc, run.job_id, call.call_sid, sid, False, False, 0)
-            return FETCH_FAILED
-        size = 960_000 if served == "audio" else 1_200
-        if self.download_idempotent and call.file_ready:
-            # two racing downloads: the unique RecordingSid row says the other one completed first,
-            # but the bytes were fetched twice (as in the app, skipped means nothing was fetched)
-            self.rec.download_end(proc, run.job_id, call.call_sid, sid, True, False, size)
-            return FETCHED_OK
-        call.file_ready, call.audio_ok = True, served == "audio"
-        self.rec.download_end(proc, run.job_id, call.call_sid, sid, True, False, size)
-        return FETCHED_OK
 
     def lose_in_crash(self, run: Run, w: int) -> None:
         """A crashed worker's job: its heartbeat stops, its claims expire with their TTLs, and
