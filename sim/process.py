@@ -101,10 +101,14 @@ class Env(simpy.Environment):
                     except StopIteration:
                         event.alive = False
                         continue
-                    if nxt.__class__ is float and nxt >= 0:  # sleeps again: Proc.follow's sleep, inline
+                    cls = nxt.__class__
+                    if cls is float and nxt >= 0:  # sleeps again: Proc.follow's sleep, inline
                         event.ticket = eid = next(eids)
                         event.sent = None
                         heappush(queue, (now + nxt, NORMAL, eid, event))
+                    elif cls is Waiters:  # an idle worker joins the line: Proc.follow's, inline
+                        nxt.append(event)
+                        event.target = nxt
                     else:
                         event.follow(nxt)
                 continue

@@ -38,6 +38,7 @@ class Workers:
         env, active_runs, beats, run_attempt = self.env, self.active_runs, self.beats, P.run_attempt
         rec, idempotent, twilio = self.rec, self.download_idempotent, self.scenario.twilio
         job_start, job_end, download_start, download_end = rec.job_start, rec.job_end, rec.download_start, rec.download_end
+        coord, worker_job = Coord, self.worker_job
         while True:
             entry = None
             try:
@@ -51,7 +52,7 @@ class Workers:
                 try:
                     run = entry.run
                     if entry.lead_job is not None:
-                        self.worker_job[w] = entry.lead_job
+                        worker_job[w] = entry.lead_job
                         yield from self.lead_job(entry.lead_job, name)
                     elif run.status in ("done", "failed") or run.token != entry.token:
                         pass  # superseded (re-queued as stuck) or finished: the app's job does nothing
@@ -62,7 +63,7 @@ class Workers:
                         # here, inline too (a method call each cost more than its body, measured),
                         # the rest by job_effect; the download, the transcription and a Sleep (the
                         # seeds' faults only) take simulated time. A run's job_id and call never change.
-                        self.worker_job[w] = run
+                        worker_job[w] = run
                         yield job_overhead_s
                         call, job_id = run.call, run.job_id
                         transcribe = transcribes and run.job_type == "full"
@@ -77,7 +78,7 @@ class Workers:
                                 break
                             kind = effect.__class__
                             if kind is tuple:  # (Coord, op, args[, kind, values]) or (Emit, kind, fields)
-                                if effect[0] is Coord:
+                                if effect[0] is coord:
                                     result = ops[effect[1]](*effect[2])
                                     if len(effect) > 3:  # recorded: values, then the answer
                                         recorder_of[effect[3]](name, *effect[4], result)
@@ -126,7 +127,7 @@ class Workers:
                                 result = self.job_effect(effect, run, name)
                 finally:
                     self.busy -= 1
-                    self.worker_job[w] = None
+                    worker_job[w] = None
             except simpy.Interrupt:
                 send = None  # the job's flow is dropped (closed now, as its worker dies: it releases nothing)
                 if entry is not None and entry.run is not None and entry.run.status == "running":
