@@ -31,7 +31,7 @@ class Workers:
 
     def worker(self, w: int) -> Generator:
         name, queue, down = f"worker-{w}", self.queue, self.worker_down
-        items, send = queue.items, None
+        items, idle, send = queue.items, queue.wait(), None  # idle: the queue's line of waiters (always the same)
         job_overhead_s, policy = self.job_overhead_s, self.policy
         ops, recorder_of = self.coord.ops, self.recorder_of
         transcribes = self.transcribe_s[1] > 0  # a full job's transcription takes time
@@ -44,7 +44,7 @@ class Workers:
             try:
                 while down[w] or self.redis_paused:
                     yield self.worker_wake[w]
-                entry = items.popleft() if items else (yield queue.wait())  # idle: nothing interrupts it
+                entry = items.popleft() if items else (yield idle)  # nothing interrupts an idle worker
                 if down[w] or self.redis_paused:
                     queue.push_front(entry)
                     continue
