@@ -89,10 +89,10 @@ class Env(simpy.Environment):
             raise ValueError(f"until ({at}) must be greater than the current simulation time")
         stop = Event(self)
         stop._ok, stop._value = True, None
-        queue, eids = self._queue, self._eid
+        queue, eids, normal, pop, push = self._queue, self._eid, NORMAL, heappop, heappush
         heappush(queue, (at, URGENT, next(eids), stop))
         while True:
-            now, _, eid, event = heappop(queue)  # never empty: `stop` is in it
+            now, _, eid, event = pop(queue)  # never empty: `stop` is in it
             self._now = now
             if event.__class__ is Proc:  # a process's wake-up: its own, unless interrupted since
                 if event.ticket == eid:
@@ -105,7 +105,7 @@ class Env(simpy.Environment):
                     if cls is float and nxt >= 0:  # sleeps again: Proc.follow's sleep, inline
                         event.ticket = eid = next(eids)
                         event.sent = None
-                        heappush(queue, (now + nxt, NORMAL, eid, event))
+                        push(queue, (now + nxt, normal, eid, event))
                     elif cls is Waiters:  # an idle worker joins the line: Proc.follow's, inline
                         nxt.append(event)
                         event.target = nxt
