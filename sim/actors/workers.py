@@ -48,8 +48,7 @@ class Workers:
                 if down[w] or self.redis_paused:
                     queue.push_front(entry)
                     continue
-                self.busy += 1
-                try:
+                try:  # busy: worker_job[w] is set while a job runs (the sampler counts them)
                     run = entry.run
                     if entry.lead_job is not None:
                         worker_job[w] = entry.lead_job
@@ -126,7 +125,6 @@ class Workers:
                             else:
                                 result = self.job_effect(effect, run, name)
                 finally:
-                    self.busy -= 1
                     worker_job[w] = None
             except simpy.Interrupt:
                 send = None  # the job's flow is dropped (closed now, as its worker dies: it releases nothing)
