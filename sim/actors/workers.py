@@ -31,7 +31,7 @@ class Workers:
 
     def worker(self, w: int) -> Generator:
         name, queue, down = f"worker-{w}", self.queue, self.worker_down
-        items, idle, send = queue.items, queue.wait(), None  # idle: the queue's line of waiters (always the same)
+        items, idle, flow = queue.items, queue.wait(), None  # idle: the queue's line of waiters (always the same)
         job_overhead_s, policy = self.job_overhead_s, self.policy
         ops, recorder_of = self.coord.ops, self.recorder_of
         transcribes = self.transcribe_s[1] > 0  # a full job's transcription takes time
@@ -66,13 +66,14 @@ class Workers:
                         yield job_overhead_s
                         call, job_id = run.call, run.job_id
                         transcribe = transcribes and run.job_type == "full"
-                        send = recording_job((job_id, call.call_sid, call.business_id, run.retry_count,
+                        # a Job, as a tuple; flow.send called as a method (cheaper than a bound send kept)
+                        flow = recording_job((job_id, call.call_sid, call.business_id, run.retry_count,
                                               run.fetch_retry_count, run.defer_count, job_id, job_id, transcribe),
-                                             policy).send  # a Job, as a tuple
+                                             policy)
                         result = None
                         while True:
                             try:
-                                effect = send(result)
+                                effect = flow.send(result)
                             except StopIteration:
                                 break
                             kind = effect.__class__
@@ -127,7 +128,7 @@ class Workers:
                 finally:
                     worker_job[w] = None
             except simpy.Interrupt:
-                send = None  # the job's flow is dropped (closed now, as its worker dies: it releases nothing)
+                flow = None  # the job's flow is dropped (closed now, as its worker dies: it releases nothing)
                 if entry is not None and entry.run is not None and entry.run.status == "running":
                     self.lose_in_crash(entry.run, w)
                 elif entry is not None and entry.run is not None and entry.run.token == entry.token:
