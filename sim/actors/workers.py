@@ -65,9 +65,10 @@ class Workers:
                         worker_job[w] = run
                         yield job_overhead_s
                         call, job_id = run.call, run.job_id
+                        call_sid = call.call_sid
                         transcribe = transcribes and run.job_type == "full"
                         # a Job, as a tuple; flow.send called as a method (cheaper than a bound send kept)
-                        flow = recording_job((job_id, call.call_sid, call.business_id, run.retry_count,
+                        flow = recording_job((job_id, call_sid, call.business_id, run.retry_count,
                                               run.fetch_retry_count, run.defer_count, job_id, job_id, transcribe),
                                              policy)
                         result = None
@@ -86,15 +87,15 @@ class Workers:
                                     result = recorder_of[effect[1]](name, **effect[2])
                             elif kind is FetchAudio:  # the download, once: skipped when the file is complete
                                 if idempotent and call.file_ready:
-                                    download_end(name, job_id, call.call_sid, call.recording_sid, True, True, 0)
+                                    download_end(name, job_id, call_sid, call.recording_sid, True, True, 0)
                                     result = FETCHED_OK
                                     continue
-                                download_start(name, job_id, call.call_sid, call.recording_sid)
+                                download_start(name, job_id, call_sid, call.recording_sid)
                                 fails = self.fetch_fails() or call.served == "missing"
                                 took = call.download_s if self.twilio is twilio else self.download_time(self.twilio)
                                 yield min(took, 5.0) if fails else took
                                 if fails:
-                                    download_end(name, job_id, call.call_sid, call.recording_sid, False, False, 0)
+                                    download_end(name, job_id, call_sid, call.recording_sid, False, False, 0)
                                     result = FETCH_FAILED
                                     continue
                                 served = call.served
@@ -103,20 +104,20 @@ class Workers:
                                 # were fetched twice (as in the app, skipped means nothing was fetched)
                                 if not (idempotent and call.file_ready):
                                     call.file_ready, call.audio_ok = True, served == "audio"
-                                download_end(name, job_id, call.call_sid, call.recording_sid, True, False,
+                                download_end(name, job_id, call_sid, call.recording_sid, True, False,
                                              960_000 if served == "audio" else 1_200)
                                 result = FETCHED_OK
                             elif kind is Finish:
                                 status = effect.status
                                 run.status, run.alive_since = status, None
                                 active_runs.pop(job_id, None)
-                                job_end(name, job_id, call.call_sid, status)
+                                job_end(name, job_id, call_sid, status)
                                 result = None
                             elif kind is StartRun:
                                 now = env._now
                                 run.status, run.started_at, run.heartbeat_at = "running", now, now
                                 run.alive_since = now if beats else None
-                                job_start(name, job_id, call.call_sid, run_attempt(run.retry_count, run.fetch_retry_count),
+                                job_start(name, job_id, call_sid, run_attempt(run.retry_count, run.fetch_retry_count),
                                           name)
                                 result = None if now < call.calllog_at else call.recording_sid
                             elif kind is Sleep:
