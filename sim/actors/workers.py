@@ -37,7 +37,8 @@ class Workers:
         transcribes = self.transcribe_s[1] > 0  # a full job's transcription takes time
         env, active_runs, beats, run_attempt = self.env, self.active_runs, self.beats, P.run_attempt
         rec, idempotent, twilio = self.rec, self.download_idempotent, self.scenario.twilio
-        job_start, job_end, download_start, download_end = rec.job_start, rec.job_end, rec.download_start, rec.download_end
+        job_start, job_end = rec.job_start, rec.job_end
+        download_start, download_end = rec.download_start, rec.download_end
         coord, worker_job = Coord, self.worker_job
         while True:
             entry = None
@@ -213,8 +214,8 @@ class Workers:
         return drive(flow, answer)
 
     def job_effect(self, effect: Any, run: Run, proc: str) -> Any:
-        """The recording job's effects that take no simulated time, but for the Coordination
-        calls, records, StartRun and Finish (done in the worker's loop): their result."""
+        """The recording job's rarer effects (Save, Park, RetryByRQ): their result. The
+        Coordination calls, records, StartRun, FetchAudio and Finish are done in the worker's loop."""
         kind = effect.__class__
         if kind is Save:
             for name, value in effect.fields.items():
