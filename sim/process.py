@@ -79,7 +79,8 @@ class _Timeout:
 
 class Env(simpy.Environment):
     """simpy.Environment, leaner: same queue, same order, fewer Python calls per event, and a
-    process's sleep or start is its own queue entry (no event object)."""
+    process's sleep or start is its own queue entry (no event object); a long sleep's entry
+    waits in the far heap (`_far`, the module's docstring) until it comes near."""
 
     def __init__(self, initial_time: float = 0) -> None:
         super().__init__(initial_time)
@@ -155,7 +156,6 @@ class Env(simpy.Environment):
             return
         _fire(event)
 
-
     def _draw_near(self) -> None:
         """The far heap's entries that come before the queue's first, into the queue."""
         far, queue = self._far, self._queue
@@ -163,6 +163,7 @@ class Env(simpy.Environment):
             heappush(queue, heappop(far))
 
     def peek(self) -> float:
+        """As simpy's peek: the next entry's time, the far heap's first included."""
         self._draw_near()
         return super().peek()
 
