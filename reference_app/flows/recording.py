@@ -41,8 +41,8 @@ def ended(status: str, error: str | None) -> dict:
     return {"status": status, "error": error, "permanent": status == "failed"}
 
 
-# A done job's result, made once (read, never changed: RQ keeps a copy): the model runs a done
-# job on almost every job, and building it cost about a tenth of the job's flow (measured).
+# A done job's result, made once (read, never changed: RQ keeps a copy): nearly every job the
+# model runs ends done, and building it cost about a tenth of the job's flow (measured).
 DONE = ended("done", None)
 
 
