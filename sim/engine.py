@@ -79,9 +79,12 @@ class Model(World, Ticker, Draws, Web, Workers, Clients, Deleters):
             self.spawn(self.outage(o))
 
     def sampler(self) -> Generator:
+        """Every SAMPLE_INTERVAL_S: the queue's depth, the busy workers (those holding a job:
+        worker_job, set while a job or a lead job runs) and the workers up."""
+        jobs = self.worker_job
         while True:
             up = sum(1 for d in self.worker_down if not d) if not self.redis_paused else 0
-            self.samples.append(Sample(self.env._now, len(self.queue), self.busy, up))
+            self.samples.append(Sample(self.env._now, len(self.queue), len(jobs) - jobs.count(None), up))
             yield SAMPLE_INTERVAL_S
 
     def outage(self, o: Outage) -> Generator:
@@ -128,6 +131,14 @@ class Model(World, Ticker, Draws, Web, Workers, Clients, Deleters):
             # RQ notices the dead worker's abandoned jobs a little after the restart
             yield self.scenario.workers.crash_detect_s
             self.rq_requeue_crashed()
+
+    def dispose(self) -> None:
+        """World.dispose, and the env's far heap dropped too (sim.process.Env: the long sleeps'
+        entries, which hold their processes, and they the env)."""
+        env = self.env
+        super().dispose()
+        if isinstance(env, Env):
+            env.clear()
 
     def lose_redis(self) -> None:
         """Redis killed (nothing on disk): every key, semaphore, fail-fast window, queued and

@@ -41,6 +41,14 @@ instructions). The queue, the event order and what `until` means are SimPy's, so
 same event for event; an event that failed with nobody to defuse it still crashes the run. On a
 plain simpy.Environment (tests compare the two) a Proc turns each delay into `env.timeout(delay)`.
 
+The far heap: a sleep longer than FAR_S (a user opening a recording a while after its call,
+most of a busy day's pending entries) waits in `Env._far`, not in the queue, and moves into the
+queue once the queue's first entry is not before it. The queue stays a few dozen entries deep
+instead of a few hundred, and every push and pop compares entries (tuples: their times for
+equality, then for order) at each level of it (measured: the day scenario's instructions -1.8 %,
+an M/M/c point's -0.4 %). Which heap an entry waits in changes nothing of the order: it is
+taken from the queue only while the far heap's first is later.
+
 `gc_paused()`: the cyclic collector off for a run or the measuring of its history.
 """
 from __future__ import annotations
@@ -56,6 +64,8 @@ from simpy.core import NORMAL, URGENT, EmptySchedule
 from simpy.events import Event
 
 _new = object.__new__
+_INF = float("inf")
+FAR_S = 10.0  # a process's sleep longer than this waits in Env's far heap (best of 1-300 s, measured)
 
 
 class _Timeout:
@@ -69,7 +79,12 @@ class _Timeout:
 
 class Env(simpy.Environment):
     """simpy.Environment, leaner: same queue, same order, fewer Python calls per event, and a
-    process's sleep or start is its own queue entry (no event object)."""
+    process's sleep or start is its own queue entry (no event object); a long sleep's entry
+    waits in the far heap (`_far`, the module's docstring) until it comes near."""
+
+    def __init__(self, initial_time: float = 0) -> None:
+        super().__init__(initial_time)
+        self._far: list[tuple] = []  # queue entries of long sleeps (FAR_S), until they come near
 
     def timeout(self, delay: float, value: Any = None) -> _Timeout:  # type: ignore[override]
         if delay < 0:
@@ -89,10 +104,16 @@ class Env(simpy.Environment):
             raise ValueError(f"until ({at}) must be greater than the current simulation time")
         stop = Event(self)
         stop._ok, stop._value = True, None
-        queue, eids = self._queue, self._eid
+        queue, eids, normal, pop, push = self._queue, self._eid, NORMAL, heappop, heappush
+        far, far_s = self._far, FAR_S
+        far_t = far[0][0] if far else _INF  # when the far heap's first entry is due
         heappush(queue, (at, URGENT, next(eids), stop))
         while True:
-            now, _, eid, event = heappop(queue)  # never empty: `stop` is in it
+            if queue[0][0] >= far_t:  # the far heap's first may come first: into the queue with it
+                push(queue, pop(far))
+                far_t = far[0][0] if far else _INF
+                continue
+            now, _, eid, event = pop(queue)  # never empty: `stop` is in it
             self._now = now
             if event.__class__ is Proc:  # a process's wake-up: its own, unless interrupted since
                 if event.ticket == eid:
@@ -101,10 +122,19 @@ class Env(simpy.Environment):
                     except StopIteration:
                         event.alive = False
                         continue
-                    if nxt.__class__ is float and nxt >= 0:  # sleeps again: Proc.follow's sleep, inline
+                    cls = nxt.__class__
+                    if cls is float and nxt >= 0:  # sleeps again: Proc.follow's sleep, inline
                         event.ticket = eid = next(eids)
                         event.sent = None
-                        heappush(queue, (now + nxt, NORMAL, eid, event))
+                        if nxt > far_s:
+                            push(far, (now + nxt, normal, eid, event))
+                            if now + nxt < far_t:
+                                far_t = now + nxt
+                        else:
+                            push(queue, (now + nxt, normal, eid, event))
+                    elif cls is Waiters:  # an idle worker joins the line: Proc.follow's, inline
+                        nxt.append(event)
+                        event.target = nxt
                     else:
                         event.follow(nxt)
                 continue
@@ -114,6 +144,7 @@ class Env(simpy.Environment):
 
     def step(self) -> None:
         """One entry of the queue, as simpy's step (which `run` without a number uses)."""
+        self._draw_near()
         try:
             now, _, eid, event = heappop(self._queue)
         except IndexError:
@@ -124,6 +155,22 @@ class Env(simpy.Environment):
                 event.advance(True, event.sent)
             return
         _fire(event)
+
+    def _draw_near(self) -> None:
+        """The far heap's entries that come before the queue's first, into the queue."""
+        far, queue = self._far, self._queue
+        while far and (not queue or far[0] < queue[0]):
+            heappush(queue, heappop(far))
+
+    def peek(self) -> float:
+        """As simpy's peek: the next entry's time, the far heap's first included."""
+        self._draw_near()
+        return super().peek()
+
+    def clear(self) -> None:
+        """Drop every pending entry, the far heap's too (a disposed model: World.dispose)."""
+        self._queue.clear()
+        self._far.clear()
 
 
 def _fire(event: Event) -> None:

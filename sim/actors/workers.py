@@ -12,10 +12,18 @@ from loopfix.reference_app.flows.effects import (ClaimRun, Coord, FetchAudio, Fi
     StartRun, Transcribe, drive)
 from loopfix.reference_app.flows.recording import recording_job
 from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
+from loopfix.reference_app.policy.events import EVENT_FIELDS
 from loopfix.sim.world import Entry, Run
 
 
 FETCHED_OK, FETCH_FAILED = ("ok", ""), ("transient", "")
+# The job's own records are made here on every job, by their recorders called positionally (a
+# call by keyword costs about twice as much, measured): in these fields' order.
+POSITIONAL = {"job.start": ("job_id", "call_sid", "attempt", "worker"), "job.end": ("job_id", "call_sid", "outcome"),
+              "download.start": ("job_id", "call_sid", "recording_sid"),
+              "download.end": ("job_id", "call_sid", "recording_sid", "ok", "skipped", "bytes")}
+if any(EVENT_FIELDS[kind] != fields for kind, fields in POSITIONAL.items()):
+    raise ImportError("sim.actors.workers calls a recorder whose fields changed: its calls need the new order")
 
 
 class Workers:
@@ -23,64 +31,96 @@ class Workers:
 
     def worker(self, w: int) -> Generator:
         name, queue, down = f"worker-{w}", self.queue, self.worker_down
-        items, send = queue.items, None
+        items, idle, flow = queue.items, queue.wait(), None  # idle: the queue's line of waiters (always the same)
         job_overhead_s, policy = self.job_overhead_s, self.policy
         ops, recorder_of = self.coord.ops, self.recorder_of
         transcribes = self.transcribe_s[1] > 0  # a full job's transcription takes time
+        env, active_runs, beats, run_attempt = self.env, self.active_runs, self.beats, P.run_attempt
+        rec, idempotent, twilio = self.rec, self.download_idempotent, self.scenario.twilio
+        job_start, job_end = rec.job_start, rec.job_end
+        download_start, download_end = rec.download_start, rec.download_end
+        coord, worker_job = Coord, self.worker_job
         while True:
             entry = None
             try:
                 while down[w] or self.redis_paused:
                     yield self.worker_wake[w]
-                entry = items.popleft() if items else (yield queue.wait())  # idle: nothing interrupts it
+                entry = items.popleft() if items else (yield idle)  # nothing interrupts an idle worker
                 if down[w] or self.redis_paused:
                     queue.push_front(entry)
                     continue
-                self.busy += 1
-                try:
+                try:  # busy: worker_job[w] is set while a job runs (the sampler counts them)
                     run = entry.run
                     if entry.lead_job is not None:
-                        self.worker_job[w] = entry.lead_job
+                        worker_job[w] = entry.lead_job
                         yield from self.lead_job(entry.lead_job, name)
                     elif run.status in ("done", "failed") or run.token != entry.token:
                         pass  # superseded (re-queued as stuck) or finished: the app's job does nothing
                     else:
                         # The app's job (flows.recording.recording_job) on the run in simulated
                         # time, inline: a generator and two calls less per job. The common
-                        # effects are done here, the rest by job_effect; the download, the
-                        # transcription and a Sleep (the seeds' faults only) take simulated time.
-                        self.worker_job[w] = run
+                        # effects (StartRun, the Coordination calls, FetchAudio, Finish) are done
+                        # here, inline too (a method call each cost more than its body, measured),
+                        # the rest by job_effect; the download, the transcription and a Sleep (the
+                        # seeds' faults only) take simulated time. A run's job_id and call never change.
+                        worker_job[w] = run
                         yield job_overhead_s
                         call, job_id = run.call, run.job_id
+                        call_sid = call.call_sid
                         transcribe = transcribes and run.job_type == "full"
-                        send = recording_job((job_id, call.call_sid, call.business_id, run.retry_count,
+                        # a Job, as a tuple; flow.send called as a method (cheaper than a bound send kept)
+                        flow = recording_job((job_id, call_sid, call.business_id, run.retry_count,
                                               run.fetch_retry_count, run.defer_count, job_id, job_id, transcribe),
-                                             policy).send  # a Job, as a tuple
+                                             policy)
                         result = None
                         while True:
                             try:
-                                effect = send(result)
+                                effect = flow.send(result)
                             except StopIteration:
                                 break
                             kind = effect.__class__
                             if kind is tuple:  # (Coord, op, args[, kind, values]) or (Emit, kind, fields)
-                                if effect[0] is Coord:
+                                if effect[0] is coord:
                                     result = ops[effect[1]](*effect[2])
                                     if len(effect) > 3:  # recorded: values, then the answer
                                         recorder_of[effect[3]](name, *effect[4], result)
                                 else:
                                     result = recorder_of[effect[1]](name, **effect[2])
-                            elif kind is FetchAudio:
-                                took = self.fetch_begin(run, name)
-                                if took is None:
+                            elif kind is FetchAudio:  # the download, once: skipped when the file is complete
+                                if idempotent and call.file_ready:
+                                    download_end(name, job_id, call_sid, call.recording_sid, True, True, 0)
                                     result = FETCHED_OK
-                                else:
-                                    yield took[0]
-                                    result = self.fetch_end(run, name, took[1])
+                                    continue
+                                download_start(name, job_id, call_sid, call.recording_sid)
+                                fails = self.fetch_fails() or call.served == "missing"
+                                took = call.download_s if self.twilio is twilio else self.download_time(self.twilio)
+                                yield min(took, 5.0) if fails else took
+                                if fails:
+                                    download_end(name, job_id, call_sid, call.recording_sid, False, False, 0)
+                                    result = FETCH_FAILED
+                                    continue
+                                served = call.served
+                                # two racing downloads, when the file is complete now: the unique
+                                # RecordingSid row says the other one completed first, but the bytes
+                                # were fetched twice (as in the app, skipped means nothing was fetched)
+                                if not (idempotent and call.file_ready):
+                                    call.file_ready, call.audio_ok = True, served == "audio"
+                                download_end(name, job_id, call_sid, call.recording_sid, True, False,
+                                             960_000 if served == "audio" else 1_200)
+                                result = FETCHED_OK
                             elif kind is Finish:
-                                result = self.finish(run, effect.status, name)
+                                status = effect.status
+                                run.status, run.alive_since = status, None
+                                active_runs.pop(job_id, None)
+                                job_end(name, job_id, call_sid, status)
+                                result = None
                             elif kind is StartRun:
-                                result = self.start_run(run, name)
+                                now = env._now
+                                run.status, run.started_at, run.heartbeat_at = "running", now, now
+                                run.alive_since = now if beats else None
+                                job_start(name, job_id, call_sid, run_attempt(run.retry_count, run.fetch_retry_count),
+                                          name)
+                                result = None if now < call.calllog_at else call.recording_sid
                             elif kind is Sleep:
                                 result = yield effect.seconds
                             elif kind is Transcribe:
@@ -88,10 +128,9 @@ class Workers:
                             else:
                                 result = self.job_effect(effect, run, name)
                 finally:
-                    self.busy -= 1
-                    self.worker_job[w] = None
+                    worker_job[w] = None
             except simpy.Interrupt:
-                send = None  # the job's flow is dropped (closed now, as its worker dies: it releases nothing)
+                flow = None  # the job's flow is dropped (closed now, as its worker dies: it releases nothing)
                 if entry is not None and entry.run is not None and entry.run.status == "running":
                     self.lose_in_crash(entry.run, w)
                 elif entry is not None and entry.run is not None and entry.run.token == entry.token:
@@ -175,8 +214,8 @@ class Workers:
         return drive(flow, answer)
 
     def job_effect(self, effect: Any, run: Run, proc: str) -> Any:
-        """The recording job's effects that take no simulated time, but for the Coordination
-        calls, records, StartRun and Finish (done in the worker's loop): their result."""
+        """The recording job's rarer effects (Save, Park, RetryByRQ): their result. The
+        Coordination calls, records, StartRun, FetchAudio and Finish are done in the worker's loop."""
         kind = effect.__class__
         if kind is Save:
             for name, value in effect.fields.items():
@@ -195,55 +234,6 @@ class Workers:
                 return self.push(run)
             return self.active_runs.pop(run.job_id, None)  # RQ's failed registry; the row stays 'queued'
         raise TypeError(f"not a recording job effect: {effect!r}")
-
-    def start_run(self, run: Run, proc: str) -> str | None:
-        """StartRun: the run is running, started and beating now; job.start recorded. The
-        CallLog's RecordingSid, None while the CallLog is not there yet."""
-        now = self.env._now
-        run.status, run.started_at, run.heartbeat_at = "running", now, now
-        run.alive_since = now if self.beats else None
-        call = run.call
-        self.rec.job_start(proc, job_id=run.job_id, call_sid=call.call_sid,
-                           attempt=P.run_attempt(run.retry_count, run.fetch_retry_count), worker=proc)
-        return None if now < call.calllog_at else call.recording_sid
-
-    def finish(self, run: Run, status: str, proc: str) -> None:
-        run.status, run.alive_since = status, None
-        self.active_runs.pop(run.job_id, None)
-        self.rec.job_end(proc, job_id=run.job_id, call_sid=run.call.call_sid, outcome=status)
-
-    def fetch_begin(self, run: Run, proc: str) -> tuple[float, bool] | None:
-        """Start fetching the recording once: None when its file is complete already (skipped),
-        else (how long the fetch takes, whether it fails)."""
-        call = run.call
-        if self.download_idempotent and call.file_ready:
-            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=call.recording_sid,
-                                  ok=True, skipped=True, bytes=0)
-            return None
-        self.rec.download_start(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=call.recording_sid)
-        fails = self.fetch_fails() or call.served == "missing"
-        took = call.download_s if self.twilio is self.scenario.twilio else self.download_time(self.twilio)
-        return (min(took, 5.0) if fails else took), fails
-
-    def fetch_end(self, run: Run, proc: str, fails: bool) -> tuple[str, str]:
-        """The fetch's end: the FetchAudio result, (outcome, detail)."""
-        call = run.call
-        sid, served = call.recording_sid, call.served
-        if fails:
-            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                                  ok=False, skipped=False, bytes=0)
-            return FETCH_FAILED
-        size = 960_000 if served == "audio" else 1_200
-        if self.download_idempotent and call.file_ready:
-            # two racing downloads: the unique RecordingSid row says the other one completed first,
-            # but the bytes were fetched twice (as in the app, skipped means nothing was fetched)
-            self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                                  ok=True, skipped=False, bytes=size)
-            return FETCHED_OK
-        call.file_ready, call.audio_ok = True, served == "audio"
-        self.rec.download_end(proc, job_id=run.job_id, call_sid=call.call_sid, recording_sid=sid,
-                              ok=True, skipped=False, bytes=size)
-        return FETCHED_OK
 
     def lose_in_crash(self, run: Run, w: int) -> None:
         """A crashed worker's job: its heartbeat stops, its claims expire with their TTLs, and
