@@ -242,7 +242,6 @@ class World:
         self.procs: list[Proc] = []  # every process spawned that may still be alive (dispose)
         self.procs_prune_at = 64
         self.worker_job: list[Run | LeadJob | None] = [None] * s.workers.count
-        self.busy = 0
         self.redis_paused = False
         self.redis_gone = False  # restarting: nothing reaches Redis, and nothing it held survives
         # runs no RQ job will run, with their token: Redis lost the job (since None), or a worker
