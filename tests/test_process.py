@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from loopfix.sim.process import Env, Proc, Waiters
+from loopfix.sim.process import FAR_S, Env, Proc, Waiters
 
 
 def _sleeper(env, log, name, delays, as_timeout=False):
@@ -207,3 +207,60 @@ def test_an_interrupted_waiter_leaves_the_line():
     Proc(env, crasher())
     env.run(2.0)
     assert log == [(1.0, "interrupted", 0)] and not proc.alive
+
+
+def _crowd(env, log, seed, as_simpy):
+    """Eight processes of whole-second sleeps, from 1 s to 3 * FAR_S, so that sleeps wait in
+    the far heap and in the queue and move from one to the other at ties with the queue's own
+    entries (the 1 s sleeper is due at every whole second); every 7 s one of them, drawn from
+    `seed`, is interrupted."""
+    import random
+
+    rng = random.Random(seed)
+    start = env.process if as_simpy else (lambda gen: Proc(env, gen))
+    procs = []
+
+    def sleeper(name, d):
+        while True:
+            try:
+                yield env.timeout(d) if as_simpy else d
+                log.append((env.now, name))
+            except simpy.Interrupt:
+                log.append((env.now, f"{name} interrupted"))
+
+    def interrupter():
+        while True:
+            yield env.timeout(7) if as_simpy else 7
+            procs[rng.randrange(len(procs))].interrupt()
+            log.append((env.now, "interrupt"))
+
+    far = int(FAR_S)
+    for i, d in enumerate([2 * far, 1, far + 1, far, 3 * far, 2, 2 * far, far + 1]):
+        # ints and floats: Env.run's loop sleeps a float itself, an int through Proc.follow
+        procs.append(start(sleeper(f"p{i}", float(d) if i % 2 else d)))
+    start(interrupter())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("until", [None, 100.0])
+def test_sleeps_past_far_s_wait_aside_and_still_wake_in_simpys_order(seed, until):
+    """A sleep longer than FAR_S waits in Env's far heap: the order of every wake-up and
+    interrupt stays the one SimPy's timeouts give, ties with near entries included, run in
+    one loop or step by step, in one call or in several."""
+    ours, simpys = [], []
+    env = Env()
+    _crowd(env, ours, seed, as_simpy=False)
+    reference = simpy.Environment()
+    _crowd(reference, simpys, seed, as_simpy=True)
+    if until is None:  # Env.step and peek, entry by entry, from the far entries Env.run left
+        env.run(2 * FAR_S + 1)
+        assert env._far  # (else this would not test what it says)
+        while env.peek() < 6 * FAR_S:
+            env.step()
+        reference.run(6 * FAR_S)
+    else:  # Env.run's loop, stopped and resumed at instants where entries tie
+        for at in (FAR_S, 2 * FAR_S + 1, until):
+            env.run(at)
+            reference.run(at)
+    assert ours == simpys
+    assert any(t >= FAR_S for t, _ in ours) and any("interrupted" in what for _, what in ours)

@@ -177,16 +177,27 @@ def test_a_list_out_of_time_order_is_judged_as_a_whole_history():
     assert v.valid is True and v.figure["sessions"] == 1
 
 
-def test_a_check_that_fails_on_the_models_stream_is_unknown_no_longer_fed_and_the_others_still_decide(monkeypatch):
+def _broken_on_record(calls):
+    def broken(self, e):  # reads whole records: the dispatcher builds the dict for it
+        calls.append(e["t"])
+        raise KeyError("recording_sid")
+    return broken
+
+
+def _broken_on_fields(calls):
+    def broken(self, ok=None, t=None):  # a step of the fields it names: no dict built for it
+        calls.append(t)
+        raise KeyError("recording_sid")
+    return broken
+
+
+@pytest.mark.parametrize("handler", [_broken_on_record, _broken_on_fields])
+def test_a_check_that_fails_on_the_models_stream_is_unknown_no_longer_fed_and_the_others_still_decide(
+        monkeypatch, handler):
     from loopfix.harness.checks_runs import NoDuplicateDownload
 
     calls = []
-
-    def broken(self, e):
-        calls.append(e["t"])
-        raise KeyError("recording_sid")
-
-    monkeypatch.setattr(NoDuplicateDownload, "on_end", broken)
+    monkeypatch.setattr(NoDuplicateDownload, "on_end", handler(calls))
     s = with_settings(load_scenario("steady"), variant="fixed")
     verdicts = {v.name: v for v in simulate_checked(s).verdicts}
     assert verdicts["no-duplicate-download"].valid == inv.UNKNOWN
