@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from functools import partial
 from typing import Any, Callable
 
 from loopfix.reference_app.flows.coordination import PlaybackGate
@@ -27,18 +28,18 @@ from loopfix.sim.keys import KeyStore
 LIVENESS_KEY = "workers:alive"
 
 
-class Operations(dict):
-    """op name -> the adapter's bound method, each looked up once on first use: what a model
-    driver calls for a `(Coord, op, args)` effect (`ops[op](*args)`), without a getattr and a
-    bound method made on every effect."""
+class AskedOnce(dict):
+    """key -> ask(key), asked once per key on first use, then a dict lookup: an answer that
+    never changes for one of a few keys — an adapter's bound method by op name
+    (ModelCoordination.ops), a frozen Policy's rule for a path or a reason (sim.world)."""
 
-    def __init__(self, adapter: Any):
+    def __init__(self, ask: Callable[[Any], Any]):
         super().__init__()
-        self.adapter = adapter
+        self.ask = ask
 
-    def __missing__(self, op: str) -> Callable[..., Any]:
-        method = self[op] = getattr(self.adapter, op)
-        return method
+    def __missing__(self, key: Any) -> Any:
+        value = self[key] = self.ask(key)
+        return value
 
 
 class ModelCoordination:
@@ -54,7 +55,9 @@ class ModelCoordination:
         if alive is not None:
             self.worker_alive = alive  # the model's liveness, asked directly
         self.keys = KeyStore()
-        self.ops = Operations(self)
+        # op name -> bound method: what a model driver calls for a `(Coord, op, args)` effect
+        # (`ops[op](*args)`), without a getattr and a bound method made on every effect
+        self.ops = AskedOnce(partial(getattr, self))
         self.attempts: dict[str, deque[float]] = {}
         self.slots: dict[int, dict[str, float]] = {}
         self.inflight: dict[str, tuple[str, float]] = {}

@@ -21,7 +21,7 @@ from simpy.events import PENDING
 
 from loopfix.reference_app import policy as P
 from loopfix.reference_app.events import EVENT_FIELDS
-from loopfix.sim.coordination import ModelCoordination
+from loopfix.sim.coordination import AskedOnce, ModelCoordination
 from loopfix.sim.process import Proc, Waiters
 from loopfix.sim.records import recorder_name, recorders
 
@@ -56,19 +56,6 @@ class RedisUnavailable(Exception):
     """A request reached an unreachable Redis with no fallback (`orphan_runs_not_swept`: the
     seeds trusted Redis): the app's error handler answers 503 redis_unavailable, and the
     request records no enqueue.result."""
-
-
-class AskedOnce(dict):
-    """key -> ask(key), asked once per key on first use: a policy rule's answer for one of a few
-    values (a path, a reason) that the Policy, being frozen, never changes."""
-
-    def __init__(self, ask: Any):
-        super().__init__()
-        self.ask = ask
-
-    def __missing__(self, key: Any) -> Any:
-        value = self[key] = self.ask(key)
-        return value
 
 
 class JobQueue:
