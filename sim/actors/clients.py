@@ -7,7 +7,6 @@ from heapq import heappop, heappush
 from math import inf, log
 from typing import Any, Callable, Generator
 
-from simpy.core import NORMAL
 from simpy.events import Event
 
 from loopfix.reference_app.flows.player import Play, play_session
@@ -25,10 +24,11 @@ class Openings:
     there runs at once, before anything else due then (it starts URGENT). Only an event due at
     that very float instant could tell the two apart."""
 
-    __slots__ = ("env", "spawn", "opener", "due", "alarms", "first", "seq")
+    __slots__ = ("at", "spawn", "opener", "due", "alarms", "first", "seq")
 
-    def __init__(self, env: Any, spawn: Callable[[Generator], Any], opener: Callable[[Call], Generator]):
-        self.env, self.spawn, self.opener = env, spawn, opener
+    def __init__(self, at: Callable[[float, Callable[[Event], Any]], Event], spawn: Callable[[Generator], Any],
+                 opener: Callable[[Call], Generator]):
+        self.at, self.spawn, self.opener = at, spawn, opener  # at: sim.ticker's _at, an event at exactly t
         self.due: list[tuple[float, int, Call]] = []  # (t, seq, call), a heap
         self.alarms: set[float] = set()  # the times of the alarms in the queue
         self.first = inf  # the earliest of them
@@ -42,12 +42,8 @@ class Openings:
             self.alarm(t)
 
     def alarm(self, t: float) -> None:
-        """An event at exactly `t` that rings (as sim.ticker's _at)."""
-        env = self.env
-        ev = Event(env)
-        ev._ok, ev._value = True, t
-        ev.callbacks.append(self.ring)
-        heappush(env._queue, (t, NORMAL, next(env._eid), ev))
+        """An event at exactly `t` that rings."""
+        self.at(t, self.ring)
         self.alarms.add(t)
         if t < self.first:
             self.first = t
@@ -73,7 +69,7 @@ class Clients:
         plays, play_fraction = self.rng_clients.random, s.clients.play_fraction
         delay_lo, delay_hi = s.clients.play_delay_s
         spawn, open_recording = self.spawn, self.open_recording
-        openings = Openings(env, spawn, open_recording)
+        openings = Openings(self._at, spawn, open_recording)
         draw = self.rng_calls.random
         arrivals = s.arrivals
         steady = not arrivals.profile
