@@ -307,6 +307,7 @@ def passes(f: tuple[str, tuple[Any, ...]] | None, e: Event) -> bool:
     dispatcher `_dispatcher` generates tests the same, inline)."""
     return f is None or e.get(f[0]) in f[1]
 
+
 def _ignore(*args: Any, **fields: Any) -> None:
     """What a failed check's handler (or step) becomes in a dispatcher: its verdict is the error."""
 
