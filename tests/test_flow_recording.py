@@ -11,7 +11,7 @@ FIXED = make_policy("fixed")
 
 
 def test_a_free_slot_is_taken_and_recorded():
-    effects, _ = drive_with(recording_job(JOB, FIXED), ["RE1", True, False] + [None] * 3 + [True])
+    effects, _ = drive_with(recording_job(JOB, FIXED), ["RE1", True, False] + [None] * 4)
     # one effect: the call, then slot.acquire with its answer as the last field (ok)
     assert effects[1] == (Coord, "acquire_slot", (1, "rq7", "CA1"), "slot.acquire", ("7", 1))
 
@@ -69,24 +69,29 @@ def test_the_seed_raises_for_rq_to_retry_at_once():
 
 # --------------------------------------------------------------------------- the whole job
 
-from loopfix.reference_app.flows.effects import FetchAudio, StartRun, Transcribe  # noqa: E402
+from loopfix.reference_app.flows.effects import FetchAudio, Release, StartRun, Transcribe  # noqa: E402
 from loopfix.reference_app.flows.recording import Job, recording_job  # noqa: E402
 
 JOB = Job("7", "CA1", 1, 0, 0, 0, "rq7", "rq7")
 
 
 def kinds(effects):
-    """Each effect's name: a Coord's op (then its record's kind, when it records its answer), an
-    Emit's kind, else the effect's class."""
+    """Each effect's name: a Coord's op (then its record's kind, when it records its answer), a
+    Release's calls and record, an Emit's kind, else the effect's class."""
     names = []
     for e in effects:
-        names += ([e[1]] + ([e[3]] if len(e) > 3 else [])) if type(e) is tuple else [type(e).__name__]
+        if type(e) is not tuple:
+            names.append(type(e).__name__)
+        elif e[0] is Release:
+            names += ["release_inflight"] * (e[1] is not None) + ["release_slot", "slot.release"]
+        else:
+            names += [e[1]] + ([e[3]] if len(e) > 3 else [])
     return names
 
 
 def test_a_job_that_fetches_finishes_then_releases_its_claim_and_then_its_slot():
     effects, value = drive_with(recording_job(JOB, FIXED),
-                                ["RE1", True, True, ("ok", ""), None, None, True])
+                                ["RE1", True, True, ("ok", ""), None, None])
     assert kinds(effects) == ["StartRun", "acquire_slot", "slot.acquire", "claim_inflight",
                               "FetchAudio", "Finish", "release_inflight", "release_slot", "slot.release"]
     assert value == {"status": "done", "error": None, "permanent": False}
@@ -98,14 +103,14 @@ def test_no_calllog_yet_retries_without_touching_a_slot():
 
 
 def test_a_recording_in_flight_elsewhere_defers_and_still_frees_the_slot_last():
-    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", True, False] + [None] * 3 + [True])
+    effects, value = drive_with(recording_job(JOB, FIXED), ["RE1", True, False] + [None] * 4)
     assert kinds(effects)[-5:] == ["Save", "Park", "job.end", "release_slot", "slot.release"]
     assert "release_inflight" not in kinds(effects) and "deferred" in value
 
 
 def test_a_failed_fetch_retries_on_the_fetch_budget_and_releases_both_claims():
     effects, value = drive_with(recording_job(JOB, FIXED),
-                                ["RE1", True, True, ("missing", "404")] + [None] * 5 + [None, True])
+                                ["RE1", True, True, ("missing", "404")] + [None] * 6)
     assert effects[4].fields["fetch_retry_count"] == 1
     assert effects[4].fields["error"].startswith("audio not available (404) (fetch attempt 1/")
     assert kinds(effects)[-3:] == ["release_inflight", "release_slot", "slot.release"] and value["retry"] == 1
@@ -150,7 +155,7 @@ def test_a_worker_dying_mid_download_releases_nothing():
 def test_the_models_transcription_comes_after_the_claim_and_slot_are_freed():
     job = JOB._replace(transcribe=True)
     effects, value = drive_with(recording_job(job, FIXED),
-                                ["RE1", True, True, ("ok", ""), None, True, None, None])
+                                ["RE1", True, True, ("ok", ""), None, None, None])
     assert kinds(effects)[-5:] == ["release_inflight", "release_slot", "slot.release", "Transcribe", "Finish"]
     assert value["status"] == "done" and any(type(e) is Transcribe for e in effects)
 
@@ -166,3 +171,37 @@ def test_a_recorded_coordination_call_records_its_answer_as_the_last_field():
     effect = (Coord, "release_slot", (1, "rq7"), "slot.release", ("7", 1))
     assert tagged(effect, Slots(), lambda kind, **fields: records.append((kind, fields))) is True
     assert records == [("slot.release", {"job_id": "7", "business_id": 1, "freed": True})]
+
+
+def test_a_release_frees_the_claim_then_the_slot_and_records_whether_the_slot_was_still_held():
+    from loopfix.reference_app.flows.effects import tagged
+
+    class Claims:
+        def __init__(self, fail=False):
+            self.calls, self.fail = [], fail
+
+        def release_inflight(self, recording_sid, owner):
+            self.calls.append(("release_inflight", recording_sid, owner))
+            if self.fail:
+                raise ConnectionError("redis down")
+            return True
+
+        def release_slot(self, business_id, owner):
+            self.calls.append(("release_slot", business_id, owner))
+            return False  # lapsed meanwhile
+
+    records = []
+    emit = lambda kind, **fields: records.append((kind, fields))  # noqa: E731
+    claims = Claims()
+    assert tagged((Release, ("RE1", "rq7"), (1, "rq7"), ("7", 1)), claims, emit) is None
+    assert claims.calls == [("release_inflight", "RE1", "rq7"), ("release_slot", 1, "rq7")]
+    assert records == [("slot.release", {"job_id": "7", "business_id": 1, "freed": False})]
+    unclaimed = Claims()
+    tagged((Release, None, (1, "rq7"), ("7", 1)), unclaimed, emit)
+    assert unclaimed.calls == [("release_slot", 1, "rq7")]
+    down, records[:] = Claims(fail=True), []
+    try:
+        tagged((Release, ("RE1", "rq7"), (1, "rq7"), ("7", 1)), down, emit)
+    except ConnectionError:
+        pass
+    assert down.calls == [("release_inflight", "RE1", "rq7")] and records == []  # the slot is not released

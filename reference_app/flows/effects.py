@@ -16,8 +16,14 @@ apart by their class.
   answer. An unreachable store raises out of the driver, not into the flow.
 - `(Coord, op, args, kind, values)`: the same call, then record `kind` with `values` (a tuple, in
   the schema's field order) and the answer as its last field: one effect where a call's answer
-  is always recorded at once (the recording job's slot take and release, on every job: a
-  separate Emit costs the model about five times the record itself, measured).
+  is always recorded at once (the recording job's slot take, on every job: a separate Emit
+  costs the model about five times the record itself, measured).
+- `(Release, claim, slot, values)`: the recording job's end, its two Coordination calls in one
+  effect: `release_inflight(*claim)` (unless `claim` is None: not claimed), then
+  `release_slot(*slot)`, recorded as slot.release with `values` and its answer; result: None
+  (the job needs neither answer). A call that raises leaves the rest undone, as two effects
+  did. One resume of the job less, and its last answer None: the model ends the job's flow
+  with `next(flow, default)`, no StopIteration to raise (sim/actors/workers.py).
 - `Gap()`: a round trip passes here, where a concurrent request can slip in (the seed's
   check-then-set races). The app's own round trip is the gap; the model lets REDIS_RTT_S pass.
 - `(Emit, kind, fields)`: record one history event (reference_app/events.py's schema).
@@ -91,24 +97,35 @@ class _Tag:
 
 Coord = _Tag("Coord")  # (Coord, op, args): call `op` on the Coordination adapter
 Emit = _Tag("Emit")  # (Emit, kind, fields): record one history event
+Release = _Tag("Release")  # (Release, claim, slot, values): free a recording job's claim and slot
 
 
 def tagged(effect: tuple, coord: Any, emit: Callable[..., Any]) -> Any:
     """A tagged-tuple effect carried out: (Coord, op, args) calls `op` on the adapter `coord`
-    (and with `kind, values` records its answer), (Emit, kind, fields) records through
-    `emit(kind, **fields)`. The app's drivers share it; the model's hot loops inline the same
-    lines (a call per effect is a measurable share there)."""
-    if effect[0] is Coord:
+    (and with `kind, values` records its answer), (Release, ...) its two calls and record,
+    (Emit, kind, fields) records through `emit(kind, **fields)`. The app's drivers share it;
+    the model's hot loops inline the same lines (a call per effect is a measurable share there)."""
+    tag = effect[0]
+    if tag is Coord:
         answer = getattr(coord, effect[1])(*effect[2])
         if len(effect) > 3:
-            kind = effect[3]
-            emit(kind, **dict(zip(EVENT_FIELDS[kind], (*effect[4], answer), strict=True)))
+            _record(emit, effect[3], effect[4], answer)
         return answer
+    if tag is Release:
+        if effect[1] is not None:
+            coord.release_inflight(*effect[1])
+        _record(emit, "slot.release", effect[3], coord.release_slot(*effect[2]))
+        return None
     return emit(effect[1], **effect[2])
 
 
+def _record(emit: Callable[..., Any], kind: str, values: tuple, answer: Any) -> None:
+    """Record `kind` with `values` and a call's answer as its last field, by field name."""
+    emit(kind, **dict(zip(EVENT_FIELDS[kind], (*values, answer), strict=True)))
+
+
 def effect_type(effect: Any) -> Any:
-    """Coord or Emit for a tagged tuple, else the effect's class (for tests and messages)."""
+    """Coord, Emit or Release for a tagged tuple, else the effect's class (for tests and messages)."""
     return effect[0] if effect.__class__ is tuple else effect.__class__
 
 

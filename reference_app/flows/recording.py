@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from loopfix.reference_app.flows.effects import (Coord, Emit, FetchAudio, Finish, Flow, Park, RetryByRQ, Save, Sleep,
-    StartRun, Transcribe)
+from loopfix.reference_app.flows.effects import (Coord, Emit, FetchAudio, Finish, Flow, Park, Release, RetryByRQ, Save,
+    Sleep, StartRun, Transcribe)
 from loopfix.reference_app.policy import Policy, recording_retry_decision, retry_budget, slot_defer_delay
 
 
@@ -97,10 +97,8 @@ def recording_job(job: Job, p: Policy) -> Flow:
         died = True
         raise
     finally:
-        if not died:
-            if claimed:
-                yield (Coord, "release_inflight", claim)
-            yield (Coord, "release_slot", (business_id, slot_owner), "slot.release", ids)
+        if not died:  # the claim (if taken), then the slot: one effect
+            yield (Release, claim if claimed else None, (business_id, slot_owner), ids)
     if result is not None:
         return result
     yield TRANSCRIBE  # the model's transcription holds no claim or slot

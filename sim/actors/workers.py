@@ -8,8 +8,8 @@ from typing import Any, Generator
 import simpy
 
 from loopfix.reference_app import policy as P
-from loopfix.reference_app.flows.effects import (ClaimRun, Coord, FetchAudio, Finish, Park, RetryByRQ, Save, Sleep,
-    StartRun, Transcribe, drive)
+from loopfix.reference_app.flows.effects import (ClaimRun, Coord, FetchAudio, Finish, Park, Release, RetryByRQ, Save,
+    Sleep, StartRun, Transcribe, drive)
 from loopfix.reference_app.flows.recording import recording_job
 from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
 from loopfix.reference_app.policy.events import EVENT_FIELDS
@@ -21,9 +21,11 @@ FETCHED_OK, FETCH_FAILED = ("ok", ""), ("transient", "")
 # call by keyword costs about twice as much, measured): in these fields' order.
 POSITIONAL = {"job.start": ("job_id", "call_sid", "attempt", "worker"), "job.end": ("job_id", "call_sid", "outcome"),
               "download.start": ("job_id", "call_sid", "recording_sid"),
-              "download.end": ("job_id", "call_sid", "recording_sid", "ok", "skipped", "bytes")}
+              "download.end": ("job_id", "call_sid", "recording_sid", "ok", "skipped", "bytes"),
+              "slot.release": ("job_id", "business_id", "freed")}
 if any(EVENT_FIELDS[kind] != fields for kind, fields in POSITIONAL.items()):
     raise ImportError("sim.actors.workers calls a recorder whose fields changed: its calls need the new order")
+_END = object()  # next(flow, _END): the job's flow has ended
 
 
 class Workers:
@@ -39,7 +41,8 @@ class Workers:
         rec, idempotent, twilio = self.rec, self.download_idempotent, self.scenario.twilio
         job_start, job_end = rec.job_start, rec.job_end
         download_start, download_end = rec.download_start, rec.download_end
-        coord, worker_job = Coord, self.worker_job
+        release_inflight, release_slot, slot_release = ops["release_inflight"], ops["release_slot"], rec.slot_release
+        coord, release, worker_job = Coord, Release, self.worker_job
         while True:
             entry = None
             try:
@@ -74,16 +77,32 @@ class Workers:
                                              policy)
                         result = None
                         while True:
-                            try:
-                                effect = flow.send(result)
-                            except StopIteration:
-                                break
+                            # flow.send(result); for None, next(flow, _END): the same step, and
+                            # the flow's end (after Release, its last effect) with no StopIteration
+                            # raised (the job's value is the app's, not needed here). Measured on
+                            # the day scenario's hour: -8.6 M instructions; Release (one resume
+                            # and one effect less per job) -22.8 M.
+                            if result is None:
+                                effect = next(flow, _END)
+                                if effect is _END:
+                                    break
+                            else:
+                                try:
+                                    effect = flow.send(result)
+                                except StopIteration:
+                                    break
                             kind = effect.__class__
-                            if kind is tuple:  # (Coord, op, args[, kind, values]) or (Emit, kind, fields)
-                                if effect[0] is coord:
+                            if kind is tuple:  # (Coord, op, args[, kind, values]), Release or Emit
+                                tag = effect[0]
+                                if tag is coord:
                                     result = ops[effect[1]](*effect[2])
                                     if len(effect) > 3:  # recorded: values, then the answer
                                         recorder_of[effect[3]](name, *effect[4], result)
+                                elif tag is release:  # (Release, claim, slot, values): the job's end
+                                    if effect[1] is not None:
+                                        release_inflight(*effect[1])
+                                    slot_release(name, *effect[3], release_slot(*effect[2]))
+                                    result = None
                                 else:
                                     result = recorder_of[effect[1]](name, **effect[2])
                             elif kind is FetchAudio:  # the download, once: skipped when the file is complete
@@ -215,7 +234,8 @@ class Workers:
 
     def job_effect(self, effect: Any, run: Run, proc: str) -> Any:
         """The recording job's rarer effects (Save, Park, RetryByRQ): their result. The
-        Coordination calls, records, StartRun, FetchAudio and Finish are done in the worker's loop."""
+        Coordination calls, Release, records, StartRun, FetchAudio and Finish are done in the
+        worker's loop."""
         kind = effect.__class__
         if kind is Save:
             for name, value in effect.fields.items():
