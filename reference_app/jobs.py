@@ -125,7 +125,7 @@ class RecordingJob:
 
         def handle(effect):
             kind = type(effect)
-            if kind is tuple:  # (Coord, op, args) or (Emit, kind, fields)
+            if kind is tuple:  # (Coord, op, args[, kind, values]), (Release, ...) or (Emit, kind, fields)
                 return tagged(effect, coord, emit)
             if kind is Save:
                 for name, value in effect.fields.items():
