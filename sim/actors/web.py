@@ -24,13 +24,16 @@ class Web:
         enqueue the full job (000) by flows.enqueue.dedup_enqueue. Handled in the arrival
         process itself: one webhook per call, nothing to race with (never a replay), so no commit
         wait and no simulated time passes: the run is created at once (insert_run, `remember`:
-        `opened`). Both flows are driven here, in one frame (once per call). Redis unreachable:
-        the database fallback (drive_pending_run), or 503 (RedisUnavailable): Twilio's callback
-        is not retried in the model, the recording is lost. `opened`: whether anyone will open
-        the call's recording (decided at its arrival)."""
-        call_sid = call.call_sid
-        flow = recording_callback(call.business_id, call_sid, call.recording_sid, call.has_url, False, self.policy)
-        send, result = flow.send, None
+        `opened`). With Redis reachable the callback yields the enqueue's steps itself
+        (`inline`: one flow to drive), and Redis cannot become unreachable meanwhile (no time
+        passes). Redis unreachable: the Enqueue effect, and the database fallback
+        (drive_pending_run), or 503 (RedisUnavailable): Twilio's callback is not retried in the
+        model, the recording is lost. `opened`: whether anyone will open the call's recording
+        (decided at its arrival)."""
+        paused = self.redis_paused  # paused, or restarting
+        flow = recording_callback(call.business_id, call.call_sid, call.recording_sid, call.has_url, False,
+                                  self.policy, not paused)
+        send, ops, result = flow.send, self.coord.ops, None
         while True:
             # flow.send(result); for None (a record's answer), next(flow, _END): the same step,
             # and the flow's end without a StopIteration to catch (its value is not needed)
@@ -43,11 +46,18 @@ class Web:
                     effect = send(result)
                 except StopIteration:
                     return
-            if effect.__class__ is tuple:  # (Emit, kind, fields)
-                result = self.recorder_of[effect[1]]("web", **effect[2])
-                continue
-            # Enqueue: the full job via the webhook (WEBHOOK_ENQUEUE)
-            if self.redis_paused:  # Redis unreachable: paused, or restarting
+            if effect.__class__ is tuple:
+                if effect[0] is Coord:  # (Coord, op, args): the enqueue's dedup
+                    result = ops[effect[1]](*effect[2])
+                else:  # (Emit, kind, fields)
+                    result = self.recorder_of[effect[1]]("web", **effect[2])
+            elif effect.__class__ is CreateRun:  # the full job via the webhook (WEBHOOK_ENQUEUE)
+                try:
+                    self.insert_run(call, "full", "webhook", opened)
+                    result = True
+                except EnqueueError:
+                    result = False
+            else:  # Enqueue, with Redis unreachable
                 if not self.orphans_swept:
                     return flow.close()  # RedisUnavailable: 503
                 steps = self.drive_pending_run(call, "full", "webhook", wait=False, remember=opened)
@@ -55,23 +65,6 @@ class Web:
                     steps.send(None)
                 except StopIteration as stop:
                     result = self.reported_reason[stop.value]
-                continue
-            enqueue = dedup_enqueue(call_sid, "full", "webhook", True, self.policy)
-            step, ops, reason = enqueue.send, self.coord.ops, None
-            while True:
-                try:
-                    effect = step(reason)
-                except StopIteration as stop:
-                    result = self.reported_reason[stop.value]
-                    break
-                if effect.__class__ is CreateRun:
-                    try:
-                        self.insert_run(call, "full", "webhook", opened)
-                        reason = True
-                    except EnqueueError:
-                        reason = False
-                else:  # (Coord, op, args)
-                    reason = ops[effect[1]](*effect[2])
 
     def commit_new_run(self, call: Call, job_type: str, via: str) -> Generator:
         """Create the run row and put its job on the queue (insert_run) after the commit's
