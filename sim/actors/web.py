@@ -10,7 +10,7 @@ from loopfix.reference_app import policy as P
 from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Enqueue, FailStuck
 from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request, pending_run, recording_callback
 from loopfix.reference_app.flows.playback import PollCall, poll
-from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run, new_tuple
+from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run, new_object, new_tuple
 
 _END = object()  # next(flow, _END): the flow has ended
 assert PollCall._fields == ("business_id", "call_sid", "has_recording_url", "file_ready", "run")  # new_tuple
@@ -79,7 +79,11 @@ class Web:
         recording), so that its run and call are freed once the job is done instead of being
         held to the end of the run (a sweep point's 100 k calls)."""
         job_id = str(next(self.ids))  # next_id()
-        run = Run(job_id, call, job_type, "queued", self.env._now, self.enqueue_retry_max)
+        run = new_object(Run)  # Run(job_id, call, job_type, "queued", now, enqueue_retry_max), every field
+        run.job_id, run.call, run.job_type = job_id, call, job_type  # (three at most: no tuple built)
+        run.status, run.created_at, run.rq_retries_left = "queued", self.env._now, self.enqueue_retry_max
+        run.token = run.retry_count = run.fetch_retry_count = run.defer_count = 0
+        run.started_at = run.heartbeat_at = run.next_attempt_at = run.alive_since = None
         if remember:
             self.latest_run[call.call_sid] = run
         if self.redis_paused:  # Redis unreachable: paused, or restarting
