@@ -8,7 +8,7 @@ import random
 from math import cos, exp, log, sin, sqrt, tau as TWOPI
 from typing import Any
 
-from loopfix.sim.world import Call
+from loopfix.sim.world import Call, new_object
 
 
 class Draws:
@@ -73,7 +73,9 @@ class Draws:
             lo, hi = late_s if draw() < late_fraction else commit_s
             calllog_at = now + (lo + (hi - lo) * draw())
         num = str(n).zfill(6)  # f"{n:06d}" (n > 0), for less
-        # positional, in Call's field order: call_sid, recording_sid, business_id, has_url,
-        # calllog_at, download_s, archive, served (draws in the same order as ever)
-        return Call("CA" + num, "RE" + num, 1 + business, has_url, calllog_at, self.download_time(), archive,
-                    self.served_by_shape[odd] if has_url else "")
+        call = new_object(Call)  # Call(...), every field (sim.world.new_object)
+        call.call_sid, call.recording_sid, call.business_id = "CA" + num, "RE" + num, 1 + business
+        call.has_url, call.calllog_at, call.download_s = has_url, calllog_at, self.download_time()
+        call.archive, call.served = archive, self.served_by_shape[odd] if has_url else ""
+        call.file_ready = call.audio_ok = False
+        return call

@@ -91,6 +91,19 @@ def test_a_failed_webhook_enqueue_answers_500():
     assert value == "error" and done[-1][2]["status"] == 500
 
 
+def test_an_inline_callback_yields_the_enqueues_own_steps_and_reports_as_the_enqueue_effect_would():
+    # enqueue_error_hidden: a failed enqueue is reported 'duplicate' (policy.reported_enqueue_reason)
+    for faults, created, reported in (("", True, "enqueued"), ("", False, "error"),
+                                      ("enqueue_error_hidden", False, "duplicate")):
+        p = make_policy("fixed", faults)
+        effects, value = drive_with(recording_callback(1, "CA1", "RE1", True, False, p, inline=True),
+                                    [None, "tok", created] + [None] * (2 if created else 3))  # a release after a failure
+        assert value == reported and effects[-1][2] == {"call_sid": "CA1", "reason": reported,
+                                                       "status": 500 if reported == "error" else 204}
+        assert effects[1:3] == [Coord("claim_dedup", KEY), CREATE]
+        assert _run(recording_callback(1, "CA1", "RE1", True, False, p), reason=reported)[1][-1] == effects[-1]
+
+
 def test_the_enqueue_api_answers_cached_without_enqueueing_and_404_without_a_url():
     assert _run(enqueue_request("CA1", True, True))[0] == ("cached", 200)
     assert _run(enqueue_request("CA1", False, False)) == (None, [])

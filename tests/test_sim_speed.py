@@ -13,6 +13,7 @@ from loopfix.reference_app.events import dumps
 from loopfix.reports import measures
 from loopfix.sim import simulate, sweep
 from loopfix.sim.model import Model
+from loopfix.sim.world import Call, Entry, Run
 from loopfix.sweep_commands import MMC_ROW_KINDS, measure_point, row_kinds, run_for_row
 
 
@@ -55,6 +56,20 @@ def test_the_leaner_simpy_loop_runs_every_event_as_simpy_does():
     players: the same history, record for record."""
     s = with_settings(load_scenario("worker-crash"), variant="before")
     assert _history(Model, s)[1] == _history(Model, s, env=simpy.Environment())[1]
+
+
+def test_the_calls_runs_and_queue_entries_made_bare_on_every_call_are_what_their_classes_make():
+    """sim.world.new_object: new_call, insert_run and push set every field, defaults included,
+    as the classes' own calls would (a field left unset fails the comparison)."""
+    s = with_settings(load_scenario("steady"), seed=1)
+    model = Model(s, s.make_policy())  # not started: no worker waits, the entry stays queued
+    for _ in range(3):
+        call = model.new_call()
+        assert call == Call(call.call_sid, call.recording_sid, call.business_id, call.has_url, call.calllog_at,
+                            call.download_s, call.archive, call.served)
+        run = model.insert_run(call, "full", "webhook")
+        assert run == Run(run.job_id, call, "full", "queued", model.env.now, model.enqueue_retry_max, token=1)
+        assert model.queue.items[-1] == Entry(run, 1)
 
 
 class SweepsAlways(Model):

@@ -14,10 +14,11 @@ from __future__ import annotations
 from functools import cache
 
 from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Emit, Enqueue, Flow
-from loopfix.reference_app.policy import Policy, enqueue_status, recording_callback_enqueues
+from loopfix.reference_app.policy import Policy, enqueue_status, recording_callback_enqueues, reported_enqueue_reason
 
 
-WEBHOOK_ENQUEUE = Enqueue("full", "webhook", True)
+WEBHOOK_JOB_TYPE, WEBHOOK_VIA = "full", "webhook"  # the webhook's enqueue, with dedup
+WEBHOOK_ENQUEUE = Enqueue(WEBHOOK_JOB_TYPE, WEBHOOK_VIA, True)
 # create_run(job_type, via): the CreateRun effect for (job type, path), built once (the model
 # enqueues on every call), and looked up without a Python call
 create_run = cache(CreateRun)
@@ -61,12 +62,18 @@ def pending_run(committed: bool, job_type: str, via: str) -> Flow:
 
 
 def recording_callback(business_id: int, call_sid: str, recording_sid: str, has_url: bool, known: bool,
-                       p: Policy) -> Flow:
+                       p: Policy, inline: bool = False) -> Flow:
     """A completed-recording callback, once validated (000/001): a replay of a `known` recording
     (it has a run or a file already) answers 'duplicate' without a second run
     (policy.recording_callback_enqueues); else the recording is recorded and its full job
     enqueued (with dedup). Returns the reported reason, None when there is nothing to enqueue
-    (no URL); the caller answers 204, or 500 on 'error'."""
+    (no URL); the caller answers 204, or 500 on 'error'.
+
+    `inline`: the enqueue's own steps (dedup_enqueue's Coord and CreateRun, then
+    policy.reported_enqueue_reason) are yielded by this flow in place of the Enqueue effect — for
+    a driver with Redis reachable and no fallback to choose (the model's webhook, one flow to drive
+    instead of two, and dedup_enqueue's end costs no StopIteration inside a `yield from`:
+    measured, `full 1`'s instructions -0.75 %)."""
     if has_url and not recording_callback_enqueues(known, p):
         yield (Emit, "enqueue.result", {"call_sid": call_sid, "reason": "duplicate", "status": 204})
         return "duplicate"
@@ -74,7 +81,10 @@ def recording_callback(business_id: int, call_sid: str, recording_sid: str, has_
                                      "has_url": has_url})
     if not has_url:
         return None
-    reason = yield WEBHOOK_ENQUEUE
+    if inline:
+        reason = reported_enqueue_reason((yield from dedup_enqueue(call_sid, WEBHOOK_JOB_TYPE, WEBHOOK_VIA, True, p)), p)
+    else:
+        reason = yield WEBHOOK_ENQUEUE
     yield (Emit, "enqueue.result", {"call_sid": call_sid, "reason": reason,
                                     "status": 204 if reason != "error" else 500})
     return reason

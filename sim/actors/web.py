@@ -10,7 +10,7 @@ from loopfix.reference_app import policy as P
 from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Enqueue, FailStuck
 from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request, pending_run, recording_callback
 from loopfix.reference_app.flows.playback import PollCall, poll
-from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run, new_tuple
+from loopfix.sim.world import DB_COMMIT_S, REDIS_RTT_S, Call, EnqueueError, RedisUnavailable, Run, new_object, new_tuple
 
 _END = object()  # next(flow, _END): the flow has ended
 assert PollCall._fields == ("business_id", "call_sid", "has_recording_url", "file_ready", "run")  # new_tuple
@@ -24,13 +24,16 @@ class Web:
         enqueue the full job (000) by flows.enqueue.dedup_enqueue. Handled in the arrival
         process itself: one webhook per call, nothing to race with (never a replay), so no commit
         wait and no simulated time passes: the run is created at once (insert_run, `remember`:
-        `opened`). Both flows are driven here, in one frame (once per call). Redis unreachable:
-        the database fallback (drive_pending_run), or 503 (RedisUnavailable): Twilio's callback
-        is not retried in the model, the recording is lost. `opened`: whether anyone will open
-        the call's recording (decided at its arrival)."""
-        call_sid = call.call_sid
-        flow = recording_callback(call.business_id, call_sid, call.recording_sid, call.has_url, False, self.policy)
-        send, result = flow.send, None
+        `opened`). With Redis reachable the callback yields the enqueue's steps itself
+        (`inline`: one flow to drive), and Redis cannot become unreachable meanwhile (no time
+        passes). Redis unreachable: the Enqueue effect, and the database fallback
+        (drive_pending_run), or 503 (RedisUnavailable): Twilio's callback is not retried in the
+        model, the recording is lost. `opened`: whether anyone will open the call's recording
+        (decided at its arrival)."""
+        paused = self.redis_paused  # paused, or restarting
+        flow = recording_callback(call.business_id, call.call_sid, call.recording_sid, call.has_url, False,
+                                  self.policy, not paused)
+        send, ops, result = flow.send, self.coord.ops, None
         while True:
             # flow.send(result); for None (a record's answer), next(flow, _END): the same step,
             # and the flow's end without a StopIteration to catch (its value is not needed)
@@ -43,11 +46,18 @@ class Web:
                     effect = send(result)
                 except StopIteration:
                     return
-            if effect.__class__ is tuple:  # (Emit, kind, fields)
-                result = self.recorder_of[effect[1]]("web", **effect[2])
-                continue
-            # Enqueue: the full job via the webhook (WEBHOOK_ENQUEUE)
-            if self.redis_paused:  # Redis unreachable: paused, or restarting
+            if effect.__class__ is tuple:
+                if effect[0] is Coord:  # (Coord, op, args): the enqueue's dedup
+                    result = ops[effect[1]](*effect[2])
+                else:  # (Emit, kind, fields)
+                    result = self.recorder_of[effect[1]]("web", **effect[2])
+            elif effect.__class__ is CreateRun:  # the full job via the webhook (WEBHOOK_ENQUEUE)
+                try:
+                    self.insert_run(call, "full", "webhook", opened)
+                    result = True
+                except EnqueueError:
+                    result = False
+            else:  # Enqueue, with Redis unreachable
                 if not self.orphans_swept:
                     return flow.close()  # RedisUnavailable: 503
                 steps = self.drive_pending_run(call, "full", "webhook", wait=False, remember=opened)
@@ -55,23 +65,6 @@ class Web:
                     steps.send(None)
                 except StopIteration as stop:
                     result = self.reported_reason[stop.value]
-                continue
-            enqueue = dedup_enqueue(call_sid, "full", "webhook", True, self.policy)
-            step, ops, reason = enqueue.send, self.coord.ops, None
-            while True:
-                try:
-                    effect = step(reason)
-                except StopIteration as stop:
-                    result = self.reported_reason[stop.value]
-                    break
-                if effect.__class__ is CreateRun:
-                    try:
-                        self.insert_run(call, "full", "webhook", opened)
-                        reason = True
-                    except EnqueueError:
-                        reason = False
-                else:  # (Coord, op, args)
-                    reason = ops[effect[1]](*effect[2])
 
     def commit_new_run(self, call: Call, job_type: str, via: str) -> Generator:
         """Create the run row and put its job on the queue (insert_run) after the commit's
@@ -86,7 +79,11 @@ class Web:
         recording), so that its run and call are freed once the job is done instead of being
         held to the end of the run (a sweep point's 100 k calls)."""
         job_id = str(next(self.ids))  # next_id()
-        run = Run(job_id, call, job_type, "queued", self.env._now, self.enqueue_retry_max)
+        run = new_object(Run)  # Run(job_id, call, job_type, "queued", now, enqueue_retry_max), every field
+        run.job_id, run.call, run.job_type = job_id, call, job_type  # (three at most: no tuple built)
+        run.status, run.created_at, run.rq_retries_left = "queued", self.env._now, self.enqueue_retry_max
+        run.token = run.retry_count = run.fetch_retry_count = run.defer_count = 0
+        run.started_at = run.heartbeat_at = run.next_attempt_at = run.alive_since = None
         if remember:
             self.latest_run[call.call_sid] = run
         if self.redis_paused:  # Redis unreachable: paused, or restarting
