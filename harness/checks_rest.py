@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from loopfix.harness.stream import Check, event_of, handler_of, kept_get, restore
+from loopfix.harness.stream import Check, handler_of, kept_get, restore
 from loopfix.harness.verdicts import Anomaly, Event, Verdict, verdict
 from loopfix.reference_app.policy import Policy
 
@@ -29,7 +29,7 @@ class StatusSemantics(Check):
         self.filters = {"enqueue.result": ("reason", ("error",))}
 
     def on_created(self, call_sid: Any = None, record: Any = None) -> None:
-        self.created[call_sid] = self.keep(record)
+        self.created[call_sid] = record
 
     def on_result(self, e: Event) -> None:
         if e.get("status") != 500:
@@ -40,15 +40,15 @@ class StatusSemantics(Check):
         self.counts[status] += 1
         if status == 202:
             if retry_after is None:
-                self.found.append(Anomaly("202-without-retry-after", {"call_sid": call_sid}, (event_of(record),)))
+                self.found.append(Anomaly("202-without-retry-after", {"call_sid": call_sid}, (restore(record),)))
         elif status == 404:
             created = self.created.get(call_sid)
             if created is not None and bool(kept_get(created, "has_url")) is True:
                 self.found.append(Anomaly("404-with-recording-url", {"call_sid": call_sid},
-                                          (restore(created), event_of(record))))
+                                          (restore(created), restore(record))))
         elif status in (200, 206) and audio_ok is not True:
             self.found.append(Anomaly("200-without-audio", {"call_sid": call_sid, "status": status},
-                                      (event_of(record),)))
+                                      (restore(record),)))
 
     def verdict(self) -> Verdict:
         figure = {"responses": {str(k): v for k, v in sorted(self.counts.items(), key=lambda kv: str(kv[0]))}}
@@ -159,7 +159,7 @@ class NothingLost(Check):
         if not has_url:
             return
         self.recordings += 1
-        self.waiting.append((recording_sid, self.keep(record)))
+        self.waiting.append((recording_sid, record))
         if len(self.waiting) >= self.purge_at:  # drop the downloaded ones, amortised
             self.waiting = [w for w in self.waiting if w[0] not in self.completed]
             self.purge_at = max(1024, 2 * len(self.waiting))

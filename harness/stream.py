@@ -47,10 +47,7 @@ class Shaped:
 def keep(e: Event) -> Kept:
     """A compact copy of `e` for a verdict that may name it later: its values in a tuple (its
     keys are its kind's, in the model's order), or beside its own key names (shared by every
-    event of that shape); a record given as its values (a tuple: harness.stream's dispatchers
-    hand a step's `record` so) is kept as it is."""
-    if type(e) is tuple:
-        return e
+    event of that shape)."""
     if e is _last[0]:
         return _last[1]
     keys = tuple(e)
@@ -64,8 +61,6 @@ def keep(e: Event) -> Kept:
 
 def keep_canonical(e: Event) -> Kept:
     """keep() for an event whose keys are its kind's in the model's order (a sim.records record)."""
-    if type(e) is tuple:
-        return e
     if e is _last[0]:
         return _last[1]
     kept = _last[1] = tuple(e.values())
@@ -79,18 +74,27 @@ def restore(kept: Kept) -> dict[str, Any]:
     return dict(zip(kept.keys, kept.values))
 
 
-def event_of(record: Any) -> Event:
-    """A step's `record` as an event (a dict): a dispatcher's tuple of values restored, a dict as it is."""
-    return restore(record) if type(record) is tuple else record
-
-
 def handler_of(f: Callable[..., None]) -> Handler:
     """A check's handler from `f`: `f` itself when it reads whole events (its one parameter is
     `e`), else a step of the fields it names (policy.events.from_record: a dispatcher of the
-    model's records then calls it with those fields, and `record` for one it may keep)."""
-    if list(inspect.signature(f).parameters) == ["e"]:
+    model's records then calls it with those fields). A step's parameter `record` is given the
+    event as keep() keeps it, whichever way it comes: a dispatcher's tuple of values is that
+    already, and an event read whole is kept on its way in, so that a step holds its argument
+    as its witness and calls nothing to keep it (48,000 calls of keep() a simulated hour)."""
+    params = list(inspect.signature(f).parameters)
+    if params == ["e"]:
         return f
-    return from_record(f)
+    if "record" not in params:
+        return from_record(f)
+    i = params.index("record")
+
+    def kept(*args: Any) -> None:  # from_record passes the fields, and the record, by position
+        f(*args[:i], keep(args[i]), *args[i + 1:])
+
+    kept.__signature__ = inspect.signature(f)  # type: ignore[attr-defined]
+    handler = from_record(kept)
+    handler.step = f  # type: ignore[attr-defined]
+    return handler
 
 
 def kept_get(kept: Kept, key: str, default: Any = None) -> Any:

@@ -58,6 +58,20 @@ def test_session_lasting_longer_than_the_time_bound_is_flagged():
     only(inv.check_loops_terminate(session("u1", 3, gap=400.0), P), "session-too-long")
 
 
+BOUND = inv.player_time_bound(P)
+
+
+@pytest.mark.parametrize("history", [
+    session("u1", 4), session("u1", 14, end="gave_up"), session("u1", 2, end="timeout"),
+    session("u1", 3, gap=400.0), session("u1", 2, gap=BOUND / 2), session("u1", 2, gap=BOUND / 2 + 1e-6),
+    session("u1", 13, end="gave_up"), session("u1", 3)[1:], session("u1", 0, end="not_found")[:1] + session(
+        "u1", 0, end="not_found", t0=BOUND + 1.0)[1:]])
+def test_a_session_judged_as_it_ends_on_a_stream_in_time_order_is_judged_as_in_the_whole_history(history):
+    whole = inv.check_loops_terminate(history, P)
+    streamed = inv.online(P, only=["loops-terminate"], ordered=True).feed(history).verdicts()[0]
+    assert streamed.to_dict() == whole.to_dict()
+
+
 def _runs(n):
     h = []
     for i in range(n):

@@ -136,3 +136,15 @@ def test_tolerance_is_a_parameter():
     h = retry_cycle("1", 1, 0.0, 60.0, 57.0)  # 3 s early: outside 2 % + 1 s, inside 5 s
     assert inv.check_backoff_schedule(h, P).valid is False
     assert inv.check_backoff_schedule(h, P, abs_tol_s=5.0).valid is True
+
+
+def test_anomalies_are_in_the_order_of_each_jobs_first_start_retry_or_failed_run_not_of_its_other_ends():
+    # job A's run that ended done (its start before the history began) gives A no place: A's
+    # too-soon retry is listed after B's, whose first start came before A's
+    h = [ev("job.end", 0.0, job_id="A", call_sid="CA1", outcome="done"),
+         ev("job.start", 1.0, job_id="B", call_sid="CA2", attempt=1, worker="w"),
+         ev("job.start", 2.0, job_id="A", call_sid="CA1", attempt=1, worker="w")]
+    h += retry_cycle("A", 1, 3.0, 60.0, 1.0, requeue=False)
+    h += [dict(e, call_sid="CA2") for e in retry_cycle("B", 1, 4.0, 60.0, 1.0, requeue=False)]
+    soon = only(inv.check_backoff_schedule(h, P), "retry-too-soon")
+    assert [a.facts["job_id"] for a in soon] == ["B", "A"]
