@@ -105,4 +105,5 @@ def test_a_gated_poll_run_in_two_parts_does_what_poll_does():
                          (queued(400), [PlaybackGate(False, True, 1), None, "enqueued", None])):
         first = decide(call(run), NOW, FIXED)
         assert isinstance(first, Gated)
-        assert drive_with(gate_and_act(call(run), first, FIXED), answers) == drive_with(poll(call(run), NOW, FIXED), answers)
+        in_two_parts = drive_with(gate_and_act(call(run), first, FIXED), answers)
+        assert in_two_parts == drive_with(poll(call(run), NOW, FIXED), answers)
