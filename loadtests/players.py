@@ -28,7 +28,7 @@ from locust import FastHttpUser, task
 
 from loopfix.loadtests.load_context import LoadContext, load_context
 from loopfix.reference_app.flows import player as player_flow
-from loopfix.reference_app.flows.effects import drive
+from loopfix.reference_app.flows.effects import drive, fields_of
 from loopfix.reference_app.flows.player import Play
 
 PLAY_PATH = "/api/recordings/file/{call_sid}"
@@ -106,8 +106,8 @@ def play_session(user: FastHttpUser, ctx: LoadContext, business: dict, call_sid:
 
     def handle(effect):
         kind = type(effect)
-        if kind is tuple:  # (Emit, kind, fields)
-            return ctx.emit(effect[1], **effect[2])
+        if kind is tuple:  # (EmitValues, kind, values[, extra])
+            return ctx.emit(effect[1], **fields_of(effect))
         if kind is Play:
             status, retry_after, ok, took, extra = poll_once(business, call_sid)
             return status, retry_after, ok, {"latency_s": round(p.policy_seconds(took), 3), **extra}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from loopfix.reference_app.flows.coordination import PlaybackGate
 from loopfix.reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck, Gap, drive_with, effect_type
-from loopfix.reference_app.flows.playback import PollCall, Reply, poll
+from loopfix.reference_app.flows.playback import Gated, PollCall, Reply, decide, gate_and_act, poll
 from loopfix.reference_app.policy import PlaybackGateAsk, RunState, make_policy
 
 FIXED = make_policy("fixed")
@@ -91,3 +91,19 @@ def test_without_marks_every_click_is_counted_and_enqueued_without_dedup():
     every = make_policy("fixed", "enqueue_every_click,fail_fast_incr_then_expire")
     effects, _reply = drive_with(poll(call(), NOW, every), [1, "enqueued", None])
     assert effects[:2] == [Coord("count_attempt", ("CA1",)), Enqueue("download_only", "playback", False)]
+
+
+def test_a_poll_that_needs_no_gate_is_answered_by_decide_alone():
+    assert decide(call(file_ready=True), NOW, FIXED) == Reply(200, serve=True)
+    assert decide(call(has_url=False), NOW, FIXED).status == 404
+    assert decide(call(queued(10), file_ready=True), NOW, FIXED) == Reply(200, serve=True)
+
+
+def test_a_gated_poll_run_in_two_parts_does_what_poll_does():
+    for run, answers in ((None, [PlaybackGate(None, True, 1), "enqueued", None]),
+                         (queued(10), [PlaybackGate(False, True, 4), None]),
+                         (queued(400), [PlaybackGate(False, True, 1), None, "enqueued", None])):
+        first = decide(call(run), NOW, FIXED)
+        assert isinstance(first, Gated)
+        in_two_parts = drive_with(gate_and_act(call(run), first, FIXED), answers)
+        assert in_two_parts == drive_with(poll(call(run), NOW, FIXED), answers)

@@ -3,6 +3,10 @@ and the model's players: decide with policy.playback_decision for a live and a d
 ask the gate (liveness, the playback mark, the fail-fast count) only what that decision needs,
 then serve, wait, fail the stuck run, trip fail-fast or enqueue, as policy.playback_action says.
 
+`poll` is two parts a driver may also run apart: `decide` (pure: the decisions and the gate's
+question, or the Reply itself when no gate is needed) and `gate_and_act` (the flow from the
+gate on). The model answers most polls (a file ready) with `decide` alone.
+
 The gate is one Coordination step (`playback_gate`), except under the seed's racy faults: there
 the mark is a check, a gap and a set (`playback_check_then_mark`) and the count its own step, so
 their races stay reachable in both drivers. Finding the call (404 when there is none) and
@@ -58,6 +62,26 @@ SERVED = Reply(200, serve=True)  # the file is ready (most polls' answer; a Repl
 
 def poll(call: PollCall, now: float, p: Policy) -> Flow:
     """One poll of `call` at `now` (policy seconds); returns its Reply."""
+    first = decide(call, now, p)
+    if first.__class__ is Reply:
+        return first
+    return (yield from gate_and_act(call, first, p))
+
+
+class Gated(NamedTuple):
+    """A poll's decisions with a live and a dead worker, and its question for the gate."""
+
+    if_alive: PlaybackDecision
+    if_dead: PlaybackDecision
+    ask: PlaybackGateAsk
+    round_trip: bool
+
+
+def decide(call: PollCall, now: float, p: Policy) -> Reply | Gated:
+    """The poll up to its first effect: its Reply when it needs none (no gate to ask: most polls,
+    a file ready), else its decisions and what it must ask the gate (for gate_and_act). A driver
+    with the Reply runs no flow (the model: no generator made, sent and ended in a StopIteration
+    per poll; measured -8.7 M instructions of the day's `full 1`, about 2,500 a poll)."""
     run, url, ready = call.run, call.has_recording_url, call.file_ready
     # Liveness matters only for a waiting run, and only when it changes the answer.
     if run is not None and run.status in WAITING_RUN_STATUSES:
@@ -67,12 +91,14 @@ def poll(call: PollCall, now: float, p: Policy) -> Flow:
         if_alive = if_dead = playback_decision(PlaybackState(url, ready, run, None), now, p)
     ask, round_trip = gate_question(if_alive, if_dead)
     if not round_trip:
-        gate = NO_GATE
-    elif p.has("playback_check_then_mark") or p.has("fail_fast_incr_then_expire"):
-        gate = yield from racy_gate(call, ask, p)
-    else:
-        gate = yield (Coord, "playback_gate", (call.business_id, call.call_sid, ask))
-    decision = if_alive if gate.alive else if_dead
+        reply = settled(if_dead)  # no liveness read: if_alive is if_dead
+        if reply is not None:
+            return reply
+    return Gated(if_alive, if_dead, ask, round_trip)
+
+
+def settled(decision: PlaybackDecision) -> Reply | None:
+    """The Reply of a decision that needs nothing more (serve, not_found, wait), else None."""
     kind = decision.kind
     if kind == "serve":
         return SERVED
@@ -80,7 +106,24 @@ def poll(call: PollCall, now: float, p: Policy) -> Flow:
         return Reply(404, {"error": "no_recording_url", "message": decision.reason})
     if kind == "wait":
         return Reply(202, {"status": "processing"}, decision.retry_after_s)
-    stuck = kind == "start" and run is not None and run.status in ACTIVE_RUN_STATUSES
+    return None
+
+
+def gate_and_act(call: PollCall, gated: Gated, p: Policy) -> Flow:
+    """The rest of the poll decided `gated`: ask the gate, then answer, fail the stuck run, trip
+    fail-fast or enqueue, as policy.playback_action says; returns its Reply."""
+    if not gated.round_trip:
+        gate = NO_GATE
+    elif p.has("playback_check_then_mark") or p.has("fail_fast_incr_then_expire"):
+        gate = yield from racy_gate(call, gated.ask, p)
+    else:
+        gate = yield (Coord, "playback_gate", (call.business_id, call.call_sid, gated.ask))
+    decision = gated.if_alive if gate.alive else gated.if_dead
+    reply = settled(decision)
+    if reply is not None:
+        return reply
+    run = call.run
+    stuck = decision.kind == "start" and run is not None and run.status in ACTIVE_RUN_STATUSES
     attempts = gate.attempts
     act = playback_action(decision, stuck, bool(gate.marked), attempts, p)
     if act.fail_stuck:

@@ -36,12 +36,18 @@ class PlaybackDecision(NamedTuple):
     reason: str = ""
 
 
+# The decisions that never vary, made once: built per poll (by keyword, through a dict of
+# keywords), they cost the model 14.9 M instructions of the day's `full 1` (about 4,000 a poll).
+SERVE = PlaybackDecision("serve", 200, reason="file ready")
+NOT_FOUND = PlaybackDecision("not_found", 404, reason="no recording URL for this call")
+
+
 def playback_decision(state: PlaybackState, now: float, p: Policy) -> PlaybackDecision:
     """Seed 002's status semantics: 200 ready, 202 processing, 404 never, start a job otherwise."""
     if state.file_ready:
-        return PlaybackDecision("serve", 200, reason="file ready")
+        return SERVE
     if not state.has_recording_url:
-        return PlaybackDecision("not_found", 404, reason="no recording URL for this call")
+        return NOT_FOUND
     run = state.run
     if run is not None and run.status in ACTIVE_RUN_STATUSES:
         why = stuck_reason(run, now, p, state.worker_alive)

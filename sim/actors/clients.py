@@ -150,8 +150,8 @@ class Clients:
             except StopIteration as stop:
                 return stop.value
             kind = effect.__class__
-            if kind is tuple:  # (Emit, kind, fields)
-                result = recorder_of[effect[1]](client, **effect[2])
+            if kind is tuple:  # (EmitValues, kind, values): the model's polls have no extra fields
+                result = recorder_of[effect[1]](client, *effect[2])
             elif kind is Play:
                 status, retry_after, audio_ok = yield from self.request_playback(call)
                 result = (status, retry_after, audio_ok, None)
