@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from loopfix.reference_app.compiled_select import CompiledSelect
 from loopfix.reference_app.db import RequestDb, session_of
-from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Enqueue, FailStuck, drive
+from loopfix.reference_app.flows.effects import ActiveRun, Coord, CreateRun, Enqueue, FailStuck, drive, fields_of
 from loopfix.reference_app.flows.enqueue import dedup_enqueue, enqueue_request
 from loopfix.reference_app.flows.enqueue import pending_run as pending_run_flow
 from loopfix.reference_app.flows.playback import PollCall, poll
@@ -257,11 +257,11 @@ def enqueue_api(svc: Services, db: Session | RequestDb, business: Business, call
 def enqueuer(svc: Services, db: Session | RequestDb, business_id: int, call_sid: str, recording_sid: str | None,
              recording_url: str | None):
     """The effects of flows.enqueue's request flows on the app: Enqueue (enqueue_recording) and
-    Emit (the history writer)."""
+    EmitValues (the history writer)."""
 
     def handle(effect):
-        if type(effect) is tuple:  # (Emit, kind, fields)
-            return svc.history.emit(effect[1], **effect[2])
+        if type(effect) is tuple:  # (EmitValues, kind, values)
+            return svc.history.emit(effect[1], **fields_of(effect))
         if isinstance(effect, Enqueue):
             reason, _run = enqueue_recording(svc, session_of(db), business_id=business_id, call_sid=call_sid,
                                              recording_sid=recording_sid, recording_url=recording_url,

@@ -59,7 +59,7 @@ def test_with_redis_down_and_no_active_run_a_queued_run_is_created_for_the_sweep
 
 # --------------------------------------------------------------------------- the webhook and the enqueue API
 
-from loopfix.reference_app.flows.effects import Emit, Enqueue, drive  # noqa: E402
+from loopfix.reference_app.flows.effects import EmitValues, Enqueue, drive, fields_of  # noqa: E402
 from loopfix.reference_app.flows.enqueue import enqueue_request, recording_callback  # noqa: E402
 
 
@@ -75,8 +75,9 @@ def _run(flow, reason="enqueued"):
 
 def test_a_recording_callback_records_the_recording_then_enqueues_its_full_job():
     value, done = _run(recording_callback(1, "CA1", "RE1", True, False, make_policy("fixed")))
-    assert value == "enqueued" and [effect_type(e) for e in done] == [Emit, Enqueue, Emit]
-    assert done[1] == Enqueue("full", "webhook", True) and done[2][2]["status"] == 204
+    assert value == "enqueued" and [effect_type(e) for e in done] == [EmitValues, Enqueue, EmitValues]
+    assert done[1] == Enqueue("full", "webhook", True) and fields_of(done[2])["status"] == 204
+    assert fields_of(done[0]) == {"call_sid": "CA1", "recording_sid": "RE1", "business_id": 1, "has_url": True}
 
 
 def test_a_replayed_callback_answers_duplicate_unless_the_fault_lets_it_enqueue_again():
@@ -88,7 +89,7 @@ def test_a_replayed_callback_answers_duplicate_unless_the_fault_lets_it_enqueue_
 
 def test_a_failed_webhook_enqueue_answers_500():
     value, done = _run(recording_callback(1, "CA1", "RE1", True, False, make_policy("fixed")), reason="error")
-    assert value == "error" and done[-1][2]["status"] == 500
+    assert value == "error" and fields_of(done[-1])["status"] == 500
 
 
 def test_an_inline_callback_yields_the_enqueues_own_steps_and_reports_as_the_enqueue_effect_would():
@@ -98,7 +99,7 @@ def test_an_inline_callback_yields_the_enqueues_own_steps_and_reports_as_the_enq
         p = make_policy("fixed", faults)
         effects, value = drive_with(recording_callback(1, "CA1", "RE1", True, False, p, inline=True),
                                     [None, "tok", created] + [None] * (2 if created else 3))  # a release after a failure
-        assert value == reported and effects[-1][2] == {"call_sid": "CA1", "reason": reported,
+        assert value == reported and fields_of(effects[-1]) == {"call_sid": "CA1", "reason": reported,
                                                        "status": 500 if reported == "error" else 204}
         assert effects[1:3] == [Coord("claim_dedup", KEY), CREATE]
         assert _run(recording_callback(1, "CA1", "RE1", True, False, p), reason=reported)[1][-1] == effects[-1]

@@ -3,7 +3,7 @@ yields, in order, and the reply it ends with — no Redis, no SimPy, no Flask.""
 from __future__ import annotations
 
 from loopfix.reference_app.flows.coordination import PlaybackGate
-from loopfix.reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck, Gap, drive_with, effect_type
+from loopfix.reference_app.flows.effects import Coord, EmitValues, Enqueue, FailStuck, Gap, drive_with, effect_type
 from loopfix.reference_app.flows.playback import Gated, PollCall, Reply, decide, gate_and_act, poll
 from loopfix.reference_app.policy import PlaybackGateAsk, RunState, make_policy
 
@@ -33,7 +33,7 @@ def test_a_first_poll_asks_the_gate_then_enqueues_and_reports_the_attempt():
     gate = Coord("playback_gate", (7, "CA1", PlaybackGateAsk(False, True, True)))
     effects, reply = drive_with(poll(call(), NOW, FIXED), [PlaybackGate(None, True, 1), "enqueued", None])
     assert effects == [gate, Enqueue("download_only", "playback", True),
-                       Emit("enqueue.result", {"call_sid": "CA1", "reason": "enqueued", "status": 202})]
+                       EmitValues("enqueue.result", ("CA1", "enqueued", 202))]
     assert reply == Reply(202, {"status": "processing", "attempt": 1, "max_attempts": 3}, FIXED.retry_after_s)
 
 
@@ -50,7 +50,7 @@ def test_a_waiting_run_asks_liveness_and_with_a_live_worker_just_waits():
 
 def test_the_fourth_attempt_with_no_worker_trips_fail_fast_and_enqueues_nothing():
     effects, reply = drive_with(poll(call(queued(10)), NOW, FIXED), [PlaybackGate(False, True, 4), None])
-    assert effects[1:] == [Emit("fail_fast.trip", {"call_sid": "CA1", "count": 4})]
+    assert effects[1:] == [EmitValues("fail_fast.trip", ("CA1", 4))]
     assert reply.status == 500 and reply.body["error"] == "worker_not_processing_queue"
 
 
@@ -70,12 +70,12 @@ def test_fixed_fails_a_stuck_run_only_when_a_new_job_replaces_it():
 def test_seed_fails_a_stuck_run_even_when_fail_fast_trips():
     seed = make_policy("fixed", "stuck_failed_before_fail_fast")
     effects, reply = drive_with(poll(call(queued(400)), NOW, seed), [PlaybackGate(False, True, 4), None, None])
-    assert [effect_type(e) for e in effects[1:]] == [FailStuck, Emit] and reply.status == 500
+    assert [effect_type(e) for e in effects[1:]] == [FailStuck, EmitValues] and reply.status == 500
 
 
 def test_a_failed_enqueue_answers_500_enqueue_failed():
     effects, reply = drive_with(poll(call(), NOW, FIXED), [PlaybackGate(None, True, 1), "error", None])
-    assert effects[-1] == Emit("enqueue.result", {"call_sid": "CA1", "reason": "error", "status": 500})
+    assert effects[-1] == EmitValues("enqueue.result", ("CA1", "error", 500))
     assert reply == Reply(500, {"error": "enqueue_failed"})
 
 

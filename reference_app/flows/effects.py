@@ -115,6 +115,15 @@ def fields_of(effect: tuple) -> dict[str, Any]:
     return fields
 
 
+def in_schema_order(where: str, records: dict[str, tuple[str, ...]]) -> None:
+    """ImportError unless every kind in `records` has exactly these fields, in this order, in the
+    schema: `where` builds those records' values positionally (EmitValues, or a recorder called
+    by position), so a schema change stops its import rather than misfiling them."""
+    changed = [kind for kind, fields in records.items() if EVENT_FIELDS[kind] != fields]
+    if changed:
+        raise ImportError(f"{where} records {', '.join(changed)} positionally: the schema changed their fields")
+
+
 def tagged(effect: tuple, coord: Any, emit: Callable[..., Any]) -> Any:
     """A tagged-tuple effect carried out: (Coord, op, args) calls `op` on the adapter `coord`
     (and with `kind, values` records its answer), (Release, ...) its two calls and record,

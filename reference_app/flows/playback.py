@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from loopfix.reference_app.flows.coordination import PlaybackGate
-from loopfix.reference_app.flows.effects import Coord, Emit, Enqueue, FailStuck, Flow, Gap
+from loopfix.reference_app.flows.effects import Coord, EmitValues, Enqueue, FailStuck, Flow, Gap, in_schema_order
 from loopfix.reference_app.policy import (
     ACTIVE_RUN_STATUSES,
     WAITING_RUN_STATUSES,
@@ -34,6 +34,8 @@ from loopfix.reference_app.policy import (
 )
 
 NO_GATE = PlaybackGate(None, None, 0)
+in_schema_order("flows.playback", {"fail_fast.trip": ("call_sid", "count"),
+                                   "enqueue.result": ("call_sid", "reason", "status")})  # its EmitValues
 
 
 class PollCall(NamedTuple):
@@ -129,7 +131,7 @@ def gate_and_act(call: PollCall, gated: Gated, p: Policy) -> Flow:
     if act.fail_stuck:
         yield FailStuck(decision.reason)
     if act.trip:
-        yield (Emit, "fail_fast.trip", {"call_sid": call.call_sid, "count": attempts})
+        yield (EmitValues, "fail_fast.trip", (call.call_sid, attempts))
     counted = {"attempt": attempts, "max_attempts": p.fail_fast_max_attempts}
     if not act.enqueue:
         if act.error:
@@ -137,8 +139,7 @@ def gate_and_act(call: PollCall, gated: Gated, p: Policy) -> Flow:
             return Reply(act.status, {"error": act.error, "message": message})
         return Reply(act.status, {"status": "processing", **(counted if gate.marked else {})}, act.retry_after_s)
     reason = yield Enqueue("download_only", "playback", playback_dedups(p))
-    yield (Emit, "enqueue.result", {"call_sid": call.call_sid, "reason": reason,
-                                  "status": 202 if reason != "error" else 500})
+    yield (EmitValues, "enqueue.result", (call.call_sid, reason, 202 if reason != "error" else 500))
     if reason == "error":
         return Reply(500, {"error": "enqueue_failed"})
     return Reply(202, {"status": "processing", **counted}, act.retry_after_s)

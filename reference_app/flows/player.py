@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from loopfix.reference_app.flows.effects import EmitValues, Flow, Sleep
+from loopfix.reference_app.flows.effects import EmitValues, Flow, Sleep, in_schema_order
 from loopfix.reference_app.policy import Policy, player_delay, player_outcome, player_should_retry
-from loopfix.reference_app.policy.events import EVENT_FIELDS
 
 # The session's records are EmitValues, their values in these fields' order (the model's players
 # call their recorders positionally: about 2,100 instructions less per record than by keyword,
@@ -22,8 +21,7 @@ from loopfix.reference_app.policy.events import EVENT_FIELDS
 RECORDS = {"client.start": ("client", "session", "call_sid", "role"),
            "client.request": ("client", "session", "call_sid", "status", "retry_after", "n", "audio_ok"),
            "client.end": ("client", "session", "call_sid", "outcome", "requests")}
-if any(EVENT_FIELDS[kind] != fields for kind, fields in RECORDS.items()):
-    raise ImportError("flows.player records events whose fields changed: its records need the new order")
+in_schema_order("flows.player", RECORDS)
 
 
 class Play(NamedTuple):

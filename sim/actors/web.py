@@ -49,8 +49,8 @@ class Web:
             if effect.__class__ is tuple:
                 if effect[0] is Coord:  # (Coord, op, args): the enqueue's dedup
                     result = ops[effect[1]](*effect[2])
-                else:  # (Emit, kind, fields)
-                    result = self.recorder_of[effect[1]]("web", **effect[2])
+                else:  # (EmitValues, kind, values)
+                    result = self.recorder_of[effect[1]]("web", *effect[2])
             elif effect.__class__ is CreateRun:  # the full job via the webhook (WEBHOOK_ENQUEUE)
                 try:
                     self.insert_run(call, "full", "webhook", opened)
@@ -194,8 +194,8 @@ class Web:
                     flow.close()
                     return 503, float(P.REDIS_UNAVAILABLE_RETRY_AFTER_S), False
                 result = ops[effect[1]](*effect[2])
-            elif kind is tuple:  # (Emit, kind, fields)
-                result = self.recorder_of[effect[1]]("web", **effect[2])
+            elif kind is tuple:  # (EmitValues, kind, values)
+                result = self.recorder_of[effect[1]]("web", *effect[2])
             elif kind is Enqueue:
                 try:
                     result = yield from self.request_enqueue(call, effect.job_type, effect.via, effect.dedup)
@@ -226,8 +226,8 @@ class Web:
                 effect = flow.send(result)
             except StopIteration:
                 return
-            if effect.__class__ is tuple:  # (Emit, kind, fields)
-                result = self.recorder_of[effect[1]]("web", **effect[2])
+            if effect.__class__ is tuple:  # (EmitValues, kind, values)
+                result = self.recorder_of[effect[1]]("web", *effect[2])
             else:  # Enqueue
                 try:
                     result = yield from self.request_enqueue(call, effect.job_type, effect.via, effect.dedup)

@@ -9,10 +9,9 @@ import simpy
 
 from loopfix.reference_app import policy as P
 from loopfix.reference_app.flows.effects import (ClaimRun, Coord, FetchAudio, Finish, Park, Release, RetryByRQ, Save,
-    Sleep, StartRun, Transcribe, drive)
+    Sleep, StartRun, Transcribe, drive, in_schema_order)
 from loopfix.reference_app.flows.recording import recording_job
 from loopfix.reference_app.flows.sweep import Focus, JobStatus, SweptRun, sweep
-from loopfix.reference_app.policy.events import EVENT_FIELDS
 from loopfix.sim.world import Entry, Run
 
 
@@ -23,8 +22,7 @@ POSITIONAL = {"job.start": ("job_id", "call_sid", "attempt", "worker"), "job.end
               "download.start": ("job_id", "call_sid", "recording_sid"),
               "download.end": ("job_id", "call_sid", "recording_sid", "ok", "skipped", "bytes"),
               "slot.release": ("job_id", "business_id", "freed")}
-if any(EVENT_FIELDS[kind] != fields for kind, fields in POSITIONAL.items()):
-    raise ImportError("sim.actors.workers calls a recorder whose fields changed: its calls need the new order")
+in_schema_order("sim.actors.workers", POSITIONAL)
 _END = object()  # next(flow, _END): the job's flow has ended
 
 
