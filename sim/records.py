@@ -103,6 +103,13 @@ class CompactHistory(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.order)
 
+    def count(self, kind: str) -> int:
+        """How many of its records are of `kind`: its kind's bytes in `order`, no record read
+        (unless some were appended as dicts)."""
+        if _DICT in self.order:
+            return sum(1 for e in self if e.get("kind") == kind)
+        return self.order.count(_INDEX[kind])
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         v, readers, i = self.values, _READERS, 0
         for k in self.order:

@@ -1,5 +1,5 @@
-"""reports/measures.py on tiny literal histories: what the workers did after an outage, and the
-share of sessions that did not play."""
+"""reports/measures.py and sim/metrics.py on tiny literal histories: what the workers did after an
+outage, the share of sessions that did not play, the model's capacity figures."""
 from __future__ import annotations
 
 from loopfix.reports import measures
@@ -84,3 +84,59 @@ def test_a_scan_fed_record_by_record_gives_the_figures_of_the_pass_and_counts_jo
     assert set(scan.handlers) == set(measures.Scan.KINDS)
     assert scan.summary_and_queue_waits() == measures.summary_and_queue_waits(history, after_t=0.5)
     assert scan.summary_and_queue_waits()[0]["playbacks"] == 1 and scan.job_runs() == 2
+
+
+def _capacity_history():
+    """Sessions that play at once, after a 503, never; a call enqueued twice under one job id and
+    one under two; a recording downloaded before it was created, one without a URL."""
+    def req(t, session, status):
+        return _e(t, "client.request", client="u1", session=session, call_sid="CA1", status=status)
+
+    return [
+        req(1, 1, 200), req(2, 1, 200),  # played at once (its second request changes nothing)
+        req(3, 2, 503), req(5, 2, 503), req(9, 2, 206), req(10, 2, 200),  # played 6 s after its first request
+        req(4, 3, 404), _e(11, "client.end", client="u1", session=3, outcome="not_found"),
+        _e(12, "client.end", client="u1", session=1, outcome="played"),
+        _e(13, "job.enqueue", call_sid="CA1", job_id="1"), _e(14, "job.enqueue", call_sid="CA1", job_id="1"),
+        _e(15, "job.enqueue", call_sid="CA2", job_id="2"), _e(16, "job.enqueue", call_sid="CA2", job_id="3"),
+        _e(17, "job.enqueue", call_sid="CA2", job_id="4"), _e(18, "job.start", job_id="1"),
+        _e(19, "job.start", job_id="1"),
+        _e(20, "download.end", recording_sid="RE2", ok=True, skipped=False),  # before RE2 was created
+        _e(21, "recording.created", recording_sid="RE1", has_url=True),
+        _e(22, "recording.created", recording_sid="RE2", has_url=True),
+        _e(23, "recording.created", recording_sid="RE3", has_url=False),
+        _e(24, "download.end", recording_sid="RE2", ok=True, skipped=False),
+        _e(25, "download.end", recording_sid="RE1", ok=True, skipped=True),
+        _e(26, "download.end", recording_sid="RE1", ok=False, skipped=False),
+        _e(27, "recording.created", recording_sid="RE2", has_url=True),  # again: its downloads stay
+    ]
+
+
+def test_history_metrics_times_sessions_to_their_first_play_and_counts_jobs_and_downloads():
+    from loopfix.sim.metrics import history_metrics
+
+    m = history_metrics(_capacity_history())
+    assert m["events"] == 24
+    def n_mean_max(figure):
+        return m[figure]["n"], m[figure]["mean"], m[figure]["max"]
+
+    assert n_mean_max("time_to_playable_s") == (2, 3.0, 6.0)  # 0 and 6 s
+    assert n_mean_max("requests_per_playback") == (2, 3.0, 4)  # 2 and 4
+    assert m["session_outcomes"] == {"not_found": 1, "played": 1}
+    assert n_mean_max("jobs_per_recording") == (2, 2.0, 3)  # 1 and 3
+    assert n_mean_max("downloads_per_recording") == (2, 1.0, 2)  # 0 and 2
+    assert m["job_runs"] == 2
+
+
+def test_history_metrics_given_the_count_of_a_kind_it_only_counts_gives_the_figures_of_the_pass():
+    """sim.run.simulate feeds HistoryMetrics no job.start: the history counts them (add_count)."""
+    from loopfix.sim.metrics import HistoryMetrics, history_metrics
+
+    history = _capacity_history()
+    m = HistoryMetrics()
+    for e in history:
+        if e["kind"] in m.handlers and e["kind"] not in m.counted:
+            m.handlers[e["kind"]](e)
+    for kind in m.counted:
+        m.add_count(kind, sum(1 for e in history if e["kind"] == kind))
+    assert m.result(len(history)) == history_metrics(history)

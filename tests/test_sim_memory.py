@@ -67,3 +67,25 @@ def test_simulate_keeps_its_history_where_young_collections_do_not_scan_it():
     assert len(r.history.values) > 10_000 and not any(gc.is_tracked(v) for v in r.history.values[:1000])
     assert any(o is r.history.values for o in gc.get_objects(2))
     assert not any(o is r.history.values for o in gc.get_objects(0))
+
+
+
+
+def test_a_simulated_history_is_freed_as_soon_as_its_result_is_dropped():
+    """sim.run.simulate disposes of the model after the run (Model.dispose), which no longer
+    holds the history: dropping the result frees it by reference counting, the cyclic collector
+    off — not at the collector's next full pass, after going through every value of it."""
+    import gc
+    import weakref
+
+    from loopfix.sim import simulate
+
+    gc.disable()
+    try:
+        result = simulate(_busy_day(0.05))
+        history = weakref.ref(result.history)
+        assert len(result.history) > 4000 and result.metrics["job_runs"] > 400
+        del result
+        assert history() is None
+    finally:
+        gc.enable()

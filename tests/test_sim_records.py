@@ -124,3 +124,16 @@ def test_a_compact_historys_fed_kind_whose_handler_has_a_step_gets_the_fields_an
                                           attempt=1, worker="worker-1"),
                              events.event("job.end", 1.23456789, "sim", "worker-1", **sample_fields("job.end"))]
     assert dicts == list(history)[1:]
+
+
+def test_a_compact_history_counts_its_records_of_a_kind_those_appended_as_dicts_too():
+    from loopfix.sim.records import CompactHistory
+
+    history = CompactHistory()
+    rec = recorders(simpy.Environment(), history)
+    for _ in range(3):
+        rec.job_start("worker-1", **sample_fields("job.start"))
+    rec.job_end("worker-1", **sample_fields("job.end"))
+    assert (history.count("job.start"), history.count("job.end"), history.count("job.retry")) == (3, 1, 0)
+    history.append(events.event("job.start", 1.0, "live", "rq", **sample_fields("job.start")))
+    assert history.count("job.start") == 4 == sum(1 for e in history if e["kind"] == "job.start")
