@@ -40,10 +40,17 @@ def {name}(proc, {params}):
 _RECORD = '{{{items}"t": clock[1], "kind": {kind!r}, "source": "sim", "proc": proc}}'  # the dict display
 # a record to anything with `append`
 _TEMPLATE = _HEAD + "    append(" + _RECORD + ")\n"
-# a compact history's record: its kind's index, then its values
-_COMPACT = _HEAD + "    order({index})\n    extend(({values}clock[1], proc))\n"
+# A compact history's record: its kind's index, then its values, with the clock as it is (t is
+# rounded when the record is read: most records are never read one by one, and rounding as they
+# were made cost a comparison each and a micro_round per instant, measured); no head but the
+# clock's read, unless a consumer reads t as the record is made
+_RAW_HEAD = """
+def {name}(proc, {params}):
+    now = env._now
+"""
+_COMPACT = "    order({index})\n    extend(({values}now, proc))\n"
 # ... that a consumer also reads as it is made (CompactHistory(feed=...)), as a dict
-_COMPACT_FED = _COMPACT + "    {name}_to(" + _RECORD + ")\n"
+_COMPACT_FED = _HEAD + _COMPACT + "    {name}_to(" + _RECORD + ")\n"
 # ... whose handler has a step taking the record's fields: those it names, no dict built
 _COMPACT_FED_FIELDS = _COMPACT + "    {name}_to({arguments})\n"
 # a kind a router sends nowhere: counted, no record built
@@ -62,20 +69,17 @@ assert _DICT < 256, "a kind index is one byte"
 # in the key order the recorders give it: the fields, then t, kind, source, proc
 _READ = '''
 def read(v, i):
-    return {{{items}"t": v[i + {n}], "kind": {kind!r}, "source": "sim", "proc": v[i + {n} + 1]}}
+    return {{{items}"t": micro_round(v[i + {n}]), "kind": {kind!r}, "source": "sim", "proc": v[i + {n} + 1]}}
 '''
 
 
 def _reader(kind: str) -> tuple[Any, int]:
     fields = EVENT_FIELDS[kind]
-    space: dict[str, Any] = {}
+    space: dict[str, Any] = {"micro_round": micro_round}
     define(_READ.format(items="".join(f"{f!r}: v[i + {j}], " for j, f in enumerate(fields)), n=len(fields),
                         kind=kind), space, f"reader of {kind}")
     return space["read"], len(fields) + 2
 
-
-_READERS: tuple[tuple[Any, int], ...] = (*map(_reader, KINDS), (lambda v, i: v[i], 1))
-_SIZES = tuple(n for _, n in _READERS)
 
 
 class CompactHistory(Sequence[dict[str, Any]]):
@@ -154,6 +158,10 @@ def micro_round(t: float) -> float:
     return round(t, 6)
 
 
+_READERS: tuple[tuple[Any, int], ...] = (*map(_reader, KINDS), (lambda v, i: v[i], 1))
+_SIZES = tuple(n for _, n in _READERS)
+
+
 def recorder_name(kind: str) -> str:
     return kind.replace(".", "_")
 
@@ -184,14 +192,15 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
                     or f in namespace):
                 raise ValueError(f"event field {f!r} of {kind!r} cannot be a recorder parameter")
         name = recorder_name(kind)
-        template = _COMPACT if compact else _TEMPLATE
+        template = _RAW_HEAD + _COMPACT if compact else _TEMPLATE
         arguments = ""
         if kind in feed:
             to = feed[kind]
             template = _COMPACT_FED
             step = getattr(to, "step", None)
             if step is not None:  # as a router's: the step, with the fields it names
-                template, arguments, to = _COMPACT_FED_FIELDS, _arguments(kind, step), step
+                arguments, to = _arguments(kind, step), step
+                template = (_HEAD if "clock[1]" in arguments else _RAW_HEAD) + _COMPACT_FED_FIELDS
             namespace[f"{name}_to"] = to
         if route is not None:
             to = route(kind)

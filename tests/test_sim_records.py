@@ -8,7 +8,7 @@ import simpy
 
 from loopfix.reference_app import events
 from loopfix.reports import measures
-from loopfix.sim.records import recorder_name, recorders
+from loopfix.sim.records import CompactHistory, recorder_name, recorders
 
 
 def sample_fields(kind: str) -> dict:
@@ -50,6 +50,27 @@ def test_the_clock_is_read_at_each_record_not_cached_across_time():
     env.run()
     assert [r["t"] for r in history] == [0.0, 1.0]
     assert [r["kind"] for r in history] == ["outage.start", "outage.end"]
+
+
+def test_a_compact_history_reads_back_each_record_a_list_got_with_t_rounded_as_it_was_made():
+    # the compact history keeps the raw clock and rounds t when a record is read; a list's records
+    # are rounded as they are made: the two must read the same, near halves and far out included
+    env = simpy.Environment()
+    plain: list[dict] = []
+    compact = CompactHistory()
+    recs = recorders(env, plain), recorders(env, compact)
+
+    def proc():
+        for t in (0.0, 2.5e-6, 0.1 + 0.2, 1.0000005, 12.34567891, 86_400.0000015, 2e6 + 1e-7):
+            yield env.timeout(t - env.now)
+            for rec in recs:
+                rec.job_start("worker-0", job_id="7", call_sid="CA7", attempt=1, worker="worker-0")
+                rec.outage_end("env", target="workers", how="stop", workers=0)
+
+    env.process(proc())
+    env.run()
+    assert len(plain) == 14 and list(compact) == plain and [compact[i] for i in range(14)] == plain
+    assert [events.dumps(r) for r in compact] == [events.dumps(r) for r in plain]
 
 
 def test_a_missing_or_unknown_field_is_refused():
