@@ -80,6 +80,13 @@ class ModelCoordination:
         self.slots.clear()
         self.inflight.clear()
 
+    def dispose(self) -> None:
+        """After a model run (World.dispose): `ops` holds bound methods of this adapter, a cycle
+        through it; dropped here, the adapter, its keys and its clock (the env) are freed by
+        reference counting as soon as the model lets go of them, not at the cyclic collector's
+        next pass. The adapter cannot be used again."""
+        self.__dict__.clear()
+
     # ----------------------------------------------------------------- enqueue dedup (001, 004)
     # The key "dedup:<call_sid>:<job_type>" is held as the tuple ("dedup", call_sid, job_type):
     # the same key, no string to build and hash on every enqueue (sim.keys).

@@ -308,7 +308,9 @@ class World:
             if proc.alive:
                 proc.alive = False
                 proc.gen.close()
+            proc.target = None  # a line or an event it waited on, which holds it in turn
         self.env._queue.clear()
+        self.coord.dispose()
         self.__dict__.clear()
 
     def next_id(self) -> str:

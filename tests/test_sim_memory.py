@@ -89,3 +89,25 @@ def test_a_simulated_history_is_freed_as_soon_as_its_result_is_dropped():
         assert history() is None
     finally:
         gc.enable()
+
+
+def test_a_disposed_model_its_coordination_and_its_env_are_freed_without_the_collector():
+    """Model.dispose breaks the model's cycles — its coordination's op table (bound methods of
+    the adapter), the idle workers in the job queue's line and the line in them — so what the
+    run built goes by reference counting once the caller drops the model."""
+    import gc
+    import weakref
+
+    from loopfix.sim.model import simulate_model
+
+    s = _busy_day(0.02)
+    gc.disable()
+    try:
+        model = simulate_model(s, s.make_policy())
+        assert model.coord.ops["release_slot"] and len(model.queue.waiters) > 0
+        made = [weakref.ref(o) for o in (model, model.coord, model.coord.keys, model.env, model.queue)]
+        model.dispose()
+        del model
+        assert [ref() for ref in made] == [None] * len(made)
+    finally:
+        gc.enable()
