@@ -297,6 +297,20 @@ class Proc:
         self.advance(False, event._value)
 
 
+def run_now(env: simpy.Environment, gen: Generator[Any, Any, Any]) -> Proc:
+    """A process whose first step runs now, in the caller, instead of at its start entry (now,
+    URGENT): the same order where nothing else urgent is due now before that entry would come
+    up — an event's callback that starts processes and then returns to the queue (the openings'
+    alarm, sim.actors.clients). No start entry to push, pop and dispatch (~3,000 openers a simulated
+    hour; full 1: -8.0 M instructions)."""
+    proc = _new(Proc)
+    proc.env, proc.gen, proc.target = env, gen, None
+    proc.alive, proc.sent, proc.ticket = True, None, None
+    proc.queue = env._queue if isinstance(env, Env) else None
+    proc.advance(True, None)
+    return proc
+
+
 class Waiters(deque):
     """A line of processes waiting to be handed something (JobQueue's idle workers): a Proc
     yields the line to join it, and whoever hands a value takes the first and `wake`s it. A

@@ -22,7 +22,7 @@ from simpy.events import PENDING
 from loopfix.reference_app import policy as P
 from loopfix.reference_app.events import EVENT_FIELDS
 from loopfix.sim.coordination import AskedOnce, ModelCoordination
-from loopfix.sim.process import Proc, Waiters
+from loopfix.sim.process import Proc, Waiters, run_now
 from loopfix.sim.records import recorder_name, recorders
 
 new_tuple = tuple.__new__  # a NamedTuple built from its values, as its _make does, without a Python frame
@@ -289,8 +289,10 @@ class World:
         """Record a flow's Emit(kind, fields) as `proc`."""
         self.recorder_of[kind](proc, **fields)
 
-    def spawn(self, gen: Generator) -> Proc:
-        proc = Proc(self.env, gen)
+    def spawn(self, gen: Generator, now: bool = False) -> Proc:
+        """Start a process now: at its start entry (Proc), or, `now`, its first step at once
+        (sim.process.run_now: for a caller where nothing urgent can be due before it)."""
+        proc = run_now(self.env, gen) if now else Proc(self.env, gen)
         procs = self.procs
         procs.append(proc)
         if len(procs) >= self.procs_prune_at:  # forget ended ones as the list doubles

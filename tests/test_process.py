@@ -264,3 +264,48 @@ def test_sleeps_past_far_s_wait_aside_and_still_wake_in_simpys_order(seed, until
             reference.run(at)
     assert ours == simpys
     assert any(t >= FAR_S for t, _ in ours) and any("interrupted" in what for _, what in ours)
+
+
+def _alarm_opens(env, log, first_step_now):
+    """An alarm's callback (as sim.actors.clients' Openings rings) starts two openers at an
+    instant where others are due too, before and after it; each opener starts a process of its
+    own and sleeps, ties included."""
+    from loopfix.sim.process import run_now
+
+    start = (lambda gen: run_now(env, gen)) if first_step_now else (lambda gen: Proc(env, gen))
+
+    def opener(name):
+        log.append((env.now, name))
+        Proc(env, _sleeper(env, log, name + "'", [0.0, 1.0]))  # starts at its own (urgent) entry
+        yield 0.0
+        log.append((env.now, name + " again"))
+        yield 1.0
+        log.append((env.now, name + " done"))
+
+    def ring(event):
+        start(opener("x"))
+        start(opener("y"))
+
+    def set_alarm():
+        yield 1.0
+        alarm = simpy.Event(env)
+        alarm._ok, alarm._value = True, None
+        alarm.callbacks.append(ring)
+        env.schedule(alarm, simpy.core.NORMAL, 1.0)
+
+    Proc(env, _sleeper(env, log, "before", [2.0, 1.0]))  # due at the alarm's instant, queued before it
+    Proc(env, set_alarm())
+    Proc(env, _sleeper(env, log, "after", [1.5, 0.5, 0.0, 1.0]))  # due then too, queued after it
+
+
+@pytest.mark.parametrize("env_class", [Env, simpy.Environment])
+def test_a_process_whose_first_step_runs_in_an_alarms_callback_keeps_the_order_of_one_started_there(env_class):
+    now, started = [], []
+    env = env_class()
+    _alarm_opens(env, now, first_step_now=True)
+    env.run(10.0)
+    reference = env_class()
+    _alarm_opens(reference, started, first_step_now=False)
+    reference.run(10.0)
+    assert now == started
+    assert now[:4] == [(1.5, "after"), (2.0, "before"), (2.0, "x"), (2.0, "y")] and len(now) == 16

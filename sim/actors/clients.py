@@ -54,8 +54,8 @@ class Openings:
         alarms, due = self.alarms, self.due
         alarms.discard(t)
         self.first = min(alarms) if alarms else inf
-        while due and due[0][0] <= t:
-            self.spawn(self.opener(heappop(due)[2]))
+        while due and due[0][0] <= t:  # each opener's first step now (World.spawn's `now`), as its
+            self.spawn(self.opener(heappop(due)[2]), True)  # start entry would run next
         if due and due[0][0] < self.first:
             self.alarm(due[0][0])
 
