@@ -31,8 +31,6 @@ from typing import Any, Callable, Generator
 from simpy.core import NORMAL
 from simpy.events import Event
 
-from loopfix.sim.world import new_object
-
 
 class Ticker:
     """Promotion of parked jobs at the ticks where one is due (a mixin of the Model)."""
@@ -65,11 +63,10 @@ class Ticker:
     def _at(self, t: float, callback: Callable[[Event], Any] | None = None) -> Event:
         """An event at exactly `t` (its value), created now."""
         env = self.env
-        # Event(env), processed with value t, built bare (sim.world.new_object: simpy's Event has a
-        # Python __init__): ~5,400 a simulated hour (the ticker's wakes, the openings' alarms),
-        # full 1: -6.6 M instructions
-        ev = new_object(Event)
-        ev.env, ev.callbacks, ev._ok, ev._value = env, [] if callback is None else [callback], True, t
+        ev = Event(env)
+        ev._ok, ev._value = True, t
+        if callback is not None:
+            ev.callbacks.append(callback)
         heapq.heappush(env._queue, (t, NORMAL, next(env._eid), ev))
         return ev
 
