@@ -26,12 +26,14 @@ from loopfix.reference_app.policy.events import EVENT_FIELDS, define, from_recor
 Handler = Callable[[Event], None]
 Entry = tuple[int, Handler, "tuple[str, tuple[Any, ...]] | None"]  # a check's index, its handler, its filter
 Kept = Any  # what keep() returns: restore() gives the dict back
+Head = tuple[Sequence[str], str, dict[str, Any]]  # a recorder's parameters, its prologue, their globals
 
 # every kind's record keys in the order the model's records have them: fields, t, kind, source, proc
 CANONICAL: dict[str, tuple[str, ...]] = {kind: (*fields, "t", "kind", "source", "proc")
                                          for kind, fields in EVENT_FIELDS.items()}
 _INDEX: dict[str, dict[str, int]] = {kind: {k: i for i, k in enumerate(keys)} for kind, keys in CANONICAL.items()}
 _SHAPES: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}  # keys -> (shared keys, canonical?)
+_CELL = {kind: i for i, kind in enumerate(EVENT_FIELDS)}  # a kind's cell in a Fanout's tally
 _last: list[Any] = [None, None]  # the event kept last and its copy: checks keeping one event share it
 
 
@@ -166,9 +168,11 @@ class Fanout:
     (sim.records' recorders) asks `route(kind)` instead, once per kind: the function to hand
     such an event to (None when nothing reads that kind: the source then builds no event at
     all), whose `step` takes the event's fields instead (a handler that is a step is called
-    with them: the event is built only for the handlers that read it whole), and counts its
-    events in `tally[0]` and leaves its clock (`[raw, rounded]` of the last event) in `clock`;
-    `events` and the end time include them."""
+    with them: the event is built only for the handlers that read it whole), or `recorder(kind,
+    ...)`: that function and the source's own, that reads its clock, as one (a call fewer per
+    event). Such a source counts its events by kind in `tally` (a cell per kind of
+    EVENT_FIELDS, in its order) and leaves its clock (`[raw, rounded]` of the last event) in
+    `clock`; `events`, `count(kind)` and the end time include them."""
 
     def __init__(self, checks: Sequence[Any], also: Callable[[Event], None] | None = None, ordered: bool = False):
         self.checks = list(checks)
@@ -176,8 +180,9 @@ class Fanout:
             if isinstance(c, Check):
                 c.ordered = ordered
         self.failed: dict[int, BaseException] = {}
-        self._n = 0
-        self.tally = [0]  # events a router-fed source made (route)
+        self._n = 0  # events appended
+        self._appended: dict[Any, int] = {}  # and by kind
+        self.tally = [0] * len(_CELL)  # events a router-fed source made, by kind (route, recorder)
         self.clock: list[float] | None = None  # and its clock: [raw, rounded] at its last event
         self.end_t: float | None = None
         self._t_error: BaseException | None = None
@@ -190,7 +195,13 @@ class Fanout:
 
     @property
     def events(self) -> int:
-        return self._n + self.tally[0]
+        return self._n + sum(self.tally)
+
+    def count(self, kind: str) -> int:
+        """How many events of `kind` it was given (appended or made by a router-fed source): a
+        consumer may leave to it a kind it only counts (sim.metrics.HistoryMetrics.counted)."""
+        cell = _CELL.get(kind)
+        return self._appended.get(kind, 0) + (0 if cell is None else self.tally[cell])
 
     def _build(self) -> None:
         table: dict[str, list[Entry]] = {}
@@ -216,12 +227,8 @@ class Fanout:
 
     def route(self, kind: str) -> Callable[[Event], None] | None:
         """The function a source hands its `kind` events to, or None when nothing reads them."""
-        if kind not in self._table and self._also is None:
+        if not self._reads(kind):
             return None
-        for c in self.checks:  # a router's records have their kind's keys in the model's order
-            if isinstance(c, Check):
-                c.keep = keep_canonical  # type: ignore[assignment]
-        self._routed = True
         entries = self._table.get(kind, ())
         dispatch, hs = _dispatcher(entries, self._fail, self._also)
         dispatch.step, steps, refresh = _fields_dispatcher(kind, entries, self._fail, self._also)  # type: ignore[attr-defined]
@@ -229,6 +236,30 @@ class Fanout:
         self._lists[kind] = (indices, hs, None)
         self._lists[kind + " fields"] = (indices, steps, refresh)
         return dispatch
+
+    def recorder(self, kind: str, params: Sequence[str], prologue: str, names: dict[str, Any]) -> Callable[..., None] | None:
+        """route(kind)'s step and the source's recorder as one function (None when nothing reads
+        `kind`): it takes `params` (the kind's fields among them, and `proc`), runs `prologue`
+        (source lines of the function's body, with `names` as their globals), which binds `t`,
+        and then hands the event on as the step would. A call of a function with the fields
+        costs ~550 instructions: once per record of a routed kind (70,000 an hour of the day
+        scenario) it is not made."""
+        if not self._reads(kind):
+            return None
+        entries = self._table.get(kind, ())
+        dispatch, steps, refresh = _fields_dispatcher(kind, entries, self._fail, self._also, (params, prologue, names))
+        self._lists[kind + " recorder"] = ([i for i, _, _ in entries], steps, refresh)
+        return dispatch
+
+    def _reads(self, kind: str) -> bool:
+        """Whether anything reads `kind` events; if so, the checks keep them as a router's."""
+        if kind not in self._table and self._also is None:
+            return False
+        for c in self.checks:  # a router's records have their kind's keys in the model's order
+            if isinstance(c, Check):
+                c.keep = keep_canonical  # type: ignore[assignment]
+        self._routed = True
+        return True
 
     def append(self, e: Event) -> None:
         if self._routed:  # any event may come this way: keep its own keys
@@ -247,7 +278,9 @@ class Fanout:
             if self._t_error is None:
                 self._t_error = exc
         try:
-            handlers = self._table.get(e.get("kind"), ())
+            kind = e.get("kind")
+            handlers = self._table.get(kind, ())
+            self._appended[kind] = self._appended.get(kind, 0) + 1
         except Exception as exc:  # noqa: BLE001 - not a mapping: every check that reads it is undecided
             for i in range(len(self.checks)):
                 self.failed.setdefault(i, exc)
@@ -262,7 +295,7 @@ class Fanout:
 
     def last_t(self) -> float:
         """The history's largest t so far (0.0 before any event)."""
-        ts = [t for t in (self.end_t, self.clock[1] if self.clock is not None and self.tally[0] else None)
+        ts = [t for t in (self.end_t, self.clock[1] if self.clock is not None and any(self.tally) else None)
               if t is not None]
         return max(ts) if ts else 0.0
 
@@ -344,15 +377,20 @@ def _dispatcher(entries: Sequence[Entry], fail: Callable[[int, BaseException], N
 
 
 def _fields_dispatcher(kind: str, entries: Sequence[Entry], fail: Callable[[int, BaseException], None],
-                       also: Callable[[Event], None] | None) -> tuple[Callable[..., None], list[Any], Callable[[], None]]:
+                       also: Callable[[Event], None] | None,
+                       head: Head | None = None) -> tuple[Callable[..., None], list[Any], Callable[[], None]]:
     """_dispatcher's twin for a source that has a `kind` record's fields rather than the record
     (sim.records' recorders: `dispatch(<fields>, t, proc)`, its `source` "sim"): a handler with
     a `step` (policy.events.from_record) is called with the fields its step names, any other
     with the record, built only then — once, and only if a filter lets such a handler read it.
     A step's parameter `record` is given the record's values as a tuple in its kind's key order
     (what keep_canonical keeps). Filters are tested on the fields as _dispatcher tests them.
-    Its steps are its defaults (fast locals): after replacing one in the list it returns,
-    `refresh()` makes the dispatcher call the list's."""
+    `head`: the dispatcher takes its parameters instead and starts with its prologue, which
+    binds `t` (Fanout.recorder). Its steps are its globals: after replacing one in the list it
+    returns, `refresh()` makes the dispatcher call the list's. (Not its parameters' defaults:
+    a call copies each into the frame, 61 instructions more a record of a kind read by three
+    steps than their globals' reads, and the model, which calls a recorder directly, could
+    pass one by mistake.)"""
     keys = CANONICAL[kind]
     value = {k: k for k in EVENT_FIELDS[kind]}
     value.update(t="t", kind=repr(kind), source='"sim"', proc="proc")
@@ -361,8 +399,11 @@ def _fields_dispatcher(kind: str, entries: Sequence[Entry], fail: Callable[[int,
     make = {"_e": display, "_r": "(" + ", ".join(value[k] for k in keys) + ",)"}
     steps: list[Any] = []
     namespace: dict[str, Any] = {"_fail": fail, "_also": also}
-    own = "".join(f", _s{j}=_s{j}" for j in range(len(entries)))  # the steps: fast locals, set by `refresh`
-    lines = [f"def dispatch({', '.join((*EVENT_FIELDS[kind], 't', 'proc'))}{own}, _fail=_fail, _also=_also):"]
+    params, prologue, names = head or ((*EVENT_FIELDS[kind], "t", "proc"), "", {})
+    assert not any(k.startswith("_") for k in names), "a dispatcher's own names start with _"
+    namespace.update(names)
+    lines = [f"def dispatch({', '.join(params)}):", *prologue.splitlines()]
+    start = len(lines)  # where the body starts
     state = {"_e": "no", "_r": "no"}  # the record as a dict, as a tuple: not built, maybe built, built
 
     def need(name: str, indent: str) -> None:
@@ -415,16 +456,14 @@ def _fields_dispatcher(kind: str, entries: Sequence[Entry], fail: Callable[[int,
                   f"    {indent}    _fail({i}, exc)"]
     for name in ("_e", "_r"):
         if any(line.endswith(f"if {name} is None:") for line in lines):
-            lines.insert(1, f"    {name} = None")
+            lines.insert(start, f"    {name} = None")
     if len(lines) == 1:
         lines.append("    pass")
     define("\n".join(lines), namespace, f"dispatcher of {kind} fields")
-    dispatch = namespace["dispatch"]
-    for j in range(len(entries)):  # its defaults now: not its globals too, which close() would not clear
-        del namespace[f"_s{j}"]
+    dispatch = namespace.pop("dispatch")
 
     def refresh() -> None:
-        dispatch.__defaults__ = (*steps, fail, also)
+        namespace.update((f"_s{j}", step) for j, step in enumerate(steps))
 
     return dispatch, steps, refresh
 

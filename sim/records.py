@@ -31,12 +31,11 @@ from typing import Any, Iterator, Sequence
 from loopfix.reference_app.policy.events import EVENT_FIELDS, define
 
 # Every recorder starts the same way: the clock read, its rounding reused while it stands still.
-_HEAD = '''
-def {name}(proc, {params}):
-    now = env._now
+_CLOCK = """    now = env._now
     if now != clock[0]:
         clock[0], clock[1] = now, micro_round(now)
-'''
+"""
+_HEAD = "\ndef {name}(proc, {params}):\n" + _CLOCK
 _RECORD = '{{{items}"t": clock[1], "kind": {kind!r}, "source": "sim", "proc": proc}}'  # the dict display
 # a record to anything with `append`
 _TEMPLATE = _HEAD + "    append(" + _RECORD + ")\n"
@@ -53,12 +52,15 @@ _COMPACT = "    order({index})\n    extend(({values}now, proc))\n"
 _COMPACT_FED = _HEAD + _COMPACT + "    {name}_to(" + _RECORD + ")\n"
 # ... whose handler has a step taking the record's fields: those it names, no dict built
 _COMPACT_FED_FIELDS = _COMPACT + "    {name}_to({arguments})\n"
-# a kind a router sends nowhere: counted, no record built
-_SKIP = _HEAD + "    tally[0] += 1\n"
+# a kind a router sends nowhere: counted (in its kind's cell of the router's tally, or its one
+# cell), no record built
+_SKIP = _HEAD + "    tally[{cell}] += 1\n"
 # a router's kind, as a dict
 _ROUTED = _SKIP + "    {name}_to(" + _RECORD + ")\n"
 # a router's kind whose handler has a step taking the record's fields: those it names
 _ROUTED_FIELDS = _SKIP + "    {name}_to({arguments})\n"
+# a router's kind whose recorder the router makes (harness.stream.Fanout.recorder): it starts so
+_PROLOGUE = _CLOCK + "    tally[{cell}] += 1\n    t = clock[1]\n"
 
 # kind index (a CompactHistory's order) -> the kind; one past the last: a record appended as a dict
 KINDS: tuple[str, ...] = tuple(EVENT_FIELDS)
@@ -171,8 +173,10 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
     CompactHistory (and the dict, or its step's fields, to its `feed` of that kind), the
     record's dict to anything else with `append`. A router (`route(kind)`: where a kind's
     records go, None for nowhere) gets them as dicts, or, where the function it gives has a
-    `step` (policy.events.from_record; harness.stream.Fanout's dispatchers have one),
-    as that step's arguments: the fields it names, no record built."""
+    `step` (policy.events.from_record), as that step's arguments: the fields it names, no
+    record built; one that makes recorders (`recorder(kind, params, prologue, names)`:
+    harness.stream.Fanout) gives each routed kind's whole recorder, started as this module's.
+    A router counts the records in `tally`: one cell, or a cell per kind in KINDS' order."""
     compact = isinstance(history, CompactHistory)
     feed = history.feed if compact else {}
     route = getattr(history, "route", None)
@@ -182,10 +186,14 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
         namespace.update(order=history.order.append, extend=history.values.extend)
     else:
         namespace["append"] = history.append
+    make = getattr(history, "recorder", None)
     if route is not None:  # a router (harness.stream.Fanout): per kind, where to or nowhere
         namespace["tally"] = history.tally
         history.clock = namespace["clock"]
+        by_kind = len(history.tally) == len(KINDS)  # a cell per kind, or one for every record
+        head = {k: namespace[k] for k in ("env", "clock", "micro_round", "tally")}  # _PROLOGUE's names
     made: dict[str, Any] = {}
+    cell = 0
     for kind, fields in EVENT_FIELDS.items():
         for f in fields:
             if (not f.isidentifier() or keyword.iskeyword(f) or f in ("proc", "now", "t", "kind", "source")
@@ -203,14 +211,21 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
                 template = (_HEAD if "clock[1]" in arguments else _RAW_HEAD) + _COMPACT_FED_FIELDS
             namespace[f"{name}_to"] = to
         if route is not None:
-            to = route(kind)
+            cell = _INDEX[kind] if by_kind else 0
+            if make is not None:  # the router makes the recorder, from this one's start
+                to = make(kind, ("proc", *fields), _PROLOGUE.format(cell=cell), head)
+                if to is not None:
+                    made[name] = to
+                    continue
+            else:
+                to = route(kind)
             template = _ROUTED if to is not None else _SKIP
             step = getattr(to, "step", None)
             if step is not None:  # a handler of records whose step takes their fields
                 template, arguments, to = _ROUTED_FIELDS, _arguments(kind, step), step
             namespace[f"{name}_to"] = to
         define(template.format(
-            name=name, kind=kind, index=_INDEX[kind], arguments=arguments, params=", ".join(fields),
+            name=name, kind=kind, index=_INDEX[kind], cell=cell, arguments=arguments, params=", ".join(fields),
             items="".join(f"{f!r}: {f}, " for f in fields), values="".join(f"{f}, " for f in fields)), namespace,
             f"recorder of {kind}")
         made[name] = namespace.pop(name)

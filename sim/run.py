@@ -75,6 +75,13 @@ def simulate(scenario: Scenario, on_progress: Callable[[float], None] | None = N
     return SimResult(scenario, policy, history, metrics)
 
 
+class Fed:
+    """A consumer as a fan-out sees it: the handlers it is fed."""
+
+    def __init__(self, handlers: dict[str, Callable[[Any], None]]):
+        self.handlers = handlers
+
+
 @dataclass(frozen=True)
 class CheckedRun:
     """A model run checked as it ran: how many events it recorded, the verdicts, the metrics."""
@@ -101,9 +108,13 @@ def simulate_checked(scenario: Scenario, on_progress: Callable[[float, int], Non
     # verdicts and let go of what they kept: then that is freed at once, not scanned first.
     with gc_paused():
         try:
-            fan = inv.online(policy, also=[metrics], each=out.write if out is not None else None, ordered=True)
+            # the metrics are fed but for the kinds they only count: the fan-out counts those
+            fed = Fed({k: h for k, h in metrics.handlers.items() if k not in metrics.counted})
+            fan = inv.online(policy, also=[fed], each=out.write if out is not None else None, ordered=True)
             step = None if on_progress is None else (lambda f: on_progress(f, fan.events))
             model = simulate_model(scenario, policy, step, history=fan)
+            for kind in metrics.counted:
+                metrics.add_count(kind, fan.count(kind))
             figures = metrics.result(fan.events)
             figures.update(queue_metrics(model.samples, scenario.workers.count))
             run = CheckedRun(scenario, policy, fan.events, fan.verdicts(), figures)

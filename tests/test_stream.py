@@ -126,6 +126,42 @@ def test_the_compact_history_reads_back_the_records_a_list_gets():
                                     worker="worker-1")
 
 
+def test_a_fanout_makes_the_recorders_of_the_kinds_it_reads_and_counts_every_kind():
+    """The model's recorder of a kind a consumer reads is the fan-out's (Fanout.recorder): the
+    consumer's step gets the fields at the rounded clock; every record is counted by kind, those
+    of a kind nothing reads and those appended as dicts too; the end time is the last record's."""
+    from loopfix.harness.stream import Fanout
+
+    got = []
+
+    class Starts:
+        def __init__(self):
+            self.handlers = {"job.start": events.from_record(self.on_start)}
+
+        def on_start(self, job_id, t):
+            got.append((job_id, t))
+
+    fan, env = Fanout([Starts()]), simpy.Environment()
+    rec = recorders(env, fan)
+
+    def proc():
+        yield env.timeout(1.23456789)
+        for i in "12":
+            rec.job_start("w", job_id=i, call_sid="CA" + i, attempt=1, worker="w")
+        yield env.timeout(1.0)
+        rec.slot_acquire("w", job_id="2", business_id="b", ok=True)  # nothing reads it
+
+    env.process(proc())
+    env.run()
+    assert got == [("1", 1.234568), ("2", 1.234568)]
+    assert (fan.count("job.start"), fan.count("slot.acquire"), fan.count("job.end")) == (2, 1, 0)
+    assert fan.events == 3 and fan.last_t() == 2.234568
+    fan.append(events.event("job.start", 3.0, "live", "p", job_id="3", call_sid="CA3", attempt=1, worker="w"))
+    assert got[-1] == ("3", 3.0) and fan.count("job.start") == 3 and fan.events == 4 and fan.last_t() == 3.0
+    with pytest.raises(TypeError):  # a value too many is refused, as by any recorder
+        rec.job_start("w", "4", "CA4", 1, "w", got.append)
+
+
 def test_loopfix_sim_writes_the_history_as_it_runs_and_logs_its_progress(tmp_path):
     out = tmp_path / "run"
     r = CliRunner().invoke(cli, ["sim", "retry-storm", "--variant", "before", "--out", str(out), "--format", "plain"])
