@@ -5,7 +5,8 @@ event (a mapping: a dict read from JSONL, or the model's record as it is made) �
 `filters` — kind -> (field, values): that kind's handler reads only the events whose field is one
 of `values` — `feed(event)` and `verdict()`. `Fanout(checks)` hands every event to the handlers
 of its kind whose filter it passes and nothing else (one dict lookup per event; a filter is
-tested in the fan-out's dispatcher, no call made for an event the check would drop), keeps the history's count and its last time (`end_t`, the
+tested before the call — inline in the recorders it makes for the model — so no call is made
+for an event the check would drop), keeps the history's count and its last time (`end_t`, the
 largest `t` seen), and turns an exception inside a check into that check's "unknown" verdict
 (a broken checker must never pass) without stopping the others. `check(check, history)` is
 feed-all-then-verdict: the same code judges a list of dicts and a stream.
@@ -165,14 +166,13 @@ class Fanout:
 
     `append(event)` takes any event, so a Fanout can stand where a history list stood and
     `feed(history)` is a loop over it. A source that makes events of known kinds in time order
-    (sim.records' recorders) asks `route(kind)` instead, once per kind: the function to hand
-    such an event to (None when nothing reads that kind: the source then builds no event at
-    all), whose `step` takes the event's fields instead (a handler that is a step is called
-    with them: the event is built only for the handlers that read it whole), or `recorder(kind,
-    ...)`: that function and the source's own, that reads its clock, as one (a call fewer per
-    event). Such a source counts its events by kind in `tally` (a cell per kind of
-    EVENT_FIELDS, in its order) and leaves its clock (`[raw, rounded]` of the last event) in
-    `clock`; `events`, `count(kind)` and the end time include them."""
+    (sim.records' recorders) asks `recorder(kind, ...)` instead, once per kind: its whole
+    recorder of that kind (None when nothing reads it: the source then builds no event at all),
+    which reads the source's clock and hands the event's fields on (a handler that is a step is
+    called with them: the event is built only for the handlers that read it whole). Such a
+    source counts its events by kind in `tally` (a cell per kind of EVENT_FIELDS, in its order)
+    and leaves its clock (`[raw, rounded]` of the last event) in `clock`; `events`,
+    `count(kind)` and the end time include them."""
 
     def __init__(self, checks: Sequence[Any], also: Callable[[Event], None] | None = None, ordered: bool = False):
         self.checks = list(checks)
@@ -182,13 +182,13 @@ class Fanout:
         self.failed: dict[int, BaseException] = {}
         self._n = 0  # events appended
         self._appended: dict[Any, int] = {}  # and by kind
-        self.tally = [0] * len(_CELL)  # events a router-fed source made, by kind (route, recorder)
+        self.tally = [0] * len(_CELL)  # events a recorder-making source made, by kind (recorder)
         self.clock: list[float] | None = None  # and its clock: [raw, rounded] at its last event
         self.end_t: float | None = None
         self._t_error: BaseException | None = None
         self._also = also
-        # routed kinds -> (their checks' indices, the handlers their dispatcher calls, and for a
-        # fields dispatcher its refresh): a failed check's handlers become _ignore there
+        # recorded kinds -> (their checks' indices, the steps their recorder calls, its refresh):
+        # a failed check's steps become _ignore there
         self._lists: dict[str, tuple[list[int], list[Any], Callable[[], None] | None]] = {}
         self._routed = False
         self._build()
@@ -198,7 +198,7 @@ class Fanout:
         return self._n + sum(self.tally)
 
     def count(self, kind: str) -> int:
-        """How many events of `kind` it was given (appended or made by a router-fed source): a
+        """How many events of `kind` it was given (appended or made by a recorder it made): a
         consumer may leave to it a kind it only counts (sim.metrics.HistoryMetrics.counted)."""
         cell = _CELL.get(kind)
         return self._appended.get(kind, 0) + (0 if cell is None else self.tally[cell])
@@ -215,8 +215,7 @@ class Fanout:
             for j, i in enumerate(idx):
                 if i in self.failed:
                     hs[j] = _ignore
-            if refresh is not None:
-                refresh()
+            refresh()
         self._table = {k: tuple(v) for k, v in table.items()}
 
     def _fail(self, i: int, exc: BaseException) -> None:
@@ -225,21 +224,9 @@ class Fanout:
         self.failed[i] = exc
         self._build()
 
-    def route(self, kind: str) -> Callable[[Event], None] | None:
-        """The function a source hands its `kind` events to, or None when nothing reads them."""
-        if not self._reads(kind):
-            return None
-        entries = self._table.get(kind, ())
-        dispatch, hs = _dispatcher(entries, self._fail, self._also)
-        dispatch.step, steps, refresh = _fields_dispatcher(kind, entries, self._fail, self._also)  # type: ignore[attr-defined]
-        indices = [i for i, _, _ in entries]
-        self._lists[kind] = (indices, hs, None)
-        self._lists[kind + " fields"] = (indices, steps, refresh)
-        return dispatch
-
     def recorder(self, kind: str, params: Sequence[str], prologue: str, names: dict[str, Any]) -> Callable[..., None] | None:
-        """route(kind)'s step and the source's recorder as one function (None when nothing reads
-        `kind`): it takes `params` (the kind's fields among them, and `proc`), runs `prologue`
+        """The source's recorder of `kind` and the hand-off of its events, as one function (None
+        when nothing reads `kind`): it takes `params` (the kind's fields among them, and `proc`), runs `prologue`
         (source lines of the function's body, with `names` as their globals), which binds `t`,
         and then hands the event on as the step would. A call of a function with the fields
         costs ~550 instructions: once per record of a routed kind (70,000 an hour of the day
@@ -248,7 +235,7 @@ class Fanout:
             return None
         entries = self._table.get(kind, ())
         dispatch, steps, refresh = _fields_dispatcher(kind, entries, self._fail, self._also, (params, prologue, names))
-        self._lists[kind + " recorder"] = ([i for i, _, _ in entries], steps, refresh)
+        self._lists[kind] = ([i for i, _, _ in entries], steps, refresh)
         return dispatch
 
     def _reads(self, kind: str) -> bool:
@@ -322,8 +309,7 @@ class Fanout:
             c.handlers = {}
         for _, hs, refresh in self._lists.values():
             hs[:] = [_ignore] * len(hs)
-            if refresh is not None:
-                refresh()
+            refresh()
         self.checks, self._table, self._lists = [], {}, {}
 
     def verdict_of(self, i: int) -> Verdict:
@@ -341,7 +327,7 @@ class Fanout:
 
 def passes(f: tuple[str, tuple[Any, ...]] | None, e: Event) -> bool:
     """Whether a handler with filter `f` (field, values; None: none) reads event `e` (the
-    dispatcher `_dispatcher` generates tests the same, inline)."""
+    recorders `_fields_dispatcher` generates test the same, inline)."""
     return f is None or e.get(f[0]) in f[1]
 
 
@@ -349,45 +335,21 @@ def _ignore(*args: Any, **fields: Any) -> None:
     """What a failed check's handler (or step) becomes in a dispatcher: its verdict is the error."""
 
 
-def _dispatcher(entries: Sequence[Entry], fail: Callable[[int, BaseException], None],
-                also: Callable[[Event], None] | None) -> tuple[Callable[[Event], None], list[Handler]]:
-    """A function handing one event (a dict) to `also` and then to each (check index, handler,
-    filter) of `entries` whose filter it passes, an exception in a handler given to `fail`
-    with its check's index; and the list of handlers it calls (by position: replace one to stop
-    calling it). Generated straight-line code: a loop over the handlers with a try in it costs
-    a fifth of the checker's time, and a call to a handler that drops the event most of it."""
-    hs = [h for _, h, _ in entries]
-    fields = list(dict.fromkeys(f[0] for _, _, f in entries if f is not None))
-    namespace: dict[str, Any] = {"hs": hs, "fail": fail, "also": also}
-    params = "".join(f", w{j}=w{j}" for j, (_, _, f) in enumerate(entries) if f is not None)
-    lines = [f"def dispatch(e, hs=hs, fail=fail, also=also{params}):"]
-    if also is not None:
-        lines.append("    also(e)")
-    lines += [f"    f{k} = e.get({field!r})" for k, field in enumerate(fields)]
-    for j, (i, _, f) in enumerate(entries):
-        call = ["try:", f"    hs[{j}](e)", "except Exception as exc:", f"    fail({i}, exc)"]
-        if f is not None:
-            namespace[f"w{j}"] = tuple(f[1])
-            call = [f"if f{fields.index(f[0])} in w{j}:"] + ["    " + line for line in call]
-        lines += ["    " + line for line in call]
-    if len(lines) == 1:
-        lines.append("    pass")
-    define("\n".join(lines), namespace, "dispatcher")
-    return namespace["dispatch"], hs
-
-
 def _fields_dispatcher(kind: str, entries: Sequence[Entry], fail: Callable[[int, BaseException], None],
                        also: Callable[[Event], None] | None,
-                       head: Head | None = None) -> tuple[Callable[..., None], list[Any], Callable[[], None]]:
-    """_dispatcher's twin for a source that has a `kind` record's fields rather than the record
-    (sim.records' recorders: `dispatch(<fields>, t, proc)`, its `source` "sim"): a handler with
-    a `step` (policy.events.from_record) is called with the fields its step names, any other
-    with the record, built only then — once, and only if a filter lets such a handler read it.
-    A step's parameter `record` is given the record's values as a tuple in its kind's key order
-    (what keep_canonical keeps). Filters are tested on the fields as _dispatcher tests them.
-    `head`: the dispatcher takes its parameters instead and starts with its prologue, which
-    binds `t` (Fanout.recorder). Its steps are its globals: after replacing one in the list it
-    returns, `refresh()` makes the dispatcher call the list's. (Not its parameters' defaults:
+                       head: Head) -> tuple[Callable[..., None], list[Any], Callable[[], None]]:
+    """Fanout.recorder's function: it takes `head`'s parameters (a `kind` record's fields among
+    them, and `proc`), runs its prologue (which binds `t`; its names are the function's
+    globals), then hands the record on to `also` and to each (check index, handler, filter) of
+    `entries` whose filter it passes (`passes`, tested inline on the fields), an exception in a
+    handler given to `fail` with its check's index: a handler with a `step`
+    (policy.events.from_record) is called with the fields its step names, any other with the
+    record, built only then — once, and only if a filter lets such a handler read it. A step's
+    parameter `record` is given the record's values as a tuple in its kind's key order (what
+    keep_canonical keeps). Generated straight-line code: a loop over the handlers with a try in
+    it costs a fifth of the checker's time, and a call to a handler that drops the event most
+    of it. Its steps are its globals: after replacing one in the list it returns, `refresh()`
+    makes the function call the list's. (Not its parameters' defaults:
     a call copies each into the frame, 61 instructions more a record of a kind read by three
     steps than their globals' reads, and the model, which calls a recorder directly, could
     pass one by mistake.)"""
@@ -399,7 +361,7 @@ def _fields_dispatcher(kind: str, entries: Sequence[Entry], fail: Callable[[int,
     make = {"_e": display, "_r": "(" + ", ".join(value[k] for k in keys) + ",)"}
     steps: list[Any] = []
     namespace: dict[str, Any] = {"_fail": fail, "_also": also}
-    params, prologue, names = head or ((*EVENT_FIELDS[kind], "t", "proc"), "", {})
+    params, prologue, names = head
     assert not any(k.startswith("_") for k in names), "a dispatcher's own names start with _"
     namespace.update(names)
     lines = [f"def dispatch({', '.join(params)}):", *prologue.splitlines()]

@@ -59,7 +59,7 @@ _SKIP = _HEAD + "    tally[{cell}] += 1\n"
 _ROUTED = _SKIP + "    {name}_to(" + _RECORD + ")\n"
 # a router's kind whose handler has a step taking the record's fields: those it names
 _ROUTED_FIELDS = _SKIP + "    {name}_to({arguments})\n"
-# a router's kind whose recorder the router makes (harness.stream.Fanout.recorder): it starts so
+# a kind whose recorder a maker of recorders makes (harness.stream.Fanout.recorder): it starts so
 _PROLOGUE = _CLOCK + "    tally[{cell}] += 1\n    t = clock[1]\n"
 
 # kind index (a CompactHistory's order) -> the kind; one past the last: a record appended as a dict
@@ -172,22 +172,24 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
     """One recorder per event kind, appending to `history` at `env`'s clock: its values to a
     CompactHistory (and the dict, or its step's fields, to its `feed` of that kind), the
     record's dict to anything else with `append`. A router (`route(kind)`: where a kind's
-    records go, None for nowhere) gets them as dicts, or, where the function it gives has a
-    `step` (policy.events.from_record), as that step's arguments: the fields it names, no
-    record built; one that makes recorders (`recorder(kind, params, prologue, names)`:
-    harness.stream.Fanout) gives each routed kind's whole recorder, started as this module's.
-    A router counts the records in `tally`: one cell, or a cell per kind in KINDS' order."""
+    records go, None for nowhere; sim.sweep.KeptKinds) gets them as dicts, or, where the
+    function it gives has a `step` (policy.events.from_record), as that step's arguments: the
+    fields it names, no record built; one that makes recorders instead (`recorder(kind, params,
+    prologue, names)`: harness.stream.Fanout) gives each kind's whole recorder, started as this
+    module's, or None for a kind it does not read. Either counts the records in `tally`: one
+    cell, or a cell per kind in KINDS' order."""
     compact = isinstance(history, CompactHistory)
     feed = history.feed if compact else {}
-    route = getattr(history, "route", None)
+    make = getattr(history, "recorder", None)
+    route = getattr(history, "route", None) if make is None else None
     # clock: the last raw time seen and its rounding (0.0 for both at the start, as before)
     namespace: dict[str, Any] = {"env": env, "clock": [0.0, 0.0], "micro_round": micro_round}
     if compact:
         namespace.update(order=history.order.append, extend=history.values.extend)
     else:
         namespace["append"] = history.append
-    make = getattr(history, "recorder", None)
-    if route is not None:  # a router (harness.stream.Fanout): per kind, where to or nowhere
+    routed = make is not None or route is not None
+    if routed:  # a router or a maker of recorders: per kind, where to or nowhere
         namespace["tally"] = history.tally
         history.clock = namespace["clock"]
         by_kind = len(history.tally) == len(KINDS)  # a cell per kind, or one for every record
@@ -210,9 +212,9 @@ def recorders(env: Any, history: Any) -> SimpleNamespace:
                 arguments, to = _arguments(kind, step), step
                 template = (_HEAD if "clock[1]" in arguments else _RAW_HEAD) + _COMPACT_FED_FIELDS
             namespace[f"{name}_to"] = to
-        if route is not None:
+        if routed:
             cell = _INDEX[kind] if by_kind else 0
-            if make is not None:  # the router makes the recorder, from this one's start
+            if make is not None:  # it makes the recorder, from this one's start
                 to = make(kind, ("proc", *fields), _PROLOGUE.format(cell=cell), head)
                 if to is not None:
                     made[name] = to

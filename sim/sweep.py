@@ -153,11 +153,11 @@ class KeptKinds:
     """The history of a fast-lane run: the records of the kinds in `kinds` kept in `records`, in
     order, those of the kinds in `feed` handed to the kind's step as they are made (a consumer's
     `handlers`: measured online, not kept), the others only counted. It speaks sim.records'
-    router protocol (as harness.stream.Fanout does): `route(kind)` says once per kind where its
-    records go, None for nowhere, and the recorders of a kind routed nowhere take the kind's own
-    fields and build no record — where a recorder taking any fields (`**fields`) would build a
-    dict of them on every call —, and those of a kind whose handler has a `step` (as
-    reports.measures.Scan's) call the step with the fields it names, no record built either.
+    router protocol: `route(kind)` says once per kind where its records go, None for nowhere,
+    and the recorders of a kind routed nowhere take the kind's own fields and build no record —
+    where a recorder taking any fields (`**fields`) would build a dict of them on every call —,
+    and those of a kind whose handler has a `step` (as reports.measures.Scan's) call the step
+    with the fields it names, no record built either.
     `tally[0]` counts every record the recorders made."""
 
     def __init__(self, kinds: Collection[str], feed: Mapping[str, Callable[[dict[str, Any]], None]] | None = None):
