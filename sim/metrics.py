@@ -55,6 +55,9 @@ class HistoryMetrics:
             ("client.request", self.on_request), ("client.end", self.on_end), ("job.enqueue", self.on_enqueue),
             ("job.start", self.on_start), ("download.end", self.on_download),
             ("recording.created", self.on_created))}
+        # what to feed a source that counts its records by kind: all but the counted kinds'
+        # handlers (their numbers then come from it: take_counts)
+        self.uncounted = {k: h for k, h in self.handlers.items() if k not in self.counted}
 
     def on_request(self, client: Any, session: Any, status: int, t: float) -> None:
         key = (client, session)
@@ -90,6 +93,12 @@ class HistoryMetrics:
         if kind != "job.start":
             raise ValueError(f"{kind!r} records are not counted: feed them")
         self.runs += n
+
+    def take_counts(self, source: Any) -> None:
+        """The counted kinds' numbers from `source`, fed `uncounted` (anything with
+        `count(kind)`: sim.records.CompactHistory, harness.stream.Fanout)."""
+        for kind in self.counted:
+            self.add_count(kind, source.count(kind))
 
     def on_download(self, ok: bool, skipped: bool, recording_sid: Any) -> None:
         if ok and not skipped:

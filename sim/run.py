@@ -53,7 +53,7 @@ def simulate(scenario: Scenario, on_progress: Callable[[float], None] | None = N
     policy = scenario.make_policy()
     measure = HistoryMetrics()  # fed as the records are made: no pass over the history after
     # but for the kinds it only counts: the history counts those at the end
-    history = CompactHistory(feed={k: h for k, h in measure.handlers.items() if k not in measure.counted})
+    history = CompactHistory(feed=measure.uncounted)
     if gc.isenabled():
         # The history's one list of values (millions, by the run's end) made old while it is empty:
         # a young collection (what the collector runs every few hundred allocations anyway)
@@ -62,8 +62,7 @@ def simulate(scenario: Scenario, on_progress: Callable[[float], None] | None = N
         # middle, would each go through every value (0.2 s of the 10 h day's 3.2 s).
         gc.collect(1)
     model = simulate_model(scenario, policy, on_progress, history=history)
-    for kind in measure.counted:
-        measure.add_count(kind, history.count(kind))
+    measure.take_counts(history)
     metrics = measure.result(len(history))
     history.feed.clear()  # the result keeps the history, not the metrics' tables
     metrics.update(queue_metrics(model.samples, scenario.workers.count))
@@ -109,12 +108,11 @@ def simulate_checked(scenario: Scenario, on_progress: Callable[[float, int], Non
     with gc_paused():
         try:
             # the metrics are fed but for the kinds they only count: the fan-out counts those
-            fed = Fed({k: h for k, h in metrics.handlers.items() if k not in metrics.counted})
+            fed = Fed(metrics.uncounted)
             fan = inv.online(policy, also=[fed], each=out.write if out is not None else None, ordered=True)
             step = None if on_progress is None else (lambda f: on_progress(f, fan.events))
             model = simulate_model(scenario, policy, step, history=fan)
-            for kind in metrics.counted:
-                metrics.add_count(kind, fan.count(kind))
+            metrics.take_counts(fan)
             figures = metrics.result(fan.events)
             figures.update(queue_metrics(model.samples, scenario.workers.count))
             run = CheckedRun(scenario, policy, fan.events, fan.verdicts(), figures)

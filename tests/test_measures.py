@@ -130,13 +130,14 @@ def test_history_metrics_times_sessions_to_their_first_play_and_counts_jobs_and_
 
 def test_history_metrics_given_the_count_of_a_kind_it_only_counts_gives_the_figures_of_the_pass():
     """sim.run.simulate feeds HistoryMetrics no job.start: the history counts them (add_count)."""
+    from types import SimpleNamespace
+
     from loopfix.sim.metrics import HistoryMetrics, history_metrics
 
     history = _capacity_history()
     m = HistoryMetrics()
     for e in history:
-        if e["kind"] in m.handlers and e["kind"] not in m.counted:
-            m.handlers[e["kind"]](e)
-    for kind in m.counted:
-        m.add_count(kind, sum(1 for e in history if e["kind"] == kind))
+        if e["kind"] in m.uncounted:
+            m.uncounted[e["kind"]](e)
+    m.take_counts(SimpleNamespace(count=lambda kind: sum(1 for e in history if e["kind"] == kind)))
     assert m.result(len(history)) == history_metrics(history)
