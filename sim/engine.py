@@ -132,14 +132,6 @@ class Model(World, Ticker, Draws, Web, Workers, Clients, Deleters):
             yield self.scenario.workers.crash_detect_s
             self.rq_requeue_crashed()
 
-    def dispose(self) -> None:
-        """World.dispose, and the env's far heap dropped too (sim.process.Env: the long sleeps'
-        entries, which hold their processes, and they the env)."""
-        env = self.env
-        super().dispose()
-        if isinstance(env, Env):
-            env.clear()
-
     def lose_redis(self) -> None:
         """Redis killed (nothing on disk): every key, semaphore, fail-fast window, queued and
         parked job and RQ's registries are gone. A lost run job leaves its run an orphan in the

@@ -22,7 +22,7 @@ from simpy.events import PENDING
 from loopfix.reference_app import policy as P
 from loopfix.reference_app.events import EVENT_FIELDS
 from loopfix.sim.coordination import AskedOnce, ModelCoordination
-from loopfix.sim.process import Proc, Waiters, run_now
+from loopfix.sim.process import Env, Proc, Waiters, run_now
 from loopfix.sim.records import recorder_name, recorders
 
 new_tuple = tuple.__new__  # a NamedTuple built from its values, as its _make does, without a Python frame
@@ -311,7 +311,11 @@ class World:
                 proc.alive = False
                 proc.gen.close()
             proc.target = None  # a line or an event it waited on, which holds it in turn
-        self.env._queue.clear()
+        env = self.env
+        if isinstance(env, Env):
+            env.clear()  # the queue and the far heap (long sleeps' entries hold their processes)
+        else:
+            env._queue.clear()
         self.coord.dispose()
         self.__dict__.clear()
 
