@@ -149,7 +149,7 @@ def _record(emit: Callable[..., Any], kind: str, values: tuple, answer: Any) -> 
 
 
 def effect_type(effect: Any) -> Any:
-    """Coord, Emit or Release for a tagged tuple, else the effect's class (for tests and messages)."""
+    """A tagged tuple's tag (Coord, Emit, EmitValues, Release), else the effect's class (for tests and messages)."""
     return effect[0] if effect.__class__ is tuple else effect.__class__
 
 
